@@ -1,0 +1,46 @@
+"""lsc: transforming and combining rewards for aligning language models (JAX/Flax)."""
+
+from setuptools import find_packages, setup
+
+CORE = [
+    "jax>=0.10",
+    "flax>=0.12",
+    "optax>=0.2.4",
+    "orbax-checkpoint>=0.11",
+    "ml-collections>=1.0",
+    "absl-py>=2.0",
+    "numpy>=1.26",
+    "safetensors>=0.4",  # Hugging Face checkpoints, read with numpy (no torch)
+    "sentencepiece>=0.2",  # T5 / Llama vocabularies
+    "tokenizers>=0.20",  # tokenizer.json of imported checkpoints
+    "grain>=0.2.10",  # checkpointable input pipelines
+    "matplotlib>=3.8",  # the paper's figures
+    "tqdm>=4.66",
+]
+
+# PyTorch `transformers` reference code: parity tests and side-by-side benchmarks.
+# torch is pinned to the CPU build that the development and CI machines provide.
+HF = ["torch==2.13.0", "transformers>=4.45"]
+
+TEST = ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "mpmath>=1.3"] + HF
+
+setup(
+    name="lsc",
+    version="0.1.0",
+    description=(
+        "Transforming and combining rewards (LSC, sigma_AND / sigma_OR) for aligning "
+        "language models, in JAX/Flax."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["lsc", "lsc.*"]),
+    package_data={"lsc": ["**/*.md"]},
+    install_requires=CORE,
+    extras_require={
+        "test": TEST,
+        "hf": HF,
+        # t5x-style input pipelines; pulls TensorFlow, never needed by the core.
+        "seqio": ["seqio>=0.0.19"],
+    },
+)
