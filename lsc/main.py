@@ -1,0 +1,67 @@
+"""The one entry point: ``python -m lsc.main --config=configs/<...>.py[:arg] --workdir=DIR``.
+
+The config's ``job`` field selects what runs (see :data:`JOBS`). Any field can be overridden on
+the command line (``--config.rewards.method=sigma_and``). The config is validated before anything
+runs: a bad value stops the run with one error naming the dotted field and what is allowed. The
+resolved config is written to ``<workdir>/config.json``; every output goes under the workdir, and
+rerunning with the same workdir resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Dict
+
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from lsc import config as config_lib
+from lsc import repro
+
+# job name -> run(config, workdir) -> process exit code
+JOBS: Dict[str, Callable[[ml_collections.ConfigDict, str], int]] = {
+    "repro": repro.run,
+}
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. configs/repro/synthetic_hh.py[:arg].",
+    lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every output of the run.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def write_resolved_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Writes ``config`` (after command-line overrides) to ``<workdir>/config.json``."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = _CONFIG.value
+    try:
+        config_lib.validate(config, jobs=tuple(JOBS))
+    except config_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+    path = write_resolved_config(config, workdir)
+    logging.info("job %r, workdir %s, resolved config written to %s", config.job, workdir, path)
+    return JOBS[config.job](config, workdir)
+
+
+def run() -> None:
+    app.run(lambda argv: sys.exit(main(argv)))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,150 @@
+"""Config validation and the command-line entry point (run as a user would, in a subprocess)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from lsc import config as config_lib
+from lsc import stages as stages_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPRO = os.path.join(ROOT, "configs", "repro", "synthetic_hh.py")
+
+
+def load(path=REPRO, arg=""):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cfg", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def run_main(*args, workdir):
+    return subprocess.run(
+        [sys.executable, "-m", "lsc.main", f"--config={REPRO}", f"--workdir={workdir}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+
+
+@pytest.mark.parametrize("arg", ["", "large"])
+def test_shipped_configs_validate(arg):
+    config_lib.validate(load(arg=arg), jobs=("repro",))
+
+
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("rewards.method", "product", "choose one of: sum, weighted_sum, lsc_sum"),
+        ("rewards.method", "weighted_sum", "needs config.rewards.weights"),
+        ("rewards.properties.helpful.reference.quantile", 1.5, "in [0.0, 1.0]"),
+        ("rewards.properties.harmless.reference.quantile", -0.01, "in [0.0, 1.0]"),
+        ("rewards.properties.helpful.reference.num_samples", 0, "an integer >= 1"),
+        ("rewards.properties.helpful.reference.source", "median", "quantile, predictor"),
+        ("rl.kl_coefs", (0.1, -0.5), "-0.5 is not allowed; must be a number >= 0.0"),
+        ("best_of_k.ks", (1, 0, 4), "0 is not allowed; must be an integer >= 1"),
+        ("seed", -1, "must be an integer in [0,"),
+        ("data.on_error", "ignore", "choose one of: raise, skip"),
+    ],
+)
+def test_bad_values_name_the_dotted_field(field, value, needle):
+    config = load()
+    with config.unlocked():
+        parent = config
+        *path, leaf = field.split(".")
+        for part in path:
+            parent = parent[part]
+        parent[leaf] = value
+    with pytest.raises(config_lib.ConfigError) as e:
+        config_lib.validate(config, jobs=("repro",))
+    message = str(e.value)
+    assert f"config.{field}: " in message
+    assert needle in message
+    assert len(e.value.errors) == 1
+
+
+def test_missing_data_path_only_matters_for_real_data(tmp_path):
+    config = load()
+    config_lib.validate(config)  # synthetic: no path needed
+    config.data.source = "hh_rlhf"
+    with pytest.raises(config_lib.ConfigError, match=r"config\.data\.path: is empty"):
+        config_lib.validate(config)
+    config.data.path = str(tmp_path / "nowhere")
+    with pytest.raises(config_lib.ConfigError, match=r"config\.data\.path: '.*nowhere' does not exist"):
+        config_lib.validate(config)
+    config.data.path = str(tmp_path)
+    config_lib.validate(config)
+
+
+def test_unknown_job_lists_the_known_ones():
+    config = ml_collections.ConfigDict({"job": "train_everything"})
+    with pytest.raises(config_lib.ConfigError, match=r"config\.job: 'train_everything' .* repro"):
+        config_lib.validate(config, jobs=("repro",))
+
+
+def test_every_error_is_reported_at_once():
+    config = load()
+    config.rewards.method = "nope"
+    config.rl.kl_coefs = (-1.0,)
+    with pytest.raises(config_lib.ConfigError) as e:
+        config_lib.validate(config)
+    assert [f for f, _ in e.value.errors] == ["rewards.method", "rl.kl_coefs"]
+
+
+def test_cli_rejects_bad_override_with_one_clear_error(tmp_path):
+    proc = run_main("--config.rewards.properties.helpful.reference.quantile=1.5", workdir=tmp_path / "w")
+    assert proc.returncode != 0
+    assert "config.rewards.properties.helpful.reference.quantile: 1.5 is not allowed" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "w" / "config.json").exists()  # nothing ran
+
+
+def test_cli_writes_resolved_config_and_says_what_ran(tmp_path):
+    workdir = tmp_path / "w"
+    proc = run_main("--config.rewards.method=sigma_and", "--config.rl.kl_coefs=(0.2,)", workdir=workdir)
+    assert proc.returncode == 0, proc.stderr
+    resolved = json.loads((workdir / "config.json").read_text())
+    assert resolved["rewards"]["method"] == "sigma_and"
+    assert resolved["rl"]["kl_coefs"] == [0.2]
+    results = json.loads((workdir / "results.json").read_text())
+    # The job reports exactly which stages ran and which are not available; it never invents results.
+    assert results["stages_completed"] + results["stages_not_implemented"] == [
+        s.name for s in __import__("lsc.repro", fromlist=["STAGES"]).STAGES
+    ]
+    assert results["complete"] == (not results["stages_not_implemented"])
+    if results["stages_not_implemented"]:
+        assert "not implemented" in proc.stderr
+
+
+def test_stage_runner_skips_finished_stages_and_stops_at_missing_ones(tmp_path):
+    calls = []
+
+    def make(name):
+        def run(config, stage_dir, earlier):
+            calls.append((name, sorted(earlier)))
+            assert os.path.isdir(stage_dir)
+            return {"value": len(calls)}
+
+        return run
+
+    stages = [
+        stages_lib.Stage("a", "first", make("a")),
+        stages_lib.Stage("b", "second", make("b")),
+        stages_lib.Stage("c", "not there yet", None),
+        stages_lib.Stage("d", "after", make("d")),
+    ]
+    config = ml_collections.ConfigDict()
+    first = stages_lib.run_stages(stages, config, str(tmp_path))
+    assert first["completed"] == ["a", "b"] and first["missing"] == ["c", "d"]
+    assert calls == [("a", []), ("b", ["a"])]
+    second = stages_lib.run_stages(stages, config, str(tmp_path))
+    assert calls == [("a", []), ("b", ["a"])]  # nothing re-ran
+    assert second["results"] == {"a": {"value": 1}, "b": {"value": 2}}
