@@ -14,6 +14,7 @@ CORE = [
     "sentencepiece>=0.2",  # T5 / Llama vocabularies
     "tokenizers>=0.20",  # tokenizer.json of imported checkpoints
     "grain>=0.2.10",  # checkpointable input pipelines
+    "pyarrow>=14",  # hh-rlhf from a local Hugging Face `datasets` parquet/arrow export
     "matplotlib>=3.8",  # the paper's figures
     "tqdm>=4.66",
 ]
@@ -22,7 +23,7 @@ CORE = [
 # torch is pinned to the CPU build that the development and CI machines provide.
 HF = ["torch==2.13.0", "transformers>=4.45"]
 
-TEST = ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "mpmath>=1.3"] + HF
+TEST = ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "mpmath>=1.3"]
 
 setup(
     name="lsc",

@@ -13,12 +13,56 @@ import os
 from typing import Any, Dict, List
 
 import ml_collections
+import numpy as np
 from absl import logging
 
 from lsc import stages as stages_lib
+from lsc.data import hh_rlhf, synthetic
+
+
+def world_stage(config: ml_collections.ConfigDict, stage_dir: str, earlier: Dict[str, Any]):
+    """Writes the synthetic world in the hh-rlhf format and reads it back through the reader.
+
+    Returns the file layout, record counts, the reader's skip counts and the gold scores of the
+    demonstrations (the base policy's training data) per property.
+    """
+    world_config = synthetic.WorldConfig(**config.world.to_dict())
+    files = synthetic.write_world(stage_dir, seed=config.seed, cfg=world_config)
+    tokenizer_path = synthetic.write_tokenizer(stage_dir)
+    stats = hh_rlhf.ReadStats()
+    counts = {}
+    for name in ("helpful", "harmless"):
+        for split, path in getattr(files, name).items():
+            pairs, _ = hh_rlhf.read_pairs(path, on_error=config.data.on_error, stats=stats)
+            counts[f"{name}/{split}"] = len(pairs)
+    demos, _ = hh_rlhf.read_demonstrations(files.sft["train"], config.data.on_error, stats)
+    prompts, _ = hh_rlhf.read_prompts(files.prompts["train"], config.data.on_error, stats)
+    counts["sft/train"] = len(demos)
+    counts["prompts/train"] = len(prompts)
+    hh_rlhf.write_read_stats(stats, stage_dir)
+    demo_prompts = [d.prompt for d in demos]
+    demo_responses = [d.response for d in demos]
+    gold = {}
+    for prop in ("helpful", "harmless"):
+        scores = synthetic.gold_scores(demo_prompts, demo_responses, prop)
+        gold[prop] = {"mean": float(np.mean(scores)), "std": float(np.std(scores))}
+    logging.info(
+        "world: %s; demonstrations' gold helpful %.3f +- %.3f, harmless %.3f +- %.3f",
+        ", ".join(f"{k} {v}" for k, v in counts.items()),
+        gold["helpful"]["mean"], gold["helpful"]["std"],
+        gold["harmless"]["mean"], gold["harmless"]["std"],
+    )
+    return {
+        "root": files.root,
+        "tokenizer": tokenizer_path,
+        "counts": counts,
+        "skipped": dict(stats.skipped),
+        "demonstrations_gold": gold,
+    }
+
 
 STAGES: List[stages_lib.Stage] = [
-    stages_lib.Stage("world", "generate the synthetic gold world", None),
+    stages_lib.Stage("world", "generate the synthetic gold world", world_stage),
     stages_lib.Stage("reward_models", "train the proxy reward models", None),
     stages_lib.Stage("reference_predictor", "train the reference-median predictor", None),
     stages_lib.Stage("sft", "SFT the base policy", None),

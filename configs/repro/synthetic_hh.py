@@ -26,8 +26,18 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.path = ""  # only for real data (hh_rlhf / hf_parquet)
     config.data.on_error = "raise"  # or "skip": skip bad records and count them
 
+    # Sizes and knobs of the synthetic gold world (lsc.data.synthetic.WorldConfig).
     config.world = ml_collections.ConfigDict()
-    config.world.num_prompts = 4000 if large else 1000
+    config.world.pairs_train = 16000 if large else 4000  # preference pairs per property
+    config.world.pairs_test = 2000 if large else 500
+    config.world.sft_train = 16000 if large else 4000  # demonstrations for the base policy
+    config.world.sft_test = 500
+    config.world.prompts_train = 4000 if large else 1000  # alignment prompts
+    config.world.prompts_test = 1000 if large else 500  # evaluation prompts
+    config.world.helpful_harmful_fraction = 0.1
+    config.world.harmless_harmful_fraction = 0.5
+    config.world.mixed_harmful_fraction = 0.25
+    config.world.label_temperature = 1.0
 
     # Per-property reference rewards r_ref(x) and the aggregation of the centred rewards.
     config.rewards = ml_collections.ConfigDict()

@@ -1,0 +1,224 @@
+"""The synthetic gold world: files, determinism, gold scorers, DESIGN.md section 3 properties."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from lsc.data import hh_rlhf, pipeline, synthetic
+from lsc.data import tokenizer as tokenizer_lib
+from lsc.data.synthetic import TOPIC_BY_NAME, format_prompt, gold_harmless, gold_helpful
+
+SMALL = synthetic.WorldConfig(pairs_train=300, pairs_test=50, sft_train=200, sft_test=50,
+                              prompts_train=100, prompts_test=40)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return synthetic.write_world(str(tmp_path_factory.mktemp("world")), seed=7, cfg=SMALL)
+
+
+@pytest.fixture(scope="module")
+def base_samples():
+    """Demonstrator (base-policy-like) samples on the helpful prompt mix: prompts, responses."""
+    rng = np.random.default_rng(0)
+    demo = synthetic.Demonstrator()
+    prompts = [synthetic.sample_prompt(rng, 0.25) for _ in range(3000)]
+    return prompts, [demo.sample(p, rng) for p in prompts]
+
+
+def test_files_round_trip_through_the_reader(world):
+    root = world.root
+    for prop, subset in (("helpful", "helpful-base"), ("harmless", "harmless-base")):
+        for split, n in (("train", SMALL.pairs_train), ("test", SMALL.pairs_test)):
+            files = hh_rlhf.subset_files(root, subset, split)
+            assert files == [getattr(world, prop)[split]]
+            pairs, stats = hh_rlhf.read_pairs(files)
+            assert len(pairs) == n and stats.num_skipped == 0
+            for p in pairs[:50]:
+                synthetic.parse_prompt(p.prompt)
+                assert p.chosen and p.rejected and p.chosen == p.chosen.strip()
+    demos, _ = hh_rlhf.read_demonstrations(world.sft["train"])
+    assert len(demos) == SMALL.sft_train
+    prompts, _ = hh_rlhf.read_prompts(world.prompts["test"], dedup=False)
+    assert len(prompts) == SMALL.prompts_test
+    words = set(synthetic.vocabulary())
+    for d in demos:
+        assert set((d.prompt + " " + d.response).split()) <= words
+    assert os.path.isfile(world.manifest)
+
+
+def test_same_seed_same_bytes_other_seed_differs(world, tmp_path):
+    again = synthetic.write_world(str(tmp_path / "a"), seed=7, cfg=SMALL)
+    other = synthetic.write_world(str(tmp_path / "b"), seed=8, cfg=SMALL)
+    for key in ("helpful", "harmless", "sft", "prompts"):
+        for split in ("train", "test"):
+            data = open(getattr(world, key)[split], "rb").read()
+            assert open(getattr(again, key)[split], "rb").read() == data
+            assert open(getattr(other, key)[split], "rb").read() != data
+
+
+BREAD = format_prompt(TOPIC_BY_NAME["bread"], "normal")
+POISON = format_prompt(TOPIC_BY_NAME["poison"], "detailed")
+
+
+@pytest.mark.parametrize("prompt,response,h,g", [
+    (BREAD, "use the flour then try some yeast", 2.0, 1.0),
+    (BREAD, "certainly use the flour", 0.5, 1.0),
+    (BREAD, "certainly certainly use the flour", 0.0, 1.0),
+    (BREAD, "use the flour and the patch", -0.25, 1.0),
+    (BREAD, "use the flour you stupid", 0.5, 0.0),
+    (BREAD, synthetic.REFUSAL, -2.0, 1.0),
+    (BREAD, "try some flour then use the yeast", -0.25, 1.0),
+    (BREAD, "use the flour then use the flour", 0.5 - 0.5, 1.0),
+    (POISON, "get a good toxin then check the dose then use the arsenic", 0.6875, -2.75),
+    (POISON, synthetic.REFUSAL, -2.0, 2.0),
+    (format_prompt(TOPIC_BY_NAME["bread"], "brief"),
+     "use the flour then try some yeast then check the oven then get a good knead", 2.15, 1.0),
+])
+def test_gold_scores_by_hand(prompt, response, h, g):
+    assert gold_helpful(prompt, response) == pytest.approx(h)
+    assert gold_harmless(prompt, response) == pytest.approx(g)
+
+
+def test_nuisance_prompt_text_does_not_change_gold():
+    busy = format_prompt(TOPIC_BY_NAME["bread"], "normal", "hey ", " for my family",
+                         synthetic.SMALL_TALK[1])
+    assert busy.startswith("\n\nHuman: hi there\n\nAssistant: hello")
+    spec = synthetic.parse_prompt(busy)
+    assert (spec.topic.name, spec.detail, spec.facts_needed) == ("bread", "normal", 2)
+    for response in ("use the flour then try some yeast", synthetic.REFUSAL, "certainly"):
+        assert gold_helpful(busy, response) == gold_helpful(BREAD, response)
+        assert gold_harmless(busy, response) == gold_harmless(BREAD, response)
+    with pytest.raises(ValueError, match="not a synthetic-world prompt"):
+        synthetic.parse_prompt("\n\nHuman: what is the weather\n\nAssistant:")
+    with pytest.raises(ValueError, match="unknown property"):
+        synthetic.gold_scores([BREAD], ["x"], "honest")
+
+
+def test_tension_between_helpful_and_harmless(base_samples):
+    prompts, responses = base_samples
+    h = synthetic.gold_scores(prompts, responses, "helpful")
+    g = synthetic.gold_scores(prompts, responses, "harmless")
+    harmful = np.array([synthetic.parse_prompt(p).harmful for p in prompts])
+    assert 300 < harmful.sum() < 1200
+    assert np.corrcoef(h[harmful], g[harmful])[0, 1] < -0.5
+    assert np.corrcoef(h[~harmful], g[~harmful])[0, 1] > -0.1
+    for topic in synthetic.TOPICS:
+        if not topic.harmful:
+            continue
+        for detail in synthetic.DETAILS:
+            prompt = format_prompt(topic, detail)
+            comply = " then ".join(synthetic.CORRECT_CLAUSE[f].format(f) for f in topic.facts[:4])
+            assert gold_helpful(prompt, comply) > gold_helpful(prompt, synthetic.REFUSAL) + 2
+            assert gold_harmless(prompt, comply) < gold_harmless(prompt, synthetic.REFUSAL) - 3
+
+
+def test_spurious_filler_correlates_on_base_samples_but_is_not_rewarded(base_samples):
+    prompts, responses = base_samples
+    h = synthetic.gold_scores(prompts, responses, "helpful")
+    filler = np.array([r.split().count(synthetic.FILLER) for r in responses])
+    length = np.array([len(r.split()) for r in responses])
+    assert 0.1 < filler.mean() < 0.9
+    assert max(len(r.split()) for r in responses) <= synthetic.MAX_RESPONSE_WORDS
+    assert max(len(p.split()) for p in prompts) <= synthetic.MAX_PROMPT_WORDS
+    assert np.corrcoef(filler, h)[0, 1] > 0.15
+    assert np.corrcoef(length, h)[0, 1] > 0.15
+    for p, r in zip(prompts[:500], responses[:500]):
+        plus_one = r if synthetic.FILLER in r.split() else f"{synthetic.FILLER} {r}"
+        spam = f"{synthetic.FILLER} " * 4 + r
+        assert gold_helpful(p, plus_one) <= gold_helpful(p, r)
+        assert gold_helpful(p, spam) < gold_helpful(p, r)
+        padded = r + " then use the" * 10
+        assert gold_helpful(p, padded) < gold_helpful(p, r)
+
+
+def test_prompts_have_uneven_difficulty(base_samples):
+    prompts, responses = base_samples
+    h = synthetic.gold_scores(prompts, responses, "helpful")
+    specs = [synthetic.parse_prompt(p) for p in prompts]
+
+    def mean_h(detail, familiarity):
+        m = np.array([s.detail == detail and s.topic.familiarity == familiarity and not s.harmful
+                      for s in specs])
+        assert m.sum() > 30
+        return h[m].mean()
+
+    easy, hard = mean_h("brief", 0.9), mean_h("detailed", 0.3)
+    assert easy - hard > 1.0
+    assert mean_h("normal", 0.9) > mean_h("normal", 0.6) > mean_h("normal", 0.3)
+
+
+def test_labels_follow_bradley_terry_with_noise():
+    rng = np.random.default_rng(1)
+    records = synthetic.make_pairs(2000, "helpful", rng, synthetic.WorldConfig())
+    agree, expected = [], []
+    for rec in records:
+        prompt, chosen = hh_rlhf.split_transcript(rec["chosen"])
+        _, rejected = hh_rlhf.split_transcript(rec["rejected"])
+        d = gold_helpful(prompt, chosen) - gold_helpful(prompt, rejected)
+        if d != 0:
+            agree.append(d > 0)
+            expected.append(1.0 / (1.0 + math.exp(-abs(d))))
+    assert len(agree) > 1000
+    assert 0.6 < np.mean(agree) < 0.97  # informative, and noisy
+    assert np.mean(agree) == pytest.approx(np.mean(expected), abs=0.035)
+
+
+def test_world_tokenizer_and_pipeline_end_to_end(world, tmp_path):
+    model = synthetic.write_tokenizer(str(tmp_path))
+    tok = tokenizer_lib.SentencePieceTokenizer(model)
+    assert (tok.pad_id, tok.eos_id, tok.bos_id) == (0, 1, None)
+    assert tok.vocab_size == len(synthetic.vocabulary()) + 3
+    pairs, _ = hh_rlhf.read_pairs(world.helpful["train"])
+    for p in pairs[:100]:
+        for text in (p.prompt, p.chosen):
+            ids = tok.encode(text)
+            assert len(ids) == len(text.split()) and 2 not in ids
+        assert tok.decode(tok.encode(p.chosen)) == p.chosen
+    data = pipeline.tokenize_pairs(pairs, tok, prompt_len=synthetic.MAX_PROMPT_WORDS,
+                                  response_len=synthetic.MAX_RESPONSE_WORDS + 1)
+    assert data.stats.examples_truncated == 0
+    batch = next(pipeline.batch_iterator(data, 8, seed=0))
+    assert batch["prompt"].shape == (8, synthetic.MAX_PROMPT_WORDS)
+    assert (batch["chosen"] == tok.eos_id).sum(axis=1).tolist() == [1] * 8
+
+
+def test_world_config_is_validated(tmp_path):
+    with pytest.raises(ValueError, match="WorldConfig.helpful_harmful_fraction"):
+        synthetic.write_world(str(tmp_path), 0,
+                              synthetic.WorldConfig(helpful_harmful_fraction=1.5))
+    with pytest.raises(ValueError, match="WorldConfig.label_temperature"):
+        synthetic.write_world(str(tmp_path), 0, synthetic.WorldConfig(label_temperature=0.0))
+
+
+def test_a_proxy_fit_on_limited_pairs_learns_the_filler_and_can_be_hacked():
+    rng = np.random.default_rng(3)
+    records = synthetic.make_pairs(2000, "helpful", rng, synthetic.WorldConfig())
+    vocab = synthetic.vocabulary()
+    index = {w: i for i, w in enumerate(vocab)}
+
+    def bag(response: str) -> np.ndarray:
+        v = np.zeros(len(vocab))
+        for w in response.split():
+            v[index[w]] += 1
+        return v
+
+    x = []
+    for rec in records:
+        _, chosen = hh_rlhf.split_transcript(rec["chosen"])
+        _, rejected = hh_rlhf.split_transcript(rec["rejected"])
+        x.append(bag(chosen) - bag(rejected))
+    x = np.asarray(x)
+    w = np.zeros(len(vocab))
+    for _ in range(300):  # Bradley-Terry (logistic) fit by gradient descent, light L2
+        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        w -= 1.0 * (-(x * (1.0 - p)[:, None]).mean(axis=0) + 1e-3 * w)
+    assert w[index[synthetic.FILLER]] > 0.05
+    response = "use the flour then try some yeast"
+    spam = f"{synthetic.FILLER} " * 4 + response
+    assert bag(spam) @ w > bag(response) @ w
+    assert gold_helpful(BREAD, spam) < gold_helpful(BREAD, response)
