@@ -1,0 +1,94 @@
+"""Decoder-only LM presets: ``get_config(name)`` -> ``ml_collections.ConfigDict``.
+
+The fields are exactly those of ``lsc.models.decoder.DecoderConfig`` (build the model config with
+``DecoderConfig.from_mapping(get_config(name))``). Families:
+
+* Llama (SwiGLU, RMSNorm eps 1e-5, untied unless noted): ``llama2_7b``, ``llama2_13b``,
+  ``llama3_8b`` (GQA 8 kv heads, theta 5e5), ``llama3_2_1b`` (tied, llama3 rotary scaling),
+  ``tinyllama_1_1b`` (GQA 4 kv heads);
+* Gemma 1 (GeGLU with tanh GELU, ``1 + w`` norms, embeddings scaled by sqrt(d_model), tied):
+  ``gemma_2b`` (MQA), ``gemma_7b``;
+* PaLM (parallel attention + MLP, MQA, SwiGLU, tied, 256k vocabulary): ``palm_8b``,
+  ``palm_62b``, ``palm_540b``;
+* small sizes for tests and CPU runs: ``tiny`` (GQA), ``tiny_mha``, ``tiny_mqa``,
+  ``tiny_parallel`` (PaLM-style), ``tiny_gemma``, ``small`` (benchmarks, ~8M parameters).
+
+Usage: ``--config=configs/models/decoder.py:llama3_8b``.
+"""
+
+import ml_collections
+
+_BASE = dict(
+    activation="silu",
+    norm_eps=1e-6,
+    norm_zero_centered=False,
+    embed_scale=False,
+    rope_theta=10_000.0,
+    rope_scaling_type="default",
+    rope_scaling_factor=1.0,
+    rope_low_freq_factor=1.0,
+    rope_high_freq_factor=4.0,
+    rope_original_max_len=8192,
+    tie_embeddings=False,
+    parallel_block=False,
+    attention_bias=False,
+    mlp_bias=False,
+    pad_id=0,
+    eos_id=1,
+    bos_id=-1,
+    dtype="float32",
+    param_dtype="float32",
+    init_std=None,
+)
+
+
+def _shape(vocab, d, layers, heads, kv, head_dim, mlp):
+    return dict(vocab_size=vocab, d_model=d, num_layers=layers, num_heads=heads, num_kv_heads=kv,
+                head_dim=head_dim, mlp_dim=mlp)
+
+
+_LLAMA = dict(norm_eps=1e-5, dtype="bfloat16", param_dtype="bfloat16", bos_id=1, eos_id=2)
+_LLAMA3 = dict(_LLAMA, rope_theta=500_000.0, bos_id=128000, eos_id=128001)
+_GEMMA = dict(activation="gelu_tanh", norm_zero_centered=True, embed_scale=True,
+              tie_embeddings=True, bos_id=2, eos_id=1, pad_id=0, dtype="bfloat16",
+              param_dtype="bfloat16")
+_PALM = dict(parallel_block=True, tie_embeddings=True, dtype="bfloat16", param_dtype="bfloat16")
+_TINY = dict(init_std=1.0)
+
+PRESETS = {
+    # Llama family.
+    "llama2_7b": dict(_shape(32000, 4096, 32, 32, 32, 128, 11008), **_LLAMA),
+    "llama2_13b": dict(_shape(32000, 5120, 40, 40, 40, 128, 13824), **_LLAMA),
+    "llama3_8b": dict(_shape(128256, 4096, 32, 32, 8, 128, 14336), **_LLAMA3),
+    "llama3_2_1b": dict(
+        _shape(128256, 2048, 16, 32, 8, 64, 8192), **_LLAMA3, tie_embeddings=True,
+        rope_scaling_type="llama3", rope_scaling_factor=32.0, rope_low_freq_factor=1.0,
+        rope_high_freq_factor=4.0, rope_original_max_len=8192,
+    ),
+    "tinyllama_1_1b": dict(_shape(32000, 2048, 22, 32, 4, 64, 5632), **_LLAMA),
+    # Gemma 1 family.
+    "gemma_2b": dict(_shape(256000, 2048, 18, 8, 1, 256, 16384), **_GEMMA),
+    "gemma_7b": dict(_shape(256000, 3072, 28, 16, 16, 256, 24576), **_GEMMA),
+    # PaLM shapes (Chowdhery et al. 2022, table 1): d_ff = 4 d_model, head_dim 256.
+    "palm_8b": dict(_shape(256000, 4096, 32, 16, 1, 256, 16384), **_PALM),
+    "palm_62b": dict(_shape(256000, 8192, 64, 32, 1, 256, 32768), **_PALM),
+    "palm_540b": dict(_shape(256000, 18432, 118, 48, 1, 256, 73728), **_PALM),
+    # Small sizes.
+    "tiny": dict(_shape(128, 32, 2, 4, 2, 8, 64), **_TINY),
+    "tiny_mha": dict(_shape(128, 32, 2, 4, 4, 8, 64), **_TINY),
+    "tiny_mqa": dict(_shape(128, 32, 2, 4, 1, 8, 64), **_TINY),
+    "tiny_parallel": dict(_shape(128, 32, 2, 4, 1, 8, 64), parallel_block=True,
+                          tie_embeddings=True, **_TINY),
+    "tiny_gemma": dict(_shape(128, 32, 2, 4, 1, 8, 64), **dict(_GEMMA, dtype="float32",
+                                                                param_dtype="float32")),
+    "small": dict(_shape(8192, 256, 4, 8, 4, 32, 1024)),
+}
+
+
+def get_config(name: str = "tiny") -> ml_collections.ConfigDict:
+    """The preset called ``name`` (see the module docstring) as a ConfigDict."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown decoder preset {name!r}; known: {sorted(PRESETS)}")
+    fields = dict(_BASE)
+    fields.update(PRESETS[name])
+    return ml_collections.ConfigDict(fields)

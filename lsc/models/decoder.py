@@ -1,0 +1,363 @@
+"""Decoder-only language model (Llama / Gemma / PaLM family) in Flax NNX.
+
+Architecture: token embedding (optionally scaled by ``sqrt(d_model)``, Gemma), ``num_layers``
+pre-norm blocks of RMSNorm + rotary multi-head attention with ``num_kv_heads`` key/value heads
+(MHA, GQA, MQA) + gated MLP (SwiGLU or GeGLU), either sequential (Llama, Gemma) or PaLM's parallel
+block ``x + attn(norm(x)) + mlp(norm(x))``; a final RMSNorm; an LM head tied to the embedding or
+separate.
+
+Token conventions follow :mod:`lsc.models.protocol`: ``mask`` defaults to ``tokens != pad_id``,
+positions are ``cumsum(mask) - 1`` (clipped at 0), prompts are left-padded and responses
+right-padded. The model implements the ``Autoregressive`` protocol:
+
+* ``init_cache(B, max_decode_length, dtype)`` allocates the ``max_decode_length`` decode slots;
+* ``prefill(prompt[B, P], cache)`` prepends the prompt's keys/values, giving per-layer ``k``/``v``
+  of ``[B, P + max_decode_length, kv_heads, head_dim]``;
+* ``decode_step(tokens[B], cache)`` writes one token per row at the next slot.
+
+The cache is a dict ``{'layers': ({'k', 'v'}, ...), 'mask': bool[B, T], 'index': int32[],
+'position': int32[B]}``: ``mask`` marks slots holding real tokens, ``index`` is the next slot to
+write (shared by all rows), ``position`` the rotary position of each row's next token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lsc.models import layers
+
+Array = jax.Array
+
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    """Hyperparameters of :class:`DecoderLM` (validated on construction).
+
+    Attributes:
+      vocab_size, d_model, num_layers, num_heads, num_kv_heads, head_dim, mlp_dim: shapes.
+        ``num_kv_heads == num_heads`` is MHA, ``1`` is MQA, anything dividing ``num_heads`` GQA.
+      activation: gate activation of the MLP: 'silu' (SwiGLU) or 'gelu_tanh' / 'gelu' (GeGLU).
+      norm_eps: RMSNorm epsilon.
+      norm_zero_centered: RMSNorm scale stored as ``1 + w`` (Gemma).
+      embed_scale: multiply input embeddings by ``sqrt(d_model)`` (Gemma).
+      rope_theta: rotary base. ``rope_scaling_type`` ('default', 'linear', 'llama3') with
+        ``rope_scaling_factor``, ``rope_low_freq_factor``, ``rope_high_freq_factor`` and
+        ``rope_original_max_len`` (the Llama 3.1 fields) rescale the frequencies.
+      tie_embeddings: LM head = transposed input embedding.
+      parallel_block: PaLM-style parallel attention + MLP sharing one pre-norm.
+      attention_bias: biases on the q/k/v/o projections; mlp_bias: biases in the MLP.
+      pad_id, eos_id, bos_id: special tokens (``bos_id = -1`` when the vocabulary has none).
+      dtype: compute dtype; param_dtype: storage dtype ('float32', 'bfloat16', 'float16').
+      init_std: standard deviation of the embedding initialiser (``None``: ``d_model ** -0.5``).
+    """
+
+    vocab_size: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    mlp_dim: int
+    activation: str = "silu"
+    norm_eps: float = 1e-6
+    norm_zero_centered: bool = False
+    embed_scale: bool = False
+    rope_theta: float = 10_000.0
+    rope_scaling_type: str = "default"
+    rope_scaling_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_len: int = 8192
+    tie_embeddings: bool = False
+    parallel_block: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    pad_id: int = 0
+    eos_id: int = 1
+    bos_id: int = -1
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    init_std: Optional[float] = None
+
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                     "mlp_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"model.num_kv_heads={self.num_kv_heads} must divide model.num_heads={self.num_heads}"
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"model.head_dim must be even for rotary embeddings, got {self.head_dim}")
+        layers.activation_fn(self.activation)
+        if self.rope_scaling_type not in ("default", "linear", "llama3"):
+            raise ValueError(
+                f"model.rope_scaling_type must be one of default, linear, llama3, got "
+                f"{self.rope_scaling_type!r}"
+            )
+        for name in ("dtype", "param_dtype"):
+            if getattr(self, name) not in _DTYPES:
+                raise ValueError(f"model.{name} must be one of {_DTYPES}, got {getattr(self, name)!r}")
+        for name in ("pad_id", "eos_id"):
+            value = getattr(self, name)
+            if not 0 <= value < self.vocab_size:
+                raise ValueError(f"model.{name} must be in [0, {self.vocab_size}), got {value}")
+        if not self.norm_eps > 0:
+            raise ValueError(f"model.norm_eps must be > 0, got {self.norm_eps}")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> "DecoderConfig":
+        """Builds a config from a dict / ``ml_collections.ConfigDict``; unknown keys are errors."""
+        if hasattr(mapping, "to_dict"):
+            mapping = mapping.to_dict()
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(mapping) - names)
+        if unknown:
+            raise ValueError(f"unknown decoder config fields {unknown}; known: {sorted(names)}")
+        return cls(**dict(mapping))
+
+    @property
+    def rope_scaling(self) -> Optional[dict]:
+        """The rotary scaling dict of :func:`lsc.models.layers.rope_inv_freq` (None: default)."""
+        if self.rope_scaling_type == "default":
+            return None
+        if self.rope_scaling_type == "linear":
+            return {"rope_type": "linear", "factor": self.rope_scaling_factor}
+        return {
+            "rope_type": "llama3",
+            "factor": self.rope_scaling_factor,
+            "low_freq_factor": self.rope_low_freq_factor,
+            "high_freq_factor": self.rope_high_freq_factor,
+            "original_max_position_embeddings": self.rope_original_max_len,
+        }
+
+    def num_params(self) -> int:
+        """Number of parameters (embedding counted once when tied)."""
+        e, f, v = self.d_model, self.mlp_dim, self.vocab_size
+        q = e * self.num_heads * self.head_dim
+        kv = 2 * e * self.num_kv_heads * self.head_dim
+        attn = 2 * q + kv
+        if self.attention_bias:
+            attn += (self.num_heads + 2 * self.num_kv_heads) * self.head_dim + e
+        mlp = 3 * e * f + (2 * f + e if self.mlp_bias else 0)
+        norms = e if self.parallel_block else 2 * e
+        per_layer = attn + mlp + norms
+        return v * e * (1 if self.tie_embeddings else 2) + self.num_layers * per_layer + e
+
+    def flops_per_token(self, context: int) -> float:
+        """Forward FLOPs per token: ``2 * matmul params + 4 * layers * context * heads * head_dim``."""
+        e, f = self.d_model, self.mlp_dim
+        matmul = (
+            2 * e * self.num_heads * self.head_dim
+            + 2 * e * self.num_kv_heads * self.head_dim
+            + 3 * e * f
+        ) * self.num_layers + e * self.vocab_size
+        attn = 2 * self.num_layers * context * self.num_heads * self.head_dim
+        return 2.0 * matmul + 2.0 * attn
+
+
+class DecoderBlock(nnx.Module):
+    """One pre-norm block; ``__call__(x[B, L, E], mask, positions, cache=None, cache_index=None)
+    -> (x[B, L, E], cache entry or None)``."""
+
+    def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
+        c = config
+        dtype, pdtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        norm = dict(eps=c.norm_eps, zero_centered_scale=c.norm_zero_centered, dtype=dtype,
+                    param_dtype=pdtype, rngs=rngs)
+        self.parallel_block = c.parallel_block
+        self.attn_norm = layers.RMSNorm(c.d_model, **norm)
+        self.attn = layers.Attention(
+            c.d_model, c.num_heads, c.head_dim, c.num_kv_heads,
+            rope_theta=c.rope_theta, rope_scaling=c.rope_scaling,
+            qkv_bias=c.attention_bias, out_bias=c.attention_bias,
+            dtype=dtype, param_dtype=pdtype, rngs=rngs,
+        )
+        self.mlp_norm = None if c.parallel_block else layers.RMSNorm(c.d_model, **norm)
+        self.mlp = layers.GatedMLP(
+            c.d_model, c.mlp_dim, activation=c.activation, use_bias=c.mlp_bias,
+            dtype=dtype, param_dtype=pdtype, rngs=rngs,
+        )
+
+    def __call__(self, x, mask, positions, cache=None, cache_index=None):
+        y = self.attn_norm(x)
+        attn_out, cache = self.attn(y, mask, positions=positions, cache=cache, cache_index=cache_index)
+        if self.parallel_block:
+            return x + attn_out + self.mlp(y), cache
+        x = x + attn_out
+        return x + self.mlp(self.mlp_norm(x)), cache
+
+
+class DecoderLM(nnx.Module):
+    """Decoder-only causal LM (see the module docstring). Build with ``DecoderLM(config, rngs=...)``."""
+
+    def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
+        c = config
+        self.config = c
+        self.pad_id = c.pad_id
+        self.eos_id = c.eos_id
+        self.d_model = c.d_model
+        dtype, pdtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        std = c.init_std if c.init_std is not None else c.d_model**-0.5
+        self.embed = layers.Embedding(
+            c.vocab_size, c.d_model, embedding_init=nnx.initializers.normal(stddev=std),
+            dtype=dtype, param_dtype=pdtype, rngs=rngs,
+        )
+        self.layers = nnx.List([DecoderBlock(c, rngs=rngs) for _ in range(c.num_layers)])
+        self.final_norm = layers.RMSNorm(
+            c.d_model, eps=c.norm_eps, zero_centered_scale=c.norm_zero_centered, dtype=dtype,
+            param_dtype=pdtype, rngs=rngs,
+        )
+        self.lm_head = None if c.tie_embeddings else layers.Linear(
+            c.d_model, c.vocab_size, axes=("embed", "vocab"), dtype=dtype, param_dtype=pdtype,
+            rngs=rngs,
+        )
+
+    # -- pieces ---------------------------------------------------------------------------------
+
+    def _embed(self, tokens: Array) -> Array:
+        x = self.embed(tokens)
+        if self.config.embed_scale:
+            x = x * jnp.asarray(self.config.d_model**0.5, x.dtype)
+        return x
+
+    def logits_from_hidden(self, h: Array) -> Array:
+        """LM logits ``float32[..., V]`` from final-normed hidden states ``[..., E]``."""
+        if self.lm_head is None:
+            return self.embed.attend(h).astype(jnp.float32)
+        return self.lm_head(h).astype(jnp.float32)
+
+    def hidden_states(self, tokens: Array, mask: Optional[Array] = None) -> Array:
+        """Final-normed hidden states ``[B, L, E]`` (compute dtype) of ``tokens int32[B, L]``.
+
+        ``mask bool[B, L]`` (default ``tokens != pad_id``) marks real tokens; padded positions
+        attend to nothing real and their outputs are meaningless.
+        """
+        if mask is None:
+            mask = tokens != self.pad_id
+        mask = mask.astype(bool)
+        positions = layers.positions_from_mask(mask)
+        attn_mask = layers.causal_mask(mask)
+        x = self._embed(tokens)
+        for block in self.layers:
+            x, _ = block(x, attn_mask, positions)
+        return self.final_norm(x)
+
+    def __call__(self, tokens: Array, mask: Optional[Array] = None) -> Array:
+        """Next-token logits ``float32[B, L, V]``: row ``t`` is the distribution of token ``t + 1``."""
+        return self.logits_from_hidden(self.hidden_states(tokens, mask))
+
+    # -- reward / value backbone interface (lsc.models.heads) ----------------------------------
+
+    def reward_features(self, prompt_tokens: Array, response_tokens: Array) -> Array:
+        """``[B, E]``: the hidden state of the last non-pad token of ``[prompt, response]``."""
+        tokens = jnp.concatenate([prompt_tokens, response_tokens], axis=1)
+        mask = tokens != self.pad_id
+        h = self.hidden_states(tokens, mask)
+        idx = last_true_index(mask)
+        return jnp.take_along_axis(h, idx[:, None, None], axis=1)[:, 0]
+
+    def response_features(self, prompt_tokens: Array, response_tokens: Array) -> Array:
+        """``[B, R, E]``: row ``t`` is the state that predicts response token ``t`` (the hidden state
+        of the token before it; the last prompt token for ``t = 0``)."""
+        p = prompt_tokens.shape[1]
+        r = response_tokens.shape[1]
+        tokens = jnp.concatenate([prompt_tokens, response_tokens], axis=1)
+        h = self.hidden_states(tokens, tokens != self.pad_id)
+        return h[:, p - 1 : p - 1 + r]
+
+    # -- Autoregressive protocol ----------------------------------------------------------------
+
+    def init_cache(self, batch_size: int, max_decode_length: int, dtype: Any = jnp.float32) -> dict:
+        """Empty cache with ``max_decode_length`` decode slots per row (see the module docstring)."""
+        c = self.config
+        return {
+            "layers": tuple(
+                layers.init_kv_cache(batch_size, max_decode_length, c.num_kv_heads, c.head_dim, dtype)
+                for _ in range(c.num_layers)
+            ),
+            "mask": jnp.zeros((batch_size, max_decode_length), bool),
+            "index": jnp.zeros((), jnp.int32),
+            "position": jnp.zeros((batch_size,), jnp.int32),
+        }
+
+    def prefill(self, prompt_tokens: Array, cache: dict) -> Tuple[Array, dict]:
+        """Runs the left-padded prompt ``int32[B, P]``; returns (logits ``float32[B, V]`` of the first
+        response token, cache with ``P`` prompt slots prepended)."""
+        b, p = prompt_tokens.shape
+        mask = prompt_tokens != self.pad_id
+        positions = layers.positions_from_mask(mask)
+        attn_mask = layers.causal_mask(mask)
+        x = self._embed(prompt_tokens)
+        new_layers = []
+        for block, entry in zip(self.layers, cache["layers"]):
+            dtype = entry["k"].dtype
+            fresh = layers.init_kv_cache(b, p, self.config.num_kv_heads, self.config.head_dim, dtype)
+            x, fresh = block(x, attn_mask, positions, cache=fresh, cache_index=0)
+            new_layers.append({
+                "k": jnp.concatenate([fresh["k"], entry["k"]], axis=1),
+                "v": jnp.concatenate([fresh["v"], entry["v"]], axis=1),
+            })
+        h = self.final_norm(x[:, -1])
+        new_cache = {
+            "layers": tuple(new_layers),
+            "mask": jnp.concatenate([mask, cache["mask"]], axis=1),
+            "index": cache["index"] + p,
+            "position": cache["position"] + jnp.sum(mask, axis=1, dtype=jnp.int32),
+        }
+        return self.logits_from_hidden(h), new_cache
+
+    def decode_step(self, tokens: Array, cache: dict) -> Tuple[Array, dict]:
+        """Appends ``tokens int32[B]`` at slot ``cache['index']``; returns (logits ``float32[B, V]``
+        of the next token, updated cache)."""
+        b = tokens.shape[0]
+        index = cache["index"]
+        slot_mask = jax.lax.dynamic_update_slice(
+            cache["mask"], jnp.ones((b, 1), bool), (jnp.zeros((), jnp.int32), index)
+        )
+        positions = cache["position"][:, None]
+        attn_mask = slot_mask[:, None, :]
+        x = self._embed(tokens[:, None])
+        new_layers = []
+        for block, entry in zip(self.layers, cache["layers"]):
+            x, entry = block(x, attn_mask, positions, cache=entry, cache_index=index)
+            new_layers.append(entry)
+        h = self.final_norm(x[:, 0])
+        new_cache = {
+            "layers": tuple(new_layers),
+            "mask": slot_mask,
+            "index": index + 1,
+            "position": cache["position"] + 1,
+        }
+        return self.logits_from_hidden(h), new_cache
+
+
+def last_true_index(mask: Array) -> Array:
+    """``int32[B]``: index of the last True of ``mask bool[B, L]`` (0 for an all-False row)."""
+    length = mask.shape[1]
+    rev = jnp.argmax(mask[:, ::-1], axis=1)
+    return jnp.where(jnp.any(mask, axis=1), length - 1 - rev, 0).astype(jnp.int32)
+
+
+def forward(graphdef: nnx.GraphDef, state: nnx.State, tokens: Array, mask: Optional[Array] = None):
+    """Pure full forward ``logits float32[B, L, V]`` of the model ``nnx.merge(graphdef, state)``."""
+    return nnx.merge(graphdef, state)(tokens, mask)
+
+
+forward_jit = jax.jit(forward, static_argnums=0)
+"""``forward`` under ``jax.jit`` (graphdef static); shardings follow the inputs'."""
+
+
+def token_log_probs(logits: Array, targets: Array) -> Array:
+    """``float32[B, L]`` log-probabilities of ``targets int32[B, L]`` under ``logits[B, L, V]``."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]

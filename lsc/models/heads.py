@@ -1,0 +1,115 @@
+"""Scalar reward and value heads, and the reward / value models built on a backbone.
+
+A *backbone* is any ``nnx.Module`` with
+
+* ``d_model: int`` — width of its features;
+* ``reward_features(prompt_tokens[B, P], response_tokens[B, R]) -> [B, d_model]`` — the one
+  vector the reward is read from;
+* ``response_features(prompt_tokens[B, P], response_tokens[B, R]) -> [B, R, d_model]`` — for
+  each response token ``t``, the state that predicts it (values for PPO are read here).
+
+What the features are is the backbone's choice and is documented there:
+:class:`lsc.models.decoder.DecoderLM` reads the final hidden state of the **last non-pad token**
+of ``concat([prompt, response])`` (the EOS token of a finished response; the last prompt token if
+the response is empty); the T5 model reads its own pooled representation (see ``lsc.models.t5``).
+
+Prompts are left-padded and responses right-padded (``lsc.models.protocol``); ``B`` may be
+``batch * k`` with each prompt repeated ``k`` times.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lsc.models import layers
+
+Array = jax.Array
+
+
+class ScalarHead(nnx.Module):
+    """``features[..., E] -> float32[...]``: a linear map to one number (kernel ``[embed, 1]`` and
+    a bias; zero-initialised kernel by default so a fresh head outputs its bias, 0)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        kernel_init=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.proj = layers.Linear(
+            d_model, 1, axes=("embed", None), use_bias=True,
+            kernel_init=kernel_init or nnx.initializers.zeros, dtype=jnp.float32,
+            param_dtype=param_dtype, rngs=rngs,
+        )
+
+    def __call__(self, features: Array) -> Array:
+        return self.proj(features.astype(jnp.float32))[..., 0]
+
+
+class RewardHead(ScalarHead):
+    """Scalar reward ``float32[...]`` from features ``[..., E]``."""
+
+
+class ValueHead(ScalarHead):
+    """Scalar state value ``float32[...]`` from features ``[..., E]`` (PPO critic)."""
+
+
+class RewardModel(nnx.Module):
+    """A backbone plus a :class:`RewardHead`: ``r(x, y) = head(backbone.reward_features(x, y))``.
+
+    ``__call__(prompt_tokens int32[B, P], response_tokens int32[B, R]) -> float32[B]``.
+    """
+
+    def __init__(self, backbone: nnx.Module, *, rngs: nnx.Rngs, head_init=None):
+        self.backbone = backbone
+        self.head = RewardHead(backbone.d_model, kernel_init=head_init, rngs=rngs)
+        self.pad_id = getattr(backbone, "pad_id", 0)
+
+    def __call__(self, prompt_tokens: Array, response_tokens: Array) -> Array:
+        return self.head(self.backbone.reward_features(prompt_tokens, response_tokens))
+
+
+class ValueModel(nnx.Module):
+    """A backbone plus a :class:`ValueHead`: per-response-token values for PPO.
+
+    ``__call__(prompt_tokens int32[B, P], response_tokens int32[B, R]) -> float32[B, R]``, where
+    entry ``t`` is the value of the state before response token ``t`` is generated.
+    """
+
+    def __init__(self, backbone: nnx.Module, *, rngs: nnx.Rngs, head_init=None):
+        self.backbone = backbone
+        self.head = ValueHead(backbone.d_model, kernel_init=head_init, rngs=rngs)
+        self.pad_id = getattr(backbone, "pad_id", 0)
+
+    def __call__(self, prompt_tokens: Array, response_tokens: Array) -> Array:
+        return self.head(self.backbone.response_features(prompt_tokens, response_tokens))
+
+
+def _score(graphdef: nnx.GraphDef, state: nnx.State, prompt_tokens: Array,
+           response_tokens: Array) -> Array:
+    return nnx.merge(graphdef, state)(prompt_tokens, response_tokens).astype(jnp.float32)
+
+
+score = jax.jit(_score, static_argnums=0)
+score.__doc__ = """Rewards ``float32[B]`` of a :class:`RewardModel` split as ``(graphdef, state)``.
+
+``score(graphdef, state, prompt_tokens int32[B, P], response_tokens int32[B, R])``; jitted with
+``graphdef`` static (compiles once per shape); shardings follow those of ``state`` and the inputs.
+"""
+
+values = jax.jit(_score, static_argnums=0)
+values.__doc__ = """Values ``float32[B, R]`` of a :class:`ValueModel` split as ``(graphdef, state)``;
+same calling convention as :func:`score`."""
+
+
+def score_model(model: RewardModel, prompt_tokens: Array, response_tokens: Array) -> Array:
+    """:func:`score` for a module (splits it first)."""
+    graphdef, state = nnx.split(model)
+    return score(graphdef, state, prompt_tokens, response_tokens)

@@ -1,0 +1,542 @@
+"""Shared building blocks of the T5 and decoder-only model families (Flax NNX).
+
+Every parameter is an ``nnx.Param`` whose ``out_sharding`` metadata holds *logical* axis names,
+one per array dimension (``None`` for a dimension that is never sharded). The names are
+
+    'batch', 'length', 'embed', 'mlp', 'heads', 'kv_heads', 'head_dim', 'vocab', 'relpos_buckets'
+
+and ``lsc.parallel.partitioning`` maps them onto mesh axes with a config's rules. Parameters are
+created with ``eager_sharding=False``, so building a module never needs a mesh; sharding is applied
+afterwards (``lsc.parallel.partitioning.shard_state`` / ``sharded_init``).
+
+Conventions used throughout:
+
+* activations are ``[batch, length, ...]``; attention heads are ``[B, L, heads, head_dim]``;
+* a boolean attention mask ``[B, L_q, L_kv]`` is ``True`` where a query may attend to a key;
+* parameters are stored in ``param_dtype`` and cast to the compute ``dtype`` when used; norms,
+  softmax and rotary angles are computed in float32.
+
+Contents: :func:`param`, :class:`RMSNorm`, :class:`Linear`, :class:`Einsum`, :class:`Embedding`,
+rotary embeddings (:func:`rope_inv_freq`, :func:`apply_rope`), :func:`dot_product_attention`,
+:class:`Attention` (self- or cross-attention, optional rotary embeddings, optional additive bias,
+optional KV cache), :class:`GatedMLP`, and KV-cache helpers (:func:`init_kv_cache`,
+:func:`write_kv_cache`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Array = jax.Array
+Dtype = Any
+Initializer = Callable[..., Array]
+LogicalAxes = Tuple[Optional[str], ...]
+
+LOGICAL_AXIS_NAMES = (
+    "batch",
+    "length",
+    "embed",
+    "mlp",
+    "heads",
+    "kv_heads",
+    "head_dim",
+    "vocab",
+    "relpos_buckets",
+)
+
+# Logical axes of the arrays in a KV cache entry ``k``/``v``: [B, T, kv_heads, head_dim].
+KV_CACHE_AXES: LogicalAxes = ("batch", "length", "kv_heads", "head_dim")
+
+
+def param(
+    rngs: nnx.Rngs,
+    init: Initializer,
+    shape: Sequence[int],
+    axes: LogicalAxes,
+    dtype: Dtype = jnp.float32,
+) -> nnx.Param:
+    """Creates an ``nnx.Param`` of ``shape`` annotated with logical ``axes`` (one per dimension)."""
+    shape = tuple(int(s) for s in shape)
+    axes = tuple(axes)
+    if len(axes) != len(shape):
+        raise ValueError(f"logical axes {axes} do not match parameter shape {shape}")
+    for a in axes:
+        if a is not None and a not in LOGICAL_AXIS_NAMES:
+            raise ValueError(f"unknown logical axis name {a!r}; known: {LOGICAL_AXIS_NAMES}")
+    value = init(rngs.params(), shape, dtype)
+    return nnx.Param(value, out_sharding=axes, eager_sharding=False)
+
+
+def fan_in_init(fan_in_dims: int = 1, scale: float = 1.0) -> Initializer:
+    """Truncated-normal initializer with variance ``scale / fan_in`` over the first dims."""
+
+    def init(key, shape, dtype=jnp.float32):
+        fan_in = math.prod(shape[:fan_in_dims])
+        std = math.sqrt(scale / max(1, fan_in))
+        return (std * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)).astype(dtype)
+
+    return init
+
+
+class RMSNorm(nnx.Module):
+    """Root-mean-square layer norm: ``x / sqrt(mean(x**2) + eps) * scale (+ bias)``.
+
+    T5 and Llama use it without a bias (the default). ``zero_centered_scale=True`` stores the scale
+    as an offset from one (Gemma: ``x_hat * (1 + scale)``), initialised to zero.
+
+    Input ``[..., dim]`` of any float dtype; statistics in float32; output in ``dtype``
+    (the input's dtype when ``dtype`` is None).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        eps: float = 1e-6,
+        use_bias: bool = False,
+        zero_centered_scale: bool = False,
+        dtype: Optional[Dtype] = None,
+        param_dtype: Dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.eps = float(eps)
+        self.zero_centered_scale = bool(zero_centered_scale)
+        self.dtype = dtype
+        init = nnx.initializers.zeros if zero_centered_scale else nnx.initializers.ones
+        self.scale = param(rngs, init, (dim,), ("embed",), param_dtype)
+        self.bias = (
+            param(rngs, nnx.initializers.zeros, (dim,), ("embed",), param_dtype) if use_bias else None
+        )
+
+    def __call__(self, x: Array) -> Array:
+        dtype = self.dtype or x.dtype
+        xf = x.astype(jnp.float32)
+        var = jnp.mean(jnp.square(xf), axis=-1, keepdims=True)
+        # Normalise in float32, cast back before the scale (the Llama / T5 reference order).
+        y = (xf * jax.lax.rsqrt(var + self.eps)).astype(dtype)
+        scale = self.scale[...].astype(dtype)
+        if self.zero_centered_scale:
+            scale = 1 + scale
+        y = y * scale
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dtype)
+        return y
+
+
+class Linear(nnx.Module):
+    """Dense layer ``x @ kernel (+ bias)``; kernel ``[in, out]`` with logical ``axes``.
+
+    Input ``[..., in]``, output ``[..., out]`` in ``dtype`` (the input's dtype when None).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        axes: Tuple[Optional[str], Optional[str]],
+        use_bias: bool = False,
+        kernel_init: Optional[Initializer] = None,
+        dtype: Optional[Dtype] = None,
+        param_dtype: Dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.dtype = dtype
+        self.kernel = param(
+            rngs, kernel_init or fan_in_init(1), (in_features, out_features), axes, param_dtype
+        )
+        self.bias = (
+            param(rngs, nnx.initializers.zeros, (out_features,), (axes[1],), param_dtype)
+            if use_bias
+            else None
+        )
+
+    def __call__(self, x: Array) -> Array:
+        dtype = self.dtype or x.dtype
+        y = jnp.dot(x.astype(dtype), self.kernel[...].astype(dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dtype)
+        return y
+
+
+class Einsum(nnx.Module):
+    """``jnp.einsum(equation, x, kernel) (+ bias)`` with a kernel of ``shape`` and logical ``axes``.
+
+    ``bias_shape``/``bias_axes`` (optional) give a bias added to the output (broadcast over the
+    leading dims). Used for attention projections: e.g. ``'BLE,EHD->BLHD'`` with kernel
+    ``[embed, heads, head_dim]``.
+    """
+
+    def __init__(
+        self,
+        equation: str,
+        shape: Sequence[int],
+        *,
+        axes: LogicalAxes,
+        bias_shape: Optional[Sequence[int]] = None,
+        bias_axes: Optional[LogicalAxes] = None,
+        kernel_init: Optional[Initializer] = None,
+        fan_in_dims: int = 1,
+        dtype: Optional[Dtype] = None,
+        param_dtype: Dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.equation = equation
+        self.dtype = dtype
+        self.kernel = param(rngs, kernel_init or fan_in_init(fan_in_dims), shape, axes, param_dtype)
+        self.bias = (
+            param(rngs, nnx.initializers.zeros, bias_shape, bias_axes, param_dtype)
+            if bias_shape is not None
+            else None
+        )
+
+    def __call__(self, x: Array) -> Array:
+        dtype = self.dtype or x.dtype
+        y = jnp.einsum(self.equation, x.astype(dtype), self.kernel[...].astype(dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dtype)
+        return y
+
+
+class Embedding(nnx.Module):
+    """Token embedding table ``[vocab, embed]`` (logical axes ``('vocab', 'embed')``).
+
+    ``__call__(ids int32[...]) -> [..., embed]`` looks tokens up; ``attend(x[..., embed]) ->
+    [..., vocab]`` computes logits against the table (tied output embedding).
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        features: int,
+        *,
+        embedding_init: Optional[Initializer] = None,
+        dtype: Dtype = jnp.float32,
+        param_dtype: Dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.num_embeddings = int(num_embeddings)
+        self.features = int(features)
+        self.dtype = dtype
+        init = embedding_init or nnx.initializers.normal(stddev=1.0)
+        self.embedding = param(rngs, init, (num_embeddings, features), ("vocab", "embed"), param_dtype)
+
+    def __call__(self, ids: Array) -> Array:
+        return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+
+    def attend(self, x: Array) -> Array:
+        return jnp.einsum("...e,ve->...v", x.astype(self.dtype), self.embedding[...].astype(self.dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotary position embeddings (the "rotate half" layout of Llama / GPT-NeoX / Gemma).
+# ---------------------------------------------------------------------------------------------
+
+
+def rope_inv_freq(
+    head_dim: int,
+    theta: float = 10_000.0,
+    scaling: Optional[Mapping[str, Any]] = None,
+) -> Array:
+    """Inverse frequencies ``float32[head_dim // 2]`` of rotary embeddings.
+
+    ``scaling`` (optional) follows the Hugging Face ``rope_scaling`` dict: ``{'rope_type':
+    'linear', 'factor': f}`` divides all frequencies by ``f``; ``{'rope_type': 'llama3', 'factor',
+    'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'}`` is Llama 3.1's
+    wavelength-dependent rescaling. ``None`` or ``rope_type='default'`` leaves them unchanged.
+    """
+    if head_dim % 2:
+        raise ValueError(f"rotary embeddings need an even head_dim, got {head_dim}")
+    exponents = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
+    inv_freq = 1.0 / (theta**exponents)
+    rope_type = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if scaling is None or rope_type == "default":
+        return inv_freq
+    if rope_type == "linear":
+        return inv_freq / float(scaling["factor"])
+    if rope_type == "llama3":
+        factor = float(scaling["factor"])
+        low = float(scaling["low_freq_factor"])
+        high = float(scaling["high_freq_factor"])
+        old_len = float(scaling["original_max_position_embeddings"])
+        low_wavelen = old_len / low
+        high_wavelen = old_len / high
+        wavelen = 2 * math.pi / inv_freq
+        scaled = jnp.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        is_medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        return jnp.where(is_medium, smoothed, scaled)
+    raise ValueError(f"unsupported rotary scaling type {rope_type!r} (default, linear, llama3)")
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
+    """Rotates ``x[B, L, H, D]`` by ``positions int32[B, L]`` (rotate-half layout).
+
+    The first and second halves of the head dimension form the (real, imaginary) pairs, as in the
+    Hugging Face Llama implementation. Angles in float32; output in ``x.dtype``.
+    """
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, L, D/2]
+    sin = jnp.sin(angles)[:, :, None, :].astype(x.dtype)
+    cos = jnp.cos(angles)[:, :, None, :].astype(x.dtype)
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def positions_from_mask(mask: Array) -> Array:
+    """Positions ``int32[B, L]`` = ``cumsum(mask) - 1`` clipped at 0 (pads are ignored)."""
+    return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def causal_mask(mask: Array) -> Array:
+    """Self-attention mask ``bool[B, L, L]``: key ``j`` is visible from query ``i`` when ``j <= i``
+    and ``mask[b, j]`` (``mask``: ``bool[B, L]``, True for real tokens)."""
+    length = mask.shape[-1]
+    causal = jnp.tril(jnp.ones((length, length), dtype=bool))
+    return causal[None] & mask[:, None, :].astype(bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention.
+# ---------------------------------------------------------------------------------------------
+
+
+def dot_product_attention(
+    q: Array,
+    k: Array,
+    v: Array,
+    mask: Optional[Array] = None,
+    *,
+    scale: float,
+    bias: Optional[Array] = None,
+) -> Array:
+    """Multi-head attention with grouped keys/values (MHA, GQA and MQA).
+
+    Args:
+      q: ``[B, L, H, D]`` queries.
+      k, v: ``[B, S, K, D]`` keys and values, ``H`` a multiple of ``K`` (query head ``h`` uses
+        key/value head ``h // (H // K)``).
+      mask: ``bool[B, L, S]`` (or broadcastable), True where attention is allowed. A query with no
+        visible key gets a uniform distribution (finite output) rather than NaN.
+      scale: multiplies ``q . k`` (``head_dim ** -0.5`` for Llama, ``1.0`` for T5).
+      bias: additive logits ``[B or 1, H, L, S]`` (e.g. T5 relative position bias).
+
+    Returns:
+      ``[B, L, H, D]`` in ``q.dtype``; logits and softmax in float32.
+    """
+    b, l, h, d = q.shape
+    kh = k.shape[2]
+    if h % kh:
+        raise ValueError(f"{h} query heads are not a multiple of {kh} key/value heads")
+    g = h // kh
+    qg = q.reshape(b, l, kh, g, d)
+    logits = jnp.einsum("blkgd,bskd->bkgls", qg, k, preferred_element_type=jnp.float32)
+    logits = logits * scale
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32).reshape(bias.shape[0], kh, g, l, -1)
+    if mask is not None:
+        mask = jnp.broadcast_to(mask, (b, l, k.shape[1]))
+        logits = jnp.where(mask[:, None, None, :, :], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgls,bskd->blkgd", probs, v)
+    return out.reshape(b, l, h, d)
+
+
+def init_kv_cache(
+    batch_size: int, length: int, num_kv_heads: int, head_dim: int, dtype: Dtype = jnp.float32
+) -> dict:
+    """An empty cache entry ``{'k', 'v'}`` of shape ``[B, T, kv_heads, head_dim]`` (zeros)."""
+    shape = (batch_size, length, num_kv_heads, head_dim)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def write_kv_cache(entry: Mapping[str, Array], k: Array, v: Array, index: Array) -> dict:
+    """Writes ``k, v [B, L, K, D]`` into ``entry`` at time slots ``index .. index + L - 1``.
+
+    ``index`` is an int32 scalar shared by the batch (prompts are left-padded, so every row writes
+    the same slots). Returns the updated entry (the input is not modified).
+    """
+    idx = jnp.asarray(index, jnp.int32)
+    zero = jnp.zeros((), jnp.int32)
+    start = (zero, idx, zero, zero)
+    return {
+        "k": jax.lax.dynamic_update_slice(entry["k"], k.astype(entry["k"].dtype), start),
+        "v": jax.lax.dynamic_update_slice(entry["v"], v.astype(entry["v"].dtype), start),
+    }
+
+
+class Attention(nnx.Module):
+    """Multi-head attention with ``num_kv_heads`` key/value heads (MHA, GQA, MQA).
+
+    Parameters (logical axes): ``q`` ``[embed, heads, head_dim]``, ``k``/``v`` ``[embed,
+    kv_heads, head_dim]``, ``o`` ``[heads, head_dim, embed]``; optional biases on q/k/v
+    (``qkv_bias``) and on the output (``out_bias``).
+
+    Rotary embeddings are applied to queries and keys when ``rope_theta`` is given (with the
+    optional ``rope_scaling`` dict of :func:`rope_inv_freq`). ``scale`` defaults to
+    ``head_dim ** -0.5``; T5 passes 1.0. ``kv_embed_dim`` is the width of ``kv_inputs`` for
+    cross-attention (default ``embed_dim``).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        head_dim: int,
+        num_kv_heads: Optional[int] = None,
+        *,
+        kv_embed_dim: Optional[int] = None,
+        scale: Optional[float] = None,
+        rope_theta: Optional[float] = None,
+        rope_scaling: Optional[Mapping[str, Any]] = None,
+        qkv_bias: bool = False,
+        out_bias: bool = False,
+        kernel_init: Optional[Initializer] = None,
+        dtype: Dtype = jnp.float32,
+        param_dtype: Dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        num_kv_heads = num_kv_heads or num_heads
+        kv_embed_dim = kv_embed_dim or embed_dim
+        if num_heads % num_kv_heads:
+            raise ValueError(f"num_heads={num_heads} is not a multiple of num_kv_heads={num_kv_heads}")
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.scale = float(head_dim**-0.5 if scale is None else scale)
+        self.dtype = dtype
+        self.rope_theta = None if rope_theta is None else float(rope_theta)
+        self.rope_scaling = None if rope_scaling is None else tuple(sorted(dict(rope_scaling).items()))
+        if self.rope_theta is not None:
+            rope_inv_freq(head_dim, self.rope_theta, rope_scaling)  # validates the settings early
+        common = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs, kernel_init=kernel_init)
+
+        def bias(shape, axes):
+            return dict(bias_shape=shape, bias_axes=axes) if qkv_bias else {}
+
+        self.q = Einsum(
+            "BLE,EHD->BLHD", (embed_dim, num_heads, head_dim),
+            axes=("embed", "heads", "head_dim"),
+            **bias((num_heads, head_dim), ("heads", "head_dim")), **common,
+        )
+        self.k = Einsum(
+            "BLE,EKD->BLKD", (kv_embed_dim, num_kv_heads, head_dim),
+            axes=("embed", "kv_heads", "head_dim"),
+            **bias((num_kv_heads, head_dim), ("kv_heads", "head_dim")), **common,
+        )
+        self.v = Einsum(
+            "BLE,EKD->BLKD", (kv_embed_dim, num_kv_heads, head_dim),
+            axes=("embed", "kv_heads", "head_dim"),
+            **bias((num_kv_heads, head_dim), ("kv_heads", "head_dim")), **common,
+        )
+        self.o = Einsum(
+            "BLHD,HDE->BLE", (num_heads, head_dim, embed_dim),
+            axes=("heads", "head_dim", "embed"), fan_in_dims=2,
+            **(dict(bias_shape=(embed_dim,), bias_axes=("embed",)) if out_bias else {}),
+            **common,
+        )
+
+    def _inv_freq(self) -> Array:
+        scaling = None if self.rope_scaling is None else dict(self.rope_scaling)
+        return rope_inv_freq(self.head_dim, self.rope_theta, scaling)
+
+    def project_kv(self, x: Array, positions: Optional[Array] = None) -> Tuple[Array, Array]:
+        """Keys and values ``[B, S, K, D]`` of ``x[B, S, E]`` (rotated when rotary is on)."""
+        k, v = self.k(x), self.v(x)
+        if self.rope_theta is not None:
+            k = apply_rope(k, positions, self._inv_freq())
+        return k, v
+
+    def __call__(
+        self,
+        x: Array,
+        mask: Optional[Array],
+        *,
+        positions: Optional[Array] = None,
+        kv_inputs: Optional[Array] = None,
+        bias: Optional[Array] = None,
+        cache: Optional[Mapping[str, Array]] = None,
+        cache_index: Optional[Array] = None,
+    ) -> Tuple[Array, Optional[dict]]:
+        """Attention of ``x[B, L, E]`` over itself (or over ``kv_inputs[B, S, E']``).
+
+        Args:
+          x: queries' inputs ``[B, L, E]``.
+          mask: ``bool[B, L, S]`` visibility (``S = L``, the cache length ``T``, or ``S`` of
+            ``kv_inputs``).
+          positions: ``int32[B, L]`` rotary positions of ``x`` (required when rotary is on).
+          kv_inputs: inputs of keys/values for cross-attention (no rotary, no cache write).
+          bias: additive logits ``[B or 1, H, L, S]``.
+          cache: ``{'k', 'v'}`` of ``[B, T, K, D]``; the new keys/values are written at slots
+            ``cache_index ..`` and attention runs over all ``T`` slots (``mask`` is ``[B, L, T]``).
+
+        Returns:
+          ``(y[B, L, E], updated cache or None)``.
+        """
+        q = self.q(x)
+        if self.rope_theta is not None:
+            q = apply_rope(q, positions, self._inv_freq())
+        if kv_inputs is not None:
+            k, v = self.k(kv_inputs), self.v(kv_inputs)
+        else:
+            k, v = self.project_kv(x, positions)
+        new_cache = None
+        if cache is not None:
+            new_cache = write_kv_cache(cache, k, v, cache_index)
+            k, v = new_cache["k"].astype(q.dtype), new_cache["v"].astype(q.dtype)
+        out = dot_product_attention(q, k, v, mask, scale=self.scale, bias=bias)
+        return self.o(out), new_cache
+
+
+_ACTIVATIONS = {
+    "silu": jax.nn.silu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+}
+
+
+def activation_fn(name: str) -> Callable[[Array], Array]:
+    """The activation called ``name``: 'silu' (SwiGLU), 'gelu' (exact), 'gelu_tanh'
+    (tanh approximation; GeGLU of Gemma and T5.1.1), 'relu'."""
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(_ACTIVATIONS)}") from None
+
+
+class GatedMLP(nnx.Module):
+    """Gated feed-forward ``down(act(gate(x)) * up(x))`` (SwiGLU with 'silu', GeGLU with 'gelu*').
+
+    Kernels: ``gate``/``up`` ``[embed, mlp]``, ``down`` ``[mlp, embed]``. Input/output
+    ``[..., embed]``.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        hidden_dim: int,
+        *,
+        activation: str = "silu",
+        use_bias: bool = False,
+        kernel_init: Optional[Initializer] = None,
+        dtype: Dtype = jnp.float32,
+        param_dtype: Dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.activation = activation
+        activation_fn(activation)
+        common = dict(
+            use_bias=use_bias, kernel_init=kernel_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+        self.gate = Linear(embed_dim, hidden_dim, axes=("embed", "mlp"), **common)
+        self.up = Linear(embed_dim, hidden_dim, axes=("embed", "mlp"), **common)
+        self.down = Linear(hidden_dim, embed_dim, axes=("mlp", "embed"), **common)
+
+    def __call__(self, x: Array) -> Array:
+        return self.down(activation_fn(self.activation)(self.gate(x)) * self.up(x))

@@ -1,0 +1,81 @@
+"""Reward and value heads on the decoder backbone."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from _decoder_presets import presets
+from lsc.models import heads
+from lsc.models.decoder import DecoderConfig, DecoderLM
+
+PROMPTS = np.array([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7], [0, 0, 0, 0, 9]], np.int32)
+RESPONSES = np.array([[8, 9, 1, 0], [10, 1, 0, 0], [0, 0, 0, 0]], np.int32)
+
+
+@pytest.fixture(scope="module")
+def reward_model():
+    cfg = DecoderConfig.from_mapping(presets.get_config("tiny"))
+    model = heads.RewardModel(DecoderLM(cfg, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1),
+                              head_init=nnx.initializers.normal(1.0))
+    model.head.proj.bias[...] = jnp.array([0.25])
+    return model
+
+
+def _numpy_reward(model, prompts, responses):
+    tokens = np.concatenate([prompts, responses], 1)
+    mask = tokens != 0
+    h = np.asarray(model.backbone.hidden_states(jnp.asarray(tokens), jnp.asarray(mask)))
+    last = np.array([np.flatnonzero(m)[-1] for m in mask])  # last non-pad token
+    w = np.asarray(model.head.proj.kernel[...])[:, 0]
+    b = float(model.head.proj.bias[...][0])
+    return h[np.arange(len(last)), last] @ w + b
+
+
+def test_reward_reads_last_non_pad_token(reward_model):
+    got = np.asarray(reward_model(jnp.asarray(PROMPTS), jnp.asarray(RESPONSES)))
+    assert got.dtype == np.float32 and got.shape == (3,)
+    np.testing.assert_allclose(got, _numpy_reward(reward_model, PROMPTS, RESPONSES), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_reward_ignores_extra_padding(reward_model):
+    more_p = np.pad(PROMPTS, ((0, 0), (3, 0)))
+    more_r = np.pad(RESPONSES, ((0, 0), (0, 2)))
+    a = np.asarray(reward_model(jnp.asarray(PROMPTS), jnp.asarray(RESPONSES)))
+    b = np.asarray(reward_model(jnp.asarray(more_p), jnp.asarray(more_r)))
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_jitted_score_is_pure_function_of_state(reward_model):
+    g, s = nnx.split(reward_model)
+    got = heads.score(g, s, jnp.asarray(PROMPTS), jnp.asarray(RESPONSES))
+    np.testing.assert_allclose(np.asarray(got), _numpy_reward(reward_model, PROMPTS, RESPONSES),
+                               rtol=1e-5, atol=1e-5)
+    s2 = jax.tree.map(lambda x: x, s)
+    s2["head"]["proj"]["bias"][...] = jnp.array([1.25])
+    shifted = heads.score(g, s2, jnp.asarray(PROMPTS), jnp.asarray(RESPONSES))
+    np.testing.assert_allclose(np.asarray(shifted), np.asarray(got) + 1.0, rtol=1e-5, atol=1e-5)
+    assert heads.score._cache_size() == 1
+
+
+def test_fresh_head_outputs_zero():
+    cfg = DecoderConfig.from_mapping(presets.get_config("tiny"))
+    model = heads.RewardModel(DecoderLM(cfg, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1))
+    assert np.asarray(model(jnp.asarray(PROMPTS), jnp.asarray(RESPONSES))).tolist() == [0.0] * 3
+
+
+def test_values_read_state_before_each_response_token():
+    cfg = DecoderConfig.from_mapping(presets.get_config("tiny"))
+    vm = heads.ValueModel(DecoderLM(cfg, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(2),
+                          head_init=nnx.initializers.normal(1.0))
+    g, s = nnx.split(vm)
+    got = np.asarray(heads.values(g, s, jnp.asarray(PROMPTS), jnp.asarray(RESPONSES)))
+    assert got.shape == RESPONSES.shape
+    tokens = np.concatenate([PROMPTS, RESPONSES], 1)
+    h = np.asarray(vm.backbone.hidden_states(jnp.asarray(tokens)))
+    w = np.asarray(vm.head.proj.kernel[...])[:, 0]
+    p = PROMPTS.shape[1]
+    want = h[:, p - 1:p - 1 + RESPONSES.shape[1]] @ w
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
