@@ -3,16 +3,31 @@
 #
 #   launch/local.sh configs/repro/synthetic_hh.py runs/repro [--config.field=value ...]
 #
-# LSC_CPU_DEVICES=N simulates N CPU devices (to try a sharded config without accelerators).
+# Environment:
+#   LSC_CPU_DEVICES=N  simulate N CPU devices (JAX_PLATFORMS=cpu), to try a sharded config
+#                      without accelerators
+#   LSC_PYTHON         Python interpreter (default python)
 set -euo pipefail
+
+usage() {
+  echo "usage: [LSC_CPU_DEVICES=N] $0 CONFIG[:ARG] WORKDIR [--config.field=value ...]"
+}
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  usage
+  exit 0
+fi
 if [[ $# -lt 2 ]]; then
-  echo "usage: $0 CONFIG[:ARG] WORKDIR [--config.field=value ...]" >&2
+  usage >&2
   exit 2
 fi
 config=$1 workdir=$2
 shift 2
 if [[ -n "${LSC_CPU_DEVICES:-}" ]]; then
+  if ! [[ "$LSC_CPU_DEVICES" =~ ^[1-9][0-9]*$ ]]; then
+    echo "local.sh: error: LSC_CPU_DEVICES=$LSC_CPU_DEVICES is not a positive device count" >&2
+    exit 2
+  fi
   export JAX_PLATFORMS=cpu
-  export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=${LSC_CPU_DEVICES}"
+  export JAX_NUM_CPU_DEVICES="$LSC_CPU_DEVICES"
 fi
-exec python -m lsc.main --config="$config" --workdir="$workdir" "$@"
+exec "${LSC_PYTHON:-python}" -m lsc.main --config="$config" --workdir="$workdir" "$@"
