@@ -1,0 +1,60 @@
+"""Cluster discovery from the config and from the launch scripts' environment variables."""
+
+import pytest
+
+from lsc.parallel import distributed
+
+
+def test_single_process_by_default():
+    assert distributed.cluster_spec({}, {}) is None
+
+
+def test_launch_script_environment():
+    spec = distributed.cluster_spec(
+        {},
+        {
+            "LSC_COORDINATOR_ADDRESS": "gpu01:24242",
+            "LSC_NUM_PROCESSES": "4",
+            "LSC_PROCESS_ID": "3",
+            "LSC_LOCAL_DEVICE_IDS": "1",
+        },
+    )
+    assert spec == distributed.ClusterSpec("gpu01:24242", 4, 3, (1,))
+
+
+def test_config_wins_over_environment():
+    spec = distributed.cluster_spec(
+        {"coordinator_address": "127.0.0.1:1234", "num_processes": 2, "process_id": 0},
+        {"LSC_COORDINATOR_ADDRESS": "elsewhere:1", "LSC_NUM_PROCESSES": "8", "LSC_PROCESS_ID": "5"},
+    )
+    assert spec == distributed.ClusterSpec("127.0.0.1:1234", 2, 0, None)
+
+
+def test_auto_detection():
+    assert distributed.cluster_spec({}, {"LSC_DISTRIBUTED": "auto"}).auto
+    assert distributed.cluster_spec({"distributed": "auto"}, {}).auto
+
+
+@pytest.mark.parametrize(
+    "env,needle",
+    [
+        ({"LSC_COORDINATOR_ADDRESS": "h:1", "LSC_PROCESS_ID": "0"}, "LSC_NUM_PROCESSES is required"),
+        (
+            {"LSC_COORDINATOR_ADDRESS": "h:1", "LSC_NUM_PROCESSES": "2", "LSC_PROCESS_ID": "2"},
+            "LSC_PROCESS_ID=2 must lie in [0, LSC_NUM_PROCESSES=2)",
+        ),
+        (
+            {"LSC_COORDINATOR_ADDRESS": "h:1", "LSC_NUM_PROCESSES": "two", "LSC_PROCESS_ID": "0"},
+            "LSC_NUM_PROCESSES must be an integer",
+        ),
+    ],
+)
+def test_bad_environment_is_named(env, needle):
+    with pytest.raises(ValueError) as e:
+        distributed.cluster_spec({}, env)
+    assert needle in str(e.value)
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ValueError, match=r"config\.parallel\.process_id is required"):
+        distributed.cluster_spec({"coordinator_address": "h:1", "num_processes": 2}, {})
