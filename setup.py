@@ -17,6 +17,8 @@ CORE = [
     "pyarrow>=14",  # hh-rlhf from a local Hugging Face `datasets` parquet/arrow export
     "matplotlib>=3.8",  # the paper's figures
     "tqdm>=4.66",
+    "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
+    "ml-dtypes>=0.5",  # bf16 safetensors
 ]
 
 # PyTorch `transformers` reference code: parity tests and side-by-side benchmarks.

@@ -81,15 +81,29 @@ def _needs_data_path(config) -> bool:
     return config.get("data", {}).get("source", "synthetic") != "synthetic"
 
 
+# Utility names accepted by lsc.align.utility besides rewards.METHODS: 'raw' (sum of raw
+# rewards), 'lsc' (sum of LSC-transformed rewards), 'par' (Preference As Reward).
+EXTRA_UTILITY_METHODS = ("raw", "lsc", "par")
+
+
 def _method_rule(value, config) -> Optional[str]:
-    message = one_of(rewards.METHODS)(value, config)
+    message = one_of(tuple(rewards.METHODS) + EXTRA_UTILITY_METHODS)(value, config)
     if message:
         return message
+    if value in EXTRA_UTILITY_METHODS:
+        return None
     base = rewards.check_method(value)
     has_weights = bool(config.rewards.get("weights"))
     if base in rewards.WEIGHTED_METHODS and not has_weights:
         return f"{value!r} needs config.rewards.weights (one number per property)"
     return None
+
+
+def _optional_path(value, config) -> Optional[str]:
+    """Empty (not used) or the path of an existing file or directory."""
+    if not value:
+        return None
+    return existing_path()(value, config)
 
 
 REFERENCE_SOURCES = ("quantile", "predictor", "fixed_response", "zero")
@@ -118,6 +132,68 @@ RULES: Dict[str, Rule] = {
     "best_of_k.ks": number_in(1, integer=True),
     "rl.kl_coef": number_in(0.0),
     "rl.kl_coefs": number_in(0.0),
+    # Alignment jobs (lsc.align).
+    "rewards.properties.*.rm_workdir": _optional_path,
+    "rewards.properties.*.reference.predictor_workdir": _optional_path,
+    "policy.workdir": _optional_path,
+    "rl.algorithm": one_of(("ppo", "rloo")),
+    "rl.num_steps": number_in(1, integer=True),
+    "rl.batch_size": number_in(1, integer=True),
+    "rl.num_samples": number_in(1, integer=True),
+    "rl.kl_estimator": one_of(("k1", "k3")),
+    "rl.temperature": number_in(1e-6),
+    "rl.ppo_epochs": number_in(1, integer=True),
+    "rl.num_minibatches": number_in(1, integer=True),
+    "rl.clip_eps": number_in(1e-9),
+    "rl.value_clip_eps": number_in(1e-9),
+    "rl.gae_lambda": number_in(0.0, 1.0),
+    "rl.discount": number_in(0.0, 1.0),
+    "rl.log_every": number_in(1, integer=True),
+    "rl.save_every": number_in(1, integer=True),
+    "rl.keep_checkpoints": number_in(1, integer=True),
+    "rl.gold_eval_prompts": number_in(0, integer=True),
+    "rl.policy_optim.learning_rate": number_in(0.0),
+    "rl.policy_optim.warmup_steps": number_in(0, integer=True),
+    "rl.policy_optim.schedule": one_of(("constant", "cosine")),
+    "rl.value_optim.learning_rate": number_in(0.0),
+    "rl.value_optim.warmup_steps": number_in(0, integer=True),
+    "rl.value_optim.schedule": one_of(("constant", "cosine")),
+    "best_of_k.num_prompts": number_in(0, integer=True),
+    "best_of_k.batch_size": number_in(1, integer=True),
+    "best_of_k.split": one_of(("train", "test")),
+    # Training jobs (lsc.train).
+    "data.prompt_len": number_in(1, integer=True),
+    "data.response_len": number_in(1, integer=True),
+    "model.kind": one_of(("decoder", "t5")),
+    "model.init_from": existing_path(when=lambda c: bool(c.model.get("init_from"))),
+    "rm.property": one_of(("helpful", "harmless")),
+    "rm.loss": one_of(("bradley_terry", "pointwise")),
+    "rm.margin": number_in(),
+    "rm.center_coef": number_in(0.0),
+    "train.num_steps": number_in(1, integer=True),
+    "train.batch_size": number_in(1, integer=True),
+    "train.grad_accum_steps": number_in(1, integer=True),
+    "train.log_every": number_in(1, integer=True),
+    "train.eval_every": number_in(0, integer=True),
+    "train.save_every": number_in(1, integer=True),
+    "train.keep_checkpoints": number_in(1, integer=True),
+    "train.compute_dtype": one_of(("float32", "bfloat16")),
+    "optim.name": one_of(("adamw", "adafactor")),
+    "optim.learning_rate": number_in(0.0),
+    "optim.warmup_steps": number_in(0, integer=True),
+    "optim.schedule": one_of(("constant", "cosine")),
+    "optim.end_lr_fraction": number_in(0.0, 1.0),
+    "optim.weight_decay": number_in(0.0),
+    "optim.grad_clip_norm": number_in(0.0),
+    "eval.batch_size": number_in(1, integer=True),
+    "eval.calibration_bins": number_in(1, integer=True),
+    "reference.rm_workdir": existing_path(when=lambda c: bool(c.reference.get("rm_workdir"))),
+    "reference.policy_workdir": existing_path(
+        when=lambda c: bool(c.reference.get("policy_workdir"))),
+    "reference.quantile": number_in(0.0, 1.0),
+    "reference.num_samples": number_in(1, integer=True),
+    "reference.sample_batch_size": number_in(1, integer=True),
+    "reference.temperature": number_in(0.0),
 }
 
 

@@ -19,10 +19,21 @@ from ml_collections import config_flags
 
 from lsc import config as config_lib
 from lsc import repro
+from lsc.align import best_of_k as align_best_of_k
+from lsc.align import rlhf as align_rlhf
+from lsc.parallel import distributed
+from lsc.train import reference_predictor as train_reference
+from lsc.train import reward_model as train_reward_model
+from lsc.train import sft as train_sft
 
 # job name -> run(config, workdir) -> process exit code
 JOBS: Dict[str, Callable[[ml_collections.ConfigDict, str], int]] = {
     "repro": repro.run,
+    "rlhf": align_rlhf.run,
+    "best_of_k": align_best_of_k.run,
+    "train_rm": train_reward_model.run,
+    "train_sft": train_sft.run,
+    "train_reference": train_reference.run,
 }
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -53,9 +64,15 @@ def main(argv) -> int:
     except config_lib.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        distributed.initialize(config.get("parallel"))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
-    path = write_resolved_config(config, workdir)
-    logging.info("job %r, workdir %s, resolved config written to %s", config.job, workdir, path)
+    if distributed.is_main_process():
+        path = write_resolved_config(config, workdir)
+        logging.info("job %r, workdir %s, resolved config written to %s", config.job, workdir, path)
     return JOBS[config.job](config, workdir)
 
 

@@ -50,6 +50,7 @@ def test_reward_ignores_extra_padding(reward_model):
 
 def test_jitted_score_is_pure_function_of_state(reward_model):
     g, s = nnx.split(reward_model)
+    compiled_before = heads.score._cache_size()  # other tests may have compiled other shapes
     got = heads.score(g, s, jnp.asarray(PROMPTS), jnp.asarray(RESPONSES))
     np.testing.assert_allclose(np.asarray(got), _numpy_reward(reward_model, PROMPTS, RESPONSES),
                                rtol=1e-5, atol=1e-5)
@@ -57,7 +58,7 @@ def test_jitted_score_is_pure_function_of_state(reward_model):
     s2["head"]["proj"]["bias"][...] = jnp.array([1.25])
     shifted = heads.score(g, s2, jnp.asarray(PROMPTS), jnp.asarray(RESPONSES))
     np.testing.assert_allclose(np.asarray(shifted), np.asarray(got) + 1.0, rtol=1e-5, atol=1e-5)
-    assert heads.score._cache_size() == 1
+    assert heads.score._cache_size() <= compiled_before + 1  # the new state reused the compilation
 
 
 def test_fresh_head_outputs_zero():

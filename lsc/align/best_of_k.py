@@ -1,0 +1,200 @@
+"""Best-of-k: draw k samples per prompt from the base policy, keep the one of highest utility.
+
+:func:`best_of_k` is one pure device computation for a batch of prompts (sampling with
+``lsc.models.sampling.sample`` on the given key, scoring with every reward model, the utility of
+:mod:`lsc.align.utility`, an argmax per prompt); :class:`BestOfK` jits it (compiled once per
+shape). Ties go to the lowest sample index, so with ``k = 1`` the result is the base policy's
+sample itself.
+
+The job :func:`run` (``job = 'best_of_k'``) estimates the references of the evaluation prompts
+(:mod:`lsc.align.reference`, with a key independent of the selection samples), runs best-of-k for
+every ``k`` of ``best_of_k.ks`` and writes ``<workdir>/best_of_k/k<k>.jsonl`` (one line per
+prompt: the prompt, the chosen response, its per-property rewards, references, utility and the
+chosen index; on the synthetic world also the gold scores) and ``<workdir>/results.json``
+(per k: mean utility, mean rewards, mean gold scores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from lsc.align import common
+from lsc.align import reference as reference_lib
+from lsc.align import utility as utility_lib
+from lsc.models import sampling
+
+Array = jax.Array
+
+
+class BestOfKOutput(NamedTuple):
+    """Result of :func:`best_of_k` (``B`` prompts, ``k`` samples, ``m`` properties, ``R`` tokens).
+
+    Attributes:
+      tokens: ``int32[B, R]`` the chosen responses (right-padded).
+      rewards: ``float32[B, m]`` their per-property rewards.
+      utility: ``float32[B]`` their utilities.
+      index: ``int32[B]`` which of the k samples was chosen.
+      all_utilities: ``float32[B, k]`` the utility of every sample.
+      all_rewards: ``float32[B, k, m]`` the rewards of every sample.
+    """
+
+    tokens: Array
+    rewards: Array
+    utility: Array
+    index: Array
+    all_utilities: Array
+    all_rewards: Array
+
+
+def best_of_k(spec: utility_lib.UtilitySpec, pi0_graphdef: nnx.GraphDef, pi0_state: Any,
+              rm_graphdefs: Sequence[nnx.GraphDef], rm_states: Sequence[Any], prompts: Array,
+              r_ref: Array, key: Array, *, k: int, max_new_tokens: int,
+              temperature: float = 1.0) -> BestOfKOutput:
+    """Best-of-k selection for ``prompts int32[B, P]`` (pure; jit it).
+
+    Args:
+      spec: the utility.
+      pi0_graphdef, pi0_state: the base policy.
+      rm_graphdefs, rm_states: one reward model per property.
+      prompts: ``int32[B, P]`` left-padded prompts.
+      r_ref: ``float32[B, m]`` reference rewards (ignored by methods without a reference).
+      key: PRNG key, passed as is to ``sampling.sample``.
+      k: samples per prompt; max_new_tokens: ``R``; temperature: sampling temperature.
+    """
+    if k < 1:
+        raise ValueError(f"best-of-k needs k >= 1, got {k}")
+    out = sampling.sample(pi0_graphdef, pi0_state, prompts, key, max_new_tokens=int(max_new_tokens),
+                          num_samples=int(k), temperature=float(temperature))
+    rew = reference_lib.score_samples(rm_graphdefs, rm_states, prompts, out.tokens)  # [B, k, m]
+    u = utility_lib.utility(spec, rew, jnp.asarray(r_ref, jnp.float32)[:, None, :])  # [B, k]
+    idx = jnp.argmax(u, axis=1).astype(jnp.int32)
+    take = lambda x: jnp.take_along_axis(  # noqa: E731
+        x, idx.reshape((-1, 1) + (1,) * (x.ndim - 2)), axis=1)[:, 0]
+    return BestOfKOutput(take(out.tokens), take(rew), take(u), idx, u, rew)
+
+
+class BestOfK:
+    """:func:`best_of_k` under ``jax.jit`` for fixed models and ``k``:
+    ``BestOfK(...)(pi0_state, rm_states, prompts, r_ref, key) -> BestOfKOutput``."""
+
+    def __init__(self, spec, pi0_graphdef, rm_graphdefs, *, k: int, max_new_tokens: int,
+                 temperature: float = 1.0):
+        self.traces = 0
+
+        def pure(pi0_state, rm_states, prompts, r_ref, key):
+            self.traces += 1
+            return best_of_k(spec, pi0_graphdef, pi0_state, tuple(rm_graphdefs), rm_states,
+                             prompts, r_ref, key, k=k, max_new_tokens=max_new_tokens,
+                             temperature=temperature)
+
+        self._jitted = jax.jit(pure)
+
+    def __call__(self, pi0_state, rm_states, prompts, r_ref, key) -> BestOfKOutput:
+        return self._jitted(pi0_state, tuple(rm_states), jnp.asarray(prompts, jnp.int32),
+                            jnp.asarray(r_ref, jnp.float32), key)
+
+
+def write_jsonl(path: str, records: Sequence[Dict[str, Any]]) -> None:
+    """Writes ``records`` one JSON object per line (atomically)."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> int:
+    """The ``best_of_k`` job (see the module docstring); returns the exit code."""
+    spec = utility_lib.spec_from_config(config.rewards)
+    bok = config.best_of_k
+    tok, table, texts = common.tokenizer_and_prompts(config, workdir, bok.get("split", "test"))
+    n = min(int(bok.get("num_prompts", len(table))) or len(table), len(table))
+    prompts_np = table.arrays["prompt"][:n]
+    texts = texts[:n]
+    batch = int(bok.batch_size)
+    r_len = int(config.data.response_len)
+    temperature = float(config.get("sampling", {}).get("temperature", 1.0))
+
+    pi0 = common.load_policy(config, tok.vocab_size)
+    rms = common.load_reward_models(config, spec, tok.vocab_size)
+    preds = common.load_predictors(spec, tok.vocab_size)
+    pi0_gd, pi0_st = nnx.split(pi0)
+    rm_gds, rm_sts = common.split_models(rms)
+    pr_gds, pr_sts = common.split_models(preds)
+    estimator = reference_lib.ReferenceEstimator(
+        spec, pi0_gd, rm_gds, max_new_tokens=r_len, temperature=temperature,
+        fixed_tokens=reference_lib.fixed_response_tokens(spec, tok, r_len),
+        predictor_graphdefs=pr_gds)
+    key = jax.random.key(int(config.seed))
+    ref_key, sel_key = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
+
+    # Pad to whole batches (repeating row 0) so every call has one shape.
+    pad = (-n) % batch
+    padded = np.concatenate([prompts_np, np.repeat(prompts_np[:1], pad, axis=0)]) if pad else \
+        prompts_np
+    t0 = time.perf_counter()
+    refs = []
+    for i in range(0, len(padded), batch):
+        out = estimator(pi0_st, rm_sts, padded[i:i + batch], jax.random.fold_in(ref_key, i),
+                        pr_sts)
+        refs.append(common.host(out.r_ref))
+    r_ref = np.concatenate(refs)
+    ref_seconds = time.perf_counter() - t0
+    logging.info("references of %d prompts in %.2fs", n, ref_seconds)
+
+    out_dir = os.path.join(workdir, "best_of_k")
+    os.makedirs(out_dir, exist_ok=True)
+    gold_ok = config.data.source == "synthetic"
+    results: Dict[str, Any] = {"method": spec.method, "properties": list(spec.properties),
+                               "num_prompts": n, "reference_seconds": ref_seconds, "per_k": {}}
+    for k in [int(x) for x in (bok.ks if isinstance(bok.ks, (tuple, list)) else (bok.ks,))]:
+        selector = BestOfK(spec, pi0_gd, rm_gds, k=k, max_new_tokens=r_len,
+                           temperature=temperature)
+        t0 = time.perf_counter()
+        chunks = []
+        for i in range(0, len(padded), batch):
+            res = selector(pi0_st, rm_sts, padded[i:i + batch], r_ref[i:i + batch],
+                           jax.random.fold_in(jax.random.fold_in(sel_key, k), i))
+            chunks.append(jax.device_get(res))
+        seconds = time.perf_counter() - t0
+        tokens = np.concatenate([c.tokens for c in chunks])[:n]
+        rew = np.concatenate([c.rewards for c in chunks])[:n]
+        util = np.concatenate([c.utility for c in chunks])[:n]
+        index = np.concatenate([c.index for c in chunks])[:n]
+        responses = common.decode(tok, tokens)
+        gold = {}
+        if gold_ok:
+            from lsc.data import synthetic
+
+            gold = {p: synthetic.gold_scores(texts, responses, p) for p in spec.properties
+                    if p in synthetic.GOLD_SCORERS}
+        records = []
+        for j in range(n):
+            rec = {"prompt": texts[j], "response": responses[j], "index": int(index[j]),
+                   "utility": float(util[j]),
+                   "rewards": {p: float(rew[j, c]) for c, p in enumerate(spec.properties)},
+                   "r_ref": {p: float(r_ref[j, c]) for c, p in enumerate(spec.properties)}}
+            if gold:
+                rec["gold"] = {p: float(v[j]) for p, v in gold.items()}
+            records.append(rec)
+        write_jsonl(os.path.join(out_dir, f"k{k}.jsonl"), records)
+        summary = {"utility": float(util.mean()), "seconds": seconds,
+                   "rewards": {p: float(rew[:, c].mean()) for c, p in enumerate(spec.properties)}}
+        if gold:
+            summary["gold"] = {p: float(v.mean()) for p, v in gold.items()}
+        results["per_k"][str(k)] = summary
+        logging.info("best-of-%d: utility %.4f, rewards %s, %.2fs", k, summary["utility"],
+                     summary["rewards"], seconds)
+    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    return 0

@@ -1,0 +1,179 @@
+"""What the alignment jobs share: the base policy, the reward models, reference predictors,
+the tokenizer and the prompt tables, built from a config.
+
+Config fields read here (see ``configs/rlhf/synthetic.py`` for a complete example):
+
+* ``data.source`` ('synthetic' | 'hh_rlhf'), ``data.path``, ``data.on_error``, ``data.tokenizer``,
+  ``data.prompt_len``, ``data.response_len`` (the response budget ``R`` of every sample), and
+  ``world.*`` for the synthetic world;
+* ``policy.workdir`` -- a finished ``train_sft`` run whose exported model is the base policy
+  ``pi0`` (and the initial RL policy); empty: a randomly initialised ``policy.model`` (``kind``,
+  ``arch``; only for smoke tests and benchmarks, with a logged warning);
+* ``rewards.properties.<name>.rm_workdir`` -- a finished ``train_rm`` run per property; empty: a
+  randomly initialised reward model of ``rm_model`` (``kind``, ``arch``; seed ``seed + 100 + i``
+  for property ``i``), again with a warning;
+* ``rewards.properties.<name>.reference.predictor_workdir`` -- a finished ``train_reference`` run
+  for the predictor source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, List, Optional, Tuple
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from lsc.align import utility as utility_lib
+from lsc.data import hh_rlhf, pipeline
+from lsc.models import heads
+from lsc.train import checkpoint as checkpoint_lib
+from lsc.train import common as train_common
+
+RANDOM_RM_SEED_OFFSET = 100
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    """The resolved ``config.json`` of a finished run."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: not a run directory (no config.json)")
+    with open(path, encoding="utf-8") as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def tokenizer_and_prompts(config: ml_collections.ConfigDict, workdir: str, split: str):
+    """``(tokenizer, prompt table)`` of ``split`` ('train': the alignment prompts; 'test': the
+    evaluation prompts) as a :class:`lsc.data.pipeline.TokenizedData` of kind 'prompts'."""
+    source = config.data.source
+    stats = hh_rlhf.ReadStats()
+    if source == "synthetic":
+        files, tok_path = train_common.world_files(config, workdir)
+        prompts, _ = hh_rlhf.read_prompts(files.prompts[split], config.data.on_error, stats)
+    elif source == "hh_rlhf":
+        tok_path = ""
+        subsets = config.data.get("subsets", ("helpful", "harmless"))
+        prompts, _ = hh_rlhf.read_prompts(hh_rlhf.subset_files(config.data.path, subsets, split),
+                                          config.data.on_error, stats)
+        if split == "train":
+            _, prompts = hh_rlhf.split_in_half(prompts, key=lambda p: p)  # the alignment half
+    else:
+        raise ValueError(f"config.data.source={source!r} is not supported by the alignment jobs; "
+                         "use 'synthetic' or 'hh_rlhf'")
+    hh_rlhf.write_read_stats(stats, workdir)
+    if not prompts:
+        raise ValueError(f"no {split} prompts for data.source={source!r}")
+    tok = train_common.load_tokenizer(config, tok_path)
+    table = pipeline.tokenize_prompts(prompts, tok, int(config.data.prompt_len))
+    return tok, table, list(prompts)
+
+
+def load_policy(config: ml_collections.ConfigDict, vocab_size: int) -> nnx.Module:
+    """The base policy ``pi0``: the model exported by ``policy.workdir``, else random init."""
+    workdir = config.policy.get("workdir", "") or ""
+    if workdir:
+        run_cfg = load_run_config(workdir)
+        create, _, _ = train_common.backbone_factory(run_cfg.model, vocab_size, int(run_cfg.seed))
+        return checkpoint_lib.load_model(workdir, create)
+    logging.warning("policy.workdir is empty: the base policy is a RANDOMLY INITIALISED %s "
+                    "(smoke tests and benchmarks only)", config.policy.model.kind)
+    create, _, _ = train_common.backbone_factory(config.policy.model, vocab_size,
+                                                 int(config.seed))
+    return create()
+
+
+def random_reward_model(model_config, vocab_size: int, seed: int) -> nnx.Module:
+    """A randomly initialised reward model whose head is not zero (so rewards vary)."""
+    create_bb, _, _ = train_common.backbone_factory(model_config, vocab_size, seed)
+    return heads.RewardModel(create_bb(), rngs=nnx.Rngs(seed + 1),
+                             head_init=nnx.initializers.normal(1.0))
+
+
+def load_reward_models(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,
+                       vocab_size: int) -> List[nnx.Module]:
+    """One reward model per property (``rm_workdir`` or random init, see the module doc)."""
+    out = []
+    for i, (name, workdir) in enumerate(zip(spec.properties, spec.rm_workdirs)):
+        if workdir:
+            run_cfg = load_run_config(workdir)
+            create, _ = train_common.reward_model_factory(run_cfg.model, vocab_size,
+                                                          int(run_cfg.seed))
+            out.append(checkpoint_lib.load_model(workdir, create))
+        else:
+            logging.warning("rewards.properties.%s.rm_workdir is empty: a RANDOMLY INITIALISED "
+                            "reward model scores %r (smoke tests and benchmarks only)", name, name)
+            out.append(random_reward_model(config.rm_model, vocab_size,
+                                           int(config.seed) + RANDOM_RM_SEED_OFFSET + i))
+    return out
+
+
+def load_predictors(spec: utility_lib.UtilitySpec, vocab_size: int
+                    ) -> List[Optional[nnx.Module]]:
+    """Per property, the reference predictor of ``reference.predictor_workdir`` or None."""
+    out: List[Optional[nnx.Module]] = []
+    for name, ref in zip(spec.properties, spec.references):
+        if ref.source != "predictor":
+            out.append(None)
+            continue
+        if not ref.predictor_workdir:
+            raise ValueError(f"config.rewards.properties.{name}.reference.predictor_workdir is "
+                             "empty; give a finished train_reference run")
+        run_cfg = load_run_config(ref.predictor_workdir)
+        create, _ = train_common.reward_model_factory(run_cfg.model, vocab_size,
+                                                      int(run_cfg.seed))
+        out.append(checkpoint_lib.load_model(ref.predictor_workdir, create))
+    return out
+
+
+def split_models(models) -> Tuple[tuple, tuple]:
+    """``(graphdefs, states)`` of a list of modules (None stays None)."""
+    gds, sts = [], []
+    for m in models:
+        if m is None:
+            gds.append(None)
+            sts.append(None)
+        else:
+            gd, st = nnx.split(m)
+            gds.append(gd)
+            sts.append(st)
+    return tuple(gds), tuple(sts)
+
+
+def place(state: Any, mesh, rules) -> Any:
+    """``state`` on ``mesh`` by its logical axes (None stays None)."""
+    from lsc.parallel import partitioning
+
+    if state is None:
+        return None
+    return partitioning.shard_state(state, mesh, rules)
+
+
+def decode(tok, tokens: np.ndarray) -> List[str]:
+    """Texts of right-padded token rows (everything from the first EOS or pad on is dropped).
+
+    Ids outside the tokenizer's vocabulary (a model's embedding table may be larger) are dropped
+    and counted in the log."""
+    out = []
+    dropped = 0
+    for row in np.asarray(tokens):
+        ids = []
+        for t in row.tolist():
+            if t in (tok.eos_id, tok.pad_id):
+                break
+            if not 0 <= t < tok.vocab_size:
+                dropped += 1
+                continue
+            ids.append(int(t))
+        out.append(tok.decode(ids))
+    if dropped:
+        logging.warning("decode: dropped %d token ids outside the tokenizer's vocabulary (%d)",
+                        dropped, tok.vocab_size)
+    return out
+
+
+def host(x) -> np.ndarray:
+    return np.asarray(jax.device_get(x))

@@ -1,0 +1,193 @@
+"""The per-sequence utility ``u(x, y)`` that alignment maximises, from per-property rewards.
+
+A :class:`UtilitySpec` names the properties (one reward model each), the aggregation method and
+the reference source of every property; :func:`utility` maps rewards ``[..., m]`` and reference
+rewards to utilities ``[...]`` by calling :mod:`lsc.rewards` (the formulas live there only).
+
+Methods (``config.rewards.method``):
+
+* every name of :data:`lsc.rewards.METHODS` (``sum``, ``weighted_sum``, ``lsc_sum``,
+  ``lsc_weighted_sum``, ``sigma_and``, ``sigma_or`` and their ``*_nocenter`` variants), applied by
+  :func:`lsc.rewards.aggregate` to the rewards and references;
+* ``raw`` -- the sum of the raw rewards, no reference (``aggregate('sum_nocenter', r)``); with
+  one property this is the paper's "raw reward" baseline;
+* ``lsc`` -- ``sum_i log sigma(r_i - r_ref_i)`` (``aggregate('lsc_sum', r, r_ref)``); with one
+  property the paper's LSC utility, with several its logical AND;
+* ``par`` -- Preference As Reward, ``sum_i sigma(r_i - r_ref_i)`` (:func:`lsc.rewards.par` with
+  the property's reference as the single reference response).
+
+Config (``config.rewards``; :func:`spec_from_config`)::
+
+  rewards.method = 'lsc_sum'
+  rewards.weights = ()                     # one per property, weighted methods only
+  rewards.properties.<name>.rm_workdir     # a finished train_rm run ('' = random init)
+  rewards.properties.<name>.reference.source       # quantile | predictor | fixed_response | zero
+  rewards.properties.<name>.reference.quantile     # q of the quantile source
+  rewards.properties.<name>.reference.num_samples  # k base-policy samples of the quantile source
+  rewards.properties.<name>.reference.response     # the fixed response text
+  rewards.properties.<name>.reference.predictor_workdir  # a finished train_reference run
+
+Properties are ordered by name (``ml_collections`` does not keep insertion order); that order is
+the last axis of every rewards array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from lsc import rewards
+from lsc.config import EXTRA_UTILITY_METHODS, REFERENCE_SOURCES
+
+METHODS: Tuple[str, ...] = tuple(rewards.METHODS) + tuple(EXTRA_UTILITY_METHODS)
+"""Every accepted ``rewards.method``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceSpec:
+    """How ``r_ref(x)`` of one property is obtained (see :mod:`lsc.align.reference`).
+
+    Attributes:
+      source: 'quantile' (q-quantile of the reward of ``num_samples`` samples from the frozen
+        base policy), 'predictor' (a trained prompt -> reference model), 'fixed_response' (the
+        reward of ``response``), or 'zero'.
+      quantile: ``q`` in [0, 1] of the quantile source.
+      num_samples: ``k >= 1`` base-policy samples per prompt of the quantile source.
+      response: the fixed response text of the fixed_response source.
+      predictor_workdir: the workdir of a finished ``train_reference`` run (predictor source).
+    """
+
+    source: str = "zero"
+    quantile: float = 0.5
+    num_samples: int = 16
+    response: str = "I'm sorry, but I can't help with that."
+    predictor_workdir: str = ""
+
+    def __post_init__(self):
+        if self.source not in REFERENCE_SOURCES:
+            raise ValueError(f"reference.source must be one of {REFERENCE_SOURCES}, got "
+                             f"{self.source!r}")
+        if not 0.0 <= float(self.quantile) <= 1.0:
+            raise ValueError(f"reference.quantile must be in [0, 1], got {self.quantile}")
+        if isinstance(self.num_samples, bool) or int(self.num_samples) != self.num_samples \
+                or self.num_samples < 1:
+            raise ValueError(f"reference.num_samples must be an integer >= 1, got "
+                             f"{self.num_samples!r}")
+        if self.source == "fixed_response" and not self.response:
+            raise ValueError("reference.response is empty but reference.source='fixed_response'")
+
+
+@dataclasses.dataclass(frozen=True)
+class UtilitySpec:
+    """Properties, their references, and the aggregation method.
+
+    Attributes:
+      method: one of :data:`METHODS`.
+      properties: property names (the order of the rewards' last axis).
+      references: one :class:`ReferenceSpec` per property.
+      weights: one weight per property for the weighted methods, else None.
+      rm_workdirs: one ``train_rm`` workdir per property ('' for a random reward model).
+    """
+
+    method: str
+    properties: Tuple[str, ...]
+    references: Tuple[ReferenceSpec, ...]
+    weights: Optional[Tuple[float, ...]] = None
+    rm_workdirs: Tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"rewards.method {self.method!r} is unknown; choose one of: "
+                             f"{', '.join(METHODS)}")
+        if not self.properties:
+            raise ValueError("rewards.properties is empty; give at least one property")
+        if len(self.references) != len(self.properties):
+            raise ValueError(f"{len(self.properties)} properties but {len(self.references)} "
+                             "references")
+        if self.rm_workdirs and len(self.rm_workdirs) != len(self.properties):
+            raise ValueError(f"{len(self.properties)} properties but {len(self.rm_workdirs)} "
+                             "reward-model workdirs")
+        weighted = (self.method in rewards.METHODS
+                    and rewards.check_method(self.method) in rewards.WEIGHTED_METHODS)
+        if weighted:
+            if not self.weights or len(self.weights) != len(self.properties):
+                raise ValueError(f"rewards.method {self.method!r} needs rewards.weights with one "
+                                 f"number per property ({len(self.properties)}), got "
+                                 f"{self.weights!r}")
+        elif self.weights:
+            raise ValueError(f"rewards.method {self.method!r} takes no weights, got "
+                             f"{self.weights!r}")
+
+    @property
+    def num_properties(self) -> int:
+        return len(self.properties)
+
+    @property
+    def uses_reference(self) -> bool:
+        """False when the method ignores ``r_ref`` (``raw`` and the ``*_nocenter`` methods)."""
+        return not (self.method == "raw" or self.method.endswith("_nocenter"))
+
+
+def spec_from_config(rewards_config: Mapping) -> UtilitySpec:
+    """A :class:`UtilitySpec` from ``config.rewards`` (see the module docstring).
+
+    Raises ``ValueError`` naming the dotted field on a bad value.
+    """
+    if hasattr(rewards_config, "to_dict"):
+        rewards_config = rewards_config.to_dict()
+    props = rewards_config.get("properties") or {}
+    if not props:
+        raise ValueError("config.rewards.properties is empty; give at least one property")
+    names, refs, workdirs = [], [], []
+    for name in sorted(props):
+        prop = props[name]
+        ref = dict(prop.get("reference", {}))
+        known = {f.name for f in dataclasses.fields(ReferenceSpec)}
+        unknown = sorted(set(ref) - known)
+        if unknown:
+            raise ValueError(f"config.rewards.properties.{name}.reference: unknown fields "
+                             f"{unknown}; known: {sorted(known)}")
+        try:
+            refs.append(ReferenceSpec(**ref))
+        except ValueError as e:
+            raise ValueError(f"config.rewards.properties.{name}.{e}") from None
+        names.append(name)
+        workdirs.append(str(prop.get("rm_workdir", "") or ""))
+    weights = tuple(float(w) for w in (rewards_config.get("weights") or ())) or None
+    return UtilitySpec(method=str(rewards_config.get("method", "lsc_sum")),
+                       properties=tuple(names), references=tuple(refs), weights=weights,
+                       rm_workdirs=tuple(workdirs))
+
+
+def utility(spec: UtilitySpec, property_rewards: jax.Array,
+            r_ref: jax.Array | None = None) -> jax.Array:
+    """``u(x, y)`` of every response.
+
+    Args:
+      spec: the utility's definition.
+      property_rewards: ``float32[..., m]`` rewards (``m = spec.num_properties``), e.g.
+        ``[B, k, m]`` for k samples of B prompts.
+      r_ref: reference rewards broadcastable to ``property_rewards`` (e.g. ``[B, 1, m]``), or
+        None for 0.
+
+    Returns:
+      ``float32[...]`` utilities (``property_rewards.shape[:-1]``).
+    """
+    r = jnp.asarray(property_rewards, jnp.float32)
+    if r.ndim == 0 or r.shape[-1] != spec.num_properties:
+        raise ValueError(f"property_rewards must end in {spec.num_properties} properties, got "
+                         f"shape {r.shape}")
+    weights = None if spec.weights is None else jnp.asarray(spec.weights, jnp.float32)
+    method = spec.method
+    if method == "raw":
+        return rewards.aggregate("sum_nocenter", r)
+    if method == "lsc":
+        return rewards.aggregate("lsc_sum", r, r_ref)
+    if method == "par":
+        ref = jnp.zeros_like(r) if r_ref is None else jnp.broadcast_to(
+            jnp.asarray(r_ref, jnp.float32), r.shape)
+        return jnp.sum(rewards.par(r, ref[..., None]), axis=-1)
+    return rewards.aggregate(method, r, r_ref, weights)

@@ -1,0 +1,133 @@
+"""Preemption-safe checkpoints of a training run with orbax-checkpoint's ``CheckpointManager``.
+
+A checkpoint of step ``s`` is the directory ``<directory>/<s>`` with three items:
+
+* ``state`` - the train state pytree (parameters, optimiser state, step, RNG key data; arrays),
+  written with ``ocp.args.StandardSave`` and restored with ``ocp.args.StandardRestore`` onto the
+  shardings of an abstract target;
+* ``data`` - the data iterator's JSON state (``BatchIterator.get_state()``), ``ocp.args.JsonSave``;
+* ``metrics`` - the JSON metrics state (history and partial logging sums), ``ocp.args.JsonSave``.
+
+Orbax writes a step into a temporary directory and renames it into place only when every item is
+complete, so a crash (or SIGKILL) during a save leaves at most a temporary directory behind: the
+previous checkpoints are untouched, :meth:`Checkpointer.latest_step` ignores the unfinished one,
+and the temporary directory is removed the next time a :class:`Checkpointer` opens the directory
+(``cleanup_tmp_directories``). Saves are synchronous, so a step returned by ``latest_step`` is
+complete on disk. Only the last ``keep`` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Tuple
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+ITEMS = ("state", "data", "metrics")
+
+
+class Checkpointer:
+    """Saves and restores ``(train state, data-iterator state, metrics state)`` per step.
+
+    Args:
+      directory: where the step directories live (created if missing).
+      keep: number of most recent checkpoints kept (``>= 1``).
+    """
+
+    def __init__(self, directory: str, keep: int = 3):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            create=True,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=False,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+
+    def latest_step(self) -> Optional[int]:
+        """The newest complete checkpoint's step, or None when there is none."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """Steps of every complete checkpoint kept, ascending."""
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, data_state: dict, metrics_state: dict) -> bool:
+        """Writes checkpoint ``step`` (a no-op returning False if that step already exists)."""
+        if step in self._manager.all_steps():
+            return False
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state),
+            metrics=ocp.args.JsonSave(metrics_state),
+        )
+        self._manager.save(step, args=args, force=True)
+        self._manager.wait_until_finished()
+        logging.info("checkpoint: saved step %d in %s", step, self.directory)
+        return True
+
+    def restore(self, step: int, abstract_state: Any) -> Tuple[Any, dict, dict]:
+        """Restores checkpoint ``step``; returns ``(state, data_state, metrics_state)``.
+
+        ``abstract_state`` is a pytree of ``jax.ShapeDtypeStruct`` with shardings (e.g.
+        ``jax.tree.map(ocp.utils.to_shape_dtype_struct, state)``); arrays come back with those
+        shardings.
+        """
+        if step not in self._manager.all_steps():
+            raise FileNotFoundError(f"{self.directory}: no complete checkpoint for step {step}; "
+                                    f"available: {self.all_steps()}")
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=ocp.args.JsonRestore(),
+            metrics=ocp.args.JsonRestore(),
+        )
+        restored = self._manager.restore(step, args=args)
+        logging.info("checkpoint: restored step %d from %s", step, self.directory)
+        return restored.state, restored.data, restored.metrics
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def abstract_like(tree: Any) -> Any:
+    """``jax.ShapeDtypeStruct`` (with sharding) for every array of ``tree``."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+MODEL_DIR = "model"
+
+
+def export_model(workdir: str, params: Any, model_state: Any) -> str:
+    """Writes the final ``{'params', 'model_state'}`` of a run to ``<workdir>/model`` (atomic,
+    replacing an earlier export) for later jobs; returns the directory."""
+    path = os.path.join(os.path.abspath(workdir), MODEL_DIR)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path, {"params": params, "model_state": model_state}, force=True)
+    return path
+
+
+def load_model(workdir: str, create_model) -> Any:
+    """The model of a finished run: ``create_model()``'s structure (built abstractly) filled with
+    the parameters exported to ``<workdir>/model`` by :func:`export_model`."""
+    from flax import nnx
+
+    path = os.path.join(os.path.abspath(workdir), MODEL_DIR)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no exported model; run the training job for {workdir} "
+                                "to completion first")
+    abstract = nnx.eval_shape(create_model)
+    graphdef, params, model_state = nnx.split(abstract, nnx.Param, ...)
+    target = {"params": params, "model_state": model_state}
+    with ocp.StandardCheckpointer() as ckptr:
+        restored = ckptr.restore(path, jax.tree.map(_host_struct, target))
+    return nnx.merge(graphdef, restored["params"], restored["model_state"])
+
+
+def _host_struct(x):
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)

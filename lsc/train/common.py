@@ -1,0 +1,183 @@
+"""Pieces shared by the training jobs: the synthetic world on disk, tokenizers, models from
+configs, mesh and iterators.
+
+Config fields read here (see ``configs/rm/synthetic_helpful.py`` for a complete example):
+
+* ``data.source`` ('synthetic' | 'hh_rlhf'), ``data.path`` (hh-rlhf root), ``data.on_error``,
+  ``data.tokenizer`` (a tokenizer file or directory; empty for the synthetic world's own),
+  ``data.prompt_len``, ``data.response_len``;
+* ``world.*`` (:class:`lsc.data.synthetic.WorldConfig` fields) for the synthetic world;
+* ``model.kind`` ('decoder' | 't5'), ``model.arch`` (the fields of
+  :class:`lsc.models.decoder.DecoderConfig` or :class:`lsc.models.t5.T5Config`),
+  ``model.init_from`` (a Hugging Face T5 checkpoint directory, or empty);
+* ``mesh`` (``{'data': -1, 'fsdp': 1, 'tensor': 1}``) and optional ``rules``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Optional, Tuple
+
+import jax
+import ml_collections
+from absl import logging
+from flax import nnx
+
+from lsc.data import hh_rlhf, pipeline, synthetic
+from lsc.data import tokenizer as tokenizer_lib
+from lsc.models import decoder as decoder_lib
+from lsc.models import heads
+from lsc.models import t5 as t5_lib
+from lsc.parallel import mesh as mesh_lib
+from lsc.parallel import partitioning
+
+MODEL_KINDS = ("decoder", "t5")
+
+
+def world_files(config: ml_collections.ConfigDict, workdir: str) -> Tuple[synthetic.WorldFiles, str]:
+    """Writes (once) the synthetic world of ``config.seed`` and its tokenizer under
+    ``<workdir>/world``; returns ``(files, tokenizer_path)``. A rerun reuses the files when the
+    manifest matches the config, and regenerates them otherwise."""
+    directory = os.path.join(workdir, "world")
+    world_config = synthetic.WorldConfig(**config.world.to_dict())
+    manifest = os.path.join(directory, "world.json")
+    tok_path = os.path.join(directory, "world.model")
+    expected = {"seed": int(config.seed), "config": world_config.__dict__}
+    if os.path.exists(manifest) and os.path.exists(tok_path):
+        with open(manifest, encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved.get("seed") == expected["seed"] and saved.get("config") == expected["config"]:
+            files = synthetic.WorldFiles(
+                directory,
+                *[{s: os.path.join(directory, sub, f"{s}.jsonl.gz") for s in ("train", "test")}
+                  for sub in ("helpful-base", "harmless-base", "sft", "prompts")],
+                manifest)
+            return files, tok_path
+    files = synthetic.write_world(directory, seed=int(config.seed), cfg=world_config)
+    tok_path = synthetic.write_tokenizer(directory)
+    return files, tok_path
+
+
+def load_tokenizer(config: ml_collections.ConfigDict, default_path: str = ""):
+    """``config.data.tokenizer`` when set, else ``default_path``."""
+    path = config.data.get("tokenizer", "") or default_path
+    if not path:
+        raise ValueError("config.data.tokenizer is empty and the data source provides none; "
+                         "give a SentencePiece .model or tokenizer.json path")
+    return tokenizer_lib.load_tokenizer(path)
+
+
+def read_pairs_for(config: ml_collections.ConfigDict, workdir: str, prop: str):
+    """``(train_pairs, test_pairs, tokenizer_default_path)`` for property ``prop``.
+
+    Synthetic: the world's ``<prop>-base`` train/test files. hh-rlhf: the subset group ``prop``
+    under ``data.path``; training pairs are the reward-model half (:func:`hh_rlhf.split_in_half`,
+    first half) of the train split, test pairs the test split.
+    """
+    source = config.data.source
+    stats = hh_rlhf.ReadStats()
+    if source == "synthetic":
+        files, tok_path = world_files(config, workdir)
+        paths = getattr(files, prop)
+        train, _ = hh_rlhf.read_pairs(paths["train"], config.data.on_error, stats)
+        test, _ = hh_rlhf.read_pairs(paths["test"], config.data.on_error, stats)
+    elif source == "hh_rlhf":
+        root = config.data.path
+        train_all, _ = hh_rlhf.read_pairs(hh_rlhf.subset_files(root, prop, "train"),
+                                          config.data.on_error, stats)
+        train, _ = hh_rlhf.split_in_half(train_all)
+        test, _ = hh_rlhf.read_pairs(hh_rlhf.subset_files(root, prop, "test"),
+                                     config.data.on_error, stats)
+        tok_path = ""
+        logging.info("hh-rlhf %s: %d train pairs, %d in the reward-model half, %d test pairs",
+                     prop, len(train_all), len(train), len(test))
+    else:
+        raise ValueError(f"config.data.source={source!r} is not supported by the training jobs; "
+                         "use 'synthetic' or 'hh_rlhf'")
+    hh_rlhf.write_read_stats(stats, workdir)
+    if not train:
+        raise ValueError(f"no training pairs for {prop!r} (source {source!r})")
+    return train, test, tok_path
+
+
+def make_mesh(config: ml_collections.ConfigDict):
+    """The mesh of ``config.mesh`` over all devices, and the logical-axis rules."""
+    mesh = mesh_lib.make_mesh(config.get("mesh", None))
+    rules = partitioning.rules_from_config(config.get("rules", None))
+    return mesh, rules
+
+
+def backbone_factory(model_config: ml_collections.ConfigDict, vocab_size: int, seed: int
+                     ) -> Tuple[Callable[[], nnx.Module], Optional[Callable[[], nnx.Module]], Any]:
+    """``(create, load_pretrained or None, arch_config)`` for the model's backbone.
+
+    ``create()`` builds a randomly initialised backbone (parameters from ``seed``);
+    ``load_pretrained()`` the imported checkpoint of ``model.init_from`` (T5 only).
+    ``vocab_size`` is the tokenizer's; the model's vocabulary must hold it.
+    """
+    kind = model_config.kind
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"config.model.kind must be one of {MODEL_KINDS}, got {kind!r}")
+    init_from = model_config.get("init_from", "") or ""
+    arch = model_config.arch.to_dict()
+    if kind == "decoder":
+        if init_from:
+            raise ValueError("config.model.init_from is only supported for model.kind='t5'")
+        cfg = decoder_lib.DecoderConfig.from_mapping(arch)
+        create = lambda: decoder_lib.DecoderLM(cfg, rngs=nnx.Rngs(seed))  # noqa: E731
+        load = None
+    else:
+        if init_from:
+            from lsc.models import hf_t5
+
+            overrides = {k: arch[k] for k in ("dtype", "param_dtype", "dropout_rate") if k in arch}
+            cfg = hf_t5.load_t5_config(init_from, **overrides)
+            load = lambda: hf_t5.load_t5(init_from, **overrides)  # noqa: E731
+        else:
+            cfg = t5_lib.T5Config.from_dict(arch)
+            load = None
+        create = lambda: t5_lib.T5(cfg, rngs=nnx.Rngs(seed))  # noqa: E731
+    model_vocab = cfg.vocab_size
+    if model_vocab < vocab_size:
+        raise ValueError(f"config.model.arch.vocab_size={model_vocab} is smaller than the "
+                         f"tokenizer's vocabulary ({vocab_size})")
+    return create, load, cfg
+
+
+def reward_model_factory(model_config: ml_collections.ConfigDict, vocab_size: int, seed: int):
+    """``(create, initial or None)`` for a :class:`lsc.models.heads.RewardModel`."""
+    create_bb, load_bb, _ = backbone_factory(model_config, vocab_size, seed)
+
+    def create():
+        return heads.RewardModel(create_bb(), rngs=nnx.Rngs(seed + 1))
+
+    initial = None
+    if load_bb is not None:
+        def initial():
+            return heads.RewardModel(load_bb(), rngs=nnx.Rngs(seed + 1))
+    return create, initial
+
+
+def host_batch_size(global_batch: int) -> int:
+    """This host's share of a global batch (must divide evenly)."""
+    n = jax.process_count()
+    if global_batch % n:
+        raise ValueError(f"batch size {global_batch} is not divisible by {n} hosts")
+    return global_batch // n
+
+
+def train_iterator(data: pipeline.TokenizedData, global_batch: int, seed: int):
+    """Endless shuffled batches of this host's share (``lsc.data.pipeline.batch_iterator``)."""
+    return pipeline.batch_iterator(data, host_batch_size(global_batch), seed=seed, shuffle=True,
+                                   num_epochs=None, process_index=jax.process_index(),
+                                   process_count=jax.process_count())
+
+
+def eval_iterator_factory(data: pipeline.TokenizedData, global_batch: int):
+    """A function returning one fresh unshuffled pass (padding rows have ``valid == 0``)."""
+    def make():
+        return pipeline.batch_iterator(data, host_batch_size(global_batch), shuffle=False,
+                                       num_epochs=1, process_index=jax.process_index(),
+                                       process_count=jax.process_count(), prefetch=0)
+    return make

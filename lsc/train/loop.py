@@ -1,0 +1,583 @@
+"""The one training loop shared by every training job (reward models, SFT, reference predictor).
+
+A job supplies a model constructor, a loss and data; the loop owns everything else:
+
+* **State.** :class:`TrainState` = ``step`` (int32 scalar), ``params`` (the model's ``nnx.Param``
+  state, float32 master weights), ``model_state`` (any other ``nnx`` variables, not trained),
+  ``opt_state`` (optax) and ``rng`` (uint32 key data ``[2]``-style, ``jax.random.key_data``).
+  The model is ``nnx.merge(graphdef, params, model_state)``; the hot path is a pure function of
+  the state (no Python graph walks per step).
+* **Step.** :func:`make_train_step` builds ``step(state, batch) -> (state, metrics)`` under
+  ``jax.jit`` with explicit ``in_shardings``/``out_shardings`` (parameters by their logical axes
+  via ``lsc.parallel.partitioning``, optimiser moments like their parameters, the batch over
+  ``data``/``fsdp``) and the state donated. Gradient accumulation splits the batch into
+  ``grad_accum_steps`` micro-batches (rows ``i, i + k, ...``) scanned with ``lax.scan``; losses
+  are *sums* with an example count, so ``k`` micro-batches give the same update as one big batch.
+  With ``compute_dtype='bfloat16'`` floating parameters are cast to bfloat16 inside the loss (the
+  gradient flows back to the float32 master weights).
+* **Loop.** :func:`train` resumes from the newest checkpoint in ``<workdir>/checkpoints`` (state,
+  data-iterator position and metrics history), runs to ``num_steps``, logs to TensorBoard
+  (``<workdir>/tensorboard``) and a tqdm progress bar (rate, ETA), evaluates every
+  ``eval_every`` steps and at the end, checkpoints every ``save_every`` steps and at the end,
+  and writes ``<workdir>/summary.json`` and the final model (``<workdir>/model``,
+  :func:`lsc.train.checkpoint.load_model`). Everything in ``summary.json`` is a function of the
+  seed and config (no timings), so a killed-and-resumed run writes the same file as an
+  uninterrupted one.
+* **Preemption.** SIGTERM sets a flag; after the step in progress the loop writes a checkpoint and
+  :func:`train` returns with ``preempted=True`` (jobs then exit with :data:`PREEMPTED_EXIT_CODE`).
+* **Numerics.** A non-finite loss raises :class:`NonFiniteLossError` naming the step; no
+  checkpoint is written after the last finite step.
+
+Loss contract: ``loss_fn(model, batch, rng) -> (loss_sum, count, metric_sums)`` where
+``loss_sum`` is the float32 sum of per-example losses over the (micro-)batch, ``count`` the
+number of examples it covers (float32; e.g. ``sum(valid)`` or the number of response tokens) and
+``metric_sums`` a dict of float32 sums over the same examples. The step reports
+``loss = sum / count`` and ``metric = metric_sum / count`` and follows the gradient of
+``loss_sum / count``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx, struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lsc.parallel import partitioning
+from lsc.train import checkpoint as checkpoint_lib
+from lsc.train import metrics as metrics_lib
+from lsc.train import optim
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: a controlled exit after the preemption checkpoint
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+Batch = Dict[str, Any]
+LossFn = Callable[[nnx.Module, Batch, jax.Array], Tuple[jax.Array, jax.Array, Dict[str, jax.Array]]]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; ``step`` is the step that produced it."""
+
+    def __init__(self, step: int, value: float, last_checkpoint: Optional[int], directory: str):
+        self.step, self.value, self.last_checkpoint = step, value, last_checkpoint
+        where = (f"the last good checkpoint is step {last_checkpoint} in {directory}"
+                 if last_checkpoint is not None else "no checkpoint had been written yet")
+        super().__init__(f"non-finite training loss {value} at step {step}; training stopped, "
+                         f"{where}")
+
+
+@struct.dataclass
+class TrainState:
+    """The complete state of a run (a pytree; see the module docstring for the fields)."""
+
+    step: jax.Array
+    params: Any
+    model_state: Any
+    opt_state: Any
+    rng: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Loop settings (``config.train``).
+
+    Attributes:
+      num_steps: optimiser updates in the whole run.
+      batch_size: global examples per update (all hosts, all micro-batches).
+      grad_accum_steps: micro-batches per update; must divide ``batch_size``.
+      log_every: steps between train-metric logs (means over the interval).
+      eval_every: steps between evaluations (0: only at the end).
+      save_every: steps between checkpoints (one is always written at the end).
+      keep_checkpoints: number of recent checkpoints kept.
+      compute_dtype: 'float32' or 'bfloat16' (float32 master weights in both cases).
+      progress: show a tqdm progress bar on stderr.
+    """
+
+    num_steps: int
+    batch_size: int
+    grad_accum_steps: int = 1
+    log_every: int = 10
+    eval_every: int = 0
+    save_every: int = 100
+    keep_checkpoints: int = 3
+    compute_dtype: str = "float32"
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("num_steps", "batch_size", "grad_accum_steps", "log_every", "save_every",
+                     "keep_checkpoints"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"train.{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ValueError(f"train.eval_every must be an integer >= 0, got {self.eval_every!r}")
+        if self.batch_size % self.grad_accum_steps:
+            raise ValueError(f"train.grad_accum_steps={self.grad_accum_steps} must divide "
+                             f"train.batch_size={self.batch_size}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"train.compute_dtype must be one of {COMPUTE_DTYPES}, got "
+                             f"{self.compute_dtype!r}")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> "TrainConfig":
+        """From ``config.train`` (dict / ConfigDict); unknown fields are errors."""
+        if hasattr(mapping, "to_dict"):
+            mapping = mapping.to_dict()
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(mapping) - names)
+        if unknown:
+            raise ValueError(f"train: unknown fields {unknown}; known: {sorted(names)}")
+        return cls(**dict(mapping))
+
+
+@dataclasses.dataclass
+class Evaluator:
+    """Periodic evaluation.
+
+    Attributes:
+      data: returns a fresh finite iterable of batches (same layout as training batches, with a
+        ``valid int32[B]`` key marking real rows) each time it is called.
+      outputs: ``outputs(model, batch) -> {name: array[B, ...]}`` per-example values, jitted.
+      finalize: ``finalize({name: np.ndarray[N, ...]}) -> {metric: float}`` on the host, given the
+        outputs of every valid row of the whole evaluation set (in order).
+    """
+
+    data: Callable[[], Iterable[Batch]]
+    outputs: Callable[[nnx.Module, Batch], Dict[str, jax.Array]]
+    finalize: Callable[[Dict[str, np.ndarray]], Dict[str, float]]
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    state: TrainState
+    graphdef: nnx.GraphDef
+    step: int
+    preempted: bool
+    summary: dict
+    compilations: int
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def cast_floating(tree: Any, dtype: Any) -> Any:
+    """``tree`` with every floating-point array cast to ``dtype`` (others unchanged)."""
+    dtype = jnp.dtype(dtype)
+
+    def cast(x):
+        if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != dtype:
+            return x.astype(dtype)
+        return x
+
+    return jax.tree.map(cast, tree)
+
+
+def opt_state_shardings(tx: optax.GradientTransformation, abstract_params: Any,
+                        param_shardings: Any, mesh: Mesh) -> Any:
+    """Explicit shardings for ``tx.init(params)``: every optimiser leaf that has its parameter's
+    shape (Adam moments, momentum) is sharded like the parameter; anything else (counts,
+    Adafactor's factored row/column statistics) is replicated."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    abstract_opt = jax.eval_shape(tx.init, abstract_params)
+
+    def pick(leaf, sharding, param):
+        if getattr(leaf, "shape", None) == getattr(param, "shape", ()) and leaf.shape:
+            return sharding
+        return replicated
+
+    try:
+        return optax.tree_map_params(tx, pick, abstract_opt, param_shardings, abstract_params,
+                                     transform_non_params=lambda _: replicated)
+    except (ValueError, TypeError) as e:
+        logging.warning("optimiser-state shardings by parameter failed (%s); replicating", e)
+        return jax.tree.map(lambda _: replicated, abstract_opt)
+
+
+def _split_model(model: nnx.Module):
+    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+    return graphdef, params, model_state
+
+
+def _micro_batches(batch: Batch, k: int) -> Batch:
+    """``[B, ...]`` leaves -> ``[k, B / k, ...]``; micro-batch ``i`` holds rows ``i, i + k, ...``."""
+
+    def split(x):
+        b = x.shape[0]
+        return jnp.swapaxes(x.reshape((b // k, k) + x.shape[1:]), 0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
+                    schedule: Callable[[Any], Any], *, grad_accum_steps: int = 1,
+                    compute_dtype: str = "float32") -> Callable[[TrainState, Batch],
+                                                                Tuple[TrainState, dict]]:
+    """The pure (un-jitted) train step ``step(state, batch) -> (state, metrics)``.
+
+    ``metrics`` holds float32 scalars: ``loss``, the loss function's metrics, ``grad_norm`` (of
+    the mean gradient, before clipping), ``learning_rate`` (of this update) and ``examples``
+    (the count summed over micro-batches).
+    """
+    cdtype = jnp.dtype(compute_dtype)
+
+    def loss_of(params, model_state, batch, rng):
+        if cdtype != jnp.float32:
+            params = cast_floating(params, cdtype)
+        model = nnx.merge(graphdef, params, model_state)
+        loss_sum, count, sums = loss_fn(model, batch, rng)
+        return loss_sum.astype(jnp.float32), (jnp.asarray(count, jnp.float32),
+                                              {k: v.astype(jnp.float32) for k, v in sums.items()})
+
+    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+
+    def step(state: TrainState, batch: Batch):
+        rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
+        if grad_accum_steps == 1:
+            (loss_sum, (count, sums)), grads = grad_fn(state.params, state.model_state, batch,
+                                                        step_rng)
+        else:
+            micro = _micro_batches(batch, grad_accum_steps)
+
+            def body(carry, xs):
+                i, mb = xs
+                (l, (c, s)), g = grad_fn(state.params, state.model_state, mb,
+                                         jax.random.fold_in(step_rng, i))
+                acc_l, acc_c, acc_s, acc_g = carry
+                return (acc_l + l, acc_c + c, jax.tree.map(jnp.add, acc_s, s),
+                        jax.tree.map(jnp.add, acc_g, g)), None
+
+            first = jax.tree.map(lambda x: x[0], micro)
+            _, (_, s_shape) = jax.eval_shape(loss_of, state.params, state.model_state, first,
+                                             step_rng)
+            zeros_s = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), s_shape)
+            zeros_g = jax.tree.map(jnp.zeros_like, state.params)
+            init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zeros_s, zeros_g)
+            idx = jnp.arange(grad_accum_steps, dtype=jnp.int32)
+            (loss_sum, count, sums, grads), _ = jax.lax.scan(body, init, (idx, micro))
+        denom = jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda g: (g / denom).astype(g.dtype), grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss_sum / denom,
+                   **{k: v / denom for k, v in sums.items()},
+                   "grad_norm": optax.tree.norm(grads),
+                   "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
+                   "examples": count}
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                                  rng=jax.random.key_data(rng))
+        return new_state, metrics
+
+    return step
+
+
+def global_batch(batch: Mapping[str, np.ndarray], shardings: Any) -> Batch:
+    """Host-local numpy batch -> global ``jax.Array`` batch with ``shardings`` (any host count)."""
+    return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
+            for k, v in batch.items()}
+
+
+class _Preemption:
+    """Catches SIGTERM (main thread only) and records it; restores the old handler on exit."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        logging.warning("SIGTERM received: checkpointing after the current step, then exiting")
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
+def _write_json(path: str, payload: Any) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class _Trainer:
+    """Holds the compiled functions of one run (see :func:`train`)."""
+
+    def __init__(self, graphdef, loss_fn, tx, schedule, cfg: TrainConfig, mesh: Mesh,
+                 state_shardings):
+        self.mesh = mesh
+        self.state_shardings = state_shardings
+        self.traces = 0
+        pure = make_train_step(graphdef, loss_fn, tx, schedule,
+                               grad_accum_steps=cfg.grad_accum_steps,
+                               compute_dtype=cfg.compute_dtype)
+
+        def counted(state, batch):
+            self.traces += 1
+            return pure(state, batch)
+
+        self._pure = counted
+        self._jitted = None
+        self.batch_shardings = None
+
+    def step(self, state: TrainState, batch: Mapping[str, np.ndarray]):
+        if self._jitted is None:
+            self.batch_shardings = partitioning.batch_sharding(dict(batch), self.mesh)
+            replicated = NamedSharding(self.mesh, PartitionSpec())
+            self._jitted = jax.jit(self._pure,
+                                   in_shardings=(self.state_shardings, self.batch_shardings),
+                                   out_shardings=(self.state_shardings, replicated),
+                                   donate_argnums=(0,))
+        return self._jitted(state, global_batch(batch, self.batch_shardings))
+
+
+def evaluate(evaluator: Evaluator, graphdef: nnx.GraphDef, params: Any, model_state: Any,
+             mesh: Mesh, compute_dtype: str = "float32",
+             cache: Optional[dict] = None) -> Dict[str, float]:
+    """Runs ``evaluator`` over its whole data; returns ``finalize`` of the valid rows' outputs.
+
+    ``cache``: a dict kept across calls to reuse the jitted evaluation function (one compile).
+    Single-host: the outputs of every row are gathered on this host.
+    """
+    cache = cache if cache is not None else {}
+    cdtype = jnp.dtype(compute_dtype)
+
+    def outputs(params, model_state, batch):
+        if cdtype != jnp.float32:
+            params = cast_floating(params, cdtype)
+        model = nnx.merge(graphdef, params, model_state)
+        return evaluator.outputs(model, batch)
+
+    chunks: Dict[str, list] = {}
+    for batch in evaluator.data():
+        if "valid" not in batch:
+            raise ValueError(f"evaluation batches need a 'valid' key, got {sorted(batch)}")
+        if "fn" not in cache:
+            cache["shardings"] = partitioning.batch_sharding(dict(batch), mesh)
+            cache["fn"] = jax.jit(outputs, in_shardings=(None, None, cache["shardings"]))
+        out = jax.device_get(cache["fn"](params, model_state,
+                                         global_batch(batch, cache["shardings"])))
+        valid = np.asarray(batch["valid"]) > 0
+        for k, v in out.items():
+            chunks.setdefault(k, []).append(np.asarray(v)[valid])
+    if not chunks:
+        raise ValueError("evaluation data yielded no batches")
+    return evaluator.finalize({k: np.concatenate(v) for k, v in chunks.items()})
+
+
+def init_state(create_model: Callable[[], nnx.Module], tx: optax.GradientTransformation,
+               mesh: Mesh, rules: partitioning.Rules, seed: int,
+               initial_model: Optional[Callable[[], nnx.Module]] = None):
+    """``(graphdef, state, state_shardings)`` of a fresh run, placed on ``mesh``.
+
+    The parameters come from ``create_model()`` initialised directly sharded (jitted, no device
+    holds unsharded weights), or from ``initial_model()`` (e.g. imported weights) placed on the
+    mesh when given. ``rng`` is the key data of ``jax.random.key(seed)`` folded with 1.
+    """
+    if initial_model is None:
+        graphdef, full = partitioning.sharded_init(create_model, mesh, rules)
+        model = nnx.merge(graphdef, full)
+    else:
+        model = initial_model()
+    graphdef, params, model_state = _split_model(model)
+    abstract = nnx.eval_shape(create_model)
+    _, abs_params, abs_model_state = _split_model(abstract)
+    if jax.tree.structure(abs_params) != jax.tree.structure(params):
+        raise ValueError("initial_model() has a different parameter structure than create_model()")
+    p_sh = partitioning.state_shardings(abs_params, mesh, rules)
+    m_sh = partitioning.state_shardings(abs_model_state, mesh, rules)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    shardings = TrainState(step=replicated, params=p_sh, model_state=m_sh,
+                           opt_state=opt_state_shardings(tx, abs_params, p_sh, mesh),
+                           rng=replicated)
+    params = jax.device_put(params, p_sh)
+    model_state = jax.device_put(model_state, m_sh)
+
+    def make(params, model_state):
+        rng = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                          opt_state=tx.init(params), rng=rng)
+
+    state = jax.jit(make, out_shardings=shardings)(params, model_state)
+    return graphdef, state, shardings
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+def train(
+    *,
+    workdir: str,
+    create_model: Callable[[], nnx.Module],
+    loss_fn: LossFn,
+    train_data: Iterator[Mapping[str, np.ndarray]],
+    train_config: TrainConfig,
+    optim_config: Mapping[str, Any] | None,
+    mesh: Mesh,
+    rules: partitioning.Rules = partitioning.DEFAULT_RULES,
+    seed: int = 0,
+    evaluator: Optional[Evaluator] = None,
+    initial_model: Optional[Callable[[], nnx.Module]] = None,
+    summary_extra: Optional[Callable[[TrainState, nnx.GraphDef], dict]] = None,
+) -> TrainResult:
+    """Trains to ``train_config.num_steps`` (resuming from ``<workdir>/checkpoints``).
+
+    Args:
+      workdir: output directory (``checkpoints/``, ``tensorboard/``, ``summary.json``).
+      create_model: builds the model with random weights (also defines the structure restored).
+      loss_fn: see the module docstring.
+      train_data: an endless iterator of host-local numpy batches of ``batch_size /
+        process_count`` rows, with ``get_state()``/``set_state()`` (``lsc.data.pipeline``).
+      train_config: :class:`TrainConfig`.
+      optim_config: ``config.optim`` (:mod:`lsc.train.optim`).
+      mesh: the device mesh (``lsc.parallel.mesh.make_mesh``).
+      rules: logical-axis rules.
+      seed: the run's seed (parameter init is the caller's, via ``create_model``'s Rngs).
+      evaluator: optional periodic evaluation.
+      initial_model: builds the initial model for a fresh run (e.g. imported weights).
+      summary_extra: ``f(state, graphdef) -> dict`` merged into ``summary.json`` at the end.
+
+    Returns:
+      :class:`TrainResult`; ``preempted`` is True when SIGTERM stopped the run early.
+
+    Raises:
+      NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
+    """
+    cfg = train_config
+    for attr in ("get_state", "set_state"):
+        if not hasattr(train_data, attr):
+            raise TypeError(f"train_data must have {attr}() (a lsc.data.pipeline.BatchIterator)")
+    os.makedirs(workdir, exist_ok=True)
+    is_chief = jax.process_index() == 0
+    tx = optim.make_optimizer(optim_config, cfg.num_steps)
+    schedule = optim.make_schedule(optim_config, cfg.num_steps)
+
+    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                       keep=cfg.keep_checkpoints)
+    latest = ckpt.latest_step()
+    graphdef, state, shardings = init_state(
+        create_model, tx, mesh, rules, seed,
+        initial_model=initial_model if latest is None else None)
+    mstate = metrics_lib.MetricsState()
+    start = 0
+    if latest is not None:
+        state, data_state, metrics_json = ckpt.restore(latest,
+                                                       checkpoint_lib.abstract_like(state))
+        train_data.set_state(data_state)
+        mstate = metrics_lib.MetricsState.from_json(metrics_json)
+        start = int(jax.device_get(state.step))
+        if start != latest:
+            raise ValueError(f"checkpoint {latest} holds step {start}; the checkpoint directory "
+                             f"{ckpt.directory} is inconsistent")
+        logging.info("resuming from step %d", start)
+    if start > cfg.num_steps:
+        raise ValueError(f"{workdir}: checkpoint step {start} is beyond train.num_steps="
+                         f"{cfg.num_steps}")
+
+    trainer = _Trainer(graphdef, loss_fn, tx, schedule, cfg, mesh, shardings)
+    writer = metrics_lib.MetricsWriter(os.path.join(workdir, "tensorboard"),
+                                       purge_step=start + 1 if start else None, enabled=is_chief)
+    eval_cache: dict = {}
+    last_saved = latest
+    preempted = False
+    step = start
+
+    def save(at: int):
+        nonlocal last_saved
+        if at != last_saved:
+            ckpt.save(at, state, train_data.get_state(), mstate.to_json())
+            last_saved = at
+
+    def run_eval(at: int):
+        metrics = evaluate(evaluator, graphdef, state.params, state.model_state, mesh,
+                           cfg.compute_dtype, eval_cache)
+        mstate.add_eval(at, metrics)
+        writer.scalars(at, metrics, "eval")
+        logging.info("step %d eval: %s", at,
+                     ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+        return metrics
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.num_steps, initial=start, unit="step", dynamic_ncols=True,
+               file=sys.stderr, disable=not (cfg.progress and is_chief), desc="train")
+    t0 = time.perf_counter()
+    try:
+        with _Preemption() as preemption:
+            while step < cfg.num_steps:
+                if preemption.requested:
+                    preempted = True
+                    break
+                batch = next(train_data)
+                state, metrics = trainer.step(state, batch)
+                host = metrics_lib.to_floats(jax.device_get(metrics))
+                step += 1
+                if not _finite(host["loss"]):
+                    raise NonFiniteLossError(step, host["loss"], last_saved, ckpt.directory)
+                mstate.add(host)
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == cfg.num_steps:
+                    means = mstate.flush(step)
+                    writer.scalars(step, means, "train")
+                    bar.set_postfix(loss=f"{means['loss']:.4f}", refresh=False)
+                if evaluator is not None and ((cfg.eval_every and step % cfg.eval_every == 0)
+                                              or step == cfg.num_steps):
+                    run_eval(step)
+                if step % cfg.save_every == 0 or step == cfg.num_steps or preemption.requested:
+                    save(step)
+            if preemption.requested and step < cfg.num_steps:
+                preempted = True
+                save(step)
+    finally:
+        bar.close()
+        writer.flush()
+        writer.close()
+        ckpt.close()
+    seconds = time.perf_counter() - t0
+    steps_run = step - start
+    logging.info("%d steps in %.1fs (%.2f steps/s); %d compilation(s) of the train step",
+                 steps_run, seconds, steps_run / max(seconds, 1e-9), trainer.traces)
+    if preempted:
+        logging.warning("preempted at step %d of %d; checkpoint written, rerun to resume", step,
+                        cfg.num_steps)
+        return TrainResult(state, graphdef, step, True, {}, trainer.traces)
+
+    if evaluator is not None and not mstate.history["eval"]:
+        run_eval(step)
+    summary = {
+        "step": step,
+        "train": dict(mstate.history["train"][-1]) if mstate.history["train"] else {},
+        "eval": dict(mstate.history["eval"][-1]) if mstate.history["eval"] else {},
+        "history": mstate.history,
+    }
+    if summary_extra is not None:
+        summary.update(summary_extra(state, graphdef))
+    checkpoint_lib.export_model(workdir, state.params, state.model_state)
+    if is_chief:
+        _write_json(os.path.join(workdir, "summary.json"), summary)
+    return TrainResult(state, graphdef, step, False, summary, trainer.traces)
+

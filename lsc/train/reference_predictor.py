@@ -1,0 +1,214 @@
+"""The reference predictor (the note's "predict median"): ``r_ref(x)`` from the prompt alone.
+
+Targets. For each prompt ``x`` the oracle reference is the ``q``-quantile of a reward model's
+scores of ``k`` samples ``y ~ pi_0(. | x)`` from the base policy. :func:`oracle_quantiles`
+computes it on device, a batch of prompts at a time: ``lsc.models.sampling.sample`` draws the
+``k`` samples (KV cache, jitted), one jitted function scores the ``B * k`` (prompt, sample) rows
+with the reward model and takes ``lsc.rewards.quantile_reference`` over the ``k`` samples of each
+prompt; only the ``[B]`` quantiles come back to the host.
+
+Predictor. A :class:`lsc.models.heads.RewardModel` on a decoder backbone called with the prompt
+and an empty response (one pad token), so its scalar is read at the last prompt token. It is
+trained with the squared error to the oracle targets of the training prompts (loss sum over
+valid rows) by the shared loop, and evaluated on held-out prompts by its error against their
+oracle quantiles (computed with a different sampling key): MAE, RMSE, correlation, and the MAE of
+the constant predictor (the mean training target) as a baseline.
+
+The job :func:`run` (``job = 'train_reference'``) reads the reward model and the base policy
+exported by finished ``train_rm`` and ``train_sft`` runs (``reference.rm_workdir``,
+``reference.policy_workdir``; models rebuilt from their ``config.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Dict
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from lsc import rewards
+from lsc.data import hh_rlhf, pipeline
+from lsc.data.tokenizer import TruncationStats
+from lsc.models import sampling
+from lsc.train import checkpoint as checkpoint_lib
+from lsc.train import common, loop
+
+
+@jax.jit
+def _score_quantile(rm_graphdef_state, prompts, samples, q):
+    graphdef, state = rm_graphdef_state
+    b, k, r = samples.shape
+    rows = jnp.repeat(prompts, k, axis=0)
+    scores = nnx.merge(graphdef, state)(rows, samples.reshape(b * k, r)).astype(jnp.float32)
+    return rewards.quantile_reference(scores.reshape(b, k), q), scores.reshape(b, k)
+
+
+def oracle_quantiles(policy: nnx.Module, reward_model: nnx.Module, prompts: np.ndarray,
+                     key: jax.Array, *, num_samples: int, quantile: float, max_new_tokens: int,
+                     batch_size: int = 64, temperature: float = 1.0,
+                     return_scores: bool = False):
+    """``float32[N]`` q-quantiles of the reward over ``num_samples`` policy samples per prompt.
+
+    Args:
+      policy: an ``Autoregressive`` decoder (the base policy).
+      reward_model: a :class:`lsc.models.heads.RewardModel`.
+      prompts: ``int32[N, P]`` left-padded prompts.
+      key: sampling key; batch ``i`` uses ``fold_in(key, i)``.
+      num_samples, quantile, max_new_tokens, temperature: ``k``, ``q``, ``R`` and the sampling
+        temperature.
+      batch_size: prompts per device batch (the last batch is padded by repeating row 0 and
+        trimmed, so every batch has one shape).
+      return_scores: also return the ``float32[N, k]`` scores.
+    """
+    prompts = np.asarray(prompts, np.int32)
+    n = prompts.shape[0]
+    if n == 0:
+        raise ValueError("oracle_quantiles needs at least one prompt")
+    pg, ps = nnx.split(policy)
+    rm_split = nnx.split(reward_model)
+    out, all_scores = [], []
+    for i, start in enumerate(range(0, n, batch_size)):
+        chunk = prompts[start:start + batch_size]
+        real = chunk.shape[0]
+        if real < batch_size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - real, axis=0)])
+        chunk = jnp.asarray(chunk)
+        sampled = sampling.sample(pg, ps, chunk, jax.random.fold_in(key, i),
+                                  max_new_tokens=max_new_tokens, num_samples=num_samples,
+                                  temperature=temperature)
+        q, scores = _score_quantile(rm_split, chunk, sampled.tokens, jnp.float32(quantile))
+        out.append(np.asarray(q)[:real])
+        all_scores.append(np.asarray(scores)[:real])
+    targets = np.concatenate(out).astype(np.float32)
+    if return_scores:
+        return targets, np.concatenate(all_scores)
+    return targets
+
+
+def prompt_only(prompts: jax.Array) -> jax.Array:
+    """The empty response ``int32[B, 1]`` (one pad token) paired with ``prompts[B, P]``."""
+    return jnp.zeros((prompts.shape[0], 1), jnp.int32)
+
+
+def predictor_loss_fn() -> loop.LossFn:
+    """Squared error of ``model(prompt, empty)`` to ``batch['target']`` (sums over valid rows)."""
+
+    def loss_fn(model, batch, rng):
+        del rng
+        pred = model(batch["prompt"], prompt_only(batch["prompt"])).astype(jnp.float32)
+        w = batch["valid"].astype(jnp.float32)
+        err = pred - batch["target"].astype(jnp.float32)
+        return jnp.sum(w * err * err), jnp.sum(w), {"abs_error": jnp.sum(w * jnp.abs(err))}
+
+    return loss_fn
+
+
+def predictor_metrics(pred: np.ndarray, oracle: np.ndarray, train_mean: float) -> Dict[str, float]:
+    """MAE, RMSE and Pearson correlation of ``pred`` vs ``oracle`` (float ``[N]``), and the MAE
+    of always predicting ``train_mean``."""
+    pred = np.asarray(pred, np.float64).reshape(-1)
+    oracle = np.asarray(oracle, np.float64).reshape(-1)
+    if pred.shape != oracle.shape or pred.size == 0:
+        raise ValueError(f"need equal non-empty arrays, got {pred.shape} and {oracle.shape}")
+    err = pred - oracle
+    corr = (float(np.corrcoef(pred, oracle)[0, 1])
+            if pred.std() > 0 and oracle.std() > 0 else 0.0)
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
+            "correlation": corr, "baseline_mae": float(np.abs(oracle - train_mean).mean())}
+
+
+def target_table(prompts: np.ndarray, targets: np.ndarray) -> pipeline.TokenizedData:
+    """A table with ``prompt int32[N, P]``, ``target float32[N]`` and ``valid`` for the loop."""
+    n = prompts.shape[0]
+    arrays = {"prompt": np.asarray(prompts, np.int32),
+              "target": np.asarray(targets, np.float32).reshape(n),
+              "valid": np.ones((n,), np.int32)}
+    return pipeline.TokenizedData("prompts", arrays, 0, TruncationStats(examples=n))
+
+
+def _load_run(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: not a training workdir (no config.json)")
+    with open(path, encoding="utf-8") as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> int:
+    """The ``train_reference`` job; exit code 0, :data:`loop.PREEMPTED_EXIT_CODE` or 1."""
+    ref = config.reference
+    for field in ("rm_workdir", "policy_workdir"):
+        if not ref.get(field):
+            raise ValueError(f"config.reference.{field} is empty; give the workdir of a finished "
+                             f"{'train_rm' if field == 'rm_workdir' else 'train_sft'} run")
+    if config.data.source != "synthetic":
+        raise ValueError("train_reference reads the synthetic world's prompts; "
+                         "config.data.source must be 'synthetic'")
+    files, tok_path = common.world_files(config, workdir)
+    tok = common.load_tokenizer(config, tok_path)
+    p_len = int(config.data.prompt_len)
+    train_prompts, _ = hh_rlhf.read_prompts(files.prompts["train"], config.data.on_error)
+    test_prompts, _ = hh_rlhf.read_prompts(files.prompts["test"], config.data.on_error)
+    train_x = pipeline.tokenize_prompts(train_prompts, tok, p_len).arrays["prompt"]
+    test_x = pipeline.tokenize_prompts(test_prompts, tok, p_len).arrays["prompt"]
+
+    rm_cfg, pol_cfg = _load_run(ref.rm_workdir), _load_run(ref.policy_workdir)
+    rm_create, _ = common.reward_model_factory(rm_cfg.model, tok.vocab_size, int(rm_cfg.seed))
+    pol_create, _, _ = common.backbone_factory(pol_cfg.model, tok.vocab_size, int(pol_cfg.seed))
+    reward_model = checkpoint_lib.load_model(ref.rm_workdir, rm_create)
+    policy = checkpoint_lib.load_model(ref.policy_workdir, pol_create)
+
+    targets_path = os.path.join(workdir, "oracle_targets.npz")
+    if os.path.exists(targets_path):
+        saved = np.load(targets_path)
+        train_y, test_y = saved["train"], saved["test"]
+    else:
+        key = jax.random.key(int(config.seed))
+        kw = dict(num_samples=int(ref.num_samples), quantile=float(ref.quantile),
+                  max_new_tokens=int(config.data.response_len),
+                  batch_size=int(ref.sample_batch_size), temperature=float(ref.temperature))
+        train_y = oracle_quantiles(policy, reward_model, train_x, jax.random.fold_in(key, 0), **kw)
+        test_y = oracle_quantiles(policy, reward_model, test_x, jax.random.fold_in(key, 1), **kw)
+        tmp = targets_path + ".tmp.npz"
+        np.savez(tmp, train=train_y, test=test_y)
+        os.replace(tmp, targets_path)
+    train_mean = float(np.mean(train_y))
+    logging.info("oracle %.2f-quantiles over %d samples: train mean %.4f std %.4f",
+                 float(ref.quantile), int(ref.num_samples), train_mean, float(np.std(train_y)))
+
+    train_data = target_table(train_x, train_y)
+    test_data = target_table(test_x, test_y)
+    train_cfg = loop.TrainConfig.from_mapping(config.train)
+    mesh, rules = common.make_mesh(config)
+    create, _ = common.reward_model_factory(config.model, tok.vocab_size, int(config.seed))
+
+    def outputs(model, batch):
+        return {"pred": model(batch["prompt"], prompt_only(batch["prompt"])).astype(jnp.float32),
+                "target": batch["target"]}
+
+    evaluator = loop.Evaluator(
+        common.eval_iterator_factory(test_data, int(config.eval.batch_size)), outputs,
+        lambda out: predictor_metrics(out["pred"], out["target"], train_mean))
+    try:
+        result = loop.train(
+            workdir=workdir, create_model=create, loss_fn=predictor_loss_fn(),
+            train_data=common.train_iterator(train_data, train_cfg.batch_size, int(config.seed)),
+            train_config=train_cfg, optim_config=config.optim, mesh=mesh, rules=rules,
+            seed=int(config.seed), evaluator=evaluator,
+            summary_extra=lambda s, g: {"oracle": {"quantile": float(ref.quantile),
+                                                   "num_samples": int(ref.num_samples),
+                                                   "train_mean": train_mean,
+                                                   "train_std": float(np.std(train_y)),
+                                                   "test_std": float(np.std(test_y))}})
+    except loop.NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return loop.PREEMPTED_EXIT_CODE if result.preempted else 0
+

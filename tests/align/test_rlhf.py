@@ -1,0 +1,114 @@
+"""RLHF on tiny models: compilation counts, objectives that improve, KL that grows as gamma
+falls, and the rollout's reference coming from the frozen base policy."""
+
+import numpy as np
+import pytest
+
+from lsc.align import reference, rlhf, utility
+from lsc.parallel import mesh as mesh_lib
+from lsc.parallel import partitioning
+from lsc.train import optim
+
+import align_fixtures as fx
+
+NUM_PROMPTS, BATCH = 16, 8
+
+
+def _trainer(method, source, *, algorithm="ppo", k=2, time_phases=False, steps=30, lr=3e-3,
+             cache=True):
+    spec = utility.UtilitySpec(method, ("a",),
+                               (utility.ReferenceSpec(source, quantile=0.5, num_samples=4),))
+    models = rlhf.Models(pi0=fx.policy(0), reward_models=[fx.reward_model(10)])
+    cfg = rlhf.RLConfig(num_steps=steps, batch_size=BATCH, algorithm=algorithm, num_samples=k,
+                        kl_coef=0.1, ppo_epochs=2, num_minibatches=2 if algorithm == "ppo" else 1,
+                        time_phases=time_phases, reference_cache=cache, progress=False)
+    tx_p = optim.make_optimizer(dict(learning_rate=lr), steps * cfg.updates_per_step)
+    tx_v = optim.make_optimizer(dict(learning_rate=1e-2), steps * cfg.updates_per_step)
+    mesh = mesh_lib.make_mesh({"data": -1})
+    return rlhf.RLTrainer(spec, cfg, models, tx_p, tx_v, mesh, partitioning.DEFAULT_RULES,
+                          num_prompts=NUM_PROMPTS, response_len=fx.R)
+
+
+def _run(trainer, gamma, steps):
+    prompts = fx.prompts(NUM_PROMPTS)
+    rng = np.random.default_rng(0)
+    state = trainer.init_state()
+    history = []
+    for _ in range(steps):
+        idx = rng.choice(NUM_PROMPTS, BATCH, replace=False)
+        timings = {}
+        state, m = trainer.step(state, {"prompt": prompts[idx], "slot": idx.astype(np.int32)},
+                                gamma, timings)
+        history.append({**m, **timings})
+    return state, history
+
+
+def _mean(history, key, sl):
+    return float(np.mean([h[key] for h in history[sl]]))
+
+
+@pytest.mark.parametrize("method,source", [("raw", "zero"), ("lsc", "quantile")])
+def test_ppo_improves_objective_and_kl_grows_as_gamma_falls(method, source):
+    steps = 30
+    trainer = _trainer(method, source, steps=steps)
+    _, low = _run(trainer, 0.01, steps)
+    _, high = _run(trainer, 0.3, steps)
+    first, last = slice(0, 5), slice(-5, None)
+    # Weak regularisation: the run's own objective E[u] - gamma KL rises.
+    assert _mean(low, "objective", last) > _mean(low, "objective", first) + 0.2, (
+        _mean(low, "objective", first), _mean(low, "objective", last))
+    assert _mean(low, "utility", last) > _mean(low, "utility", first)
+    # KL to pi0 is positive and larger for the smaller gamma.
+    kl_low, kl_high = _mean(low, "kl_k3", last), _mean(high, "kl_k3", last)
+    assert 0 < kl_high < kl_low, (kl_high, kl_low)
+    assert _mean(low, "kl", last) > 0
+    # One compilation of the rollout and of the update for 60 steps and two values of gamma.
+    assert trainer.traces["rollout"] == 1 and trainer.traces["update"] == 1, trainer.traces
+    for key in ("entropy", "response_length", "clip_fraction", "value_loss", "reward/a",
+                "time/rollout", "time/update"):
+        assert np.isfinite(low[-1][key]), key
+
+
+def test_rloo_improves_objective():
+    steps = 25
+    trainer = _trainer("lsc", "quantile", algorithm="rloo", k=4, steps=steps, lr=3e-3)
+    _, hist = _run(trainer, 0.01, steps)
+    assert _mean(hist, "objective", slice(-5, None)) > _mean(hist, "objective", slice(0, 5))
+    assert trainer.traces["update"] == 1
+
+
+def test_phased_rollout_compiles_once_and_times_every_phase():
+    trainer = _trainer("lsc", "quantile", time_phases=True, steps=4)
+    _, hist = _run(trainer, 0.1, 4)
+    assert {trainer.traces[k] for k in ("reference", "sample", "score", "update")} == {1}
+    for key in ("time/reference", "time/sample", "time/score", "time/update"):
+        assert all(h[key] > 0 for h in hist), key
+    # The cache: later steps estimate fewer prompts than the first (16 prompts, batches of 8).
+    assert hist[0]["reference_new"] == BATCH
+    assert sum(h["reference_new"] for h in hist) <= NUM_PROMPTS
+
+
+def test_rollout_reference_is_the_base_policy_quantile():
+    """After training moved the policy away from pi0, the rollout's references still equal the
+    quantile of pi0's samples (the estimator on pi0 with the rollout's key)."""
+    trainer = _trainer("lsc", "quantile", steps=6, lr=1e-2, cache=False)
+    state, _ = _run(trainer, 0.01, 5)
+    prompts = fx.prompts(NUM_PROMPTS)[:BATCH]
+    batch = {"prompt": prompts, "slot": np.arange(BATCH, dtype=np.int32)}
+    _, ro = trainer.rollout(state, batch, 0.01)
+    ref_key = trainer._keys(state)[0]
+    est = reference.ReferenceEstimator(trainer.spec, trainer.pi0_graphdef, trainer.rm_graphdefs,
+                                       max_new_tokens=fx.R)
+    want = est(trainer.frozen.pi0, trainer.frozen.rms, prompts, ref_key).r_ref
+    np.testing.assert_allclose(np.asarray(ro.r_ref), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_rl_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="num_samples >= 2"):
+        rlhf.RLConfig(num_steps=1, batch_size=2, algorithm="rloo", num_samples=1)
+    with pytest.raises(ValueError, match="num_minibatches"):
+        rlhf.RLConfig(num_steps=1, batch_size=3, num_minibatches=2)
+    with pytest.raises(ValueError, match="kl_estimator"):
+        rlhf.RLConfig(num_steps=1, batch_size=2, kl_estimator="k2")
+    with pytest.raises(ValueError, match="unknown fields"):
+        rlhf.RLConfig.from_mapping({"num_steps": 1, "batch_size": 2, "bogus": 1})

@@ -1,0 +1,137 @@
+"""The training jobs from their shipped configs: validation rules and a tiny end-to-end chain
+train_rm -> train_sft -> train_reference (in process, shrunk by overrides)."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from lsc import config as config_lib
+from lsc import main as main_lib
+from lsc.models import hf_t5
+from lsc.train import checkpoint as checkpoint_lib
+from lsc.train import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load(relpath, arg=""):
+    spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "configs", relpath))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.mark.parametrize("relpath,arg", [
+    ("rm/synthetic_helpful.py", ""), ("rm/synthetic_harmless.py", ""),
+    ("rm/synthetic_helpful.py", "t5"), ("sft/synthetic.py", ""),
+    ("rm/reference_predictor_synthetic.py", ""),
+])
+def test_synthetic_configs_validate(relpath, arg):
+    config = load(relpath, arg)
+    config_lib.validate(config, jobs=tuple(main_lib.JOBS))
+    assert config.job in main_lib.JOBS
+
+
+@pytest.mark.parametrize("prop", ["helpful", "harmless"])
+def test_t5_base_configs_need_the_data_path(prop, tmp_path):
+    config = load(f"rm/t5_base_{prop}.py")
+    assert config.model.kind == "t5" and config.model.arch.d_model == 768
+    assert config.rm.property == prop
+    with pytest.raises(config_lib.ConfigError, match="config.data.path"):
+        config_lib.validate(config, jobs=tuple(main_lib.JOBS))
+    config.data.path = str(tmp_path)
+    config_lib.validate(config, jobs=tuple(main_lib.JOBS))
+    config.model.init_from = str(tmp_path / "missing")
+    with pytest.raises(config_lib.ConfigError, match="config.model.init_from"):
+        config_lib.validate(config, jobs=tuple(main_lib.JOBS))
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("train.grad_accum_steps", 0, "an integer >= 1"),
+    ("train.compute_dtype", "float16", "choose one of: float32, bfloat16"),
+    ("optim.name", "sgd", "choose one of: adamw, adafactor"),
+    ("optim.schedule", "linear", "choose one of: constant, cosine"),
+    ("rm.loss", "hinge", "choose one of: bradley_terry, pointwise"),
+    ("rm.center_coef", -1.0, "must be a number >= 0.0"),
+    ("optim.end_lr_fraction", 2.0, "in [0.0, 1.0]"),
+])
+def test_bad_training_fields_name_the_dotted_field(field, value, needle):
+    config = load("rm/synthetic_helpful.py")
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(config_lib.ConfigError) as err:
+        config_lib.validate(config, jobs=tuple(main_lib.JOBS))
+    assert f"config.{field}" in str(err.value) and needle in str(err.value)
+
+
+def shrink(config):
+    world = config.world
+    world.pairs_train, world.pairs_test, world.sft_train, world.sft_test = 128, 32, 128, 32
+    world.prompts_train, world.prompts_test = 16, 16
+    arch = config.model.arch
+    arch.d_model, arch.num_layers, arch.num_heads, arch.num_kv_heads = 16, 1, 2, 2
+    arch.head_dim, arch.mlp_dim = 8, 32
+    config.train.num_steps, config.train.batch_size, config.train.save_every = 6, 8, 6
+    config.train.log_every, config.train.eval_every, config.train.progress = 3, 0, False
+    config.eval.batch_size = 16
+    config_lib.validate(config, jobs=tuple(main_lib.JOBS))
+    return config
+
+
+@pytest.mark.slow
+def test_rm_sft_reference_chain(tmp_path):
+    rm_dir, sft_dir, ref_dir = (str(tmp_path / n) for n in ("rm", "sft", "ref"))
+    rm_cfg = shrink(load("rm/synthetic_helpful.py"))
+    rm_cfg.rm.loss = "pointwise"
+    assert main_lib.JOBS["train_rm"](rm_cfg, rm_dir) == 0
+    main_lib.write_resolved_config(rm_cfg, rm_dir)
+    rm_summary = json.load(open(os.path.join(rm_dir, "summary.json")))
+    assert rm_summary["held_out"]["pairs"] == 32
+    assert 0.5 <= rm_summary["gold_ceiling"]["expected"] <= 1.0
+    assert len(rm_summary["held_out"]["reliability"]) == 10
+
+    sft_cfg = shrink(load("sft/synthetic.py"))
+    assert main_lib.JOBS["train_sft"](sft_cfg, sft_dir) == 0
+    main_lib.write_resolved_config(sft_cfg, sft_dir)
+    sft_summary = json.load(open(os.path.join(sft_dir, "summary.json")))
+    assert sft_summary["eval"]["perplexity"] > 1.0
+    assert {"policy_helpful", "demos_helpful"} <= set(sft_summary["gold"])
+
+    ref_cfg = shrink(load("rm/reference_predictor_synthetic.py"))
+    ref_cfg.reference.rm_workdir, ref_cfg.reference.policy_workdir = rm_dir, sft_dir
+    ref_cfg.reference.num_samples, ref_cfg.reference.sample_batch_size = 4, 8
+    assert main_lib.JOBS["train_reference"](ref_cfg, ref_dir) == 0
+    ref_summary = json.load(open(os.path.join(ref_dir, "summary.json")))
+    assert {"mae", "rmse", "baseline_mae"} <= set(ref_summary["eval"])
+    assert os.path.exists(os.path.join(ref_dir, "oracle_targets.npz"))
+
+
+@pytest.mark.slow
+@pytest.mark.hf
+def test_t5_reward_model_from_an_imported_checkpoint(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf_cfg = transformers.T5Config(vocab_size=256, d_model=16, d_kv=8, d_ff=32, num_layers=1,
+                                   num_decoder_layers=1, num_heads=2,
+                                   feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    ckpt = str(tmp_path / "t5")
+    transformers.T5ForConditionalGeneration(hf_cfg).save_pretrained(ckpt)
+    config = shrink(load("rm/synthetic_helpful.py", "t5"))
+    config.model.init_from = ckpt
+    config_lib.validate(config, jobs=tuple(main_lib.JOBS))
+    workdir = str(tmp_path / "rm")
+    assert main_lib.JOBS["train_rm"](config, workdir) == 0
+    summary = json.load(open(os.path.join(workdir, "summary.json")))
+    assert summary["step"] == 6 and summary["held_out"]["pairs"] == 32
+    # The fresh run started from the checkpoint: its shared embedding moved away from the
+    # imported one by at most a few AdamW steps.
+    create, _ = common.reward_model_factory(config.model, 211, int(config.seed))
+    trained = checkpoint_lib.load_model(workdir, create)
+    imported = hf_t5.load_t5(ckpt)
+    a = np.asarray(trained.backbone.shared.embedding[...])
+    b = np.asarray(imported.shared.embedding[...])
+    assert np.max(np.abs(a - b)) < 6 * 1e-2 and not np.array_equal(a, b)
