@@ -131,7 +131,6 @@ RULES: Dict[str, Rule] = {
     "world.label_temperature": number_in(1e-6),
     "best_of_k.ks": number_in(1, integer=True),
     "rl.kl_coef": number_in(0.0),
-    "rl.kl_coefs": number_in(0.0),
     # Alignment jobs (lsc.align).
     "rewards.properties.*.rm_workdir": _optional_path,
     "rewards.properties.*.reference.predictor_workdir": _optional_path,

@@ -49,7 +49,7 @@ def test_shipped_configs_validate(arg):
         ("rewards.properties.harmless.reference.quantile", -0.01, "in [0.0, 1.0]"),
         ("rewards.properties.helpful.reference.num_samples", 0, "an integer >= 1"),
         ("rewards.properties.helpful.reference.source", "median", "quantile, predictor"),
-        ("rl.kl_coefs", (0.1, -0.5), "-0.5 is not allowed; must be a number >= 0.0"),
+        ("rl.kl_coef", (0.1, -0.5), "-0.5 is not allowed; must be a number >= 0.0"),
         ("best_of_k.ks", (1, 0, 4), "0 is not allowed; must be an integer >= 1"),
         ("seed", -1, "must be an integer in [0,"),
         ("data.on_error", "ignore", "choose one of: raise, skip"),
@@ -93,10 +93,10 @@ def test_unknown_job_lists_the_known_ones():
 def test_every_error_is_reported_at_once():
     config = load()
     config.rewards.method = "nope"
-    config.rl.kl_coefs = (-1.0,)
+    config.rl.kl_coef = (-1.0,)
     with pytest.raises(config_lib.ConfigError) as e:
         config_lib.validate(config)
-    assert [f for f, _ in e.value.errors] == ["rewards.method", "rl.kl_coefs"]
+    assert [f for f, _ in e.value.errors] == ["rewards.method", "rl.kl_coef"]
 
 
 def test_cli_rejects_bad_override_with_one_clear_error(tmp_path):
@@ -109,11 +109,11 @@ def test_cli_rejects_bad_override_with_one_clear_error(tmp_path):
 
 def test_cli_writes_resolved_config_and_says_what_ran(tmp_path):
     workdir = tmp_path / "w"
-    proc = run_main("--config.rewards.method=sigma_and", "--config.rl.kl_coefs=(0.2,)", workdir=workdir)
+    proc = run_main("--config.rewards.method=sigma_and", "--config.rl.kl_coef=(0.2,)", workdir=workdir)
     assert proc.returncode == 0, proc.stderr
     resolved = json.loads((workdir / "config.json").read_text())
     assert resolved["rewards"]["method"] == "sigma_and"
-    assert resolved["rl"]["kl_coefs"] == [0.2]
+    assert resolved["rl"]["kl_coef"] == [0.2]
     results = json.loads((workdir / "results.json").read_text())
     # The job reports exactly which stages ran and which are not available; it never invents results.
     assert results["stages_completed"] + results["stages_not_implemented"] == [

@@ -57,5 +57,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.best_of_k.ks = (1, 2, 4, 8, 16, 32) if large else (1, 2, 4, 8, 16)
 
     config.rl = ml_collections.ConfigDict()
-    config.rl.kl_coefs = (0.3, 0.1, 0.03, 0.01) if large else (0.3, 0.1, 0.03)
+    config.rl.kl_coef = (0.3, 0.1, 0.03, 0.01) if large else (0.3, 0.1, 0.03)
     return config

@@ -106,7 +106,7 @@ def test_dry_run_job(accelerator, workers, chips, version):
 
 def test_dry_run_output_is_one_shell_line_per_command():
     proc = run_tpu(*BASE, "--accelerator-type=v4-32", f"--config={CONFIG}:large",
-                   "--workdir=gs://b/run one", "--dry-run", "--", "--config.rl.kl_coefs=(0.1, 0.01)")
+                   "--workdir=gs://b/run one", "--dry-run", "--", "--config.rl.kl_coef=(0.1, 0.01)")
     assert proc.returncode == 0, proc.stderr
     job = commands(proc.stdout)[-1]
     # the remote command is itself shell; split it once more and find the job's argv
@@ -114,7 +114,7 @@ def test_dry_run_output_is_one_shell_line_per_command():
     i = remote.index("-m")
     assert remote[i - 1:i + 5] == ["python3", "-m", "lsc.main",
                                    "--config=configs/repro/synthetic_hh.py:large",
-                                   "--workdir=gs://b/run one", "--config.rl.kl_coefs=(0.1, 0.01)"]
+                                   "--workdir=gs://b/run one", "--config.rl.kl_coef=(0.1, 0.01)"]
     assert bash_syntax_ok(proc.stdout)
 
 
