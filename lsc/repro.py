@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from lsc import runtime
 from lsc import stages as stages_lib
 from lsc.data import hh_rlhf, synthetic
 
@@ -83,7 +84,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
         "stages_not_implemented": summary["missing"],
         "results": summary["results"],
     }
-    stages_lib.write_json_atomic(os.path.join(workdir, "results.json"), payload)
+    runtime.write_json_atomic(os.path.join(workdir, "results.json"), payload)
     if summary["missing"]:
         logging.warning(
             "The reproduction is incomplete in this version: %d of %d stages ran (%s); not "

@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import ml_collections
 from absl import logging
 
+from lsc import runtime
+
 # run(config, stage_dir, results_of_earlier_stages) -> JSON-serialisable result dict
 StageFn = Callable[[ml_collections.ConfigDict, str, Dict[str, Any]], Dict[str, Any]]
 
@@ -27,16 +29,6 @@ class Stage:
     name: str
     description: str
     run: Optional[StageFn]
-
-
-def write_json_atomic(path: str, payload: Any) -> None:
-    """Writes ``payload`` as JSON to ``path`` via a temporary file and ``os.replace``."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_status(workdir: str) -> Dict[str, Any]:
@@ -83,7 +75,7 @@ def run_stages(
         result = stage.run(config, stage_dir, dict(results))
         seconds = time.perf_counter() - start
         status[stage.name] = {"status": "done", "seconds": round(seconds, 3), "result": result}
-        write_json_atomic(os.path.join(workdir, STATUS_FILE), status)
+        runtime.write_json_atomic(os.path.join(workdir, STATUS_FILE), status)
         results[stage.name] = result
         completed.append(stage.name)
         logging.info("%s: done in %.1fs", prefix, seconds)

@@ -48,12 +48,9 @@ only).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -66,6 +63,7 @@ from absl import logging
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lsc import runtime
 from lsc.align import common
 from lsc.align import losses
 from lsc.align import reference as reference_lib
@@ -598,36 +596,6 @@ def _policy_full_state(graphdef, params, rest):
     return nnx.split(model)
 
 
-class _Preemption:
-    """Records SIGTERM (main thread only); restores the previous handler on exit."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def _handler(self, signum, frame):
-        logging.warning("SIGTERM received: checkpointing after the current step, then exiting")
-        self.requested = True
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-        return False
-
-
-def _write_json(path: str, payload: Any) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 @dataclasses.dataclass
 class RLResult:
     """What :func:`train_rlhf` returns."""
@@ -722,7 +690,7 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
     bar = tqdm(total=cfg.num_steps, initial=start, unit="step", dynamic_ncols=True,
                file=sys.stderr, disable=not (cfg.progress and is_chief), desc="rlhf")
     try:
-        with _Preemption() as preemption:
+        with runtime.Preemption() as preemption:
             while step < cfg.num_steps:
                 if preemption.requested:
                     break
@@ -768,7 +736,7 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
     _, _, rest = nnx.split(trainer.policy_model(state), nnx.Param, ...)
     checkpoint_lib.export_model(workdir, state.policy, rest)
     if is_chief:
-        _write_json(os.path.join(workdir, "summary.json"), summary)
+        runtime.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
     return RLResult(state, trainer, step, False, summary)
 
 
@@ -853,9 +821,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
                                    test_table.arrays["prompt"][:n], test_texts[:n],
                                    spec.properties, response_len=r_len,
                                    seed=int(config.seed) + 1)
-            _write_json(os.path.join(run_dir, "gold.json"), gold)
+            runtime.write_json_atomic(os.path.join(run_dir, "gold.json"), gold)
             results[f"{gamma:g}"]["gold"] = {k: v for k, v in gold.items() if k != "examples"}
             logging.info("gold evaluation (gamma %g): %s", gamma, results[f"{gamma:g}"]["gold"])
-    _write_json(os.path.join(workdir, "sweep.json" if len(gammas) > 1 else "results.json"),
+    runtime.write_json_atomic(os.path.join(workdir, "sweep.json" if len(gammas) > 1 else "results.json"),
                 results)
     return 0

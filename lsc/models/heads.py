@@ -19,8 +19,6 @@ Prompts are left-padded and responses right-padded (``lsc.models.protocol``); ``
 
 from __future__ import annotations
 
-import functools
-from typing import Optional
 
 import jax
 import jax.numpy as jnp

@@ -39,12 +39,9 @@ number of examples it covers (float32; e.g. ``sum(valid)`` or the number of resp
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Tuple
 
@@ -56,6 +53,7 @@ from absl import logging
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lsc import runtime
 from lsc.parallel import partitioning
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import metrics as metrics_lib
@@ -291,38 +289,6 @@ def global_batch(batch: Mapping[str, np.ndarray], shardings: Any) -> Batch:
             for k, v in batch.items()}
 
 
-class _Preemption:
-    """Catches SIGTERM (main thread only) and records it; restores the old handler on exit."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def _handler(self, signum, frame):
-        logging.warning("SIGTERM received: checkpointing after the current step, then exiting")
-        self.requested = True
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-        return False
-
-
-def _write_json(path: str, payload: Any) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class _Trainer:
     """Holds the compiled functions of one run (see :func:`train`)."""
 
@@ -527,7 +493,7 @@ def train(
                file=sys.stderr, disable=not (cfg.progress and is_chief), desc="train")
     t0 = time.perf_counter()
     try:
-        with _Preemption() as preemption:
+        with runtime.Preemption() as preemption:
             while step < cfg.num_steps:
                 if preemption.requested:
                     preempted = True
@@ -578,6 +544,6 @@ def train(
         summary.update(summary_extra(state, graphdef))
     checkpoint_lib.export_model(workdir, state.params, state.model_state)
     if is_chief:
-        _write_json(os.path.join(workdir, "summary.json"), summary)
+        runtime.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
     return TrainResult(state, graphdef, step, False, summary, trainer.traces)
 

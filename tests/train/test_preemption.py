@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from jax_subprocess import subprocess_env
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:Sharding info not provided")]
@@ -36,13 +37,7 @@ OVERRIDES = [
 
 
 def env():
-    e = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    cache = os.environ.get("LSC_TEST_JAX_CACHE_DIR")
-    if cache:
-        e.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    return e
+    return subprocess_env()
 
 
 def command(workdir):
