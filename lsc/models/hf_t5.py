@@ -1,7 +1,7 @@
 """Import Hugging Face ``T5ForConditionalGeneration`` checkpoints into :class:`lsc.models.t5.T5`.
 
 Reads a directory written by ``save_pretrained``: ``config.json`` plus ``model.safetensors`` or
-sharded ``model-XXXXX-of-YYYYY.safetensors`` files with ``model.safetensors.index.json``. Tensors
+sharded ``model-00001-of-00002.safetensors``-style files with ``model.safetensors.index.json``. Tensors
 are read one at a time with ``safetensors`` in numpy mode (no torch needed); bfloat16 tensors are
 read through ``ml_dtypes`` (a jax dependency).
 
