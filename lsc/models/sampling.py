@@ -171,6 +171,20 @@ def _model_ids(graphdef, state):
 _IDS_CACHE: dict = {}
 
 
+def _special_ids(graphdef, state, eos_id, pad_id, allow_pad) -> Array:
+    """``int32[3]``: ``[eos, pad, banned]`` -- the model's ids unless overridden; ``banned`` is the
+    pad token (never sampled, so ``response != pad`` stays a valid mask) unless ``allow_pad`` or
+    pad is also EOS, then -1 (nothing banned)."""
+    if eos_id is None or pad_id is None:
+        if graphdef not in _IDS_CACHE:
+            _IDS_CACHE[graphdef] = _model_ids(graphdef, state)
+        model_pad, model_eos = _IDS_CACHE[graphdef]
+        pad_id = model_pad if pad_id is None else pad_id
+        eos_id = model_eos if eos_id is None else eos_id
+    banned = -1 if (allow_pad or pad_id == eos_id) else int(pad_id)
+    return jnp.asarray([int(eos_id), int(pad_id), banned], jnp.int32)
+
+
 def sample(
     graphdef: nnx.GraphDef,
     state: nnx.State,
@@ -224,19 +238,12 @@ def sample(
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if eos_id is None or pad_id is None:
-        if graphdef not in _IDS_CACHE:
-            _IDS_CACHE[graphdef] = _model_ids(graphdef, state)
-        model_pad, model_eos = _IDS_CACHE[graphdef]
-        pad_id = model_pad if pad_id is None else pad_id
-        eos_id = model_eos if eos_id is None else eos_id
+    ids = _special_ids(graphdef, state, eos_id, pad_id, allow_pad)
     b, p = prompt_tokens.shape
     prompts = jnp.repeat(jnp.asarray(prompt_tokens, jnp.int32), num_samples, axis=0)
     n = b * num_samples
     temperature = jnp.asarray(temperature, jnp.float32)
     top_p = jnp.asarray(top_p, jnp.float32)
-    banned = -1 if (allow_pad or pad_id == eos_id) else int(pad_id)
-    ids = jnp.asarray([eos_id, pad_id, banned], jnp.int32)
     with warnings.catch_warnings():
         # Backends without buffer donation (e.g. some CPU builds) warn once per compilation.
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
@@ -310,16 +317,12 @@ def sample_without_cache(
     the full forward pass over the whole prefix at every step (no KV cache). Same selection rule
     and key schedule as :func:`sample`, so with the same key it draws the same tokens; it exists
     for tests and for the KV-cache benchmark."""
-    if graphdef not in _IDS_CACHE:
-        _IDS_CACHE[graphdef] = _model_ids(graphdef, state)
-    pad_id, model_eos = _IDS_CACHE[graphdef]
-    eos_id = model_eos if eos_id is None else int(eos_id)
+    ids = _special_ids(graphdef, state, eos_id, None, allow_pad)
     b = prompt_tokens.shape[0]
     prompts = jnp.repeat(jnp.asarray(prompt_tokens, jnp.int32), num_samples, axis=0)
-    banned = -1 if (allow_pad or pad_id == eos_id) else pad_id
     tokens, logprobs, mask = _sample_no_cache(
         graphdef, state, prompts, key, jnp.asarray(temperature, jnp.float32),
-        jnp.asarray(top_p, jnp.float32), jnp.asarray([eos_id, pad_id, banned], jnp.int32),
+        jnp.asarray(top_p, jnp.float32), ids,
         max_new_tokens=int(max_new_tokens), top_k=int(top_k),
     )
     shape = (b, num_samples, max_new_tokens)
