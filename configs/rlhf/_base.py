@@ -34,18 +34,20 @@ import os
 
 import ml_collections
 
-_CONFIGS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = ("helpful_raw", "helpful_lsc", "hh_raw_sum", "hh_lsc_sum")
-REFUSAL = "I'm sorry, but I can't help with that."
 
-
-def load_preset(relpath: str, arg: str) -> ml_collections.ConfigDict:
-    """``get_config(arg)`` of another config file, e.g. ``models/decoder.py``."""
-    path = os.path.join(_CONFIGS, relpath)
-    spec = importlib.util.spec_from_file_location(f"_lsc_cfg_{relpath.replace('/', '_')}", path)
+def _common():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "common.py")
+    spec = importlib.util.spec_from_file_location("_lsc_cfg_common", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return module
+
+
+common = _common()
+load_preset = common.load_preset
+
+VARIANTS = ("helpful_raw", "helpful_lsc", "hh_raw_sum", "hh_lsc_sum")
+REFUSAL = "I'm sorry, but I can't help with that."
 
 
 def _reference(source: str, quantile: float = 0.85, num_samples: int = 16):
@@ -110,16 +112,7 @@ def _tiny_decoder() -> ml_collections.ConfigDict:
     model = ml_collections.ConfigDict()
     model.kind = "decoder"
     model.init_from = ""
-    arch = load_preset("models/decoder.py", "tiny")
-    arch.vocab_size = 256  # the synthetic world's tokenizer has 211 pieces
-    arch.d_model = 64
-    arch.num_layers = 2
-    arch.num_heads = 4
-    arch.num_kv_heads = 4
-    arch.head_dim = 16
-    arch.mlp_dim = 128
-    arch.init_std = 0.02
-    model.arch = arch
+    model.arch = common.small_decoder()
     return model
 
 

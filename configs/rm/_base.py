@@ -12,16 +12,17 @@ import os
 
 import ml_collections
 
-_CONFIGS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def load_preset(relpath: str, arg: str) -> ml_collections.ConfigDict:
-    """``get_config(arg)`` of another config file, e.g. ``models/t5_1_1.py``."""
-    path = os.path.join(_CONFIGS, relpath)
-    spec = importlib.util.spec_from_file_location(f"_lsc_cfg_{relpath.replace('/', '_')}", path)
+def _common():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "common.py")
+    spec = importlib.util.spec_from_file_location("_lsc_cfg_common", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return module
+
+
+common = _common()
+load_preset = common.load_preset
 
 
 def _world(world: ml_collections.ConfigDict) -> None:
@@ -64,34 +65,14 @@ def base(prop: str) -> ml_collections.ConfigDict:
     config.rm.margin = 0.0
     config.rm.center_coef = 0.0
 
-    config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 400
-    config.train.batch_size = 32
-    config.train.grad_accum_steps = 1
-    config.train.log_every = 20
-    config.train.eval_every = 200
-    config.train.save_every = 100
-    config.train.keep_checkpoints = 2
-    config.train.compute_dtype = "float32"
-    config.train.progress = True
-
-    config.optim = ml_collections.ConfigDict()
-    config.optim.name = "adamw"
-    config.optim.learning_rate = 3e-3
-    config.optim.warmup_steps = 40
-    config.optim.schedule = "cosine"
-    config.optim.end_lr_fraction = 0.1
-    config.optim.weight_decay = 0.0
-    config.optim.b1 = 0.9
-    config.optim.b2 = 0.99
-    config.optim.eps = 1e-8
-    config.optim.grad_clip_norm = 1.0
+    config.train = common.cpu_train()
+    config.optim = common.adamw()
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 100
     config.eval.calibration_bins = 10
 
-    config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    config.mesh = common.default_mesh()
     return config
 
 
@@ -100,15 +81,7 @@ def synthetic(prop: str, kind: str = "decoder") -> ml_collections.ConfigDict:
     ``kind='decoder'`` (decoder-only backbone) or ``'t5'`` (T5.1.1 encoder-decoder)."""
     config = base(prop)
     if kind == "decoder":
-        arch = config.model.arch
-        arch.vocab_size = 256  # the world's tokenizer has 211 pieces
-        arch.d_model = 64
-        arch.num_layers = 2
-        arch.num_heads = 4
-        arch.num_kv_heads = 4
-        arch.head_dim = 16
-        arch.mlp_dim = 128
-        arch.init_std = 0.02
+        config.model.arch = common.small_decoder()
     elif kind == "t5":
         config.model.kind = "t5"
         arch = load_preset("models/t5_1_1.py", "tiny")
@@ -149,5 +122,5 @@ def hh_rlhf_t5_base(prop: str) -> ml_collections.ConfigDict:
     config.optim.schedule = "constant"
     config.optim.grad_clip_norm = 1.0
     config.eval.batch_size = 64
-    config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    config.mesh = common.default_mesh()
     return config

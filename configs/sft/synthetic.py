@@ -14,13 +14,15 @@ import os
 import ml_collections
 
 
-def _preset(name):
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models",
-                        "decoder.py")
-    spec = importlib.util.spec_from_file_location("_lsc_decoder_presets", path)
+def _common():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "common.py")
+    spec = importlib.util.spec_from_file_location("_lsc_cfg_common", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(name)
+    return module
+
+
+common = _common()
 
 
 def get_config(arg: str = ""):
@@ -54,42 +56,13 @@ def get_config(arg: str = ""):
     config.model = ml_collections.ConfigDict()
     config.model.kind = "decoder"
     config.model.init_from = ""
-    arch = _preset("tiny")
-    arch.vocab_size = 256
-    arch.d_model = 64
-    arch.num_layers = 2
-    arch.num_heads = 4
-    arch.num_kv_heads = 4
-    arch.head_dim = 16
-    arch.mlp_dim = 128
-    arch.init_std = 0.02
-    config.model.arch = arch
+    config.model.arch = common.small_decoder()
 
-    config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 400
-    config.train.batch_size = 32
-    config.train.grad_accum_steps = 1
-    config.train.log_every = 20
-    config.train.eval_every = 200
-    config.train.save_every = 100
-    config.train.keep_checkpoints = 2
-    config.train.compute_dtype = "float32"
-    config.train.progress = True
-
-    config.optim = ml_collections.ConfigDict()
-    config.optim.name = "adamw"
-    config.optim.learning_rate = 3e-3
-    config.optim.warmup_steps = 40
-    config.optim.schedule = "cosine"
-    config.optim.end_lr_fraction = 0.1
-    config.optim.weight_decay = 0.0
-    config.optim.b1 = 0.9
-    config.optim.b2 = 0.99
-    config.optim.eps = 1e-8
-    config.optim.grad_clip_norm = 1.0
+    config.train = common.cpu_train()
+    config.optim = common.adamw()
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 100
 
-    config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    config.mesh = common.default_mesh()
     return config
