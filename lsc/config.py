@@ -151,6 +151,7 @@ RULES: Dict[str, Rule] = {
     "rl.save_every": number_in(1, integer=True),
     "rl.keep_checkpoints": number_in(1, integer=True),
     "rl.gold_eval_prompts": number_in(0, integer=True),
+    "rl.snapshot_every": number_in(0, integer=True),
     "rl.policy_optim.learning_rate": number_in(0.0),
     "rl.policy_optim.warmup_steps": number_in(0, integer=True),
     "rl.policy_optim.schedule": one_of(("constant", "cosine")),

@@ -18,7 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lsc import config as config_lib
-from lsc import repro
+from lsc import repro, runtime
 from lsc.align import best_of_k as align_best_of_k
 from lsc.align import rlhf as align_rlhf
 from lsc.parallel import distributed
@@ -34,6 +34,11 @@ JOBS: Dict[str, Callable[[ml_collections.ConfigDict, str], int]] = {
     "train_rm": train_reward_model.run,
     "train_sft": train_sft.run,
     "train_reference": train_reference.run,
+}
+
+# job name -> extra validation of the job's config (raises lsc.config.ConfigError)
+VALIDATORS: Dict[str, Callable[[ml_collections.ConfigDict], None]] = {
+    "repro": repro.validate,
 }
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -59,8 +64,11 @@ def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     config = _CONFIG.value
+    runtime.quiet_library_logs()
     try:
         config_lib.validate(config, jobs=tuple(JOBS))
+        if config.job in VALIDATORS:
+            VALIDATORS[config.job](config)
     except config_lib.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

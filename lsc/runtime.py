@@ -1,8 +1,10 @@
-"""Process-level helpers shared by every job: atomic JSON files and SIGTERM (preemption) handling."""
+"""Process-level helpers shared by every job: atomic JSON files, SIGTERM (preemption) handling
+and a readable console log."""
 
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import os
 import signal
 import threading
@@ -48,3 +50,26 @@ class Preemption:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
         return False
+
+
+NOISY_LIBRARIES = ("/orbax/",)
+
+
+class _QuietLibraries(std_logging.Filter):
+    """Drops INFO (and lower) records logged from inside :data:`NOISY_LIBRARIES`."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if record.levelno >= std_logging.WARNING:
+            return True
+        path = record.pathname.replace(os.sep, "/")
+        return not any(lib in path for lib in NOISY_LIBRARIES)
+
+
+def quiet_library_logs() -> None:
+    """Keeps orbax's per-save INFO lines (dozens per checkpoint) out of the console; warnings
+    and errors still show. ``--verbosity=1`` (absl) shows everything."""
+    if logging.get_verbosity() >= 1:
+        return
+    handler = logging.get_absl_handler()
+    if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+        handler.addFilter(_QuietLibraries())

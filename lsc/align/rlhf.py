@@ -52,7 +52,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -104,6 +104,8 @@ class RLConfig:
       time_phases: run the rollout as separately timed phases.
       log_every, save_every, keep_checkpoints: logging and checkpointing cadence.
       progress: tqdm progress bar.
+      snapshot_every: every this many steps export the policy to
+        ``<workdir>/snapshots/<step>/model`` (kept; for curves along training); 0: never.
     """
 
     num_steps: int
@@ -126,6 +128,7 @@ class RLConfig:
     save_every: int = 100
     keep_checkpoints: int = 2
     progress: bool = True
+    snapshot_every: int = 0
 
     def __post_init__(self):
         for name in ("num_steps", "batch_size", "num_samples", "ppo_epochs", "num_minibatches",
@@ -133,6 +136,10 @@ class RLConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"rl.{name} must be an integer >= 1, got {v!r}")
+        if isinstance(self.snapshot_every, bool) or not isinstance(self.snapshot_every, int) \
+                or self.snapshot_every < 0:
+            raise ValueError(f"rl.snapshot_every must be an integer >= 0, got "
+                             f"{self.snapshot_every!r}")
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"rl.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.kl_estimator not in losses.KL_ESTIMATORS:
@@ -712,6 +719,8 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
                                  means["utility"], means["kl"], means["entropy"],
                                  means["response_length"],
                                  " ".join(f"{k}={v * 1e3:.1f}ms" for k, v in timings.items()))
+                if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+                    export_snapshot(workdir, trainer, state, step)
                 if step % cfg.save_every == 0 or step == cfg.num_steps or preemption.requested:
                     save(step)
             if preemption.requested and step < cfg.num_steps:
@@ -738,6 +747,31 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
     if is_chief:
         runtime.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
     return RLResult(state, trainer, step, False, summary)
+
+
+SNAPSHOT_DIR = "snapshots"
+
+
+def snapshot_dir(workdir: str, step: int) -> str:
+    """Where :func:`export_snapshot` puts the policy of ``step`` (a workdir for
+    ``lsc.train.checkpoint.load_model``)."""
+    return os.path.join(workdir, SNAPSHOT_DIR, str(int(step)))
+
+
+def snapshot_steps(workdir: str) -> List[int]:
+    """The steps with an exported policy snapshot, ascending."""
+    root = os.path.join(workdir, SNAPSHOT_DIR)
+    if not os.path.isdir(root):
+        return []
+    return sorted(int(d) for d in os.listdir(root)
+                  if d.isdigit() and os.path.isdir(os.path.join(root, d, checkpoint_lib.MODEL_DIR)))
+
+
+def export_snapshot(workdir: str, trainer: "RLTrainer", state: RLState, step: int) -> str:
+    """Exports the policy of ``state`` to :func:`snapshot_dir` (replacing an earlier export of
+    the same step, e.g. after a restart)."""
+    _, _, rest = nnx.split(trainer.policy_model(state), nnx.Param, ...)
+    return checkpoint_lib.export_model(snapshot_dir(workdir, step), state.policy, rest)
 
 
 def gold_evaluation(policy: nnx.Module, pi0: nnx.Module, tok, prompts: np.ndarray,

@@ -1,0 +1,13 @@
+"""The miniature reproduction (the README's main job): every stage of the paper on the synthetic
+gold world, cached in the workdir (``configs/repro/synthetic_hh.py``).
+
+Modules, in data-flow order: :mod:`~lsc.repro.subconfigs` (the config of every job the
+reproduction runs), :mod:`~lsc.repro.samples` (policy samples scored on device),
+:mod:`~lsc.repro.grid` (the note's best-of-k grid), :mod:`~lsc.repro.evaluation` (judging with
+the gold judge), :mod:`~lsc.repro.figures` (results.json, figures, report.md) and
+:mod:`~lsc.repro.pipeline` (the stages and :func:`run`).
+"""
+
+from lsc.repro.pipeline import STAGES, run, validate
+
+__all__ = ["STAGES", "run", "validate"]

@@ -1,0 +1,272 @@
+"""Judging the reproduction's policies with the gold judge (DESIGN.md section 1).
+
+Base samples (:func:`draw_base_samples`, once per reproduction, independent keys):
+
+* ``judge``: one ``pi0`` sample per evaluation prompt, the opponent of every evaluated policy;
+* ``base``: a second independent ``pi0`` sample per prompt, judged against ``judge`` (the base
+  entry: its per-property win rates should be 0.5 within their CIs);
+* ``reference``: ``K_ref`` samples per prompt whose proxy rewards give the oracle references
+  (the ``q``-quantile, the note's "oracle median"), the plug-in best-of-k KL, and whose gold
+  scores rank prompts for the underfitting diagnostic (independent of the judge samples);
+* ``selection``: ``max(k)`` samples per prompt for the best-of-k grid (:mod:`lsc.repro.grid`);
+* ``predict_median``: every reference predictor's output per prompt.
+
+RLHF policies (:func:`rlhf_entry`): one sample per prompt with a key independent of the base
+samples; KL(pi || pi0) by the ``k1`` estimator from teacher-forced log-probs (mean and standard
+error over prompts); win rates with bootstrap CIs; proxy and gold means; underfitting (helpful
+gold improvement by base-score quartile); shortcut features; and, from the policies exported
+along training (``rl.snapshot_every``), the proxy-vs-gold curve and its reward-hacking summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from lsc.align import common as align_common
+from lsc.align import reference as reference_lib
+from lsc.align import rlhf as align_rlhf
+from lsc.align import utility as utility_lib
+from lsc.data import hh_rlhf, pipeline, synthetic
+from lsc.data import tokenizer as tokenizer_lib
+from lsc.eval import diagnostics
+from lsc.eval import kl as kl_lib
+from lsc.eval import report as report_lib
+from lsc.eval import win_rate as win_rate_lib
+from lsc.repro.samples import PromptSet, Samples
+from lsc.repro.subconfigs import PROPERTIES
+from lsc.train import checkpoint as checkpoint_lib
+from lsc.train import common as train_common
+
+BASE_SAMPLES = "base_samples.npz"
+SETS = ("judge", "base", "reference", "selection")
+_KEYS = {"judge": 1, "base": 2, "reference": 3, "selection": 4, "predict": 5, "policy": 10}
+
+
+def load_tokenizer(workdir: str):
+    """The world's tokenizer of a reproduction workdir."""
+    return tokenizer_lib.load_tokenizer(os.path.join(workdir, "world", "world.model"))
+
+
+def bootstrap_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+    ev = config.evaluate
+    return {"num_resamples": int(ev.bootstrap_resamples), "confidence": float(ev.confidence),
+            "seed": int(config.seed)}
+
+
+def _load_run_model(workdir: str, vocab_size: int, reward_model: bool):
+    run_cfg = align_common.load_run_config(workdir)
+    if reward_model:
+        create, _ = train_common.reward_model_factory(run_cfg.model, vocab_size, int(run_cfg.seed))
+    else:
+        create, _, _ = train_common.backbone_factory(run_cfg.model, vocab_size, int(run_cfg.seed))
+    return checkpoint_lib.load_model(workdir, create), create
+
+
+@dataclasses.dataclass
+class Context:
+    """Evaluation prompts, tokenizer, ``pi0``, proxy reward models and reference predictors."""
+
+    prompts: PromptSet
+    policy_create: Any
+    predictors: Tuple[nnx.Module, ...]
+
+    @classmethod
+    def load(cls, config: ml_collections.ConfigDict, earlier: Mapping[str, Any],
+             workdir: str) -> "Context":
+        tok = load_tokenizer(workdir)
+        texts, _ = hh_rlhf.read_prompts(os.path.join(workdir, "world", "prompts", "test.jsonl.gz"),
+                                        config.data.on_error)
+        n = int(config.evaluate.num_prompts) or len(texts)
+        texts = list(texts)[:n]
+        rows = pipeline.tokenize_prompts(texts, tok, int(config.data.prompt_len)).arrays["prompt"]
+        pi0, create = _load_run_model(earlier["sft"]["workdir"], tok.vocab_size, False)
+        rms = [_load_run_model(earlier["reward_models"][p]["workdir"], tok.vocab_size, True)[0]
+               for p in PROPERTIES]
+        preds = tuple(
+            _load_run_model(earlier["reference_predictor"][p]["workdir"], tok.vocab_size, True)[0]
+            for p in PROPERTIES if p in earlier.get("reference_predictor", {}))
+        ps = PromptSet(rows, texts, tok, pi0, rms, response_len=int(config.data.response_len),
+                       batch_size=int(config.evaluate.batch_size))
+        return cls(ps, create, preds)
+
+
+def gold(texts: Sequence[str], responses: Sequence[Sequence[str]]) -> np.ndarray:
+    """``float64[N, k, m]`` gold scores of ``k`` responses per prompt (``m = len(PROPERTIES)``)."""
+    n, k = len(responses), len(responses[0])
+    flat_p = [t for t in texts for _ in range(k)]
+    flat_r = [r for row in responses for r in row]
+    cols = [synthetic.gold_scores(flat_p, flat_r, p) for p in PROPERTIES]
+    return np.stack(cols, axis=-1).reshape(n, k, len(PROPERTIES))
+
+
+def _predict(ctx: Context, prompts: np.ndarray) -> np.ndarray:
+    """``float32[N, m]`` predicted references (batches of the evaluation batch size)."""
+    fn = jax.jit(reference_lib.predictor_reference, static_argnums=0)
+    cols = []
+    for model in ctx.predictors:
+        gd, st = nnx.split(model)
+        out = []
+        b = ctx.prompts.batch_size
+        for start in range(0, len(prompts), b):
+            chunk = prompts[start:start + b]
+            real = len(chunk)
+            if real < b:
+                chunk = np.concatenate([chunk, np.repeat(chunk[:1], b - real, axis=0)])
+            out.append(np.asarray(fn(gd, st, chunk))[:real])
+        cols.append(np.concatenate(out))
+    return np.stack(cols, axis=-1).astype(np.float32)
+
+
+def draw_base_samples(ctx: Context, config: ml_collections.ConfigDict, path: str
+                      ) -> Dict[str, Any]:
+    """Draws, scores and saves the base samples (module docstring) to ``path`` (``.npz``)."""
+    key = jax.random.key(int(config.seed))
+    props = config.rewards.properties
+    k_ref = max(int(props[p].reference.num_samples) for p in PROPERTIES)
+    counts = {"judge": 1, "base": 1, "reference": k_ref,
+              "selection": max(int(k) for k in config.best_of_k.ks)}
+    arrays: Dict[str, np.ndarray] = {}
+    info: Dict[str, Any] = {"num_prompts": len(ctx.prompts), "samples": counts}
+    for name in SETS:
+        s = ctx.prompts.sample(None, jax.random.fold_in(key, _KEYS[name]), counts[name])
+        g = gold(ctx.prompts.texts, s.texts)
+        for field in ("tokens", "mask", "rewards"):
+            arrays[f"{name}/{field}"] = getattr(s, field)
+        arrays[f"{name}/gold"] = g
+        info[f"{name}_gold"] = {p: float(g[..., j].mean()) for j, p in enumerate(PROPERTIES)}
+    ref_rewards = arrays["reference/rewards"]
+    oracle = np.stack([
+        np.quantile(ref_rewards[:, :int(props[p].reference.num_samples), j],
+                    float(props[p].reference.quantile), axis=1)
+        for j, p in enumerate(PROPERTIES)], axis=-1).astype(np.float32)
+    arrays["oracle_median"] = oracle
+    if len(ctx.predictors) == len(PROPERTIES):
+        pred = _predict(ctx, ctx.prompts.prompts)
+        arrays["predict_median"] = pred
+        info["predictor_mae"] = {p: float(np.abs(pred[:, j] - oracle[:, j]).mean())
+                                 for j, p in enumerate(PROPERTIES)}
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    logging.info("base samples: %s", info)
+    return info
+
+
+def load_base_samples(path: str) -> Dict[str, Any]:
+    """``{set: {"tokens", "mask", "rewards", "gold"}, "oracle_median", "predict_median"}``."""
+    with np.load(path) as f:
+        out: Dict[str, Any] = {}
+        for name in f.files:
+            if "/" in name:
+                s, field = name.split("/")
+                out.setdefault(s, {})[field] = f[name]
+            else:
+                out[name] = f[name]
+    return out
+
+
+def decode_grid(tok, tokens: np.ndarray) -> List[List[str]]:
+    """Texts of ``tokens int[N, k, R]`` as ``N`` lists of ``k``."""
+    n, k, r = tokens.shape
+    flat = align_common.decode(tok, tokens.reshape(n * k, r))
+    return [flat[i * k:(i + 1) * k] for i in range(n)]
+
+
+def _means(x: np.ndarray) -> Dict[str, float]:
+    return {p: float(x[:, j].mean()) for j, p in enumerate(PROPERTIES)}
+
+
+def base_entry(base: Mapping[str, Any], config: ml_collections.ConfigDict) -> Dict[str, Any]:
+    """The base policy judged against independent base samples (KL 0)."""
+    b, j = base["base"], base["judge"]
+    return report_lib.make_entry(
+        "base", "base", "base", "none", [], {"mean": 0.0, "se": 0.0, "estimator": "exact"},
+        win_rate_lib.win_rates(b["gold"][:, 0], j["gold"][:, 0], PROPERTIES, and_or_mean=True,
+                               **bootstrap_kwargs(config)),
+        _means(b["rewards"][:, 0]), _means(b["gold"][:, 0]), k=1,
+        num_prompts=int(b["gold"].shape[0]))
+
+
+def reference_label(rewards_config: Mapping[str, Any]) -> Tuple[str, str, List[str]]:
+    """``(method, reference, properties)`` of an RLHF run's ``rewards`` section, in the
+    report's words (``none`` for raw; e.g. ``p85`` or ``helpful:p85+harmless:refusal``)."""
+    spec = utility_lib.spec_from_config(rewards_config)
+    props = list(spec.properties)
+    method = "lsc" if spec.method == "lsc_sum" and len(props) == 1 else spec.method
+    if not spec.uses_reference:
+        return method, "none", props
+    parts = []
+    for name, ref in zip(spec.properties, spec.references):
+        if ref.source == "quantile":
+            q = float(ref.quantile)
+            label = "median" if q == 0.5 else f"p{100 * q:g}"
+            parts.append(f"oracle_{label}")
+        elif ref.source == "fixed_response":
+            parts.append("refusal")
+        else:
+            parts.append({"predictor": "predict_median", "zero": "none"}[ref.source])
+    if len(parts) == 1:
+        return method, parts[0], props
+    return method, "+".join(f"{n}:{p}" for n, p in zip(props, parts)), props
+
+
+def _optimised(props: Sequence[str]) -> List[int]:
+    return [PROPERTIES.index(p) for p in props]
+
+
+def _policy_samples(ctx: Context, config, workdir: str) -> Samples:
+    policy = checkpoint_lib.load_model(workdir, ctx.policy_create)
+    key = jax.random.fold_in(jax.random.key(int(config.seed)), _KEYS["policy"])
+    return ctx.prompts.sample(policy, key, 1)
+
+
+def rlhf_entry(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[str, Any],
+               name: str, run_cfg: ml_collections.ConfigDict, gamma: float, workdir: str
+               ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """``(results entry, curves)`` of the RLHF policy in ``workdir`` (module docstring)."""
+    method, reference, props = reference_label(run_cfg.rewards)
+    opt = _optimised(props)
+    boot = bootstrap_kwargs(config)
+    s = _policy_samples(ctx, config, workdir)
+    g = gold(ctx.prompts.texts, s.texts)[:, 0]
+    judge_gold = base["judge"]["gold"][:, 0]
+    kl = kl_lib.estimate_kl(s.logp[:, 0], s.logp0[:, 0], s.mask[:, 0], "k1")
+    helpful = PROPERTIES.index("helpful")
+    strata = base["reference"]["gold"][:, :, helpful].mean(axis=1)
+    under = diagnostics.underfitting(g[:, helpful], judge_gold[:, helpful], strata, **boot)
+    by_group = {str(k): v.tolist() for k, v in diagnostics.gold_improvement_by_group(
+        g[:, helpful], judge_gold[:, helpful], strata).items()}
+    del under["per_prompt"]
+    texts = s.column(0)
+
+    # Proxy and gold along training: pi0 (step 0, the base samples) and every snapshot.
+    steps = [0]
+    proxy = [float(base["base"]["rewards"][:, 0, opt].sum(axis=-1).mean())]
+    gold_curve = [float(base["base"]["gold"][:, 0, opt].sum(axis=-1).mean())]
+    for step in align_rlhf.snapshot_steps(workdir):
+        snap = _policy_samples(ctx, config, align_rlhf.snapshot_dir(workdir, step))
+        sg = gold(ctx.prompts.texts, snap.texts)[:, 0]
+        steps.append(int(step))
+        proxy.append(float(snap.rewards[:, 0, opt].sum(axis=-1).mean()))
+        gold_curve.append(float(sg[:, opt].sum(axis=-1).mean()))
+    hacking = (diagnostics.reward_hacking(steps, proxy, gold_curve) if len(steps) > 1 else None)
+    extra: Dict[str, Any] = {"underfitting": under, "shortcuts": diagnostics.shortcut_features(texts),
+                             "num_prompts": len(texts), "run": name}
+    if hacking is not None:
+        extra["reward_hacking"] = hacking
+    entry = report_lib.make_entry(
+        f"rlhf/{name}/kl{gamma:g}", "rlhf", method, reference, props, kl.to_dict(),
+        win_rate_lib.win_rates(g, judge_gold, PROPERTIES, **boot),
+        _means(s.rewards[:, 0]), _means(g), kl_coef=float(gamma), **extra)
+    curves = {"step": steps, "proxy": proxy, "gold": gold_curve, "underfitting": by_group,
+              "examples": [{"prompt": p, "response": r}
+                           for p, r in list(zip(ctx.prompts.texts, texts))[:5]]}
+    return entry, curves

@@ -1,0 +1,153 @@
+"""Policy samples on a fixed prompt set, scored on device: what every evaluation needs.
+
+:class:`PromptSet` holds ``N`` evaluation prompts (token rows and texts), the base policy
+``pi0`` and the proxy reward models. :meth:`PromptSet.sample` draws ``k`` samples per prompt from
+any policy with the same architecture as ``pi0`` (the KV-cache sampler, batches of fixed shape,
+so one compilation per ``k``) and returns a :class:`Samples`: the tokens, their per-token
+log-probabilities under the policy and under ``pi0`` (teacher-forced, the same function for
+both, so ``logp - logp0`` is an exact per-token log-ratio), the response mask, every proxy
+reward, and the decoded texts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, List, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lsc.align import common as align_common
+from lsc.align import reference as reference_lib
+from lsc.models import decoder as decoder_lib
+from lsc.models import sampling
+
+
+@dataclasses.dataclass
+class Samples:
+    """``k`` samples for each of ``N`` prompts (``R`` response tokens, ``m`` reward models).
+
+    Attributes:
+      tokens: ``int32[N, k, R]`` right-padded responses.
+      mask: ``bool[N, k, R]`` response tokens (True up to and including EOS).
+      logp: ``float32[N, k, R]`` log-probs under the sampling policy (0 on padding).
+      logp0: ``float32[N, k, R]`` log-probs of the same tokens under ``pi0`` (0 on padding).
+      rewards: ``float32[N, k, m]`` proxy rewards.
+      texts: ``N`` lists of ``k`` decoded responses.
+    """
+
+    tokens: np.ndarray
+    mask: np.ndarray
+    logp: np.ndarray
+    logp0: np.ndarray
+    rewards: np.ndarray
+    texts: List[List[str]]
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.tokens.shape[1])
+
+    def column(self, j: int) -> List[str]:
+        """The ``j``-th sample of every prompt (``N`` texts)."""
+        return [row[j] for row in self.texts]
+
+    def save(self, path: str) -> None:
+        """Arrays to ``path`` (``.npz``); texts are re-decoded on load."""
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, tokens=self.tokens, mask=self.mask, logp=self.logp, logp0=self.logp0,
+                 rewards=self.rewards)
+        os.replace(tmp, path)
+
+
+def _logprobs(graphdef, state, prompts, tokens, mask):
+    model = nnx.merge(graphdef, state)
+    p, r = prompts.shape[1], tokens.shape[1]
+    logits = model(jnp.concatenate([prompts, tokens], axis=1))[:, p - 1:p - 1 + r]
+    return decoder_lib.token_log_probs(logits.astype(jnp.float32), tokens) * mask
+
+
+@jax.jit
+def _teacher_forced(split, prompts, tokens, mask):
+    graphdef, state = split
+    return _logprobs(graphdef, state, prompts, tokens, mask)
+
+
+@jax.jit
+def _scores(rm_splits, prompts, tokens):
+    gds = tuple(s[0] for s in rm_splits)
+    sts = tuple(s[1] for s in rm_splits)
+    return reference_lib.score_samples(gds, sts, prompts, tokens)
+
+
+class PromptSet:
+    """Evaluation prompts with the base policy and the proxy reward models.
+
+    Args:
+      prompts: ``int32[N, P]`` left-padded prompt rows.
+      texts: the ``N`` prompt texts (for the gold judge).
+      tokenizer: decodes responses.
+      pi0: the base policy; reward_models: the ``m`` proxy reward models (property order).
+      response_len: ``R``; batch_size: prompts per device call (the last batch is padded).
+      temperature: sampling temperature (1.0 samples the policy itself).
+    """
+
+    def __init__(self, prompts: np.ndarray, texts: Sequence[str], tokenizer, pi0: nnx.Module,
+                 reward_models: Sequence[nnx.Module], *, response_len: int, batch_size: int,
+                 temperature: float = 1.0):
+        self.prompts = np.asarray(prompts, np.int32)
+        self.texts = list(texts)
+        if len(self.texts) != self.prompts.shape[0]:
+            raise ValueError(f"{self.prompts.shape[0]} prompt rows but {len(self.texts)} texts")
+        self.tokenizer = tokenizer
+        self.pi0 = nnx.split(pi0)
+        self.rms = tuple(nnx.split(m) for m in reward_models)
+        self.response_len = int(response_len)
+        self.batch_size = int(batch_size)
+        self.temperature = float(temperature)
+
+    def __len__(self) -> int:
+        return self.prompts.shape[0]
+
+    def _batches(self):
+        n, b = len(self), self.batch_size
+        for start in range(0, n, b):
+            chunk = self.prompts[start:start + b]
+            real = chunk.shape[0]
+            if real < b:
+                chunk = np.concatenate([chunk, np.repeat(chunk[:1], b - real, axis=0)])
+            yield start, real, jnp.asarray(chunk)
+
+    def sample(self, policy: Any, key: jax.Array, num_samples: int = 1) -> Samples:
+        """``num_samples`` samples per prompt from ``policy`` (a module or ``(graphdef, state)``;
+        None: ``pi0``), batch ``i`` drawn with ``fold_in(key, i)``."""
+        split = self.pi0 if policy is None else (
+            policy if isinstance(policy, tuple) else nnx.split(policy))
+        gd, st = split
+        k = int(num_samples)
+        parts = {n: [] for n in ("tokens", "mask", "logp", "logp0", "rewards")}
+        for i, (start, real, chunk) in enumerate(self._batches()):
+            out = sampling.sample(gd, st, chunk, jax.random.fold_in(key, i),
+                                  max_new_tokens=self.response_len, num_samples=k,
+                                  temperature=self.temperature)
+            b, r = chunk.shape[0], self.response_len
+            rows = jnp.repeat(chunk, k, axis=0)
+            flat = out.tokens.reshape(b * k, r)
+            mask = out.mask.reshape(b * k, r).astype(jnp.float32)
+            logp = _teacher_forced(split, rows, flat, mask)
+            logp0 = logp if policy is None else _teacher_forced(self.pi0, rows, flat, mask)
+            rew = _scores(self.rms, chunk, out.tokens)
+            got = jax.device_get({"tokens": out.tokens, "mask": out.mask,
+                                  "logp": logp.reshape(b, k, r), "logp0": logp0.reshape(b, k, r),
+                                  "rewards": rew})
+            for name, arr in got.items():
+                parts[name].append(np.asarray(arr)[:real])
+        arrays = {n: np.concatenate(v) for n, v in parts.items()}
+        n = len(self)
+        flat_texts = align_common.decode(self.tokenizer,
+                                         arrays["tokens"].reshape(n * k, self.response_len))
+        texts = [flat_texts[i * k:(i + 1) * k] for i in range(n)]
+        return Samples(arrays["tokens"], arrays["mask"].astype(bool), arrays["logp"],
+                       arrays["logp0"], arrays["rewards"], texts)

@@ -1,0 +1,114 @@
+"""The config of every job the reproduction runs, built from its sections.
+
+Each stage runs an ordinary job (``train_rm``, ``train_sft``, ``train_reference``, ``rlhf``) on a
+config assembled here: the stage's section of the reproduction config (``rm``, ``sft``,
+``reference_predictor``, ``rl`` + ``rlhf.runs.<name>``) plus the shared ``seed``, ``world`` and
+``data`` fields, so every job sees the same world and tokenizer. :func:`validate_all` checks
+every such config before anything runs and names bad fields by their path in the reproduction
+config (``config.rm.train.num_steps``).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import ml_collections
+
+from lsc import config as config_lib
+
+PROPERTIES = ("harmless", "helpful")  # the order of every reward axis (sorted, as utility specs)
+
+
+def _copy(section: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(section.to_dict())
+
+
+def _shared(config: ml_collections.ConfigDict, sub: ml_collections.ConfigDict, job: str
+            ) -> ml_collections.ConfigDict:
+    sub.job = job
+    sub.seed = int(config.seed)
+    sub.world = _copy(config.world)
+    if "data" not in sub:
+        sub.data = ml_collections.ConfigDict()
+    for name in ("source", "path", "on_error"):
+        sub.data[name] = config.data[name]
+    return sub
+
+
+def reward_model(config: ml_collections.ConfigDict, prop: str) -> ml_collections.ConfigDict:
+    """The ``train_rm`` config of property ``prop``."""
+    sub = _shared(config, _copy(config.rm), "train_rm")
+    sub.rm.property = prop
+    return sub
+
+
+def sft(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The ``train_sft`` config of the base policy."""
+    return _shared(config, _copy(config.sft), "train_sft")
+
+
+def reference_predictor(config: ml_collections.ConfigDict, rm_workdir: str = "",
+                        policy_workdir: str = "") -> ml_collections.ConfigDict:
+    """The ``train_reference`` config of the predictor of one reward model's median."""
+    sub = _shared(config, _copy(config.reference_predictor), "train_reference")
+    sub.reference.rm_workdir = rm_workdir
+    sub.reference.policy_workdir = policy_workdir
+    return sub
+
+
+def rlhf(config: ml_collections.ConfigDict, name: str, rm_workdirs: Dict[str, str] = None,
+         policy_workdir: str = "", predictor_workdirs: Dict[str, str] = None
+         ) -> ml_collections.ConfigDict:
+    """The ``rlhf`` config of run ``rlhf.runs.<name>`` (a gamma sweep over ``rl.kl_coef``)."""
+    sub = ml_collections.ConfigDict()
+    sub.data = ml_collections.ConfigDict({
+        "tokenizer": "", "prompt_len": int(config.data.prompt_len),
+        "response_len": int(config.data.response_len)})
+    sub = _shared(config, sub, "rlhf")
+    sub.policy = ml_collections.ConfigDict({"workdir": policy_workdir})
+    sub.rewards = _copy(config.rlhf.runs[name].rewards)
+    for prop in sub.rewards.properties:
+        sub.rewards.properties[prop].rm_workdir = (rm_workdirs or {}).get(prop, "")
+        ref = sub.rewards.properties[prop].reference
+        if ref.source == "predictor":
+            ref.predictor_workdir = (predictor_workdirs or {}).get(prop, "")
+    sub.rl = _copy(config.rl)
+    sub.mesh = _copy(config.rlhf.mesh)
+    return sub
+
+
+def all_configs(config: ml_collections.ConfigDict
+                ) -> List[Tuple[str, ml_collections.ConfigDict]]:
+    """``(section path, job config)`` of every job of the reproduction (workdirs left empty)."""
+    out = [(f"rm", reward_model(config, p)) for p in PROPERTIES]
+    out.append(("sft", sft(config)))
+    out.append(("reference_predictor", reference_predictor(config)))
+    for name in config.rlhf.runs:
+        out.append((f"rlhf.runs.{name}", rlhf(config, name)))
+    return out
+
+
+_SHARED_FIELDS = ("seed", "world", "data.source", "data.path", "data.on_error", "rl")
+
+
+def validate_all(config: ml_collections.ConfigDict) -> None:
+    """Validates every job config; raises one :class:`lsc.config.ConfigError` naming each bad
+    field by its path in the reproduction config."""
+    errors: List[Tuple[str, str]] = []
+    seen = set()
+    for section, sub in all_configs(config):
+        try:
+            config_lib.validate(sub)
+        except config_lib.ConfigError as e:
+            for field, message in e.errors:
+                shared = any(field == f or field.startswith(f + ".") for f in _SHARED_FIELDS)
+                if section.startswith("rlhf.") and not field.startswith("rewards."):
+                    shared = shared or field.startswith(("rl.", "mesh."))
+                path = field if shared else f"{section}.{field}"
+                if section.startswith("rlhf.") and field.startswith("mesh."):
+                    path = f"rlhf.{field}"
+                if path not in seen:
+                    seen.add(path)
+                    errors.append((path, message))
+    if errors:
+        raise config_lib.ConfigError(errors)

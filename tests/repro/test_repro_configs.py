@@ -1,0 +1,65 @@
+"""The reproduction's job configs: one world for every job, every field validated up front."""
+
+import importlib.util
+import os
+
+import pytest
+
+from lsc import config as config_lib
+from lsc.repro import evaluation, subconfigs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load(arg=""):
+    spec = importlib.util.spec_from_file_location(
+        "repro_cfg", os.path.join(ROOT, "configs", "repro", "synthetic_hh.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.mark.parametrize("arg", ["", "large", "tiny"])
+def test_every_job_config_validates_and_shares_the_world(arg):
+    config = load(arg)
+    subconfigs.validate_all(config)
+    jobs = subconfigs.all_configs(config)
+    assert [j.job for _, j in jobs] == (["train_rm"] * 2 + ["train_sft", "train_reference"]
+                                        + ["rlhf"] * 4)
+    for _, job in jobs:
+        assert job.world.to_dict() == config.world.to_dict()
+        assert job.seed == config.seed
+        assert job.data.source == "synthetic"
+    assert [subconfigs.reward_model(config, p).rm.property for p in subconfigs.PROPERTIES] == [
+        "harmless", "helpful"]
+    rl = subconfigs.rlhf(config, "hh_lsc_sum", {"helpful": "/a", "harmless": "/b"}, "/sft")
+    assert rl.rewards.properties.helpful.rm_workdir == "/a"
+    assert rl.policy.workdir == "/sft"
+    assert rl.data.response_len == config.data.response_len
+
+
+def test_bad_fields_are_named_by_their_path_in_the_reproduction_config():
+    config = load("tiny")
+    config.rm.train.num_steps = 0
+    config.sft.optim.schedule = "linear"
+    config.rl.clip_eps = -1.0
+    config.rlhf.runs.helpful_lsc.rewards.properties.helpful.reference.quantile = 2.0
+    with pytest.raises(config_lib.ConfigError) as e:
+        subconfigs.validate_all(config)
+    fields = [f for f, _ in e.value.errors]
+    assert "rm.train.num_steps" in fields
+    assert "sft.optim.schedule" in fields
+    assert "rl.clip_eps" in fields
+    assert "rlhf.runs.helpful_lsc.rewards.properties.helpful.reference.quantile" in fields
+    assert len(fields) == len(set(fields))
+
+
+@pytest.mark.parametrize("variant,expected", [
+    ("helpful_raw", ("raw", "none", ["helpful"])),
+    ("helpful_lsc", ("lsc", "oracle_p85", ["helpful"])),
+    ("hh_raw_sum", ("raw", "none", ["harmless", "helpful"])),
+    ("hh_lsc_sum", ("lsc_sum", "harmless:refusal+helpful:oracle_p85", ["harmless", "helpful"])),
+])
+def test_rlhf_runs_are_labelled_in_the_reports_words(variant, expected):
+    config = load()
+    assert evaluation.reference_label(config.rlhf.runs[variant].rewards) == expected

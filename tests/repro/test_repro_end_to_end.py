@@ -1,0 +1,113 @@
+"""The README's main job at toy sizes (``configs/repro/synthetic_hh.py:tiny``), run as a user runs
+it: every stage, results.json in the report schema, the figures, report.md, and a rerun that
+skips every finished stage."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lsc.eval import report as report_lib
+from lsc.repro import STAGES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(ROOT, "configs", "repro", "synthetic_hh.py")
+FIGURES = ("rlhf_helpful_win_rate_vs_kl.png", "rlhf_hh_and_win_rate_vs_kl.png",
+           "best_of_k_and_or.png", "best_of_k_and_vs_kl.png", "underfitting.png",
+           "reward_hacking.png")
+
+pytestmark = pytest.mark.slow
+
+
+def _env():
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                     if "device_count" not in f)
+    return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS=flags)
+
+
+def _run(workdir, *args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "lsc.main", f"--config={CONFIG}:tiny",
+                           f"--workdir={workdir}", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=_env())
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("repro")
+    proc = _run(workdir)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return workdir, proc
+
+
+def test_results_hold_every_run_of_the_grid_and_the_sweep(repro):
+    workdir, _ = repro
+    results = json.loads((workdir / "results.json").read_text())
+    entries = results["entries"]
+    report_lib.validate_entries(entries)
+    assert report_lib.load_entries(str(workdir / "results.json")) == entries
+    config = json.loads((workdir / "config.json").read_text())
+    names = {e["name"] for e in entries}
+    assert "base" in names
+    ks = config["best_of_k"]["ks"]
+    cells = [f"{m}_{r}" if r != "none" else m for m in config["best_of_k"]["methods"]
+             for r in config["best_of_k"]["references"]] + ["sum", "lsc_sum_oracle_median"]
+    assert {f"best_of_k/{c}/k{k}" for c in cells for k in ks} <= names
+    gammas = config["rl"]["kl_coef"]
+    assert {f"rlhf/{r}/kl{g:g}" for r in config["rlhf"]["runs"] for g in gammas} <= names
+    for e in entries:
+        for iv in e["win_rate"].values():
+            assert 0.0 <= iv["ci_low"] <= iv["value"] <= iv["ci_high"] <= 1.0
+        if e["procedure"] == "best_of_k":
+            assert e["kl"]["estimator"] == "bok_plugin"
+            assert e["kl"]["mean"] <= e["kl_analytic"] + 1e-9
+        if e["procedure"] == "rlhf":
+            assert e["kl"]["estimator"] == "k1" and e["kl"]["se"] >= 0
+            assert "underfitting" in e and "shortcuts" in e
+            assert [0, 3, 6] == json.loads((workdir / "evaluate" / "curves.json").read_text())[
+                e["name"]]["step"]
+    assert set(results["reward_models"]) == {"harmless", "helpful"}
+    for rm in results["reward_models"].values():
+        assert 0.0 <= rm["accuracy"] <= 1.0 and 0.5 <= rm["gold_ceiling"] <= 1.0
+
+
+def test_figures_and_report_are_written(repro):
+    workdir, _ = repro
+    for name in FIGURES:
+        data = (workdir / "figures" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+    text = (workdir / "report.md").read_text()
+    assert "## Summary" in text and "## All runs" in text
+    for claim in report_lib.DEFAULT_CLAIMS:
+        assert f": {claim.key}" in text
+
+
+def test_a_rerun_skips_every_finished_stage(repro):
+    workdir, _ = repro
+    before = (workdir / "results.json").read_text()
+    status = json.loads((workdir / "stages.json").read_text())
+    del status["report"]
+    (workdir / "stages.json").write_text(json.dumps(status))
+    proc = _run(workdir, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    skipped = [s.name for s in STAGES if f"{s.name}: done in an earlier run, skipped"
+               in proc.stderr]
+    assert skipped == [s.name for s in STAGES if s.name != "report"]
+    assert json.loads((workdir / "results.json").read_text())["entries"] == json.loads(before)[
+        "entries"]
+
+
+def test_the_reload_notebook_redraws_the_figures_from_the_workdir(repro, monkeypatch):
+    workdir, _ = repro
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from notebooks import run_notebook
+
+    monkeypatch.setenv("LSC_REPRO_WORKDIR", str(workdir))
+    ns = run_notebook(os.path.join(ROOT, "colabs", "reload_workdir.ipynb"))
+    assert len(ns["entries"]) == len(json.loads((workdir / "results.json").read_text())[
+        "entries"])
+    for name in FIGURES:
+        assert (workdir / "figures_redrawn" / name).read_bytes()[:4] == b"\x89PNG"
+    assert [r.claim.key for r in ns["results90"]] == [c.key for c in report_lib.DEFAULT_CLAIMS]
+    assert (workdir / "report_90.md").exists()
