@@ -779,8 +779,10 @@ def gold_evaluation(policy: nnx.Module, pi0: nnx.Module, tok, prompts: np.ndarra
                     seed: int, batch_size: int = 50) -> Dict[str, Any]:
     """Gold scores (the synthetic world's judges) of one sample per prompt from ``policy`` and
     from ``pi0``: per property the two means and the win rate of the policy (ties count 1/2),
-    plus the "AND" win rate (strictly better on every property) and the "OR" win rate (strictly
-    better on at least one); ties are common for the discrete harmlessness score."""
+    plus the "AND" and "OR" win rates: the minimum and the maximum over properties of the
+    per-property outcome (1 win, 1/2 tie, 0 loss), as ``lsc.eval.win_rate`` defines them (ties are
+    common for the discrete harmlessness score). A quick look for a standalone ``rlhf`` job; the
+    reproduction judges with ``lsc.eval`` (bootstrap CIs, independent base samples)."""
     from lsc.data import synthetic
 
     props = [p for p in properties if p in synthetic.GOLD_SCORERS] or ["helpful", "harmless"]
@@ -799,15 +801,15 @@ def gold_evaluation(policy: nnx.Module, pi0: nnx.Module, tok, prompts: np.ndarra
                                   max_new_tokens=response_len, num_samples=1)
             chunks.append(np.asarray(res.tokens[:real, 0]))
         samples[name] = common.decode(tok, np.concatenate(chunks))
-    wins = {}
+    outcomes = []
     for p in props:
         a = synthetic.gold_scores(texts, samples["policy"], p)
         b = synthetic.gold_scores(texts, samples["pi0"], p)
-        out[p] = {"policy": float(a.mean()), "pi0": float(b.mean()),
-                  "win_rate": float(np.mean((a > b) + 0.5 * (a == b)))}
-        wins[p] = (a > b, a >= b)
-    out["and_win_rate"] = float(np.mean(np.all([w[0] for w in wins.values()], axis=0)))
-    out["or_win_rate"] = float(np.mean(np.any([w[0] for w in wins.values()], axis=0)))
+        o = (a > b) + 0.5 * (a == b)
+        out[p] = {"policy": float(a.mean()), "pi0": float(b.mean()), "win_rate": float(o.mean())}
+        outcomes.append(o)
+    out["and_win_rate"] = float(np.mean(np.min(outcomes, axis=0)))
+    out["or_win_rate"] = float(np.mean(np.max(outcomes, axis=0)))
     out["examples"] = [{"prompt": t, "policy": sp, "pi0": s0} for t, sp, s0 in
                        list(zip(texts, samples["policy"], samples["pi0"]))[:5]]
     return out

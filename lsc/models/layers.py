@@ -158,7 +158,16 @@ class Linear(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         dtype = self.dtype or x.dtype
-        y = jnp.dot(x.astype(dtype), self.kernel[...].astype(dtype))
+        kernel = self.kernel[...].astype(dtype)
+        x = x.astype(dtype)
+        if x.ndim > 2:
+            # One 2-D matmul over the flattened leading dims: the same product, but its weight
+            # gradient is then a plain [in, rows] x [rows, out] matmul, which XLA's CPU backend
+            # runs several times faster than the batched contraction of a [..., in] input
+            # (benchmarks/rlhf_side_by_side.py).
+            y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel).reshape(x.shape[:-1] + (-1,))
+        else:
+            y = jnp.dot(x, kernel)
         if self.bias is not None:
             y = y + self.bias[...].astype(dtype)
         return y

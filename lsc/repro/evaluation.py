@@ -21,6 +21,7 @@ along training (``rl.snapshot_every``), the proxy-vs-gold curve and its reward-h
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -136,7 +137,8 @@ def draw_base_samples(ctx: Context, config: ml_collections.ConfigDict, path: str
     arrays: Dict[str, np.ndarray] = {}
     info: Dict[str, Any] = {"num_prompts": len(ctx.prompts), "samples": counts}
     for name in SETS:
-        s = ctx.prompts.sample(None, jax.random.fold_in(key, _KEYS[name]), counts[name])
+        s = ctx.prompts.sample(None, jax.random.fold_in(key, _KEYS[name]), counts[name],
+                               log_probs=False)
         g = gold(ctx.prompts.texts, s.texts)
         for field in ("tokens", "mask", "rewards"):
             arrays[f"{name}/{field}"] = getattr(s, field)
@@ -218,14 +220,20 @@ def reference_label(rewards_config: Mapping[str, Any]) -> Tuple[str, str, List[s
     return method, "+".join(f"{n}:{p}" for n, p in zip(props, parts)), props
 
 
+def run_summary(workdir: str) -> Dict[str, Any]:
+    """The ``summary.json`` of a finished RLHF run."""
+    with open(os.path.join(workdir, "summary.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
 def _optimised(props: Sequence[str]) -> List[int]:
     return [PROPERTIES.index(p) for p in props]
 
 
-def _policy_samples(ctx: Context, config, workdir: str) -> Samples:
+def _policy_samples(ctx: Context, config, workdir: str, log_probs: bool = True) -> Samples:
     policy = checkpoint_lib.load_model(workdir, ctx.policy_create)
     key = jax.random.fold_in(jax.random.key(int(config.seed)), _KEYS["policy"])
-    return ctx.prompts.sample(policy, key, 1)
+    return ctx.prompts.sample(policy, key, 1, log_probs=log_probs)
 
 
 def rlhf_entry(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[str, Any],
@@ -251,9 +259,15 @@ def rlhf_entry(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[st
     steps = [0]
     proxy = [float(base["base"]["rewards"][:, 0, opt].sum(axis=-1).mean())]
     gold_curve = [float(base["base"]["gold"][:, 0, opt].sum(axis=-1).mean())]
+    final_step = int(run_summary(workdir)["step"])
     for step in align_rlhf.snapshot_steps(workdir):
-        snap = _policy_samples(ctx, config, align_rlhf.snapshot_dir(workdir, step))
-        sg = gold(ctx.prompts.texts, snap.texts)[:, 0]
+        if step == final_step:  # the final policy itself: the same samples (same key)
+            snap, sg = s, g[:, None]
+        else:
+            snap = _policy_samples(ctx, config, align_rlhf.snapshot_dir(workdir, step),
+                                   log_probs=False)
+            sg = gold(ctx.prompts.texts, snap.texts)
+        sg = sg[:, 0]
         steps.append(int(step))
         proxy.append(float(snap.rewards[:, 0, opt].sum(axis=-1).mean()))
         gold_curve.append(float(sg[:, opt].sum(axis=-1).mean()))

@@ -120,9 +120,11 @@ class PromptSet:
                 chunk = np.concatenate([chunk, np.repeat(chunk[:1], b - real, axis=0)])
             yield start, real, jnp.asarray(chunk)
 
-    def sample(self, policy: Any, key: jax.Array, num_samples: int = 1) -> Samples:
+    def sample(self, policy: Any, key: jax.Array, num_samples: int = 1,
+               log_probs: bool = True) -> Samples:
         """``num_samples`` samples per prompt from ``policy`` (a module or ``(graphdef, state)``;
-        None: ``pi0``), batch ``i`` drawn with ``fold_in(key, i)``."""
+        None: ``pi0``), batch ``i`` drawn with ``fold_in(key, i)``. ``log_probs=False`` skips the
+        teacher-forced log-probabilities (``logp`` and ``logp0`` are then zeros)."""
         split = self.pi0 if policy is None else (
             policy if isinstance(policy, tuple) else nnx.split(policy))
         gd, st = split
@@ -136,8 +138,11 @@ class PromptSet:
             rows = jnp.repeat(chunk, k, axis=0)
             flat = out.tokens.reshape(b * k, r)
             mask = out.mask.reshape(b * k, r).astype(jnp.float32)
-            logp = _teacher_forced(split, rows, flat, mask)
-            logp0 = logp if policy is None else _teacher_forced(self.pi0, rows, flat, mask)
+            if log_probs:
+                logp = _teacher_forced(split, rows, flat, mask)
+                logp0 = logp if policy is None else _teacher_forced(self.pi0, rows, flat, mask)
+            else:
+                logp = logp0 = jnp.zeros((b * k, r), jnp.float32)
             rew = _scores(self.rms, chunk, out.tokens)
             got = jax.device_get({"tokens": out.tokens, "mask": out.mask,
                                   "logp": logp.reshape(b, k, r), "logp0": logp0.reshape(b, k, r),
