@@ -65,12 +65,18 @@ def main(argv) -> int:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     config = _CONFIG.value
     runtime.quiet_library_logs()
+    errors = []
     try:
         config_lib.validate(config, jobs=tuple(JOBS))
-        if config.job in VALIDATORS:
-            VALIDATORS[config.job](config)
     except config_lib.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        errors += e.errors
+    if config.get("job") in VALIDATORS:
+        try:
+            VALIDATORS[config.job](config)
+        except config_lib.ConfigError as e:
+            errors += [err for err in e.errors if err not in errors]
+    if errors:
+        print(f"error: {config_lib.ConfigError(errors)}", file=sys.stderr)
         return 2
     try:
         distributed.initialize(config.get("parallel"))

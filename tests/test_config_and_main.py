@@ -109,8 +109,10 @@ def test_cli_rejects_bad_override_with_one_clear_error(tmp_path):
 
 def test_cli_rejects_a_bad_field_of_a_stage_config_before_anything_runs(tmp_path):
     proc = run_main("--config.sft.optim.schedule=linear", "--config.rm.train.num_steps=0",
+                    "--config.rewards.properties.helpful.reference.quantile=1.5",
                     workdir=tmp_path / "w")
     assert proc.returncode == 2
+    assert "config.rewards.properties.helpful.reference.quantile: 1.5" in proc.stderr
     assert "config.sft.optim.schedule: 'linear' is not allowed" in proc.stderr
     assert "config.rm.train.num_steps: 0 is not allowed" in proc.stderr
     assert "Traceback" not in proc.stderr
