@@ -55,6 +55,8 @@ if ARGS.threads == 1:  # must be set before jax initialises its CPU backend
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+import bench_util  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from lsc.models import hf_llama, sampling  # noqa: E402
@@ -95,15 +97,6 @@ def _median_time(fn, repeats):
         fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
-
-
-def matmul_peak(n=1024, repeats=5):
-    """float32 FLOP/s of a jitted n x n matmul on the default JAX device."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    f = jax.jit(jnp.matmul)
-    t = _median_time(lambda: f(a, b).block_until_ready(), repeats)
-    return 2.0 * n**3 / t
 
 
 def build(name, path):
@@ -199,7 +192,7 @@ def main():
     import torch
 
     torch.set_num_threads(args.threads)
-    peak = matmul_peak()
+    peak = bench_util.matmul_peak()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} devices, "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}); "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads")

@@ -62,6 +62,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+import bench_util  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from lsc.models import heads, hf_t5  # noqa: E402
@@ -93,19 +95,6 @@ class EncoderRewardModel(nnx.Module):
         h = self.encoder(self.shared(tokens), mask).astype(jnp.float32)
         m = mask[..., None].astype(jnp.float32)
         return self.head(jnp.sum(h * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0))
-
-
-def matmul_peak(n=1024, repeats=10):
-    """Best float32 ``jnp`` matmul rate (FLOP/s) over ``repeats`` runs of ``n x n @ n x n``."""
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda x, y: x @ y)
-    f(a, a).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f(a, a).block_until_ready()
-        times.append(time.perf_counter() - t)
-    return 2.0 * n**3 / float(np.min(times))
 
 
 def make_batch(batch, p, r, vocab, seed=0):
@@ -234,7 +223,7 @@ def _tx():
 
 def main():
     settings = QUICK if ARGS.quick else SETTINGS
-    peak = matmul_peak()
+    peak = bench_util.matmul_peak()
     print(f"jax {jax.__version__}, devices {jax.devices()}, threads {ARGS.threads}")
     print(f"float32 matmul peak (best of 10, 1024^3, jnp): {peak / 1e9:.1f} GFLOP/s")
     rows = []

@@ -10,13 +10,18 @@ import ml_collections
 _CONFIGS = os.path.dirname(os.path.abspath(__file__))
 
 
-def load_preset(relpath: str, arg: str) -> ml_collections.ConfigDict:
-    """``get_config(arg)`` of another config file, e.g. ``models/t5_1_1.py``."""
+def load_module(relpath: str):
+    """Another config file (``relpath`` under ``configs/``, e.g. ``rlhf/_base.py``) as a module."""
     path = os.path.join(_CONFIGS, relpath)
     spec = importlib.util.spec_from_file_location(f"_lsc_cfg_{relpath.replace('/', '_')}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return module
+
+
+def load_preset(relpath: str, arg: str) -> ml_collections.ConfigDict:
+    """``get_config(arg)`` of another config file, e.g. ``models/t5_1_1.py``."""
+    return load_module(relpath).get_config(arg)
 
 
 def cpu_train() -> ml_collections.ConfigDict:

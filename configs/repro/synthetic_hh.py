@@ -144,11 +144,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.rlhf = ml_collections.ConfigDict()
     config.rlhf.mesh = common.default_mesh()
     config.rlhf.runs = ml_collections.ConfigDict()
-    base_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rlhf",
-                             "_base.py")
-    spec = importlib.util.spec_from_file_location("_lsc_rlhf_base", base_path)
-    rlhf_base = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rlhf_base)
+    rlhf_base = common.load_module("rlhf/_base.py")
     num_ref = 32 if large else 4 if tiny else 16
     for variant in rlhf_base.VARIANTS:  # helpful_raw, helpful_lsc, hh_raw_sum, hh_lsc_sum
         run = ml_collections.ConfigDict()

@@ -111,7 +111,7 @@ def _preamble(config: ml_collections.ConfigDict, earlier: Mapping[str, Any],
     ]
     if stage_seconds:
         total = sum(stage_seconds.values())
-        lines += ["", f"Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in
+        lines += ["", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in
                                                       stage_seconds.items())
                   + f"; total {total / 60:.1f} min."]
     return "\n".join(lines)

@@ -80,7 +80,7 @@ def rlhf(config: ml_collections.ConfigDict, name: str, rm_workdirs: Dict[str, st
 def all_configs(config: ml_collections.ConfigDict
                 ) -> List[Tuple[str, ml_collections.ConfigDict]]:
     """``(section path, job config)`` of every job of the reproduction (workdirs left empty)."""
-    out = [(f"rm", reward_model(config, p)) for p in PROPERTIES]
+    out = [("rm", reward_model(config, p)) for p in PROPERTIES]
     out.append(("sft", sft(config)))
     out.append(("reference_predictor", reference_predictor(config)))
     for name in config.rlhf.runs:
