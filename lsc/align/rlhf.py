@@ -71,7 +71,7 @@ from lsc.align import utility as utility_lib
 from lsc.data import pipeline
 from lsc.models import decoder as decoder_lib
 from lsc.models import heads, sampling
-from lsc.parallel import partitioning
+from lsc.parallel import distributed, partitioning
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import loop as train_loop
 from lsc.train import metrics as metrics_lib
@@ -507,12 +507,11 @@ class RLTrainer:
         return jax.tree.map(one, ro_shape)
 
     def _build(self, batch):
-        self.batch_shardings = partitioning.batch_sharding(dict(batch), self.mesh)
+        self.batch_shardings = train_loop.global_batch_shardings(batch, self.mesh)
         st_sh, fr_sh, b_sh, rep = (self.state_shardings, self.frozen_shardings,
                                    self.batch_shardings, self.replicated)
         state_abs = jax.eval_shape(self.init_state)
-        batch_abs = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
-                     for k, v in batch.items()}
+        batch_abs = train_loop.global_shapes(batch)
         kl_abs = jax.ShapeDtypeStruct((), jnp.float32)
         traces = dict(self.traces)
         _, ro_abs = jax.eval_shape(self._rollout, state_abs, self.frozen, batch_abs, kl_abs)
@@ -523,7 +522,7 @@ class RLTrainer:
         self._update_jit = jax.jit(self._update, in_shardings=(st_sh, fr_sh, ro_sh, rep),
                                    out_shardings=(st_sh, rep), donate_argnums=(0,))
         if self.cfg.time_phases:
-            b, k, r = batch["prompt"].shape[0], self.cfg.num_samples, self.response_len
+            b, k, r = batch_abs["prompt"].shape[0], self.cfg.num_samples, self.response_len
             tok_sh = partitioning.batch_sharding(
                 jax.ShapeDtypeStruct((b, k, r), jnp.int32), self.mesh)
             ref_fn = lambda s, f, bt: self._reference_phase(s, f, bt)  # noqa: E731
@@ -698,9 +697,8 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
                file=sys.stderr, disable=not (cfg.progress and is_chief), desc="rlhf")
     try:
         with runtime.Preemption() as preemption:
-            while step < cfg.num_steps:
-                if preemption.requested:
-                    break
+            stop = distributed.any_process(preemption.requested)
+            while step < cfg.num_steps and not stop:
                 batch = next(data)
                 timings: Dict[str, float] = {}
                 state, host = trainer.step(state, batch, cfg.kl_coef, timings)
@@ -721,9 +719,10 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
                                  " ".join(f"{k}={v * 1e3:.1f}ms" for k, v in timings.items()))
                 if cfg.snapshot_every and step % cfg.snapshot_every == 0:
                     export_snapshot(workdir, trainer, state, step)
-                if step % cfg.save_every == 0 or step == cfg.num_steps or preemption.requested:
+                stop = distributed.any_process(preemption.requested)
+                if step % cfg.save_every == 0 or step == cfg.num_steps or stop:
                     save(step)
-            if preemption.requested and step < cfg.num_steps:
+            if stop and step < cfg.num_steps:
                 preempted = True
                 save(step)
     finally:

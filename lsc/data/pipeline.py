@@ -18,6 +18,12 @@ indexing step). :func:`batch_iterator` then streams batches with Grain:
 
 On several hosts each host builds its own iterator with its ``process_index``; the global batch
 is the concatenation of the host batches (e.g. ``jax.make_array_from_process_local_data``).
+:func:`batch_iterator` shards the examples (host ``i`` reads ``i, i + count, ...``), so the global
+batches depend on the number of hosts. :func:`global_batch_iterator` instead forms the same global
+batches on every host count (one shuffle of all examples, seeded) and gives host ``i`` the
+``i``-th contiguous block of rows of each: a run on 2 hosts sees exactly the batches of a run on 1,
+and its iterator state is the same on every host (a checkpoint written by process 0 restores on
+all of them, and on another host count).
 
 Batch layouts (``B`` = batch size, ``P`` / ``R`` = prompt / response length; all int32):
 
@@ -336,4 +342,64 @@ def batch_iterator(data: TokenizedData, batch_size: int, *, seed: int = 0, shuff
                    "batch_size": batch_size, "seed": seed, "shuffle": shuffle,
                    "num_epochs": num_epochs, "process_index": process_index,
                    "process_count": process_count, "drop_remainder": drop_remainder}
+    return BatchIterator(ds.to_iter_dataset(read), fingerprint)
+
+
+class _HostRows:
+    """Maps a global batch of positions (``-1`` = padding) to host ``process_index``'s block of
+    ``global_batch / process_count`` rows, gathered by :class:`_Gather`."""
+
+    def __init__(self, data: TokenizedData, global_batch: int, process_index: int,
+                 process_count: int):
+        self.global_batch = global_batch
+        self.per_host = global_batch // process_count
+        self.start = process_index * self.per_host
+        self.gather = _Gather(data, self.per_host)
+
+    def __call__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        idx = np.full((self.global_batch,), -1, np.int64)
+        idx[: len(indices)] = indices
+        return self.gather(idx[self.start:self.start + self.per_host])
+
+
+def global_batch_iterator(data: TokenizedData, global_batch_size: int, *, seed: int = 0,
+                          shuffle: bool = True, num_epochs: int | None = None,
+                          process_index: int = 0, process_count: int = 1,
+                          drop_remainder: bool = False, prefetch: int = 2) -> BatchIterator:
+    """This host's rows of global batches that do not depend on the number of hosts.
+
+    The global stream is :func:`batch_iterator`'s on one host (``global_batch_size`` rows per
+    batch, shuffled by ``seed``, a last partial batch padded with ``valid == 0`` rows unless
+    ``drop_remainder``); host ``process_index`` yields rows ``[i * b, (i + 1) * b)`` of each, with
+    ``b = global_batch_size / process_count`` (int32 arrays ``[b, ...]``, the layouts of the module
+    docstring). Concatenating the hosts' batches in process order gives the global batch.
+
+    The iterator state holds no host layout: every host's state is the same, and a state saved on
+    one host count restores on another.
+    """
+    if global_batch_size < 1:
+        raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}")
+    if global_batch_size % process_count:
+        raise ValueError(f"global batch size {global_batch_size} is not divisible by "
+                         f"{process_count} hosts")
+    if num_epochs is not None and num_epochs < 1:
+        raise ValueError(f"num_epochs must be None or >= 1, got {num_epochs}")
+    n = len(data)
+    if n == 0:
+        raise ValueError("no examples to batch (N=0)")
+    if num_epochs is None and n < global_batch_size:
+        logging.info("global batch size %d exceeds the %d examples; batches repeat examples",
+                     global_batch_size, n)
+    ds = grain.MapDataset.source(np.arange(n, dtype=np.int64))
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    ds = ds.repeat(num_epochs)
+    ds = ds.batch(global_batch_size, drop_remainder=drop_remainder, batch_fn=_stack)
+    ds = ds.map(_HostRows(data, global_batch_size, process_index, process_count))
+    read = grain.ReadOptions(num_threads=1 if prefetch else 0, prefetch_buffer_size=prefetch)
+    fingerprint = {"kind": data.kind, "data": data.fingerprint(), "examples": n,
+                   "batch_size": global_batch_size, "seed": seed, "shuffle": shuffle,
+                   "num_epochs": num_epochs, "drop_remainder": drop_remainder}
     return BatchIterator(ds.to_iter_dataset(read), fingerprint)

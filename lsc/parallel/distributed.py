@@ -125,3 +125,36 @@ def initialize(
 def is_main_process() -> bool:
     """True on the process that writes logs, figures and ``results.json`` (process 0)."""
     return jax.process_index() == 0
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when ``flag`` is True on any (e.g. a SIGTERM one process received),
+    so all processes take the same branch; with one process, ``flag`` itself.
+
+    Every process must call it at the same point of the program (it runs a small collective).
+    """
+    if jax.process_count() == 1:
+        return bool(flag)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray(bool(flag), np.int32))
+    return bool(np.any(flags))
+
+
+_BARRIER_CALLS: dict = {}
+
+
+def barrier(name: str, timeout_s: float = 3600.0) -> None:
+    """Waits until every process reaches ``barrier(name)``; a no-op with one process.
+
+    Every process must make the same sequence of ``barrier`` calls. The wait goes through the
+    coordination service, not a device collective, so the others wait as long as one process
+    needs (e.g. to write files they then read), up to ``timeout_s``.
+    """
+    if jax.process_count() == 1:
+        return
+    from orbax.checkpoint import multihost
+
+    count = _BARRIER_CALLS[name] = _BARRIER_CALLS.get(name, 0) + 1
+    multihost.get_barrier_sync_fn()(key=f"lsc:{name}:{count}", timeout_ms=int(timeout_s * 1000))

@@ -129,5 +129,7 @@ def load_model(workdir: str, create_model) -> Any:
 
 
 def _host_struct(x):
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    """``x``'s shape and dtype on this process's first device (every process restores a full
+    copy; ``jax.devices()[0]`` belongs to process 0 in a multi-process run)."""
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)

@@ -29,34 +29,52 @@ from lsc.data import tokenizer as tokenizer_lib
 from lsc.models import decoder as decoder_lib
 from lsc.models import heads
 from lsc.models import t5 as t5_lib
+from lsc.parallel import distributed
 from lsc.parallel import mesh as mesh_lib
 from lsc.parallel import partitioning
 
 MODEL_KINDS = ("decoder", "t5")
 
 
+def _world_paths(directory: str) -> Tuple[synthetic.WorldFiles, str]:
+    """The files :func:`lsc.data.synthetic.write_world` writes under ``directory``."""
+    files = synthetic.WorldFiles(
+        directory,
+        *[{s: os.path.join(directory, sub, f"{s}.jsonl.gz") for s in ("train", "test")}
+          for sub in ("helpful-base", "harmless-base", "sft", "prompts")],
+        os.path.join(directory, "world.json"))
+    return files, os.path.join(directory, "world.model")
+
+
+def _world_on_disk(directory: str, expected: dict) -> bool:
+    """True when ``directory`` holds a complete world whose manifest equals ``expected``."""
+    manifest = os.path.join(directory, "world.json")
+    if not (os.path.exists(manifest) and os.path.exists(os.path.join(directory, "world.model"))):
+        return False
+    with open(manifest, encoding="utf-8") as f:
+        saved = json.load(f)
+    return saved.get("seed") == expected["seed"] and saved.get("config") == expected["config"]
+
+
 def world_files(config: ml_collections.ConfigDict, workdir: str) -> Tuple[synthetic.WorldFiles, str]:
     """Writes (once) the synthetic world of ``config.seed`` and its tokenizer under
     ``<workdir>/world``; returns ``(files, tokenizer_path)``. A rerun reuses the files when the
-    manifest matches the config, and regenerates them otherwise."""
+    manifest matches the config, and regenerates them otherwise.
+
+    With several processes sharing the workdir, process 0 writes and the others wait for it
+    (:func:`lsc.parallel.distributed.barrier`); every process must call this function.
+    """
     directory = os.path.join(workdir, "world")
     world_config = synthetic.WorldConfig(**config.world.to_dict())
-    manifest = os.path.join(directory, "world.json")
-    tok_path = os.path.join(directory, "world.model")
     expected = {"seed": int(config.seed), "config": world_config.__dict__}
-    if os.path.exists(manifest) and os.path.exists(tok_path):
-        with open(manifest, encoding="utf-8") as f:
-            saved = json.load(f)
-        if saved.get("seed") == expected["seed"] and saved.get("config") == expected["config"]:
-            files = synthetic.WorldFiles(
-                directory,
-                *[{s: os.path.join(directory, sub, f"{s}.jsonl.gz") for s in ("train", "test")}
-                  for sub in ("helpful-base", "harmless-base", "sft", "prompts")],
-                manifest)
-            return files, tok_path
-    files = synthetic.write_world(directory, seed=int(config.seed), cfg=world_config)
-    tok_path = synthetic.write_tokenizer(directory)
-    return files, tok_path
+    if distributed.is_main_process() and not _world_on_disk(directory, expected):
+        synthetic.write_world(directory, seed=int(config.seed), cfg=world_config)
+        synthetic.write_tokenizer(directory)
+    distributed.barrier(f"world_files:{directory}")
+    if not _world_on_disk(directory, expected):
+        raise FileNotFoundError(f"{directory}: process 0 wrote no synthetic world matching the "
+                                "config; is the workdir on a filesystem every process shares?")
+    return _world_paths(directory)
 
 
 def load_tokenizer(config: ml_collections.ConfigDict, default_path: str = ""):
@@ -95,7 +113,8 @@ def read_pairs_for(config: ml_collections.ConfigDict, workdir: str, prop: str):
     else:
         raise ValueError(f"config.data.source={source!r} is not supported by the training jobs; "
                          "use 'synthetic' or 'hh_rlhf'")
-    hh_rlhf.write_read_stats(stats, workdir)
+    if distributed.is_main_process():
+        hh_rlhf.write_read_stats(stats, workdir)
     if not train:
         raise ValueError(f"no training pairs for {prop!r} (source {source!r})")
     return train, test, tok_path
@@ -168,16 +187,19 @@ def host_batch_size(global_batch: int) -> int:
 
 
 def train_iterator(data: pipeline.TokenizedData, global_batch: int, seed: int):
-    """Endless shuffled batches of this host's share (``lsc.data.pipeline.batch_iterator``)."""
-    return pipeline.batch_iterator(data, host_batch_size(global_batch), seed=seed, shuffle=True,
-                                   num_epochs=None, process_index=jax.process_index(),
-                                   process_count=jax.process_count())
+    """Endless shuffled batches, this host's rows of each global batch
+    (:func:`lsc.data.pipeline.global_batch_iterator`: the same global batches on any number of
+    hosts)."""
+    return pipeline.global_batch_iterator(data, global_batch, seed=seed, shuffle=True,
+                                          num_epochs=None, process_index=jax.process_index(),
+                                          process_count=jax.process_count())
 
 
 def eval_iterator_factory(data: pipeline.TokenizedData, global_batch: int):
-    """A function returning one fresh unshuffled pass (padding rows have ``valid == 0``)."""
+    """A function returning one fresh unshuffled pass, this host's rows of each global batch
+    (padding rows have ``valid == 0``)."""
     def make():
-        return pipeline.batch_iterator(data, host_batch_size(global_batch), shuffle=False,
-                                       num_epochs=1, process_index=jax.process_index(),
-                                       process_count=jax.process_count(), prefetch=0)
+        return pipeline.global_batch_iterator(data, global_batch, shuffle=False, num_epochs=1,
+                                              process_index=jax.process_index(),
+                                              process_count=jax.process_count(), prefetch=0)
     return make

@@ -25,6 +25,7 @@ A job supplies a model constructor, a loss and data; the loop owns everything el
   uninterrupted one.
 * **Preemption.** SIGTERM sets a flag; after the step in progress the loop writes a checkpoint and
   :func:`train` returns with ``preempted=True`` (jobs then exit with :data:`PREEMPTED_EXIT_CODE`).
+  With several processes, a SIGTERM to any of them stops all after the same step.
 * **Numerics.** A non-finite loss raises :class:`NonFiniteLossError` naming the step; no
   checkpoint is written after the last finite step.
 
@@ -54,7 +55,7 @@ from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lsc import runtime
-from lsc.parallel import partitioning
+from lsc.parallel import distributed, partitioning
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import metrics as metrics_lib
 from lsc.train import optim
@@ -283,9 +284,32 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientT
     return step
 
 
+def global_shapes(batch: Mapping[str, Any]) -> Dict[str, jax.ShapeDtypeStruct]:
+    """Shapes of the global batch whose host blocks are ``batch``: each host holds ``B`` rows of
+    every ``[B, ...]`` array, the global array has ``B * process_count`` (in process order)."""
+    n = jax.process_count()
+
+    def one(x):
+        x = np.asarray(x)
+        if not x.shape:
+            raise ValueError("batch arrays need a leading batch dimension, got a scalar")
+        return jax.ShapeDtypeStruct((x.shape[0] * n,) + x.shape[1:], x.dtype)
+
+    return {k: one(v) for k, v in batch.items()}
+
+
+def global_batch_shardings(batch: Mapping[str, Any], mesh: Mesh) -> Dict[str, NamedSharding]:
+    """:func:`lsc.parallel.partitioning.batch_sharding` of the global batch of host blocks
+    ``batch`` (the mesh axes that divide the global batch size, not the host's)."""
+    return partitioning.batch_sharding(global_shapes(batch), mesh)
+
+
 def global_batch(batch: Mapping[str, np.ndarray], shardings: Any) -> Batch:
-    """Host-local numpy batch -> global ``jax.Array`` batch with ``shardings`` (any host count)."""
-    return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
+    """Host-local numpy batch -> global ``jax.Array`` batch with ``shardings`` (any host count):
+    host ``i``'s ``B`` rows become rows ``[i * B, (i + 1) * B)``."""
+    shapes = global_shapes(batch)
+    return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v),
+                                                      shapes[k].shape)
             for k, v in batch.items()}
 
 
@@ -311,7 +335,7 @@ class _Trainer:
 
     def step(self, state: TrainState, batch: Mapping[str, np.ndarray]):
         if self._jitted is None:
-            self.batch_shardings = partitioning.batch_sharding(dict(batch), self.mesh)
+            self.batch_shardings = global_batch_shardings(batch, self.mesh)
             replicated = NamedSharding(self.mesh, PartitionSpec())
             self._jitted = jax.jit(self._pure,
                                    in_shardings=(self.state_shardings, self.batch_shardings),
@@ -326,7 +350,9 @@ def evaluate(evaluator: Evaluator, graphdef: nnx.GraphDef, params: Any, model_st
     """Runs ``evaluator`` over its whole data; returns ``finalize`` of the valid rows' outputs.
 
     ``cache``: a dict kept across calls to reuse the jitted evaluation function (one compile).
-    Single-host: the outputs of every row are gathered on this host.
+    The outputs of each global batch (every host's rows, in process order) and its ``valid``
+    column come back replicated, so every process finalizes the same rows in the same order and
+    returns the same metrics, whatever the number of processes.
     """
     cache = cache if cache is not None else {}
     cdtype = jnp.dtype(compute_dtype)
@@ -335,18 +361,19 @@ def evaluate(evaluator: Evaluator, graphdef: nnx.GraphDef, params: Any, model_st
         if cdtype != jnp.float32:
             params = cast_floating(params, cdtype)
         model = nnx.merge(graphdef, params, model_state)
-        return evaluator.outputs(model, batch)
+        return evaluator.outputs(model, batch), batch["valid"]
 
     chunks: Dict[str, list] = {}
     for batch in evaluator.data():
         if "valid" not in batch:
             raise ValueError(f"evaluation batches need a 'valid' key, got {sorted(batch)}")
         if "fn" not in cache:
-            cache["shardings"] = partitioning.batch_sharding(dict(batch), mesh)
-            cache["fn"] = jax.jit(outputs, in_shardings=(None, None, cache["shardings"]))
-        out = jax.device_get(cache["fn"](params, model_state,
-                                         global_batch(batch, cache["shardings"])))
-        valid = np.asarray(batch["valid"]) > 0
+            cache["shardings"] = global_batch_shardings(batch, mesh)
+            cache["fn"] = jax.jit(outputs, in_shardings=(None, None, cache["shardings"]),
+                                  out_shardings=NamedSharding(mesh, PartitionSpec()))
+        out, valid = jax.device_get(cache["fn"](params, model_state,
+                                                global_batch(batch, cache["shardings"])))
+        valid = np.asarray(valid) > 0
         for k, v in out.items():
             chunks.setdefault(k, []).append(np.asarray(v)[valid])
     if not chunks:
@@ -494,10 +521,8 @@ def train(
     t0 = time.perf_counter()
     try:
         with runtime.Preemption() as preemption:
-            while step < cfg.num_steps:
-                if preemption.requested:
-                    preempted = True
-                    break
+            stop = distributed.any_process(preemption.requested)
+            while step < cfg.num_steps and not stop:
                 batch = next(train_data)
                 state, metrics = trainer.step(state, batch)
                 host = metrics_lib.to_floats(jax.device_get(metrics))
@@ -513,9 +538,10 @@ def train(
                 if evaluator is not None and ((cfg.eval_every and step % cfg.eval_every == 0)
                                               or step == cfg.num_steps):
                     run_eval(step)
-                if step % cfg.save_every == 0 or step == cfg.num_steps or preemption.requested:
+                stop = distributed.any_process(preemption.requested)
+                if step % cfg.save_every == 0 or step == cfg.num_steps or stop:
                     save(step)
-            if preemption.requested and step < cfg.num_steps:
+            if stop and step < cfg.num_steps:
                 preempted = True
                 save(step)
     finally:
