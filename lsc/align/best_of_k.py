@@ -28,6 +28,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from lsc import runtime
 from lsc.align import common
 from lsc.align import reference as reference_lib
 from lsc.align import utility as utility_lib
@@ -187,7 +188,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
             if gold:
                 rec["gold"] = {p: float(v[j]) for p, v in gold.items()}
             records.append(rec)
-        write_jsonl(os.path.join(out_dir, f"k{k}.jsonl"), records)
+        if jax.process_index() == 0:
+            write_jsonl(os.path.join(out_dir, f"k{k}.jsonl"), records)
         summary = {"utility": float(util.mean()), "seconds": seconds,
                    "rewards": {p: float(rew[:, c].mean()) for c, p in enumerate(spec.properties)}}
         if gold:
@@ -195,6 +197,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
         results["per_k"][str(k)] = summary
         logging.info("best-of-%d: utility %.4f, rewards %s, %.2fs", k, summary["utility"],
                      summary["rewards"], seconds)
-    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
+    if jax.process_index() == 0:
+        runtime.write_json_atomic(os.path.join(workdir, "results.json"), results)
     return 0

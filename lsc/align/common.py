@@ -64,7 +64,8 @@ def tokenizer_and_prompts(config: ml_collections.ConfigDict, workdir: str, split
     else:
         raise ValueError(f"config.data.source={source!r} is not supported by the alignment jobs; "
                          "use 'synthetic' or 'hh_rlhf'")
-    hh_rlhf.write_read_stats(stats, workdir)
+    if jax.process_index() == 0:
+        hh_rlhf.write_read_stats(stats, workdir)
     if not prompts:
         raise ValueError(f"no {split} prompts for data.source={source!r}")
     tok = train_common.load_tokenizer(config, tok_path)

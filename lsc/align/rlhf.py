@@ -856,9 +856,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
                                    test_table.arrays["prompt"][:n], test_texts[:n],
                                    spec.properties, response_len=r_len,
                                    seed=int(config.seed) + 1)
-            runtime.write_json_atomic(os.path.join(run_dir, "gold.json"), gold)
+            if jax.process_index() == 0:
+                runtime.write_json_atomic(os.path.join(run_dir, "gold.json"), gold)
             results[f"{gamma:g}"]["gold"] = {k: v for k, v in gold.items() if k != "examples"}
             logging.info("gold evaluation (gamma %g): %s", gamma, results[f"{gamma:g}"]["gold"])
-    runtime.write_json_atomic(os.path.join(workdir, "sweep.json" if len(gammas) > 1 else "results.json"),
-                results)
+    if jax.process_index() == 0:
+        runtime.write_json_atomic(
+            os.path.join(workdir, "sweep.json" if len(gammas) > 1 else "results.json"), results)
     return 0
