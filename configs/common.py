@@ -60,6 +60,19 @@ def default_mesh() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
 
 
+def parallel() -> ml_collections.ConfigDict:
+    """``lsc.parallel.distributed`` fields (strings, so any value can be given on the command
+    line). All empty: a single process, unless the launch scripts' ``LSC_*`` environment says
+    otherwise; ``distributed='auto'``: JAX's own cluster detection (TPU pods, SLURM)."""
+    p = ml_collections.ConfigDict()
+    p.coordinator_address = ""  # host:port of process 0
+    p.num_processes = ""
+    p.process_id = ""
+    p.local_device_ids = ""  # e.g. "0,1"; empty: every local device
+    p.distributed = ""  # "auto" or empty
+    return p
+
+
 def small_decoder() -> ml_collections.ConfigDict:
     """The synthetic world's small decoder (its tokenizer has 211 pieces; vocabulary padded to 256)."""
     arch = load_preset("models/decoder.py", "tiny")

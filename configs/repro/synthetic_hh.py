@@ -43,7 +43,7 @@ common = _common()
 load_preset = common.load_preset
 
 VARIANTS = ("default", "large", "tiny")
-SHARED = ("job", "seed", "world")  # set by the reproduction, not per stage
+SHARED = ("job", "seed", "world", "parallel")  # set by the reproduction, not per stage
 
 
 def _section(preset: ml_collections.ConfigDict, drop=SHARED) -> ml_collections.ConfigDict:
@@ -156,4 +156,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.evaluate.batch_size = 100 if not tiny else 32
     config.evaluate.bootstrap_resamples = 2000 if not tiny else 200
     config.evaluate.confidence = 0.95
+
+    config.parallel = common.parallel()  # multi-process start-up (lsc.parallel.distributed)
     return config

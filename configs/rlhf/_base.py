@@ -175,6 +175,7 @@ def synthetic(variant: str = "helpful_lsc", job: str = "rlhf") -> ml_collections
     config.best_of_k.split = "test"
 
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    config.parallel = common.parallel()
     return config
 
 

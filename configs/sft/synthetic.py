@@ -65,4 +65,5 @@ def get_config(arg: str = ""):
     config.eval.batch_size = 100
 
     config.mesh = common.default_mesh()
+    config.parallel = common.parallel()
     return config

@@ -58,3 +58,25 @@ def test_bad_environment_is_named(env, needle):
 def test_bad_config_is_named():
     with pytest.raises(ValueError, match=r"config\.parallel\.process_id is required"):
         distributed.cluster_spec({"coordinator_address": "h:1", "num_processes": 2}, {})
+
+
+@pytest.mark.parametrize("relpath,arg", [("repro/synthetic_hh.py", ""), ("sft/synthetic.py", ""),
+                                         ("rlhf/synthetic.py", "helpful_lsc"),
+                                         ("best_of_k/synthetic.py", "hh_lsc_sum")])
+def test_shipped_configs_take_the_cluster_from_their_parallel_section(relpath, arg):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", relpath)
+    spec = importlib.util.spec_from_file_location("cfg", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg)
+    assert distributed.cluster_spec(config.parallel, {}) is None  # single process by default
+    # What --config.parallel.coordinator_address=... --config.parallel.num_processes=2 ... set.
+    config.parallel.coordinator_address = "127.0.0.1:4321"
+    config.parallel.num_processes = "2"
+    config.parallel.process_id = "1"
+    config.parallel.local_device_ids = "2,3"
+    assert distributed.cluster_spec(config.parallel, {}) == distributed.ClusterSpec(
+        "127.0.0.1:4321", 2, 1, (2, 3))
