@@ -23,7 +23,7 @@ Examples::
 
   python launch/tpu.py --name=lsc-v4 --project=my-proj --zone=us-central2-b \\
       --accelerator-type=v4-32 --config=configs/repro/synthetic_hh.py \\
-      --workdir=gs://my-bucket/lsc/repro --config.seed=1 --delete
+      --workdir=/gcs/my-bucket/lsc/repro --config.seed=1 --delete
   python launch/tpu.py --name=lsc-v4 --zone=us-central2-b --accelerator-type=v4-32 \\
       --no-install --ssh-command='python3 -c "import jax; print(jax.device_count())"'
   python launch/tpu.py --name=lsc-v4 --zone=us-central2-b --accelerator-type=v4-32 --delete
@@ -31,7 +31,8 @@ Examples::
 Overrides for the job are any ``--config.<field>=<value>`` arguments, or everything after ``--``.
 On multi-host slices the job gets ``LSC_DISTRIBUTED=auto`` in its environment (lsc then calls
 ``jax.distributed.initialize()``, which finds the slice's hosts by itself); the workdir should then
-be one that every worker can write: a ``gs://`` path, or a shared mount (GCS FUSE, Filestore).
+be a shared mount every worker can write (GCS FUSE, Filestore); URL workdirs (``gs://``) are
+refused.
 """
 
 from __future__ import annotations
@@ -431,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("what to run")
     g.add_argument("--config", help="lsc config, e.g. configs/repro/synthetic_hh.py[:arg]")
-    g.add_argument("--workdir", help="job workdir, typically gs://BUCKET/PATH")
+    g.add_argument("--workdir", help="job workdir; on multi-host slices a shared mount, e.g. "
+                   "/gcs/BUCKET/PATH (GCS FUSE)")
     g.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="environment variable for the job (repeatable)")
     g.add_argument("--detach", action="store_true",
@@ -479,6 +481,10 @@ def validate(args: argparse.Namespace) -> Optional[Slice]:
                           "or --delete")
     if job and not (args.config and args.workdir):
         raise LaunchError("a job needs both --config and --workdir")
+    if job and "://" in args.workdir:
+        raise LaunchError(f"--workdir={args.workdir}: the jobs write with local file operations "
+                          "and refuse URL workdirs; mount the bucket on every worker (e.g. GCS "
+                          "FUSE at /gcs/BUCKET) and pass the mounted path")
     if args.overrides and not job:
         raise LaunchError(f"job overrides given without a job: {' '.join(args.overrides)}")
     if args.detach and not job:
@@ -519,9 +525,9 @@ def main(argv: Sequence[str]) -> int:
     if slice_:
         runner.note(f"{slice_.describe()}")
         runner.note(f"workers: {slice_.workers}")
-        if (args.workdir and slice_.workers > 1 and not args.workdir.startswith("gs://")):
-            print(f"warning: workdir {args.workdir!r} is not a gs:// path; unless it is a "
-                  f"mount that all {slice_.workers} workers share, each writes its own disk",
+        if args.workdir and slice_.workers > 1:
+            print(f"note: workdir {args.workdir!r} must be a mount that all {slice_.workers} "
+                  "workers share (GCS FUSE, Filestore); otherwise each writes its own disk",
                   file=sys.stderr)
     job = args.config is not None
     rc = 0

@@ -83,6 +83,11 @@ def main(argv) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if "://" in _WORKDIR.value:
+        print(f"error: --workdir={_WORKDIR.value}: remote (URL) workdirs are not supported; the "
+              "jobs write with local file operations. Use a directory every process can see, e.g. "
+              "a GCS FUSE mount of the bucket (launch/README.md).", file=sys.stderr)
+        return 2
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
     if distributed.is_main_process():
         path = write_resolved_config(config, workdir)

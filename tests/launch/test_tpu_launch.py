@@ -67,7 +67,7 @@ BASE = ["--name=lsc-pod", "--project=my-proj", "--zone=us-central2-b"]
 )
 def test_dry_run_job(accelerator, workers, chips, version):
     proc = run_tpu(*BASE, f"--accelerator-type={accelerator}", f"--config={CONFIG}",
-                   "--workdir=gs://my-bucket/lsc/repro", "--config.seed=3",
+                   "--workdir=/gcs/my-bucket/lsc/repro", "--config.seed=3",
                    "--config.rewards.method=sigma_and", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert f"# workers: {workers}\n" in proc.stdout
@@ -95,7 +95,7 @@ def test_dry_run_job(accelerator, workers, chips, version):
     assert "python3 -m pip install --quiet -e . 'jax[tpu]'" in install_script
     remote = flag(job, "command")
     expected = ("python3 -m lsc.main --config=configs/repro/synthetic_hh.py "
-                "--workdir=gs://my-bucket/lsc/repro --config.seed=3 "
+                "--workdir=/gcs/my-bucket/lsc/repro --config.seed=3 "
                 "--config.rewards.method=sigma_and")
     assert expected in remote
     assert "cd lsc && env PYTHONUNBUFFERED=1" in remote
@@ -106,7 +106,7 @@ def test_dry_run_job(accelerator, workers, chips, version):
 
 def test_dry_run_output_is_one_shell_line_per_command():
     proc = run_tpu(*BASE, "--accelerator-type=v4-32", f"--config={CONFIG}:large",
-                   "--workdir=gs://b/run one", "--dry-run", "--", "--config.rl.kl_coef=(0.1, 0.01)")
+                   "--workdir=/gcs/b/run one", "--dry-run", "--", "--config.rl.kl_coef=(0.1, 0.01)")
     assert proc.returncode == 0, proc.stderr
     job = commands(proc.stdout)[-1]
     # the remote command is itself shell; split it once more and find the job's argv
@@ -114,7 +114,7 @@ def test_dry_run_output_is_one_shell_line_per_command():
     i = remote.index("-m")
     assert remote[i - 1:i + 5] == ["python3", "-m", "lsc.main",
                                    "--config=configs/repro/synthetic_hh.py:large",
-                                   "--workdir=gs://b/run one", "--config.rl.kl_coef=(0.1, 0.01)"]
+                                   "--workdir=/gcs/b/run one", "--config.rl.kl_coef=(0.1, 0.01)"]
     assert bash_syntax_ok(proc.stdout)
 
 
@@ -125,7 +125,7 @@ def bash_syntax_ok(script):
 def test_dry_run_spot_delete_and_extra_flags():
     proc = run_tpu("--name=t", "--zone=europe-west4-a", "--accelerator-type=v5litepod-16",
                    "--version=v2-alpha-tpuv5-lite-custom", "--spot", "--internal-ip",
-                   "--create-arg=--network=my-net", f"--config={CONFIG}", "--workdir=gs://b/w",
+                   "--create-arg=--network=my-net", f"--config={CONFIG}", "--workdir=/gcs/b/w",
                    "--env=WANDB_MODE=offline", "--python=/opt/venv/bin/python", "--delete",
                    "--dry-run")
     assert proc.returncode == 0, proc.stderr
@@ -178,7 +178,7 @@ def test_dry_run_ssh_command_logs_and_delete_only():
 
 
 def test_unknown_accelerator_type_is_refused():
-    proc = run_tpu(*BASE, "--accelerator-type=v4-24", f"--config={CONFIG}", "--workdir=gs://b/w",
+    proc = run_tpu(*BASE, "--accelerator-type=v4-24", f"--config={CONFIG}", "--workdir=/gcs/b/w",
                    "--dry-run")
     assert proc.returncode == 2
     assert proc.stdout == ""
@@ -195,7 +195,9 @@ def test_unknown_accelerator_type_is_refused():
     [
         (["--accelerator-type=v4-8"], "nothing to do"),
         (["--accelerator-type=v4-8", f"--config={CONFIG}"], "needs both --config and --workdir"),
-        ([f"--config={CONFIG}", "--workdir=gs://b/w"], "--accelerator-type is required"),
+        (["--accelerator-type=v4-8", f"--config={CONFIG}", "--workdir=gs://b/w"],
+         "refuse URL workdirs"),
+        ([f"--config={CONFIG}", "--workdir=/gcs/b/w"], "--accelerator-type is required"),
         (["--accelerator-type=v4-8", f"--config={CONFIG}", "--workdir=w", "--ssh-command=ls"],
          "choose one of"),
         (["--accelerator-type=v4-8", f"--config={CONFIG}", "--workdir=w", "--spot",
@@ -317,9 +319,9 @@ def fake_gcloud(tmp_path):
     return run
 
 
-JOB = [*BASE, "--accelerator-type=v4-32", f"--config={CONFIG}", "--workdir=gs://b/w",
+JOB = [*BASE, "--accelerator-type=v4-32", f"--config={CONFIG}", "--workdir=/gcs/b/w",
        "--config.seed=5"]
-LSC_MAIN = ["-m", "lsc.main", f"--config={CONFIG}", "--workdir=gs://b/w", "--config.seed=5"]
+LSC_MAIN = ["-m", "lsc.main", f"--config={CONFIG}", "--workdir=/gcs/b/w", "--config.seed=5"]
 
 
 def test_creates_when_missing_installs_and_runs_on_every_worker(fake_gcloud, tmp_path):
