@@ -73,6 +73,7 @@ def base(prop: str) -> ml_collections.ConfigDict:
     config.eval.calibration_bins = 10
 
     config.mesh = common.default_mesh()
+    config.parallel = common.parallel()
     return config
 
 
@@ -95,6 +96,29 @@ def synthetic(prop: str, kind: str = "decoder") -> ml_collections.ConfigDict:
         config.model.arch = arch
     else:
         raise ValueError(f"unknown synthetic reward-model kind {kind!r}; use 'decoder' or 't5'")
+    return config
+
+
+def large_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The synthetic reward model trained on many more pairs (``:large_data``).
+
+    100,000 training pairs, each seen about 2.6 times (4,000 steps of 64 pairs, learning rate
+    2e-3, cosine decay); the backbone is unchanged. The default (4,000 pairs) stays the
+    limited-data proxy of the reproduction.
+
+    Measured on "helpful", seed 0: held-out accuracy 0.702 against the gold-label ceiling 0.747
+    (expected; 0.731 measured on the drawn labels). Half the steps give 0.682, the same as with
+    16,000 pairs: the accuracy rises only in the second pass over the data
+    (``docs/reward_model_accuracy.md``). About 18 CPU-minutes plus a minute to write the
+    100,000-pair world; 24 minutes of wall time on two cores shared with other jobs.
+    """
+    config.world.pairs_train = 100_000
+    config.train.num_steps = 4000
+    config.train.batch_size = 64
+    config.train.eval_every = 500
+    config.train.save_every = 1000
+    config.optim.learning_rate = 2e-3
+    config.optim.warmup_steps = 100
     return config
 
 

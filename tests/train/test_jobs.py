@@ -26,13 +26,23 @@ def load(relpath, arg=""):
 
 @pytest.mark.parametrize("relpath,arg", [
     ("rm/synthetic_helpful.py", ""), ("rm/synthetic_harmless.py", ""),
-    ("rm/synthetic_helpful.py", "t5"), ("sft/synthetic.py", ""),
+    ("rm/synthetic_helpful.py", "t5"), ("rm/synthetic_helpful.py", "large_data"),
+    ("sft/synthetic.py", ""),
     ("rm/reference_predictor_synthetic.py", ""),
 ])
 def test_synthetic_configs_validate(relpath, arg):
     config = load(relpath, arg)
     config_lib.validate(config, jobs=tuple(main_lib.JOBS))
     assert config.job in main_lib.JOBS
+
+
+def test_large_data_variant_leaves_the_default_unchanged():
+    default = load("rm/synthetic_helpful.py")
+    large = load("rm/synthetic_helpful.py", "large_data")
+    assert default.world.pairs_train == 4000 and default.train.num_steps == 400
+    assert large.world.pairs_train == 100_000
+    assert large.model.to_dict() == default.model.to_dict()
+    assert large.world.pairs_test == default.world.pairs_test
 
 
 @pytest.mark.parametrize("prop", ["helpful", "harmless"])
