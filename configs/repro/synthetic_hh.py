@@ -79,7 +79,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.world.sft_train = 16000 if large else 300 if tiny else 4000  # demonstrations
     config.world.sft_test = 500 if not tiny else 50
     config.world.prompts_train = 4000 if large else 64 if tiny else 1000  # alignment prompts
-    config.world.prompts_test = 1000 if large else 64 if tiny else 500  # evaluation prompts
+    config.world.prompts_test = 2000 if large else 64 if tiny else 1000  # evaluation prompts
     config.world.helpful_harmful_fraction = 0.1
     config.world.harmless_harmful_fraction = 0.5
     config.world.mixed_harmful_fraction = 0.25
@@ -132,7 +132,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # rlhf.runs and per gamma of rl.kl_coef.
     rl_preset = load_preset("rlhf/synthetic.py", "helpful_raw")
     rl = ml_collections.ConfigDict(rl_preset.rl.to_dict())
-    rl.kl_coef = (0.3, 0.1, 0.03, 0.01) if large else (0.1, 0.03) if tiny else (0.3, 0.1, 0.03)
+    rl.kl_coef = (0.3, 0.1, 0.03, 0.01) if not tiny else (0.1, 0.03)
     rl.num_steps = 400 if large else 6 if tiny else 200
     rl.batch_size = 16 if not tiny else 8
     rl.gold_eval_prompts = 0  # the evaluate stage judges every run
