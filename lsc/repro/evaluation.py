@@ -202,7 +202,11 @@ def reference_label(rewards_config: Mapping[str, Any]) -> Tuple[str, str, List[s
     report's words (``none`` for raw; e.g. ``p85`` or ``helpful:p85+harmless:refusal``)."""
     spec = utility_lib.spec_from_config(rewards_config)
     props = list(spec.properties)
-    method = "lsc" if spec.method == "lsc_sum" and len(props) == 1 else spec.method
+    method = spec.method
+    if len(props) == 1 and method == "lsc_sum":
+        method = "lsc"  # the sum of one LSC reward
+    if len(props) > 1 and method == "raw":
+        method = "sum"  # the raw sum, no reference
     if not spec.uses_reference:
         return method, "none", props
     parts = []
