@@ -18,8 +18,6 @@ Config fields read here (see ``configs/rlhf/synthetic.py`` for a complete exampl
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, List, Optional, Tuple
 
 import jax
@@ -37,13 +35,7 @@ from lsc.train import common as train_common
 RANDOM_RM_SEED_OFFSET = 100
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    """The resolved ``config.json`` of a finished run."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: not a run directory (no config.json)")
-    with open(path, encoding="utf-8") as f:
-        return ml_collections.ConfigDict(json.load(f))
+load_run_config = train_common.load_run_config
 
 
 def tokenizer_and_prompts(config: ml_collections.ConfigDict, workdir: str, split: str):

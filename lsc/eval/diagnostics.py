@@ -44,6 +44,18 @@ def _per_prompt(x, name: str) -> np.ndarray:
     return a
 
 
+def _paired(policy_gold, base_gold, strata):
+    """Per-prompt ``(policy, base, strata)`` arrays of equal length (strata default: base)."""
+    p = _per_prompt(policy_gold, "policy_gold")
+    b = _per_prompt(base_gold, "base_gold")
+    if p.shape != b.shape:
+        raise ValueError(f"policy_gold and base_gold cover {p.size} and {b.size} prompts")
+    s = b if strata is None else _per_prompt(strata, "strata")
+    if s.shape != b.shape:
+        raise ValueError(f"strata covers {s.size} prompts, base_gold {b.size}")
+    return p, b, s
+
+
 def quantile_groups(strata, num_groups: int = 4) -> np.ndarray:
     """``int64[N]`` group of each prompt (0 = lowest ``strata``), by equal-count rank bins.
 
@@ -84,13 +96,7 @@ def underfitting(policy_gold, base_gold, strata=None, *, num_groups: int = 4,
       group 0 (the worst-served prompts) {value, ci_low, ci_high}; ``num_prompts``.
       ``per_prompt`` holds the arrays (``improvement``, ``group``) as lists, for plotting.
     """
-    p = _per_prompt(policy_gold, "policy_gold")
-    b = _per_prompt(base_gold, "base_gold")
-    if p.shape != b.shape:
-        raise ValueError(f"policy_gold and base_gold cover {p.size} and {b.size} prompts")
-    s = b if strata is None else _per_prompt(strata, "strata")
-    if s.shape != b.shape:
-        raise ValueError(f"strata covers {s.size} prompts, base_gold {b.size}")
+    p, b, s = _paired(policy_gold, base_gold, strata)
     d = p - b
     groups = quantile_groups(s, num_groups)
     kw = dict(num_resamples=num_resamples, confidence=confidence, seed=seed)
@@ -255,13 +261,7 @@ def gold_improvement_by_group(policy_gold, base_gold, strata: Optional[np.ndarra
                               num_groups: int = 4) -> Dict[int, np.ndarray]:
     """Per-prompt improvements ``float64[n_g]`` of each rank group (input of the underfitting
     plot); arguments as in :func:`underfitting`."""
-    p = _per_prompt(policy_gold, "policy_gold")
-    b = _per_prompt(base_gold, "base_gold")
-    if p.shape != b.shape:
-        raise ValueError(f"policy_gold and base_gold cover {p.size} and {b.size} prompts")
-    s = b if strata is None else _per_prompt(strata, "strata")
-    if s.shape != b.shape:
-        raise ValueError(f"strata covers {s.size} prompts, base_gold {b.size}")
+    p, b, s = _paired(policy_gold, base_gold, strata)
     groups = quantile_groups(s, num_groups)
     d = p - b
     return {g: d[groups == g] for g in range(num_groups)}

@@ -63,7 +63,7 @@ def bootstrap_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
 
 
 def _load_run_model(workdir: str, vocab_size: int, reward_model: bool):
-    run_cfg = align_common.load_run_config(workdir)
+    run_cfg = train_common.load_run_config(workdir)
     if reward_model:
         create, _ = train_common.reward_model_factory(run_cfg.model, vocab_size, int(run_cfg.seed))
     else:
@@ -108,21 +108,14 @@ def gold(texts: Sequence[str], responses: Sequence[Sequence[str]]) -> np.ndarray
     return np.stack(cols, axis=-1).reshape(n, k, len(PROPERTIES))
 
 
-def _predict(ctx: Context, prompts: np.ndarray) -> np.ndarray:
-    """``float32[N, m]`` predicted references (batches of the evaluation batch size)."""
+def _predict(ctx: Context) -> np.ndarray:
+    """``float32[N, m]`` predicted references of the evaluation prompts."""
     fn = jax.jit(reference_lib.predictor_reference, static_argnums=0)
     cols = []
     for model in ctx.predictors:
         gd, st = nnx.split(model)
-        out = []
-        b = ctx.prompts.batch_size
-        for start in range(0, len(prompts), b):
-            chunk = prompts[start:start + b]
-            real = len(chunk)
-            if real < b:
-                chunk = np.concatenate([chunk, np.repeat(chunk[:1], b - real, axis=0)])
-            out.append(np.asarray(fn(gd, st, chunk))[:real])
-        cols.append(np.concatenate(out))
+        cols.append(np.concatenate([np.asarray(fn(gd, st, chunk))[:real]
+                                    for _, real, chunk in ctx.prompts.batches()]))
     return np.stack(cols, axis=-1).astype(np.float32)
 
 
@@ -151,7 +144,7 @@ def draw_base_samples(ctx: Context, config: ml_collections.ConfigDict, path: str
         for j, p in enumerate(PROPERTIES)], axis=-1).astype(np.float32)
     arrays["oracle_median"] = oracle
     if len(ctx.predictors) == len(PROPERTIES):
-        pred = _predict(ctx, ctx.prompts.prompts)
+        pred = _predict(ctx)
         arrays["predict_median"] = pred
         info["predictor_mae"] = {p: float(np.abs(pred[:, j] - oracle[:, j]).mean())
                                  for j, p in enumerate(PROPERTIES)}
@@ -225,7 +218,7 @@ def reference_label(rewards_config: Mapping[str, Any]) -> Tuple[str, str, List[s
 
 
 def run_summary(workdir: str) -> Dict[str, Any]:
-    """The ``summary.json`` of a finished RLHF run."""
+    """The ``summary.json`` of a finished job (training or RLHF)."""
     with open(os.path.join(workdir, "summary.json"), encoding="utf-8") as f:
         return json.load(f)
 

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Mapping
 import ml_collections
 
 from lsc import runtime
+from lsc import stages as stages_lib
 from lsc.eval import plots
 from lsc.eval import report as report_lib
 
@@ -124,8 +125,6 @@ def write_outputs(config: ml_collections.ConfigDict, earlier: Mapping[str, Any],
         _load(earlier["best_of_k"]["entries"]))
     entries.sort(key=lambda e: ({"base": 0, "best_of_k": 1, "rlhf": 2}[e["procedure"]], e["name"]))
     curves = _load(earlier["evaluate"]["curves"])
-    from lsc import stages as stages_lib
-
     status = stages_lib.load_status(workdir)
     seconds = {k: float(v.get("seconds", 0.0)) for k, v in status.items()}
     results = {"job": "repro", "complete": True, "seed": int(config.seed),

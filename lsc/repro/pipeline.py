@@ -27,7 +27,6 @@ reproduction with the job's exit code.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List
 
@@ -39,11 +38,11 @@ from absl import logging
 from lsc import config as config_lib
 from lsc import runtime
 from lsc import stages as stages_lib
-from lsc.align import common as align_common
 from lsc.align import rlhf as align_rlhf
 from lsc.data import hh_rlhf, synthetic
 from lsc.repro import evaluation, figures, grid, subconfigs
 from lsc.repro.subconfigs import PROPERTIES
+from lsc.train import common as train_common
 from lsc.train import reference_predictor as train_reference
 from lsc.train import reward_model as train_reward_model
 from lsc.train import sft as train_sft
@@ -72,11 +71,6 @@ def _run_job(run_fn, sub: ml_collections.ConfigDict, workdir: str, world_dir: st
     code = run_fn(sub, workdir)
     if code != 0:
         raise JobStopped(f"{sub.job} in {workdir}", code)
-
-
-def _summary(workdir: str) -> Dict[str, Any]:
-    with open(os.path.join(workdir, "summary.json"), encoding="utf-8") as f:
-        return json.load(f)
 
 
 # --------------------------------------------------------------------------- stages
@@ -122,7 +116,7 @@ def reward_models_stage(config, stage_dir, earlier):
         workdir = os.path.join(stage_dir, prop)
         _run_job(train_reward_model.run, subconfigs.reward_model(config, prop), workdir,
                  _world_dir(stage_dir))
-        summary = _summary(workdir)
+        summary = evaluation.run_summary(workdir)
         held_out = summary.get("held_out", {})
         out[prop] = {"workdir": workdir, "accuracy": held_out.get("accuracy"),
                      "gold_ceiling": summary.get("gold_ceiling", {}).get("expected"),
@@ -136,7 +130,7 @@ def sft_stage(config, stage_dir, earlier):
     """The base policy; returns its workdir and held-out metrics."""
     workdir = os.path.join(stage_dir, "policy")
     _run_job(train_sft.run, subconfigs.sft(config), workdir, _world_dir(stage_dir))
-    summary = _summary(workdir)
+    summary = evaluation.run_summary(workdir)
     return {"workdir": workdir, "eval": summary.get("eval", {})}
 
 
@@ -149,7 +143,7 @@ def reference_predictor_stage(config, stage_dir, earlier):
         rm = earlier["reward_models"][prop]["workdir"]
         _run_job(train_reference.run, subconfigs.reference_predictor(config, rm, policy), workdir,
                  _world_dir(stage_dir))
-        out[prop] = {"workdir": workdir, "eval": _summary(workdir).get("eval", {})}
+        out[prop] = {"workdir": workdir, "eval": evaluation.run_summary(workdir).get("eval", {})}
         logging.info("reference predictor %s: %s", prop, out[prop]["eval"])
     return out
 
@@ -209,7 +203,7 @@ def evaluate_stage(config, stage_dir, earlier):
     entries: List[Dict[str, Any]] = [evaluation.base_entry(base, config)]
     curves = {}
     for name, run in earlier["rlhf"].items():
-        run_cfg = align_common.load_run_config(run["workdir"])
+        run_cfg = train_common.load_run_config(run["workdir"])
         for gamma in run["kl_coefs"]:
             gdir = (run["workdir"] if len(run["kl_coefs"]) == 1
                     else os.path.join(run["workdir"], f"kl_{gamma:g}"))

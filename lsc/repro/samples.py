@@ -111,7 +111,9 @@ class PromptSet:
     def __len__(self) -> int:
         return self.prompts.shape[0]
 
-    def _batches(self):
+    def batches(self):
+        """``(start, real rows, int32[batch_size, P] device prompts)``; the last batch is padded
+        by repeating its first row."""
         n, b = len(self), self.batch_size
         for start in range(0, n, b):
             chunk = self.prompts[start:start + b]
@@ -130,7 +132,7 @@ class PromptSet:
         gd, st = split
         k = int(num_samples)
         parts = {n: [] for n in ("tokens", "mask", "logp", "logp0", "rewards")}
-        for i, (start, real, chunk) in enumerate(self._batches()):
+        for i, (start, real, chunk) in enumerate(self.batches()):
             out = sampling.sample(gd, st, chunk, jax.random.fold_in(key, i),
                                   max_new_tokens=self.response_len, num_samples=k,
                                   temperature=self.temperature)

@@ -101,12 +101,12 @@ def validate_all(config: ml_collections.ConfigDict) -> None:
             config_lib.validate(sub)
         except config_lib.ConfigError as e:
             for field, message in e.errors:
-                shared = any(field == f or field.startswith(f + ".") for f in _SHARED_FIELDS)
-                if section.startswith("rlhf.") and not field.startswith("rewards."):
-                    shared = shared or field.startswith(("rl.", "mesh."))
-                path = field if shared else f"{section}.{field}"
-                if section.startswith("rlhf.") and field.startswith("mesh."):
+                if any(field == f or field.startswith(f + ".") for f in _SHARED_FIELDS):
+                    path = field
+                elif section.startswith("rlhf.") and field.startswith("mesh."):
                     path = f"rlhf.{field}"
+                else:
+                    path = f"{section}.{field}"
                 if path not in seen:
                     seen.add(path)
                     errors.append((path, message))

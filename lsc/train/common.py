@@ -77,6 +77,15 @@ def world_files(config: ml_collections.ConfigDict, workdir: str) -> Tuple[synthe
     return _world_paths(directory)
 
 
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    """The resolved ``config.json`` of a finished run."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: not a run directory (no config.json)")
+    with open(path, encoding="utf-8") as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
 def load_tokenizer(config: ml_collections.ConfigDict, default_path: str = ""):
     """``config.data.tokenizer`` when set, else ``default_path``."""
     path = config.data.get("tokenizer", "") or default_path

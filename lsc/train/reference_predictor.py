@@ -21,7 +21,6 @@ exported by finished ``train_rm`` and ``train_sft`` runs (``reference.rm_workdir
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Dict
@@ -133,14 +132,6 @@ def target_table(prompts: np.ndarray, targets: np.ndarray) -> pipeline.Tokenized
     return pipeline.TokenizedData("prompts", arrays, 0, TruncationStats(examples=n))
 
 
-def _load_run(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: not a training workdir (no config.json)")
-    with open(path, encoding="utf-8") as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     """The ``train_reference`` job; exit code 0, :data:`loop.PREEMPTED_EXIT_CODE` or 1."""
     ref = config.reference
@@ -159,7 +150,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     train_x = pipeline.tokenize_prompts(train_prompts, tok, p_len).arrays["prompt"]
     test_x = pipeline.tokenize_prompts(test_prompts, tok, p_len).arrays["prompt"]
 
-    rm_cfg, pol_cfg = _load_run(ref.rm_workdir), _load_run(ref.policy_workdir)
+    rm_cfg, pol_cfg = common.load_run_config(ref.rm_workdir), common.load_run_config(ref.policy_workdir)
     rm_create, _ = common.reward_model_factory(rm_cfg.model, tok.vocab_size, int(rm_cfg.seed))
     pol_create, _, _ = common.backbone_factory(pol_cfg.model, tok.vocab_size, int(pol_cfg.seed))
     reward_model = checkpoint_lib.load_model(ref.rm_workdir, rm_create)
