@@ -165,6 +165,7 @@ RULES: Dict[str, Rule] = {
     "data.prompt_len": number_in(1, integer=True),
     "data.response_len": number_in(1, integer=True),
     "model.kind": one_of(("decoder", "t5")),
+    "model.pooling": one_of(("last", "mean", "sum")),  # lsc.models.heads.POOLINGS
     "model.init_from": existing_path(when=lambda c: bool(c.model.get("init_from"))),
     "rm.property": one_of(("helpful", "harmless")),
     "rm.loss": one_of(("bradley_terry", "pointwise")),

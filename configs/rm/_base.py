@@ -58,6 +58,7 @@ def base(prop: str) -> ml_collections.ConfigDict:
     config.model.kind = "decoder"
     config.model.init_from = ""
     config.model.arch = load_preset("models/decoder.py", "tiny")
+    config.model.pooling = "last"  # where the reward head reads: 'last' token, or 'mean' / 'sum'
 
     config.rm = ml_collections.ConfigDict()
     config.rm.property = prop

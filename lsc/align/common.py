@@ -28,7 +28,6 @@ from flax import nnx
 
 from lsc.align import utility as utility_lib
 from lsc.data import hh_rlhf, pipeline
-from lsc.models import heads
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import common as train_common
 
@@ -81,9 +80,9 @@ def load_policy(config: ml_collections.ConfigDict, vocab_size: int) -> nnx.Modul
 
 def random_reward_model(model_config, vocab_size: int, seed: int) -> nnx.Module:
     """A randomly initialised reward model whose head is not zero (so rewards vary)."""
-    create_bb, _, _ = train_common.backbone_factory(model_config, vocab_size, seed)
-    return heads.RewardModel(create_bb(), rngs=nnx.Rngs(seed + 1),
-                             head_init=nnx.initializers.normal(1.0))
+    create, _ = train_common.reward_model_factory(model_config, vocab_size, seed,
+                                                  head_init=nnx.initializers.normal(1.0))
+    return create()
 
 
 def load_reward_models(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,

@@ -266,6 +266,14 @@ class DecoderLM(nnx.Module):
         idx = last_true_index(mask)
         return jnp.take_along_axis(h, idx[:, None, None], axis=1)[:, 0]
 
+    def response_token_states(self, prompt_tokens: Array, response_tokens: Array) -> Array:
+        """``[B, R, E]``: row ``t`` is the hidden state of response token ``t`` itself (it has
+        read the prompt and response tokens ``<= t``); rows of pad tokens are meaningless."""
+        p = prompt_tokens.shape[1]
+        tokens = jnp.concatenate([prompt_tokens, response_tokens], axis=1)
+        h = self.hidden_states(tokens, tokens != self.pad_id)
+        return h[:, p:]
+
     def response_features(self, prompt_tokens: Array, response_tokens: Array) -> Array:
         """``[B, R, E]``: row ``t`` is the state that predicts response token ``t`` (the hidden state
         of the token before it; the last prompt token for ``t = 0``)."""

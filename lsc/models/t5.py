@@ -761,6 +761,15 @@ class T5(nnx.Module):
         last = jnp.where(jnp.any(r_mask, axis=1), last_true_index(r_mask) + 1, 0)
         return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
 
+    def response_token_states(
+        self, prompt_tokens: Array, response_tokens: Array, *, dropout_rng: Optional[Array] = None
+    ) -> Array:
+        """``[B, R, d_model]``: row ``t`` is the decoder state at response token ``t`` (it has
+        read the whole prompt and response tokens ``<= t``; ``[start] + response`` is decoded, so
+        this is decoder position ``t + 1``). Rows of pad tokens are meaningless."""
+        hidden = self._response_hidden(prompt_tokens, response_tokens, dropout_rng)
+        return hidden[:, 1:]
+
     def response_features(
         self, prompt_tokens: Array, response_tokens: Array, *, dropout_rng: Optional[Array] = None
     ) -> Array:

@@ -9,7 +9,9 @@ Config fields read here (see ``configs/rm/synthetic_helpful.py`` for a complete 
 * ``world.*`` (:class:`lsc.data.synthetic.WorldConfig` fields) for the synthetic world;
 * ``model.kind`` ('decoder' | 't5'), ``model.arch`` (the fields of
   :class:`lsc.models.decoder.DecoderConfig` or :class:`lsc.models.t5.T5Config`),
-  ``model.init_from`` (a Hugging Face T5 checkpoint directory, or empty);
+  ``model.init_from`` (a Hugging Face T5 checkpoint directory, or empty), ``model.pooling``
+  (reward models only: where the reward head reads, one of :data:`lsc.models.heads.POOLINGS`;
+  absent means ``'last'``);
 * ``mesh`` (``{'data': -1, 'fsdp': 1, 'tensor': 1}``) and optional ``rules``.
 """
 
@@ -173,17 +175,31 @@ def backbone_factory(model_config: ml_collections.ConfigDict, vocab_size: int, s
     return create, load, cfg
 
 
-def reward_model_factory(model_config: ml_collections.ConfigDict, vocab_size: int, seed: int):
-    """``(create, initial or None)`` for a :class:`lsc.models.heads.RewardModel`."""
+def reward_pooling(model_config: ml_collections.ConfigDict) -> str:
+    """``model.pooling`` (``'last'`` when absent), checked against
+    :data:`lsc.models.heads.POOLINGS`."""
+    pooling = model_config.get("pooling", "last") or "last"
+    if pooling not in heads.POOLINGS:
+        raise ValueError(f"config.model.pooling must be one of {heads.POOLINGS}, got {pooling!r}")
+    return pooling
+
+
+def reward_model_factory(model_config: ml_collections.ConfigDict, vocab_size: int, seed: int,
+                         head_init=None):
+    """``(create, initial or None)`` for a :class:`lsc.models.heads.RewardModel` with the
+    config's backbone and ``model.pooling``; a saved run's config rebuilds the same model."""
     create_bb, load_bb, _ = backbone_factory(model_config, vocab_size, seed)
+    pooling = reward_pooling(model_config)
 
     def create():
-        return heads.RewardModel(create_bb(), rngs=nnx.Rngs(seed + 1))
+        return heads.RewardModel(create_bb(), rngs=nnx.Rngs(seed + 1), head_init=head_init,
+                                 pooling=pooling)
 
     initial = None
     if load_bb is not None:
         def initial():
-            return heads.RewardModel(load_bb(), rngs=nnx.Rngs(seed + 1))
+            return heads.RewardModel(load_bb(), rngs=nnx.Rngs(seed + 1), head_init=head_init,
+                                     pooling=pooling)
     return create, initial
 
 

@@ -139,6 +139,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
         if not ref.get(field):
             raise ValueError(f"config.reference.{field} is empty; give the workdir of a finished "
                              f"{'train_rm' if field == 'rm_workdir' else 'train_sft'} run")
+    if common.reward_pooling(config.model) != "last":
+        raise ValueError("config.model.pooling must be 'last' for a reference predictor: it reads "
+                         "the prompt alone (an empty response), which a pooled head cannot see")
     if config.data.source != "synthetic":
         raise ValueError("train_reference reads the synthetic world's prompts; "
                          "config.data.source must be 'synthetic'")

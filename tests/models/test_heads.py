@@ -80,3 +80,36 @@ def test_values_read_state_before_each_response_token():
     p = PROMPTS.shape[1]
     want = h[:, p - 1:p - 1 + RESPONSES.shape[1]] @ w
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "sum"])
+def test_pooled_reward_adds_up_per_token_last_token_rewards(pooling):
+    """With a linear head, a pooled reward is the sum (mean) over response tokens t of
+    ``head(state at t) - bias``, plus the bias; the state at t is what the 'last' reward reads
+    for the response cut after t (the decoder is causal). Empty responses score the bias."""
+    cfg = DecoderConfig.from_mapping(presets.get_config("tiny"))
+    backbone = DecoderLM(cfg, rngs=nnx.Rngs(0))
+    pooled = heads.RewardModel(backbone, rngs=nnx.Rngs(1), head_init=nnx.initializers.normal(1.0),
+                               pooling=pooling)
+    pooled.head.proj.bias[...] = jnp.array([0.25])
+    last = heads.RewardModel(backbone, rngs=nnx.Rngs(1), pooling="last")
+    last.head = pooled.head
+    got = np.asarray(pooled(jnp.asarray(PROMPTS), jnp.asarray(RESPONSES)))
+    want = []
+    for prompt, response in zip(PROMPTS, RESPONSES):
+        n = int(np.sum(response != 0))
+        per_token = [float(last(jnp.asarray(prompt[None]), jnp.asarray(response[None, :t + 1]))[0])
+                     - 0.25 for t in range(n)]
+        total = sum(per_token) / (max(n, 1) if pooling == "mean" else 1)
+        want.append(total + 0.25)
+    np.testing.assert_allclose(got, np.array(want), rtol=1e-5, atol=1e-5)
+    assert got[2] == pytest.approx(0.25)  # the empty response
+    more = np.asarray(pooled(jnp.asarray(np.pad(PROMPTS, ((0, 0), (2, 0)))),
+                             jnp.asarray(np.pad(RESPONSES, ((0, 0), (0, 3))))))
+    np.testing.assert_allclose(more, got, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_pooling_is_refused():
+    cfg = DecoderConfig.from_mapping(presets.get_config("tiny"))
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        heads.RewardModel(DecoderLM(cfg, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1), pooling="max")

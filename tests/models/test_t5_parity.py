@@ -20,7 +20,7 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
-from lsc.models import hf_t5, sampling, t5  # noqa: E402
+from lsc.models import heads, hf_t5, sampling, t5  # noqa: E402
 
 pytestmark = pytest.mark.hf
 
@@ -241,3 +241,33 @@ def test_greedy_generation_matches_transformers(tmp_path):
     np.testing.assert_array_equal(got, expected)
     assert got[0, stop] == eos and (got[0, stop + 1 :] == 0).all()
     assert np.asarray(out.mask[0, 0]).sum() == stop + 1
+
+
+def test_mean_pooled_reward_matches_transformers_hidden_states(tmp_path):
+    """``pooling='mean'`` reads the mean of transformers' ``T5Model`` decoder outputs at the real
+    response tokens (decoder input ``[start] + response``, outputs 1..n); the empty response
+    scores the bias."""
+    ref, path = _write_checkpoint(tmp_path, "rm_mean", untie=True, seed=6)
+    rm = heads.RewardModel(hf_t5.load_t5(path), rngs=nnx.Rngs(0), pooling="mean",
+                           head_init=nnx.initializers.normal(1.0))
+    rm.head.proj.bias[...] = jnp.asarray([0.25], jnp.float32)
+    kernel = np.asarray(rm.head.proj.kernel[...])[:, 0]
+    graphdef, state = nnx.split(rm)
+    prompts = np.array([[0, 0, 0, 7, 8, 9], [3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 11]])
+    responses = np.array([[12, 13, 1, 0, 0], [14, 15, 16, 17, 1], [0, 0, 0, 0, 0]])
+    got = np.asarray(t5.score(graphdef, state, jnp.asarray(prompts, jnp.int32),
+                              jnp.asarray(responses, jnp.int32)))
+
+    base = transformers.T5Model.from_pretrained(path).eval().double()
+    expected = []
+    for p, r in zip(prompts, responses):
+        r_real = r[r != 0]
+        if not len(r_real):
+            expected.append(0.25)
+            continue
+        with torch.no_grad():
+            h = base(input_ids=torch.tensor(p[p != 0][None]),
+                     decoder_input_ids=torch.tensor(np.concatenate([[0], r_real])[None])
+                     ).last_hidden_state[0, 1:]
+        expected.append(float(h.numpy().mean(0) @ kernel + 0.25))
+    np.testing.assert_allclose(got, np.array(expected), atol=ATOL, rtol=1e-5)

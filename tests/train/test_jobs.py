@@ -5,14 +5,17 @@ import importlib.util
 import json
 import os
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lsc import config as config_lib
 from lsc import main as main_lib
+from lsc.data import pipeline
 from lsc.models import hf_t5
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import common
+from lsc.train import reward_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -65,6 +68,7 @@ def test_t5_base_configs_need_the_data_path(prop, tmp_path):
     ("optim.name", "sgd", "choose one of: adamw, adafactor"),
     ("optim.schedule", "linear", "choose one of: constant, cosine"),
     ("rm.loss", "hinge", "choose one of: bradley_terry, pointwise"),
+    ("model.pooling", "max", "choose one of: last, mean, sum"),
     ("rm.center_coef", -1.0, "must be a number >= 0.0"),
     ("optim.end_lr_fraction", 2.0, "in [0.0, 1.0]"),
 ])
@@ -75,6 +79,13 @@ def test_bad_training_fields_name_the_dotted_field(field, value, needle):
     with pytest.raises(config_lib.ConfigError) as err:
         config_lib.validate(config, jobs=tuple(main_lib.JOBS))
     assert f"config.{field}" in str(err.value) and needle in str(err.value)
+
+
+def test_pooling_rule_accepts_exactly_the_model_poolings():
+    from lsc.models import heads
+    rule = config_lib.RULES["model.pooling"]
+    assert all(rule(p, None) is None for p in heads.POOLINGS)
+    assert rule("max", None)
 
 
 def shrink(config):
@@ -96,12 +107,28 @@ def test_rm_sft_reference_chain(tmp_path):
     rm_dir, sft_dir, ref_dir = (str(tmp_path / n) for n in ("rm", "sft", "ref"))
     rm_cfg = shrink(load("rm/synthetic_helpful.py"))
     rm_cfg.rm.loss = "pointwise"
+    rm_cfg.model.pooling = "mean"
     assert main_lib.JOBS["train_rm"](rm_cfg, rm_dir) == 0
     main_lib.write_resolved_config(rm_cfg, rm_dir)
     rm_summary = json.load(open(os.path.join(rm_dir, "summary.json")))
     assert rm_summary["held_out"]["pairs"] == 32
     assert 0.5 <= rm_summary["gold_ceiling"]["expected"] <= 1.0
     assert len(rm_summary["held_out"]["reliability"]) == 10
+
+    # The saved run rebuilds the same (mean-pooled) model: re-scoring the held-out pairs
+    # reproduces the summary's log-likelihood (a 'last'-token head would not).
+    run_cfg = common.load_run_config(rm_dir)
+    create, _ = common.reward_model_factory(run_cfg.model, 211, int(run_cfg.seed))
+    rm = checkpoint_lib.load_model(rm_dir, create)
+    assert rm.pooling == "mean"
+    _, test_pairs, tok_path = common.read_pairs_for(run_cfg, rm_dir, "helpful")
+    test = pipeline.tokenize_pairs(test_pairs, common.load_tokenizer(run_cfg, tok_path),
+                                   int(run_cfg.data.prompt_len), int(run_cfg.data.response_len))
+    out = reward_model.pair_rewards(rm, {k: jnp.asarray(v) for k, v in test.arrays.items()})
+    metrics = reward_model.pairwise_metrics(np.asarray(out["r_chosen"]),
+                                            np.asarray(out["r_rejected"]))
+    assert metrics["log_likelihood"] == pytest.approx(rm_summary["held_out"]["log_likelihood"],
+                                                      abs=1e-5)
 
     sft_cfg = shrink(load("sft/synthetic.py"))
     assert main_lib.JOBS["train_sft"](sft_cfg, sft_dir) == 0
@@ -113,6 +140,10 @@ def test_rm_sft_reference_chain(tmp_path):
     ref_cfg = shrink(load("rm/reference_predictor_synthetic.py"))
     ref_cfg.reference.rm_workdir, ref_cfg.reference.policy_workdir = rm_dir, sft_dir
     ref_cfg.reference.num_samples, ref_cfg.reference.sample_batch_size = 4, 8
+    ref_cfg.model.pooling = "mean"
+    with pytest.raises(ValueError, match="pooling must be 'last' for a reference predictor"):
+        main_lib.JOBS["train_reference"](ref_cfg, ref_dir)
+    ref_cfg.model.pooling = "last"
     assert main_lib.JOBS["train_reference"](ref_cfg, ref_dir) == 0
     ref_summary = json.load(open(os.path.join(ref_dir, "summary.json")))
     assert {"mae", "rmse", "baseline_mae"} <= set(ref_summary["eval"])
