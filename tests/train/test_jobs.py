@@ -43,8 +43,10 @@ def test_large_data_variant_leaves_the_default_unchanged():
     default = load("rm/synthetic_helpful.py")
     large = load("rm/synthetic_helpful.py", "large_data")
     assert default.world.pairs_train == 4000 and default.train.num_steps == 400
+    assert default.model.pooling == "last" and default.model.arch.num_layers == 2
     assert large.world.pairs_train == 100_000
-    assert large.model.to_dict() == default.model.to_dict()
+    assert large.model.pooling == "mean" and large.model.arch.num_layers == 3
+    assert large.model.arch.d_model == default.model.arch.d_model
     assert large.world.pairs_test == default.world.pairs_test
 
 
