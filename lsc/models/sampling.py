@@ -7,8 +7,8 @@ Two jitted pure functions of ``(graphdef, state)`` do the work:
 * ``_decode`` runs ``model.decode_step`` in a ``lax.while_loop`` until ``max_new_tokens`` tokens
   are produced or every row has emitted EOS; the whole loop state (cache included) is donated.
 
-``graphdef``, ``max_new_tokens`` and ``top_k`` are static; ``temperature``, ``top_p`` and the
-EOS / pad ids are traced, so changing them does not recompile.
+``graphdef``, ``max_new_tokens`` and ``top_k`` are static; ``temperature``, ``top_p``, the
+EOS / pad ids and the vocabulary limit are traced, so changing them does not recompile.
 Each function therefore compiles once per (batch, prompt length, max new tokens) for given static
 options. The sampler asks the model for a cache with ``max_decode_length = max_new_tokens``
 (the decoder prepends the prompt's ``P`` slots in ``prefill``; T5 adds its start token).
@@ -16,6 +16,13 @@ options. The sampler asks the model for a cache with ``max_decode_length = max_n
 Sharding: pass a sharded ``state`` (``lsc.parallel.partitioning``) and the computation follows
 it; with ``mesh=`` the sampler also places the repeated prompts and the KV cache on the mesh
 (rows over the batch axes, key/value heads by the logical-axis rules) before prefill.
+
+Only ids below the *vocabulary limit* are ever drawn: a model's embedding table is often padded
+past its tokenizer's vocabulary (T5's 32,128 rows for 32,000 SentencePiece pieces and 100
+pre-training sentinels; the synthetic world's 256 rows for 211 pieces), and those ids have no
+text. The limit is the model's
+``sample_vocab_size`` attribute when it has one (``lsc.train.common.backbone_factory`` sets it
+to the tokenizer's size), else the full vocabulary; ``vocab_limit=`` overrides it.
 
 Token selection at step ``t`` uses ``jax.random.fold_in(key, t)``; rows draw independently, so
 the ``k`` copies of a prompt give ``k`` independent samples and the same key gives the same
@@ -76,13 +83,17 @@ def filter_logits(logits: Array, temperature: Array, top_k: int = 0, top_p: Arra
     return jax.lax.cond(top_p < 1.0, nucleus, lambda x: x, x)
 
 
-def _select(logits, key, temperature, top_k, top_p, banned=-1):
+def _select(logits, key, temperature, top_k, top_p, banned=-1, limit=None):
     """(tokens int32[N], log-probs float32[N]) chosen from ``logits[N, V]``; token ``banned``
-    (an int32 scalar, may be traced; -1 bans nothing) gets probability 0. Temperature <= 0 is
-    greedy (log-probs under ``logits``)."""
+    (an int32 scalar, may be traced; -1 bans nothing) and ids ``>= limit`` (int32 scalar, may be
+    traced; None: no limit) get probability 0. Temperature <= 0 is greedy (log-probs under the
+    logits with those ids removed)."""
     logits = logits.astype(jnp.float32)
     vocab = jnp.arange(logits.shape[-1], dtype=jnp.int32)
-    logits = jnp.where(vocab == banned, -jnp.inf, logits)
+    drop = vocab == banned
+    if limit is not None:
+        drop = drop | (vocab >= limit)
+    logits = jnp.where(drop, -jnp.inf, logits)
 
     def greedy(_):
         return jnp.argmax(logits, axis=-1).astype(jnp.int32), logits
@@ -113,11 +124,12 @@ class _LoopState(NamedTuple):
 )
 def _prefill(graphdef, state, prompts, cache, key, temperature, top_p, ids, *, max_new_tokens,
              top_k):
-    eos_id, pad_id, banned = ids[0], ids[1], ids[2]
+    eos_id, pad_id, banned, limit = ids[0], ids[1], ids[2], ids[3]
     model = nnx.merge(graphdef, state)
     logits, cache = model.prefill(prompts, cache)
     n = prompts.shape[0]
-    tok, lp = _select(logits, jax.random.fold_in(key, 0), temperature, top_k, top_p, banned)
+    tok, lp = _select(logits, jax.random.fold_in(key, 0), temperature, top_k, top_p, banned,
+                      limit)
     tokens = jnp.full((n, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(tok)
     logprobs = jnp.zeros((n, max_new_tokens), jnp.float32).at[:, 0].set(lp)
     mask = jnp.zeros((n, max_new_tokens), bool).at[:, 0].set(True)
@@ -129,7 +141,7 @@ def _prefill(graphdef, state, prompts, cache, key, temperature, top_p, ids, *, m
     donate_argnames=("loop",),
 )
 def _decode(graphdef, state, loop, key, temperature, top_p, ids, *, top_k):
-    eos_id, pad_id, banned = ids[0], ids[1], ids[2]
+    eos_id, pad_id, banned, limit = ids[0], ids[1], ids[2], ids[3]
     model = nnx.merge(graphdef, state)
     max_new = loop.tokens.shape[1]
 
@@ -139,7 +151,7 @@ def _decode(graphdef, state, loop, key, temperature, top_p, ids, *, top_k):
     def body(s: _LoopState):
         logits, cache = model.decode_step(s.last, s.cache)
         tok, lp = _select(logits, jax.random.fold_in(key, s.step), temperature, top_k, top_p,
-                          banned)
+                          banned, limit)
         live = ~s.done
         tok = jnp.where(live, tok, pad_id)
         lp = jnp.where(live, lp, 0.0)
@@ -165,24 +177,33 @@ def _init_cache(graphdef, state, *, batch_size, length, dtype):
 
 def _model_ids(graphdef, state):
     model = nnx.merge(graphdef, state)
-    return int(model.pad_id), int(model.eos_id)
+    limit = getattr(model, "sample_vocab_size", None)
+    return int(model.pad_id), int(model.eos_id), (None if limit is None else int(limit))
 
 
 _IDS_CACHE: dict = {}
+_NO_LIMIT = jnp.iinfo(jnp.int32).max
 
 
-def _special_ids(graphdef, state, eos_id, pad_id, allow_pad) -> Array:
-    """``int32[3]``: ``[eos, pad, banned]`` -- the model's ids unless overridden; ``banned`` is the
-    pad token (never sampled, so ``response != pad`` stays a valid mask) unless ``allow_pad`` or
-    pad is also EOS, then -1 (nothing banned)."""
-    if eos_id is None or pad_id is None:
-        if graphdef not in _IDS_CACHE:
-            _IDS_CACHE[graphdef] = _model_ids(graphdef, state)
-        model_pad, model_eos = _IDS_CACHE[graphdef]
-        pad_id = model_pad if pad_id is None else pad_id
-        eos_id = model_eos if eos_id is None else eos_id
+def _special_ids(graphdef, state, eos_id, pad_id, allow_pad, vocab_limit=None) -> Array:
+    """``int32[4]``: ``[eos, pad, banned, limit]`` -- the model's ids and vocabulary limit unless
+    overridden; ``banned`` is the pad token (never sampled, so ``response != pad`` stays a valid
+    mask) unless ``allow_pad`` or pad is also EOS, then -1 (nothing banned); ``limit`` is the
+    model's ``sample_vocab_size`` or, without one, int32's maximum (no limit)."""
+    if graphdef not in _IDS_CACHE:
+        _IDS_CACHE[graphdef] = _model_ids(graphdef, state)
+    model_pad, model_eos, model_limit = _IDS_CACHE[graphdef]
+    pad_id = model_pad if pad_id is None else pad_id
+    eos_id = model_eos if eos_id is None else eos_id
+    limit = model_limit if vocab_limit is None else vocab_limit
+    if limit is None:
+        limit = _NO_LIMIT
+    elif limit < 1:
+        raise ValueError(f"vocab_limit must be >= 1, got {limit}")
+    elif not (0 <= eos_id < limit):
+        raise ValueError(f"the EOS id {eos_id} is outside the sampling vocabulary (ids < {limit})")
     banned = -1 if (allow_pad or pad_id == eos_id) else int(pad_id)
-    return jnp.asarray([int(eos_id), int(pad_id), banned], jnp.int32)
+    return jnp.asarray([int(eos_id), int(pad_id), banned, int(limit)], jnp.int32)
 
 
 def sample(
@@ -200,6 +221,7 @@ def sample(
     pad_id: Optional[int] = None,
     cache_dtype: Any = jnp.float32,
     allow_pad: bool = False,
+    vocab_limit: Optional[int] = None,
     mesh: Optional[jax.sharding.Mesh] = None,
     rules: Any = None,
 ) -> SampleOutput:
@@ -220,6 +242,9 @@ def sample(
       allow_pad: by default the pad token is never generated (so ``response != pad_id`` is a
         valid response mask downstream) unless it is also the EOS token; True lifts the ban
         (needed to reproduce another implementation's unconstrained greedy decoding).
+      vocab_limit: only ids ``< vocab_limit`` are drawn; default the model's
+        ``sample_vocab_size`` (the tokenizer's vocabulary for models built by
+        ``lsc.train.common``), or the whole vocabulary when it has none.
       mesh, rules: when a mesh is given, the repeated prompts and the KV cache are placed on it
         before prefill (rows over the batch mesh axes, cache ``[B, T, heads, head_dim]`` arrays by
         the logical axes ``('batch', 'length', 'kv_heads', 'head_dim')`` and ``rules``, default
@@ -238,7 +263,7 @@ def sample(
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    ids = _special_ids(graphdef, state, eos_id, pad_id, allow_pad)
+    ids = _special_ids(graphdef, state, eos_id, pad_id, allow_pad, vocab_limit)
     b, p = prompt_tokens.shape
     prompts = jnp.repeat(jnp.asarray(prompt_tokens, jnp.int32), num_samples, axis=0)
     n = b * num_samples
@@ -270,7 +295,7 @@ def sample(
 )
 def _sample_no_cache(graphdef, state, prompts, key, temperature, top_p, ids, *, max_new_tokens,
                      top_k):
-    eos_id, pad_id, banned = ids[0], ids[1], ids[2]
+    eos_id, pad_id, banned, limit = ids[0], ids[1], ids[2], ids[3]
     model = nnx.merge(graphdef, state)
     n, p = prompts.shape
     buf = jnp.concatenate([prompts, jnp.full((n, max_new_tokens), pad_id, jnp.int32)], axis=1)
@@ -285,7 +310,8 @@ def _sample_no_cache(graphdef, state, prompts, key, temperature, top_p, ids, *, 
         buf, valid, logprobs, done, step = c
         logits = model(buf, valid)  # the whole prefix, recomputed every step
         last = jax.lax.dynamic_index_in_dim(logits, p - 1 + step, axis=1, keepdims=False)
-        tok, lp = _select(last, jax.random.fold_in(key, step), temperature, top_k, top_p, banned)
+        tok, lp = _select(last, jax.random.fold_in(key, step), temperature, top_k, top_p, banned,
+                          limit)
         live = ~done
         tok = jnp.where(live, tok, pad_id)
         col = jnp.zeros((), jnp.int32)
@@ -312,12 +338,13 @@ def sample_without_cache(
     top_p: float = 1.0,
     eos_id: Optional[int] = None,
     allow_pad: bool = False,
+    vocab_limit: Optional[int] = None,
 ) -> SampleOutput:
     """Reference sampler for decoder-only models (``model(tokens, mask) -> logits``) that reruns
     the full forward pass over the whole prefix at every step (no KV cache). Same selection rule
     and key schedule as :func:`sample`, so with the same key it draws the same tokens; it exists
     for tests and for the KV-cache benchmark."""
-    ids = _special_ids(graphdef, state, eos_id, None, allow_pad)
+    ids = _special_ids(graphdef, state, eos_id, None, allow_pad, vocab_limit)
     b = prompt_tokens.shape[0]
     prompts = jnp.repeat(jnp.asarray(prompt_tokens, jnp.int32), num_samples, axis=0)
     tokens, logprobs, mask = _sample_no_cache(

@@ -172,7 +172,22 @@ def backbone_factory(model_config: ml_collections.ConfigDict, vocab_size: int, s
     if model_vocab < vocab_size:
         raise ValueError(f"config.model.arch.vocab_size={model_vocab} is smaller than the "
                          f"tokenizer's vocabulary ({vocab_size})")
-    return create, load, cfg
+    return _limit_sampling(create, vocab_size), _limit_sampling(load, vocab_size), cfg
+
+
+def _limit_sampling(build: Optional[Callable[[], nnx.Module]], vocab_size: int):
+    """``build`` whose model carries ``sample_vocab_size = vocab_size``: the samplers
+    (``lsc.models.sampling``) never draw the padding ids past the tokenizer's vocabulary, which
+    have no text."""
+    if build is None:
+        return None
+
+    def limited():
+        model = build()
+        model.sample_vocab_size = int(vocab_size)
+        return model
+
+    return limited
 
 
 def reward_pooling(model_config: ml_collections.ConfigDict) -> str:

@@ -68,6 +68,54 @@ def test_pad_is_never_sampled_by_default(split):
                                atol=2e-5)
 
 
+def test_ids_past_the_vocab_limit_are_never_sampled(split):
+    model, g, s = split
+    limit = 9  # the tiny preset's vocabulary is much larger
+    assert model.config.vocab_size > limit
+    out = run(split, key=4, vocab_limit=limit, allow_pad=True)
+    tokens, mask = np.asarray(out.tokens), np.asarray(out.mask)
+    assert (tokens[mask] < limit).all()
+    # Log-probs under the distribution renormalised over the ids below the limit.
+    logits, resp, rmask = full_logits(model, out)
+    logits[..., limit:] = -np.inf
+    want = np.take_along_axis(log_softmax(logits), resp[..., None], -1)[..., 0]
+    np.testing.assert_allclose(np.asarray(out.logprobs).reshape(want.shape)[rmask], want[rmask],
+                               atol=2e-5)
+    # Without a limit the same key does draw ids past it (so the check above is not vacuous).
+    free = np.asarray(run(split, key=4, allow_pad=True).tokens)
+    assert (free >= limit).any()
+    # The no-cache reference sampler applies the same limit.
+    ref = sampling.sample_without_cache(g, s, jnp.asarray(PROMPTS), jax.random.key(4),
+                                        max_new_tokens=R, num_samples=K, vocab_limit=limit,
+                                        allow_pad=True)
+    np.testing.assert_array_equal(np.asarray(ref.tokens), tokens)
+
+
+def test_model_sample_vocab_size_is_the_default_limit():
+    cfg = DecoderConfig.from_mapping(presets.get_config("tiny"))
+    model = DecoderLM(cfg, rngs=nnx.Rngs(0))
+    model.sample_vocab_size = 9
+    g, s = nnx.split(model)
+    prompts = jnp.asarray(PROMPTS)
+    out = sampling.sample(g, s, prompts, jax.random.key(4), max_new_tokens=R, num_samples=K,
+                          allow_pad=True)
+    explicit = sampling.sample(g, s, prompts, jax.random.key(4), max_new_tokens=R, num_samples=K,
+                               allow_pad=True, vocab_limit=9)
+    np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(explicit.tokens))
+    assert (np.asarray(out.tokens) < 9).all()
+    # An explicit argument overrides the model's attribute.
+    wide = sampling.sample(g, s, prompts, jax.random.key(4), max_new_tokens=R, num_samples=K,
+                           allow_pad=True, vocab_limit=cfg.vocab_size)
+    assert (np.asarray(wide.tokens) >= 9).any()
+
+
+def test_vocab_limit_that_excludes_eos_is_refused(split):
+    with pytest.raises(ValueError, match="EOS id 1 is outside"):
+        run(split, vocab_limit=1)
+    with pytest.raises(ValueError, match="vocab_limit must be >= 1"):
+        run(split, vocab_limit=0)
+
+
 def test_temperature_and_top_k(split):
     out = run(split, key=1, temperature=0.7, top_k=5, allow_pad=True)
     logits, resp, rmask = full_logits(split[0], out)

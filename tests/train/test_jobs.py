@@ -138,6 +138,9 @@ def test_rm_sft_reference_chain(tmp_path):
     sft_summary = json.load(open(os.path.join(sft_dir, "summary.json")))
     assert sft_summary["eval"]["perplexity"] > 1.0
     assert {"policy_helpful", "demos_helpful"} <= set(sft_summary["gold"])
+    # After 6 steps the policy is close to uniform over its 256 ids, 45 of them past the
+    # tokenizer's 211; the sampler draws none of those.
+    assert sft_summary["gold"]["out_of_vocabulary_tokens"] == 0
 
     ref_cfg = shrink(load("rm/reference_predictor_synthetic.py"))
     ref_cfg.reference.rm_workdir, ref_cfg.reference.policy_workdir = rm_dir, sft_dir
