@@ -20,9 +20,9 @@ it; with ``mesh=`` the sampler also places the repeated prompts and the KV cache
 Only ids below the *vocabulary limit* are ever drawn: a model's embedding table is often padded
 past its tokenizer's vocabulary (T5's 32,128 rows for 32,000 SentencePiece pieces and 100
 pre-training sentinels; the synthetic world's 256 rows for 211 pieces), and those ids have no
-text. The limit is the model's
-``sample_vocab_size`` attribute when it has one (``lsc.train.common.backbone_factory`` sets it
-to the tokenizer's size), else the full vocabulary; ``vocab_limit=`` overrides it.
+text. The limit is the model's ``sample_vocab_size`` attribute when it has one
+(``lsc.train.common.backbone_factory`` sets it to the tokenizer's size), else the full
+vocabulary; ``vocab_limit=`` overrides it.
 
 Token selection at step ``t`` uses ``jax.random.fold_in(key, t)``; rows draw independently, so
 the ``k`` copies of a prompt give ``k`` independent samples and the same key gives the same
@@ -83,17 +83,17 @@ def filter_logits(logits: Array, temperature: Array, top_k: int = 0, top_p: Arra
     return jax.lax.cond(top_p < 1.0, nucleus, lambda x: x, x)
 
 
-def _select(logits, key, temperature, top_k, top_p, banned=-1, limit=None):
+_NO_LIMIT = int(jnp.iinfo(jnp.int32).max)  # a vocabulary limit that removes no id
+
+
+def _select(logits, key, temperature, top_k, top_p, banned=-1, limit=_NO_LIMIT):
     """(tokens int32[N], log-probs float32[N]) chosen from ``logits[N, V]``; token ``banned``
-    (an int32 scalar, may be traced; -1 bans nothing) and ids ``>= limit`` (int32 scalar, may be
-    traced; None: no limit) get probability 0. Temperature <= 0 is greedy (log-probs under the
-    logits with those ids removed)."""
+    and ids ``>= limit`` (int32 scalars, may be traced; the defaults remove nothing) get
+    probability 0. Temperature <= 0 is greedy (log-probs under the logits with those ids
+    removed)."""
     logits = logits.astype(jnp.float32)
     vocab = jnp.arange(logits.shape[-1], dtype=jnp.int32)
-    drop = vocab == banned
-    if limit is not None:
-        drop = drop | (vocab >= limit)
-    logits = jnp.where(drop, -jnp.inf, logits)
+    logits = jnp.where((vocab == banned) | (vocab >= limit), -jnp.inf, logits)
 
     def greedy(_):
         return jnp.argmax(logits, axis=-1).astype(jnp.int32), logits
@@ -182,7 +182,6 @@ def _model_ids(graphdef, state):
 
 
 _IDS_CACHE: dict = {}
-_NO_LIMIT = jnp.iinfo(jnp.int32).max
 
 
 def _special_ids(graphdef, state, eos_id, pad_id, allow_pad, vocab_limit=None) -> Array:
