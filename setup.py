@@ -37,7 +37,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["lsc", "lsc.*"]),
+    # configs/ is a package too, so config files import their shared sections
+    # (`from configs import common`) from any working directory.
+    packages=find_packages(include=["lsc", "lsc.*", "configs", "configs.*"]),
     package_data={"lsc": ["**/*.md"]},
     install_requires=CORE,
     extras_require={

@@ -1,61 +1,73 @@
-"""Config sections shared by several experiment files (loaded by path, so configs work from any
-working directory): the small CPU training defaults, AdamW, the default mesh, the small decoder
-of the synthetic world, and :func:`load_preset` for other config files."""
+"""Config sections shared by the experiment files (``from configs import common``).
 
-import importlib.util
-import os
+Every experiment file in ``configs/`` builds its whole config in its own ``get_config(arg)`` and
+takes from here only the sections that several files share, each written once:
+
+* :func:`world` -- the synthetic gold world (:class:`lsc.data.synthetic.WorldConfig`): sizes per
+  experiment, the world's knobs from the dataclass defaults;
+* :func:`optim` -- ``lsc.train.optim`` fields: :data:`lsc.train.optim.DEFAULTS` plus overrides;
+* :func:`cpu_train` -- ``lsc.train.loop.TrainConfig`` fields for a minute on two CPU cores;
+* :func:`small_decoder`, :func:`model` -- the synthetic world's small decoder, a model section;
+* :func:`reference`, :func:`rewards` -- the ``rewards`` section of the alignment experiments
+  (:data:`RLHF_VARIANTS`: the paper's raw vs LSC utilities);
+* :func:`mesh`, :func:`parallel` -- device mesh and multi-process start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Tuple
 
 import ml_collections
 
-_CONFIGS = os.path.dirname(os.path.abspath(__file__))
+from configs.models import decoder
+from lsc.data import synthetic
+from lsc.train import optim as optim_lib
 
 
-def load_module(relpath: str):
-    """Another config file (``relpath`` under ``configs/``, e.g. ``rlhf/_base.py``) as a module."""
-    path = os.path.join(_CONFIGS, relpath)
-    spec = importlib.util.spec_from_file_location(f"_lsc_cfg_{relpath.replace('/', '_')}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def world(pairs: Tuple[int, int], sft: Tuple[int, int], prompts: Tuple[int, int]
+          ) -> ml_collections.ConfigDict:
+    """The synthetic world with ``(train, test)`` sizes of its preference pairs (per property),
+    SFT demonstrations and prompts (alignment, evaluation); its knobs (harmful fractions, label
+    temperature) are :class:`lsc.data.synthetic.WorldConfig`'s defaults."""
+    fields = dataclasses.asdict(synthetic.WorldConfig())
+    fields.update(pairs_train=pairs[0], pairs_test=pairs[1], sft_train=sft[0], sft_test=sft[1],
+                  prompts_train=prompts[0], prompts_test=prompts[1])
+    return ml_collections.ConfigDict(fields)
 
 
-def load_preset(relpath: str, arg: str) -> ml_collections.ConfigDict:
-    """``get_config(arg)`` of another config file, e.g. ``models/t5_1_1.py``."""
-    return load_module(relpath).get_config(arg)
+def optim(**overrides) -> ml_collections.ConfigDict:
+    """``lsc.train.optim`` fields: the library defaults (AdamW, constant schedule after warm-up,
+    global-norm clipping at 1) with ``overrides``."""
+    unknown = sorted(set(overrides) - set(optim_lib.DEFAULTS))
+    if unknown:
+        raise ValueError(f"configs.common.optim: unknown fields {unknown}; known: "
+                         f"{sorted(optim_lib.DEFAULTS)}")
+    return ml_collections.ConfigDict(dict(optim_lib.DEFAULTS, **overrides))
 
 
 def cpu_train() -> ml_collections.ConfigDict:
     """``lsc.train.loop.TrainConfig`` fields for a run of about a minute on two CPU cores."""
-    train = ml_collections.ConfigDict()
-    train.num_steps = 400
-    train.batch_size = 32
-    train.grad_accum_steps = 1
-    train.log_every = 20
-    train.eval_every = 200
-    train.save_every = 100
-    train.keep_checkpoints = 2
-    train.compute_dtype = "float32"
-    train.progress = True
-    return train
+    return ml_collections.ConfigDict(dict(
+        num_steps=400, batch_size=32, grad_accum_steps=1, log_every=20, eval_every=200,
+        save_every=100, keep_checkpoints=2, compute_dtype="float32", progress=True))
 
 
-def adamw(learning_rate: float = 3e-3, warmup_steps: int = 40) -> ml_collections.ConfigDict:
-    """``lsc.train.optim`` fields: AdamW, linear warm-up then cosine decay, global-norm clipping."""
-    optim = ml_collections.ConfigDict()
-    optim.name = "adamw"
-    optim.learning_rate = learning_rate
-    optim.warmup_steps = warmup_steps
-    optim.schedule = "cosine"
-    optim.end_lr_fraction = 0.1
-    optim.weight_decay = 0.0
-    optim.b1 = 0.9
-    optim.b2 = 0.99
-    optim.eps = 1e-8
-    optim.grad_clip_norm = 1.0
-    return optim
+def small_decoder() -> ml_collections.ConfigDict:
+    """The synthetic world's small decoder (its tokenizer has 211 pieces; vocabulary padded to 256)."""
+    arch = decoder.get_config("tiny")
+    arch.update(dict(vocab_size=256, d_model=64, num_layers=2, num_heads=4, num_kv_heads=4,
+                     head_dim=16, mlp_dim=128, init_std=0.02))
+    return arch
 
 
-def default_mesh() -> ml_collections.ConfigDict:
+def model(kind: str, arch: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A model section: ``kind`` ('decoder' or 't5'), ``arch`` (its config fields) and
+    ``init_from`` (a checkpoint directory; empty: random initialisation)."""
+    return ml_collections.ConfigDict(dict(kind=kind, init_from="", arch=arch))
+
+
+def mesh() -> ml_collections.ConfigDict:
     """Every device on the ``data`` axis."""
     return ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
 
@@ -73,15 +85,45 @@ def parallel() -> ml_collections.ConfigDict:
     return p
 
 
-def small_decoder() -> ml_collections.ConfigDict:
-    """The synthetic world's small decoder (its tokenizer has 211 pieces; vocabulary padded to 256)."""
-    arch = load_preset("models/decoder.py", "tiny")
-    arch.vocab_size = 256
-    arch.d_model = 64
-    arch.num_layers = 2
-    arch.num_heads = 4
-    arch.num_kv_heads = 4
-    arch.head_dim = 16
-    arch.mlp_dim = 128
-    arch.init_std = 0.02
-    return arch
+# The paper's alignment utilities (Wang et al. 2024, section 5):
+#   helpful_raw  helpfulness reward as is ('raw')
+#   helpful_lsc  log sigma(r - r_ref), r_ref the 85th percentile of base-policy samples
+#   hh_raw_sum   helpful + harmless raw rewards summed ('raw')
+#   hh_lsc_sum   sum of LSC rewards (logical AND): helpfulness against its 85th percentile,
+#                harmlessness against the reward of the refusal REFUSAL
+RLHF_VARIANTS = ("helpful_raw", "helpful_lsc", "hh_raw_sum", "hh_lsc_sum")
+REFUSAL = "I'm sorry, but I can't help with that."
+
+
+def reference(source: str, quantile: float = 0.85, num_samples: int = 16
+              ) -> ml_collections.ConfigDict:
+    """``rewards.properties.<p>.reference`` (``lsc.align.utility.ReferenceSpec`` fields)."""
+    ref = ml_collections.ConfigDict()
+    ref.source = source  # quantile | predictor | fixed_response | zero
+    ref.quantile = quantile
+    ref.num_samples = num_samples
+    ref.response = REFUSAL
+    ref.predictor_workdir = ""
+    return ref
+
+
+def rewards(variant: str, num_samples: int) -> ml_collections.ConfigDict:
+    """The ``rewards`` section of RLHF variant ``variant`` (one of :data:`RLHF_VARIANTS`), with
+    ``num_samples`` base-policy samples per prompt for the quantile references."""
+    if variant not in RLHF_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {RLHF_VARIANTS}")
+    out = ml_collections.ConfigDict()
+    out.weights = ()
+    out.properties = ml_collections.ConfigDict()
+    lsc = variant.endswith("lsc") or variant.endswith("lsc_sum")
+    out.method = "lsc_sum" if lsc else "raw"
+    helpful = ml_collections.ConfigDict()
+    helpful.rm_workdir = ""  # a finished train_rm run for "helpful"
+    helpful.reference = reference("quantile" if lsc else "zero", 0.85, num_samples)
+    out.properties.helpful = helpful
+    if variant.startswith("hh"):
+        harmless = ml_collections.ConfigDict()
+        harmless.rm_workdir = ""  # a finished train_rm run for "harmless"
+        harmless.reference = reference("fixed_response" if lsc else "zero", 0.5, num_samples)
+        out.properties.harmless = harmless
+    return out

@@ -1,25 +1,21 @@
-"""Best-of-k on the synthetic gold world's evaluation prompts.
+"""Best-of-k on the synthetic gold world's evaluation prompts: the config of ``configs/rlhf/synthetic.py`` (same variants, models and
+``rewards``) with ``job = 'best_of_k'``; the job reads its ``best_of_k`` section (``ks``,
+``num_prompts``, ``batch_size``, ``split``).
 
-Variants (the argument after ``:``): helpful_raw, helpful_lsc (default), hh_raw_sum, hh_lsc_sum
-(see ``configs/rlhf/_base.py``). Usage::
+Variants (the argument after ``:``): helpful_raw, helpful_lsc (default), hh_raw_sum, hh_lsc_sum.
+Usage::
 
   python -m lsc.main --config=configs/best_of_k/synthetic.py:hh_lsc_sum --workdir=runs/bok_hh_lsc \\
       --config.policy.workdir=runs/sft --config.rewards.properties.helpful.rm_workdir=runs/rm_helpful \\
       --config.rewards.properties.harmless.rm_workdir=runs/rm_harmless
 """
 
-import importlib.util
-import os
+import ml_collections
+
+from configs.rlhf import synthetic as rlhf_synthetic
 
 
-def _base():
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rlhf",
-                        "_base.py")
-    spec = importlib.util.spec_from_file_location("_lsc_rlhf_base", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def get_config(arg: str = ""):
-    return _base().synthetic(arg or "helpful_lsc", job="best_of_k")
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    config = rlhf_synthetic.get_config(arg)
+    config.job = "best_of_k"
+    return config

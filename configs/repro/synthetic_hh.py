@@ -13,7 +13,8 @@ nothing).
 Sections (see ``lsc/repro/`` for how each stage reads them):
 
 * ``seed``, ``data``, ``world`` -- shared by every stage (one world, one tokenizer);
-* ``rm`` -- the proxy reward models (``configs/rm/_base.py`` fields; one run per property);
+* ``rm`` -- the proxy reward models (``configs/rm/synthetic_helpful.py`` fields; one run per
+  property);
 * ``sft`` -- the base policy (``configs/sft/synthetic.py`` fields);
 * ``reference_predictor`` -- the note's "predict median" (one predictor per property);
 * ``rewards.properties.<p>.reference`` -- the oracle reference of the best-of-k grid: the
@@ -25,22 +26,12 @@ Sections (see ``lsc/repro/`` for how each stage reads them):
 * ``evaluate`` -- evaluation prompts, bootstrap, seeds of the judging samples.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _common():
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "common.py")
-    spec = importlib.util.spec_from_file_location("_lsc_cfg_common", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-common = _common()
-load_preset = common.load_preset
+from configs import common
+from configs.rlhf import synthetic as rlhf_synthetic
+from configs.rm import reference_predictor_synthetic, synthetic_helpful
+from configs.sft import synthetic as sft_synthetic
 
 VARIANTS = ("default", "large", "tiny")
 SHARED = ("job", "seed", "world", "parallel")  # set by the reproduction, not per stage
@@ -73,20 +64,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.response_len = 24  # R: the response budget of every policy sample
 
     # Sizes and knobs of the synthetic gold world (lsc.data.synthetic.WorldConfig).
-    config.world = ml_collections.ConfigDict()
-    config.world.pairs_train = 16000 if large else 200 if tiny else 4000  # pairs per property
-    config.world.pairs_test = 2000 if large else 100 if tiny else 500
-    config.world.sft_train = 16000 if large else 300 if tiny else 4000  # demonstrations
-    config.world.sft_test = 500 if not tiny else 50
-    config.world.prompts_train = 4000 if large else 64 if tiny else 1000  # alignment prompts
-    config.world.prompts_test = 2000 if large else 64 if tiny else 1000  # evaluation prompts
-    config.world.helpful_harmful_fraction = 0.1
-    config.world.harmless_harmful_fraction = 0.5
-    config.world.mixed_harmful_fraction = 0.25
-    config.world.label_temperature = 1.0
+    if large:
+        config.world = common.world(pairs=(16000, 2000), sft=(16000, 500), prompts=(4000, 2000))
+    elif tiny:
+        config.world = common.world(pairs=(200, 100), sft=(300, 50), prompts=(64, 64))
+    else:
+        config.world = common.world(pairs=(4000, 500), sft=(4000, 500), prompts=(1000, 1000))
 
     # Proxy reward models: one train_rm run per property on the limited preference data.
-    rm = _section(load_preset("rm/synthetic_helpful.py", ""))
+    rm = _section(synthetic_helpful.get_config())
     del rm.rm.property
     rm.train.eval_every = 0
     rm.train.num_steps = 1000 if large else 10 if tiny else 400
@@ -94,14 +80,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.rm = rm
 
     # The base policy pi0: SFT on the demonstrations.
-    sft = _section(load_preset("sft/synthetic.py", ""))
+    sft = _section(sft_synthetic.get_config())
     sft.train.num_steps = 1000 if large else 10 if tiny else 400
     sft.train.eval_every = 0
     sft.train.progress = False
     config.sft = sft
 
     # The note's "predict median": one predictor of the median proxy reward per property.
-    pred = _section(load_preset("rm/reference_predictor_synthetic.py", ""))
+    pred = _section(reference_predictor_synthetic.get_config())
     del pred.reference.rm_workdir, pred.reference.policy_workdir
     pred.data.response_len = config.data.response_len
     pred.reference.num_samples = 32 if large else 4 if tiny else 16
@@ -128,10 +114,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.best_of_k.baselines = ("sum", "lsc_sum")  # sum: no reference; lsc_sum: oracle median
     config.best_of_k.batch_size = 100 if not tiny else 32
 
-    # RLHF: PPO shared by every run (configs/rlhf/_base.py fields), one run per entry of
+    # RLHF: PPO shared by every run (configs/rlhf/synthetic.py fields), one run per entry of
     # rlhf.runs and per gamma of rl.kl_coef.
-    rl_preset = load_preset("rlhf/synthetic.py", "helpful_raw")
-    rl = ml_collections.ConfigDict(rl_preset.rl.to_dict())
+    rl = ml_collections.ConfigDict(rlhf_synthetic.get_config("helpful_raw").rl.to_dict())
     rl.kl_coef = (0.3, 0.1, 0.03, 0.01) if not tiny else (0.1, 0.03)
     rl.num_steps = 400 if large else 6 if tiny else 200
     rl.batch_size = 16 if not tiny else 8
@@ -142,13 +127,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.rl = rl
 
     config.rlhf = ml_collections.ConfigDict()
-    config.rlhf.mesh = common.default_mesh()
+    config.rlhf.mesh = common.mesh()
     config.rlhf.runs = ml_collections.ConfigDict()
-    rlhf_base = common.load_module("rlhf/_base.py")
     num_ref = 32 if large else 4 if tiny else 16
-    for variant in rlhf_base.VARIANTS:  # helpful_raw, helpful_lsc, hh_raw_sum, hh_lsc_sum
+    for variant in common.RLHF_VARIANTS:  # helpful_raw, helpful_lsc, hh_raw_sum, hh_lsc_sum
         run = ml_collections.ConfigDict()
-        run.rewards = rlhf_base._rewards(variant, num_samples=num_ref)
+        run.rewards = common.rewards(variant, num_samples=num_ref)
         config.rlhf.runs[variant] = run
 
     config.evaluate = ml_collections.ConfigDict()

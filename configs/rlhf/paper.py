@@ -1,7 +1,11 @@
-"""The paper's RLHF experiments on hh-rlhf (PPO, the paper's hyperparameters).
+"""The paper's RLHF experiments on hh-rlhf (Wang et al. 2024, section 5): the hh-rlhf alignment
+half, T5-base reward models, PPO with the paper's hyperparameters (policy lr 5e-6, value lr
+4e-5, constant schedule after 2,000 warm-up steps, 20,000 steps, batch 32, input length 1024,
+output length 256) and a sweep over gamma.
 
-Variants (the argument after ``:``): helpful_raw, helpful_lsc (default), hh_raw_sum, hh_lsc_sum
-(see ``configs/rlhf/_base.py``). Usage::
+The sections and the variants (helpful_raw, helpful_lsc (default), hh_raw_sum, hh_lsc_sum) are
+those of ``configs/rlhf/synthetic.py``; this file sets the paper's data, models and PPO values.
+Usage::
 
   python -m lsc.main --config=configs/rlhf/paper.py:hh_lsc_sum --workdir=runs/paper_hh_lsc \\
       --config.data.path=/data/hh-rlhf --config.data.tokenizer=/models/policy \\
@@ -9,18 +13,42 @@ Variants (the argument after ``:``): helpful_raw, helpful_lsc (default), hh_raw_
       --config.rewards.properties.harmless.rm_workdir=runs/rm_harmless_t5 --config.rl.kl_coef='(0.1,)'
 """
 
-import importlib.util
-import os
+import ml_collections
+
+from configs import common
+from configs.models import decoder, t5_1_1
+from configs.rlhf import synthetic
 
 
-def _base():
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rlhf",
-                        "_base.py")
-    spec = importlib.util.spec_from_file_location("_lsc_rlhf_base", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    variant = arg or "helpful_lsc"
+    config = synthetic.get_config(variant)
+    config.data.source = "hh_rlhf"
+    config.data.path = ""  # the hh-rlhf root (one directory per subset)
+    config.data.tokenizer = ""  # the policy's tokenizer
+    config.data.prompt_len = 1024
+    config.data.response_len = 256
 
+    config.policy.model = common.model("decoder", decoder.get_config("small"))
+    config.rm_model = common.model("t5", t5_1_1.get_config("base"))
+    config.rewards = common.rewards(variant, num_samples=64)
 
-def get_config(arg: str = ""):
-    return _base().paper(arg or "helpful_lsc", job="rlhf")
+    rl = config.rl
+    rl.algorithm = "ppo"
+    rl.num_steps = 20_000
+    rl.batch_size = 32
+    rl.num_samples = 1
+    rl.kl_coef = (0.3, 0.1, 0.03, 0.01)
+    rl.ppo_epochs = 1
+    rl.num_minibatches = 1
+    rl.log_every = 50
+    rl.save_every = 500
+    rl.gold_eval_prompts = 0
+    rl.keep_checkpoints = 3
+    rl.policy_optim = common.optim(learning_rate=5e-6, warmup_steps=2000)
+    rl.value_optim = common.optim(learning_rate=4e-5, warmup_steps=2000)
+
+    config.best_of_k.ks = (1, 2, 4, 8, 16, 32, 64)
+    config.best_of_k.num_prompts = 0  # every evaluation prompt
+    config.best_of_k.batch_size = 32
+    return config

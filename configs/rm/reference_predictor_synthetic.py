@@ -1,42 +1,38 @@
 """The note's "predict median" on the synthetic world: a small decoder that predicts, from the
 prompt alone, the median reward of base-policy samples under a trained reward model.
 
+The model, data, training and optimiser are those of ``configs/rm/synthetic_helpful.py``; this
+file changes the job, the prompts and the schedule, and adds the ``reference`` section.
+
 Usage (after a ``train_rm`` and a ``train_sft`` run with the same seed and world)::
 
   python -m lsc.main --config=configs/rm/reference_predictor_synthetic.py --workdir=runs/ref \\
       --config.reference.rm_workdir=runs/rm_helpful --config.reference.policy_workdir=runs/sft
 """
 
-import importlib.util
-import os
+import ml_collections
+
+from configs.rm import synthetic_helpful
 
 
-def _base():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_base.py")
-    spec = importlib.util.spec_from_file_location("_lsc_rm_base", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def get_config(arg: str = ""):
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
     if arg:
         raise ValueError(f"configs/rm/reference_predictor_synthetic.py takes no argument, got "
                          f"{arg!r}")
-    import ml_collections
-
-    config = _base().synthetic("helpful")
+    config = synthetic_helpful.get_config()
     config.job = "train_reference"
     del config.rm
     config.world.prompts_train = 1000
     config.world.prompts_test = 200
+
     config.reference = ml_collections.ConfigDict()
     config.reference.rm_workdir = ""  # a finished train_rm run
     config.reference.policy_workdir = ""  # a finished train_sft run (the base policy)
-    config.reference.quantile = 0.5
-    config.reference.num_samples = 16
+    config.reference.quantile = 0.5  # the median
+    config.reference.num_samples = 16  # base-policy samples per prompt
     config.reference.sample_batch_size = 100
     config.reference.temperature = 1.0
+
     config.train.num_steps = 300
     config.train.eval_every = 100
     config.eval.batch_size = 100

@@ -1,4 +1,5 @@
-"""A small decoder Bradley-Terry reward model for "harmless" on the synthetic gold world.
+"""A small decoder Bradley-Terry reward model for "harmless" on the synthetic gold world: the
+config of ``configs/rm/synthetic_helpful.py`` with ``rm.property = 'harmless'``.
 
 Usage::
 
@@ -11,17 +12,15 @@ Trains in about a minute on two CPU cores; ``summary.json`` reports the held-out
 accuracy next to the gold-label ceiling.
 """
 
-import importlib.util
-import os
+import ml_collections
+
+from configs.rm import synthetic_helpful
 
 
-def _base():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_base.py")
-    spec = importlib.util.spec_from_file_location("_lsc_rm_base", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def get_config(arg: str = ""):
-    return _base().synthetic("harmless", arg or "decoder")
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    if arg not in ("", "decoder", "t5"):
+        raise ValueError(f"configs/rm/synthetic_harmless.py: unknown argument {arg!r}; use "
+                         "'decoder' (the default) or 't5'")
+    config = synthetic_helpful.get_config(arg)
+    config.rm.property = "harmless"
+    return config

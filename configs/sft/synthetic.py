@@ -8,21 +8,9 @@ Usage::
 samples next to those of the demonstrations.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _common():
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "common.py")
-    spec = importlib.util.spec_from_file_location("_lsc_cfg_common", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-common = _common()
+from configs import common
 
 
 def get_config(arg: str = ""):
@@ -41,29 +29,17 @@ def get_config(arg: str = ""):
     config.data.prompt_len = 32
     config.data.response_len = 48
 
-    config.world = ml_collections.ConfigDict()
-    config.world.pairs_train = 100
-    config.world.pairs_test = 100
-    config.world.sft_train = 4000
-    config.world.sft_test = 500
-    config.world.prompts_train = 100
-    config.world.prompts_test = 100
-    config.world.helpful_harmful_fraction = 0.1
-    config.world.harmless_harmful_fraction = 0.5
-    config.world.mixed_harmful_fraction = 0.25
-    config.world.label_temperature = 1.0
+    config.world = common.world(pairs=(100, 100), sft=(4000, 500), prompts=(100, 100))
 
-    config.model = ml_collections.ConfigDict()
-    config.model.kind = "decoder"
-    config.model.init_from = ""
-    config.model.arch = common.small_decoder()
+    config.model = common.model("decoder", common.small_decoder())
 
     config.train = common.cpu_train()
-    config.optim = common.adamw()
+    config.optim = common.optim(learning_rate=3e-3, warmup_steps=40, schedule="cosine",
+                                end_lr_fraction=0.1, b2=0.99)
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 100
 
-    config.mesh = common.default_mesh()
+    config.mesh = common.mesh()
     config.parallel = common.parallel()
     return config

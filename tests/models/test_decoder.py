@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 import _decoder_reference as ref
-from _decoder_presets import presets
+from configs.models import decoder as presets
 from lsc.models.decoder import DecoderConfig, DecoderLM, forward_jit, token_log_probs
 
 

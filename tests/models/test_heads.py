@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from _decoder_presets import presets
+from configs.models import decoder as presets
 from lsc.models import heads
 from lsc.models.decoder import DecoderConfig, DecoderLM
 

@@ -1,31 +1,18 @@
 """Sharded forward / score / sample equal single-device results on 8 simulated CPU devices."""
 
-import importlib.util
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+from configs.models import decoder as presets
 from lsc.models import heads, sampling
 from lsc.models.decoder import DecoderConfig, DecoderLM, forward_jit
 from lsc.parallel import mesh as meshlib
 from lsc.parallel import partitioning as pt
 
 
-def _load_presets():
-    """``configs/models/decoder.py`` loaded by path (config files are not an installed package)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir,
-                        "configs", "models", "decoder.py")
-    spec = importlib.util.spec_from_file_location("lsc_configs_models_decoder", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-presets = _load_presets()
 MESHES = [{"data": 8}, {"fsdp": 4, "tensor": 2}, {"data": 2, "tensor": 4}]
 PROMPTS = np.array([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7], [0, 9, 9, 2, 4], [0, 0, 0, 8, 1]] * 2,
                    np.int32)
