@@ -5,20 +5,34 @@ Every rule names a dotted field (``*`` matches any key at that level, e.g.
 field, so one rule table serves every experiment. :func:`validate` collects every violation and
 raises one :class:`ConfigError` whose message names each dotted field, its value and what is
 allowed.
+
+The rules of a typed config section are declared once, next to the code that reads it, and
+:data:`RULES` places them under their dotted paths (:func:`lsc.schema.prefixed`):
+``train.*`` (:data:`lsc.train.loop.TRAIN_RULES`), ``optim.*``, ``rl.policy_optim.*``,
+``rl.value_optim.*`` (:data:`lsc.train.optim.RULES`), ``rl.*``
+(:data:`lsc.align.rlhf.RL_RULES`) and ``rewards.properties.*.reference.*``
+(:data:`lsc.align.utility.REFERENCE_RULES`); those typed configs check the same rules when they
+are built. Every list of choices is the constant of the module that uses it (e.g.
+:data:`lsc.models.heads.POOLINGS`, :data:`lsc.rewards.names.UTILITY_METHODS`,
+:data:`lsc.data.DATA_SOURCES`). The imports go one way: this module imports the domain modules,
+never the reverse.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import ml_collections
 
-from lsc import rewards
-
-# A rule returns None when the value is fine, else a description of what is allowed.
-Rule = Callable[[Any, ml_collections.ConfigDict], Optional[str]]
+from lsc.align import common as align_common
+from lsc.align import rlhf, utility
+from lsc.data import DATA_SOURCES, hh_rlhf
+from lsc.models import heads
+from lsc.rewards import names
+from lsc.schema import Rule, number_in, one_of, prefixed
+from lsc.train import common as train_common
+from lsc.train import loop, optim, reward_model
 
 
 class ConfigError(ValueError):
@@ -28,38 +42,6 @@ class ConfigError(ValueError):
         self.errors = list(errors)
         lines = [f"config.{field}: {message}" for field, message in self.errors]
         super().__init__("invalid config:\n  " + "\n  ".join(lines))
-
-
-def _values(value: Any) -> List[Any]:
-    """A scalar as ``[value]``; a tuple/list (a sweep) as its elements."""
-    return list(value) if isinstance(value, (tuple, list)) else [value]
-
-
-def one_of(choices: Sequence[str]) -> Rule:
-    def rule(value, config):
-        bad = [v for v in _values(value) if v not in choices]
-        if bad:
-            return f"{bad[0]!r} is not allowed; choose one of: {', '.join(map(str, choices))}"
-        return None
-
-    return rule
-
-
-def number_in(lo: float = -math.inf, hi: float = math.inf, integer: bool = False) -> Rule:
-    """Every value (each element of a sweep) is a number in ``[lo, hi]``."""
-    kind = "an integer" if integer else "a number"
-    allowed = f"{kind} in [{lo}, {hi}]"
-    if hi == math.inf:
-        allowed = f"{kind} >= {lo}"
-
-    def rule(value, config):
-        for v in _values(value):
-            ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
-            if isinstance(v, bool) or not ok_type or not (lo <= v <= hi) or v != v:
-                return f"{v!r} is not allowed; must be {allowed}"
-        return None
-
-    return rule
 
 
 def existing_path(when: Callable[[ml_collections.ConfigDict], bool] = lambda c: True) -> Rule:
@@ -81,20 +63,11 @@ def _needs_data_path(config) -> bool:
     return config.get("data", {}).get("source", "synthetic") != "synthetic"
 
 
-# Utility names accepted by lsc.align.utility besides rewards.METHODS: 'raw' (sum of raw
-# rewards), 'lsc' (sum of LSC-transformed rewards), 'par' (Preference As Reward).
-EXTRA_UTILITY_METHODS = ("raw", "lsc", "par")
-
-
 def _method_rule(value, config) -> Optional[str]:
-    message = one_of(tuple(rewards.METHODS) + EXTRA_UTILITY_METHODS)(value, config)
+    message = one_of(names.UTILITY_METHODS)(value, config)
     if message:
         return message
-    if value in EXTRA_UTILITY_METHODS:
-        return None
-    base = rewards.check_method(value)
-    has_weights = bool(config.rewards.get("weights"))
-    if base in rewards.WEIGHTED_METHODS and not has_weights:
+    if names.is_weighted(value) and not config.rewards.get("weights"):
         return f"{value!r} needs config.rewards.weights (one number per property)"
     return None
 
@@ -106,19 +79,14 @@ def _optional_path(value, config) -> Optional[str]:
     return existing_path()(value, config)
 
 
-REFERENCE_SOURCES = ("quantile", "predictor", "fixed_response", "zero")
-DATA_SOURCES = ("synthetic", "hh_rlhf", "hf_parquet")
-
 RULES: Dict[str, Rule] = {
     "seed": number_in(0, 2**32 - 1, integer=True),
     "rewards.method": _method_rule,
-    "rewards.properties.*.reference.source": one_of(REFERENCE_SOURCES),
-    "rewards.properties.*.reference.quantile": number_in(0.0, 1.0),
-    "rewards.properties.*.reference.num_samples": number_in(1, integer=True),
+    **prefixed("rewards.properties.*.reference", utility.REFERENCE_RULES),
     "rewards.weights.*": number_in(),
     "data.source": one_of(DATA_SOURCES),
     "data.path": existing_path(when=_needs_data_path),
-    "data.on_error": one_of(("raise", "skip")),
+    "data.on_error": one_of(hh_rlhf.ON_ERROR),
     "world.pairs_train": number_in(1, integer=True),
     "world.pairs_test": number_in(0, integer=True),
     "world.sft_train": number_in(1, integer=True),
@@ -130,62 +98,28 @@ RULES: Dict[str, Rule] = {
     "world.mixed_harmful_fraction": number_in(0.0, 1.0),
     "world.label_temperature": number_in(1e-6),
     "best_of_k.ks": number_in(1, integer=True),
-    "rl.kl_coef": number_in(0.0),
     # Alignment jobs (lsc.align).
     "rewards.properties.*.rm_workdir": _optional_path,
     "rewards.properties.*.reference.predictor_workdir": _optional_path,
     "policy.workdir": _optional_path,
-    "rl.algorithm": one_of(("ppo", "rloo")),
-    "rl.num_steps": number_in(1, integer=True),
-    "rl.batch_size": number_in(1, integer=True),
-    "rl.num_samples": number_in(1, integer=True),
-    "rl.kl_estimator": one_of(("k1", "k3")),
-    "rl.temperature": number_in(1e-6),
-    "rl.ppo_epochs": number_in(1, integer=True),
-    "rl.num_minibatches": number_in(1, integer=True),
-    "rl.clip_eps": number_in(1e-9),
-    "rl.value_clip_eps": number_in(1e-9),
-    "rl.gae_lambda": number_in(0.0, 1.0),
-    "rl.discount": number_in(0.0, 1.0),
-    "rl.log_every": number_in(1, integer=True),
-    "rl.save_every": number_in(1, integer=True),
-    "rl.keep_checkpoints": number_in(1, integer=True),
-    "rl.gold_eval_prompts": number_in(0, integer=True),
-    "rl.snapshot_every": number_in(0, integer=True),
-    "rl.policy_optim.learning_rate": number_in(0.0),
-    "rl.policy_optim.warmup_steps": number_in(0, integer=True),
-    "rl.policy_optim.schedule": one_of(("constant", "cosine")),
-    "rl.value_optim.learning_rate": number_in(0.0),
-    "rl.value_optim.warmup_steps": number_in(0, integer=True),
-    "rl.value_optim.schedule": one_of(("constant", "cosine")),
+    **prefixed("rl", rlhf.RL_RULES),
+    **prefixed("rl.policy_optim", optim.RULES),
+    **prefixed("rl.value_optim", optim.RULES),
     "best_of_k.num_prompts": number_in(0, integer=True),
     "best_of_k.batch_size": number_in(1, integer=True),
-    "best_of_k.split": one_of(("train", "test")),
+    "best_of_k.split": one_of(align_common.PROMPT_SPLITS),
     # Training jobs (lsc.train).
     "data.prompt_len": number_in(1, integer=True),
     "data.response_len": number_in(1, integer=True),
-    "model.kind": one_of(("decoder", "t5")),
-    "model.pooling": one_of(("last", "mean", "sum")),  # lsc.models.heads.POOLINGS
+    "model.kind": one_of(train_common.MODEL_KINDS),
+    "model.pooling": one_of(heads.POOLINGS),
     "model.init_from": existing_path(when=lambda c: bool(c.model.get("init_from"))),
-    "rm.property": one_of(("helpful", "harmless")),
-    "rm.loss": one_of(("bradley_terry", "pointwise")),
+    "rm.property": one_of(hh_rlhf.SUBSET_GROUPS),
+    "rm.loss": one_of(reward_model.LOSSES),
     "rm.margin": number_in(),
     "rm.center_coef": number_in(0.0),
-    "train.num_steps": number_in(1, integer=True),
-    "train.batch_size": number_in(1, integer=True),
-    "train.grad_accum_steps": number_in(1, integer=True),
-    "train.log_every": number_in(1, integer=True),
-    "train.eval_every": number_in(0, integer=True),
-    "train.save_every": number_in(1, integer=True),
-    "train.keep_checkpoints": number_in(1, integer=True),
-    "train.compute_dtype": one_of(("float32", "bfloat16")),
-    "optim.name": one_of(("adamw", "adafactor")),
-    "optim.learning_rate": number_in(0.0),
-    "optim.warmup_steps": number_in(0, integer=True),
-    "optim.schedule": one_of(("constant", "cosine")),
-    "optim.end_lr_fraction": number_in(0.0, 1.0),
-    "optim.weight_decay": number_in(0.0),
-    "optim.grad_clip_norm": number_in(0.0),
+    **prefixed("train", loop.TRAIN_RULES),
+    **prefixed("optim", optim.RULES),
     "eval.batch_size": number_in(1, integer=True),
     "eval.calibration_bins": number_in(1, integer=True),
     "reference.rm_workdir": existing_path(when=lambda c: bool(c.reference.get("rm_workdir"))),

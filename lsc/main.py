@@ -53,10 +53,7 @@ def write_resolved_config(config: ml_collections.ConfigDict, workdir: str) -> st
     """Writes ``config`` (after command-line overrides) to ``<workdir>/config.json``."""
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "config.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    runtime.write_text_atomic(path, config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
     return path
 
 

@@ -1,28 +1,66 @@
-"""Process-level helpers shared by every job: atomic JSON files, SIGTERM (preemption) handling
-and a readable console log."""
+"""Process-level helpers shared by every job: atomic file writes, SIGTERM (preemption)
+handling and a readable console log.
+
+Every output file of a job is written through :func:`atomic_open` (or its variants
+:func:`write_json_atomic`, :func:`write_text_atomic`, :func:`write_npz_atomic`): a temporary file
+in the same directory, flushed, fsync-ed and moved onto the destination with ``os.replace``, so a
+crash leaves either the old file or the new one, never a partial one.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging as std_logging
 import os
 import signal
 import threading
-from typing import Any
+from typing import IO, Any, Iterator
 
+import numpy as np
 from absl import logging
 
 
-def write_json_atomic(path: str, payload: Any) -> None:
-    """Writes ``payload`` as JSON to ``path`` through a temporary file, fsync and ``os.replace``,
-    so a crash leaves either the old file or the new one, never a partial one."""
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
+    """Opens a temporary file ``<path>.tmp.<pid>`` for writing (``mode``: ``"w"``, UTF-8 text, or
+    ``"wb"``); when the block ends normally the file is flushed, fsync-ed and moved onto ``path``
+    (``os.replace``). When the block raises, the temporary file is removed and ``path`` is left
+    as it was."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes with mode 'w' or 'wb', got {mode!r}")
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    try:
+        with open(tmp, mode, encoding=None if mode == "wb" else "utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_json_atomic(path: str, payload: Any) -> None:
+    """Writes ``payload`` to ``path`` as indented JSON with sorted keys and a final newline
+    (:func:`atomic_open`)."""
+    with atomic_open(path) as f:
         json.dump(payload, f, indent=2, sort_keys=True)
         f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` (UTF-8, :func:`atomic_open`)."""
+    with atomic_open(path) as f:
+        f.write(text)
+
+
+def write_npz_atomic(path: str, **arrays: Any) -> None:
+    """``np.savez`` of ``arrays`` to ``path`` (:func:`atomic_open`); ``path`` is used as given
+    (no ``.npz`` is appended)."""
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 class Preemption:

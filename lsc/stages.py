@@ -1,8 +1,8 @@
 """A job as an ordered list of stages, cached in the workdir so a rerun skips finished stages.
 
-The status of every stage is kept in ``<workdir>/stages.json`` (written atomically). A stage whose
-``run`` is None is not available in this version: the runner says so and stops there, since
-later stages depend on it, and the job's summary lists what did not run.
+The status of every stage is kept in ``<workdir>/stages.json`` (written atomically) once the stage
+has returned, so a run killed inside a stage reruns that stage (whose jobs resume from their own
+checkpoints) and skips the ones before it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import ml_collections
 from absl import logging
@@ -28,7 +28,7 @@ STATUS_FILE = "stages.json"
 class Stage:
     name: str
     description: str
-    run: Optional[StageFn]
+    run: StageFn
 
 
 def load_status(workdir: str) -> Dict[str, Any]:
@@ -42,11 +42,8 @@ def load_status(workdir: str) -> Dict[str, Any]:
 def run_stages(
     stages: Sequence[Stage], config: ml_collections.ConfigDict, workdir: str
 ) -> Dict[str, Any]:
-    """Runs ``stages`` in order; returns ``{"completed": [...], "missing": [...], "results": {}}``.
-
-    ``completed`` names the stages done (now or in an earlier run); ``missing`` the stages that did
-    not run because a stage is not available in this version.
-    """
+    """Runs ``stages`` in order; returns ``{"completed": [...], "results": {...}}``: the names of
+    the stages done (now or in an earlier run) and each stage's result."""
     status = load_status(workdir)
     results: Dict[str, Any] = {}
     completed: List[str] = []
@@ -59,15 +56,6 @@ def run_stages(
             results[stage.name] = entry.get("result", {})
             completed.append(stage.name)
             continue
-        if stage.run is None:
-            missing = [s.name for s in stages[i - 1 :]]
-            logging.warning(
-                "%s (%s): not implemented in this version; stopping here. Not run: %s",
-                prefix,
-                stage.description,
-                ", ".join(missing),
-            )
-            return {"completed": completed, "missing": missing, "results": results}
         logging.info("%s: %s ...", prefix, stage.description)
         stage_dir = os.path.join(workdir, stage.name)
         os.makedirs(stage_dir, exist_ok=True)
@@ -79,4 +67,4 @@ def run_stages(
         results[stage.name] = result
         completed.append(stage.name)
         logging.info("%s: done in %.1fs", prefix, seconds)
-    return {"completed": completed, "missing": [], "results": results}
+    return {"completed": completed, "results": results}

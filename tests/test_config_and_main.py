@@ -119,27 +119,27 @@ def test_cli_rejects_a_bad_field_of_a_stage_config_before_anything_runs(tmp_path
     assert not (tmp_path / "w").exists()
 
 
-def test_stage_runner_skips_finished_stages_and_stops_at_missing_ones(tmp_path):
+def test_stage_runner_skips_finished_stages_and_reruns_the_one_that_stopped(tmp_path):
     calls = []
+    stop = {"c": True}
 
     def make(name):
         def run(config, stage_dir, earlier):
             calls.append((name, sorted(earlier)))
             assert os.path.isdir(stage_dir)
+            if stop.pop(name, False):
+                raise KeyboardInterrupt  # the run killed inside stage c
             return {"value": len(calls)}
 
         return run
 
-    stages = [
-        stages_lib.Stage("a", "first", make("a")),
-        stages_lib.Stage("b", "second", make("b")),
-        stages_lib.Stage("c", "not there yet", None),
-        stages_lib.Stage("d", "after", make("d")),
-    ]
+    stages = [stages_lib.Stage(name, name, make(name)) for name in "abcd"]
     config = ml_collections.ConfigDict()
-    first = stages_lib.run_stages(stages, config, str(tmp_path))
-    assert first["completed"] == ["a", "b"] and first["missing"] == ["c", "d"]
-    assert calls == [("a", []), ("b", ["a"])]
+    with pytest.raises(KeyboardInterrupt):
+        stages_lib.run_stages(stages, config, str(tmp_path))
+    assert calls == [("a", []), ("b", ["a"]), ("c", ["a", "b"])]
     second = stages_lib.run_stages(stages, config, str(tmp_path))
-    assert calls == [("a", []), ("b", ["a"])]  # nothing re-ran
-    assert second["results"] == {"a": {"value": 1}, "b": {"value": 2}}
+    assert second["completed"] == ["a", "b", "c", "d"]
+    assert calls[3:] == [("c", ["a", "b"]), ("d", ["a", "b", "c"])]  # a and b did not re-run
+    assert second["results"] == {"a": {"value": 1}, "b": {"value": 2}, "c": {"value": 4},
+                                 "d": {"value": 5}}

@@ -32,6 +32,7 @@ from lsc import runtime
 from lsc.align import common
 from lsc.align import reference as reference_lib
 from lsc.align import utility as utility_lib
+from lsc.data import pipeline
 from lsc.models import sampling
 
 Array = jax.Array
@@ -107,11 +108,9 @@ class BestOfK:
 
 def write_jsonl(path: str, records: Sequence[Dict[str, Any]]) -> None:
     """Writes ``records`` one JSON object per line (atomically)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with runtime.atomic_open(path) as f:
         for r in records:
             f.write(json.dumps(r, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
@@ -139,17 +138,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     key = jax.random.key(int(config.seed))
     ref_key, sel_key = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
 
-    # Pad to whole batches (repeating row 0) so every call has one shape.
-    pad = (-n) % batch
-    padded = np.concatenate([prompts_np, np.repeat(prompts_np[:1], pad, axis=0)]) if pad else \
-        prompts_np
+    # Batches of one shape (the last one padded); each batch keeps its references.
+    batches = list(pipeline.padded_batches(prompts_np, batch))
     t0 = time.perf_counter()
-    refs = []
-    for i in range(0, len(padded), batch):
-        out = estimator(pi0_st, rm_sts, padded[i:i + batch], jax.random.fold_in(ref_key, i),
-                        pr_sts)
-        refs.append(common.host(out.r_ref))
-    r_ref = np.concatenate(refs)
+    refs = [common.host(estimator(pi0_st, rm_sts, chunk, jax.random.fold_in(ref_key, start),
+                                  pr_sts).r_ref)
+            for start, _, chunk in batches]
+    r_ref = np.concatenate([ref[:real] for (_, real, _), ref in zip(batches, refs)])
     ref_seconds = time.perf_counter() - t0
     logging.info("references of %d prompts in %.2fs", n, ref_seconds)
 
@@ -163,9 +158,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
                            temperature=temperature)
         t0 = time.perf_counter()
         chunks = []
-        for i in range(0, len(padded), batch):
-            res = selector(pi0_st, rm_sts, padded[i:i + batch], r_ref[i:i + batch],
-                           jax.random.fold_in(jax.random.fold_in(sel_key, k), i))
+        for (start, _, chunk), ref in zip(batches, refs):
+            res = selector(pi0_st, rm_sts, chunk, ref,
+                           jax.random.fold_in(jax.random.fold_in(sel_key, k), start))
             chunks.append(jax.device_get(res))
         seconds = time.perf_counter() - t0
         tokens = np.concatenate([c.tokens for c in chunks])[:n]

@@ -32,6 +32,7 @@ from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import common as train_common
 
 RANDOM_RM_SEED_OFFSET = 100
+PROMPT_SPLITS = ("train", "test")  # the ``split`` of tokenizer_and_prompts
 
 
 load_run_config = train_common.load_run_config

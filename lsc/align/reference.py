@@ -27,7 +27,6 @@ from the table, and when every prompt of the batch is cached the estimation is s
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import jax
@@ -35,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lsc import rewards
+from lsc import rewards, runtime
 from lsc.align.utility import UtilitySpec
 from lsc.models import sampling
 
@@ -239,10 +238,8 @@ def write_cache(path: str, slots: PromptSlots, table: np.ndarray, filled: np.nda
     table, filled = np.asarray(table), np.asarray(filled)
     payload = {str(int(pid)): {p: float(table[i, j]) for j, p in enumerate(properties)}
                for i, pid in enumerate(slots.ids) if filled[i]}
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with runtime.atomic_open(path) as f:
         json.dump(payload, f, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def fixed_response_tokens(spec: UtilitySpec, tokenizer, length: int) -> np.ndarray:

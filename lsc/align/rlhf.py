@@ -63,7 +63,7 @@ from absl import logging
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lsc import runtime
+from lsc import runtime, schema
 from lsc.align import common
 from lsc.align import losses
 from lsc.align import reference as reference_lib
@@ -81,11 +81,34 @@ from lsc.train import common as train_common
 ALGORITHMS = ("ppo", "rloo")
 Array = jax.Array
 
+# The rules of config.rl's fields (lsc.schema): RLConfig's, and gold_eval_prompts (read by run).
+# A tuple rl.kl_coef in a config is a sweep, one run per value.
+RL_RULES = {
+    "algorithm": schema.one_of(ALGORITHMS),
+    "num_steps": schema.number_in(1, integer=True),
+    "batch_size": schema.number_in(1, integer=True),
+    "num_samples": schema.number_in(1, integer=True),
+    "kl_coef": schema.number_in(0.0),
+    "kl_estimator": schema.one_of(losses.KL_ESTIMATORS),
+    "temperature": schema.number_in(1e-6),
+    "ppo_epochs": schema.number_in(1, integer=True),
+    "num_minibatches": schema.number_in(1, integer=True),
+    "clip_eps": schema.number_in(1e-9),
+    "value_clip_eps": schema.number_in(1e-9),
+    "gae_lambda": schema.number_in(0.0, 1.0),
+    "discount": schema.number_in(0.0, 1.0),
+    "log_every": schema.number_in(1, integer=True),
+    "save_every": schema.number_in(1, integer=True),
+    "keep_checkpoints": schema.number_in(1, integer=True),
+    "gold_eval_prompts": schema.number_in(0, integer=True),
+    "snapshot_every": schema.number_in(0, integer=True),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
-    """``config.rl`` (validated on construction; ``kl_coef`` may be a tuple, a sweep, in the
-    config file, and is a single float here).
+    """``config.rl`` (validated on construction against :data:`RL_RULES`; ``kl_coef`` may be a
+    tuple, a sweep, in the config file, and is a single float here).
 
     Attributes:
       algorithm: 'ppo' or 'rloo'.
@@ -131,21 +154,8 @@ class RLConfig:
     snapshot_every: int = 0
 
     def __post_init__(self):
-        for name in ("num_steps", "batch_size", "num_samples", "ppo_epochs", "num_minibatches",
-                     "log_every", "save_every", "keep_checkpoints"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"rl.{name} must be an integer >= 1, got {v!r}")
-        if isinstance(self.snapshot_every, bool) or not isinstance(self.snapshot_every, int) \
-                or self.snapshot_every < 0:
-            raise ValueError(f"rl.snapshot_every must be an integer >= 0, got "
-                             f"{self.snapshot_every!r}")
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"rl.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        if self.kl_estimator not in losses.KL_ESTIMATORS:
-            raise ValueError(f"rl.kl_estimator must be one of {losses.KL_ESTIMATORS}, got "
-                             f"{self.kl_estimator!r}")
-        if isinstance(self.kl_coef, (tuple, list)) or not self.kl_coef >= 0:
+        schema.check(vars(self), RL_RULES, "rl")
+        if isinstance(self.kl_coef, (tuple, list)):
             raise ValueError(f"rl.kl_coef must be one number >= 0 here, got {self.kl_coef!r}")
         if self.algorithm == "rloo" and self.num_samples < 2:
             raise ValueError(f"rl.algorithm='rloo' needs rl.num_samples >= 2, got "
@@ -154,27 +164,12 @@ class RLConfig:
         if self.algorithm == "ppo" and n % self.num_minibatches:
             raise ValueError(f"rl.num_minibatches={self.num_minibatches} must divide "
                              f"rl.batch_size * rl.num_samples = {n}")
-        if not self.temperature > 0:
-            raise ValueError(f"rl.temperature must be > 0, got {self.temperature}")
-        for name in ("clip_eps", "value_clip_eps"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"rl.{name} must be > 0, got {getattr(self, name)}")
-        if not 0.0 <= self.gae_lambda <= 1.0 or not 0.0 <= self.discount <= 1.0:
-            raise ValueError("rl.gae_lambda and rl.discount must be in [0, 1]")
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any], **overrides) -> "RLConfig":
         """From ``config.rl`` minus the optimiser sections; unknown fields are errors."""
-        if hasattr(mapping, "to_dict"):
-            mapping = mapping.to_dict()
-        mapping = {k: v for k, v in dict(mapping).items()
-                   if k not in ("policy_optim", "value_optim", "gold_eval_prompts")}
-        mapping.update(overrides)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(mapping) - names)
-        if unknown:
-            raise ValueError(f"rl: unknown fields {unknown}; known: {sorted(names)}")
-        return cls(**mapping)
+        return schema.from_mapping(cls, mapping, unknown="rl: unknown fields", overrides=overrides,
+                                   drop=("policy_optim", "value_optim", "gold_eval_prompts"))
 
     @property
     def updates_per_step(self) -> int:
@@ -236,12 +231,6 @@ class Models:
 
 def _merge_params(graphdef, params, rest):
     return nnx.merge(graphdef, params, rest)
-
-
-def _response_logits(model, prompts, tokens):
-    p, r = prompts.shape[1], tokens.shape[1]
-    full = jnp.concatenate([prompts, tokens], axis=1)
-    return model(full)[:, p - 1:p - 1 + r].astype(jnp.float32)
 
 
 class RLTrainer:
@@ -387,10 +376,10 @@ class RLTrainer:
         rew = reference_lib.score_samples(self.rm_graphdefs, frozen.rms, batch["prompt"], tokens)
         u = utility_lib.utility(self.spec, rew, r_ref[:, None, :]).reshape(n)
         policy = _merge_params(self.policy_graphdef, state.policy, frozen.policy_rest)
-        logits = _response_logits(policy, prompts, flat)
+        logits = decoder_lib.response_logits(policy, prompts, flat)
         logp = decoder_lib.token_log_probs(logits, flat) * fmask
         pi0 = nnx.merge(self.pi0_graphdef, frozen.pi0)
-        logp0 = decoder_lib.token_log_probs(_response_logits(pi0, prompts, flat), flat) * fmask
+        logp0 = decoder_lib.response_log_probs(pi0, prompts, flat, fmask)
         kl = losses.kl_estimate(logp, logp0, self.cfg.kl_estimator) * fmask
         kl1 = jnp.sum(losses.kl_estimate(logp, logp0, "k1") * fmask, axis=1)
         kl3 = jnp.sum(losses.kl_estimate(logp, logp0, "k3") * fmask, axis=1)
@@ -432,8 +421,7 @@ class RLTrainer:
 
         def new_logp(params, prompts, tokens, mask):
             model = _merge_params(pgd, params, frozen.policy_rest)
-            return decoder_lib.token_log_probs(_response_logits(model, prompts, tokens),
-                                               tokens) * mask
+            return decoder_lib.response_log_probs(model, prompts, tokens, mask)
 
         metrics = {}
         if cfg.algorithm == "rloo":
@@ -791,11 +779,7 @@ def gold_evaluation(policy: nnx.Module, pi0: nnx.Module, tok, prompts: np.ndarra
     for name, model in (("policy", policy), ("pi0", pi0)):
         gd, st = nnx.split(model)
         chunks = []
-        for i in range(0, len(prompts), batch_size):
-            chunk = np.asarray(prompts[i:i + batch_size])
-            real = len(chunk)
-            if real < batch_size:
-                chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - real, axis=0)])
+        for i, real, chunk in pipeline.padded_batches(prompts, batch_size):
             res = sampling.sample(gd, st, jnp.asarray(chunk), jax.random.fold_in(key, i),
                                   max_new_tokens=response_len, num_samples=1)
             chunks.append(np.asarray(res.tokens[:real, 0]))
@@ -820,6 +804,12 @@ def kl_coefs(config: ml_collections.ConfigDict) -> list:
     return [float(x) for x in v] if isinstance(v, (tuple, list)) else [float(v)]
 
 
+def gamma_workdir(workdir: str, gamma: float, gammas: Sequence[float]) -> str:
+    """The directory of the run with ``kl_coef = gamma`` of the sweep ``gammas``: ``workdir``
+    itself for a single value, else ``<workdir>/kl_<gamma>``."""
+    return workdir if len(gammas) == 1 else os.path.join(workdir, f"kl_{gamma:g}")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     """The ``rlhf`` job: one run per ``rl.kl_coef`` (a tuple sweeps ``gamma``; each run in
     ``<workdir>/kl_<gamma>``, a single value in ``workdir`` itself). Exit code 0, 1 (non-finite
@@ -835,7 +825,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     gammas = kl_coefs(config)
     results = {}
     for gamma in gammas:
-        run_dir = workdir if len(gammas) == 1 else os.path.join(workdir, f"kl_{gamma:g}")
+        run_dir = gamma_workdir(workdir, gamma, gammas)
         cfg = RLConfig.from_mapping(config.rl, kl_coef=gamma)
         try:
             res = train_rlhf(workdir=run_dir, spec=spec, rl_config=cfg, models=models,

@@ -4,15 +4,16 @@ A :class:`UtilitySpec` names the properties (one reward model each), the aggrega
 the reference source of every property; :func:`utility` maps rewards ``[..., m]`` and reference
 rewards to utilities ``[...]`` by calling :mod:`lsc.rewards` (the formulas live there only).
 
-Methods (``config.rewards.method``):
+Methods (``config.rewards.method``; the names and their aliases are those of
+:mod:`lsc.rewards.names`):
 
 * every name of :data:`lsc.rewards.METHODS` (``sum``, ``weighted_sum``, ``lsc_sum``,
   ``lsc_weighted_sum``, ``sigma_and``, ``sigma_or`` and their ``*_nocenter`` variants), applied by
   :func:`lsc.rewards.aggregate` to the rewards and references;
-* ``raw`` -- the sum of the raw rewards, no reference (``aggregate('sum_nocenter', r)``); with
-  one property this is the paper's "raw reward" baseline;
-* ``lsc`` -- ``sum_i log sigma(r_i - r_ref_i)`` (``aggregate('lsc_sum', r, r_ref)``); with one
-  property the paper's LSC utility, with several its logical AND;
+* ``raw`` -- alias of ``sum_nocenter``: the sum of the raw rewards, no reference; with one
+  property this is the paper's "raw reward" baseline;
+* ``lsc`` -- alias of ``lsc_sum``: ``sum_i log sigma(r_i - r_ref_i)``; with one property the
+  paper's LSC utility, with several its logical AND;
 * ``par`` -- Preference As Reward, ``sum_i sigma(r_i - r_ref_i)`` (:func:`lsc.rewards.par` with
   the property's reference as the single reference response).
 
@@ -28,7 +29,8 @@ Config (``config.rewards``; :func:`spec_from_config`)::
   rewards.properties.<name>.reference.predictor_workdir  # a finished train_reference run
 
 Properties are ordered by name (``ml_collections`` does not keep insertion order); that order is
-the last axis of every rewards array.
+the last axis of every rewards array. :data:`REFERENCE_RULES` are the rules of a reference's
+fields, checked here on construction and by :mod:`lsc.config` up front.
 """
 
 from __future__ import annotations
@@ -39,11 +41,17 @@ from typing import Mapping, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from lsc import rewards
-from lsc.config import EXTRA_UTILITY_METHODS, REFERENCE_SOURCES
+from lsc import rewards, schema
+from lsc.rewards import names
 
-METHODS: Tuple[str, ...] = tuple(rewards.METHODS) + tuple(EXTRA_UTILITY_METHODS)
+METHODS: Tuple[str, ...] = names.UTILITY_METHODS
 """Every accepted ``rewards.method``."""
+
+REFERENCE_RULES = {
+    "source": schema.one_of(names.REFERENCE_SOURCES),
+    "quantile": schema.number_in(0.0, 1.0),
+    "num_samples": schema.number_in(1, integer=True),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,15 +75,7 @@ class ReferenceSpec:
     predictor_workdir: str = ""
 
     def __post_init__(self):
-        if self.source not in REFERENCE_SOURCES:
-            raise ValueError(f"reference.source must be one of {REFERENCE_SOURCES}, got "
-                             f"{self.source!r}")
-        if not 0.0 <= float(self.quantile) <= 1.0:
-            raise ValueError(f"reference.quantile must be in [0, 1], got {self.quantile}")
-        if isinstance(self.num_samples, bool) or int(self.num_samples) != self.num_samples \
-                or self.num_samples < 1:
-            raise ValueError(f"reference.num_samples must be an integer >= 1, got "
-                             f"{self.num_samples!r}")
+        schema.check(vars(self), REFERENCE_RULES, "reference")
         if self.source == "fixed_response" and not self.response:
             raise ValueError("reference.response is empty but reference.source='fixed_response'")
 
@@ -110,9 +110,7 @@ class UtilitySpec:
         if self.rm_workdirs and len(self.rm_workdirs) != len(self.properties):
             raise ValueError(f"{len(self.properties)} properties but {len(self.rm_workdirs)} "
                              "reward-model workdirs")
-        weighted = (self.method in rewards.METHODS
-                    and rewards.check_method(self.method) in rewards.WEIGHTED_METHODS)
-        if weighted:
+        if names.is_weighted(self.method):
             if not self.weights or len(self.weights) != len(self.properties):
                 raise ValueError(f"rewards.method {self.method!r} needs rewards.weights with one "
                                  f"number per property ({len(self.properties)}), got "
@@ -128,7 +126,7 @@ class UtilitySpec:
     @property
     def uses_reference(self) -> bool:
         """False when the method ignores ``r_ref`` (``raw`` and the ``*_nocenter`` methods)."""
-        return not (self.method == "raw" or self.method.endswith("_nocenter"))
+        return names.uses_reference(self.method)
 
 
 def spec_from_config(rewards_config: Mapping) -> UtilitySpec:
@@ -141,24 +139,19 @@ def spec_from_config(rewards_config: Mapping) -> UtilitySpec:
     props = rewards_config.get("properties") or {}
     if not props:
         raise ValueError("config.rewards.properties is empty; give at least one property")
-    names, refs, workdirs = [], [], []
+    ordered, refs, workdirs = [], [], []
     for name in sorted(props):
         prop = props[name]
-        ref = dict(prop.get("reference", {}))
-        known = {f.name for f in dataclasses.fields(ReferenceSpec)}
-        unknown = sorted(set(ref) - known)
-        if unknown:
-            raise ValueError(f"config.rewards.properties.{name}.reference: unknown fields "
-                             f"{unknown}; known: {sorted(known)}")
         try:
-            refs.append(ReferenceSpec(**ref))
+            refs.append(schema.from_mapping(ReferenceSpec, dict(prop.get("reference", {})),
+                                            unknown="reference: unknown fields"))
         except ValueError as e:
             raise ValueError(f"config.rewards.properties.{name}.{e}") from None
-        names.append(name)
+        ordered.append(name)
         workdirs.append(str(prop.get("rm_workdir", "") or ""))
     weights = tuple(float(w) for w in (rewards_config.get("weights") or ())) or None
     return UtilitySpec(method=str(rewards_config.get("method", "lsc_sum")),
-                       properties=tuple(names), references=tuple(refs), weights=weights,
+                       properties=tuple(ordered), references=tuple(refs), weights=weights,
                        rm_workdirs=tuple(workdirs))
 
 
@@ -181,12 +174,8 @@ def utility(spec: UtilitySpec, property_rewards: jax.Array,
         raise ValueError(f"property_rewards must end in {spec.num_properties} properties, got "
                          f"shape {r.shape}")
     weights = None if spec.weights is None else jnp.asarray(spec.weights, jnp.float32)
-    method = spec.method
-    if method == "raw":
-        return rewards.aggregate("sum_nocenter", r)
-    if method == "lsc":
-        return rewards.aggregate("lsc_sum", r, r_ref)
-    if method == "par":
+    method = names.canonical_method(spec.method)
+    if method == names.PAR:
         ref = jnp.zeros_like(r) if r_ref is None else jnp.broadcast_to(
             jnp.asarray(r_ref, jnp.float32), r.shape)
         return jnp.sum(rewards.par(r, ref[..., None]), axis=-1)

@@ -16,6 +16,9 @@ indexing step). :func:`batch_iterator` then streams batches with Grain:
   iterator continues the stream exactly where it stopped, and refuses a state saved by a
   different pipeline (other data, seed, batch size or host layout).
 
+:func:`padded_batches` is the simpler loop of evaluation-style jobs: consecutive batches of a
+fixed-shape array, the last one padded, for sampling or scoring every row once.
+
 On several hosts each host builds its own iterator with its ``process_index``; the global batch
 is the concatenation of the host batches (e.g. ``jax.make_array_from_process_local_data``).
 :func:`batch_iterator` shards the examples (host ``i`` reads ``i, i + count, ...``), so the global
@@ -403,3 +406,20 @@ def global_batch_iterator(data: TokenizedData, global_batch_size: int, *, seed: 
                    "batch_size": global_batch_size, "seed": seed, "shuffle": shuffle,
                    "num_epochs": num_epochs, "drop_remainder": drop_remainder}
     return BatchIterator(ds.to_iter_dataset(read), fingerprint)
+
+
+def padded_batches(rows: np.ndarray, batch_size: int
+                   ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Consecutive fixed-shape batches of ``rows[N, ...]`` for a jitted function called once per
+    batch (one compilation): yields ``(start, real, chunk)`` with ``chunk`` the ``batch_size`` rows
+    from ``start`` on; the last chunk holds ``real < batch_size`` rows of ``rows`` followed by
+    copies of its first row. Keep ``result[:real]`` of each call."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rows = np.asarray(rows)
+    for start in range(0, rows.shape[0], batch_size):
+        chunk = rows[start:start + batch_size]
+        real = chunk.shape[0]
+        if real < batch_size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - real, axis=0)])
+        yield start, real, chunk

@@ -83,6 +83,13 @@ drawn by Bradley-Terry on the property's gold score: ``P(y1 chosen) = sigmoid((s
 temperature)`` (label noise). Helpful pairs use prompts that are harmful with probability 0.1,
 harmless pairs with probability 0.5 (like hh-rlhf's red-team-sourced harmless data).
 
+Judging
+-------
+:func:`gold_scores` scores responses on one property; :func:`gold_judge` is the judge that
+:mod:`lsc.eval.win_rate` takes. The evaluation library's shortcut diagnostics read this world's
+vocabulary (:data:`FILLER`, :data:`FUNCTION_WORDS`, :func:`is_refusal`) through
+``lsc.eval.diagnostics.Shortcuts.of(synthetic)``.
+
 Files (:func:`write_world`)
 ---------------------------
 ``helpful-base/{train,test}.jsonl.gz`` and ``harmless-base/{train,test}.jsonl.gz`` (pairs),
@@ -306,6 +313,22 @@ def gold_scores(prompts: Sequence[str], responses: Sequence[str],
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     fn = GOLD_SCORERS[prop]
     return np.asarray([fn(p, r) for p, r in zip(prompts, responses)], np.float32).reshape(-1)
+
+
+def gold_judge(properties: Sequence[str] = ("helpful", "harmless")):
+    """The gold scorers of ``properties`` as a judge for :mod:`lsc.eval.win_rate`:
+    ``judge(prompts[N], responses[N]) -> float64[N, m]``."""
+    props = tuple(properties)
+    for p in props:
+        if p not in GOLD_SCORERS:
+            raise ValueError(f"unknown gold property {p!r}; expected one of "
+                             f"{sorted(GOLD_SCORERS)}")
+
+    def judge(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        cols = [gold_scores(prompts, responses, p).astype(np.float64) for p in props]
+        return np.stack(cols, axis=1) if cols else np.zeros((len(prompts), 0))
+
+    return judge
 
 
 # --------------------------------------------------------------------------- sampling

@@ -15,20 +15,42 @@ Reward hacking (:func:`reward_hacking`)
     falls by more than ``tol`` after its peak while the proxy rises by more than ``tol``.
 
 Shortcut features (:func:`response_features`, :func:`shortcut_features`)
-    Length in words, refusal (the synthetic world's :func:`lsc.data.synthetic.is_refusal`),
-    repetition (repeated non-function words) and the spurious filler word
-    (:data:`lsc.data.synthetic.FILLER`).
+    Length in words, refusal, repetition (repeated non-function words) and the spurious filler
+    word. What counts as a refusal, a function word and the filler belongs to the world being
+    judged: the caller passes a :class:`Shortcuts` (for the synthetic world
+    ``Shortcuts.of(lsc.data.synthetic)``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from typing import Dict, Optional, Sequence
+from typing import Any, Callable, Dict, FrozenSet, Optional, Sequence
 
 import numpy as np
 
-from lsc.data import synthetic
 from lsc.eval import win_rate as win_rate_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Shortcuts:
+    """A world's shortcut vocabulary.
+
+    Attributes:
+      filler: the spurious filler word (counted case-insensitively).
+      function_words: lower-case words that never count as repetitions.
+      is_refusal: ``response -> bool``, the world's refusal test.
+    """
+
+    filler: str
+    function_words: FrozenSet[str]
+    is_refusal: Callable[[str], bool]
+
+    @classmethod
+    def of(cls, world: Any) -> "Shortcuts":
+        """From a world exposing ``FILLER``, ``FUNCTION_WORDS`` and ``is_refusal`` (e.g. the
+        module :mod:`lsc.data.synthetic`)."""
+        return cls(world.FILLER, frozenset(world.FUNCTION_WORDS), world.is_refusal)
 
 
 def _per_prompt(x, name: str) -> np.ndarray:
@@ -191,16 +213,17 @@ def reward_hacking(steps, proxy, gold, *, window: int = 1, tol: float = 0.0) -> 
     }
 
 
-def response_features(responses: Sequence[str], filler: str = synthetic.FILLER
+def response_features(responses: Sequence[str], shortcuts: Shortcuts
                       ) -> Dict[str, np.ndarray]:
-    """Per-response shortcut features of ``N`` responses.
+    """Per-response shortcut features of ``N`` responses in the vocabulary of ``shortcuts``.
 
     Returns:
       ``length`` ``int64[N]`` words (whitespace-separated); ``refusal`` ``bool[N]``
-      (:func:`lsc.data.synthetic.is_refusal`); ``repeats`` ``int64[N]`` repeated non-function
-      words (sum over words of count - 1, as the gold helpfulness penalty counts them);
+      (``shortcuts.is_refusal``); ``repeats`` ``int64[N]`` repeated non-function words (sum over
+      words of count - 1, as the synthetic world's gold helpfulness penalty counts them);
       ``repetition`` ``float64[N]`` ``repeats / length`` (0 for an empty response);
-      ``filler_count`` ``int64[N]`` occurrences of ``filler``; ``has_filler`` ``bool[N]``.
+      ``filler_count`` ``int64[N]`` occurrences of ``shortcuts.filler``; ``has_filler``
+      ``bool[N]``.
     """
     if isinstance(responses, str):
         raise ValueError("responses must be a sequence of strings, not one string")
@@ -209,23 +232,22 @@ def response_features(responses: Sequence[str], filler: str = synthetic.FILLER
     repeats = np.zeros(n, np.int64)
     filler_count = np.zeros(n, np.int64)
     refusal = np.zeros(n, bool)
-    f = filler.lower()
+    f = shortcuts.filler.lower()
     for j, r in enumerate(responses):
         if not isinstance(r, str):
             raise ValueError(f"response {j} is {type(r).__name__}, not str")
         words = r.lower().split()
         length[j] = len(words)
         counts = Counter(words)
-        repeats[j] = sum(c - 1 for w, c in counts.items() if w not in synthetic.FUNCTION_WORDS)
+        repeats[j] = sum(c - 1 for w, c in counts.items() if w not in shortcuts.function_words)
         filler_count[j] = counts.get(f, 0)
-        refusal[j] = synthetic.is_refusal(r)
+        refusal[j] = shortcuts.is_refusal(r)
     repetition = np.divide(repeats, length, out=np.zeros(n), where=length > 0)
     return {"length": length, "refusal": refusal, "repeats": repeats, "repetition": repetition,
             "filler_count": filler_count, "has_filler": filler_count > 0}
 
 
-def shortcut_features(responses: Sequence[str], filler: str = synthetic.FILLER
-                      ) -> Dict[str, float]:
+def shortcut_features(responses: Sequence[str], shortcuts: Shortcuts) -> Dict[str, float]:
     """Means over responses of :func:`response_features`.
 
     Returns ``mean_length`` (words), ``refusal_rate``, ``repetition_rate`` (mean per-response
@@ -233,7 +255,7 @@ def shortcut_features(responses: Sequence[str], filler: str = synthetic.FILLER
     responses with a repeat), ``filler_rate`` (fraction containing the filler) and
     ``mean_filler_count``, plus ``num_responses``.
     """
-    f = response_features(responses, filler)
+    f = response_features(responses, shortcuts)
     if f["length"].size == 0:
         raise ValueError("no responses")
     return {
@@ -248,11 +270,11 @@ def shortcut_features(responses: Sequence[str], filler: str = synthetic.FILLER
 
 
 def shortcut_shift(policy_responses: Sequence[str], base_responses: Sequence[str],
-                   filler: str = synthetic.FILLER) -> Dict[str, Dict[str, float]]:
+                   shortcuts: Shortcuts) -> Dict[str, Dict[str, float]]:
     """:func:`shortcut_features` of policy and base responses and their differences
     (``{"policy": ..., "base": ..., "difference": policy - base}``)."""
-    a = shortcut_features(policy_responses, filler)
-    b = shortcut_features(base_responses, filler)
+    a = shortcut_features(policy_responses, shortcuts)
+    b = shortcut_features(base_responses, shortcuts)
     return {"policy": a, "base": b,
             "difference": {k: a[k] - b[k] for k in a if k != "num_responses"}}
 

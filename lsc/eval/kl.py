@@ -32,7 +32,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-ESTIMATORS = ("k1", "k3")
+from lsc.align.losses import KL_ESTIMATORS as ESTIMATORS  # the names of the RL loss's estimators
 
 
 @dataclasses.dataclass(frozen=True)

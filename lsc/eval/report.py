@@ -9,14 +9,14 @@ Required fields:
 ``name``         str, unique, e.g. ``"rlhf/lsc/kl0.05"``.
 ``procedure``    ``"base"`` (the base policy judged against independent base samples),
                  ``"best_of_k"`` or ``"rlhf"``.
-``method``       the utility that was maximised: a name of ``lsc.align.utility.METHODS``
-                 (``raw``, ``lsc``, ``sum``, ``lsc_sum``, ``sigma_and``, ``sigma_or``, ``par``,
-                 ``*_nocenter``, ...); ``"base"`` for the base entry. ``<m>_nocenter`` is read as
-                 method ``<m>`` with reference ``none``.
+``method``       the utility that was maximised, in the results' words of
+                 :mod:`lsc.rewards.names` (``raw``, ``lsc``, ``sum``, ``lsc_sum``,
+                 ``sigma_and``, ``sigma_or``, ``par``, ``*_nocenter``, ...); ``"base"`` for the
+                 base entry. ``<m>_nocenter`` is read as method ``<m>`` with reference ``none``.
 ``reference``    how ``r_ref`` was obtained, in the note's words: ``"oracle_median"``,
                  ``"predict_median"``, ``"none"`` (no subtraction); any other string is allowed
                  (e.g. ``"oracle_p85"``, ``"refusal"``); ``None`` / ``""`` / ``"zero"`` mean
-                 ``"none"``.
+                 ``"none"`` (:func:`lsc.rewards.names.reference_name`).
 ``rewards``      list of the properties whose proxy rewards were optimised (``["helpful"]`` for
                  the single-reward runs, ``["harmless", "helpful"]`` for the aggregations);
                  ``[]`` for the base entry.
@@ -70,7 +70,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from lsc import runtime
 from lsc.eval import kl as kl_lib
+from lsc.rewards import names
 
 PROCEDURES = ("base", "best_of_k", "rlhf")
 YES, NO, INCONCLUSIVE = "yes", "no", "inconclusive"
@@ -78,8 +80,6 @@ _VERDICT_TEXT = {YES: "**yes** (reproduces)", NO: "**NO** (does not reproduce)",
                  INCONCLUSIVE: "**inconclusive**"}
 _CHECK_TEXT = {YES: "**yes** (passes)", NO: "**NO** (fails)", INCONCLUSIVE: "**inconclusive**"}
 SANITY = "sanity check"
-NOCENTER_SUFFIX = "_nocenter"
-_NONE_REFERENCES = (None, "", "none", "zero")
 
 
 # --------------------------------------------------------------------------- entries
@@ -140,28 +140,23 @@ def validate_entry(entry: Mapping[str, Any]) -> None:
 
 def validate_entries(entries: Sequence[Mapping[str, Any]]) -> None:
     """:func:`validate_entry` for each entry, and unique names."""
-    names = set()
+    seen = set()
     for e in entries:
         validate_entry(e)
-        if e["name"] in names:
+        if e["name"] in seen:
             _fail(e, "duplicate name")
-        names.add(e["name"])
+        seen.add(e["name"])
 
 
 def normalized(entry: Mapping[str, Any]) -> Tuple[str, str]:
     """``(method, reference)`` of an entry, with ``*_nocenter`` and empty references read as
-    reference ``"none"``."""
-    method = str(entry["method"])
-    ref = entry.get("reference")
-    if method.endswith(NOCENTER_SUFFIX):
-        return method[: -len(NOCENTER_SUFFIX)], "none"
-    return method, "none" if ref in _NONE_REFERENCES else str(ref)
+    reference ``"none"`` (:func:`lsc.rewards.names.split_nocenter`)."""
+    return names.split_nocenter(entry["method"], entry.get("reference"))
 
 
 def label(entry: Mapping[str, Any]) -> str:
     """``<method>`` or ``<method>_<reference>`` (the note's run names)."""
-    m, r = normalized(entry)
-    return m if r == "none" else f"{m}_{r}"
+    return names.run_label(*normalized(entry))
 
 
 def make_entry(name: str, procedure: str, method: str, reference: Optional[str],
@@ -480,8 +475,8 @@ def check_best_of_k_kl_bound(entries: Sequence[Mapping[str, Any]], num_se: float
     return rows, YES, f"all {len(rows)} estimates within {num_se} SE of the bound or below"
 
 
-def check_reward_hacking(entries: Sequence[Mapping[str, Any]], a_methods=("lsc", "lsc_sum"),
-                         b_methods=("raw", "sum"), num_rewards: int = 1, ratio: float = 0.5):
+def check_reward_hacking(entries: Sequence[Mapping[str, Any]], a_methods=names.LSC_NAMES,
+                         b_methods=names.RAW_NAMES, num_rewards: int = 1, ratio: float = 0.5):
     """At the smallest ``kl_coef`` run by both (the strongest optimisation), the ``b`` run
     (raw) shows hacking (``reward_hacking.hacking``) and the ``a`` run (LSC) loses at most
     ``ratio`` times as much gold after its peak. Not reproduced when LSC loses at least as much
@@ -531,6 +526,7 @@ def check_reward_hacking(entries: Sequence[Mapping[str, Any]], a_methods=("lsc",
 # --------------------------------------------------------------------------- the claims
 
 MEDIAN_REFS = ("oracle_median",)
+NO_REFS = (names.NO_REFERENCE,)
 _RULE = ("match runs at equal KL (RLHF) or k (best-of-k); yes when the 95% CI of A - B excludes "
          "0 above at some point and below at none; no in the mirror case; else inconclusive")
 
@@ -557,22 +553,22 @@ DEFAULT_CLAIMS: Tuple[Claim, ...] = (
           "Aligning to the LSC-transformed reward log sigma(r - r_ref) gives a higher "
           "helpfulness win rate than the raw reward at the same KL.",
           _RULE,
-          (Comparison(_rl(["lsc", "lsc_sum"], 1), _rl(["raw", "sum"], 1), "win_rate.helpful"),)),
+          (Comparison(_rl(names.LSC_NAMES, 1), _rl(names.RAW_NAMES, 1), "win_rate.helpful"),)),
     Claim("lsc_sum_vs_sum", "paper (RLHF, helpful and harmless)",
           "The sum of LSC-transformed rewards (a logical AND) beats the raw sum: higher win rate "
           "on both properties at once (AND) at the same KL.",
           _RULE,
-          (Comparison(_rl(["lsc", "lsc_sum"], 2), _rl(["raw", "sum"], 2, ["none"]),
+          (Comparison(_rl(names.LSC_NAMES, 2), _rl(names.RAW_NAMES, 2, NO_REFS),
                       "win_rate.and"),
-           Comparison(_rl(["lsc", "lsc_sum"], 2), _rl(["raw", "sum"], 2, ["none"]),
+           Comparison(_rl(names.LSC_NAMES, 2), _rl(names.RAW_NAMES, 2, NO_REFS),
                       "win_rate.helpful", decisive=False),
-           Comparison(_rl(["lsc", "lsc_sum"], 2), _rl(["raw", "sum"], 2, ["none"]),
+           Comparison(_rl(names.LSC_NAMES, 2), _rl(names.RAW_NAMES, 2, NO_REFS),
                       "win_rate.harmless", decisive=False))),
     Claim("underfitting", "paper (RLHF, helpfulness)",
           "LSC mitigates underfitting: it improves the worst-served prompts (lowest base "
           "gold-score quartile) more than the raw reward at the same KL.",
           _RULE + "; metric: underfitting.worst_group (mean gold improvement of quartile 1)",
-          (Comparison(_rl(["lsc", "lsc_sum"], 1), _rl(["raw", "sum"], 1),
+          (Comparison(_rl(names.LSC_NAMES, 1), _rl(names.RAW_NAMES, 1),
                       "underfitting.worst_group"),)),
     Claim("reward_hacking", "paper (RLHF, helpfulness)",
           "LSC mitigates reward hacking: under strong optimisation the raw reward's proxy keeps "
@@ -585,13 +581,13 @@ DEFAULT_CLAIMS: Tuple[Claim, ...] = (
           "sigma_AND implements logical AND: with the median reference it beats the raw sum on "
           "the AND win rate.",
           _RULE,
-          (Comparison(_bok(["sigma_and"], MEDIAN_REFS), _bok(["sum"], ["none"]),
+          (Comparison(_bok(["sigma_and"], MEDIAN_REFS), _bok(["sum"], NO_REFS),
                       "win_rate.and"),)),
     Claim("or_beats_sum", "note, claim 1 (best-of-k)",
           "sigma_OR implements logical OR: with the median reference it beats the raw sum on "
           "the OR win rate.",
           _RULE,
-          (Comparison(_bok(["sigma_or"], MEDIAN_REFS), _bok(["sum"], ["none"]),
+          (Comparison(_bok(["sigma_or"], MEDIAN_REFS), _bok(["sum"], NO_REFS),
                       "win_rate.or"),)),
     Claim("and_or_differ", "note, claim 1 (best-of-k)",
           "sigma_AND and sigma_OR are not interchangeable: sigma_AND wins more on AND, "
@@ -605,13 +601,13 @@ DEFAULT_CLAIMS: Tuple[Claim, ...] = (
           "The reference matters: subtracting the base policy's median reward beats no "
           "subtraction (sigma_AND on AND, sigma_OR on OR); a predicted median is shown too.",
           _RULE + "; the oracle-median comparisons decide, predicted-median rows are shown",
-          (Comparison(_bok(["sigma_and"], MEDIAN_REFS), _bok(["sigma_and"], ["none"]),
+          (Comparison(_bok(["sigma_and"], MEDIAN_REFS), _bok(["sigma_and"], NO_REFS),
                       "win_rate.and"),
-           Comparison(_bok(["sigma_or"], MEDIAN_REFS), _bok(["sigma_or"], ["none"]),
+           Comparison(_bok(["sigma_or"], MEDIAN_REFS), _bok(["sigma_or"], NO_REFS),
                       "win_rate.or"),
-           Comparison(_bok(["sigma_and"], ["predict_median"]), _bok(["sigma_and"], ["none"]),
+           Comparison(_bok(["sigma_and"], ["predict_median"]), _bok(["sigma_and"], NO_REFS),
                       "win_rate.and", decisive=False),
-           Comparison(_bok(["sigma_or"], ["predict_median"]), _bok(["sigma_or"], ["none"]),
+           Comparison(_bok(["sigma_or"], ["predict_median"]), _bok(["sigma_or"], NO_REFS),
                       "win_rate.or", decisive=False))),
 )
 
@@ -724,8 +720,5 @@ def write_report(entries: Sequence[Mapping[str, Any]], path: str,
     text = render_report(entries, claims, **kwargs)
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    runtime.write_text_atomic(path, text)
     return path

@@ -3,8 +3,9 @@
 Protocol (DESIGN.md section 1, the note's section 4.1): for each of ``N`` prompts draw one response
 ``y1`` from the evaluated policy and one response ``y0`` from the base policy, *independently*
 (for the base policy judged against itself, two independent base samples, never the same one),
-and score both with a judge on ``m`` properties (the synthetic world's gold scorers, or evaluator
-reward models separate from the rewards being optimised).
+and score both with a judge on ``m`` properties (the synthetic world's gold scorers,
+``lsc.data.synthetic.gold_judge``, or evaluator reward models separate from the rewards being
+optimised). The caller passes the judge in: this module knows no world.
 
 Outcomes
 --------
@@ -215,23 +216,6 @@ def paired_difference(outcomes_a, outcomes_b, num_resamples: int = 2000,
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"outcomes must both have shape [N], got {a.shape} and {b.shape}")
     return bootstrap_ci(a - b, num_resamples, confidence, seed)
-
-
-def gold_judge(properties: Sequence[str] = ("helpful", "harmless")) -> Judge:
-    """The synthetic world's gold scorers as a :data:`Judge` (``float64[N, m]``)."""
-    from lsc.data import synthetic
-
-    props = tuple(properties)
-    for p in props:
-        if p not in synthetic.GOLD_SCORERS:
-            raise ValueError(f"unknown gold property {p!r}; expected one of "
-                             f"{sorted(synthetic.GOLD_SCORERS)}")
-
-    def judge(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        cols = [synthetic.gold_scores(prompts, responses, p).astype(np.float64) for p in props]
-        return np.stack(cols, axis=1) if cols else np.zeros((len(prompts), 0))
-
-    return judge
 
 
 def judged_win_rates(judge: Judge, prompts: Sequence[str], policy_responses: Sequence[str],

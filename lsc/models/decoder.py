@@ -18,6 +18,10 @@ right-padded. The model implements the ``Autoregressive`` protocol:
 The cache is a dict ``{'layers': ({'k', 'v'}, ...), 'mask': bool[B, T], 'index': int32[],
 'position': int32[B]}``: ``mask`` marks slots holding real tokens, ``index`` is the next slot to
 write (shared by all rows), ``position`` the rotary position of each row's next token.
+
+Teacher forcing: :func:`token_log_probs` (log-probabilities of given tokens under logits),
+:func:`response_logits` and :func:`response_log_probs` (a response's per-token log-probabilities
+given its prompt; the one definition used by RLHF, SFT and the reproduction's samples).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lsc import schema
 from lsc.models import layers
+from lsc.models.layers import last_true_index
 
 Array = jax.Array
 
@@ -117,13 +123,7 @@ class DecoderConfig:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> "DecoderConfig":
         """Builds a config from a dict / ``ml_collections.ConfigDict``; unknown keys are errors."""
-        if hasattr(mapping, "to_dict"):
-            mapping = mapping.to_dict()
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(mapping) - names)
-        if unknown:
-            raise ValueError(f"unknown decoder config fields {unknown}; known: {sorted(names)}")
-        return cls(**dict(mapping))
+        return schema.from_mapping(cls, mapping, unknown="unknown decoder config fields")
 
     @property
     def rope_scaling(self) -> Optional[dict]:
@@ -349,13 +349,6 @@ class DecoderLM(nnx.Module):
         return self.logits_from_hidden(h), new_cache
 
 
-def last_true_index(mask: Array) -> Array:
-    """``int32[B]``: index of the last True of ``mask bool[B, L]`` (0 for an all-False row)."""
-    length = mask.shape[1]
-    rev = jnp.argmax(mask[:, ::-1], axis=1)
-    return jnp.where(jnp.any(mask, axis=1), length - 1 - rev, 0).astype(jnp.int32)
-
-
 def forward(graphdef: nnx.GraphDef, state: nnx.State, tokens: Array, mask: Optional[Array] = None):
     """Pure full forward ``logits float32[B, L, V]`` of the model ``nnx.merge(graphdef, state)``."""
     return nnx.merge(graphdef, state)(tokens, mask)
@@ -369,3 +362,23 @@ def token_log_probs(logits: Array, targets: Array) -> Array:
     """``float32[B, L]`` log-probabilities of ``targets int32[B, L]`` under ``logits[B, L, V]``."""
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+
+
+def response_logits(model: Any, prompts: Array, responses: Array) -> Array:
+    """``float32[B, R, V]``: row ``t`` is ``model``'s distribution of response token ``t``.
+
+    ``model`` maps tokens ``[B, P + R]`` to next-token logits (a :class:`DecoderLM`); it reads
+    ``concat([prompts[B, P], responses[B, R]])`` and the logits at position ``P - 1 + t`` predict
+    response token ``t``."""
+    p, r = prompts.shape[1], responses.shape[1]
+    logits = model(jnp.concatenate([prompts, responses], axis=1))
+    return logits[:, p - 1:p - 1 + r].astype(jnp.float32)
+
+
+def response_log_probs(model: Any, prompts: Array, responses: Array,
+                       mask: Optional[Array] = None) -> Array:
+    """``float32[B, R]`` teacher-forced log-probabilities of ``responses`` under ``model`` given
+    ``prompts`` (:func:`response_logits`, :func:`token_log_probs`), times ``mask`` (float
+    ``[B, R]``, 0 on padding) when given."""
+    logp = token_log_probs(response_logits(model, prompts, responses), responses)
+    return logp if mask is None else logp * mask

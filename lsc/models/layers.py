@@ -19,8 +19,10 @@ Conventions used throughout:
 Contents: :func:`param`, :class:`RMSNorm`, :class:`Linear`, :class:`Einsum`, :class:`Embedding`,
 rotary embeddings (:func:`rope_inv_freq`, :func:`apply_rope`), :func:`dot_product_attention`,
 :class:`Attention` (self- or cross-attention, optional rotary embeddings, optional additive bias,
-optional KV cache), :class:`GatedMLP`, and KV-cache helpers (:func:`init_kv_cache`,
-:func:`write_kv_cache`).
+optional KV cache), :class:`GatedMLP`, KV-cache helpers (:func:`init_kv_cache`,
+:func:`write_kv_cache`), :func:`last_true_index` (the last real token of a padded row), and
+dropout keyed by location (:data:`DropoutStream`, :func:`dropout_stream`,
+:func:`dropout_substream`, :func:`dropout_keep_mask`, :func:`dropout`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 Array = jax.Array
@@ -310,6 +313,13 @@ def causal_mask(mask: Array) -> Array:
     return causal[None] & mask[:, None, :].astype(bool)
 
 
+def last_true_index(mask: Array) -> Array:
+    """``int32[B]``: index of the last True of ``mask bool[B, L]`` (0 for an all-False row)."""
+    length = mask.shape[1]
+    rev = jnp.argmax(mask[:, ::-1], axis=1)
+    return jnp.where(jnp.any(mask, axis=1), length - 1 - rev, 0).astype(jnp.int32)
+
+
 # ---------------------------------------------------------------------------------------------
 # Attention.
 # ---------------------------------------------------------------------------------------------
@@ -354,6 +364,64 @@ def dot_product_attention(
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgls,bskd->blkgd", probs, v)
     return out.reshape(b, l, h, d)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout.
+# ---------------------------------------------------------------------------------------------
+
+# Dropout randomness. A public ``dropout_rng`` is a PRNG key; inside a model it travels as a
+# stream ``(key, site)`` where ``site`` is a static integer naming one dropout location (stack,
+# layer, sub-layer). Masks come from XLA's RngBitGenerator (Philox) keyed by the key's words mixed
+# with the site, which compiles far faster than one threefry computation per location.
+DropoutStream = Optional[Tuple[Array, int]]
+
+
+def dropout_stream(key: Optional[Array], base: int) -> DropoutStream:
+    """The stream ``(key, base)`` of a model's ``dropout_rng`` (None: no dropout)."""
+    return None if key is None else (key, base)
+
+
+def dropout_substream(stream: DropoutStream, i: int) -> DropoutStream:
+    """The sub-stream ``i`` (0 <= i < 63) of ``stream``; distinct paths give distinct sites."""
+    if stream is None:
+        return None
+    if not 0 <= i < 63:
+        raise ValueError(f"dropout sub-stream index must be in [0, 63), got {i}")
+    key, site = stream
+    return key, site * 64 + i + 1
+
+
+def dropout_keep_mask(key: Array, site: int, shape: Sequence[int], rate: float) -> Array:
+    """Bernoulli(1 - ``rate``) keep mask ``bool[shape]`` for dropout location ``site``.
+
+    ``key``: a PRNG key (typed or raw uint32). The 64-bit Philox key is the key's first two
+    words, each xor-ed with a different odd multiple of ``site`` (distinct sites give distinct
+    keys, hence independent streams); the counter starts at 0. Deterministic per (key, site,
+    shape).
+    """
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    words = jnp.asarray(key).reshape(-1).astype(jnp.uint32)
+    mix0 = np.uint32((int(site) * 0x9E3779B9) & 0xFFFFFFFF)
+    mix1 = np.uint32((int(site) * 0x85EBCA6B + 0x27D4EB2F) & 0xFFFFFFFF)
+    k0, k1 = words[0] ^ mix0, words[1 % words.shape[0]] ^ mix1
+    if words.shape[0] >= 4:  # keys with more words (e.g. 'rbg'): fold the rest in
+        k0, k1 = k0 ^ words[2], k1 ^ words[3]
+    state = jnp.stack([k0, k1, jnp.uint32(0), jnp.uint32(0)])
+    _, bits = jax.lax.rng_bit_generator(
+        state, tuple(shape), dtype=jnp.uint32, algorithm=jax.lax.RandomAlgorithm.RNG_PHILOX
+    )
+    threshold = np.uint32(min(int(round((1.0 - rate) * 2.0**32)), 2**32 - 1))
+    return bits < threshold
+
+
+def dropout(x: Array, rate: float, stream: DropoutStream) -> Array:
+    """Inverted dropout; identity when ``stream`` is None or ``rate`` is 0."""
+    if stream is None or rate == 0.0:
+        return x
+    keep = dropout_keep_mask(stream[0], stream[1], x.shape, rate)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x)).astype(x.dtype)
 
 
 def init_kv_cache(

@@ -52,7 +52,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lsc import schema
 from lsc.models import heads, layers
+from lsc.models.layers import DropoutStream, last_true_index
+from lsc.models.layers import dropout as _dropout
+from lsc.models.layers import dropout_keep_mask  # noqa: F401  (part of this module's API)
+from lsc.models.layers import dropout_stream as _stream
+from lsc.models.layers import dropout_substream as _fold
 
 Array = jax.Array
 Cache = dict
@@ -185,13 +191,7 @@ class T5Config:
 
         Unknown keys raise ``ValueError`` naming them.
         """
-        if hasattr(d, "to_dict"):
-            d = d.to_dict()
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            raise ValueError(f"unknown T5Config fields: {unknown}; allowed: {sorted(fields)}")
-        return cls(**dict(d))
+        return schema.from_mapping(cls, d)
 
     def to_dict(self) -> dict:
         """The config as a plain dict (round-trips through :meth:`from_dict`)."""
@@ -206,59 +206,6 @@ class T5Config:
 def _normal(std: float):
     """Normal initializer with standard deviation ``std`` (Mesh TensorFlow / T5 style)."""
     return nnx.initializers.normal(stddev=float(std))
-
-
-# Dropout randomness. A public ``dropout_rng`` is a PRNG key; inside the model it travels as a
-# stream ``(key, site)`` where ``site`` is a static integer naming one dropout location (stack,
-# layer, sub-layer). Masks come from XLA's RngBitGenerator (Philox) keyed by the key's words mixed
-# with the site, which compiles far faster than one threefry computation per location.
-DropoutStream = Optional[Tuple[Array, int]]
-
-
-def _stream(key: Optional[Array], base: int) -> DropoutStream:
-    return None if key is None else (key, base)
-
-
-def _fold(stream: DropoutStream, i: int) -> DropoutStream:
-    """The sub-stream ``i`` (0 <= i < 63) of ``stream``; distinct paths give distinct sites."""
-    if stream is None:
-        return None
-    if not 0 <= i < 63:
-        raise ValueError(f"dropout sub-stream index must be in [0, 63), got {i}")
-    key, site = stream
-    return key, site * 64 + i + 1
-
-
-def dropout_keep_mask(key: Array, site: int, shape: Sequence[int], rate: float) -> Array:
-    """Bernoulli(1 - ``rate``) keep mask ``bool[shape]`` for dropout location ``site``.
-
-    ``key``: a PRNG key (typed or raw uint32). The 64-bit Philox key is the key's first two
-    words, each xor-ed with a different odd multiple of ``site`` (distinct sites give distinct
-    keys, hence independent streams); the counter starts at 0. Deterministic per (key, site,
-    shape).
-    """
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    words = jnp.asarray(key).reshape(-1).astype(jnp.uint32)
-    mix0 = np.uint32((int(site) * 0x9E3779B9) & 0xFFFFFFFF)
-    mix1 = np.uint32((int(site) * 0x85EBCA6B + 0x27D4EB2F) & 0xFFFFFFFF)
-    k0, k1 = words[0] ^ mix0, words[1 % words.shape[0]] ^ mix1
-    if words.shape[0] >= 4:  # keys with more words (e.g. 'rbg'): fold the rest in
-        k0, k1 = k0 ^ words[2], k1 ^ words[3]
-    state = jnp.stack([k0, k1, jnp.uint32(0), jnp.uint32(0)])
-    _, bits = jax.lax.rng_bit_generator(
-        state, tuple(shape), dtype=jnp.uint32, algorithm=jax.lax.RandomAlgorithm.RNG_PHILOX
-    )
-    threshold = np.uint32(min(int(round((1.0 - rate) * 2.0**32)), 2**32 - 1))
-    return bits < threshold
-
-
-def _dropout(x: Array, rate: float, stream: DropoutStream) -> Array:
-    """Inverted dropout; identity when ``stream`` is None or ``rate`` is 0."""
-    if stream is None or rate == 0.0:
-        return x
-    keep = dropout_keep_mask(stream[0], stream[1], x.shape, rate)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x)).astype(x.dtype)
 
 
 def attention_with_dropout(
@@ -613,13 +560,6 @@ def shift_right(tokens: Array, start_id: int = 0) -> Array:
     """Teacher-forcing decoder inputs: ``tokens[B, L]`` -> ``[start_id, tokens[:, :-1]]``."""
     start = jnp.full(tokens.shape[:-1] + (1,), start_id, tokens.dtype)
     return jnp.concatenate([start, tokens[..., :-1]], axis=-1)
-
-
-def last_true_index(mask: Array) -> Array:
-    """``int32[B]``: index of the last True of ``mask bool[B, L]`` (0 for an all-False row)."""
-    length = mask.shape[1]
-    rev = jnp.argmax(mask[:, ::-1], axis=1)
-    return jnp.where(jnp.any(mask, axis=1), length - 1 - rev, 0).astype(jnp.int32)
 
 
 class T5(nnx.Module):

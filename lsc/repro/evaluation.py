@@ -31,6 +31,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from lsc import runtime
 from lsc.align import common as align_common
 from lsc.align import reference as reference_lib
 from lsc.align import rlhf as align_rlhf
@@ -43,12 +44,15 @@ from lsc.eval import report as report_lib
 from lsc.eval import win_rate as win_rate_lib
 from lsc.repro.samples import PromptSet, Samples
 from lsc.repro.subconfigs import PROPERTIES
+from lsc.rewards import names
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import common as train_common
 
 BASE_SAMPLES = "base_samples.npz"
 SETS = ("judge", "base", "reference", "selection")
 _KEYS = {"judge": 1, "base": 2, "reference": 3, "selection": 4, "predict": 5, "policy": 10}
+SHORTCUTS = diagnostics.Shortcuts.of(synthetic)
+"""The synthetic world's shortcut vocabulary for :mod:`lsc.eval.diagnostics`."""
 
 
 def load_tokenizer(workdir: str):
@@ -148,9 +152,7 @@ def draw_base_samples(ctx: Context, config: ml_collections.ConfigDict, path: str
         arrays["predict_median"] = pred
         info["predictor_mae"] = {p: float(np.abs(pred[:, j] - oracle[:, j]).mean())
                                  for j, p in enumerate(PROPERTIES)}
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    runtime.write_npz_atomic(path, **arrays)
     logging.info("base samples: %s", info)
     return info
 
@@ -183,7 +185,8 @@ def base_entry(base: Mapping[str, Any], config: ml_collections.ConfigDict) -> Di
     """The base policy judged against independent base samples (KL 0)."""
     b, j = base["base"], base["judge"]
     return report_lib.make_entry(
-        "base", "base", "base", "none", [], {"mean": 0.0, "se": 0.0, "estimator": "exact"},
+        "base", "base", "base", names.NO_REFERENCE, [],
+        {"mean": 0.0, "se": 0.0, "estimator": "exact"},
         win_rate_lib.win_rates(b["gold"][:, 0], j["gold"][:, 0], PROPERTIES, and_or_mean=True,
                                **bootstrap_kwargs(config)),
         _means(b["rewards"][:, 0]), _means(b["gold"][:, 0]), k=1,
@@ -192,29 +195,15 @@ def base_entry(base: Mapping[str, Any], config: ml_collections.ConfigDict) -> Di
 
 def reference_label(rewards_config: Mapping[str, Any]) -> Tuple[str, str, List[str]]:
     """``(method, reference, properties)`` of an RLHF run's ``rewards`` section, in the
-    report's words (``none`` for raw; e.g. ``p85`` or ``helpful:p85+harmless:refusal``)."""
+    results' words (:mod:`lsc.rewards.names`: e.g. ``('lsc', 'oracle_p85', ['helpful'])``,
+    ``('sum', 'none', [...])`` or ``'harmless:refusal+helpful:oracle_p85'`` as the reference)."""
     spec = utility_lib.spec_from_config(rewards_config)
     props = list(spec.properties)
-    method = spec.method
-    if len(props) == 1 and method == "lsc_sum":
-        method = "lsc"  # the sum of one LSC reward
-    if len(props) > 1 and method == "raw":
-        method = "sum"  # the raw sum, no reference
+    method = names.result_method(spec.method, len(props))
     if not spec.uses_reference:
-        return method, "none", props
-    parts = []
-    for name, ref in zip(spec.properties, spec.references):
-        if ref.source == "quantile":
-            q = float(ref.quantile)
-            label = "median" if q == 0.5 else f"p{100 * q:g}"
-            parts.append(f"oracle_{label}")
-        elif ref.source == "fixed_response":
-            parts.append("refusal")
-        else:
-            parts.append({"predictor": "predict_median", "zero": "none"}[ref.source])
-    if len(parts) == 1:
-        return method, parts[0], props
-    return method, "+".join(f"{n}:{p}" for n, p in zip(props, parts)), props
+        return method, names.NO_REFERENCE, props
+    labels = [names.reference_label(ref.source, ref.quantile) for ref in spec.references]
+    return method, names.joint_reference_label(props, labels), props
 
 
 def run_summary(workdir: str) -> Dict[str, Any]:
@@ -269,7 +258,8 @@ def rlhf_entry(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[st
         proxy.append(float(snap.rewards[:, 0, opt].sum(axis=-1).mean()))
         gold_curve.append(float(sg[:, opt].sum(axis=-1).mean()))
     hacking = (diagnostics.reward_hacking(steps, proxy, gold_curve) if len(steps) > 1 else None)
-    extra: Dict[str, Any] = {"underfitting": under, "shortcuts": diagnostics.shortcut_features(texts),
+    extra: Dict[str, Any] = {"underfitting": under,
+                             "shortcuts": diagnostics.shortcut_features(texts, SHORTCUTS),
                              "num_prompts": len(texts), "run": name}
     if hacking is not None:
         extra["reward_hacking"] = hacking

@@ -18,8 +18,7 @@ from lsc.align import utility as utility_lib
 from lsc.eval import kl as kl_lib
 from lsc.eval import report as report_lib
 from lsc.eval import win_rate as win_rate_lib
-
-NONE = "none"
+from lsc.rewards import names
 
 
 def utilities(method: str, properties: Sequence[str], rewards: np.ndarray,
@@ -55,7 +54,7 @@ def grid_entries(*, properties: Sequence[str], cells: Sequence[Tuple[str, str]],
     Args:
       properties: the ``m`` property names (the last axis of every array).
       cells: ``(method, reference)`` pairs; ``reference`` names a key of ``references`` or is
-        ``'none'`` (no subtraction: ``r_ref = 0``).
+        ``'none'`` (:data:`lsc.rewards.names.NO_REFERENCE`; no subtraction: ``r_ref = 0``).
       ks: the k values (each ``<= K``).
       rewards: ``float[N, K, m]`` proxy rewards of the K selection samples per prompt.
       gold: ``float[N, K, m]`` their gold scores.
@@ -73,7 +72,9 @@ def grid_entries(*, properties: Sequence[str], cells: Sequence[Tuple[str, str]],
     props = list(properties)
     out = []
     for method, ref_name in cells:
-        r_ref = (np.zeros((n, m), np.float32) if ref_name == NONE
+        label = names.run_label(method, ref_name)
+        no_ref = names.reference_name(ref_name) == names.NO_REFERENCE
+        r_ref = (np.zeros((n, m), np.float32) if no_ref
                  else np.asarray(references[ref_name], np.float32))
         u = utilities(method, props, rewards, r_ref)
         u_kl = utilities(method, props, kl_rewards, r_ref)
@@ -83,7 +84,6 @@ def grid_entries(*, properties: Sequence[str], cells: Sequence[Tuple[str, str]],
             chosen_rew = take(rewards, idx)
             kl = kl_lib.best_of_k_kl_plugin(u_kl, int(k))
             extra = features(idx) if features is not None else {}
-            label = method if ref_name == NONE else f"{method}_{ref_name}"
             out.append(report_lib.make_entry(
                 f"best_of_k/{label}/k{int(k)}", "best_of_k", method, ref_name, props,
                 {"mean": kl.mean, "se": kl.se, "estimator": kl.estimator},

@@ -42,6 +42,7 @@ from lsc.align import rlhf as align_rlhf
 from lsc.data import hh_rlhf, synthetic
 from lsc.repro import evaluation, figures, grid, subconfigs
 from lsc.repro.subconfigs import PROPERTIES
+from lsc.rewards import names
 from lsc.train import common as train_common
 from lsc.train import reference_predictor as train_reference
 from lsc.train import reward_model as train_reward_model
@@ -162,7 +163,8 @@ def best_of_k_stage(config, stage_dir, earlier):
     bok = config.best_of_k
     cells = [(m, r) for m in bok.methods for r in bok.references]
     for method in bok.baselines:
-        cells.append((method, "none" if method in ("sum", "raw") else "oracle_median"))
+        cells.append((method, names.NO_REFERENCE if method in names.RAW_NAMES
+                      else "oracle_median"))
     refs = {"oracle_median": base["oracle_median"], "predict_median": base["predict_median"]}
     tok = evaluation.load_tokenizer(os.path.dirname(stage_dir))
     sel_texts = evaluation.decode_grid(tok, base["selection"]["tokens"])
@@ -171,7 +173,7 @@ def best_of_k_stage(config, stage_dir, earlier):
         from lsc.eval import diagnostics
 
         chosen = [sel_texts[i][j] for i, j in enumerate(idx)]
-        return {"shortcuts": diagnostics.shortcut_features(chosen)}
+        return {"shortcuts": diagnostics.shortcut_features(chosen, evaluation.SHORTCUTS)}
 
     entries = grid.grid_entries(
         properties=PROPERTIES, cells=cells, ks=[int(k) for k in bok.ks],
@@ -205,8 +207,7 @@ def evaluate_stage(config, stage_dir, earlier):
     for name, run in earlier["rlhf"].items():
         run_cfg = train_common.load_run_config(run["workdir"])
         for gamma in run["kl_coefs"]:
-            gdir = (run["workdir"] if len(run["kl_coefs"]) == 1
-                    else os.path.join(run["workdir"], f"kl_{gamma:g}"))
+            gdir = align_rlhf.gamma_workdir(run["workdir"], gamma, run["kl_coefs"])
             entry, curve = evaluation.rlhf_entry(ctx, config, base, name, run_cfg, gamma, gdir)
             entries.append(entry)
             curves[entry["name"]] = curve
@@ -249,13 +250,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     """Runs the stages; returns the exit code (0, or a stopped job's code: preempted or
     failed)."""
     try:
-        summary = stages_lib.run_stages(STAGES, config, workdir)
+        stages_lib.run_stages(STAGES, config, workdir)
     except JobStopped as e:
         logging.warning("%s; rerun the same command to resume", e)
         return e.exit_code
-    if summary["missing"]:
-        logging.warning("stages not run: %s", ", ".join(summary["missing"]))
-        return 1
     if jax.process_index() == 0:
         logging.info("Reproduction complete: %s, %s and the figures in %s",
                      os.path.join(workdir, "results.json"), os.path.join(workdir, "report.md"),

@@ -4,15 +4,15 @@
 ``pi0`` and the proxy reward models. :meth:`PromptSet.sample` draws ``k`` samples per prompt from
 any policy with the same architecture as ``pi0`` (the KV-cache sampler, batches of fixed shape,
 so one compilation per ``k``) and returns a :class:`Samples`: the tokens, their per-token
-log-probabilities under the policy and under ``pi0`` (teacher-forced, the same function for
-both, so ``logp - logp0`` is an exact per-token log-ratio), the response mask, every proxy
-reward, and the decoded texts.
+log-probabilities under the policy and under ``pi0`` (teacher-forced by
+:func:`lsc.models.decoder.response_log_probs`, the same function for both, so
+``logp - logp0`` is an exact per-token log-ratio), the response mask, every proxy reward, and
+the decoded texts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, List, Sequence
 
 import jax
@@ -20,8 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lsc import runtime
 from lsc.align import common as align_common
 from lsc.align import reference as reference_lib
+from lsc.data import pipeline
 from lsc.models import decoder as decoder_lib
 from lsc.models import sampling
 
@@ -56,23 +58,14 @@ class Samples:
 
     def save(self, path: str) -> None:
         """Arrays to ``path`` (``.npz``); texts are re-decoded on load."""
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, tokens=self.tokens, mask=self.mask, logp=self.logp, logp0=self.logp0,
-                 rewards=self.rewards)
-        os.replace(tmp, path)
-
-
-def _logprobs(graphdef, state, prompts, tokens, mask):
-    model = nnx.merge(graphdef, state)
-    p, r = prompts.shape[1], tokens.shape[1]
-    logits = model(jnp.concatenate([prompts, tokens], axis=1))[:, p - 1:p - 1 + r]
-    return decoder_lib.token_log_probs(logits.astype(jnp.float32), tokens) * mask
+        runtime.write_npz_atomic(path, tokens=self.tokens, mask=self.mask, logp=self.logp,
+                                 logp0=self.logp0, rewards=self.rewards)
 
 
 @jax.jit
 def _teacher_forced(split, prompts, tokens, mask):
     graphdef, state = split
-    return _logprobs(graphdef, state, prompts, tokens, mask)
+    return decoder_lib.response_log_probs(nnx.merge(graphdef, state), prompts, tokens, mask)
 
 
 @jax.jit
@@ -113,13 +106,8 @@ class PromptSet:
 
     def batches(self):
         """``(start, real rows, int32[batch_size, P] device prompts)``; the last batch is padded
-        by repeating its first row."""
-        n, b = len(self), self.batch_size
-        for start in range(0, n, b):
-            chunk = self.prompts[start:start + b]
-            real = chunk.shape[0]
-            if real < b:
-                chunk = np.concatenate([chunk, np.repeat(chunk[:1], b - real, axis=0)])
+        by repeating its first row (:func:`lsc.data.pipeline.padded_batches`)."""
+        for start, real, chunk in pipeline.padded_batches(self.prompts, self.batch_size):
             yield start, real, jnp.asarray(chunk)
 
     def sample(self, policy: Any, key: jax.Array, num_samples: int = 1,

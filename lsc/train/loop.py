@@ -28,6 +28,8 @@ A job supplies a model constructor, a loss and data; the loop owns everything el
   With several processes, a SIGTERM to any of them stops all after the same step.
 * **Numerics.** A non-finite loss raises :class:`NonFiniteLossError` naming the step; no
   checkpoint is written after the last finite step.
+* **Config.** :class:`TrainConfig` is ``config.train``; :data:`TRAIN_RULES` are its fields' rules
+  (:mod:`lsc.schema`), checked on construction and by :mod:`lsc.config` up front.
 
 Loss contract: ``loss_fn(model, batch, rng) -> (loss_sum, count, metric_sums)`` where
 ``loss_sum`` is the float32 sum of per-example losses over the (micro-)batch, ``count`` the
@@ -54,7 +56,7 @@ from absl import logging
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lsc import runtime
+from lsc import runtime, schema
 from lsc.parallel import distributed, partitioning
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import metrics as metrics_lib
@@ -62,6 +64,17 @@ from lsc.train import optim
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: a controlled exit after the preemption checkpoint
 COMPUTE_DTYPES = ("float32", "bfloat16")
+
+TRAIN_RULES = {
+    "num_steps": schema.number_in(1, integer=True),
+    "batch_size": schema.number_in(1, integer=True),
+    "grad_accum_steps": schema.number_in(1, integer=True),
+    "log_every": schema.number_in(1, integer=True),
+    "eval_every": schema.number_in(0, integer=True),
+    "save_every": schema.number_in(1, integer=True),
+    "keep_checkpoints": schema.number_in(1, integer=True),
+    "compute_dtype": schema.one_of(COMPUTE_DTYPES),
+}
 
 Batch = Dict[str, Any]
 LossFn = Callable[[nnx.Module, Batch, jax.Array], Tuple[jax.Array, jax.Array, Dict[str, jax.Array]]]
@@ -116,30 +129,15 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("num_steps", "batch_size", "grad_accum_steps", "log_every", "save_every",
-                     "keep_checkpoints"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"train.{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.eval_every, int) or self.eval_every < 0:
-            raise ValueError(f"train.eval_every must be an integer >= 0, got {self.eval_every!r}")
+        schema.check(vars(self), TRAIN_RULES, "train")
         if self.batch_size % self.grad_accum_steps:
             raise ValueError(f"train.grad_accum_steps={self.grad_accum_steps} must divide "
                              f"train.batch_size={self.batch_size}")
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"train.compute_dtype must be one of {COMPUTE_DTYPES}, got "
-                             f"{self.compute_dtype!r}")
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> "TrainConfig":
         """From ``config.train`` (dict / ConfigDict); unknown fields are errors."""
-        if hasattr(mapping, "to_dict"):
-            mapping = mapping.to_dict()
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(mapping) - names)
-        if unknown:
-            raise ValueError(f"train: unknown fields {unknown}; known: {sorted(names)}")
-        return cls(**dict(mapping))
+        return schema.from_mapping(cls, mapping, unknown="train: unknown fields")
 
 
 @dataclasses.dataclass

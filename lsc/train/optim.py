@@ -20,6 +20,10 @@ field                  meaning
 The optimiser is ``chain(clip_by_global_norm, adamw | adafactor)``; the schedule is evaluated at
 the optimiser's own update count. Gradient accumulation is done by the train step (a scan over
 micro-batches, :mod:`lsc.train.loop`), so one optimiser update is one train step.
+
+:data:`RULES` are the fields' rules (:mod:`lsc.schema`), checked whenever an optimiser or schedule
+is made and by :mod:`lsc.config` up front for every optimiser section (``optim``,
+``rl.policy_optim``, ``rl.value_optim``).
 """
 
 from __future__ import annotations
@@ -28,8 +32,20 @@ from typing import Any, Callable, Mapping
 
 import optax
 
+from lsc import schema
+
 OPTIMIZERS = ("adamw", "adafactor")
 SCHEDULES = ("constant", "cosine")
+
+RULES = {
+    "name": schema.one_of(OPTIMIZERS),
+    "learning_rate": schema.number_in(0.0),
+    "warmup_steps": schema.number_in(0, integer=True),
+    "schedule": schema.one_of(SCHEDULES),
+    "end_lr_fraction": schema.number_in(0.0, 1.0),
+    "weight_decay": schema.number_in(0.0),
+    "grad_clip_norm": schema.number_in(0.0),
+}
 
 DEFAULTS = dict(
     name="adamw",
@@ -55,18 +71,7 @@ def _fields(config: Mapping[str, Any] | None) -> dict:
         raise ValueError(f"optim: unknown fields {unknown}; known: {sorted(DEFAULTS)}")
     out = dict(DEFAULTS)
     out.update(config)
-    if out["name"] not in OPTIMIZERS:
-        raise ValueError(f"optim.name must be one of {OPTIMIZERS}, got {out['name']!r}")
-    if out["schedule"] not in SCHEDULES:
-        raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {out['schedule']!r}")
-    if not out["learning_rate"] > 0:
-        raise ValueError(f"optim.learning_rate must be > 0, got {out['learning_rate']}")
-    if int(out["warmup_steps"]) < 0:
-        raise ValueError(f"optim.warmup_steps must be >= 0, got {out['warmup_steps']}")
-    if not 0.0 <= out["end_lr_fraction"] <= 1.0:
-        raise ValueError(f"optim.end_lr_fraction must be in [0, 1], got {out['end_lr_fraction']}")
-    if out["grad_clip_norm"] < 0:
-        raise ValueError(f"optim.grad_clip_norm must be >= 0, got {out['grad_clip_norm']}")
+    schema.check(out, RULES, "optim")
     return out
 
 

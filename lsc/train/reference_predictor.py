@@ -32,7 +32,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from lsc import rewards
+from lsc import rewards, runtime
 from lsc.data import hh_rlhf, pipeline
 from lsc.data.tokenizer import TruncationStats
 from lsc.models import sampling
@@ -73,11 +73,7 @@ def oracle_quantiles(policy: nnx.Module, reward_model: nnx.Module, prompts: np.n
     pg, ps = nnx.split(policy)
     rm_split = nnx.split(reward_model)
     out, all_scores = [], []
-    for i, start in enumerate(range(0, n, batch_size)):
-        chunk = prompts[start:start + batch_size]
-        real = chunk.shape[0]
-        if real < batch_size:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - real, axis=0)])
+    for i, (_, real, chunk) in enumerate(pipeline.padded_batches(prompts, batch_size)):
         chunk = jnp.asarray(chunk)
         sampled = sampling.sample(pg, ps, chunk, jax.random.fold_in(key, i),
                                   max_new_tokens=max_new_tokens, num_samples=num_samples,
@@ -170,9 +166,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
                   batch_size=int(ref.sample_batch_size), temperature=float(ref.temperature))
         train_y = oracle_quantiles(policy, reward_model, train_x, jax.random.fold_in(key, 0), **kw)
         test_y = oracle_quantiles(policy, reward_model, test_x, jax.random.fold_in(key, 1), **kw)
-        tmp = targets_path + ".tmp.npz"
-        np.savez(tmp, train=train_y, test=test_y)
-        os.replace(tmp, targets_path)
+        runtime.write_npz_atomic(targets_path, train=train_y, test=test_y)
     train_mean = float(np.mean(train_y))
     logging.info("oracle %.2f-quantiles over %d samples: train mean %.4f std %.4f",
                  float(ref.quantile), int(ref.num_samples), train_mean, float(np.std(train_y)))

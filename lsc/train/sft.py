@@ -3,7 +3,7 @@
 Batches are the ``sft`` layout of :mod:`lsc.data.pipeline`: ``prompt int32[B, P]`` (left-padded),
 ``response int32[B, R]`` (right-padded, EOS included when it fits), ``valid int32[B]``. The model
 reads ``concat([prompt, response])``; the logits at position ``P - 1 + t`` predict response token
-``t``. The loss is the summed negative log-likelihood of the **response tokens only**: prompt
+``t`` (:func:`lsc.models.decoder.response_logits`). The loss is the summed negative log-likelihood of the **response tokens only**: prompt
 tokens, pad tokens and padding rows (``valid == 0``) contribute nothing; the example count of the
 loop is the number of response tokens, so the reported loss is the per-token NLL.
 
@@ -26,24 +26,16 @@ from absl import logging
 from flax import nnx
 
 from lsc.data import hh_rlhf, pipeline, synthetic
+from lsc.models import decoder as decoder_lib
 from lsc.train import common, loop
-
-
-def response_logits(model: nnx.Module, prompt: jax.Array, response: jax.Array) -> jax.Array:
-    """float32 ``[B, R, V]``: row ``t`` is the model's distribution of response token ``t``."""
-    p, r = prompt.shape[1], response.shape[1]
-    tokens = jnp.concatenate([prompt, response], axis=1)
-    logits = model(tokens)
-    return logits[:, p - 1: p - 1 + r].astype(jnp.float32)
 
 
 def response_token_nll(model: nnx.Module, batch: Mapping[str, jax.Array]):
     """``(nll float32[B, R], mask float32[B, R], correct float32[B, R])`` over response tokens;
     ``mask`` is 1 for real response tokens of valid rows."""
     response = batch["response"]
-    logits = response_logits(model, batch["prompt"], response)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, response[..., None], axis=-1)[..., 0]
+    logits = decoder_lib.response_logits(model, batch["prompt"], response)
+    nll = -decoder_lib.token_log_probs(logits, response)
     mask = ((response != model.pad_id) & (batch["valid"][:, None] > 0)).astype(jnp.float32)
     correct = (jnp.argmax(logits, axis=-1) == response).astype(jnp.float32)
     return nll, mask, correct

@@ -6,6 +6,8 @@ import pytest
 from lsc.data import synthetic
 from lsc.eval import diagnostics as dg
 
+SHORTCUTS = dg.Shortcuts.of(synthetic)
+
 
 def test_underfitting_against_numpy_reference():
     rng = np.random.default_rng(0)
@@ -92,20 +94,20 @@ def test_shortcut_features_by_hand():
         f"{f} {f} try some yeast",  # filler twice: one repeat
         "",
     ]
-    feats = dg.response_features(responses)
+    feats = dg.response_features(responses, SHORTCUTS)
     np.testing.assert_array_equal(feats["length"], [8, 7, 5, 0])
     np.testing.assert_array_equal(feats["refusal"], [False, True, False, False])
     np.testing.assert_array_equal(feats["repeats"], [1, 0, 1, 0])
     np.testing.assert_array_equal(feats["filler_count"], [1, 0, 2, 0])
     np.testing.assert_allclose(feats["repetition"], [1 / 8, 0, 1 / 5, 0])
-    s = dg.shortcut_features(responses)
+    s = dg.shortcut_features(responses, SHORTCUTS)
     assert s["mean_length"] == pytest.approx(5.0)
     assert s["refusal_rate"] == pytest.approx(0.25)
     assert s["filler_rate"] == pytest.approx(0.5)
     assert s["mean_filler_count"] == pytest.approx(0.75)
     assert s["any_repetition_rate"] == pytest.approx(0.5)
     assert s["repetition_rate"] == pytest.approx((1 / 8 + 1 / 5) / 4)
-    shift = dg.shortcut_shift(responses[:1], responses[1:2])
+    shift = dg.shortcut_shift(responses[:1], responses[1:2], SHORTCUTS)
     assert shift["difference"]["filler_rate"] == pytest.approx(1.0)
     # Repeats are counted as the gold helpfulness penalty counts them.
     prompt = synthetic.format_prompt(synthetic.TOPIC_BY_NAME["bread"], "normal")
@@ -113,6 +115,6 @@ def test_shortcut_features_by_hand():
     h0 = synthetic.gold_helpful(prompt, f"{f} use the flour")
     assert h0 - h1 == pytest.approx(synthetic.H_REPEAT * feats["repeats"][0])
     with pytest.raises(ValueError, match="not one string"):
-        dg.response_features("a response")
+        dg.response_features("a response", SHORTCUTS)
     with pytest.raises(ValueError):
-        dg.shortcut_features([])
+        dg.shortcut_features([], SHORTCUTS)

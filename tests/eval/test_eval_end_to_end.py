@@ -26,7 +26,7 @@ def test_best_of_k_on_the_synthetic_world(tmp_path):
     for p in prompts:
         cands = [demo.sample(p, rng) for _ in range(k)]
         chosen.append(max(cands, key=lambda y: _proxy(p, y)))
-    judge = win_rate.gold_judge(PROPS)
+    judge = synthetic.gold_judge(PROPS)
 
     wr_base = win_rate.judged_win_rates(judge, prompts, base_b, base_a, PROPS,
                                         num_resamples=500, and_or_mean=True)
@@ -43,7 +43,7 @@ def test_best_of_k_on_the_synthetic_world(tmp_path):
     under = diagnostics.underfitting(gold_chosen[:, 1], gold_base[:, 1], strata,
                                      num_resamples=300)
     assert under["improvement"]["value"] > 0
-    shift = diagnostics.shortcut_shift(chosen, base_a)
+    shift = diagnostics.shortcut_shift(chosen, base_a, diagnostics.Shortcuts.of(synthetic))
     assert shift["difference"]["filler_rate"] > 0  # the proxy's spurious feature is selected
 
     under.pop("per_prompt")

@@ -102,7 +102,7 @@ def test_base_vs_base_covers_half_on_the_synthetic_world():
         prompts = [synthetic.sample_prompt(rng, 0.25) for _ in range(300)]
         y1 = [demo.sample(p, rng) for p in prompts]
         y0 = [demo.sample(p, rng) for p in prompts]  # independent base samples
-        res = wr.judged_win_rates(wr.gold_judge(), prompts, y1, y0, ["helpful", "harmless"],
+        res = wr.judged_win_rates(synthetic.gold_judge(), prompts, y1, y0, ["helpful", "harmless"],
                                   and_or_mean=True, num_resamples=500, seed=rep)
         for key in keys:
             covered[key] += res[key]["ci_low"] <= 0.5 <= res[key]["ci_high"]
@@ -120,7 +120,7 @@ def test_judged_win_rates_checks_the_judge_output():
     with pytest.raises(ValueError, match="must all be equal|all must be equal"):
         wr.judged_win_rates(bad_judge, ["a", "b"], ["b"], ["c"], ["x"])
     with pytest.raises(ValueError, match="unknown gold property"):
-        wr.gold_judge(["funny"])
+        synthetic.gold_judge(["funny"])
 
 
 def test_bad_inputs():
