@@ -10,4 +10,8 @@ Modules (numpy-first; import the one you need):
   hacking (proxy vs gold along training) and shortcut features of responses.
 * :mod:`lsc.eval.plots` -- the paper's figures as PNG (matplotlib, Agg).
 * :mod:`lsc.eval.report` -- the results-entry schema and ``report.md`` with one table per claim.
+
+Nothing here knows the world being judged: callers pass the judge (e.g.
+``lsc.data.synthetic.gold_judge``) and the world's shortcut vocabulary
+(:class:`lsc.eval.diagnostics.Shortcuts`) in.
 """

@@ -1,0 +1,63 @@
+"""Every shipped config file builds with each of its arguments and passes validation.
+
+The paper configs point at data and checkpoints that only exist on a user's machine, so their
+only allowed errors are the empty paths the user fills in on the command line.
+"""
+
+import importlib
+
+import pytest
+
+from lsc import config as config_lib
+from lsc import main
+
+# config module -> its arguments ("" is the default).
+EXPERIMENTS = {
+    "configs.rm.synthetic_helpful": ["", "decoder", "t5", "large_data"],
+    "configs.rm.synthetic_harmless": ["", "t5"],
+    "configs.rm.t5_base": ["helpful", "harmless"],
+    "configs.rm.t5_base_helpful": [""],
+    "configs.rm.t5_base_harmless": [""],
+    "configs.rm.reference_predictor_synthetic": [""],
+    "configs.sft.synthetic": [""],
+    "configs.rlhf.synthetic": ["", "helpful_raw", "helpful_lsc", "hh_raw_sum", "hh_lsc_sum"],
+    "configs.rlhf.paper": ["", "helpful_raw", "hh_lsc_sum"],
+    "configs.best_of_k.synthetic": ["", "hh_lsc_sum"],
+    "configs.best_of_k.paper": ["", "hh_raw_sum"],
+    "configs.repro.synthetic_hh": ["", "large", "tiny"],
+}
+USER_PATHS = {"data.path"}  # empty in the paper configs until the user gives them
+CASES = [(module, arg) for module, args in EXPERIMENTS.items() for arg in args]
+
+
+@pytest.mark.parametrize("module,arg", CASES)
+def test_shipped_config_builds_and_validates(module, arg):
+    config = importlib.import_module(module).get_config(arg)
+    try:
+        config_lib.validate(config, jobs=tuple(main.JOBS))
+        if config.job in main.VALIDATORS:
+            main.VALIDATORS[config.job](config)
+    except config_lib.ConfigError as e:
+        assert {field for field, _ in e.errors} <= USER_PATHS, str(e)
+        assert config.data.source != "synthetic"
+
+
+@pytest.mark.parametrize("module,bad", [("configs.rm.synthetic_helpful", "large"),
+                                        ("configs.rm.synthetic_harmless", "large_data"),
+                                        ("configs.rm.t5_base", ""),
+                                        ("configs.rlhf.synthetic", "helpful_sum"),
+                                        ("configs.sft.synthetic", "t5"),
+                                        ("configs.repro.synthetic_hh", "huge")])
+def test_an_unknown_argument_is_refused(module, bad):
+    with pytest.raises(ValueError, match="unknown|takes no argument"):
+        importlib.import_module(module).get_config(bad)
+
+
+def test_the_paper_t5_reward_models_differ_only_in_their_property():
+    from configs.rm import t5_base, t5_base_harmless, t5_base_helpful
+
+    helpful, harmless = t5_base_helpful.get_config(), t5_base_harmless.get_config()
+    assert helpful.to_dict() == t5_base.get_config("helpful").to_dict()
+    assert helpful.rm.property == "helpful" and harmless.rm.property == "harmless"
+    harmless.rm.property = "helpful"
+    assert harmless.to_dict() == helpful.to_dict()
