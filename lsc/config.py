@@ -21,6 +21,7 @@ never the reverse.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import ml_collections
@@ -168,5 +169,51 @@ def validate(
             message = rule(value, config)
             if message:
                 errors.append((field, message))
+    if not errors:
+        errors = typed_section_errors(config)
     if errors:
         raise ConfigError(errors)
+
+
+_LEADING_FIELD = re.compile(r"^(?:config\.)?([A-Za-z_]\w*(?:\.[A-Za-z_*]\w*)*)")
+
+
+def _as_field_error(section: str, error: Exception) -> Tuple[str, str]:
+    """``(dotted_field, message)`` of a typed config's error: the field its message starts with
+    (``'rl.algorithm=...'``, ``'reference.source: ...'``), else the section."""
+    text = str(error)
+    match = _LEADING_FIELD.match(text)
+    if not match or "." not in match.group(1):
+        return section, text
+    rest = text[match.end():]
+    if rest.startswith((": ", " ")):  # 'field: what is allowed', 'field is empty ...'
+        text = rest[2:] if rest.startswith(": ") else rest[1:]
+    return match.group(1), text
+
+
+def typed_section_errors(config: ml_collections.ConfigDict) -> List[Tuple[str, str]]:
+    """Builds the typed configs of the sections ``config`` has, as the jobs will
+    (:class:`lsc.train.loop.TrainConfig` from ``train``, :class:`lsc.align.rlhf.RLConfig` from
+    ``rl`` for every ``kl_coef`` of a sweep, :class:`lsc.align.utility.UtilitySpec` from
+    ``rewards``), so their checks across fields (``rl.algorithm='rloo'`` needs
+    ``rl.num_samples >= 2``, ``train.grad_accum_steps`` divides ``train.batch_size``, a
+    ``fixed_response`` reference has a response) fail before anything runs. Returns
+    ``(dotted_field, message)`` pairs."""
+    builders = []
+    if "train" in config:
+        builders.append(("train", lambda: loop.TrainConfig.from_mapping(config.train)))
+    if "rl" in config:
+        builders.extend(
+            ("rl", lambda gamma=gamma: rlhf.RLConfig.from_mapping(config.rl, kl_coef=gamma))
+            for gamma in rlhf.kl_coefs(config))
+    if "rewards" in config and config.rewards.get("properties"):
+        builders.append(("rewards", lambda: utility.spec_from_config(config.rewards)))
+    errors: List[Tuple[str, str]] = []
+    for section, build in builders:
+        try:
+            build()
+        except (ValueError, TypeError) as e:
+            error = _as_field_error(section, e)
+            if error not in errors:
+                errors.append(error)
+    return errors

@@ -1,10 +1,12 @@
 """Process-level helpers shared by every job: atomic file writes, SIGTERM (preemption)
 handling and a readable console log.
 
-Every output file of a job is written through :func:`atomic_open` (or its variants
-:func:`write_json_atomic`, :func:`write_text_atomic`, :func:`write_npz_atomic`): a temporary file
-in the same directory, flushed, fsync-ed and moved onto the destination with ``os.replace``, so a
-crash leaves either the old file or the new one, never a partial one.
+Results, caches, samples and resolved configs are written through :func:`atomic_open` (or its
+variants :func:`write_json_atomic`, :func:`write_text_atomic`, :func:`write_npz_atomic`): a
+temporary file in the same directory, flushed, fsync-ed and moved onto the destination with
+``os.replace``, so a crash leaves either the old file or the new one, never a partial one.
+(Checkpoints are orbax's own atomic directories; the synthetic world's files are complete once
+its ``world.json`` marker, written last and atomically, exists.)
 """
 
 from __future__ import annotations

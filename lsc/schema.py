@@ -73,6 +73,9 @@ def check(values: Mapping[str, Any], rules: Mapping[str, Rule], prefix: str) -> 
     """
     for name, rule in rules.items():
         if name in values:
+            if isinstance(values[name], (tuple, list)):  # a sweep belongs in the config file only
+                raise ValueError(f"{prefix}.{name}: {values[name]!r} is not allowed here; give "
+                                 "one value")
             message = rule(values[name], None)
             if message:
                 raise ValueError(f"{prefix}.{name}: {message}")

@@ -61,3 +61,37 @@ def test_the_paper_t5_reward_models_differ_only_in_their_property():
     assert helpful.rm.property == "helpful" and harmless.rm.property == "harmless"
     harmless.rm.property = "helpful"
     assert harmless.to_dict() == helpful.to_dict()
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("rl.algorithm", "rloo", "config.rl.algorithm: rl.algorithm='rloo' needs rl.num_samples >= 2"),
+    ("sft.train.grad_accum_steps", 3,
+     "config.sft.train.grad_accum_steps: train.grad_accum_steps=3 must divide"),
+    ("rlhf.runs.hh_lsc_sum.rewards.properties.harmless.reference.response", "",
+     "config.rlhf.runs.hh_lsc_sum.rewards.properties.harmless.reference.response: is empty"),
+])
+def test_checks_across_fields_fail_before_anything_runs(field, value, message):
+    from configs.repro import synthetic_hh
+
+    config = synthetic_hh.get_config()
+    *parents, name = field.split(".")
+    section = config
+    for part in parents:
+        section = section[part]
+    section[name] = value
+    with pytest.raises(config_lib.ConfigError) as e:
+        main.VALIDATORS["repro"](config)
+    assert message in str(e.value)
+    assert len(e.value.errors) == 1
+
+
+def test_a_typed_config_refuses_a_sweep_where_one_value_belongs():
+    from lsc.align import rlhf
+    from lsc.train import loop
+
+    with pytest.raises(ValueError, match=r"train.num_steps: \(1, 2\) is not allowed here"):
+        loop.TrainConfig(num_steps=(1, 2), batch_size=8)
+    with pytest.raises(ValueError, match="rl.algorithm"):
+        rlhf.RLConfig(num_steps=10, batch_size=4, algorithm=("ppo", "rloo"))
+    with pytest.raises(ValueError, match="train.batch_size"):
+        loop.TrainConfig(num_steps=10, batch_size=(4, 8))

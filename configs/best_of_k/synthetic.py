@@ -1,6 +1,6 @@
-"""Best-of-k on the synthetic gold world's evaluation prompts: the config of ``configs/rlhf/synthetic.py`` (same variants, models and
-``rewards``) with ``job = 'best_of_k'``; the job reads its ``best_of_k`` section (``ks``,
-``num_prompts``, ``batch_size``, ``split``).
+"""Best-of-k on the synthetic gold world's evaluation prompts: the config of
+``configs/rlhf/synthetic.py`` (same variants, models and ``rewards``) with ``job = 'best_of_k'``;
+the job reads its ``best_of_k`` section (``ks``, ``num_prompts``, ``batch_size``, ``split``).
 
 Variants (the argument after ``:``): helpful_raw, helpful_lsc (default), hh_raw_sum, hh_lsc_sum.
 Usage::

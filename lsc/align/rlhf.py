@@ -154,9 +154,9 @@ class RLConfig:
     snapshot_every: int = 0
 
     def __post_init__(self):
-        schema.check(vars(self), RL_RULES, "rl")
         if isinstance(self.kl_coef, (tuple, list)):
             raise ValueError(f"rl.kl_coef must be one number >= 0 here, got {self.kl_coef!r}")
+        schema.check(vars(self), RL_RULES, "rl")
         if self.algorithm == "rloo" and self.num_samples < 2:
             raise ValueError(f"rl.algorithm='rloo' needs rl.num_samples >= 2, got "
                              f"{self.num_samples}")

@@ -49,6 +49,7 @@ import gzip
 import hashlib
 import json
 import os
+import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal
 
@@ -66,7 +67,7 @@ SUBSET_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 OnError = Literal["raise", "skip"]
-ON_ERROR = ("raise", "skip")  # the values of OnError (config.data.on_error)
+ON_ERROR = typing.get_args(OnError)  # ("raise", "skip"): config.data.on_error
 
 
 class DataError(ValueError):
@@ -361,7 +362,7 @@ def _parse_demo(record: object, path: str, line: int) -> Demonstration:
 
 def _read(paths: str | Sequence[str], parse, on_error: OnError, stats: ReadStats | None):
     if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     total = stats if stats is not None else ReadStats()
     out = []

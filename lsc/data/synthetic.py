@@ -109,6 +109,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lsc import runtime
 from lsc.data import hh_rlhf
 
 
@@ -497,7 +498,7 @@ def write_world(directory: str, seed: int, cfg: WorldConfig = WorldConfig()) -> 
             out[key][split] = path
             counts[f"{subdir}/{split}"] = len(records)
     manifest = os.path.join(directory, "world.json")
-    with open(manifest, "w", encoding="utf-8") as f:
+    with runtime.atomic_open(manifest) as f:  # written last: the world's completion marker
         json.dump({"seed": seed, "config": dataclasses.asdict(cfg), "counts": counts}, f,
                   indent=2, sort_keys=True)
     return WorldFiles(directory, out["helpful"], out["harmless"], out["sft"], out["prompts"],

@@ -72,6 +72,8 @@ def _fields(config: Mapping[str, Any] | None) -> dict:
     out = dict(DEFAULTS)
     out.update(config)
     schema.check(out, RULES, "optim")
+    if not out["learning_rate"] > 0:  # 0 passes the rule (a frozen run) but trains nothing
+        raise ValueError(f"optim.learning_rate must be > 0, got {out['learning_rate']}")
     return out
 
 
