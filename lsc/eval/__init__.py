@@ -3,11 +3,14 @@
 Modules (numpy-first; import the one you need):
 
 * :mod:`lsc.eval.win_rate` -- per-property, AND and OR win rates against independent base
-  samples, ties one half, percentile-bootstrap CIs over prompts, summaries across seeds.
+  samples, ties one half, percentile-bootstrap CIs over prompts (optionally stratified by
+  prompt class), paired differences, summaries across seeds.
 * :mod:`lsc.eval.kl` -- KL(pi || pi0) from per-token log-probs (k1, k3; mean and standard
   error), best-of-k's analytic ``log k - (k - 1) / k`` and exact / plug-in discrete values.
 * :mod:`lsc.eval.diagnostics` -- underfitting (improvement by base-score quartile), reward
   hacking (proxy vs gold along training) and shortcut features of responses.
+* :mod:`lsc.eval.exact` -- exact evaluation on sample banks: KL-regularised optima (weights,
+  KL, gamma for a target KL by bisection) and best-of-k with ties in closed form.
 * :mod:`lsc.eval.plots` -- the paper's figures as PNG (matplotlib, Agg).
 * :mod:`lsc.eval.report` -- the results-entry schema and ``report.md`` with one table per claim.
 

@@ -100,7 +100,7 @@ def combine_outcomes(o: np.ndarray) -> Dict[str, np.ndarray]:
     return {AND: o.min(axis=1), OR: o.max(axis=1)}
 
 
-def bootstrap_means(values, num_resamples: int = 2000, seed: int = 0) -> np.ndarray:
+def bootstrap_means(values, num_resamples: int = 2000, seed: int = 0, strata=None) -> np.ndarray:
     """Means of ``num_resamples`` bootstrap resamples of the rows of ``values``.
 
     Args:
@@ -108,6 +108,8 @@ def bootstrap_means(values, num_resamples: int = 2000, seed: int = 0) -> np.ndar
       num_resamples: ``B >= 1`` resamples, each ``N`` rows drawn with replacement.
       seed: seeds ``numpy.random.default_rng``; the same seed and ``N`` give the same resamples
         whatever ``c`` is, so statistics bootstrapped separately stay paired.
+      strata: optional ``[N]`` labels (e.g. prompt classes); each resample then draws every
+        stratum's rows from that stratum only, so the strata keep their sizes.
 
     Returns:
       ``float64[B]`` or ``float64[B, c]`` resample means.
@@ -122,13 +124,22 @@ def bootstrap_means(values, num_resamples: int = 2000, seed: int = 0) -> np.ndar
     if int(num_resamples) < 1:
         raise ValueError(f"num_resamples must be >= 1, got {num_resamples}")
     n = v.shape[0]
+    groups = [np.arange(n)]
+    if strata is not None:
+        labels = np.asarray(strata)
+        if labels.shape != (n,):
+            raise ValueError(f"strata must have shape [{n}], got {labels.shape}")
+        groups = [np.flatnonzero(labels == s) for s in np.unique(labels)]
     rng = np.random.default_rng(seed)
     chunk = max(1, _MAX_BOOTSTRAP_ELEMENTS // n)
     out = []
     done = 0
     while done < num_resamples:
         b = min(chunk, num_resamples - done)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=b)  # [b, N]
+        counts = np.empty((b, n), np.int64)  # [b, N] times each row is drawn
+        for rows in groups:
+            counts[:, rows] = rng.multinomial(rows.size, np.full(rows.size, 1.0 / rows.size),
+                                              size=b)
         out.append(counts @ v / n)
         done += b
     means = np.concatenate(out, axis=0)
@@ -145,15 +156,16 @@ def percentile_interval(samples, confidence: float = 0.95):
 
 
 def bootstrap_ci(values, num_resamples: int = 2000, confidence: float = 0.95,
-                 seed: int = 0) -> Dict[str, float]:
-    """Mean of per-prompt ``values[N]`` with its percentile-bootstrap interval.
+                 seed: int = 0, strata=None) -> Dict[str, float]:
+    """Mean of per-prompt ``values[N]`` with its percentile-bootstrap interval (resampled within
+    ``strata`` when given, :func:`bootstrap_means`).
 
     Returns ``{"value", "ci_low", "ci_high"}`` (floats).
     """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1:
         raise ValueError(f"values must have shape [N], got {v.shape}")
-    means = bootstrap_means(v, num_resamples, seed)
+    means = bootstrap_means(v, num_resamples, seed, strata)
     lo, hi = percentile_interval(means, confidence)
     return {"value": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi)}
 
@@ -200,13 +212,15 @@ def win_rates(policy_scores, base_scores, properties: Optional[Sequence[str]] = 
 
 
 def paired_difference(outcomes_a, outcomes_b, num_resamples: int = 2000,
-                      confidence: float = 0.95, seed: int = 0) -> Dict[str, float]:
+                      confidence: float = 0.95, seed: int = 0, strata=None) -> Dict[str, float]:
     """Difference of two win rates measured on the same prompts, with a paired bootstrap CI.
 
     Args:
       outcomes_a, outcomes_b: ``float[N]`` per-prompt outcomes (e.g. a column of
-        :func:`outcomes` or an AND/OR column of :func:`combine_outcomes`) of two policies on the
+        :func:`outcomes` or an AND/OR column of :func:`combine_outcomes`, or per-prompt win rates
+        of two procedures on the same sample banks, :mod:`lsc.eval.exact`) of two policies on the
         same ``N`` prompts, row for row.
+      strata: optional ``[N]`` prompt classes; the bootstrap resamples within each.
 
     Returns:
       ``{"value", "ci_low", "ci_high"}`` of ``mean(a) - mean(b)``.
@@ -215,7 +229,7 @@ def paired_difference(outcomes_a, outcomes_b, num_resamples: int = 2000,
     b = np.asarray(outcomes_b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"outcomes must both have shape [N], got {a.shape} and {b.shape}")
-    return bootstrap_ci(a - b, num_resamples, confidence, seed)
+    return bootstrap_ci(a - b, num_resamples, confidence, seed, strata)
 
 
 def judged_win_rates(judge: Judge, prompts: Sequence[str], policy_responses: Sequence[str],
