@@ -81,19 +81,13 @@ def check(values: Mapping[str, Any], rules: Mapping[str, Rule], prefix: str) -> 
                 raise ValueError(f"{prefix}.{name}: {message}")
 
 
-def _is_tuple_field(field: dataclasses.Field) -> bool:
-    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
-    return str(kind).replace("typing.", "").lower().startswith("tuple")
-
-
 def from_mapping(cls: Type[T], mapping: Mapping[str, Any], *, unknown: Optional[str] = None,
                  drop: Iterable[str] = (), overrides: Optional[Mapping[str, Any]] = None) -> T:
     """``cls(**mapping)`` for a config dataclass ``cls``.
 
     Args:
       cls: the dataclass.
-      mapping: a dict or ``ml_collections.ConfigDict`` of field values; lists become tuples
-        where the field is a tuple.
+      mapping: a dict or ``ml_collections.ConfigDict`` of field values.
       unknown: how the error for keys that are not fields begins (default
         ``'unknown <cls> fields'``); the keys and the known fields follow.
       drop: keys of ``mapping`` that belong to the section but not to ``cls`` (ignored).
@@ -112,7 +106,4 @@ def from_mapping(cls: Type[T], mapping: Mapping[str, Any], *, unknown: Optional[
     if extra:
         head = unknown or f"unknown {cls.__name__} fields"
         raise ValueError(f"{head} {extra}; known: {sorted(fields)}")
-    for name, value in values.items():
-        if isinstance(value, list) and _is_tuple_field(fields[name]):
-            values[name] = tuple(value)
     return cls(**values)

@@ -75,10 +75,14 @@ def win_scores(candidate_scores, opponent_scores, tie_tol: float = 0.0) -> np.nd
 def tilted_weights(u, gamma: float) -> np.ndarray:
     """Weights ``float64[P, N]`` of the KL-regularised optimum ``w ∝ exp(u / gamma)`` on each
     prompt's bank (``gamma > 0``; ``gamma = inf`` is the base policy, uniform weights)."""
-    u = _utilities(u)
     gamma = float(gamma)
     if not gamma > 0:
         raise ValueError(f"gamma must be > 0, got {gamma}")
+    return _tilt(_utilities(u), gamma)
+
+
+def _tilt(u: np.ndarray, gamma: float) -> np.ndarray:
+    """:func:`tilted_weights` of checked utilities (the bisection's inner step)."""
     if gamma == np.inf:
         finite = np.isfinite(u)
         return finite / finite.sum(axis=1, keepdims=True)
@@ -128,7 +132,7 @@ def gamma_for_kl(u, target_kl: float, *, tol: float = 1e-9, max_iter: int = 200)
                          f"[{low:.6g}, {top:.6g})")
 
     def mean_kl(log_gamma):
-        return float(bank_kl(tilted_weights(u, np.exp(log_gamma))).mean())
+        return float(bank_kl(_tilt(u, float(np.exp(log_gamma)))).mean())
 
     finite = u[np.isfinite(u)]
     scale = max(float(finite.max() - finite.min()), 1e-12)

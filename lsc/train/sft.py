@@ -3,9 +3,10 @@
 Batches are the ``sft`` layout of :mod:`lsc.data.pipeline`: ``prompt int32[B, P]`` (left-padded),
 ``response int32[B, R]`` (right-padded, EOS included when it fits), ``valid int32[B]``. The model
 reads ``concat([prompt, response])``; the logits at position ``P - 1 + t`` predict response token
-``t`` (:func:`lsc.models.decoder.response_logits`). The loss is the summed negative log-likelihood of the **response tokens only**: prompt
-tokens, pad tokens and padding rows (``valid == 0``) contribute nothing; the example count of the
-loop is the number of response tokens, so the reported loss is the per-token NLL.
+``t`` (:func:`lsc.models.decoder.response_logits`). The loss is the summed negative
+log-likelihood of the **response tokens only**: prompt tokens, pad tokens and padding rows
+(``valid == 0``) contribute nothing; the example count of the loop is the number of response
+tokens, so the reported loss is the per-token NLL.
 
 The job :func:`run` (``job = 'train_sft'``) trains the synthetic world's base policy (or a policy
 on the chosen responses of hh-rlhf's alignment half) with the shared loop and reports held-out
