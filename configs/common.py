@@ -9,7 +9,9 @@ takes from here only the sections that several files share, each written once:
 * :func:`cpu_train` -- ``lsc.train.loop.TrainConfig`` fields for a minute on two CPU cores;
 * :func:`small_decoder`, :func:`model` -- the synthetic world's small decoder, a model section;
 * :func:`reference`, :func:`rewards` -- the ``rewards`` section of the alignment experiments
-  (:data:`RLHF_VARIANTS`: the paper's raw vs LSC utilities);
+  (:data:`RLHF_VARIANTS`: the paper's raw vs LSC utilities); the harmlessness reference is a
+  refusal in the data's own words: :data:`lsc.data.synthetic.REFUSAL` on the synthetic world
+  (the default), :data:`HH_REFUSAL` on hh-rlhf;
 * :func:`mesh`, :func:`parallel` -- device mesh and multi-process start-up.
 """
 
@@ -91,26 +93,37 @@ def parallel() -> ml_collections.ConfigDict:
 #   helpful_lsc  log sigma(r - r_ref), r_ref the 85th percentile of base-policy samples
 #   hh_raw_sum   helpful + harmless raw rewards summed ('raw')
 #   hh_lsc_sum   sum of LSC rewards (logical AND): helpfulness against its 85th percentile,
-#                harmlessness against the reward of the refusal REFUSAL
+#                harmlessness against the reward of a refusal (the ``refusal`` of rewards():
+#                lsc.data.synthetic.REFUSAL on the synthetic world, HH_REFUSAL on hh-rlhf)
 RLHF_VARIANTS = ("helpful_raw", "helpful_lsc", "hh_raw_sum", "hh_lsc_sum")
-REFUSAL = "I'm sorry, but I can't help with that."
+# The refusal of the configs on real hh-rlhf data (configs/rlhf/paper.py, configs/best_of_k/
+# paper.py). The synthetic world's case-sensitive word-level tokenizer does not know its words
+# (they tokenise to <unk>, which lsc.align.reference.fixed_response_tokens refuses), so the
+# synthetic configs use the world's own refusal, lsc.data.synthetic.REFUSAL.
+HH_REFUSAL = "I'm sorry, but I can't help with that."
 
 
-def reference(source: str, quantile: float = 0.85, num_samples: int = 16
-              ) -> ml_collections.ConfigDict:
-    """``rewards.properties.<p>.reference`` (``lsc.align.utility.ReferenceSpec`` fields)."""
+def reference(source: str, quantile: float = 0.85, num_samples: int = 16,
+              response: str = synthetic.REFUSAL) -> ml_collections.ConfigDict:
+    """``rewards.properties.<p>.reference`` (``lsc.align.utility.ReferenceSpec`` fields);
+    ``response`` is the text of the ``fixed_response`` source (default: the synthetic world's
+    refusal; :data:`HH_REFUSAL` on hh-rlhf)."""
     ref = ml_collections.ConfigDict()
     ref.source = source  # quantile | predictor | fixed_response | zero
     ref.quantile = quantile
     ref.num_samples = num_samples
-    ref.response = REFUSAL
+    ref.response = response
     ref.predictor_workdir = ""
     return ref
 
 
-def rewards(variant: str, num_samples: int) -> ml_collections.ConfigDict:
+def rewards(variant: str, num_samples: int, refusal: str = synthetic.REFUSAL
+            ) -> ml_collections.ConfigDict:
     """The ``rewards`` section of RLHF variant ``variant`` (one of :data:`RLHF_VARIANTS`), with
-    ``num_samples`` base-policy samples per prompt for the quantile references."""
+    ``num_samples`` base-policy samples per prompt for the quantile references and ``refusal``
+    the fixed response of the harmlessness reference: text in the data's tokenizer's vocabulary,
+    :data:`lsc.data.synthetic.REFUSAL` (the default) on the synthetic world, :data:`HH_REFUSAL`
+    on hh-rlhf."""
     if variant not in RLHF_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {RLHF_VARIANTS}")
     out = ml_collections.ConfigDict()
@@ -120,11 +133,12 @@ def rewards(variant: str, num_samples: int) -> ml_collections.ConfigDict:
     out.method = "lsc_sum" if lsc else "raw"
     helpful = ml_collections.ConfigDict()
     helpful.rm_workdir = ""  # a finished train_rm run for "helpful"
-    helpful.reference = reference("quantile" if lsc else "zero", 0.85, num_samples)
+    helpful.reference = reference("quantile" if lsc else "zero", 0.85, num_samples, refusal)
     out.properties.helpful = helpful
     if variant.startswith("hh"):
         harmless = ml_collections.ConfigDict()
         harmless.rm_workdir = ""  # a finished train_rm run for "harmless"
-        harmless.reference = reference("fixed_response" if lsc else "zero", 0.5, num_samples)
+        harmless.reference = reference("fixed_response" if lsc else "zero", 0.5, num_samples,
+                                       refusal)
         out.properties.harmless = harmless
     return out

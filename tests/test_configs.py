@@ -73,7 +73,7 @@ def test_the_paper_t5_reward_models_differ_only_in_their_property():
 def test_checks_across_fields_fail_before_anything_runs(field, value, message):
     from configs.repro import synthetic_hh
 
-    config = synthetic_hh.get_config()
+    config = synthetic_hh.get_config("large")  # every RLHF run (the default has two)
     *parents, name = field.split(".")
     section = config
     for part in parents:
@@ -95,3 +95,46 @@ def test_a_typed_config_refuses_a_sweep_where_one_value_belongs():
         rlhf.RLConfig(num_steps=10, batch_size=4, algorithm=("ppo", "rloo"))
     with pytest.raises(ValueError, match="train.batch_size"):
         loop.TrainConfig(num_steps=10, batch_size=(4, 8))
+
+
+def _references(section, path=""):
+    """``(dotted_path, reference)`` of every ``...reference`` section with a ``response``."""
+    for key, value in section.items():
+        here = f"{path}.{key}" if path else key
+        if hasattr(value, "items"):
+            if key == "reference" and "response" in value:
+                yield here, value
+            else:
+                yield from _references(value, here)
+
+
+def test_fixed_responses_are_in_the_words_of_the_data(tmp_path):
+    """The harmlessness refusal is the synthetic world's own (its word-level tokenizer knows
+    every word) on synthetic data and the hh-rlhf sentence on real data."""
+    from configs import common
+    from lsc.align import reference
+    from lsc.align import utility
+    from lsc.data import synthetic
+    from lsc.data import tokenizer as tokenizer_lib
+
+    world = tokenizer_lib.load_tokenizer(synthetic.write_tokenizer(str(tmp_path)))
+    fixed = {"synthetic": 0, "real": 0}
+    alignment = ("configs.rlhf.synthetic", "configs.rlhf.paper", "configs.best_of_k.synthetic",
+                 "configs.best_of_k.paper")
+    cases = dict.fromkeys(CASES + [(m, v) for m in alignment for v in common.RLHF_VARIANTS])
+    for module, arg in cases:
+        config = importlib.import_module(module).get_config(arg)
+        is_synthetic = config.data.source == "synthetic"
+        want = synthetic.REFUSAL if is_synthetic else common.HH_REFUSAL
+        for path, ref in _references(config):
+            assert ref.response == want, (module, arg, path)
+            if ref.source == "fixed_response":
+                fixed["synthetic" if is_synthetic else "real"] += 1
+                if is_synthetic:  # the tokenizer the job will use accepts it
+                    spec = utility.UtilitySpec("lsc_sum", ("harmless",),
+                                               (utility.ReferenceSpec(**ref.to_dict()),))
+                    reference.fixed_response_tokens(spec, world, int(config.data.response_len))
+    assert fixed["synthetic"] >= 4 and fixed["real"] >= 2, fixed  # every hh_lsc_sum
+    assert tokenizer_lib.unknown_pieces(world, common.HH_REFUSAL)  # why it is not used there
+    assert common.rewards("hh_lsc_sum", 4).properties.harmless.reference.response == (
+        synthetic.REFUSAL)

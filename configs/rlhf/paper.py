@@ -31,7 +31,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     config.policy.model = common.model("decoder", decoder.get_config("small"))
     config.rm_model = common.model("t5", t5_1_1.get_config("base"))
-    config.rewards = common.rewards(variant, num_samples=64)
+    # hh-rlhf data: the hh-rlhf refusal (the synthetic config's default is the world's).
+    config.rewards = common.rewards(variant, num_samples=64, refusal=common.HH_REFUSAL)
 
     rl = config.rl
     rl.algorithm = "ppo"

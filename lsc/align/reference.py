@@ -7,8 +7,11 @@ Sources (``config.rewards.properties.<name>.reference.source``; :class:`Referenc
   :func:`lsc.rewards.quantile_reference` per prompt. All quantile properties share one batch of
   ``K = max_i k_i`` samples (property ``i`` uses the first ``k_i`` of them), drawn with
   :func:`lsc.models.sampling.sample` on ``key`` (``B`` prompts, ``K`` samples each).
-* ``fixed_response`` -- the reward of one fixed response (e.g. the refusal "I'm sorry, but I
-  can't help with that.") paired with every prompt.
+* ``fixed_response`` -- the reward of one fixed response (a refusal: on the synthetic world
+  :data:`lsc.data.synthetic.REFUSAL`, "sorry i can not help with that"; on hh-rlhf
+  ``configs.common.HH_REFUSAL``) paired with every prompt. Its text must be in the tokenizer's
+  vocabulary: :func:`fixed_response_tokens` refuses a response with unknown (``<unk>``) tokens,
+  which the reward models never saw.
 * ``predictor`` -- a model trained to predict the base-policy quantile from the prompt
   (:mod:`lsc.train.reference_predictor`): a ``RewardModel`` called with the prompt and an empty
   response. Any other traceable function ``prompts int32[B, P] -> float32[B]`` can be given instead
@@ -242,17 +245,48 @@ def write_cache(path: str, slots: PromptSlots, table: np.ndarray, filled: np.nda
         json.dump(payload, f, sort_keys=True)
 
 
-def fixed_response_tokens(spec: UtilitySpec, tokenizer, length: int) -> np.ndarray:
+def fixed_response_tokens(spec: UtilitySpec, tokenizer, length: int, *,
+                          field: str = "config.rewards") -> np.ndarray:
     """``int32[m, length]`` right-padded token ids (EOS included when it fits) of every
-    property's fixed response (rows of other sources are padding)."""
+    property's fixed response (rows of other sources are padding).
+
+    Raises ``ValueError`` naming ``<field>.properties.<name>.reference.response`` when a fixed
+    response has tokens the tokenizer does not know (``<unk>``): the reward models never saw
+    them, so the reference reward would mean nothing (e.g. the hh-rlhf refusal "I'm sorry, but
+    I can't help with that." under the synthetic world's case-sensitive word-level tokenizer).
+    A tokenizer without an unknown token (:func:`lsc.data.tokenizer.unknown_pieces` is None:
+    byte-level BPE, which has no unknown text) is not checked.
+    """
     from lsc.data import tokenizer as tokenizer_lib
 
     out = np.full((spec.num_properties, length), tokenizer.pad_id, np.int32)
     for i, ref in enumerate(spec.references):
         if ref.source == "fixed_response":
+            check_in_vocabulary(tokenizer, ref.response,
+                                f"{field}.properties.{spec.properties[i]}.reference.response")
             ids, _ = tokenizer_lib.encode_response(tokenizer, ref.response, length)
             out[i, :len(ids)] = ids
     return out
+
+
+def check_in_vocabulary(tokenizer, text: str, field: str) -> None:
+    """Raises ``ValueError`` naming ``field`` when ``tokenizer`` encodes part of ``text`` as its
+    unknown token."""
+    from lsc.data import synthetic
+    from lsc.data import tokenizer as tokenizer_lib
+
+    unknown = tokenizer_lib.unknown_pieces(tokenizer, text)
+    if not unknown:
+        return
+    where = getattr(tokenizer, "path", None) or type(tokenizer).__name__
+    plural = "s" if len(unknown) > 1 else ""
+    pieces = ", ".join(repr(p) for p in unknown)
+    raise ValueError(
+        f"{field}: {text!r} has {len(unknown)} unknown token{plural} (<unk> id "
+        f"{getattr(tokenizer, 'unk_id', '?')}: {pieces}) under the tokenizer {where}; the reward "
+        "models never saw them, so the reference reward would be "
+        "meaningless. Use text in the tokenizer's vocabulary (the synthetic world's refusal is "
+        f"{synthetic.REFUSAL!r}, lsc.data.synthetic.REFUSAL)")
 
 
 class ReferenceEstimator:

@@ -12,6 +12,15 @@ Two backends share the :class:`Tokenizer` interface:
 
 :func:`load_tokenizer` picks the backend from a file or a checkpoint directory.
 
+Unknown text: ``unk_id`` is the id a tokenizer gives text outside its vocabulary (``None`` when
+it has none) and :func:`unknown_pieces` lists the pieces of a text that map to it. A
+SentencePiece model always has an unknown piece (T5's and the synthetic world's: id 2; with
+``byte_fallback`` unknown characters become byte pieces instead and nothing is unknown). A
+``tokenizer.json`` has one when its model names one (``unk_token`` of BPE / WordPiece /
+WordLevel, ``unk_id`` of Unigram); byte-level BPE tokenizers (Llama 3) have none and cannot
+produce unknown tokens, but a non-byte-level BPE without ``unk_token`` silently *drops* the
+characters it cannot encode, which :func:`unknown_pieces` cannot tell (it returns ``None``).
+
 Truncation policy (lengths come from the config)
 ------------------------------------------------
 * Prompts are **left-truncated** so the last turns survive: whole leading turns (each starting
@@ -46,6 +55,7 @@ class Tokenizer(Protocol):
     eos_id: int
     bos_id: int | None
     vocab_size: int
+    unk_id: int | None  # the id of text outside the vocabulary; None: the tokenizer has none
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``, no special tokens added."""
@@ -88,9 +98,19 @@ class SentencePieceTokenizer:
             raise ValueError(f"{model_path}: pad_id and eos_id must differ, both are {pad_id}")
         self.pad_id, self.eos_id = int(pad_id), int(eos_id)
         self.bos_id = int(sp_bos) if add_bos else None
+        self.unk_id = int(self._sp.unk_id())  # every SentencePiece model has an unknown piece
 
     def encode(self, text: str) -> list[int]:
         return list(self._sp.encode(text, out_type=int))
+
+    def unknown_pieces(self, text: str) -> list[str]:
+        """The pieces of ``text`` encoded as ``unk_id`` (their text; consecutive unknown words
+        of a word-level model form one piece)."""
+        ids = self._sp.encode(text, out_type=int)
+        if self.unk_id not in ids:
+            return []
+        pieces = self._sp.encode(text, out_type=str)
+        return [p.replace("\u2581", " ").strip() for i, p in zip(ids, pieces) if i == self.unk_id]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._sp.decode(_strip_special(ids, self))
@@ -205,9 +225,31 @@ class HFTokenizer:
             raise ValueError(f"{tokenizer_json}: add_bos=True but no BOS token; pass bos_id")
         self.pad_id, self.eos_id = int(pad), int(eos)
         self.bos_id = int(bos) if add_bos else None
+        self.unk_id = self._model_unk_id()
+
+    def _model_unk_id(self) -> int | None:
+        """The model's unknown-token id: ``unk_token`` of BPE / WordPiece / WordLevel, ``unk_id``
+        of Unigram (read from the file: the ``tokenizers`` object does not expose it); None when
+        the model has none (e.g. byte-level BPE)."""
+        name = getattr(self._tok.model, "unk_token", None)
+        if name:
+            return self._tok.token_to_id(name)
+        if type(self._tok.model).__name__ == "Unigram":
+            unk = _read_json(self.path).get("model", {}).get("unk_id")
+            return int(unk) if isinstance(unk, int) else None
+        return None
 
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def unknown_pieces(self, text: str) -> list[str] | None:
+        """The pieces of ``text`` encoded as ``unk_id`` (their text); None when the model has no
+        unknown token (see the module docstring: then it cannot tell)."""
+        if self.unk_id is None:
+            return None
+        enc = self._tok.encode(text, add_special_tokens=False)
+        return [text[start:end] for i, (start, end) in zip(enc.ids, enc.offsets)
+                if i == self.unk_id]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode(_strip_special(ids, self), skip_special_tokens=False)
@@ -228,6 +270,20 @@ def load_tokenizer(path: str, **kwargs) -> Tokenizer:
     if path.endswith(".json"):
         return HFTokenizer(path, **kwargs)
     return SentencePieceTokenizer(path, **kwargs)
+
+
+def unknown_pieces(tok: Tokenizer, text: str) -> list[str] | None:
+    """The pieces of ``text`` that ``tok`` encodes as its unknown token (``[]``: none); None when
+    ``tok`` cannot tell (no ``unk_id``, see the module docstring). Tokenizers other than the two
+    backends are asked through their ``unknown_pieces`` method or, failing that, their
+    ``unk_id`` attribute (each unknown token then reads ``'<unk>'``)."""
+    method = getattr(tok, "unknown_pieces", None)
+    if callable(method):
+        return method(text)
+    unk = getattr(tok, "unk_id", None)
+    if unk is None:
+        return None
+    return ["<unk>" for i in tok.encode(text) if i == unk]
 
 
 def _strip_special(ids: Sequence[int], tok: Tokenizer) -> list[int]:

@@ -98,3 +98,59 @@ def test_prompt_slots():
         slots(np.array([8]))
     with pytest.raises(ValueError, match="distinct"):
         reference.PromptSlots(np.array([1, 1]))
+
+
+def _harmless_fixed(response):
+    return utility.UtilitySpec(
+        "lsc_sum", ("harmless", "helpful"),
+        (utility.ReferenceSpec("fixed_response", response=response),
+         utility.ReferenceSpec("quantile")))
+
+
+def test_fixed_response_must_be_in_the_world_tokenizer_vocabulary(tmp_path):
+    from configs import common
+    from lsc.data import synthetic
+    from lsc.data import tokenizer as tokenizer_lib
+
+    tok = tokenizer_lib.load_tokenizer(synthetic.write_tokenizer(str(tmp_path)))
+    assert tok.unk_id == 2
+    # The hh-rlhf refusal: case-sensitive word-level pieces the world never uses -> <unk>.
+    assert 2 in tok.encode(common.HH_REFUSAL)
+    with pytest.raises(ValueError) as e:
+        reference.fixed_response_tokens(_harmless_fixed(common.HH_REFUSAL), tok, 12)
+    message = str(e.value)
+    assert message.startswith("config.rewards.properties.harmless.reference.response: ")
+    assert "unknown token" in message and "<unk> id 2" in message and tok.path in message
+    assert repr(synthetic.REFUSAL) in message  # what to use instead
+    with pytest.raises(ValueError, match=r"^config\.rlhf\.runs\.hh_lsc_sum\.rewards\.properties"
+                                         r"\.harmless\.reference\.response: "):
+        reference.fixed_response_tokens(_harmless_fixed(common.HH_REFUSAL), tok, 12,
+                                        field="config.rlhf.runs.hh_lsc_sum.rewards")
+
+    # The world's refusal is accepted: the tokenizer's own encoding, EOS, then padding.
+    out = reference.fixed_response_tokens(_harmless_fixed(synthetic.REFUSAL), tok, 12)
+    ids = tok.encode(synthetic.REFUSAL)
+    assert tok.unk_id not in ids and len(ids) + 1 <= 12
+    want = np.full((2, 12), tok.pad_id, np.int32)
+    want[0, :len(ids) + 1] = ids + [tok.eos_id]
+    np.testing.assert_array_equal(out, want)
+    assert tok.decode(out[0]) == synthetic.REFUSAL
+
+
+def test_fixed_response_unknown_tokens_under_a_tokenizer_json(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from lsc.data import tokenizer as tokenizer_lib
+
+    vocab = {"<pad>": 0, "</s>": 1, "[UNK]": 2, "no": 3, "thanks": 4}
+    hf = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    hf.pre_tokenizer = pre_tokenizers.Whitespace()
+    path = str(tmp_path / "tokenizer.json")
+    hf.save(path)
+    tok = tokenizer_lib.load_tokenizer(path, add_bos=False)
+    assert tok.unk_id == 2
+    with pytest.raises(ValueError, match=r"harmless\.reference\.response: 'no sorry thanks' has 1 "
+                                         r"unknown token \(<unk> id 2: 'sorry'\)"):
+        reference.fixed_response_tokens(_harmless_fixed("no sorry thanks"), tok, 5)
+    out = reference.fixed_response_tokens(_harmless_fixed("no thanks"), tok, 5)
+    np.testing.assert_array_equal(out[0], [3, 4, 1, 0, 0])

@@ -150,3 +150,36 @@ def test_train_sentencepiece_rejects_empty_corpus_and_small_vocab(tmp_path):
         tokenizer_lib.train_sentencepiece(["", ""], str(tmp_path / "m"), 50)
     with pytest.raises(ValueError, match="vocab_size=100 is below the 265 pieces"):
         tokenizer_lib.train_sentencepiece(["abc de"], str(tmp_path / "m"), 100, byte_fallback=True)
+
+
+def test_unknown_pieces_of_each_backend(t5_model, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from lsc.data import synthetic
+
+    # byte_fallback: unseen characters become byte pieces, nothing is unknown.
+    assert tokenizer_lib.unknown_pieces(SentencePieceTokenizer(t5_model), "café ✨ 日本") == []
+    world = load_tokenizer(synthetic.write_tokenizer(str(tmp_path)))
+    assert world.unk_id == 2
+    assert tokenizer_lib.unknown_pieces(world, synthetic.REFUSAL) == []
+    assert tokenizer_lib.unknown_pieces(world, "sorry Sorry i can't help") == ["Sorry", "can't"]
+
+    hf = load_tokenizer(_hf_checkpoint(tmp_path / "hf", {}))
+    assert hf.unk_id == 6
+    assert tokenizer_lib.unknown_pieces(hf, "hello zzz world") == ["zzz"]
+    # A Unigram tokenizer.json: the unknown id is read from the file.
+    uni = Tokenizer(models.Unigram([("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("a", -1.0)],
+                                   unk_id=2))
+    uni.save(str(tmp_path / "unigram.json"))
+    assert HFTokenizer(str(tmp_path / "unigram.json"), add_bos=False).unk_id == 2
+    # A BPE without an unknown token cannot tell (it drops what it cannot encode).
+    bpe = Tokenizer(models.BPE({"<pad>": 0, "</s>": 1, "a": 2}, []))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    bpe.save(str(tmp_path / "bpe.json"))
+    no_unk = HFTokenizer(str(tmp_path / "bpe.json"), add_bos=False)
+    assert no_unk.unk_id is None and tokenizer_lib.unknown_pieces(no_unk, "a b") is None
+    # Other tokenizers: through their unk_id; without one, None.
+    words = WordTokenizer(["a"])
+    assert tokenizer_lib.unknown_pieces(words, "a b c") is None
+    words.unk_id = 2
+    assert tokenizer_lib.unknown_pieces(words, "a b c") == ["<unk>", "<unk>"]
