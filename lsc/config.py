@@ -28,7 +28,7 @@ import ml_collections
 
 from lsc.align import common as align_common
 from lsc.align import rlhf, utility
-from lsc.data import DATA_SOURCES, hh_rlhf
+from lsc.data import DATA_SOURCES, hh_rlhf, synthetic
 from lsc.models import heads
 from lsc.rewards import names
 from lsc.schema import Rule, number_in, one_of, prefixed
@@ -98,6 +98,8 @@ RULES: Dict[str, Rule] = {
     "world.harmless_harmful_fraction": number_in(0.0, 1.0),
     "world.mixed_harmful_fraction": number_in(0.0, 1.0),
     "world.label_temperature": number_in(1e-6),
+    "world.version": one_of(synthetic.VERSIONS),
+    "world.pair_replicates": number_in(1, integer=True),
     "best_of_k.ks": number_in(1, integer=True),
     # Alignment jobs (lsc.align).
     "rewards.properties.*.rm_workdir": _optional_path,
@@ -109,6 +111,17 @@ RULES: Dict[str, Rule] = {
     "best_of_k.num_prompts": number_in(0, integer=True),
     "best_of_k.batch_size": number_in(1, integer=True),
     "best_of_k.split": one_of(align_common.PROMPT_SPLITS),
+    # The reproduction's exact arm (lsc.repro.exact_arm; checks across fields in
+    # lsc.repro.subconfigs.validate_all).
+    "exact.bank_size": number_in(2, integer=True),
+    "exact.num_opponents": number_in(1, integer=True),
+    "exact.kl_grid": number_in(1e-6),
+    "exact.ks": number_in(1, integer=True),
+    "exact.primary_ks": number_in(1, integer=True),
+    "exact.delta": number_in(0.0),
+    "exact.confidence": number_in(0.5, 0.999),
+    "exact.bootstrap_resamples": number_in(10, integer=True),
+    "exact.rematch_resamples": number_in(0, integer=True),
     # Training jobs (lsc.train).
     "data.prompt_len": number_in(1, integer=True),
     "data.response_len": number_in(1, integer=True),
@@ -119,6 +132,7 @@ RULES: Dict[str, Rule] = {
     "rm.loss": one_of(reward_model.LOSSES),
     "rm.margin": number_in(),
     "rm.center_coef": number_in(0.0),
+    "rm.replicate": number_in(0, integer=True),
     **prefixed("train", loop.TRAIN_RULES),
     **prefixed("optim", optim.RULES),
     "eval.batch_size": number_in(1, integer=True),

@@ -68,6 +68,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.rm.loss = "bradley_terry"  # or "pointwise" (chosen = 1, rejected = 0)
     config.rm.margin = 0.0
     config.rm.center_coef = 0.0
+    # A replicate's own draw of the training pairs (world.pair_replicates > replicate) and its
+    # own initialisation and data order.
+    config.rm.replicate = 0
 
     config.train = common.cpu_train()
     config.optim = common.optim(learning_rate=3e-3, warmup_steps=40, schedule="cosine",

@@ -38,12 +38,16 @@ from lsc.parallel import partitioning
 MODEL_KINDS = ("decoder", "t5")
 
 
-def _world_paths(directory: str) -> Tuple[synthetic.WorldFiles, str]:
+def _world_paths(directory: str, pair_replicates: int = 1) -> Tuple[synthetic.WorldFiles, str]:
     """The files :func:`lsc.data.synthetic.write_world` writes under ``directory``."""
+    def splits(sub):
+        names = ["train", "test"]
+        if sub.endswith("-base"):
+            names += [synthetic.replicate_split(r) for r in range(1, pair_replicates)]
+        return {s: os.path.join(directory, sub, f"{s}.jsonl.gz") for s in names}
+
     files = synthetic.WorldFiles(
-        directory,
-        *[{s: os.path.join(directory, sub, f"{s}.jsonl.gz") for s in ("train", "test")}
-          for sub in ("helpful-base", "harmless-base", "sft", "prompts")],
+        directory, *[splits(sub) for sub in ("helpful-base", "harmless-base", "sft", "prompts")],
         os.path.join(directory, "world.json"))
     return files, os.path.join(directory, "world.model")
 
@@ -71,12 +75,12 @@ def world_files(config: ml_collections.ConfigDict, workdir: str) -> Tuple[synthe
     expected = {"seed": int(config.seed), "config": world_config.__dict__}
     if distributed.is_main_process() and not _world_on_disk(directory, expected):
         synthetic.write_world(directory, seed=int(config.seed), cfg=world_config)
-        synthetic.write_tokenizer(directory)
+        synthetic.write_tokenizer(directory, version=world_config.version)
     distributed.barrier(f"world_files:{directory}")
     if not _world_on_disk(directory, expected):
         raise FileNotFoundError(f"{directory}: process 0 wrote no synthetic world matching the "
                                 "config; is the workdir on a filesystem every process shares?")
-    return _world_paths(directory)
+    return _world_paths(directory, int(world_config.pair_replicates))
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -97,10 +101,13 @@ def load_tokenizer(config: ml_collections.ConfigDict, default_path: str = ""):
     return tokenizer_lib.load_tokenizer(path)
 
 
-def read_pairs_for(config: ml_collections.ConfigDict, workdir: str, prop: str):
+def read_pairs_for(config: ml_collections.ConfigDict, workdir: str, prop: str,
+                   replicate: int = 0):
     """``(train_pairs, test_pairs, tokenizer_default_path)`` for property ``prop``.
 
-    Synthetic: the world's ``<prop>-base`` train/test files. hh-rlhf: the subset group ``prop``
+    Synthetic: the world's ``<prop>-base`` train/test files; ``replicate > 0`` reads that
+    independent draw of the training pairs (``world.pair_replicates`` must exceed it; the test
+    pairs are shared). hh-rlhf (one draw only; a replicate differs by initialisation and order): the subset group ``prop``
     under ``data.path``; training pairs are the reward-model half (:func:`hh_rlhf.split_in_half`,
     first half) of the train split, test pairs the test split.
     """
@@ -109,7 +116,12 @@ def read_pairs_for(config: ml_collections.ConfigDict, workdir: str, prop: str):
     if source == "synthetic":
         files, tok_path = world_files(config, workdir)
         paths = getattr(files, prop)
-        train, _ = hh_rlhf.read_pairs(paths["train"], config.data.on_error, stats)
+        split = synthetic.replicate_split(replicate)
+        if split not in paths:
+            raise ValueError(f"config.rm.replicate={replicate} needs config.world.pair_replicates "
+                             f">= {replicate + 1} (the world has "
+                             f"{int(config.world.get('pair_replicates', 1))} draws of the pairs)")
+        train, _ = hh_rlhf.read_pairs(paths[split], config.data.on_error, stats)
         test, _ = hh_rlhf.read_pairs(paths["test"], config.data.on_error, stats)
     elif source == "hh_rlhf":
         root = config.data.path

@@ -45,6 +45,8 @@ from lsc.data import pipeline, synthetic
 from lsc.train import common, loop
 
 LOSSES = ("bradley_terry", "pointwise")
+REPLICATE_SEED_STRIDE = 1_000_003
+"""``rm.replicate = r`` initialises and orders the data with ``seed + r * stride``."""
 
 
 # ----------------------------------------------------------------------------- losses
@@ -220,9 +222,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     """
     prop = config.rm.property
     loss_kind = config.rm.loss
+    # A replicate: its own draw of the training pairs, initialisation and data order.
+    replicate = int(config.rm.get("replicate", 0))
+    seed = int(config.seed) + REPLICATE_SEED_STRIDE * replicate
     if loss_kind not in LOSSES:
         raise ValueError(f"config.rm.loss must be one of {LOSSES}, got {loss_kind!r}")
-    train_pairs, test_pairs, tok_default = common.read_pairs_for(config, workdir, prop)
+    train_pairs, test_pairs, tok_default = common.read_pairs_for(config, workdir, prop, replicate)
     # Without data.tokenizer: the world's own, else the imported checkpoint's (spiece.model).
     tok = common.load_tokenizer(config, tok_default or config.model.get("init_from", ""))
     p_len, r_len = int(config.data.prompt_len), int(config.data.response_len)
@@ -239,7 +244,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
 
     train_cfg = loop.TrainConfig.from_mapping(config.train)
     mesh, rules = common.make_mesh(config)
-    create, initial = common.reward_model_factory(config.model, tok.vocab_size, int(config.seed))
+    create, initial = common.reward_model_factory(config.model, tok.vocab_size, seed)
     eval_batch = int(config.eval.batch_size)
     num_bins = int(config.eval.calibration_bins)
     evaluator = _rm_evaluator(test_data, eval_batch, num_bins)
@@ -263,9 +268,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     try:
         result = loop.train(
             workdir=workdir, create_model=create, loss_fn=loss_fn,
-            train_data=common.train_iterator(train_data, train_cfg.batch_size, int(config.seed)),
+            train_data=common.train_iterator(train_data, train_cfg.batch_size, seed),
             train_config=train_cfg, optim_config=config.optim, mesh=mesh, rules=rules,
-            seed=int(config.seed), evaluator=evaluator, initial_model=initial,
+            seed=seed, evaluator=evaluator, initial_model=initial,
             summary_extra=extra)
     except loop.NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)

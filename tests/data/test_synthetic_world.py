@@ -99,13 +99,19 @@ def test_nuisance_prompt_text_does_not_change_gold():
         synthetic.gold_scores([BREAD], ["x"], "honest")
 
 
-def test_tension_between_helpful_and_harmless(base_samples):
-    prompts, responses = base_samples
+@pytest.mark.parametrize("version,harmful_corr", [(1, -0.5), (2, -0.25)])
+def test_tension_between_helpful_and_harmless(version, harmful_corr):
+    # Version 2's constructive answers to harmful requests are good on both properties, so the
+    # conflict there is weaker than in version 1 (still clearly negative).
+    rng = np.random.default_rng(0)
+    demo = synthetic.Demonstrator(version)
+    prompts = [synthetic.sample_prompt(rng, 0.25) for _ in range(3000)]
+    responses = [demo.sample(p, rng) for p in prompts]
     h = synthetic.gold_scores(prompts, responses, "helpful")
     g = synthetic.gold_scores(prompts, responses, "harmless")
     harmful = np.array([synthetic.parse_prompt(p).harmful for p in prompts])
     assert 300 < harmful.sum() < 1200
-    assert np.corrcoef(h[harmful], g[harmful])[0, 1] < -0.5
+    assert np.corrcoef(h[harmful], g[harmful])[0, 1] < harmful_corr
     assert np.corrcoef(h[~harmful], g[~harmful])[0, 1] > -0.1
     for topic in synthetic.TOPICS:
         if not topic.harmful:
@@ -222,3 +228,99 @@ def test_a_proxy_fit_on_limited_pairs_learns_the_filler_and_can_be_hacked():
     spam = f"{synthetic.FILLER} " * 4 + response
     assert bag(spam) @ w > bag(response) @ w
     assert gold_helpful(BREAD, spam) < gold_helpful(BREAD, response)
+
+
+# --------------------------------------------------------------------------- world version 2
+
+V2_WORDS = (set(synthetic.UNSAFE_WORDS) | set(synthetic.CAVEAT_WORDS)
+            | {a for t in synthetic.TOPICS for a in t.alternatives})
+
+
+@pytest.mark.parametrize("prompt,response,h,g", [
+    # An unsafe tip helps a little and costs harmlessness; a caveat earns a little.
+    (BREAD, "use the flour then try some yeast leave it unattended", 2.5, 0.0),
+    (BREAD, "use the flour then try some yeast be careful", 2.0, 1.5),
+    (BREAD, "use the flour ignore the warnings skip the gloves stay safe", 1.0, -0.5),
+    # Harmful prompts: the constructive answer names safe alternatives (two count at most).
+    (POISON, "instead call a counselor then ask the hotline", 1.5, 2.5),
+    (POISON, "instead call a counselor", 0.25, 1.75),
+    (POISON, "instead call a locksmith", -1.0, 1.0),  # another topic's alternative: nothing
+    (POISON, synthetic.REFUSAL + " instead call a counselor", -0.75, 2.75),
+    (BREAD, "instead call a counselor", -1.0, 1.0),  # alternatives count on harmful prompts only
+])
+def test_version_2_gold_terms_by_hand(prompt, response, h, g):
+    assert gold_helpful(prompt, response) == pytest.approx(h)
+    assert gold_harmless(prompt, response) == pytest.approx(g)
+
+
+def test_version_1_vocabulary_lacks_every_version_2_word():
+    v1, v2 = set(synthetic.vocabulary(1)), set(synthetic.vocabulary(2))
+    assert not V2_WORDS & v1 and V2_WORDS <= v2 and v1 < v2
+    rng = np.random.default_rng(2)
+    demo = synthetic.Demonstrator(version=1)
+    for _ in range(2000):
+        words = set(demo.sample(synthetic.sample_prompt(rng, 0.5), rng).split())
+        assert words <= v1
+    with pytest.raises(ValueError, match="world version"):
+        synthetic.Demonstrator(version=3)
+    with pytest.raises(ValueError, match="world version"):
+        synthetic.vocabulary(0)
+
+
+def _pairs_of_base_samples(harmful: bool, n: int = 3000):
+    rng = np.random.default_rng(11)
+    demo = synthetic.Demonstrator(version=2)
+    prompts = []
+    while len(prompts) < n:
+        p = synthetic.sample_prompt(rng, 0.5)
+        if synthetic.parse_prompt(p).harmful == harmful:
+            prompts.append(p)
+    y1 = [demo.sample(p, rng) for p in prompts]
+    y0 = [demo.sample(p, rng) for p in prompts]
+    scores = {name: (synthetic.gold_scores(prompts, y1, name),
+                     synthetic.gold_scores(prompts, y0, name)) for name in ("helpful", "harmless")}
+    return prompts, y1, scores
+
+
+def test_version_2_base_samples_differ_in_harmlessness_on_benign_prompts():
+    # Declared target of the world: base-vs-base harmlessness ties on benign prompts <= 40%
+    # (version 1: about 83%).
+    _, _, scores = _pairs_of_base_samples(harmful=False)
+    g1, g0 = scores["harmless"]
+    assert np.mean(g1 == g0) <= 0.40
+    assert len(np.unique(g1)) >= 4
+
+
+def test_version_2_constructive_answer_beats_a_typical_base_response_on_both():
+    prompts, y1, scores = _pairs_of_base_samples(harmful=True)
+    (h1, h0), (g1, g0) = scores["helpful"], scores["harmless"]
+    constructive = np.array([synthetic.ALTERNATIVE_OPENER in y.split()
+                             and not synthetic.is_refusal(y) for y in y1])
+    assert 0.1 < constructive.mean() < 0.3
+    assert h1[constructive].mean() > h0.mean() and g1[constructive].mean() > g0.mean()
+    # The best constructive answer of each harmful topic beats the base mean on both properties.
+    for topic in synthetic.TOPICS:
+        if topic.harmful:
+            prompt = format_prompt(topic, "normal")
+            best = "instead call a {} then ask the {}".format(*topic.alternatives)
+            assert gold_helpful(prompt, best) > h0.mean() + 1
+            assert gold_harmless(prompt, best) > g0.mean() + 1
+
+
+def test_pair_replicates_are_independent_draws_and_leave_the_first_draw_unchanged(tmp_path):
+    one = synthetic.write_world(str(tmp_path / "one"), seed=3, cfg=SMALL)
+    three = synthetic.write_world(
+        str(tmp_path / "three"), seed=3,
+        cfg=synthetic.WorldConfig(**{**SMALL.__dict__, "pair_replicates": 3}))
+    for prop in ("helpful", "harmless"):
+        files = getattr(three, prop)
+        assert set(files) == {"train", "test", "train_r1", "train_r2"}
+        assert open(files["train"], "rb").read() == open(getattr(one, prop)["train"], "rb").read()
+        draws = [hh_rlhf.read_pairs(files[s], "raise")[0] for s in ("train", "train_r1",
+                                                                     "train_r2")]
+        assert all(len(d) == SMALL.pairs_train for d in draws)
+        chosen = [{(p.prompt, p.chosen) for p in d} for d in draws]
+        assert len(chosen[0] & chosen[1]) < 0.2 * SMALL.pairs_train
+    assert synthetic.replicate_split(0) == "train" and synthetic.replicate_split(2) == "train_r2"
+    with pytest.raises(ValueError, match="pair_replicates"):
+        synthetic.WorldConfig(pair_replicates=0).validate()
