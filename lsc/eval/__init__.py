@@ -11,8 +11,15 @@ Modules (numpy-first; import the one you need):
   hacking (proxy vs gold along training) and shortcut features of responses.
 * :mod:`lsc.eval.exact` -- exact evaluation on sample banks: KL-regularised optima (weights,
   KL, gamma for a target KL by bisection) and best-of-k with ties in closed form.
+* :mod:`lsc.eval.decision` -- per-replicate and pooled intervals of paired per-prompt
+  differences and the decision rule of a claim (reproduces / does not / inconclusive, with the
+  practical-size threshold delta).
 * :mod:`lsc.eval.plots` -- the paper's figures as PNG (matplotlib, Agg).
-* :mod:`lsc.eval.report` -- the results-entry schema and ``report.md`` with one table per claim.
+* :mod:`lsc.eval.entries` -- the results-entry schema: validation, loading, selection.
+* :mod:`lsc.eval.claims` -- claims over entries: comparisons matched at equal k or KL,
+  difference intervals, the verdict rule and the sanity checks (callers pass the claims).
+* :mod:`lsc.eval.report` -- ``report.md``: the decided claims, then one table per claim over
+  entries.
 
 Nothing here knows the world being judged: callers pass the judge (e.g.
 ``lsc.data.synthetic.gold_judge``) and the world's shortcut vocabulary

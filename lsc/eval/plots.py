@@ -7,7 +7,7 @@ notebooks alike.
 
 * :func:`plot_win_rate_vs_kl` -- win rate against KL(pi || pi0), one line per method, CI error
   bars (the paper's figures: raw vs LSC; raw sum vs LSC sum). :func:`win_rate_vs_kl_series`
-  builds its input from results entries (``lsc.eval.report``).
+  builds its input from results entries (``lsc.eval.entries``).
 * :func:`plot_and_or_bars` -- the note's figure 1: grouped bars of AND and OR win rates per
   method x reference, with CIs. :func:`and_or_bars_data` builds its input from entries.
 * :func:`plot_underfitting` -- gold-score improvement per base-score quartile of prompts, one box
@@ -25,7 +25,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lsc.eval import report
+from lsc.eval import entries as entries_lib
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
@@ -242,9 +242,9 @@ def plot_reward_hacking(data: Mapping[str, Mapping[str, Sequence[float]]], path:
 def win_rate_vs_kl_series(entries: Sequence[Mapping[str, Any]], metric: str, *,
                           procedure: str = "rlhf", methods: Optional[Sequence[str]] = None
                           ) -> Dict[str, Dict[str, list]]:
-    """Input of :func:`plot_win_rate_vs_kl` from results entries (``lsc.eval.report`` schema).
+    """Input of :func:`plot_win_rate_vs_kl` from results entries (``lsc.eval.entries`` schema).
 
-    Entries of ``procedure`` are grouped by :func:`lsc.eval.report.label` (``method``, plus
+    Entries of ``procedure`` are grouped by :func:`lsc.eval.entries.label` (``method``, plus
     ``_<reference>`` unless the reference is ``none``), optionally only the labels in
     ``methods`` (in that order); each group's points are its entries' ``kl.mean`` / ``kl.se``
     and ``win_rate[metric]``.
@@ -253,7 +253,7 @@ def win_rate_vs_kl_series(entries: Sequence[Mapping[str, Any]], metric: str, *,
     for e in entries:
         if e.get("procedure") != procedure:
             continue
-        label = report.label(e)
+        label = entries_lib.label(e)
         if methods is not None and label not in methods:
             continue
         wr = e["win_rate"][metric]
@@ -272,11 +272,11 @@ def win_rate_vs_kl_series(entries: Sequence[Mapping[str, Any]], metric: str, *,
 def and_or_bars_data(entries: Sequence[Mapping[str, Any]], *, procedure: str = "best_of_k",
                      k: Optional[int] = None) -> Dict[str, Dict[str, Mapping[str, float]]]:
     """Input of :func:`plot_and_or_bars` from results entries: the entries of ``procedure``
-    (and ``k`` when given), labelled by :func:`lsc.eval.report.label` (``<method>_<reference>``,
+    (and ``k`` when given), labelled by :func:`lsc.eval.entries.label` (``<method>_<reference>``,
     ``<method>`` for no reference)."""
     out = {}
     for e in entries:
         if e.get("procedure") != procedure or (k is not None and e.get("k") != k):
             continue
-        out[report.label(e)] = {"and": e["win_rate"]["and"], "or": e["win_rate"]["or"]}
+        out[entries_lib.label(e)] = {"and": e["win_rate"]["and"], "or": e["win_rate"]["or"]}
     return out

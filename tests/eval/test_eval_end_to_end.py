@@ -4,7 +4,10 @@ policy and best-of-k under a misspecified proxy (gold helpfulness plus a filler 
 import numpy as np
 
 from lsc.data import synthetic
+from lsc.eval import claims as claims_lib
 from lsc.eval import diagnostics, kl, plots, report, win_rate
+from lsc.eval import entries as entries_lib
+from eval_fixtures import CLAIMS
 
 PROPS = ("harmless", "helpful")
 
@@ -48,21 +51,22 @@ def test_best_of_k_on_the_synthetic_world(tmp_path):
 
     under.pop("per_prompt")
     entries = [
-        report.make_entry("base", "base", "base", None, [], {"mean": 0.0, "se": 0.0,
-                                                             "estimator": "k1"},
-                          wr_base, {"helpful": 0.0},
-                          {p: float(v) for p, v in zip(PROPS, gold_base.mean(0))}),
-        report.make_entry(f"best_of_k/proxy/k{k}", "best_of_k", "raw", None, ["helpful"],
-                          bok_kl.to_dict(), wr_bok,
-                          {"helpful": float(np.mean([_proxy(p, y)
-                                                     for p, y in zip(prompts, chosen)]))},
-                          {p: float(v) for p, v in zip(PROPS, gold_chosen.mean(0))}, k=k,
-                          underfitting=under, shortcuts=shift["policy"]),
+        entries_lib.make_entry("base", "base", "base", None, [], {"mean": 0.0, "se": 0.0,
+                                                                  "estimator": "k1"},
+                               wr_base, {"helpful": 0.0},
+                               {p: float(v) for p, v in zip(PROPS, gold_base.mean(0))}),
+        entries_lib.make_entry(f"best_of_k/proxy/k{k}", "best_of_k", "raw", None, ["helpful"],
+                               bok_kl.to_dict(), wr_bok,
+                               {"helpful": float(np.mean([_proxy(p, y)
+                                                          for p, y in zip(prompts, chosen)]))},
+                               {p: float(v) for p, v in zip(PROPS, gold_chosen.mean(0))}, k=k,
+                               underfitting=under, shortcuts=shift["policy"]),
     ]
-    results = {r.claim.key: r for r in report.check_claims(entries)}
-    assert results["base_is_chance"].verdict == report.YES
-    assert results["bok_kl_bound"].verdict == report.YES
-    text = report.render_report(entries)
+    claims = CLAIMS
+    results = {r.claim.key: r for r in claims_lib.check_claims(entries, claims)}
+    assert results["base_is_chance"].verdict == claims_lib.YES
+    assert results["bok_kl_bound"].verdict == claims_lib.YES
+    text = report.render_report(entries, claims)
     assert "best_of_k/proxy/k4" in text
     png = plots.plot_and_or_bars(plots.and_or_bars_data(entries), str(tmp_path / "b.png"),
                                  base=wr_base)
