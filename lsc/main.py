@@ -13,6 +13,11 @@ import os
 import sys
 from typing import Callable, Dict
 
+from lsc import allocator
+
+if __name__ == "__main__":  # before JAX loads: restart once with tcmalloc when installed
+    allocator.reexec_with_tcmalloc("lsc.main", sys.argv)
+
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
