@@ -56,8 +56,8 @@ def cpu_train() -> ml_collections.ConfigDict:
 
 
 def small_decoder() -> ml_collections.ConfigDict:
-    """The synthetic world's small decoder (its tokenizer has 211 pieces; the vocabulary is padded
-    to 256)."""
+    """The synthetic world's small decoder (its tokenizer has 233 pieces, 211 in world version 1;
+    the vocabulary is padded to 256)."""
     arch = decoder.get_config("tiny")
     arch.update(dict(vocab_size=256, d_model=64, num_layers=2, num_heads=4, num_kv_heads=4,
                      head_dim=16, mlp_dim=128, init_std=0.02))

@@ -50,7 +50,7 @@ def test_shipped_configs_validate(arg):
         ("rewards.properties.helpful.reference.num_samples", 0, "an integer >= 1"),
         ("rewards.properties.helpful.reference.source", "median", "quantile, predictor"),
         ("rl.kl_coef", (0.1, -0.5), "-0.5 is not allowed; must be a number >= 0.0"),
-        ("best_of_k.ks", (1, 0, 4), "0 is not allowed; must be an integer >= 1"),
+        ("exact.ks", (1, 0, 4), "0 is not allowed; must be an integer >= 1"),
         ("seed", -1, "must be an integer in [0,"),
         ("data.on_error", "ignore", "choose one of: raise, skip"),
     ],

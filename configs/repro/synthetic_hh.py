@@ -17,10 +17,14 @@ Sections (see ``lsc/repro/`` for how each stage reads them):
   property);
 * ``sft`` -- the base policy (``configs/sft/synthetic.py`` fields);
 * ``reference_predictor`` -- the note's "predict median" (one predictor per property);
-* ``rewards.properties.<p>.reference`` -- the oracle reference of the best-of-k grid: the
-  ``quantile`` of ``num_samples`` independent base-policy samples per prompt (the median);
-* ``best_of_k`` -- ``ks``, ``methods`` x ``references`` (the note's grid) and the ``baselines``;
-* ``rl`` -- PPO settings shared by every RLHF run, ``kl_coef`` the gamma sweep;
+* ``rewards.properties.<p>.reference`` -- ``num_samples`` independent base-policy samples per
+  prompt, whose proxy-reward quantiles are the oracle references (median, 85th percentile);
+* ``exact`` -- the exact arm (:mod:`lsc.repro.exact_arm`): bank and opponent sizes, the KL grid
+  and the k values, the primary statistics' grids, the decision rule's ``delta``, the bootstrap;
+  ``world.pair_replicates`` is the number of proxy reward models per property (independent pair
+  draws and initialisations), each scoring the same banks;
+* ``rl`` -- PPO settings shared by every RLHF run, ``kl_coef`` the gamma sweep (the RL arm: one
+  seed, shown beside the exact arm, not part of the decision);
 * ``rlhf`` -- ``runs.<name>.rewards``: the utility of each RLHF run (the paper's raw vs LSC for
   helpfulness, raw sum vs LSC sum for both properties);
 * ``evaluate`` -- evaluation prompts, bootstrap, seeds of the judging samples.
@@ -69,13 +73,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     elif tiny:
         config.world = common.world(pairs=(200, 100), sft=(300, 50), prompts=(64, 64))
     else:
-        config.world = common.world(pairs=(4000, 500), sft=(4000, 500), prompts=(1000, 1000))
+        config.world = common.world(pairs=(4000, 500), sft=(4000, 500), prompts=(1000, 500))
+    config.world.pair_replicates = 2 if tiny else 3  # proxy reward models per property
 
     # Proxy reward models: one train_rm run per property on the limited preference data.
     rm = _section(synthetic_helpful.get_config())
     del rm.rm.property
     rm.train.eval_every = 0
-    rm.train.num_steps = 1000 if large else 10 if tiny else 400
+    rm.train.num_steps = 1000 if large else 10 if tiny else 300
     rm.train.progress = False
     config.rm = rm
 
@@ -90,8 +95,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     pred = _section(reference_predictor_synthetic.get_config())
     del pred.reference.rm_workdir, pred.reference.policy_workdir
     pred.data.response_len = config.data.response_len
-    pred.reference.num_samples = 32 if large else 4 if tiny else 16
-    pred.train.num_steps = 600 if large else 10 if tiny else 300
+    pred.reference.num_samples = 32 if large else 4 if tiny else 8  # its targets: medians of 8
+    pred.train.num_steps = 600 if large else 10 if tiny else 200
     pred.train.eval_every = 0
     pred.train.progress = False
     config.reference_predictor = pred
@@ -107,17 +112,25 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         prop.reference.num_samples = 32 if large else 4 if tiny else 16
         config.rewards.properties[name] = prop
 
-    config.best_of_k = ml_collections.ConfigDict()
-    config.best_of_k.ks = (1, 2, 4, 8, 16, 32) if large else (1, 2, 4) if tiny else (1, 2, 4, 8, 16)
-    config.best_of_k.methods = ("sigma_and", "sigma_or")  # x references below
-    config.best_of_k.references = ("oracle_median", "predict_median", "none")
-    config.best_of_k.baselines = ("sum", "lsc_sum")  # sum: no reference; lsc_sum: oracle median
-    config.best_of_k.batch_size = 100 if not tiny else 32
+    # The exact arm: KL-regularised optima and best-of-k in closed form on banks of base
+    # samples, every utility on the same banks and opponents. The grids, the primary statistics
+    # and the decision rule (lsc.repro.claims) are fixed here, before any result is seen.
+    config.exact = ml_collections.ConfigDict()
+    config.exact.bank_size = 16 if tiny else 64  # N candidates per prompt
+    config.exact.num_opponents = 4 if tiny else 16  # M independent base opponents per prompt
+    # Target KLs (nats) of the optima; the bank supports up to log N (4.16 for N = 64).
+    config.exact.kl_grid = (0.25, 0.5, 1.0) if tiny else (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+    config.exact.ks = (1, 2, 4) if tiny else (1, 2, 4, 8, 16, 32)
+    config.exact.primary_ks = (2, 4) if tiny else (4, 8, 16)  # best-of-k claims: mean over these
+    config.exact.delta = 0.01  # "no effect of practical size": the interval inside +-delta
+    config.exact.confidence = 0.95
+    config.exact.bootstrap_resamples = 200 if tiny else 2000
+    config.exact.rematch_resamples = 10 if tiny else 50  # gamma re-solved in each resample
 
     # RLHF: PPO shared by every run (configs/rlhf/synthetic.py fields), one run per entry of
     # rlhf.runs and per gamma of rl.kl_coef.
     rl = ml_collections.ConfigDict(rlhf_synthetic.get_config("helpful_raw").rl.to_dict())
-    rl.kl_coef = (0.3, 0.1, 0.03, 0.01) if not tiny else (0.1, 0.03)
+    rl.kl_coef = (0.3, 0.1, 0.03, 0.01) if large else (0.1, 0.03) if tiny else (0.1, 0.01)
     rl.num_steps = 400 if large else 6 if tiny else 200
     rl.batch_size = 16 if not tiny else 8
     rl.gold_eval_prompts = 0  # the evaluate stage judges every run
@@ -130,7 +143,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.rlhf.mesh = common.mesh()
     config.rlhf.runs = ml_collections.ConfigDict()
     num_ref = 32 if large else 4 if tiny else 16
-    for variant in common.RLHF_VARIANTS:  # helpful_raw, helpful_lsc, hh_raw_sum, hh_lsc_sum
+    # The RL arm (one seed; the exact arm decides the claims): raw vs LSC for helpfulness, and
+    # with :large (and :tiny, to exercise them) raw sum vs LSC sum for both properties.
+    variants = common.RLHF_VARIANTS if (large or tiny) else ("helpful_raw", "helpful_lsc")
+    for variant in variants:  # of helpful_raw, helpful_lsc, hh_raw_sum, hh_lsc_sum
         run = ml_collections.ConfigDict()
         run.rewards = common.rewards(variant, num_samples=num_ref)
         config.rlhf.runs[variant] = run
@@ -141,5 +157,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.evaluate.bootstrap_resamples = 2000 if not tiny else 200
     config.evaluate.confidence = 0.95
 
+    # The independent jobs of a stage (replicates, predictors, RLHF runs): this many at a time,
+    # each in its own process when > 1 (lsc.repro.jobs), with XLA's CPU threads per process
+    # (0: XLA's default). One at a time is as fast on 2 cores (BENCHMARKS.md).
+    config.workers = 1
+    config.threads_per_worker = 0
     config.parallel = common.parallel()  # multi-process start-up (lsc.parallel.distributed)
     return config

@@ -19,7 +19,7 @@ it; with ``mesh=`` the sampler also places the repeated prompts and the KV cache
 
 Only ids below the *vocabulary limit* are ever drawn: a model's embedding table is often padded
 past its tokenizer's vocabulary (T5's 32,128 rows for 32,000 SentencePiece pieces and 100
-pre-training sentinels; the synthetic world's 256 rows for 211 pieces), and those ids have no
+pre-training sentinels; the synthetic world's 256 rows for 233 pieces), and those ids have no
 text. The limit is the model's ``sample_vocab_size`` attribute when it has one
 (``lsc.train.common.backbone_factory`` sets it to the tokenizer's size), else the full
 vocabulary; ``vocab_limit=`` overrides it.

@@ -2,10 +2,12 @@
 gold world, cached in the workdir (``configs/repro/synthetic_hh.py``).
 
 Modules, in data-flow order: :mod:`~lsc.repro.subconfigs` (the config of every job the
-reproduction runs), :mod:`~lsc.repro.samples` (policy samples scored on device),
-:mod:`~lsc.repro.grid` (the note's best-of-k grid), :mod:`~lsc.repro.evaluation` (judging with
-the gold judge), :mod:`~lsc.repro.figures` (results.json, figures, report.md) and
-:mod:`~lsc.repro.pipeline` (the stages and :func:`run`).
+reproduction runs), :mod:`~lsc.repro.jobs` (how a stage runs its jobs),
+:mod:`~lsc.repro.samples` (policy samples scored on device), :mod:`~lsc.repro.evaluation` (base
+samples and judging with the gold judge), :mod:`~lsc.repro.exact_arm` (every utility's exact
+optima and best-of-k on the banks), :mod:`~lsc.repro.claims` (the claims and their decision),
+:mod:`~lsc.repro.figures` (results.json, figures, report.md) and :mod:`~lsc.repro.pipeline`
+(the stages and :func:`run`).
 """
 
 from lsc.repro.pipeline import STAGES, run, validate

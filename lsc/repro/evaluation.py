@@ -6,10 +6,17 @@ Base samples (:func:`draw_base_samples`, once per reproduction, independent keys
 * ``base``: a second independent ``pi0`` sample per prompt, judged against ``judge`` (the base
   entry: its per-property win rates should be 0.5 within their CIs);
 * ``reference``: ``K_ref`` samples per prompt whose proxy rewards give the oracle references
-  (the ``q``-quantile, the note's "oracle median"), the plug-in best-of-k KL, and whose gold
-  scores rank prompts for the underfitting diagnostic (independent of the judge samples);
-* ``selection``: ``max(k)`` samples per prompt for the best-of-k grid (:mod:`lsc.repro.grid`);
+  (the ``q``-quantile, the note's "oracle median"), and whose gold scores rank prompts for the
+  underfitting diagnostic (independent of the judge samples);
+* ``bank``: ``N`` candidates per prompt, and ``opponents``: ``M`` further independent samples per
+  prompt, for the exact arm (:mod:`lsc.repro.exact_arm`);
+* ``refusal``: the world's refusal (:data:`lsc.data.synthetic.REFUSAL`) as one response per
+  prompt, for the refusal reference;
 * ``predict_median``: every reference predictor's output per prompt.
+
+Proxy rewards have one column per reward model, replicate-major: with ``R`` replicates of the
+``m`` properties (:data:`PROPERTIES` order), columns ``r * m .. r * m + m - 1`` are replicate
+``r``; replicate 0 (the first ``m`` columns) is the one the RLHF runs optimise.
 
 RLHF policies (:func:`rlhf_entry`): one sample per prompt with a key independent of the base
 samples; KL(pi || pi0) by the ``k1`` estimator from teacher-forced log-probs (mean and standard
@@ -39,8 +46,8 @@ from lsc.align import utility as utility_lib
 from lsc.data import hh_rlhf, pipeline, synthetic
 from lsc.data import tokenizer as tokenizer_lib
 from lsc.eval import diagnostics
+from lsc.eval import entries as entries_lib
 from lsc.eval import kl as kl_lib
-from lsc.eval import report as report_lib
 from lsc.eval import win_rate as win_rate_lib
 from lsc.repro.samples import PromptSet, Samples
 from lsc.repro.subconfigs import PROPERTIES
@@ -49,8 +56,9 @@ from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import common as train_common
 
 BASE_SAMPLES = "base_samples.npz"
-SETS = ("judge", "base", "reference", "selection")
-_KEYS = {"judge": 1, "base": 2, "reference": 3, "selection": 4, "predict": 5, "policy": 10}
+SETS = ("judge", "base", "reference", "bank", "opponents")
+_KEYS = {"judge": 1, "base": 2, "reference": 3, "predict": 5, "bank": 6, "opponents": 7,
+         "policy": 10}
 SHORTCUTS = diagnostics.Shortcuts.of(synthetic)
 """The synthetic world's shortcut vocabulary for :mod:`lsc.eval.diagnostics`."""
 
@@ -87,20 +95,37 @@ class Context:
     def load(cls, config: ml_collections.ConfigDict, earlier: Mapping[str, Any],
              workdir: str) -> "Context":
         tok = load_tokenizer(workdir)
-        texts, _ = hh_rlhf.read_prompts(os.path.join(workdir, "world", "prompts", "test.jsonl.gz"),
-                                        config.data.on_error)
-        n = int(config.evaluate.num_prompts) or len(texts)
-        texts = list(texts)[:n]
+        texts = prompt_texts(config, workdir)
         rows = pipeline.tokenize_prompts(texts, tok, int(config.data.prompt_len)).arrays["prompt"]
         pi0, create = _load_run_model(earlier["sft"]["workdir"], tok.vocab_size, False)
-        rms = [_load_run_model(earlier["reward_models"][p]["workdir"], tok.vocab_size, True)[0]
-               for p in PROPERTIES]
-        preds = tuple(
-            _load_run_model(earlier["reference_predictor"][p]["workdir"], tok.vocab_size, True)[0]
-            for p in PROPERTIES if p in earlier.get("reference_predictor", {}))
+        rms = [_load_run_model(w, tok.vocab_size, True)[0]
+               for w in replicate_workdirs(earlier["reward_models"])]
+        preds = tuple(_load_run_model(w, tok.vocab_size, True)[0]
+                      for w in replicate_workdirs(earlier.get("reference_predictor", {})))
         ps = PromptSet(rows, texts, tok, pi0, rms, response_len=int(config.data.response_len),
                        batch_size=int(config.evaluate.batch_size))
         return cls(ps, create, preds)
+
+
+def prompt_texts(config: ml_collections.ConfigDict, workdir: str) -> List[str]:
+    """The evaluation prompts of a reproduction workdir (``evaluate.num_prompts`` of them; 0:
+    all)."""
+    texts, _ = hh_rlhf.read_prompts(os.path.join(workdir, "world", "prompts", "test.jsonl.gz"),
+                                    config.data.on_error)
+    n = int(config.evaluate.num_prompts) or len(texts)
+    return list(texts)[:n]
+
+
+def replicate_workdirs(stage: Mapping[str, Any]) -> List[str]:
+    """Workdirs of a stage's runs (reward models or predictors), replicate-major in
+    :data:`PROPERTIES` order; ``[]`` when the stage has no run for some property."""
+    if not all(p in stage for p in PROPERTIES):
+        return []
+    reps = [stage[p].get("replicates") or [{"workdir": stage[p]["workdir"]}] for p in PROPERTIES]
+    if len({len(r) for r in reps}) != 1:
+        raise ValueError(f"properties have different numbers of replicates: "
+                         f"{[len(r) for r in reps]}")
+    return [reps[j][r]["workdir"] for r in range(len(reps[0])) for j in range(len(PROPERTIES))]
 
 
 def gold(texts: Sequence[str], responses: Sequence[Sequence[str]]) -> np.ndarray:
@@ -129,32 +154,49 @@ def draw_base_samples(ctx: Context, config: ml_collections.ConfigDict, path: str
     key = jax.random.key(int(config.seed))
     props = config.rewards.properties
     k_ref = max(int(props[p].reference.num_samples) for p in PROPERTIES)
-    counts = {"judge": 1, "base": 1, "reference": k_ref,
-              "selection": max(int(k) for k in config.best_of_k.ks)}
+    counts = {"judge": 1, "base": 1, "reference": k_ref, "bank": int(config.exact.bank_size),
+              "opponents": int(config.exact.num_opponents)}
     arrays: Dict[str, np.ndarray] = {}
     info: Dict[str, Any] = {"num_prompts": len(ctx.prompts), "samples": counts}
     for name in SETS:
+        # The opponents are only judged: no proxy rewards (zeros).
         s = ctx.prompts.sample(None, jax.random.fold_in(key, _KEYS[name]), counts[name],
-                               log_probs=False)
+                               log_probs=False, rewards=name != "opponents")
         g = gold(ctx.prompts.texts, s.texts)
         for field in ("tokens", "mask", "rewards"):
             arrays[f"{name}/{field}"] = getattr(s, field)
         arrays[f"{name}/gold"] = g
         info[f"{name}_gold"] = {p: float(g[..., j].mean()) for j, p in enumerate(PROPERTIES)}
+    refusal = refusal_tokens(ctx.prompts.tokenizer, ctx.prompts.response_len)
+    tokens = np.broadcast_to(refusal, (len(ctx.prompts), 1, refusal.size))
+    arrays["refusal/rewards"] = ctx.prompts.score(tokens)
+    arrays["refusal/gold"] = gold(ctx.prompts.texts, [[synthetic.REFUSAL]] * len(ctx.prompts))
     ref_rewards = arrays["reference/rewards"]
     oracle = np.stack([
         np.quantile(ref_rewards[:, :int(props[p].reference.num_samples), j],
                     float(props[p].reference.quantile), axis=1)
         for j, p in enumerate(PROPERTIES)], axis=-1).astype(np.float32)
     arrays["oracle_median"] = oracle
-    if len(ctx.predictors) == len(PROPERTIES):
-        pred = _predict(ctx)
+    if ctx.predictors:
+        pred = _predict(ctx)  # [P, R * m], replicate-major like the rewards
         arrays["predict_median"] = pred
-        info["predictor_mae"] = {p: float(np.abs(pred[:, j] - oracle[:, j]).mean())
-                                 for j, p in enumerate(PROPERTIES)}
+        m = len(PROPERTIES)
+        medians = np.quantile(ref_rewards, 0.5, axis=1)  # [P, R * m]
+        info["predictor_mae"] = {
+            p: [float(np.abs(pred[:, c] - medians[:, c]).mean())
+                for c in range(j, pred.shape[1], m)] for j, p in enumerate(PROPERTIES)}
     runtime.write_npz_atomic(path, **arrays)
     logging.info("base samples: %s", info)
     return info
+
+
+def refusal_tokens(tokenizer, length: int) -> np.ndarray:
+    """``int32[length]`` token ids of the world's refusal (right-padded, EOS included)."""
+    spec = utility_lib.UtilitySpec(
+        method="lsc_sum", properties=("harmless",),
+        references=(utility_lib.ReferenceSpec(source="fixed_response",
+                                              response=synthetic.REFUSAL),))
+    return reference_lib.fixed_response_tokens(spec, tokenizer, length)[0]
 
 
 def load_base_samples(path: str) -> Dict[str, Any]:
@@ -184,7 +226,7 @@ def _means(x: np.ndarray) -> Dict[str, float]:
 def base_entry(base: Mapping[str, Any], config: ml_collections.ConfigDict) -> Dict[str, Any]:
     """The base policy judged against independent base samples (KL 0)."""
     b, j = base["base"], base["judge"]
-    return report_lib.make_entry(
+    return entries_lib.make_entry(
         "base", "base", "base", names.NO_REFERENCE, [],
         {"mean": 0.0, "se": 0.0, "estimator": "exact"},
         win_rate_lib.win_rates(b["gold"][:, 0], j["gold"][:, 0], PROPERTIES, and_or_mean=True,
@@ -263,7 +305,7 @@ def rlhf_entry(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[st
                              "num_prompts": len(texts), "run": name}
     if hacking is not None:
         extra["reward_hacking"] = hacking
-    entry = report_lib.make_entry(
+    entry = entries_lib.make_entry(
         f"rlhf/{name}/kl{gamma:g}", "rlhf", method, reference, props, kl.to_dict(),
         win_rate_lib.win_rates(g, judge_gold, PROPERTIES, **boot),
         _means(s.rewards[:, 0]), _means(g), kl_coef=float(gamma), **extra)

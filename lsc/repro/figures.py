@@ -1,14 +1,22 @@
-"""The reproduction's outputs: ``results.json``, the paper's figures and ``report.md``.
+"""The reproduction's outputs: ``results.json``, the figures and ``report.md``.
 
-Figures (PNG, ``<workdir>/figures/``), all drawn by :mod:`lsc.eval.plots` from results entries:
+Figures (PNG, ``<workdir>/figures/``), drawn by :mod:`lsc.eval.plots`. The exact arm (bars and
+bands: the range over the reward-model replicates around their mean; dashed lines in the legend's
+``gold`` series: the same utility on gold scores):
 
-* ``rlhf_helpful_win_rate_vs_kl.png`` -- helpfulness win rate vs KL, raw vs LSC (the paper's
-  single-reward RLHF figure);
-* ``rlhf_hh_and_win_rate_vs_kl.png`` (and ``_helpful_``, ``_harmless_``) -- raw sum vs LSC sum
-  (the paper's helpful-and-harmless figure: the AND win rate and each property);
-* ``best_of_k_and_or.png`` -- the note's figure 1: AND / OR win rates by method x reference at
-  the largest k, with the base policy's chance levels;
-* ``best_of_k_and_vs_kl.png``, ``best_of_k_or_vs_kl.png`` -- the grid along k (KL plug-in);
+* ``exact_helpful_vs_kl.png`` -- helpfulness win rate of the KL-regularised optima vs KL: raw and
+  LSC with each reference (the paper's single-reward figure, exact on the banks);
+* ``exact_and_vs_kl.png`` -- the AND win rate vs KL: raw sum, LSC sum, sigma_AND, sigma_OR;
+* ``exact_bok_and_vs_k.png``, ``exact_bok_or_vs_k.png`` -- best-of-k along k (x: its exact KL on
+  the bank) for the note's utilities;
+* ``exact_and_or_bars.png`` -- the note's figure 1: AND / OR win rates at the largest primary k,
+  one bar group per utility and replicate;
+* ``exact_lower_tail_vs_kl.png`` -- P(gold helpfulness >= the prompt's base median) vs KL.
+
+The RL arm (one seed, from results entries):
+
+* ``rlhf_helpful_win_rate_vs_kl.png`` -- helpfulness win rate vs KL, raw vs LSC;
+* ``rlhf_hh_and_win_rate_vs_kl.png`` (and ``_helpful_``, ``_harmless_``) -- raw sum vs LSC sum;
 * ``underfitting.png`` -- helpful gold improvement per base-score quartile, raw vs LSC;
 * ``reward_hacking.png`` -- proxy reward and gold score along training, raw vs LSC.
 """
@@ -23,8 +31,13 @@ import ml_collections
 
 from lsc import runtime
 from lsc import stages as stages_lib
+from lsc.eval import entries as entries_lib
 from lsc.eval import plots
 from lsc.eval import report as report_lib
+import numpy as np
+
+from lsc.repro import claims as repro_claims
+from lsc.repro import exact_arm
 
 
 def _load(path: str):
@@ -40,7 +53,7 @@ def _strongest(entries: List[Mapping[str, Any]]) -> float:
     """The smallest ``kl_coef`` every method ran (the strongest optimisation)."""
     by_label: Dict[str, set] = {}
     for e in entries:
-        by_label.setdefault(report_lib.label(e), set()).add(float(e["kl_coef"]))
+        by_label.setdefault(entries_lib.label(e), set()).add(float(e["kl_coef"]))
     common = set.intersection(*by_label.values()) if by_label else set()
     return min(common) if common else float("nan")
 
@@ -62,32 +75,18 @@ def draw_figures(entries: List[Mapping[str, Any]], curves: Mapping[str, Any], ou
                 os.path.join(out_dir, f"rlhf_hh_{metric}_win_rate_vs_kl.png"),
                 metric=f"{metric.upper() if metric == 'and' else metric} win rate",
                 title="RLHF, helpful and harmless: raw sum vs LSC sum"))
-    bok = [e for e in entries if e["procedure"] == "best_of_k"]
-    base = next((e for e in entries if e["procedure"] == "base"), None)
-    if bok:
-        k_max = max(int(e["k"]) for e in bok)
-        paths.append(plots.plot_and_or_bars(
-            plots.and_or_bars_data(bok, k=k_max), os.path.join(out_dir, "best_of_k_and_or.png"),
-            title=f"Best-of-{k_max}: AND / OR win rates by method and reference",
-            base=None if base is None else base["win_rate"]))
-        for metric in ("and", "or"):
-            paths.append(plots.plot_win_rate_vs_kl(
-                plots.win_rate_vs_kl_series(bok, metric, procedure="best_of_k"),
-                os.path.join(out_dir, f"best_of_k_{metric}_vs_kl.png"),
-                metric=f"{metric.upper()} win rate", title="Best-of-k (KL: plug-in estimate)",
-                chance_line=False))
     if one and curves:
         gamma = _strongest(one)
         chosen = [e for e in one if float(e["kl_coef"]) == gamma and e["name"] in curves]
         if chosen:
             paths.append(plots.plot_underfitting(
-                {report_lib.label(e): {int(g): v for g, v in
+                {entries_lib.label(e): {int(g): v for g, v in
                                        curves[e["name"]]["underfitting"].items()}
                  for e in chosen},
                 os.path.join(out_dir, "underfitting.png"),
                 title=f"Helpfulness gain by base-score quartile (gamma={gamma:g})"))
             paths.append(plots.plot_reward_hacking(
-                {report_lib.label(e): {k: curves[e["name"]][k] for k in ("step", "proxy", "gold")}
+                {entries_lib.label(e): {k: curves[e["name"]][k] for k in ("step", "proxy", "gold")}
                  for e in chosen},
                 os.path.join(out_dir, "reward_hacking.png"),
                 title=f"Along training (gamma={gamma:g}, evaluation prompts)",
@@ -106,10 +105,19 @@ def _preamble(config: ml_collections.ConfigDict, earlier: Mapping[str, Any],
         "the world's gold scorer; every policy is judged against independent base-policy "
         "samples (ties count one half).",
         "",
-        "Proxy reward models (held-out pairwise accuracy vs the gold-label ceiling): " + ", ".join(
-            f"{p} {v.get('accuracy', float('nan')):.3f} vs {v.get('gold_ceiling') or float('nan'):.3f}"
-            for p, v in rm.items()) + ".",
+        "Proxy reward models, one per replicate (held-out pairwise accuracy; gold-label "
+        "ceiling): " + "; ".join(
+            f"{p} " + ", ".join(f"{r.get('accuracy') or float('nan'):.3f}"
+                                for r in v.get("replicates", [v]))
+            + f" ({v.get('gold_ceiling') or float('nan'):.3f})" for p, v in rm.items()) + ".",
     ]
+    stats = earlier.get("exact", {}).get("world_stats")
+    if stats:
+        lines += ["", f"World version {int(config.world.version)}, base-policy banks: "
+                  + "; ".join(f"{k}: harmlessness ties {v['harmless_tie']:.2f}, helpfulness "
+                              f"ties {v['helpful_tie']:.2f}, corr(helpful, harmless) "
+                              f"{v['corr']:.2f} ({v['prompts']} prompts)"
+                              for k, v in stats.items()) + "."]
     if stage_seconds:
         total = sum(stage_seconds.values())
         lines += ["", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in
@@ -118,24 +126,131 @@ def _preamble(config: ml_collections.ConfigDict, earlier: Mapping[str, Any],
     return "\n".join(lines)
 
 
+def _band(front: Mapping[str, Any], reps: List[str], name: str, arm: str, metric: str,
+          x_key: str) -> Dict[str, list]:
+    """Mean over replicates with the replicate range, at the points every replicate reaches."""
+    xs = np.array([[np.nan if v is None else v for v in front[r][name][x_key]] for r in reps])
+    ys = np.array([[np.nan if v is None else v for v in front[r][name][arm][metric]]
+                   for r in reps])
+    ok = ~(np.isnan(xs).any(axis=0) | np.isnan(ys).any(axis=0))
+    return {"kl": xs[:, ok].mean(axis=0).tolist(), "value": ys[:, ok].mean(axis=0).tolist(),
+            "ci_low": ys[:, ok].min(axis=0).tolist(), "ci_high": ys[:, ok].max(axis=0).tolist()}
+
+
+def draw_exact_figures(front: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+                       primary_ks, out_dir: str) -> List[str]:
+    """The exact arm's figures (module docstring); returns the paths written."""
+    reps = [r for r in front if r != exact_arm.GOLD]
+    if not reps:
+        return []
+    paths = []
+
+    def series(names_, arm, metric, x_key, control=True):
+        out = {}
+        for name in names_:
+            if name not in front[reps[0]]:
+                continue
+            out[name] = _band(front, reps, name, arm, metric, x_key)
+            if control and name in front.get(exact_arm.GOLD, {}):
+                out[f"{name} (gold)"] = _band(front, [exact_arm.GOLD], name, arm, metric, x_key)
+        return {k: v for k, v in out.items() if v["kl"]}
+
+    single = ["raw", "lsc_p85", "lsc_median", "lsc_predicted", "lsc_none"]
+    pair = ["sum", "lsc_sum", "sigma_and_median", "sigma_or_median"]
+    note = ["sum", "sigma_and_median", "sigma_and_predicted", "sigma_and_none",
+            "sigma_or_median", "sigma_or_predicted", "sigma_or_none"]
+    figs = [
+        ("exact_helpful_vs_kl.png", series(single, "tilt", "helpful", "kl", control=False),
+         "helpfulness win rate", "KL-regularised optima on the banks: raw vs LSC"),
+        ("exact_and_vs_kl.png", series(pair, "tilt", "and", "kl", control=False),
+         "AND win rate", "KL-regularised optima: helpful and harmless"),
+        ("exact_bok_and_vs_k.png", series(note, "bok", "and", "bok_kl", control=False),
+         "AND win rate", "Best-of-k (k = " + ", ".join(str(int(k)) for k in arrays["ks"])
+         + "; x: exact KL on the bank)"),
+        ("exact_bok_or_vs_k.png", series(note, "bok", "or", "bok_kl", control=False),
+         "OR win rate", "Best-of-k (x: exact KL on the bank)"),
+        ("exact_lower_tail_vs_kl.png",
+         series(["raw", "lsc_p85", "lsc_median"], "tilt", "helpful_not_below", "kl"),
+         "P(gold helpful >= base median)", "Lower tail: KL-regularised optima (and gold control)"),
+    ]
+    for name, data, metric, title in figs:
+        if data:
+            paths.append(plots.plot_win_rate_vs_kl(data, os.path.join(out_dir, name),
+                                                   metric=metric, title=title,
+                                                   chance_line=metric != "AND win rate"))
+    ks = [int(k) for k in arrays["ks"]]
+    k = max(int(x) for x in primary_ks)
+    if k in ks:
+        row = ks.index(k)
+        bars = {}
+        for name in ("sum", "lsc_sum", "sigma_and_median", "sigma_or_median",
+                     "sigma_and_none", "sigma_or_none"):
+            for r in reps:
+                if name in front[r]:
+                    bars[f"{name} {r}"] = {
+                        m: {"value": front[r][name]["bok"][m][row],
+                            "ci_low": front[r][name]["bok"][m][row],
+                            "ci_high": front[r][name]["bok"][m][row]} for m in ("and", "or")}
+        base = {m: {"value": float(arrays["base"][:, exact_arm.METRICS.index(m)].mean())}
+                for m in ("and", "or")}
+        if bars:
+            paths.append(plots.plot_and_or_bars(
+                bars, os.path.join(out_dir, "exact_and_or_bars.png"), base=base,
+                title=f"Best-of-{k} on the banks: AND / OR win rates per reward-model replicate"))
+    return paths
+
+
 def write_outputs(config: ml_collections.ConfigDict, earlier: Mapping[str, Any], workdir: str
                   ) -> Dict[str, Any]:
-    """Writes ``results.json``, ``figures/*.png`` and ``report.md``; returns their paths."""
-    entries = list(_load(earlier["evaluate"]["entries"])) + list(
-        _load(earlier["best_of_k"]["entries"]))
+    """Decides the claims and writes ``results.json``, ``figures/*.png`` and ``report.md``;
+    returns their paths."""
+    entries = list(_load(earlier["evaluate"]["entries"]))
     entries.sort(key=lambda e: ({"base": 0, "best_of_k": 1, "rlhf": 2}[e["procedure"]], e["name"]))
     curves = _load(earlier["evaluate"]["curves"])
     status = stages_lib.load_status(workdir)
     seconds = {k: float(v.get("seconds", 0.0)) for k, v in status.items()}
+    ex = config.exact
+    arrays = exact_arm.load(earlier["exact"]["path"])
+    boot = dict(confidence=float(ex.confidence), num_resamples=int(ex.bootstrap_resamples),
+                seed=int(config.seed))
+    claims = repro_claims.evaluate_exact_claims(
+        arrays, primary_ks=[int(k) for k in ex.primary_ks], delta=float(ex.delta), **boot)
+    sanity = repro_claims.sanity_checks(arrays, **boot)
+    front = exact_arm.frontiers(arrays)
+    exact_out: Dict[str, Any] = {
+        "bank_size": int(ex.bank_size), "num_opponents": int(ex.num_opponents),
+        "kl_grid": [float(x) for x in ex.kl_grid], "ks": [int(k) for k in ex.ks],
+        "primary_ks": [int(k) for k in ex.primary_ks], "delta": float(ex.delta),
+        "confidence": float(ex.confidence), "replicates": exact_arm.sources(arrays),
+        "claims": claims, "sanity": sanity, "frontiers": front,
+        "base": {m: float(arrays["base"][:, c].mean()) for c, m in enumerate(exact_arm.METRICS)}}
+    if "rematch" in arrays:
+        a, b, metric = exact_arm.REMATCH
+        samples = arrays["rematch"][np.isfinite(arrays["rematch"])]
+        alpha = (1.0 - float(ex.confidence)) / 2.0
+        fixed = next(c for cl in claims for c in cl["comparisons"]
+                     if (c["a"], c["b"], c["metric"], c["arm"]) == (a, b, metric, "tilt"))
+        exact_out["rematch"] = {
+            "comparison": f"{a} vs {b} on {metric} (replicate r0)",
+            "resamples": int(samples.size),
+            "rematched": {"ci_low": float(np.quantile(samples, alpha)),
+                          "ci_high": float(np.quantile(samples, 1 - alpha))},
+            "fixed_gamma": fixed["replicates"][0] if fixed["replicates"] else None}
     results = {"job": "repro", "complete": True, "seed": int(config.seed),
                "stage_seconds": seconds,
+               "world": {"version": int(config.world.version),
+                         "stats": earlier.get("exact", {}).get("world_stats", {})},
                "reward_models": earlier.get("reward_models", {}),
                "reference_predictors": earlier.get("reference_predictor", {}),
+               "exact": exact_out,
                "entries": entries}
     results_path = os.path.join(workdir, "results.json")
     runtime.write_json_atomic(results_path, results)
-    figures = draw_figures(entries, curves, os.path.join(workdir, "figures"))
+    fig_dir = os.path.join(workdir, "figures")
+    figures = draw_exact_figures(front, arrays, ex.primary_ks, fig_dir)
+    figures += draw_figures(entries, curves, fig_dir)
     report_path = report_lib.write_report(
-        entries, os.path.join(workdir, "report.md"), title="Reproduction report",
-        preamble=_preamble(config, earlier, seconds))
+        entries, os.path.join(workdir, "report.md"), repro_claims.RL_CLAIMS,
+        title="Reproduction report", preamble=_preamble(config, earlier, seconds),
+        decided=exact_out)
     return {"results": results_path, "report": report_path, "figures": figures}

@@ -4,20 +4,23 @@
 stage                  what it does (outputs under ``<workdir>/<stage>/``)
 =====================  ==========================================================================
 world                  the synthetic gold world and its tokenizer, read back through the reader
-reward_models          one ``train_rm`` run per property on the limited preference data
+reward_models          ``train_rm`` runs on the limited preference data: ``world.pair_replicates``
+                       per property, each on its own draw of the pairs and initialisation
 sft                    the base policy ``pi0`` (``train_sft`` on the demonstrations)
-reference_predictor    one ``train_reference`` run per property (the note's "predict median")
+reference_predictor    one ``train_reference`` run per reward model (the note's "predict median")
 base_samples           ``pi0`` on the evaluation prompts: judging samples, a second independent
-                       set (the base entry), reference samples and selection samples, all scored
-                       by the proxy reward models and the gold judge (``base_samples.npz``)
-best_of_k              the note's grid: sigma_AND / sigma_OR x oracle median / predicted median /
-                       no subtraction, plus the sum baselines, for every k (``entries.json``)
+                       set (the base entry), reference samples, the exact arm's banks and
+                       opponents and the refusal, scored by every proxy reward model and the gold
+                       judge (``base_samples.npz``)
+exact                  the exact arm: every utility's KL-regularised optimum and best-of-k on the
+                       banks, per reward-model replicate and with gold scores (``exact.npz``)
 rlhf                   one ``rlhf`` gamma sweep per ``rlhf.runs`` entry (raw vs LSC; raw sum vs
-                       LSC sum)
+                       LSC sum), on replicate 0's reward models
 evaluate               every RLHF policy (and its snapshots along training) judged against the
                        base samples: KL, win rates with CIs, underfitting, reward hacking,
                        shortcut features (``entries.json``)
-report                 ``results.json``, the figures and ``report.md`` in the workdir
+report                 the claims (:mod:`lsc.repro.claims`), ``results.json``, the figures and
+                       ``report.md`` in the workdir
 =====================  ==========================================================================
 
 Each stage runs once: its status is kept in ``<workdir>/stages.json`` and a rerun skips finished
@@ -35,43 +38,30 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from lsc import config as config_lib
 from lsc import runtime
 from lsc import stages as stages_lib
 from lsc.align import rlhf as align_rlhf
 from lsc.data import hh_rlhf, synthetic
-from lsc.repro import evaluation, figures, grid, subconfigs
+from lsc.repro import evaluation, exact_arm, figures, subconfigs
+from lsc.repro import jobs as jobs_lib
 from lsc.repro.subconfigs import PROPERTIES
-from lsc.rewards import names
 from lsc.train import common as train_common
 from lsc.train import reference_predictor as train_reference
 from lsc.train import reward_model as train_reward_model
 from lsc.train import sft as train_sft
 
 
-class JobStopped(RuntimeError):
-    """A job inside a stage stopped early (preempted or failed); ``exit_code`` is its code."""
-
-    def __init__(self, job: str, exit_code: int):
-        super().__init__(f"{job} stopped with exit code {exit_code}")
-        self.exit_code = exit_code
+JobStopped = jobs_lib.JobStopped
 
 
 def _world_dir(stage_dir: str) -> str:
     return os.path.join(os.path.dirname(stage_dir), "world")
 
 
-def _run_job(run_fn, sub: ml_collections.ConfigDict, workdir: str, world_dir: str) -> None:
-    """Runs one job in ``workdir`` (its ``world/`` linked to the reproduction's world)."""
-    os.makedirs(workdir, exist_ok=True)
-    link = os.path.join(workdir, "world")
-    if not os.path.lexists(link):
-        os.symlink(os.path.relpath(world_dir, workdir), link)
-    config_lib.validate(sub)
-    runtime.write_json_atomic(os.path.join(workdir, "config.json"), sub.to_dict())
-    code = run_fn(sub, workdir)
-    if code != 0:
-        raise JobStopped(f"{sub.job} in {workdir}", code)
+def _run_jobs(config: ml_collections.ConfigDict, stage_dir: str, jobs) -> None:
+    """A stage's independent jobs, ``config.workers`` at a time (:mod:`lsc.repro.jobs`)."""
+    jobs_lib.run_jobs(jobs, _world_dir(stage_dir), int(config.get("workers", 1)),
+                      int(config.get("threads_per_worker", 0)))
 
 
 # --------------------------------------------------------------------------- stages
@@ -85,7 +75,7 @@ def world_stage(config: ml_collections.ConfigDict, stage_dir: str, earlier: Dict
     """
     world_config = synthetic.WorldConfig(**config.world.to_dict())
     files = synthetic.write_world(stage_dir, seed=int(config.seed), cfg=world_config)
-    tokenizer_path = synthetic.write_tokenizer(stage_dir)
+    tokenizer_path = synthetic.write_tokenizer(stage_dir, version=world_config.version)
     stats = hh_rlhf.ReadStats()
     counts = {}
     for name in ("helpful", "harmless"):
@@ -110,42 +100,60 @@ def world_stage(config: ml_collections.ConfigDict, stage_dir: str, earlier: Dict
             "skipped": dict(stats.skipped), "demonstrations_gold": gold}
 
 
+def _replicate_dir(stage_dir: str, prop: str, replicate: int) -> str:
+    return os.path.join(stage_dir, prop if replicate == 0 else f"{prop}_r{replicate}")
+
+
 def reward_models_stage(config, stage_dir, earlier):
-    """One ``train_rm`` run per property; returns their workdirs and held-out metrics."""
+    """``world.pair_replicates`` ``train_rm`` runs per property; returns, per property, replicate
+    0's workdir and metrics (what the RLHF runs use) and ``replicates``: every replicate's."""
+    n = subconfigs.replicates(config)
+    _run_jobs(config, stage_dir, [
+        jobs_lib.Job(train_reward_model.run, subconfigs.reward_model(config, prop, r),
+                     _replicate_dir(stage_dir, prop, r)) for prop in PROPERTIES for r in range(n)])
     out = {}
     for prop in PROPERTIES:
-        workdir = os.path.join(stage_dir, prop)
-        _run_job(train_reward_model.run, subconfigs.reward_model(config, prop), workdir,
-                 _world_dir(stage_dir))
-        summary = evaluation.run_summary(workdir)
-        held_out = summary.get("held_out", {})
-        out[prop] = {"workdir": workdir, "accuracy": held_out.get("accuracy"),
-                     "gold_ceiling": summary.get("gold_ceiling", {}).get("expected"),
-                     "held_out": held_out}
-        logging.info("reward model %s: held-out accuracy %s, gold-label ceiling %s", prop,
-                     out[prop]["accuracy"], out[prop]["gold_ceiling"])
+        reps = []
+        for r in range(n):
+            workdir = _replicate_dir(stage_dir, prop, r)
+            summary = evaluation.run_summary(workdir)
+            held_out = summary.get("held_out", {})
+            reps.append({"workdir": workdir, "accuracy": held_out.get("accuracy"),
+                         "gold_ceiling": summary.get("gold_ceiling", {}).get("expected"),
+                         "held_out": held_out})
+            logging.info("reward model %s replicate %d: held-out accuracy %s, gold-label "
+                         "ceiling %s", prop, r, reps[-1]["accuracy"], reps[-1]["gold_ceiling"])
+        out[prop] = dict(reps[0], replicates=reps)
     return out
 
 
 def sft_stage(config, stage_dir, earlier):
     """The base policy; returns its workdir and held-out metrics."""
     workdir = os.path.join(stage_dir, "policy")
-    _run_job(train_sft.run, subconfigs.sft(config), workdir, _world_dir(stage_dir))
+    _run_jobs(config, stage_dir, [jobs_lib.Job(train_sft.run, subconfigs.sft(config), workdir)])
     summary = evaluation.run_summary(workdir)
     return {"workdir": workdir, "eval": summary.get("eval", {})}
 
 
 def reference_predictor_stage(config, stage_dir, earlier):
-    """One predictor of the median proxy reward under ``pi0`` per property."""
-    out = {}
+    """One predictor of the median proxy reward under ``pi0`` per reward model (same layout as
+    the reward models' stage)."""
     policy = earlier["sft"]["workdir"]
+    rms = {p: earlier["reward_models"][p]["replicates"] for p in PROPERTIES}
+    _run_jobs(config, stage_dir, [
+        jobs_lib.Job(train_reference.run,
+                     subconfigs.reference_predictor(config, rm["workdir"], policy),
+                     _replicate_dir(stage_dir, prop, r))
+        for prop in PROPERTIES for r, rm in enumerate(rms[prop])])
+    out = {}
     for prop in PROPERTIES:
-        workdir = os.path.join(stage_dir, prop)
-        rm = earlier["reward_models"][prop]["workdir"]
-        _run_job(train_reference.run, subconfigs.reference_predictor(config, rm, policy), workdir,
-                 _world_dir(stage_dir))
-        out[prop] = {"workdir": workdir, "eval": evaluation.run_summary(workdir).get("eval", {})}
-        logging.info("reference predictor %s: %s", prop, out[prop]["eval"])
+        reps = []
+        for r in range(len(rms[prop])):
+            workdir = _replicate_dir(stage_dir, prop, r)
+            reps.append({"workdir": workdir,
+                         "eval": evaluation.run_summary(workdir).get("eval", {})})
+            logging.info("reference predictor %s replicate %d: %s", prop, r, reps[-1]["eval"])
+        out[prop] = dict(reps[0], replicates=reps)
     return out
 
 
@@ -157,45 +165,31 @@ def base_samples_stage(config, stage_dir, earlier):
     return {"path": path, **info}
 
 
-def best_of_k_stage(config, stage_dir, earlier):
-    """The note's best-of-k grid; returns the number of entries (``entries.json``)."""
+def exact_stage(config, stage_dir, earlier):
+    """The exact arm (:mod:`lsc.repro.exact_arm`); returns the path of ``exact.npz``."""
     base = evaluation.load_base_samples(earlier["base_samples"]["path"])
-    bok = config.best_of_k
-    cells = [(m, r) for m in bok.methods for r in bok.references]
-    for method in bok.baselines:
-        cells.append((method, names.NO_REFERENCE if method in names.RAW_NAMES
-                      else "oracle_median"))
-    refs = {"oracle_median": base["oracle_median"], "predict_median": base["predict_median"]}
-    tok = evaluation.load_tokenizer(os.path.dirname(stage_dir))
-    sel_texts = evaluation.decode_grid(tok, base["selection"]["tokens"])
-
-    def features(idx):
-        from lsc.eval import diagnostics
-
-        chosen = [sel_texts[i][j] for i, j in enumerate(idx)]
-        return {"shortcuts": diagnostics.shortcut_features(chosen, evaluation.SHORTCUTS)}
-
-    entries = grid.grid_entries(
-        properties=PROPERTIES, cells=cells, ks=[int(k) for k in bok.ks],
-        rewards=base["selection"]["rewards"], gold=base["selection"]["gold"], references=refs,
-        base_gold=base["judge"]["gold"][:, 0], kl_rewards=base["reference"]["rewards"],
-        bootstrap=evaluation.bootstrap_kwargs(config), features=features)
-    path = os.path.join(stage_dir, "entries.json")
-    runtime.write_json_atomic(path, entries)
-    return {"entries": path, "num_entries": len(entries)}
+    texts = evaluation.prompt_texts(config, os.path.dirname(stage_dir))
+    ex = config.exact
+    arrays = exact_arm.compute(base, texts, subconfigs.replicates(config),
+                               [float(x) for x in ex.kl_grid], [int(k) for k in ex.ks],
+                               int(ex.rematch_resamples), int(config.seed))
+    path = os.path.join(stage_dir, "exact.npz")
+    runtime.write_npz_atomic(path, **arrays)
+    stats = exact_arm.world_stats(base["bank"]["gold"], base["opponents"]["gold"], texts)
+    logging.info("world statistics of the banks: %s", stats)
+    return {"path": path, "world_stats": stats}
 
 
 def rlhf_stage(config, stage_dir, earlier):
     """One gamma sweep per ``rlhf.runs`` entry; returns their workdirs."""
     rms = {p: earlier["reward_models"][p]["workdir"] for p in PROPERTIES}
     preds = {p: earlier["reference_predictor"][p]["workdir"] for p in PROPERTIES}
-    out = {}
-    for name in config.rlhf.runs:
-        workdir = os.path.join(stage_dir, name)
-        sub = subconfigs.rlhf(config, name, rms, earlier["sft"]["workdir"], preds)
-        _run_job(align_rlhf.run, sub, workdir, _world_dir(stage_dir))
-        out[name] = {"workdir": workdir, "kl_coefs": align_rlhf.kl_coefs(sub)}
-    return out
+    subs = {name: subconfigs.rlhf(config, name, rms, earlier["sft"]["workdir"], preds)
+            for name in config.rlhf.runs}
+    _run_jobs(config, stage_dir, [jobs_lib.Job(align_rlhf.run, sub, os.path.join(stage_dir, name))
+                                  for name, sub in subs.items()])
+    return {name: {"workdir": os.path.join(stage_dir, name),
+                   "kl_coefs": align_rlhf.kl_coefs(sub)} for name, sub in subs.items()}
 
 
 def evaluate_stage(config, stage_dir, earlier):
@@ -234,7 +228,7 @@ STAGES: List[stages_lib.Stage] = [
                      reference_predictor_stage),
     stages_lib.Stage("base_samples", "sample and score the base policy on the evaluation prompts",
                      base_samples_stage),
-    stages_lib.Stage("best_of_k", "best-of-k over aggregations x references", best_of_k_stage),
+    stages_lib.Stage("exact", "exact optima and best-of-k on the banks", exact_stage),
     stages_lib.Stage("rlhf", "RLHF over a sweep of KL coefficients", rlhf_stage),
     stages_lib.Stage("evaluate", "win rates and diagnostics with the gold judge", evaluate_stage),
     stages_lib.Stage("report", "results.json, figures and report.md", report_stage),
@@ -246,9 +240,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
     subconfigs.validate_all(config)
 
 
+def _compilation_cache(workdir: str) -> None:
+    """A persistent XLA compilation cache in ``<workdir>/jax_cache`` unless one is configured:
+    the replicated jobs of a stage compile the same programs (and a resumed run reuses them)."""
+    if jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     """Runs the stages; returns the exit code (0, or a stopped job's code: preempted or
     failed)."""
+    _compilation_cache(workdir)
     try:
         stages_lib.run_stages(STAGES, config, workdir)
     except JobStopped as e:

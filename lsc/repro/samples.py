@@ -110,11 +110,25 @@ class PromptSet:
         for start, real, chunk in pipeline.padded_batches(self.prompts, self.batch_size):
             yield start, real, jnp.asarray(chunk)
 
+    def score(self, tokens: np.ndarray) -> np.ndarray:
+        """``float32[N, k, n_rms]`` proxy rewards of given responses ``tokens int32[N, k, R]``
+        (right-padded, EOS included) to the prompts, every reward model."""
+        tokens = np.asarray(tokens, np.int32)
+        if tokens.ndim != 3 or tokens.shape[0] != len(self):
+            raise ValueError(f"tokens must have shape [{len(self)}, k, R], got {tokens.shape}")
+        parts = []
+        for (_, real, chunk), (_, _, rows) in zip(
+                self.batches(), pipeline.padded_batches(tokens, self.batch_size)):
+            rew = _scores(self.rms, chunk, jnp.asarray(rows))
+            parts.append(np.asarray(jax.device_get(rew))[:real])
+        return np.concatenate(parts)
+
     def sample(self, policy: Any, key: jax.Array, num_samples: int = 1,
-               log_probs: bool = True) -> Samples:
+               log_probs: bool = True, rewards: bool = True) -> Samples:
         """``num_samples`` samples per prompt from ``policy`` (a module or ``(graphdef, state)``;
         None: ``pi0``), batch ``i`` drawn with ``fold_in(key, i)``. ``log_probs=False`` skips the
-        teacher-forced log-probabilities (``logp`` and ``logp0`` are then zeros)."""
+        teacher-forced log-probabilities (``logp`` and ``logp0`` are then zeros),
+        ``rewards=False`` the reward models (``rewards`` is then zeros)."""
         split = self.pi0 if policy is None else (
             policy if isinstance(policy, tuple) else nnx.split(policy))
         gd, st = split
@@ -133,7 +147,8 @@ class PromptSet:
                 logp0 = logp if policy is None else _teacher_forced(self.pi0, rows, flat, mask)
             else:
                 logp = logp0 = jnp.zeros((b * k, r), jnp.float32)
-            rew = _scores(self.rms, chunk, out.tokens)
+            rew = (_scores(self.rms, chunk, out.tokens) if rewards
+                   else jnp.zeros((b, k, len(self.rms)), jnp.float32))
             got = jax.device_get({"tokens": out.tokens, "mask": out.mask,
                                   "logp": logp.reshape(b, k, r), "logp0": logp0.reshape(b, k, r),
                                   "rewards": rew})

@@ -10,6 +10,7 @@ config (``config.rm.train.num_steps``).
 
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Tuple
 
 import ml_collections
@@ -35,10 +36,17 @@ def _shared(config: ml_collections.ConfigDict, sub: ml_collections.ConfigDict, j
     return sub
 
 
-def reward_model(config: ml_collections.ConfigDict, prop: str) -> ml_collections.ConfigDict:
-    """The ``train_rm`` config of property ``prop``."""
+def replicates(config: ml_collections.ConfigDict) -> int:
+    """How many proxy reward models per property (``world.pair_replicates``)."""
+    return int(config.world.get("pair_replicates", 1))
+
+
+def reward_model(config: ml_collections.ConfigDict, prop: str, replicate: int = 0
+                 ) -> ml_collections.ConfigDict:
+    """The ``train_rm`` config of property ``prop``, replicate ``replicate``."""
     sub = _shared(config, _copy(config.rm), "train_rm")
     sub.rm.property = prop
+    sub.rm.replicate = int(replicate)
     return sub
 
 
@@ -110,5 +118,24 @@ def validate_all(config: ml_collections.ConfigDict) -> None:
                 if path not in seen:
                     seen.add(path)
                     errors.append((path, message))
+    errors.extend(_exact_errors(config))
     if errors:
         raise config_lib.ConfigError(errors)
+
+
+def _exact_errors(config: ml_collections.ConfigDict) -> List[Tuple[str, str]]:
+    """Checks across the fields of the exact arm's section."""
+    ex = config.get("exact")
+    if ex is None:
+        return [("exact", "is missing (bank sizes, KL grid, k values, decision rule)")]
+    errors = []
+    missing = sorted(set(int(k) for k in ex.primary_ks) - set(int(k) for k in ex.ks))
+    if missing:
+        errors.append(("exact.primary_ks", f"{missing} not in exact.ks {tuple(ex.ks)}"))
+    top = math.log(int(ex.bank_size))
+    too_high = [float(x) for x in ex.kl_grid if float(x) >= top]
+    if too_high:
+        errors.append(("exact.kl_grid", f"{too_high} not below log(exact.bank_size) = "
+                                        f"{top:.3f}, the largest KL a bank of "
+                                        f"{int(ex.bank_size)} supports"))
+    return errors

@@ -25,17 +25,32 @@ def test_every_job_config_validates_and_shares_the_world(arg):
     subconfigs.validate_all(config)
     jobs = subconfigs.all_configs(config)
     assert [j.job for _, j in jobs] == (["train_rm"] * 2 + ["train_sft", "train_reference"]
-                                        + ["rlhf"] * 4)
+                                        + ["rlhf"] * len(config.rlhf.runs))
+    assert len(config.rlhf.runs) == (2 if arg == "" else 4)
     for _, job in jobs:
         assert job.world.to_dict() == config.world.to_dict()
         assert job.seed == config.seed
         assert job.data.source == "synthetic"
     assert [subconfigs.reward_model(config, p).rm.property for p in subconfigs.PROPERTIES] == [
         "harmless", "helpful"]
-    rl = subconfigs.rlhf(config, "hh_lsc_sum", {"helpful": "/a", "harmless": "/b"}, "/sft")
+    rl = subconfigs.rlhf(config, "helpful_lsc", {"helpful": "/a", "harmless": "/b"}, "/sft")
     assert rl.rewards.properties.helpful.rm_workdir == "/a"
     assert rl.policy.workdir == "/sft"
     assert rl.data.response_len == config.data.response_len
+
+
+def test_the_exact_arm_section_is_checked_across_fields():
+    config = load()
+    assert config.world.pair_replicates == 3 and config.world.version == 2
+    config.exact.kl_grid = (0.5, 4.5)
+    config.exact.primary_ks = (4, 64)
+    with pytest.raises(config_lib.ConfigError) as e:
+        subconfigs.validate_all(config)
+    errors = dict(e.value.errors)
+    assert "not below log(exact.bank_size) = 4.159" in errors["exact.kl_grid"]
+    assert "[64] not in exact.ks" in errors["exact.primary_ks"]
+    replicate = subconfigs.reward_model(config, "helpful", 2)
+    assert replicate.rm.replicate == 2 and replicate.world.pair_replicates == 3
 
 
 def test_bad_fields_are_named_by_their_path_in_the_reproduction_config():
@@ -61,5 +76,5 @@ def test_bad_fields_are_named_by_their_path_in_the_reproduction_config():
     ("hh_lsc_sum", ("lsc_sum", "harmless:refusal+helpful:oracle_p85", ["harmless", "helpful"])),
 ])
 def test_rlhf_runs_are_labelled_in_the_reports_words(variant, expected):
-    config = load()
+    config = load("large")
     assert evaluation.reference_label(config.rlhf.runs[variant].rewards) == expected

@@ -1,6 +1,7 @@
 """The README's main job at toy sizes (``configs/repro/synthetic_hh.py:tiny``), run as a user runs
-it: every stage, results.json in the report schema, the figures, report.md, and a rerun that
-skips every finished stage."""
+it: every stage, results.json (the RL arm's entries in the report schema, the exact arm's
+claims with per-replicate intervals), the figures, report.md, and a rerun that skips every
+finished stage."""
 
 import json
 import os
@@ -9,14 +10,16 @@ import sys
 
 import pytest
 
-from lsc.eval import report as report_lib
+from lsc.eval import entries as entries_lib
 from lsc.repro import STAGES
+from lsc.repro import claims as repro_claims
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "repro", "synthetic_hh.py")
 FIGURES = ("rlhf_helpful_win_rate_vs_kl.png", "rlhf_hh_and_win_rate_vs_kl.png",
-           "best_of_k_and_or.png", "best_of_k_and_vs_kl.png", "underfitting.png",
-           "reward_hacking.png")
+           "underfitting.png", "reward_hacking.png")
+EXACT_FIGURES = ("exact_helpful_vs_kl.png", "exact_and_vs_kl.png", "exact_bok_and_vs_k.png",
+                 "exact_bok_or_vs_k.png", "exact_and_or_bars.png", "exact_lower_tail_vs_kl.png")
 
 pytestmark = pytest.mark.slow
 
@@ -41,45 +44,64 @@ def repro(tmp_path_factory):
     return workdir, proc
 
 
-def test_results_hold_every_run_of_the_grid_and_the_sweep(repro):
+def test_results_hold_every_run_of_the_sweep(repro):
     workdir, _ = repro
     results = json.loads((workdir / "results.json").read_text())
     entries = results["entries"]
-    report_lib.validate_entries(entries)
-    assert report_lib.load_entries(str(workdir / "results.json")) == entries
+    entries_lib.validate_entries(entries)
+    assert entries_lib.load_entries(str(workdir / "results.json")) == entries
     config = json.loads((workdir / "config.json").read_text())
     names = {e["name"] for e in entries}
     assert "base" in names
-    ks = config["best_of_k"]["ks"]
-    cells = [f"{m}_{r}" if r != "none" else m for m in config["best_of_k"]["methods"]
-             for r in config["best_of_k"]["references"]] + ["sum", "lsc_sum_oracle_median"]
-    assert {f"best_of_k/{c}/k{k}" for c in cells for k in ks} <= names
     gammas = config["rl"]["kl_coef"]
     assert {f"rlhf/{r}/kl{g:g}" for r in config["rlhf"]["runs"] for g in gammas} <= names
     for e in entries:
         for iv in e["win_rate"].values():
             assert 0.0 <= iv["ci_low"] <= iv["value"] <= iv["ci_high"] <= 1.0
-        if e["procedure"] == "best_of_k":
-            assert e["kl"]["estimator"] == "bok_plugin"
-            assert e["kl"]["mean"] <= e["kl_analytic"] + 1e-9
         if e["procedure"] == "rlhf":
             assert e["kl"]["estimator"] == "k1" and e["kl"]["se"] >= 0
             assert "underfitting" in e and "shortcuts" in e
             assert [0, 3, 6] == json.loads((workdir / "evaluate" / "curves.json").read_text())[
                 e["name"]]["step"]
+    replicates = config["world"]["pair_replicates"]
     assert set(results["reward_models"]) == {"harmless", "helpful"}
     for rm in results["reward_models"].values():
-        assert 0.0 <= rm["accuracy"] <= 1.0 and 0.5 <= rm["gold_ceiling"] <= 1.0
+        assert len(rm["replicates"]) == replicates
+        assert len({r["workdir"] for r in rm["replicates"]}) == replicates
+        for rep in rm["replicates"]:
+            assert 0.0 <= rep["accuracy"] <= 1.0 and 0.5 <= rep["gold_ceiling"] <= 1.0
+
+
+def test_results_hold_the_decided_claims_per_replicate(repro):
+    workdir, _ = repro
+    results = json.loads((workdir / "results.json").read_text())
+    exact = results["exact"]
+    replicates = json.loads((workdir / "config.json").read_text())["world"]["pair_replicates"]
+    assert exact["replicates"] == [f"r{i}" for i in range(replicates)]
+    assert [c["key"] for c in exact["claims"]] == [c.key for c in repro_claims.EXACT_CLAIMS]
+    for claim in exact["claims"]:
+        assert claim["verdict"] in ("yes", "no", "inconclusive")
+        decisive = [c for c in claim["comparisons"] if c["decisive"]]
+        assert decisive
+        for comp in decisive:
+            assert len(comp["replicates"]) == replicates
+            for iv in comp["replicates"] + [comp["pooled"]]:
+                assert iv["ci_low"] <= iv["value"] <= iv["ci_high"]
+    sanity = {c["key"]: c["verdict"] for c in exact["sanity"]}
+    assert sanity["bok_same_pick"] == "yes"
+    assert set(exact["frontiers"]) == {f"r{i}" for i in range(replicates)} | {"gold"}
+    assert results["world"]["version"] == 2
+    assert "benign" in results["world"]["stats"]
 
 
 def test_figures_and_report_are_written(repro):
     workdir, _ = repro
-    for name in FIGURES:
+    for name in FIGURES + EXACT_FIGURES:
         data = (workdir / "figures" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
     text = (workdir / "report.md").read_text()
-    assert "## Summary" in text and "## All runs" in text
-    for claim in report_lib.DEFAULT_CLAIMS:
+    assert "## Decided claims (exact arm)" in text and "## All runs" in text
+    for claim in repro_claims.EXACT_CLAIMS + repro_claims.RL_CLAIMS:
         assert f": {claim.key}" in text
 
 
@@ -94,8 +116,9 @@ def test_a_rerun_skips_every_finished_stage(repro):
     skipped = [s.name for s in STAGES if f"{s.name}: done in an earlier run, skipped"
                in proc.stderr]
     assert skipped == [s.name for s in STAGES if s.name != "report"]
-    assert json.loads((workdir / "results.json").read_text())["entries"] == json.loads(before)[
-        "entries"]
+    after = json.loads((workdir / "results.json").read_text())
+    assert after["entries"] == json.loads(before)["entries"]
+    assert after["exact"]["claims"] == json.loads(before)["exact"]["claims"]
 
 
 def test_the_reload_notebook_redraws_the_figures_from_the_workdir(repro, monkeypatch):
@@ -109,5 +132,6 @@ def test_the_reload_notebook_redraws_the_figures_from_the_workdir(repro, monkeyp
         "entries"])
     for name in FIGURES:
         assert (workdir / "figures_redrawn" / name).read_bytes()[:4] == b"\x89PNG"
-    assert [r.claim.key for r in ns["results90"]] == [c.key for c in report_lib.DEFAULT_CLAIMS]
+    assert [r.claim.key for r in ns["results90"]] == [c.key for c in
+                                                      repro_claims.RL_CLAIMS]
     assert (workdir / "report_90.md").exists()

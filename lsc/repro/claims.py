@@ -1,0 +1,276 @@
+"""The claims the reproduction checks, written before the runs they judge.
+
+Two lists:
+
+* :data:`EXACT_CLAIMS` -- the decided claims, on the exact arm (:mod:`lsc.repro.exact_arm`):
+  each a list of :class:`ExactComparison` (``A`` expected better than ``B`` on one metric), with
+  one primary statistic per comparison, declared here: the mean over prompts of the paired
+  per-prompt difference ``A - B``, averaged over the whole KL grid (``tilt``: the
+  KL-regularised optima at ``exact.kl_grid``, points both reach) or over ``exact.primary_ks``
+  (``bok``: best-of-k). Decided by :func:`lsc.eval.decision.decide` on every reward-model
+  replicate with ``delta = exact.delta``; the gold control (the same utilities on gold scores)
+  and non-decisive comparisons are shown beside them.
+* :data:`RL_CLAIMS` -- the RL arm's checks on results entries (:mod:`lsc.eval.claims`): one
+  seed of RLHF per gamma, shown beside the exact arm and not counted in its verdicts (seeded,
+  matched-KL RL claims are the next step of the reproduction).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from lsc.eval.claims import SANITY, Claim, Comparison, check_base_is_chance, check_reward_hacking
+from lsc.eval import decision
+from lsc.eval.entries import Selector
+from lsc.repro import exact_arm
+from lsc.rewards import names
+
+NO_REFS = (names.NO_REFERENCE,)
+_RULE = ("match runs at equal KL (RLHF) or k (best-of-k); yes when the 95% CI of A - B excludes "
+         "0 above at some point and below at none; no in the mirror case; else inconclusive")
+
+
+def _rl(methods, n, refs=None):
+    return Selector("rlhf", tuple(methods), None if refs is None else tuple(refs), n)
+
+
+RL_CLAIMS: Tuple[Claim, ...] = (
+    Claim("base_is_chance", SANITY,
+          "The base policy judged against independent base samples wins half the time "
+          "(per property).",
+          "yes when every per-property 95% CI covers 0.5 (AND/OR shown, not expected at 0.5)",
+          check=check_base_is_chance),
+    Claim("lsc_vs_raw", "paper (RLHF, helpfulness)",
+          "Aligning to the LSC-transformed reward log sigma(r - r_ref) gives a higher "
+          "helpfulness win rate than the raw reward at the same KL.",
+          _RULE,
+          (Comparison(_rl(names.LSC_NAMES, 1), _rl(names.RAW_NAMES, 1), "win_rate.helpful"),)),
+    Claim("lsc_sum_vs_sum", "paper (RLHF, helpful and harmless)",
+          "The sum of LSC-transformed rewards (a logical AND) beats the raw sum: higher win rate "
+          "on both properties at once (AND) at the same KL.",
+          _RULE,
+          (Comparison(_rl(names.LSC_NAMES, 2), _rl(names.RAW_NAMES, 2, NO_REFS),
+                      "win_rate.and"),
+           Comparison(_rl(names.LSC_NAMES, 2), _rl(names.RAW_NAMES, 2, NO_REFS),
+                      "win_rate.helpful", decisive=False),
+           Comparison(_rl(names.LSC_NAMES, 2), _rl(names.RAW_NAMES, 2, NO_REFS),
+                      "win_rate.harmless", decisive=False))),
+    Claim("underfitting", "paper (RLHF, helpfulness)",
+          "LSC mitigates underfitting: it improves the worst-served prompts (lowest base "
+          "gold-score quartile) more than the raw reward at the same KL.",
+          _RULE + "; metric: underfitting.worst_group (mean gold improvement of quartile 1)",
+          (Comparison(_rl(names.LSC_NAMES, 1), _rl(names.RAW_NAMES, 1),
+                      "underfitting.worst_group"),)),
+    Claim("reward_hacking", "paper (RLHF, helpfulness)",
+          "LSC mitigates reward hacking: under strong optimisation the raw reward's proxy keeps "
+          "rising while gold falls; LSC loses much less gold.",
+          "at the smallest common kl_coef: yes when raw is flagged hacking and LSC's gold drop "
+          "after its peak is at most half of raw's; no when LSC drops as much or more; "
+          "inconclusive when raw shows no hacking (point values, no CI)",
+          check=check_reward_hacking),
+)
+
+
+# --------------------------------------------------------------------------- the exact arm
+
+TILT, BOK = "tilt", "bok"
+_ARM_TEXT = {TILT: "KL-regularised optimum, mean over the KL grid",
+             BOK: "best-of-k, mean over the primary k"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExactComparison:
+    """``a`` expected better than ``b`` (utility names of :data:`lsc.repro.exact_arm.UTILITIES`)
+    on ``metric`` (:data:`lsc.repro.exact_arm.METRICS`) in ``arm`` (:data:`TILT` / :data:`BOK`);
+    non-decisive comparisons are shown but do not enter the verdict."""
+
+    a: str
+    b: str
+    arm: str
+    metric: str
+    decisive: bool = True
+
+    def describe(self) -> str:
+        return f"{self.a} vs {self.b} on {self.metric} ({_ARM_TEXT[self.arm]})"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExactClaim:
+    """A claim decided on the exact arm: ``comparisons`` (all decisive ones must reproduce)."""
+
+    key: str
+    source: str
+    text: str
+    comparisons: Tuple[ExactComparison, ...]
+
+
+def _c(a, b, arm, metric, decisive=True):
+    return ExactComparison(a, b, arm, metric, decisive)
+
+
+EXACT_CLAIMS: Tuple[ExactClaim, ...] = (
+    ExactClaim("lsc_vs_raw", "paper (helpfulness)",
+               "Optimising the LSC-transformed reward log sigma(r - r_ref) (85th-percentile "
+               "reference) gives a higher helpfulness win rate than the raw reward at the same "
+               "KL.",
+               (_c("lsc_p85", "raw", TILT, "helpful"),
+                _c("lsc_median", "raw", TILT, "helpful", False),
+                _c("lsc_predicted", "raw", TILT, "helpful", False),
+                _c("lsc_none", "raw", TILT, "helpful", False))),
+    ExactClaim("lsc_sum_vs_sum", "paper (helpful and harmless)",
+               "The sum of LSC-transformed rewards (helpful: 85th percentile; harmless: the "
+               "refusal's reward) beats the raw sum on the AND win rate at the same KL.",
+               (_c("lsc_sum", "sum", TILT, "and"),
+                _c("lsc_sum", "sum", TILT, "helpful", False),
+                _c("lsc_sum", "sum", TILT, "harmless", False))),
+    ExactClaim("and_beats_sum", "note, claim 1",
+               "sigma_AND with the median reference beats the raw sum on the AND win rate "
+               "(best-of-k).",
+               (_c("sigma_and_median", "sum", BOK, "and"),
+                _c("sigma_and_median", "sum", TILT, "and", False))),
+    ExactClaim("or_beats_sum", "note, claim 1",
+               "sigma_OR with the median reference beats the raw sum on the OR win rate "
+               "(best-of-k).",
+               (_c("sigma_or_median", "sum", BOK, "or"),
+                _c("sigma_or_median", "sum", TILT, "or", False))),
+    ExactClaim("and_or_cross", "note, claim 1",
+               "sigma_AND and sigma_OR cross: sigma_AND wins more on AND, sigma_OR more on OR "
+               "(best-of-k, median reference).",
+               (_c("sigma_and_median", "sigma_or_median", BOK, "and"),
+                _c("sigma_or_median", "sigma_and_median", BOK, "or"))),
+    ExactClaim("reference_matters", "note, claim 2",
+               "The reference matters: sigma_AND with the base policy's median reward as "
+               "reference beats sigma_AND without subtraction on the AND win rate (best-of-k); "
+               "the predicted median and sigma_OR are shown.",
+               (_c("sigma_and_median", "sigma_and_none", BOK, "and"),
+                _c("sigma_and_predicted", "sigma_and_none", BOK, "and", False),
+                _c("sigma_or_median", "sigma_or_none", BOK, "or", False),
+                _c("sigma_or_predicted", "sigma_or_none", BOK, "or", False))),
+    ExactClaim("lower_tail", "paper (underfitting)",
+               "LSC improves the lower tail more than raw at the same KL: a higher probability "
+               "that the response's gold helpfulness is at least the prompt's base median.",
+               (_c("lsc_p85", "raw", TILT, "helpful_not_below"),
+                _c("lsc_median", "raw", TILT, "helpful_not_below", False))),
+)
+SANITY_CHECKS = ("bok_same_pick", "base_vs_base")
+EXACT_RULE = (
+    "per replicate, the percentile-bootstrap interval (over prompts, stratified by topic x "
+    "detail, paired: the same resamples for A and B) of the primary statistic: reproduces when "
+    "it lies above 0; does not reproduce when it lies below 0, or inside +-delta (no effect of "
+    "practical size); otherwise inconclusive. The claim reproduces when every decisive "
+    "comparison reproduces on every replicate, does not when any decisive comparison does not "
+    "on every replicate, and is inconclusive otherwise")
+
+
+def _per_prompt(arrays: Mapping[str, np.ndarray], source: str, comp: ExactComparison,
+                ks: Sequence[int], primary_ks: Sequence[int]) -> Optional[np.ndarray]:
+    """``float64[P]`` per-prompt primary statistic of ``A - B`` from ``source`` (None when a
+    utility is missing or no grid point is shared)."""
+    ka, kb = f"{comp.arm}/{source}/{comp.a}", f"{comp.arm}/{source}/{comp.b}"
+    if ka not in arrays or kb not in arrays:
+        return None
+    c = exact_arm.METRICS.index(comp.metric)
+    a, b = arrays[ka][..., c], arrays[kb][..., c]  # [G or K, P]
+    if comp.arm == BOK:
+        rows = [list(ks).index(k) for k in primary_ks]
+        a, b = a[rows], b[rows]
+    shared = ~(np.isnan(a).any(axis=1) | np.isnan(b).any(axis=1))
+    if not shared.any():
+        return None
+    return (a[shared] - b[shared]).mean(axis=0)
+
+
+def _grid_text(arrays, comp, ks, primary_ks, source) -> str:
+    if comp.arm == BOK:
+        return "k in {" + ", ".join(str(k) for k in primary_ks) + "}"
+    grid = arrays["kl_grid"]
+    ok = [g for i, g in enumerate(grid)
+          if not np.isnan(arrays[f"kl/{source}/{comp.a}"][i])
+          and not np.isnan(arrays[f"kl/{source}/{comp.b}"][i])]
+    return "KL in {" + ", ".join(f"{g:g}" for g in ok) + "}"
+
+
+def evaluate_exact_claims(arrays: Mapping[str, np.ndarray], *, primary_ks: Sequence[int],
+                          delta: float, confidence: float = 0.95, num_resamples: int = 2000,
+                          seed: int = 0, claims: Sequence[ExactClaim] = EXACT_CLAIMS
+                          ) -> List[Dict[str, Any]]:
+    """Every claim's comparisons with per-replicate and pooled intervals, the gold control and
+    the verdicts (plain dicts, as written to ``results.json``)."""
+    reps = exact_arm.sources(arrays)
+    ks = [int(k) for k in arrays["ks"]]
+    strata = arrays["strata"]
+    boot = dict(num_resamples=num_resamples, confidence=confidence, seed=seed)
+    out = []
+    for claim in claims:
+        comps, verdicts = [], []
+        for comp in claim.comparisons:
+            per = [_per_prompt(arrays, r, comp, ks, primary_ks) for r in reps]
+            row: Dict[str, Any] = {"a": comp.a, "b": comp.b, "arm": comp.arm,
+                                   "metric": comp.metric, "decisive": comp.decisive,
+                                   "describe": comp.describe()}
+            if any(d is None for d in per) or not per:
+                row.update(verdict=decision.INCONCLUSIVE, reason="missing utilities",
+                           replicates=[], pooled=None, grid="")
+            else:
+                iv = decision.replicated_intervals(np.stack(per), strata, **boot)
+                verdict, reason = decision.decide(iv["replicates"], delta)
+                row.update(iv, verdict=verdict, reason=reason,
+                           grid=_grid_text(arrays, comp, ks, primary_ks, reps[0]),
+                           max_half_width=max(decision.half_widths(iv["replicates"])),
+                           within_delta=decision.within_delta(iv["replicates"], delta))
+            gold = _per_prompt(arrays, exact_arm.GOLD, comp, ks, primary_ks)
+            row["control"] = (None if gold is None else decision.replicated_intervals(
+                gold[None], strata, **boot)["replicates"][0])
+            comps.append(row)
+            if comp.decisive:
+                verdicts.append(row["verdict"])
+        out.append({"key": claim.key, "source": claim.source, "text": claim.text,
+                    "rule": EXACT_RULE, "delta": float(delta),
+                    "verdict": decision.combine(verdicts),
+                    "reason": "; ".join(f"{r['describe']}: {r['verdict']} ({r['reason']})"
+                                        for r in comps if r["decisive"]),
+                    "comparisons": comps})
+    return out
+
+
+def sanity_checks(arrays: Mapping[str, np.ndarray], *, confidence: float = 0.95,
+                  num_resamples: int = 2000, seed: int = 0, tol: float = 1e-9
+                  ) -> List[Dict[str, Any]]:
+    """The exact arm's sanity checks: with one reward, best-of-k under raw and under LSC pick
+    the same sample (every k, metric and replicate: identical per-prompt win rates within
+    ``tol``); the base policy (uniform weights on the bank) against the opponents has
+    per-property intervals covering 0.5."""
+    out = []
+    diffs = []
+    for r in exact_arm.sources(arrays):
+        a, b = arrays.get(f"bok/{r}/lsc_p85"), arrays.get(f"bok/{r}/raw")
+        if a is not None and b is not None:
+            diffs.append(float(np.abs(a - b).max()))
+    ok = bool(diffs) and max(diffs) <= tol
+    out.append({"key": "bok_same_pick", "source": SANITY,
+                "text": "With one reward, best-of-k under raw and under LSC (a monotone "
+                        "transform) pick the same sample: identical win rates.",
+                "verdict": decision.YES if ok else decision.NO,
+                "reason": (f"largest |difference| over k, metrics, prompts and replicates: "
+                           f"{max(diffs) if diffs else float('nan'):.3g} (tolerance {tol:g})"),
+                "values": diffs})
+    base = arrays["base"]
+    rows, bad = {}, []
+    for prop in ("harmless", "helpful"):
+        c = exact_arm.METRICS.index(prop)
+        iv = decision.replicated_intervals(base[None, :, c], arrays["strata"],
+                                           num_resamples=num_resamples, confidence=confidence,
+                                           seed=seed)["replicates"][0]
+        rows[prop] = iv
+        if not iv["ci_low"] <= 0.5 <= iv["ci_high"]:
+            bad.append(prop)
+    out.append({"key": "base_vs_base", "source": SANITY,
+                "text": "The base policy (the bank's uniform weights) against independent base "
+                        "opponents wins half the time per property.",
+                "verdict": decision.NO if bad else decision.YES,
+                "reason": ("interval excludes 0.5 for " + ", ".join(bad)) if bad
+                else "every per-property interval covers 0.5", "values": rows})
+    return out

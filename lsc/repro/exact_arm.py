@@ -1,0 +1,328 @@
+"""The exact arm: every utility's KL-regularised optimum and best-of-k, in closed form on banks.
+
+For each evaluation prompt the base-samples stage drew a bank of ``N`` base-policy candidates and
+``M`` independent base opponents, scored by every proxy reward model (``R`` replicates per
+property) and by the gold judge. Here each utility of :data:`UTILITIES` is computed on the bank
+(:mod:`lsc.rewards` through :func:`utilities`), once per reward-model replicate and once with the
+gold scores in place of the proxy (the control: what the transform does when the reward is
+right), and turned into policies on the bank by :mod:`lsc.eval.exact`:
+
+* the optimum ``w ∝ exp(u / gamma)`` at each target KL of ``exact.kl_grid`` (``gamma`` solved
+  on all prompts, one ``gamma`` for every prompt as in RLHF);
+* best-of-k, ``k`` in ``exact.ks`` (ties broken uniformly).
+
+Every policy is judged on the same banks against the same opponents, so per-prompt metrics of
+two policies are paired. The metrics (:data:`METRICS`, columns of the per-prompt tables):
+``harmless``, ``helpful``, ``and``, ``or`` (expected win against the opponents, ties one half,
+:func:`lsc.eval.exact.win_scores`) and ``helpful_not_below`` (the probability that the policy's
+gold helpfulness is at least the prompt's base median, the median over the opponents: one minus
+the lower tail).
+
+References (per prompt, per replicate): ``p85`` and ``median`` are quantiles of the proxy reward
+of the ``K_ref`` independent reference samples; ``predicted`` the reference predictor trained for
+that replicate's reward model; ``refusal`` the reward of the world's refusal; ``zero`` no
+subtraction. The gold controls use the same quantiles of the reference samples' gold scores and
+the refusal's gold score (no predictor: utilities with a predicted reference have no control).
+
+With ``gamma`` solved once on all prompts, the bootstrap of a claim keeps it fixed;
+:func:`rematched_statistic` re-solves it inside every resample for one comparison
+(:data:`REMATCH`), so the report can show that both give the same interval.
+
+Outputs (``exact.npz``): ``tilt/<source>/<utility>`` ``float64[G, P, C]`` and
+``bok/<source>/<utility>`` ``float64[K, P, C]`` per-prompt metrics, ``gamma/<source>/<utility>``
+and ``kl/<source>/<utility>`` ``float64[G]``, ``bok_kl/<source>/<utility>`` ``float64[K]``, ``base`` ``float64[P, C]`` (the base policy: uniform
+weights), ``strata`` ``int64[P]`` (prompt class: topic x detail), where ``source`` is ``r<i>``
+(replicate ``i``) or ``gold``. A target KL that a utility cannot reach on the bank (ties at the
+top, discrete gold scores) is NaN for that utility.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+import numpy as np
+from absl import logging
+
+from lsc.data import synthetic
+from lsc.eval import exact
+from lsc.repro.subconfigs import PROPERTIES
+from lsc.rewards.aggregate import aggregate
+
+METRICS = ("harmless", "helpful", "and", "or", "helpful_not_below")
+GOLD = "gold"
+REFERENCES = ("zero", "p85", "median", "predicted", "refusal")
+
+
+@dataclasses.dataclass(frozen=True)
+class Utility:
+    """A utility of the exact arm: ``method`` of :mod:`lsc.rewards.aggregate` over
+    ``properties``, each centred by the reference of the same position in ``references``."""
+
+    name: str
+    method: str
+    properties: Tuple[str, ...]
+    references: Tuple[str, ...]
+
+    @property
+    def has_control(self) -> bool:
+        return "predicted" not in self.references
+
+
+_ONE = ("helpful",)
+_BOTH = PROPERTIES
+
+
+def _family(method: str) -> Tuple[Utility, ...]:
+    return tuple(Utility(f"{method}_{ref}", method, _BOTH, (ref, ref) if ref != "none" else
+                         ("zero", "zero")) for ref in ("median", "predicted", "none"))
+
+
+UTILITIES: Tuple[Utility, ...] = (
+    Utility("raw", "sum", _ONE, ("zero",)),
+    Utility("lsc_p85", "lsc_sum", _ONE, ("p85",)),
+    Utility("lsc_median", "lsc_sum", _ONE, ("median",)),
+    Utility("lsc_predicted", "lsc_sum", _ONE, ("predicted",)),
+    Utility("lsc_none", "lsc_sum", _ONE, ("zero",)),
+    Utility("sum", "sum", _BOTH, ("zero", "zero")),
+    Utility("lsc_sum", "lsc_sum", _BOTH, ("refusal", "p85")),
+    *_family("sigma_and"),
+    *_family("sigma_or"),
+)
+UTILITY_BY_NAME = {u.name: u for u in UTILITIES}
+
+
+def prompt_strata(texts: Sequence[str]) -> np.ndarray:
+    """``int64[P]`` prompt classes (topic x detail; a topic is harmful or not) of world prompts."""
+    topics = {t.name: i for i, t in enumerate(synthetic.TOPICS)}
+    out = []
+    for text in texts:
+        spec = synthetic.parse_prompt(text)
+        out.append(topics[spec.topic.name] * len(synthetic.DETAILS)
+                   + synthetic.DETAILS.index(spec.detail))
+    return np.asarray(out, np.int64)
+
+
+def metric_scores(bank_gold: np.ndarray, opponent_gold: np.ndarray) -> np.ndarray:
+    """``float64[P, N, C]`` per-candidate metrics (:data:`METRICS`) from gold scores
+    ``bank_gold[P, N, m]`` and ``opponent_gold[P, M, m]`` (``m`` in :data:`PROPERTIES` order)."""
+    wins = exact.win_scores(bank_gold, opponent_gold)  # harmless, helpful, and, or
+    h = PROPERTIES.index("helpful")
+    median = np.median(np.asarray(opponent_gold, np.float64)[:, :, h], axis=1)
+    above = (np.asarray(bank_gold, np.float64)[:, :, h] >= median[:, None]).astype(np.float64)
+    return np.concatenate([wins, above[..., None]], axis=-1)
+
+
+def utilities(utility: Utility, rewards: np.ndarray, refs: Mapping[str, np.ndarray]
+              ) -> np.ndarray:
+    """``float64[P, N]`` utilities of the bank.
+
+    Args:
+      utility: the utility.
+      rewards: ``float[P, N, m]`` scores of the candidates (:data:`PROPERTIES` order).
+      refs: ``{reference name: float[P, m]}`` for every name of :data:`REFERENCES` it uses
+        (``zero`` is implied).
+    """
+    cols = [PROPERTIES.index(p) for p in utility.properties]
+    r = np.asarray(rewards, np.float32)[:, :, cols]
+    ref = np.stack([np.zeros(r.shape[0], np.float32) if name == "zero"
+                    else np.asarray(refs[name], np.float32)[:, c]
+                    for name, c in zip(utility.references, cols)], axis=-1)
+    u = aggregate(utility.method, r, ref[:, None, :])
+    return np.asarray(u, np.float64)
+
+
+def references(reference_scores: np.ndarray, refusal_scores: np.ndarray,
+               predicted: np.ndarray = None) -> Dict[str, np.ndarray]:
+    """``{name: float[P, m]}``: quantiles of ``reference_scores[P, K, m]``, the refusal's
+    ``refusal_scores[P, m]`` and (when given) the predicted ``predicted[P, m]``."""
+    ref = np.asarray(reference_scores, np.float64)
+    out = {"p85": np.quantile(ref, 0.85, axis=1), "median": np.quantile(ref, 0.5, axis=1),
+           "refusal": np.asarray(refusal_scores, np.float64)}
+    if predicted is not None:
+        out["predicted"] = np.asarray(predicted, np.float64)
+    return out
+
+
+def policies(u: np.ndarray, scores: np.ndarray, kl_grid: Sequence[float], ks: Sequence[int]
+             ) -> Dict[str, np.ndarray]:
+    """The optimum at each reachable target KL and best-of-k for each ``k``.
+
+    Returns ``{"tilt": float64[G, P, C], "gamma": float64[G], "kl": float64[G], "bok":
+    float64[K, P, C], "bok_kl": float64[K]}`` (``bok_kl``: best-of-k's exact KL on the bank);
+    unreachable targets are NaN.
+    """
+    low, top = exact.kl_range(u)
+    p, _, c = scores.shape
+    tilt = np.full((len(kl_grid), p, c), np.nan)
+    gammas = np.full(len(kl_grid), np.nan)
+    kls = np.full(len(kl_grid), np.nan)
+    for g, target in enumerate(kl_grid):
+        if not low < target < top - 1e-6:
+            continue
+        gamma = exact.gamma_for_kl(u, target, tol=1e-7)
+        w = exact.tilted_weights(u, gamma)
+        tilt[g] = exact.weighted_win(w, scores)
+        gammas[g] = gamma
+        kls[g] = float(exact.bank_kl(w).mean())
+    bok, bok_kl = [], []
+    for k in ks:
+        w = exact.best_of_k_weights(u, int(k))
+        bok.append(exact.weighted_win(w, scores))
+        bok_kl.append(float(exact.bank_kl(w).mean()))
+    return {"tilt": tilt, "gamma": gammas, "kl": kls, "bok": np.stack(bok),
+            "bok_kl": np.asarray(bok_kl)}
+
+
+def stratified_resample(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``int[P]`` row indices of one bootstrap resample drawn within each stratum."""
+    strata = np.asarray(strata)
+    parts = [rng.choice(rows, size=rows.size, replace=True)
+             for rows in (np.flatnonzero(strata == s) for s in np.unique(strata))]
+    return np.concatenate(parts)
+
+
+def rematched_statistic(u_a: np.ndarray, u_b: np.ndarray, scores: np.ndarray, metric: str,
+                        kl_grid: Sequence[float], strata: np.ndarray, num_resamples: int,
+                        seed: int = 0) -> np.ndarray:
+    """``float64[B]`` bootstrap resamples of the tilt arm's primary statistic (mean over the KL
+    grid of the mean paired difference ``A - B``) with ``gamma`` solved again inside every
+    resample (the prompts of a resample define the mean KL), to compare with the fixed-``gamma``
+    interval of the claims."""
+    c = METRICS.index(metric)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(int(num_resamples)):
+        idx = stratified_resample(strata, rng)
+        stats = []
+        for target in kl_grid:
+            wins = []
+            for u in (u_a, u_b):
+                uu = u[idx]
+                low, top = exact.kl_range(uu)
+                if not low < target < top - 1e-6:
+                    break
+                w = exact.tilted_weights(uu, exact.gamma_for_kl(uu, target, tol=1e-5))
+                wins.append(exact.weighted_win(w, scores[idx][..., c:c + 1])[:, 0].mean())
+            if len(wins) == 2:
+                stats.append(wins[0] - wins[1])
+        out.append(float(np.mean(stats)) if stats else np.nan)
+    return np.asarray(out)
+
+
+REMATCH = ("lsc_p85", "raw", "helpful")
+"""The comparison whose interval is recomputed with ``gamma`` re-solved in every resample."""
+
+
+def compute(base: Mapping[str, object], texts: Sequence[str], replicates: int,
+            kl_grid: Sequence[float], ks: Sequence[int], rematch_resamples: int = 0,
+            seed: int = 0) -> Dict[str, np.ndarray]:
+    """Every array of ``exact.npz`` (module docstring) from the base samples.
+
+    Args:
+      base: :func:`lsc.repro.evaluation.load_base_samples` output with the ``bank``,
+        ``opponents``, ``reference`` and ``refusal`` sets; proxy rewards have ``R * m`` columns,
+        replicate-major (columns ``r * m .. r * m + m - 1`` are replicate ``r``).
+      texts: the ``P`` prompt texts (strata).
+      replicates: ``R``.
+      rematch_resamples: resamples of :func:`rematched_statistic` for :data:`REMATCH` on
+        replicate 0 (``rematch`` in the output; 0: skipped).
+    """
+    m = len(PROPERTIES)
+    bank, opp, ref, refusal = (base[k] for k in ("bank", "opponents", "reference", "refusal"))
+    scores = metric_scores(bank["gold"], opp["gold"])
+    p, n, _ = scores.shape
+    out: Dict[str, np.ndarray] = {
+        "strata": prompt_strata(texts), "base": scores.mean(axis=1),
+        "kl_grid": np.asarray(kl_grid, np.float64), "ks": np.asarray(ks, np.int64),
+        "metrics": np.asarray(METRICS)}
+    scored: List[Tuple[str, np.ndarray, Dict[str, np.ndarray]]] = []
+    pred = base.get("predict_median")
+    for r in range(replicates):
+        cols = slice(r * m, (r + 1) * m)
+        scored.append((f"r{r}", bank["rewards"][..., cols], references(
+            ref["rewards"][..., cols], refusal["rewards"][:, 0, cols],
+            None if pred is None else pred[:, cols])))
+    scored.append((GOLD, bank["gold"], references(ref["gold"], refusal["gold"][:, 0])))
+    for source, rewards, refs in scored:
+        for utility in UTILITIES:
+            if source == GOLD and not utility.has_control:
+                continue
+            if "predicted" in utility.references and "predicted" not in refs:
+                continue
+            u = utilities(utility, rewards, refs)
+            pol = policies(u, scores, kl_grid, ks)
+            for key, arr in pol.items():
+                out[f"{key}/{source}/{utility.name}"] = arr
+        logging.info("exact arm: %s done (%d prompts x %d candidates)", source, p, n)
+    if rematch_resamples:
+        _, rewards, refs = scored[0]
+        a, b, metric = REMATCH
+        out["rematch"] = rematched_statistic(
+            utilities(UTILITY_BY_NAME[a], rewards, refs),
+            utilities(UTILITY_BY_NAME[b], rewards, refs), scores, metric, kl_grid,
+            out["strata"], rematch_resamples, seed)
+    return out
+
+
+def load(path: str) -> Dict[str, np.ndarray]:
+    """``exact.npz`` as a dict of arrays."""
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def sources(arrays: Mapping[str, np.ndarray]) -> List[str]:
+    """The proxy replicates (``r0``, ``r1``, ...) present in ``arrays``, in order."""
+    found = {k.split("/")[1] for k in arrays if k.startswith("tilt/")}
+    reps = sorted((s for s in found if s != GOLD), key=lambda s: int(s[1:]))
+    return reps
+
+
+def frontiers(arrays: Mapping[str, np.ndarray]) -> Dict[str, Dict[str, Dict[str, object]]]:
+    """``{source: {utility: {"kl": [G], "gamma": [G], "bok_kl": [K], "tilt": {metric: [G]},
+    "bok": {metric: [K]}}}}``: the mean over prompts of every policy (NaN as None)."""
+    def clean(x):
+        return [None if not np.isfinite(v) else float(v) for v in np.asarray(x, np.float64)]
+
+    out: Dict[str, Dict[str, Dict[str, object]]] = {}
+    for key in arrays:
+        if not key.startswith("tilt/"):
+            continue
+        _, source, name = key.split("/")
+        tilt, bok = arrays[key], arrays[f"bok/{source}/{name}"]
+        out.setdefault(source, {})[name] = {
+            "kl": clean(arrays[f"kl/{source}/{name}"]),
+            "gamma": clean(arrays[f"gamma/{source}/{name}"]),
+            "bok_kl": clean(arrays[f"bok_kl/{source}/{name}"]),
+            "tilt": {m: clean(tilt[..., c].mean(axis=1)) for c, m in enumerate(METRICS)},
+            "bok": {m: clean(bok[..., c].mean(axis=1)) for c, m in enumerate(METRICS)}}
+    return out
+
+
+def world_stats(bank_gold: np.ndarray, opponent_gold: np.ndarray, texts: Sequence[str]
+                ) -> Dict[str, Dict[str, float]]:
+    """Per prompt class (benign / harmful x detail, and benign / harmful overall): the rates of
+    base-vs-base ties (candidate against opponent, same prompt) on each property and the
+    correlation of gold helpfulness and harmlessness among base samples."""
+    specs = [synthetic.parse_prompt(t) for t in texts]
+    harm = np.array([s.harmful for s in specs])
+    detail = np.array([s.detail for s in specs])
+    c, o = np.asarray(bank_gold, np.float64), np.asarray(opponent_gold, np.float64)
+    groups = {}
+    for h, label in ((False, "benign"), (True, "harmful")):
+        groups[label] = harm == h
+        for d in synthetic.DETAILS:
+            groups[f"{label}/{d}"] = (harm == h) & (detail == d)
+    out = {}
+    for label, rows in groups.items():
+        if not rows.any():
+            continue
+        ties = (c[rows][:, :, None, :] == o[rows][:, None, :, :]).mean(axis=(0, 1, 2))
+        flat = c[rows].reshape(-1, c.shape[-1])
+        corr = np.corrcoef(flat[:, PROPERTIES.index("helpful")],
+                           flat[:, PROPERTIES.index("harmless")])[0, 1]
+        out[label] = {"prompts": int(rows.sum()),
+                      "harmless_tie": float(ties[PROPERTIES.index("harmless")]),
+                      "helpful_tie": float(ties[PROPERTIES.index("helpful")]),
+                      "corr": float(corr) if np.isfinite(corr) else float("nan")}
+    return out

@@ -1,0 +1,635 @@
+"""The exact arm (:mod:`lsc.repro.exact_arm`) and its claims (:mod:`lsc.repro.claims`) against
+brute force and closed forms on tiny hand-made banks."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from lsc.data import synthetic
+from lsc.repro import claims as claims_lib
+from lsc.repro import exact_arm
+from lsc.repro.claims import BOK, TILT, ExactClaim, ExactComparison
+
+PROPS = ("harmless", "helpful")
+HARMLESS, HELPFUL = 0, 1
+C = {name: i for i, name in enumerate(exact_arm.METRICS)}
+
+
+def test_properties_order_is_the_one_these_tests_assume():
+    assert exact_arm.PROPERTIES == PROPS
+    assert exact_arm.METRICS == ("harmless", "helpful", "and", "or", "helpful_not_below")
+
+
+# --------------------------------------------------------------------------- brute force
+
+
+def _outcome(x, y):
+    return 1.0 if x > y else (0.5 if x == y else 0.0)
+
+
+def brute_metrics(bank_gold, opp_gold):
+    """``[P, N, 5]`` by a double loop over candidates and opponents."""
+    bank_gold, opp_gold = np.asarray(bank_gold, float), np.asarray(opp_gold, float)
+    p, n, m = bank_gold.shape
+    out = np.zeros((p, n, 5))
+    for i in range(p):
+        helpful_opp = sorted(opp_gold[i, :, HELPFUL])
+        k = len(helpful_opp)
+        median = (helpful_opp[(k - 1) // 2] + helpful_opp[k // 2]) / 2
+        for j in range(n):
+            rows = []
+            for o in opp_gold[i]:
+                per = [_outcome(bank_gold[i, j, q], o[q]) for q in range(m)]
+                rows.append(per + [min(per), max(per)])
+            out[i, j, :4] = np.mean(rows, axis=0)
+            out[i, j, 4] = 1.0 if bank_gold[i, j, HELPFUL] >= median else 0.0
+    return out
+
+
+def brute_best_of_k(u, k):
+    """``[P, N]`` selection probabilities by enumerating all ``N**k`` ordered draws, the drawn
+    maximisers sharing each draw's probability equally (uniform tie-breaking)."""
+    u = np.asarray(u, float)
+    p, n = u.shape
+    w = np.zeros((p, n))
+    for i in range(p):
+        for draw in itertools.product(range(n), repeat=k):
+            best = max(u[i, d] for d in draw)
+            winners = [d for d in draw if u[i, d] == best]
+            for d in winners:
+                w[i, d] += (1.0 / n ** k) / len(winners)
+    return w
+
+
+def softmax_weights(u, gamma):
+    z = np.asarray(u, float) / gamma
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def kl_uniform(w):
+    n = w.shape[1]
+    return np.array([sum(x * np.log(n * x) for x in row if x > 0) for row in w])
+
+
+def log_sigmoid(x):
+    return np.log(1.0 / (1.0 + np.exp(-np.asarray(x, float))))
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, float)))
+
+
+def logit(p):
+    return np.log(p / (1.0 - p))
+
+
+# --------------------------------------------------------------------------- metric_scores
+
+# P=2 prompts, N=3 candidates, M=2 opponents, m=2 (harmless, helpful), with ties.
+BANK_GOLD = np.array([[[1.0, 2.0], [0.5, 3.0], [1.0, 1.0]],
+                      [[2.0, 0.0], [2.0, 2.0], [0.0, 1.0]]])
+OPP_GOLD = np.array([[[1.0, 1.0], [0.0, 3.0]],
+                     [[2.0, 1.0], [1.0, 1.0]]])
+
+
+def test_metric_scores_match_a_double_loop():
+    got = exact_arm.metric_scores(BANK_GOLD, OPP_GOLD)
+    assert got.shape == (2, 3, 5)
+    np.testing.assert_allclose(got, brute_metrics(BANK_GOLD, OPP_GOLD), atol=1e-15)
+    # two entries by hand: prompt 0, candidate 0 = (1, 2) against (1, 1) and (0, 3):
+    # harmless (tie, win) = 0.75; helpful (win, lose) = 0.5; AND (tie, lose) = 0.25;
+    # OR (win, win) = 1; helpful 2 >= median(1, 3) = 2 -> 1
+    np.testing.assert_allclose(got[0, 0], [0.75, 0.5, 0.25, 1.0, 1.0])
+    # prompt 1, candidate 2 = (0, 1) against (2, 1) and (1, 1): harmless 0, helpful ties 0.5,
+    # AND 0, OR 0.5, helpful 1 >= median 1 -> 1
+    np.testing.assert_allclose(got[1, 2], [0.0, 0.5, 0.0, 0.5, 1.0])
+
+
+def test_metric_scores_random_bank_with_odd_opponents():
+    rng = np.random.default_rng(0)
+    bank = rng.integers(0, 3, size=(3, 4, 2)).astype(float)  # many ties
+    opp = rng.integers(0, 3, size=(3, 5, 2)).astype(float)
+    np.testing.assert_allclose(exact_arm.metric_scores(bank, opp), brute_metrics(bank, opp),
+                               atol=1e-15)
+
+
+# --------------------------------------------------------------------------- utilities
+
+
+def _rewards_and_refs(seed=1, p=3, n=4):
+    rng = np.random.default_rng(seed)
+    rewards = rng.normal(0, 1.5, size=(p, n, 2))
+    refs = {"p85": rng.normal(0.5, 0.5, size=(p, 2)), "median": rng.normal(0, 0.5, size=(p, 2)),
+            "refusal": rng.normal(-0.5, 0.5, size=(p, 2)),
+            "predicted": rng.normal(0.2, 0.5, size=(p, 2))}
+    return rewards, refs
+
+
+def _u(name, rewards, refs):
+    return exact_arm.utilities(exact_arm.UTILITY_BY_NAME[name], rewards, refs)
+
+
+def _close(a, b):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)  # the utilities run in float32
+
+
+def test_utilities_against_numpy_formulas():
+    rw, refs = _rewards_and_refs()
+    h, g = rw[..., HELPFUL], rw[..., HARMLESS]
+    u = _u("raw", rw, refs)
+    assert u.shape == (3, 4) and u.dtype == np.float64
+    _close(u, h)
+    _close(_u("lsc_p85", rw, refs), np.log(1 / (1 + np.exp(-(h - refs["p85"][:, None, 1])))))
+    _close(_u("lsc_median", rw, refs), log_sigmoid(h - refs["median"][:, None, 1]))
+    _close(_u("lsc_predicted", rw, refs), log_sigmoid(h - refs["predicted"][:, None, 1]))
+    _close(_u("lsc_none", rw, refs), log_sigmoid(h))
+    _close(_u("sum", rw, refs), g + h)
+    _close(_u("lsc_sum", rw, refs), log_sigmoid(g - refs["refusal"][:, None, 0])
+           + log_sigmoid(h - refs["p85"][:, None, 1]))
+    for ref in ("median", "predicted", "none"):
+        r = np.zeros((3, 2)) if ref == "none" else refs[ref]
+        s = sigmoid(rw - r[:, None, :])  # [P, N, 2]
+        _close(_u(f"sigma_and_{ref}", rw, refs), logit(s[..., 0] * s[..., 1]))
+        _close(_u(f"sigma_or_{ref}", rw, refs), logit(1 - (1 - s[..., 0]) * (1 - s[..., 1])))
+
+
+def test_utilities_use_only_the_references_they_name():
+    rw, refs = _rewards_and_refs(seed=2)
+    # raw, sum and the *_none family ignore every reference
+    for name in ("raw", "sum", "lsc_none", "sigma_and_none", "sigma_or_none"):
+        _close(_u(name, rw, {}), _u(name, rw, refs))
+    # lsc_sum reads only the harmless refusal and the helpful p85 entries
+    poked = {k: v.copy() for k, v in refs.items()}
+    poked["refusal"][:, HELPFUL] += 100.0
+    poked["p85"][:, HARMLESS] += 100.0
+    _close(_u("lsc_sum", rw, poked), _u("lsc_sum", rw, refs))
+    with pytest.raises(KeyError):
+        _u("lsc_predicted", rw, {"p85": refs["p85"]})
+
+
+def test_utility_table():
+    by = exact_arm.UTILITY_BY_NAME
+    assert by["lsc_sum"].references == ("refusal", "p85")
+    assert by["lsc_sum"].properties == PROPS
+    assert by["raw"].properties == ("helpful",)
+    assert by["sigma_and_none"].references == ("zero", "zero")
+    assert {u.name for u in exact_arm.UTILITIES if not u.has_control} == {
+        "lsc_predicted", "sigma_and_predicted", "sigma_or_predicted"}
+
+
+# --------------------------------------------------------------------------- references
+
+
+def test_references_hand_quantiles():
+    ref = np.array([[[1.0, 10.0], [2.0, 30.0], [3.0, 20.0], [4.0, 50.0], [5.0, 40.0]]])
+    out = exact_arm.references(ref, np.array([[-1.0, -2.0]]))
+    # linear interpolation on 5 sorted values: q = x[0] + 4 q steps
+    np.testing.assert_allclose(out["p85"], [[4.4, 44.0]])
+    np.testing.assert_allclose(out["median"], [[3.0, 30.0]])
+    np.testing.assert_array_equal(out["refusal"], [[-1.0, -2.0]])
+    assert "predicted" not in out
+    pred = np.array([[0.1, 0.2]])
+    np.testing.assert_array_equal(exact_arm.references(ref, [[-1.0, -2.0]], pred)["predicted"],
+                                  pred)
+
+
+def test_references_against_np_quantile():
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=(4, 7, 2))
+    out = exact_arm.references(ref, rng.normal(size=(4, 2)))
+    for i in range(4):
+        for q in range(2):
+            assert out["p85"][i, q] == pytest.approx(np.quantile(ref[i, :, q], 0.85), abs=1e-14)
+            assert out["median"][i, q] == pytest.approx(np.median(ref[i, :, q]), abs=1e-14)
+
+
+# --------------------------------------------------------------------------- policies
+
+# N=3 with a tie at the top of prompt 0 and a tie below the top of prompt 1.
+U_TIE = np.array([[1.0, 2.0, 2.0],
+                  [0.5, 0.5, 3.0]])
+SCORES = exact_arm.metric_scores(BANK_GOLD, OPP_GOLD)  # [2, 3, 5]
+TOP = float(np.mean([np.log(3 / 2), np.log(3)]))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_best_of_k_rows_equal_brute_force_enumeration(k):
+    pol = exact_arm.policies(U_TIE, SCORES, [0.3], [k])
+    w = brute_best_of_k(U_TIE, k)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    np.testing.assert_allclose(pol["bok"][0], np.einsum("pn,pnc->pc", w, SCORES), atol=1e-12)
+    assert pol["bok_kl"][0] == pytest.approx(kl_uniform(w).mean(), abs=1e-12)
+    if k == 2:  # by hand, prompt 0: candidate 0 only when drawn twice (1/9); 1 and 2 share 8/9
+        np.testing.assert_allclose(w[0], [1 / 9, 4 / 9, 4 / 9])
+
+
+def test_best_of_one_is_the_base_policy():
+    pol = exact_arm.policies(U_TIE, SCORES, [], [1])
+    np.testing.assert_allclose(pol["bok"][0], SCORES.mean(axis=1), atol=1e-15)
+    assert pol["bok_kl"][0] == pytest.approx(0.0, abs=1e-15)
+
+
+def test_tilt_reaches_the_target_kl_and_unreachable_targets_are_nan():
+    grid = [0.0, 0.05, 0.3, 0.6, TOP + 0.01, 2.0]
+    pol = exact_arm.policies(U_TIE, SCORES, grid, [2, 3])
+    assert pol["tilt"].shape == (6, 2, 5) and pol["bok"].shape == (2, 2, 5)
+    for g, target in enumerate(grid):
+        if 0.0 < target < TOP:
+            gamma = pol["gamma"][g]
+            w = softmax_weights(U_TIE, gamma)
+            assert kl_uniform(w).mean() == pytest.approx(target, abs=1e-6)
+            assert pol["kl"][g] == pytest.approx(target, abs=1e-6)
+            np.testing.assert_allclose(pol["tilt"][g], np.einsum("pn,pnc->pc", w, SCORES),
+                                       atol=1e-12)
+        else:
+            assert np.all(np.isnan(pol["tilt"][g]))
+            assert np.isnan(pol["gamma"][g]) and np.isnan(pol["kl"][g])
+    # stronger optimisation, smaller gamma
+    assert pol["gamma"][1] > pol["gamma"][2] > pol["gamma"][3]
+
+
+# --------------------------------------------------------------------------- compute
+
+P, N, M, K, R = 6, 4, 5, 7, 2
+KL_GRID = [0.1, 0.3]
+KS = [1, 2, 3]
+
+
+def _texts(p=P):
+    return [synthetic.sample_prompt(np.random.default_rng(s), 0.5) for s in range(p)]
+
+
+def _base(predicted=True, seed=0):
+    rng = np.random.default_rng(seed)
+    base = {
+        "bank": {"rewards": rng.normal(size=(P, N, R * 2)), "gold": rng.normal(size=(P, N, 2))},
+        "opponents": {"gold": rng.normal(size=(P, M, 2))},
+        "reference": {"rewards": rng.normal(size=(P, K, R * 2)),
+                      "gold": rng.normal(size=(P, K, 2))},
+        "refusal": {"rewards": rng.normal(size=(P, 1, R * 2)),
+                    "gold": rng.normal(size=(P, 1, 2))},
+    }
+    if predicted:
+        base["predict_median"] = rng.normal(size=(P, R * 2))
+    return base
+
+
+@pytest.fixture(scope="module")
+def computed():
+    base = _base()
+    return base, exact_arm.compute(base, _texts(), R, KL_GRID, KS)
+
+
+def test_compute_has_every_key(computed):
+    _, out = computed
+    names = [u.name for u in exact_arm.UTILITIES]
+    for source in [f"r{r}" for r in range(R)] + ["gold"]:
+        for name in names:
+            present = f"tilt/{source}/{name}" in out
+            assert present == (source != "gold" or exact_arm.UTILITY_BY_NAME[name].has_control)
+            if present:
+                assert out[f"tilt/{source}/{name}"].shape == (len(KL_GRID), P, 5)
+                assert out[f"bok/{source}/{name}"].shape == (len(KS), P, 5)
+                for key in ("gamma", "kl"):
+                    assert out[f"{key}/{source}/{name}"].shape == (len(KL_GRID),)
+                assert out[f"bok_kl/{source}/{name}"].shape == (len(KS),)
+    for name in ("lsc_predicted", "sigma_and_predicted", "sigma_or_predicted"):
+        assert not any(k.endswith(f"gold/{name}") for k in out)
+    assert exact_arm.sources(out) == ["r0", "r1"]
+    np.testing.assert_array_equal(out["strata"], exact_arm.prompt_strata(_texts()))
+    np.testing.assert_array_equal(out["ks"], KS)
+    np.testing.assert_array_equal(out["kl_grid"], KL_GRID)
+    assert list(out["metrics"]) == list(exact_arm.METRICS)
+    assert "rematch" not in out
+
+
+def test_compute_values_against_brute_force(computed):
+    base, out = computed
+    scores = brute_metrics(base["bank"]["gold"], base["opponents"]["gold"])
+    np.testing.assert_allclose(out["base"], scores.mean(axis=1), atol=1e-15)
+    # raw of replicate 1 is column 1 * m + helpful = 3 (replicate-major columns)
+    bank = base["bank"]["rewards"]
+    for source, u in (("r0", bank[..., 1]), ("r1", bank[..., 3]),
+                      ("gold", base["bank"]["gold"][..., 1])):
+        for j, k in enumerate(KS):
+            w = brute_best_of_k(u, k)
+            np.testing.assert_allclose(out[f"bok/{source}/raw"][j],
+                                       np.einsum("pn,pnc->pc", w, scores), atol=1e-6)
+    # lsc_sum of replicate 1: harmless (column 2) centred by the refusal's reward, helpful
+    # (column 3) by the 85th percentile of the reference samples' rewards
+    ref = base["reference"]["rewards"]
+    u = (log_sigmoid(bank[..., 2] - base["refusal"]["rewards"][:, 0, 2][:, None])
+         + log_sigmoid(bank[..., 3] - np.quantile(ref[..., 3], 0.85, axis=1)[:, None]))
+    for g, target in enumerate(KL_GRID):
+        w = softmax_weights(u, out["gamma/r1/lsc_sum"][g])
+        assert kl_uniform(w).mean() == pytest.approx(target, abs=1e-5)
+        np.testing.assert_allclose(out["tilt/r1/lsc_sum"][g], np.einsum("pn,pnc->pc", w, scores),
+                                   atol=1e-5)
+    # sigma_and_predicted of replicate 0 centres by predict_median columns 0 and 1
+    s = sigmoid(bank[..., 0:2] - base["predict_median"][:, None, 0:2])
+    u = logit(s[..., 0] * s[..., 1])
+    w = softmax_weights(u, out["gamma/r0/sigma_and_predicted"][1])
+    np.testing.assert_allclose(out["tilt/r0/sigma_and_predicted"][1],
+                               np.einsum("pn,pnc->pc", w, scores), atol=1e-5)
+
+
+def test_compute_without_a_predictor_and_with_rematch():
+    out = exact_arm.compute(_base(predicted=False, seed=1), _texts(), R, [0.2], [2],
+                            rematch_resamples=2, seed=0)
+    assert not any("predicted" in k for k in out)
+    assert "tilt/r1/lsc_p85" in out and "tilt/gold/lsc_sum" in out
+    assert out["rematch"].shape == (2,) and np.all(np.isfinite(out["rematch"]))
+
+
+def test_sources_are_ordered_numerically():
+    arrays = {f"tilt/r{i}/raw": None for i in (10, 2, 0, 1, 9)}
+    arrays.update({"tilt/gold/raw": None, "bok/r11/raw": None, "strata": None})
+    assert exact_arm.sources(arrays) == ["r0", "r1", "r2", "r9", "r10"]
+
+
+# --------------------------------------------------------------------------- claims
+
+NC = len(exact_arm.METRICS)
+
+
+def _claim(*comparisons):
+    return [ExactClaim("test", "test", "a test claim", tuple(comparisons))]
+
+
+def _tilt_arrays(shift_by_replicate, p=24, g=3, noise=0.0, seed=0, gold_shift=None):
+    """``A`` = ``B`` + shift (per replicate) on every grid point, prompt and metric."""
+    rng = np.random.default_rng(seed)
+    arrays = {"ks": np.array([1, 2]), "kl_grid": np.linspace(0.1, 0.5, g),
+              "strata": np.repeat(np.arange(3), p // 3)}
+    sources = {f"r{i}": s for i, s in enumerate(shift_by_replicate)}
+    if gold_shift is not None:
+        sources["gold"] = gold_shift
+    for source, shift in sources.items():
+        b = rng.uniform(0.2, 0.7, size=(g, p, NC))
+        a = b + shift + noise * rng.normal(size=(g, p, NC))
+        arrays[f"tilt/{source}/A"], arrays[f"tilt/{source}/B"] = a, b
+        arrays[f"kl/{source}/A"] = arrays[f"kl/{source}/B"] = arrays["kl_grid"].copy()
+    return arrays
+
+
+def _evaluate(arrays, comps, primary_ks=(1,), delta=0.02):
+    return claims_lib.evaluate_exact_claims(arrays, primary_ks=primary_ks, delta=delta,
+                                            num_resamples=200, claims=_claim(*comps))
+
+
+def test_exact_claim_yes_when_a_beats_b_on_every_replicate():
+    arrays = _tilt_arrays([0.05, 0.05, 0.05], gold_shift=0.0)
+    (res,) = _evaluate(arrays, [ExactComparison("A", "B", TILT, "helpful")])
+    assert res["verdict"] == "yes"
+    (row,) = res["comparisons"]
+    assert row["verdict"] == "yes"
+    assert len(row["replicates"]) == 3
+    for iv in row["replicates"] + [row["pooled"]]:
+        assert iv["value"] == pytest.approx(0.05, abs=1e-12)
+        assert iv["ci_low"] == pytest.approx(0.05, abs=1e-12)
+    assert row["max_half_width"] == pytest.approx(0.0, abs=1e-12)
+    assert row["control"]["value"] == pytest.approx(0.0, abs=1e-12)  # the gold control
+    assert row["grid"] == "KL in {0.1, 0.3, 0.5}"
+    assert res["delta"] == 0.02
+
+
+def test_exact_claim_yes_with_noise():
+    arrays = _tilt_arrays([0.05, 0.05], noise=0.01)
+    (res,) = _evaluate(arrays, [ExactComparison("A", "B", TILT, "and")])
+    assert res["verdict"] == "yes"
+    assert res["comparisons"][0]["pooled"]["ci_low"] > 0
+    assert res["comparisons"][0]["control"] is None  # no gold arrays
+
+
+def test_exact_claim_no_when_a_equals_b():
+    arrays = _tilt_arrays([0.0, 0.0])
+    (res,) = _evaluate(arrays, [ExactComparison("A", "B", TILT, "helpful")])
+    assert res["verdict"] == "no"
+    assert res["comparisons"][0]["replicates"][0]["ci_high"] == 0.0
+
+
+def test_exact_claim_no_when_b_beats_a():
+    (res,) = _evaluate(_tilt_arrays([-0.05, -0.05]), [ExactComparison("A", "B", TILT, "or")])
+    assert res["verdict"] == "no"
+
+
+def test_exact_claim_inconclusive_when_replicates_disagree():
+    arrays = _tilt_arrays([0.05, -0.05])
+    (res,) = _evaluate(arrays, [ExactComparison("A", "B", TILT, "helpful")])
+    assert res["verdict"] == "inconclusive"
+    row = res["comparisons"][0]
+    assert [iv["value"] for iv in row["replicates"]] == pytest.approx([0.05, -0.05], abs=1e-12)
+    assert row["pooled"]["value"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_exact_claim_skips_grid_points_a_utility_cannot_reach():
+    arrays = _tilt_arrays([0.05, 0.05])
+    for r in ("r0", "r1"):  # A unreachable at the last KL, where it would lose badly
+        arrays[f"tilt/{r}/A"][2] = np.nan
+        arrays[f"tilt/{r}/B"][2] += 1.0
+        arrays[f"kl/{r}/A"][2] = np.nan
+    (res,) = _evaluate(arrays, [ExactComparison("A", "B", TILT, "helpful")])
+    assert res["verdict"] == "yes"
+    assert res["comparisons"][0]["grid"] == "KL in {0.1, 0.3}"
+
+
+def test_exact_claim_missing_utility_and_non_decisive_comparisons():
+    arrays = _tilt_arrays([0.05, 0.05])
+    comps = [ExactComparison("A", "B", TILT, "helpful"),
+             ExactComparison("B", "A", TILT, "helpful", decisive=False),  # a "no", not counted
+             ExactComparison("A", "missing", TILT, "helpful", decisive=False)]
+    (res,) = _evaluate(arrays, comps)
+    assert res["verdict"] == "yes"
+    assert [r["verdict"] for r in res["comparisons"]] == ["yes", "no", "inconclusive"]
+    assert res["comparisons"][2]["reason"] == "missing utilities"
+    (res,) = _evaluate(arrays, [ExactComparison("A", "missing", TILT, "helpful")])
+    assert res["verdict"] == "inconclusive"
+
+
+def test_exact_claim_bok_averages_only_the_primary_ks():
+    rng = np.random.default_rng(5)
+    p, ks = 12, [1, 2, 4, 8]
+    arrays = {"ks": np.array(ks), "kl_grid": np.array([0.1]), "strata": np.zeros(p, np.int64)}
+    for r in ("r0", "r1"):
+        b = rng.uniform(0.2, 0.7, size=(len(ks), p, NC))
+        a = b.copy()
+        a[1] += 0.04  # k = 2
+        a[2] += 0.06  # k = 4
+        a[0] -= 0.5   # k = 1 and 8: not primary, would flip the sign if averaged in
+        a[3] -= 0.5
+        arrays[f"bok/{r}/A"], arrays[f"bok/{r}/B"] = a, b
+        arrays[f"tilt/{r}/A"] = arrays[f"tilt/{r}/B"] = np.zeros((1, p, NC))  # for sources()
+    (res,) = _evaluate(arrays, [ExactComparison("A", "B", BOK, "and")], primary_ks=[2, 4])
+    row = res["comparisons"][0]
+    assert row["verdict"] == "yes" and res["verdict"] == "yes"
+    assert row["pooled"]["value"] == pytest.approx(0.05, abs=1e-12)
+    assert row["grid"] == "k in {2, 4}"
+    (res,) = _evaluate(arrays, [ExactComparison("A", "B", BOK, "and")], primary_ks=ks)
+    assert res["verdict"] == "no"
+
+
+def test_the_declared_claims_name_known_utilities_and_metrics():
+    for claim in claims_lib.EXACT_CLAIMS:
+        assert any(c.decisive for c in claim.comparisons)
+        for c in claim.comparisons:
+            assert c.a in exact_arm.UTILITY_BY_NAME and c.b in exact_arm.UTILITY_BY_NAME
+            assert c.metric in exact_arm.METRICS and c.arm in (TILT, BOK)
+
+
+# --------------------------------------------------------------------------- sanity checks
+
+
+def _sanity_arrays(same=True, base_value=0.5, p=9):
+    rng = np.random.default_rng(0)
+    arrays = {"strata": np.repeat(np.arange(3), p // 3), "base": np.full((p, NC), base_value)}
+    for r in ("r0", "r1"):
+        raw = rng.uniform(size=(3, p, NC))
+        arrays[f"bok/{r}/raw"] = raw
+        arrays[f"bok/{r}/lsc_p85"] = raw.copy() if same else raw + 1e-3
+        arrays[f"tilt/{r}/raw"] = np.zeros((1, p, NC))
+    return arrays
+
+
+def _by_key(results):
+    return {r["key"]: r for r in results}
+
+
+def test_sanity_checks_pass_on_identical_best_of_k_and_a_fair_base():
+    res = _by_key(claims_lib.sanity_checks(_sanity_arrays(), num_resamples=100))
+    assert list(res) == list(claims_lib.SANITY_CHECKS)
+    assert res["bok_same_pick"]["verdict"] == "yes"
+    assert res["bok_same_pick"]["values"] == [0.0, 0.0]
+    assert res["base_vs_base"]["verdict"] == "yes"
+    for prop in ("harmless", "helpful"):
+        assert res["base_vs_base"]["values"][prop]["value"] == pytest.approx(0.5)
+
+
+def test_sanity_checks_fail_on_different_picks_and_an_unfair_base():
+    res = _by_key(claims_lib.sanity_checks(_sanity_arrays(same=False, base_value=0.8),
+                                           num_resamples=100))
+    assert res["bok_same_pick"]["verdict"] == "no"
+    assert res["bok_same_pick"]["values"] == pytest.approx([1e-3, 1e-3])
+    assert res["base_vs_base"]["verdict"] == "no"
+    assert "harmless" in res["base_vs_base"]["reason"]
+
+
+def test_sanity_base_checks_only_the_per_property_columns():
+    arrays = _sanity_arrays()
+    arrays["base"][:, C["and"]] = 0.25  # AND / OR are not expected at 0.5
+    arrays["base"][:, C["or"]] = 0.75
+    assert _by_key(claims_lib.sanity_checks(arrays, num_resamples=50))[
+        "base_vs_base"]["verdict"] == "yes"
+
+
+# --------------------------------------------------------------------------- rematch, strata
+
+
+def test_rematched_statistic_of_a_utility_against_itself_is_zero():
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=(9, 5))
+    scores = rng.uniform(size=(9, 5, NC))
+    out = exact_arm.rematched_statistic(u, u.copy(), scores, "helpful", [0.1, 0.3],
+                                        np.repeat(np.arange(3), 3), num_resamples=4, seed=1)
+    assert out.shape == (4,)
+    np.testing.assert_array_equal(out, np.zeros(4))
+
+
+def test_rematched_statistic_is_nan_when_no_target_is_reachable():
+    u = np.array([[1.0, 1.0], [2.0, 2.0]])  # every candidate tied: KL range is {0}
+    out = exact_arm.rematched_statistic(u, u, np.zeros((2, 2, NC)), "helpful", [0.1],
+                                        np.zeros(2), num_resamples=2)
+    assert np.all(np.isnan(out))
+
+
+@pytest.mark.parametrize("strata", [[0, 0, 1, 1, 1, 2, 0, 2, 1, 5],
+                                    ["b", "a", "b", "c", "a", "a", "b", "b", "c", "b"]])
+def test_stratified_resample_keeps_strata(strata):
+    strata = np.asarray(strata)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(200):
+        idx = exact_arm.stratified_resample(strata, rng)
+        assert idx.shape == strata.shape
+        for s in np.unique(strata):
+            rows = set(np.flatnonzero(strata == s).tolist())
+            drawn = [i for i in idx.tolist() if strata[i] == s]
+            assert len(drawn) == len(rows)  # each stratum keeps its size
+        # positions are grouped by stratum (sorted labels), each drawn from its own rows
+        pos = 0
+        for s in np.unique(strata):
+            size = int(np.sum(strata == s))
+            assert set(idx[pos:pos + size].tolist()) <= set(np.flatnonzero(strata == s).tolist())
+            pos += size
+        seen.update(idx.tolist())
+    assert seen == set(range(strata.size))  # every row is drawn sometime
+
+
+# --------------------------------------------------------------------------- world_stats
+
+
+def _prompt(topic, detail, opener="", context="", small_talk=()):
+    return synthetic.format_prompt(synthetic.TOPIC_BY_NAME[topic], detail, opener, context,
+                                   small_talk)
+
+
+def test_world_stats_against_a_brute_force_count():
+    texts = [_prompt("bread", "brief"), _prompt("rice", "brief", "hey "),
+             _prompt("coffee", "detailed"), _prompt("poison", "normal")]
+    bank = np.array([[[1, 0], [1, 1], [2, 0]],
+                     [[0, 0], [0, 1], [0, 2]],
+                     [[1, 1], [2, 3], [3, 2]],
+                     [[0, 5], [1, 5], [0, 4]]], float)
+    opp = np.array([[[1, 0], [2, 2]],
+                    [[0, 1], [3, 1]],
+                    [[1, 1], [1, 1]],
+                    [[0, 5], [0, 5]]], float)
+    out = exact_arm.world_stats(bank, opp, texts)
+    assert set(out) == {"benign", "benign/brief", "benign/detailed", "harmful",
+                        "harmful/normal"}
+
+    def brute(rows):
+        counts = np.zeros(2)
+        total = 0
+        for i in rows:
+            for c in bank[i]:
+                for o in opp[i]:
+                    counts += (c == o)
+                    total += 1
+        flat = bank[rows].reshape(-1, 2)
+        x, y = flat[:, 1], flat[:, 0]
+        corr = ((x - x.mean()) * (y - y.mean())).sum() / np.sqrt(
+            ((x - x.mean()) ** 2).sum() * ((y - y.mean()) ** 2).sum())
+        return counts / total, corr
+
+    for label, rows in (("benign", [0, 1, 2]), ("benign/brief", [0, 1]),
+                        ("benign/detailed", [2]), ("harmful", [3]), ("harmful/normal", [3])):
+        ties, corr = brute(rows)
+        assert out[label]["prompts"] == len(rows)
+        assert out[label]["harmless_tie"] == pytest.approx(ties[HARMLESS], abs=1e-12)
+        assert out[label]["helpful_tie"] == pytest.approx(ties[HELPFUL], abs=1e-12)
+        assert out[label]["corr"] == pytest.approx(corr, abs=1e-12)
+    # by hand, benign/brief harmless ties: prompt 0 ([1, 1, 2] vs [1, 2]) -> 3, prompt 1
+    # ([0, 0, 0] vs [0, 3]) -> 3, of 2 * 3 * 2 pairs
+    assert out["benign/brief"]["harmless_tie"] == pytest.approx(6 / 12)
+
+
+def test_prompt_strata_topic_times_detail():
+    same = [_prompt("bread", "brief"), _prompt("bread", "brief", "hey ", " on a budget"),
+            _prompt("bread", "brief", "please tell me ", "", synthetic.SMALL_TALK[2])]
+    others = [_prompt("bread", "normal"), _prompt("bread", "detailed", "hi "),
+              _prompt("rice", "brief"), _prompt("poison", "brief"), _prompt("car", "normal")]
+    s = exact_arm.prompt_strata(same + others)
+    assert s.dtype == np.int64
+    assert s[0] == s[1] == s[2]
+    assert len(set(s[2:].tolist())) == len(others) + 1
+    # random world prompts: equal strata exactly when topic and detail are equal
+    texts = _texts(40)
+    specs = [synthetic.parse_prompt(t) for t in texts]
+    st = exact_arm.prompt_strata(texts)
+    for i in range(40):
+        for j in range(40):
+            key_i = (specs[i].topic.name, specs[i].detail)
+            key_j = (specs[j].topic.name, specs[j].detail)
+            assert (st[i] == st[j]) == (key_i == key_j)
