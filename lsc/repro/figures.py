@@ -1,8 +1,8 @@
 """The reproduction's outputs: ``results.json``, the figures and ``report.md``.
 
-Figures (PNG, ``<workdir>/figures/``), drawn by :mod:`lsc.eval.plots`. The exact arm (bars and
-bands: the range over the reward-model replicates around their mean; dashed lines in the legend's
-``gold`` series: the same utility on gold scores):
+Figures (PNG, ``<workdir>/figures/``), drawn by :mod:`lsc.eval.plots`. The exact arm (points:
+the mean over the reward-model replicates; error bars: their range; a series ``<utility> (gold)``:
+the same utility on gold scores):
 
 * ``exact_helpful_vs_kl.png`` -- helpfulness win rate of the KL-regularised optima vs KL: raw and
   LSC with each reference (the paper's single-reward figure, exact on the banks);

@@ -324,3 +324,25 @@ def test_pair_replicates_are_independent_draws_and_leave_the_first_draw_unchange
     assert synthetic.replicate_split(0) == "train" and synthetic.replicate_split(2) == "train_r2"
     with pytest.raises(ValueError, match="pair_replicates"):
         synthetic.WorldConfig(pair_replicates=0).validate()
+
+
+# The first 16 hex digits of the SHA-256 of each file that the world code before version 2
+# wrote for seed 7 and these sizes: version 1 must keep writing the same bytes.
+VERSION_1_FILES = {
+    "helpful-base/train.jsonl.gz": "746b91ed2fa83cb5",
+    "helpful-base/test.jsonl.gz": "f2dbb0774b5e9242",
+    "harmless-base/train.jsonl.gz": "e58ea982ccf8c5db",
+    "harmless-base/test.jsonl.gz": "ca79d34118e626ce", "sft/train.jsonl.gz": "6a8aaa27005c5c83",
+    "sft/test.jsonl.gz": "78788579f96fe336", "prompts/train.jsonl.gz": "c6b94ce27f48d701",
+    "prompts/test.jsonl.gz": "bd515ad49acfa4c6",
+}
+
+
+def test_version_1_writes_the_earlier_worlds_bytes(tmp_path):
+    import hashlib
+
+    cfg = synthetic.WorldConfig(**{**SMALL.__dict__, "version": 1})
+    synthetic.write_world(str(tmp_path), seed=7, cfg=cfg)
+    got = {name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()[:16]
+           for name in VERSION_1_FILES}
+    assert got == VERSION_1_FILES
