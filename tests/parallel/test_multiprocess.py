@@ -150,6 +150,10 @@ def assert_metrics_match(a, b, where: str) -> None:
         assert isinstance(b, list) and len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b)):
             assert_metrics_match(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and where.endswith("_fraction"):
+        # The fraction of elements past a threshold (clipping): an element within float32
+        # rounding of the threshold may land on either side on 8 devices vs 2 x 4.
+        np.testing.assert_allclose(b, a, atol=0.02, err_msg=where)
     elif isinstance(a, float):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=where)
     else:
