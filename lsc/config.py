@@ -142,6 +142,7 @@ RULES: Dict[str, Rule] = {
     "reference.rm_workdir": existing_path(when=lambda c: bool(c.reference.get("rm_workdir"))),
     "reference.policy_workdir": existing_path(
         when=lambda c: bool(c.reference.get("policy_workdir"))),
+    "reference.samples_path": existing_path(when=lambda c: bool(c.reference.get("samples_path"))),
     "reference.quantile": number_in(0.0, 1.0),
     "reference.num_samples": number_in(1, integer=True),
     "reference.sample_batch_size": number_in(1, integer=True),

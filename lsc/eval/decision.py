@@ -14,11 +14,20 @@ Intervals (:func:`replicated_intervals`):
   (as above) and ``R`` replicates with replacement, so the interval includes the
   replicate-to-replicate variation as well as the prompt sampling.
 
-Rule (:func:`decide`, written before any result): with ``delta`` the smallest effect of practical
-size, a replicate's interval **reproduces** when it lies above 0; it **does not reproduce** when
-it lies below 0, or inside ``(-delta, delta)`` (no effect of practical size); otherwise it is
-**inconclusive**. The claim reproduces when every replicate reproduces, does not when every
-replicate does not, and is inconclusive otherwise.
+Rule (:func:`decide`, written before any result; its aggregation over replicates revised once,
+see below): with ``delta`` the smallest effect of practical size, a comparison **reproduces** when
+its interval lies above 0 on every replicate; it **does not reproduce** when on every replicate
+its interval lies below 0 or inside ``(-delta, delta)`` (no effect of practical size); otherwise
+it is **inconclusive**. An interval can lie above 0 and inside ``(-delta, delta)`` at once (an
+effect, but below practical size): it counts towards "reproduces" when every replicate lies above
+0, and towards "does not reproduce" otherwise.
+
+Revision: the first implementation classified each replicate on its own, "above 0" first, and
+required every replicate to get the same class, so replicates that all lay inside
+``(-delta, delta)``, some of them also above 0, made the comparison inconclusive. The rule as
+declared in the reproduction issue reads at the level of the comparison (above 0 on every
+replicate; below 0 or inside +-delta on every replicate), which :func:`decide` now implements.
+The change was made after the first two runs of the main job (README, Results).
 """
 
 from __future__ import annotations
@@ -57,13 +66,8 @@ def replicated_intervals(diffs, strata=None, *, num_resamples: int = 2000,
 
 
 def interval_verdict(interval: Mapping[str, float], delta: float) -> str:
-    """One replicate's verdict (module rule)."""
-    lo, hi = float(interval["ci_low"]), float(interval["ci_high"])
-    if lo > 0:
-        return YES
-    if hi < 0 or (lo > -delta and hi < delta):
-        return NO
-    return INCONCLUSIVE
+    """One replicate's verdict on its own: :func:`decide` with a single replicate."""
+    return decide([interval], delta)[0]
 
 
 def decide(intervals: Sequence[Mapping[str, float]], delta: float) -> Tuple[str, str]:
@@ -72,18 +76,24 @@ def decide(intervals: Sequence[Mapping[str, float]], delta: float) -> Tuple[str,
         return INCONCLUSIVE, "no replicate to decide on"
     if delta < 0:
         raise ValueError(f"delta must be >= 0, got {delta}")
-    verdicts = [interval_verdict(iv, delta) for iv in intervals]
-    n = len(verdicts)
-    if all(v == YES for v in verdicts):
+    lo = np.array([float(iv["ci_low"]) for iv in intervals])
+    hi = np.array([float(iv["ci_high"]) for iv in intervals])
+    above, below, inside = lo > 0, hi < 0, (lo > -delta) & (hi < delta)
+    n = len(intervals)
+    if above.all():
         return YES, f"the interval lies above 0 on all {n} replicates"
-    if all(v == NO for v in verdicts):
-        below = sum(float(iv["ci_high"]) < 0 for iv in intervals)
-        return NO, (f"on all {n} replicates the interval lies below 0 ({below}) or inside "
-                    f"+-{delta:g} ({n - below})")
-    count = {v: verdicts.count(v) for v in (YES, NO, INCONCLUSIVE)}
-    return INCONCLUSIVE, (f"replicates disagree or are undecided: {count[YES]} above 0, "
-                          f"{count[NO]} below 0 or inside +-{delta:g}, {count[INCONCLUSIVE]} "
-                          "neither")
+    if (below | inside).all():
+        small = int((above & inside).sum())
+        reason = (f"on all {n} replicates the interval lies below 0 ({int(below.sum())}) or "
+                  f"inside +-{delta:g} ({n - int(below.sum())})")
+        if small:
+            reason += (f"; {small} of them also above 0: an effect below practical size, not on "
+                       "every replicate")
+        return NO, reason
+    neither = int((~above & ~below & ~inside).sum())
+    return INCONCLUSIVE, (f"replicates disagree or are undecided: {int(above.sum())} above 0, "
+                          f"{int(below.sum())} below 0, {int(inside.sum())} inside "
+                          f"+-{delta:g}, {neither} neither")
 
 
 def combine(verdicts: Sequence[str]) -> str:

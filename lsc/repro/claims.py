@@ -158,11 +158,14 @@ EXACT_CLAIMS: Tuple[ExactClaim, ...] = (
 SANITY_CHECKS = ("bok_same_pick", "base_vs_base")
 EXACT_RULE = (
     "per replicate, the percentile-bootstrap interval (over prompts, stratified by topic x "
-    "detail, paired: the same resamples for A and B) of the primary statistic: reproduces when "
-    "it lies above 0; does not reproduce when it lies below 0, or inside +-delta (no effect of "
-    "practical size); otherwise inconclusive. The claim reproduces when every decisive "
-    "comparison reproduces on every replicate, does not when any decisive comparison does not "
-    "on every replicate, and is inconclusive otherwise")
+    "detail, paired: the same resamples for A and B) of the primary statistic. A comparison "
+    "reproduces when its interval lies above 0 on every replicate; does not reproduce when on "
+    "every replicate it lies below 0 or inside +-delta (no effect of practical size; an "
+    "interval above 0 and inside +-delta counts here unless every replicate lies above 0); "
+    "otherwise inconclusive. The claim reproduces when every decisive comparison reproduces, "
+    "does not when any decisive comparison does not, and is inconclusive otherwise. (Revised "
+    "after the first two runs: replicates were first classified one by one, above 0 first, and "
+    "had to agree; see the README)")
 
 
 def _per_prompt(arrays: Mapping[str, np.ndarray], source: str, comp: ExactComparison,

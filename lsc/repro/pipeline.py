@@ -137,12 +137,18 @@ def sft_stage(config, stage_dir, earlier):
 
 def reference_predictor_stage(config, stage_dir, earlier):
     """One predictor of the median proxy reward under ``pi0`` per reward model (same layout as
-    the reward models' stage)."""
+    the reward models' stage), all trained on targets from one shared draw of base-policy
+    samples (``base_samples.npz`` in the stage directory)."""
     policy = earlier["sft"]["workdir"]
     rms = {p: earlier["reward_models"][p]["replicates"] for p in PROPERTIES}
+    # One draw of base-policy samples for every predictor (they differ by reward model only).
+    samples = os.path.join(stage_dir, "base_samples.npz")
+    if not os.path.exists(samples):
+        train_reference.write_base_samples(subconfigs.reference_predictor(config, "", policy),
+                                           os.path.join(stage_dir, "samples"), samples)
     _run_jobs(config, stage_dir, [
         jobs_lib.Job(train_reference.run,
-                     subconfigs.reference_predictor(config, rm["workdir"], policy),
+                     subconfigs.reference_predictor(config, rm["workdir"], policy, samples),
                      _replicate_dir(stage_dir, prop, r))
         for prop in PROPERTIES for r, rm in enumerate(rms[prop])])
     out = {}

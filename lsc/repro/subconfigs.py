@@ -56,11 +56,14 @@ def sft(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def reference_predictor(config: ml_collections.ConfigDict, rm_workdir: str = "",
-                        policy_workdir: str = "") -> ml_collections.ConfigDict:
-    """The ``train_reference`` config of the predictor of one reward model's median."""
+                        policy_workdir: str = "", samples_path: str = ""
+                        ) -> ml_collections.ConfigDict:
+    """The ``train_reference`` config of the predictor of one reward model's median
+    (``samples_path``: the shared base-policy samples, empty to draw its own)."""
     sub = _shared(config, _copy(config.reference_predictor), "train_reference")
     sub.reference.rm_workdir = rm_workdir
     sub.reference.policy_workdir = policy_workdir
+    sub.reference.samples_path = samples_path
     return sub
 
 

@@ -199,6 +199,25 @@ def test_decide_mixed_yes_and_no_is_inconclusive():
     assert "1 above 0" in reason and "1 below 0" in reason
 
 
+def test_decide_all_inside_delta_some_above_zero_is_no():
+    # An effect on some replicates but below practical size on all: no effect of practical size.
+    verdict, reason = decision.decide([_iv(0.001, 0.02), _iv(-0.002, 0.02), _iv(0.003, 0.04)],
+                                      0.05)
+    assert verdict == "no"
+    assert "2 of them also above 0" in reason
+
+
+def test_decide_above_zero_everywhere_wins_over_inside_delta():
+    assert decision.decide([_iv(0.001, 0.02), _iv(0.002, 0.01)], 0.05)[0] == "yes"
+
+
+def test_decide_inside_delta_and_above_delta_is_inconclusive():
+    # One replicate shows a practically sized effect, another none: undecided.
+    verdict, reason = decision.decide([_iv(0.06, 0.09), _iv(-0.01, 0.02)], 0.05)
+    assert verdict == "inconclusive"
+    assert "1 above 0" in reason and "1 inside" in reason and "0 neither" in reason
+
+
 def test_decide_yes_and_undecided_is_inconclusive():
     assert decision.decide([_iv(0.01, 0.2), _iv(-0.1, 0.2)], 0.05)[0] == "inconclusive"
 

@@ -13,6 +13,7 @@ from lsc import config as config_lib
 from lsc import main as main_lib
 from lsc.data import pipeline
 from lsc.models import hf_t5
+from lsc.train import reference_predictor
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import common
 from lsc.train import reward_model
@@ -152,7 +153,26 @@ def test_rm_sft_reference_chain(tmp_path):
     assert main_lib.JOBS["train_reference"](ref_cfg, ref_dir) == 0
     ref_summary = json.load(open(os.path.join(ref_dir, "summary.json")))
     assert {"mae", "rmse", "baseline_mae"} <= set(ref_summary["eval"])
-    assert os.path.exists(os.path.join(ref_dir, "oracle_targets.npz"))
+    own = np.load(os.path.join(ref_dir, "oracle_targets.npz"))
+
+    # Shared samples (as the reproduction's predictor stage draws them once for every reward
+    # model) give the same targets as the job's own draw; a file drawn otherwise is refused.
+    shared = str(tmp_path / "shared.npz")
+    reference_predictor.write_base_samples(ref_cfg, str(tmp_path / "draw"), shared)
+    with np.load(shared) as a, np.load(os.path.join(ref_dir, "base_samples.npz")) as b:
+        assert a["train_samples"].shape[1:] == (4, ref_cfg.data.response_len)
+        np.testing.assert_array_equal(a["train_samples"], b["train_samples"])
+    ref_cfg.reference.samples_path = shared
+    config_lib.validate(ref_cfg, jobs=tuple(main_lib.JOBS))
+    shared_dir = str(tmp_path / "ref_shared")
+    assert main_lib.JOBS["train_reference"](ref_cfg, shared_dir) == 0
+    got = np.load(os.path.join(shared_dir, "oracle_targets.npz"))
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(got[split], own[split])
+    assert not os.path.exists(os.path.join(shared_dir, "base_samples.npz"))
+    ref_cfg.seed = int(ref_cfg.seed) + 1
+    with pytest.raises(ValueError, match="samples_path=.*seed"):
+        main_lib.JOBS["train_reference"](ref_cfg, str(tmp_path / "ref_other_seed"))
 
 
 @pytest.mark.slow
