@@ -10,6 +10,7 @@ CORE = [
     "ml-collections>=1.0",
     "absl-py>=2.0",
     "numpy>=1.26",
+    "scipy>=1.11",  # root finding of the exact optima (lsc.eval.exact)
     "safetensors>=0.4",  # Hugging Face checkpoints, read with numpy (no torch)
     "sentencepiece>=0.2",  # T5 / Llama vocabularies
     "tokenizers>=0.20",  # tokenizer.json of imported checkpoints

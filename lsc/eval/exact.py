@@ -22,7 +22,7 @@ same banks and opponents, so differences between procedures are per-prompt paire
 
 One ``gamma`` is shared by all prompts, as in RLHF; the policy's KL is the mean over prompts of
 the per-prompt KL, which falls monotonically as ``gamma`` grows, so :func:`gamma_for_kl` finds the
-``gamma`` of a target KL by bisection on ``log gamma``. Everything here is float64 numpy.
+``gamma`` of a target KL by root finding on ``log gamma`` (Brent's method, ``scipy``). Everything here is float64 numpy.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Dict, Sequence
 
 import numpy as np
+from scipy import optimize
 
 
 def _utilities(u, name: str = "u") -> np.ndarray:
@@ -82,7 +83,7 @@ def tilted_weights(u, gamma: float) -> np.ndarray:
 
 
 def _tilt(u: np.ndarray, gamma: float) -> np.ndarray:
-    """:func:`tilted_weights` of checked utilities (the bisection's inner step)."""
+    """:func:`tilted_weights` of checked utilities (used by :func:`tilted_weights`)."""
     if gamma == np.inf:
         finite = np.isfinite(u)
         return finite / finite.sum(axis=1, keepdims=True)
@@ -115,8 +116,8 @@ def kl_range(u) -> tuple:
 
 
 def gamma_for_kl(u, target_kl: float, *, tol: float = 1e-9, max_iter: int = 200) -> float:
-    """The ``gamma`` whose optimum has mean KL ``target_kl`` over the prompts (bisection on
-    ``log gamma``; the mean KL falls monotonically as ``gamma`` grows). ``target_kl`` equal to the
+    """The ``gamma`` whose optimum has mean KL ``target_kl`` over the prompts (Brent's method on
+    ``log gamma`` to ``tol``, after bracketing; the mean KL falls monotonically as ``gamma`` grows). ``target_kl`` equal to the
     lowest KL of :func:`kl_range` gives ``inf`` (the base policy on the bank).
 
     Raises:
@@ -132,7 +133,7 @@ def gamma_for_kl(u, target_kl: float, *, tol: float = 1e-9, max_iter: int = 200)
                          f"[{low:.6g}, {top:.6g})")
 
     def mean_kl(log_gamma):
-        return float(bank_kl(_tilt(u, float(np.exp(log_gamma)))).mean())
+        return _mean_kl(u, float(np.exp(log_gamma)))
 
     finite = u[np.isfinite(u)]
     scale = max(float(finite.max() - finite.min()), 1e-12)
@@ -147,15 +148,22 @@ def gamma_for_kl(u, target_kl: float, *, tol: float = 1e-9, max_iter: int = 200)
         hi += 10.0
         if hi > 700.0:
             raise ValueError(f"target_kl {target_kl} is too close to the lowest KL {low:.6g}")
-    for _ in range(max_iter):
-        mid = 0.5 * (lo + hi)
-        if mean_kl(mid) > target:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < tol:
-            break
-    return float(np.exp(0.5 * (lo + hi)))
+    log_gamma = optimize.brentq(lambda lg: mean_kl(lg) - target, lo, hi, xtol=tol,
+                                rtol=4 * np.finfo(float).eps, maxiter=max_iter)
+    return float(np.exp(log_gamma))
+
+
+def _mean_kl(u: np.ndarray, gamma: float) -> float:
+    """``bank_kl(_tilt(u, gamma)).mean()`` in one pass (the root finder's inner step):
+    with ``z = u / gamma - max`` and ``s = sum exp(z)``, ``KL = log N + sum_i w_i z_i - log s``."""
+    z = u / gamma
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    total = e.sum(axis=1)
+    with np.errstate(invalid="ignore"):  # 0 * -inf where a candidate has weight 0
+        wz = np.where(e > 0, e * z, 0.0).sum(axis=1) / total
+    kl = np.log(u.shape[1]) + wz - np.log(total)
+    return float(np.maximum(kl, 0.0).mean())
 
 
 def best_of_k_weights(u, k: int) -> np.ndarray:
@@ -165,15 +173,27 @@ def best_of_k_weights(u, k: int) -> np.ndarray:
     u = _utilities(u)
     if isinstance(k, bool) or int(k) != k or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    p, n = u.shape
-    w = np.empty_like(u)
-    for i in range(p):
-        values, inverse, counts = np.unique(u[i], return_inverse=True, return_counts=True)
-        b = np.cumsum(counts)  # ascending: group j occupies ranks b[j] - counts[j] + 1 .. b[j]
-        a = b - counts
-        group = ((b / n) ** k - (a / n) ** k) / counts
-        w[i] = group[inverse]
-    return w
+    a, b = _tie_ranks(u)
+    return ((b / u.shape[1]) ** k - (a / u.shape[1]) ** k) / (b - a)
+
+
+def _tie_ranks(u: np.ndarray):
+    """``(a, b)``, ``int64[P, N]`` each: every candidate's tie group occupies the ascending ranks
+    ``a+1..b`` of its prompt's bank (``a`` candidates lie strictly below it, ``b`` at or below)."""
+    n = u.shape[1]
+    order = np.argsort(u, axis=1, kind="stable")
+    s = np.take_along_axis(u, order, axis=1)
+    first = np.ones(s.shape, bool)
+    first[:, 1:] = s[:, 1:] != s[:, :-1]  # a new tie group starts here
+    last = np.ones(s.shape, bool)
+    last[:, :-1] = first[:, 1:]
+    idx = np.broadcast_to(np.arange(n), s.shape)
+    a_sorted = np.maximum.accumulate(np.where(first, idx, 0), axis=1)
+    b_sorted = np.minimum.accumulate(np.where(last, idx + 1, n)[:, ::-1], axis=1)[:, ::-1]
+    a, b = np.empty_like(a_sorted), np.empty_like(b_sorted)
+    np.put_along_axis(a, order, a_sorted, axis=1)
+    np.put_along_axis(b, order, b_sorted, axis=1)
+    return a, b
 
 
 def weighted_win(weights, scores) -> np.ndarray:
