@@ -310,20 +310,35 @@ class RLTrainer:
 
     # ------------------------------------------------------------------------------ state
 
-    def init_state(self) -> RLState:
-        """The state of a fresh run (policy = ``pi0``), placed on the mesh."""
+    def init_state(self, reference: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> RLState:
+        """The state of a fresh run (policy = ``pi0``), placed on the mesh.
+
+        Args:
+          reference: ``(float32[N, m] table, bool[N] filled)`` to start the per-prompt reference
+            cache from (the cache of an earlier run on the same prompts, base policy and reward
+            models, e.g. the previous ``gamma`` of a sweep); None starts it empty.
+        """
         policy_params, value_params = self._initial
         m = self.spec.num_properties
+        if reference is None:
+            table = np.zeros((self.num_prompts, m), np.float32)
+            filled = np.zeros((self.num_prompts,), bool)
+        else:
+            table = np.asarray(reference[0], np.float32)
+            filled = np.asarray(reference[1], bool)
+            if table.shape != (self.num_prompts, m) or filled.shape != (self.num_prompts,):
+                raise ValueError(f"reference cache of shapes {table.shape} and {filled.shape} "
+                                 f"does not fit {self.num_prompts} prompts x {m} properties")
 
-        def make(policy_params, value_params):
+        def make(policy_params, value_params, table, filled):
             rng = jax.random.key_data(jax.random.fold_in(jax.random.key(self.seed), 2))
             return RLState(step=jnp.zeros((), jnp.int32), policy=policy_params,
                            policy_opt=self.tx_policy.init(policy_params), value=value_params,
                            value_opt=self.tx_value.init(value_params), rng=rng,
-                           ref_table=jnp.zeros((self.num_prompts, m), jnp.float32),
-                           ref_filled=jnp.zeros((self.num_prompts,), bool))
+                           ref_table=table, ref_filled=filled)
 
-        return jax.jit(make, out_shardings=self.state_shardings)(policy_params, value_params)
+        return jax.jit(make, out_shardings=self.state_shardings)(policy_params, value_params,
+                                                                   table, filled)
 
     # ------------------------------------------------------------------------------ pure parts
 
@@ -622,7 +637,8 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
                models: Models, prompts: pipeline.TokenizedData, response_len: int,
                policy_optim: Mapping | None, value_optim: Mapping | None, mesh: Mesh,
                rules=partitioning.DEFAULT_RULES, seed: int = 0,
-               fixed_tokens: Optional[np.ndarray] = None) -> RLResult:
+               fixed_tokens: Optional[np.ndarray] = None,
+               reference: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> RLResult:
     """Runs RLHF to ``rl_config.num_steps`` (resuming from ``<workdir>/checkpoints``).
 
     Args:
@@ -635,6 +651,8 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
         schedules count optimiser updates: ``rl_config.updates_per_step`` per RL step).
       mesh, rules: device mesh and logical-axis rules; seed: the run's seed.
       fixed_tokens: ``int32[m, R0]`` fixed responses of fixed_response references.
+      reference: the reference cache a fresh run starts from (:meth:`RLTrainer.init_state`);
+        ignored when resuming (the checkpoint holds the cache).
 
     Returns:
       :class:`RLResult`.
@@ -650,7 +668,7 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
     data = _SlotBatches(train_common.train_iterator(prompts, cfg.batch_size, seed), slots)
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                        keep=cfg.keep_checkpoints)
-    state = trainer.init_state()
+    state = trainer.init_state(reference)
     mstate = metrics_lib.MetricsState()
     latest = ckpt.latest_step()
     start = 0
@@ -824,6 +842,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     mesh, rules = train_common.make_mesh(config)
     gammas = kl_coefs(config)
     results = {}
+    # The runs of a sweep share the prompts, pi0 and reward models, hence the references: each
+    # starts from the previous run's cache, so every prompt's reference is estimated once.
+    reference = None
     for gamma in gammas:
         run_dir = gamma_workdir(workdir, gamma, gammas)
         cfg = RLConfig.from_mapping(config.rl, kl_coef=gamma)
@@ -832,12 +853,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
                              prompts=table, response_len=r_len,
                              policy_optim=config.rl.get("policy_optim"),
                              value_optim=config.rl.get("value_optim"), mesh=mesh, rules=rules,
-                             seed=int(config.seed), fixed_tokens=fixed)
+                             seed=int(config.seed), fixed_tokens=fixed, reference=reference)
         except train_loop.NonFiniteLossError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         if res.preempted:
             return train_loop.PREEMPTED_EXIT_CODE
+        reference = jax.device_get((res.state.ref_table, res.state.ref_filled))
         results[f"{gamma:g}"] = dict(res.summary["train"])
         if config.data.source == "synthetic" and int(config.rl.get("gold_eval_prompts", 0)):
             _, test_table, test_texts = common.tokenizer_and_prompts(config, workdir, "test")

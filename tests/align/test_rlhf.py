@@ -103,6 +103,24 @@ def test_rollout_reference_is_the_base_policy_quantile():
     np.testing.assert_allclose(np.asarray(ro.r_ref), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
+def test_a_run_started_from_a_reference_cache_estimates_nothing():
+    """A sweep's later runs start from the earlier run's cache: a full cache is used as it is
+    (rollout references read from it, nothing estimated); an empty one is filled."""
+    trainer = _trainer("lsc", "quantile", steps=4)
+    table = np.linspace(-1.0, 1.0, NUM_PROMPTS, dtype=np.float32)[:, None]
+    state = trainer.init_state((table, np.ones(NUM_PROMPTS, bool)))
+    batch = {"prompt": fx.prompts(NUM_PROMPTS)[:BATCH], "slot": np.arange(BATCH, dtype=np.int32)}
+    state, ro = trainer.rollout(state, batch, 0.1)
+    np.testing.assert_array_equal(np.asarray(ro.r_ref), table[:BATCH])
+    assert float(ro.metrics["reference_new"]) == 0
+    np.testing.assert_array_equal(np.asarray(state.ref_table), table)
+    fresh, ro = trainer.rollout(trainer.init_state(), batch, 0.1)
+    assert float(ro.metrics["reference_new"]) == BATCH
+    assert np.asarray(fresh.ref_filled)[:BATCH].all()
+    with pytest.raises(ValueError, match="does not fit 16 prompts x 1 properties"):
+        trainer.init_state((table[:4], np.ones(4, bool)))
+
+
 def test_rl_config_rejects_bad_values():
     with pytest.raises(ValueError, match="num_samples >= 2"):
         rlhf.RLConfig(num_steps=1, batch_size=2, algorithm="rloo", num_samples=1)
