@@ -6,6 +6,21 @@ pre-norm blocks of RMSNorm + rotary multi-head attention with ``num_kv_heads`` k
 block ``x + attn(norm(x)) + mlp(norm(x))``; a final RMSNorm; an LM head tied to the embedding or
 separate.
 
+Options for the published decoder families (all off by default, which is Llama):
+
+* separate biases of the q/k/v and output projections (Qwen 2: ``attention_out_bias=False``);
+* per-head query/key RMSNorms before the rotation (``qk_norm``; Qwen 3, Gemma 3);
+* a query scale other than ``head_dim ** -0.5`` (``query_scale``; Gemma's
+  ``query_pre_attn_scalar ** -0.5``);
+* soft-capping of attention logits and of the final logits (Gemma 2);
+* post-attention and post-MLP norms inside the residual branches (``post_norms``; Gemma 2 / 3):
+  ``x + post_attn_norm(attn(attn_norm(x)))`` then ``x + post_mlp_norm(mlp(mlp_norm(x)))``;
+* sliding-window attention on some or all layers (``sliding_window`` with ``layer_types``;
+  Mistral, Gemma 2 / 3, Qwen 2 when enabled): a token sees the ``sliding_window`` most recent
+  real tokens including itself (positions ``p - sliding_window < q <= p``), counted in rotary
+  positions, so padding does not use up the window; the KV cache keeps every slot;
+* a separate rotary base for sliding-window layers (``rope_local_theta``; Gemma 3).
+
 Token conventions follow :mod:`lsc.models.protocol`: ``mask`` defaults to ``tokens != pad_id``,
 positions are ``cumsum(mask) - 1`` (clipped at 0), prompts are left-padded and responses
 right-padded. The model implements the ``Autoregressive`` protocol:
@@ -40,6 +55,7 @@ from lsc.models.layers import last_true_index
 Array = jax.Array
 
 _DTYPES = ("float32", "bfloat16", "float16")
+LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +75,18 @@ class DecoderConfig:
       tie_embeddings: LM head = transposed input embedding.
       parallel_block: PaLM-style parallel attention + MLP sharing one pre-norm.
       attention_bias: biases on the q/k/v/o projections; mlp_bias: biases in the MLP.
+      attention_out_bias: bias on the output projection (``None``: ``attention_bias``).
+      qk_norm: per-head RMSNorms of queries and keys (scale ``[head_dim]``, same epsilon and
+        zero-centring as the other norms) before the rotation.
+      query_scale: multiplies ``q . k`` (0: ``head_dim ** -0.5``).
+      attn_logit_softcap, final_logit_softcap: ``c * tanh(logits / c)`` on the attention logits /
+        the LM logits (0: off).
+      post_norms: RMSNorms on the attention and MLP outputs before the residual adds.
+      sliding_window: window of the sliding-window layers in tokens (0: none).
+      layer_types: per layer 'full_attention' or 'sliding_attention' (empty: every layer
+        'sliding_attention' when ``sliding_window > 0``, else every layer 'full_attention').
+      rope_local_theta: rotary base of the sliding-window layers, which then use no frequency
+        scaling (0: the same rotary embedding as the full layers).
       pad_id, eos_id, bos_id: special tokens (``bos_id = -1`` when the vocabulary has none).
       dtype: compute dtype; param_dtype: storage dtype ('float32', 'bfloat16', 'float16').
       init_std: standard deviation of the embedding initialiser (``None``: ``d_model ** -0.5``).
@@ -85,6 +113,15 @@ class DecoderConfig:
     parallel_block: bool = False
     attention_bias: bool = False
     mlp_bias: bool = False
+    attention_out_bias: Optional[bool] = None
+    qk_norm: bool = False
+    query_scale: float = 0.0
+    attn_logit_softcap: float = 0.0
+    final_logit_softcap: float = 0.0
+    post_norms: bool = False
+    sliding_window: int = 0
+    layer_types: Tuple[str, ...] = ()
+    rope_local_theta: float = 0.0
     pad_id: int = 0
     eos_id: int = 1
     bos_id: int = -1
@@ -119,6 +156,35 @@ class DecoderConfig:
                 raise ValueError(f"model.{name} must be in [0, {self.vocab_size}), got {value}")
         if not self.norm_eps > 0:
             raise ValueError(f"model.norm_eps must be > 0, got {self.norm_eps}")
+        object.__setattr__(self, "layer_types", tuple(self.layer_types))  # JSON gives a list
+        if self.layer_types:
+            if len(self.layer_types) != self.num_layers:
+                raise ValueError(f"model.layer_types has {len(self.layer_types)} entries for "
+                                 f"model.num_layers={self.num_layers}")
+            bad = sorted(set(self.layer_types) - set(LAYER_TYPES))
+            if bad:
+                raise ValueError(f"model.layer_types: {bad} not allowed; choose from {LAYER_TYPES}")
+            if "sliding_attention" in self.layer_types and self.sliding_window < 1:
+                raise ValueError("model.sliding_window must be >= 1 when model.layer_types has "
+                                 "'sliding_attention' layers")
+        if not isinstance(self.sliding_window, int) or self.sliding_window < 0:
+            raise ValueError(f"model.sliding_window must be an integer >= 0, got "
+                             f"{self.sliding_window!r}")
+        for name in ("query_scale", "attn_logit_softcap", "final_logit_softcap",
+                     "rope_local_theta"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"model.{name} must be >= 0 (0: off), got {getattr(self, name)}")
+
+    @property
+    def out_bias(self) -> bool:
+        """Whether the attention output projection has a bias."""
+        return self.attention_bias if self.attention_out_bias is None else self.attention_out_bias
+
+    def layer_is_sliding(self, i: int) -> bool:
+        """Whether layer ``i`` attends through the sliding window."""
+        if self.layer_types:
+            return self.layer_types[i] == "sliding_attention"
+        return self.sliding_window > 0
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> "DecoderConfig":
@@ -147,9 +213,15 @@ class DecoderConfig:
         kv = 2 * e * self.num_kv_heads * self.head_dim
         attn = 2 * q + kv
         if self.attention_bias:
-            attn += (self.num_heads + 2 * self.num_kv_heads) * self.head_dim + e
+            attn += (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+        if self.out_bias:
+            attn += e
+        if self.qk_norm:
+            attn += 2 * self.head_dim
         mlp = 3 * e * f + (2 * f + e if self.mlp_bias else 0)
         norms = e if self.parallel_block else 2 * e
+        if self.post_norms:
+            norms += 2 * e
         per_layer = attn + mlp + norms
         return v * e * (1 if self.tie_embeddings else 2) + self.num_layers * per_layer + e
 
@@ -167,19 +239,25 @@ class DecoderConfig:
 
 class DecoderBlock(nnx.Module):
     """One pre-norm block; ``__call__(x[B, L, E], mask, positions, cache=None, cache_index=None)
-    -> (x[B, L, E], cache entry or None)``."""
+    -> (x[B, L, E], cache entry or None)``. ``sliding`` selects the rotary base of a
+    sliding-window layer (``rope_local_theta``); the caller passes that layer's mask."""
 
-    def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs, sliding: bool = False):
         c = config
         dtype, pdtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         norm = dict(eps=c.norm_eps, zero_centered_scale=c.norm_zero_centered, dtype=dtype,
                     param_dtype=pdtype, rngs=rngs)
         self.parallel_block = c.parallel_block
         self.attn_norm = layers.RMSNorm(c.d_model, **norm)
+        local_rope = sliding and c.rope_local_theta > 0
         self.attn = layers.Attention(
             c.d_model, c.num_heads, c.head_dim, c.num_kv_heads,
-            rope_theta=c.rope_theta, rope_scaling=c.rope_scaling,
-            qkv_bias=c.attention_bias, out_bias=c.attention_bias,
+            scale=c.query_scale or None,
+            rope_theta=c.rope_local_theta if local_rope else c.rope_theta,
+            rope_scaling=None if local_rope else c.rope_scaling,
+            qkv_bias=c.attention_bias, out_bias=c.out_bias,
+            qk_norm=c.qk_norm, norm_eps=c.norm_eps, norm_zero_centered=c.norm_zero_centered,
+            logit_softcap=c.attn_logit_softcap or None,
             dtype=dtype, param_dtype=pdtype, rngs=rngs,
         )
         self.mlp_norm = None if c.parallel_block else layers.RMSNorm(c.d_model, **norm)
@@ -187,14 +265,21 @@ class DecoderBlock(nnx.Module):
             c.d_model, c.mlp_dim, activation=c.activation, use_bias=c.mlp_bias,
             dtype=dtype, param_dtype=pdtype, rngs=rngs,
         )
+        self.post_attn_norm = layers.RMSNorm(c.d_model, **norm) if c.post_norms else None
+        self.post_mlp_norm = layers.RMSNorm(c.d_model, **norm) if c.post_norms else None
 
     def __call__(self, x, mask, positions, cache=None, cache_index=None):
         y = self.attn_norm(x)
         attn_out, cache = self.attn(y, mask, positions=positions, cache=cache, cache_index=cache_index)
         if self.parallel_block:
             return x + attn_out + self.mlp(y), cache
+        if self.post_attn_norm is not None:
+            attn_out = self.post_attn_norm(attn_out)
         x = x + attn_out
-        return x + self.mlp(self.mlp_norm(x)), cache
+        mlp_out = self.mlp(self.mlp_norm(x))
+        if self.post_mlp_norm is not None:
+            mlp_out = self.post_mlp_norm(mlp_out)
+        return x + mlp_out, cache
 
 
 class DecoderLM(nnx.Module):
@@ -212,7 +297,8 @@ class DecoderLM(nnx.Module):
             c.vocab_size, c.d_model, embedding_init=nnx.initializers.normal(stddev=std),
             dtype=dtype, param_dtype=pdtype, rngs=rngs,
         )
-        self.layers = nnx.List([DecoderBlock(c, rngs=rngs) for _ in range(c.num_layers)])
+        self.layers = nnx.List([DecoderBlock(c, rngs=rngs, sliding=c.layer_is_sliding(i))
+                                for i in range(c.num_layers)])
         self.final_norm = layers.RMSNorm(
             c.d_model, eps=c.norm_eps, zero_centered_scale=c.norm_zero_centered, dtype=dtype,
             param_dtype=pdtype, rngs=rngs,
@@ -231,10 +317,26 @@ class DecoderLM(nnx.Module):
         return x
 
     def logits_from_hidden(self, h: Array) -> Array:
-        """LM logits ``float32[..., V]`` from final-normed hidden states ``[..., E]``."""
+        """LM logits ``float32[..., V]`` from final-normed hidden states ``[..., E]`` (soft-capped
+        when ``final_logit_softcap`` is set)."""
         if self.lm_head is None:
-            return self.embed.attend(h).astype(jnp.float32)
-        return self.lm_head(h).astype(jnp.float32)
+            logits = self.embed.attend(h).astype(jnp.float32)
+        else:
+            logits = self.lm_head(h).astype(jnp.float32)
+        cap = self.config.final_logit_softcap
+        if cap:
+            logits = jnp.tanh(logits / cap) * cap
+        return logits
+
+    def _layer_masks(self, attn_mask: Array, q_positions: Array, k_positions: Array):
+        """Per layer, the mask it attends with: ``attn_mask bool[B, L, S]`` for full layers; for
+        sliding-window layers also ``q_positions[B, L] - k_positions[B, S] < sliding_window``."""
+        c = self.config
+        if not any(c.layer_is_sliding(i) for i in range(c.num_layers)):
+            return [attn_mask] * c.num_layers
+        near = q_positions[:, :, None] - k_positions[:, None, :] < c.sliding_window
+        sliding = attn_mask & near
+        return [sliding if c.layer_is_sliding(i) else attn_mask for i in range(c.num_layers)]
 
     def hidden_states(self, tokens: Array, mask: Optional[Array] = None) -> Array:
         """Final-normed hidden states ``[B, L, E]`` (compute dtype) of ``tokens int32[B, L]``.
@@ -247,9 +349,10 @@ class DecoderLM(nnx.Module):
         mask = mask.astype(bool)
         positions = layers.positions_from_mask(mask)
         attn_mask = layers.causal_mask(mask)
+        masks = self._layer_masks(attn_mask, positions, positions)
         x = self._embed(tokens)
-        for block in self.layers:
-            x, _ = block(x, attn_mask, positions)
+        for block, block_mask in zip(self.layers, masks):
+            x, _ = block(x, block_mask, positions)
         return self.final_norm(x)
 
     def __call__(self, tokens: Array, mask: Optional[Array] = None) -> Array:
@@ -305,12 +408,13 @@ class DecoderLM(nnx.Module):
         mask = prompt_tokens != self.pad_id
         positions = layers.positions_from_mask(mask)
         attn_mask = layers.causal_mask(mask)
+        masks = self._layer_masks(attn_mask, positions, positions)
         x = self._embed(prompt_tokens)
         new_layers = []
-        for block, entry in zip(self.layers, cache["layers"]):
+        for block, entry, block_mask in zip(self.layers, cache["layers"], masks):
             dtype = entry["k"].dtype
             fresh = layers.init_kv_cache(b, p, self.config.num_kv_heads, self.config.head_dim, dtype)
-            x, fresh = block(x, attn_mask, positions, cache=fresh, cache_index=0)
+            x, fresh = block(x, block_mask, positions, cache=fresh, cache_index=0)
             new_layers.append({
                 "k": jnp.concatenate([fresh["k"], entry["k"]], axis=1),
                 "v": jnp.concatenate([fresh["v"], entry["v"]], axis=1),
@@ -334,10 +438,11 @@ class DecoderLM(nnx.Module):
         )
         positions = cache["position"][:, None]
         attn_mask = slot_mask[:, None, :]
+        masks = self._layer_masks(attn_mask, positions, layers.positions_from_mask(slot_mask))
         x = self._embed(tokens[:, None])
         new_layers = []
-        for block, entry in zip(self.layers, cache["layers"]):
-            x, entry = block(x, attn_mask, positions, cache=entry, cache_index=index)
+        for block, entry, block_mask in zip(self.layers, cache["layers"], masks):
+            x, entry = block(x, block_mask, positions, cache=entry, cache_index=index)
             new_layers.append(entry)
         h = self.final_norm(x[:, 0])
         new_cache = {

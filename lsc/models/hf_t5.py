@@ -69,9 +69,11 @@ class CheckpointError(ValueError):
 # ----------------------------------------------------------------------------------------------
 
 
-def read_hf_config(path: str) -> dict:
+def read_hf_config(path: str, architectures: Tuple[str, ...] = SUPPORTED_ARCHITECTURES) -> dict:
     """The parsed ``config.json`` of the checkpoint directory ``path``, checked to be a
-    supported T5 encoder-decoder with an LM head."""
+    supported T5 encoder-decoder with an LM head (or, with ``architectures``, another of the
+    T5 architectures, e.g. ``('T5ForSequenceClassification',)`` for
+    :mod:`lsc.models.hf_reward`)."""
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):
         raise CheckpointError(f"{cfg_path}: no config.json (expected a save_pretrained directory)")
@@ -87,10 +89,12 @@ def read_hf_config(path: str) -> dict:
             "supported"
         )
     archs = cfg.get("architectures") or []
-    if archs and not any(a in SUPPORTED_ARCHITECTURES for a in archs):
+    if archs and not any(a in architectures for a in archs):
         raise CheckpointError(
             f"{cfg_path}: architectures {archs} are not supported; expected one of "
-            f"{list(SUPPORTED_ARCHITECTURES)} (an encoder-decoder with an LM head)"
+            f"{list(architectures)}"
+            + (" (an encoder-decoder with an LM head)"
+               if architectures == SUPPORTED_ARCHITECTURES else "")
         )
     if cfg.get("is_encoder_decoder", True) is False:
         raise CheckpointError(
@@ -159,7 +163,8 @@ class _TensorReader:
         return arr
 
 
-def load_t5_config(path: str, **overrides: Any) -> t5_lib.T5Config:
+def load_t5_config(path: str, *, architectures: Tuple[str, ...] = SUPPORTED_ARCHITECTURES,
+                   **overrides: Any) -> t5_lib.T5Config:
     """The :class:`~lsc.models.t5.T5Config` of the checkpoint directory ``path``.
 
     Architecture fields come from ``config.json``; ``tie_word_embeddings`` is True exactly when
@@ -169,7 +174,7 @@ def load_t5_config(path: str, **overrides: Any) -> t5_lib.T5Config:
     ``dropout_rate=0.1`` to fine-tune with T5's usual rate). ``overrides`` (e.g.
     ``dtype='bfloat16'``, ``dropout_rate=0.1``) replace any field.
     """
-    cfg = read_hf_config(path)
+    cfg = read_hf_config(path, architectures)
     kwargs: Dict[str, Any] = {}
     for hf_key, key in _CONFIG_KEYS.items():
         if hf_key in cfg and cfg[hf_key] is not None:

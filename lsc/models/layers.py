@@ -93,7 +93,8 @@ class RMSNorm(nnx.Module):
     as an offset from one (Gemma: ``x_hat * (1 + scale)``), initialised to zero.
 
     Input ``[..., dim]`` of any float dtype; statistics in float32; output in ``dtype``
-    (the input's dtype when ``dtype`` is None).
+    (the input's dtype when ``dtype`` is None). ``axis_name`` is the logical axis of the scale
+    (``'embed'``; ``'head_dim'`` for the per-head query/key norms of Qwen 3 and Gemma 3).
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class RMSNorm(nnx.Module):
         eps: float = 1e-6,
         use_bias: bool = False,
         zero_centered_scale: bool = False,
+        axis_name: str = "embed",
         dtype: Optional[Dtype] = None,
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -111,9 +113,9 @@ class RMSNorm(nnx.Module):
         self.zero_centered_scale = bool(zero_centered_scale)
         self.dtype = dtype
         init = nnx.initializers.zeros if zero_centered_scale else nnx.initializers.ones
-        self.scale = param(rngs, init, (dim,), ("embed",), param_dtype)
+        self.scale = param(rngs, init, (dim,), (axis_name,), param_dtype)
         self.bias = (
-            param(rngs, nnx.initializers.zeros, (dim,), ("embed",), param_dtype) if use_bias else None
+            param(rngs, nnx.initializers.zeros, (dim,), (axis_name,), param_dtype) if use_bias else None
         )
 
     def __call__(self, x: Array) -> Array:
@@ -333,6 +335,7 @@ def dot_product_attention(
     *,
     scale: float,
     bias: Optional[Array] = None,
+    softcap: Optional[float] = None,
 ) -> Array:
     """Multi-head attention with grouped keys/values (MHA, GQA and MQA).
 
@@ -344,6 +347,8 @@ def dot_product_attention(
         visible key gets a uniform distribution (finite output) rather than NaN.
       scale: multiplies ``q . k`` (``head_dim ** -0.5`` for Llama, ``1.0`` for T5).
       bias: additive logits ``[B or 1, H, L, S]`` (e.g. T5 relative position bias).
+      softcap: when given, the scaled logits become ``softcap * tanh(logits / softcap)`` before
+        the bias and the mask (Gemma 2's attention soft-capping).
 
     Returns:
       ``[B, L, H, D]`` in ``q.dtype``; logits and softmax in float32.
@@ -356,6 +361,8 @@ def dot_product_attention(
     qg = q.reshape(b, l, kh, g, d)
     logits = jnp.einsum("blkgd,bskd->bkgls", qg, k, preferred_element_type=jnp.float32)
     logits = logits * scale
+    if softcap is not None:
+        logits = jnp.tanh(logits / softcap) * softcap
     if bias is not None:
         logits = logits + bias.astype(jnp.float32).reshape(bias.shape[0], kh, g, l, -1)
     if mask is not None:
@@ -458,6 +465,11 @@ class Attention(nnx.Module):
     optional ``rope_scaling`` dict of :func:`rope_inv_freq`). ``scale`` defaults to
     ``head_dim ** -0.5``; T5 passes 1.0. ``kv_embed_dim`` is the width of ``kv_inputs`` for
     cross-attention (default ``embed_dim``).
+
+    ``qk_norm=True`` adds per-head RMSNorms ``q_norm``/``k_norm`` (scale ``[head_dim]``, epsilon
+    ``norm_eps``, ``(1 + w)`` scales when ``norm_zero_centered``) applied to the projected queries
+    and keys before the rotation (Qwen 3, Gemma 3). ``logit_softcap`` soft-caps the attention
+    logits (Gemma 2; see :func:`dot_product_attention`).
     """
 
     def __init__(
@@ -473,6 +485,10 @@ class Attention(nnx.Module):
         rope_scaling: Optional[Mapping[str, Any]] = None,
         qkv_bias: bool = False,
         out_bias: bool = False,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
+        norm_zero_centered: bool = False,
+        logit_softcap: Optional[float] = None,
         kernel_init: Optional[Initializer] = None,
         dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32,
@@ -517,6 +533,11 @@ class Attention(nnx.Module):
             **(dict(bias_shape=(embed_dim,), bias_axes=("embed",)) if out_bias else {}),
             **common,
         )
+        self.logit_softcap = None if logit_softcap is None else float(logit_softcap)
+        norm = dict(eps=norm_eps, zero_centered_scale=norm_zero_centered, axis_name="head_dim",
+                    dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_norm = RMSNorm(head_dim, **norm) if qk_norm else None
+        self.k_norm = RMSNorm(head_dim, **norm) if qk_norm else None
 
     def _inv_freq(self) -> Array:
         scaling = None if self.rope_scaling is None else dict(self.rope_scaling)
@@ -525,6 +546,8 @@ class Attention(nnx.Module):
     def project_kv(self, x: Array, positions: Optional[Array] = None) -> Tuple[Array, Array]:
         """Keys and values ``[B, S, K, D]`` of ``x[B, S, E]`` (rotated when rotary is on)."""
         k, v = self.k(x), self.v(x)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
         if self.rope_theta is not None:
             k = apply_rope(k, positions, self._inv_freq())
         return k, v
@@ -556,6 +579,8 @@ class Attention(nnx.Module):
           ``(y[B, L, E], updated cache or None)``.
         """
         q = self.q(x)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
         if self.rope_theta is not None:
             q = apply_rope(q, positions, self._inv_freq())
         if kv_inputs is not None:
@@ -566,7 +591,8 @@ class Attention(nnx.Module):
         if cache is not None:
             new_cache = write_kv_cache(cache, k, v, cache_index)
             k, v = new_cache["k"].astype(q.dtype), new_cache["v"].astype(q.dtype)
-        out = dot_product_attention(q, k, v, mask, scale=self.scale, bias=bias)
+        out = dot_product_attention(q, k, v, mask, scale=self.scale, bias=bias,
+                                    softcap=self.logit_softcap)
         return self.o(out), new_cache
 
 

@@ -7,8 +7,10 @@ Config fields read here (see ``configs/rm/synthetic_helpful.py`` for a complete 
   ``data.tokenizer`` (a tokenizer file or directory; empty for the synthetic world's own),
   ``data.prompt_len``, ``data.response_len``;
 * ``world.*`` (:class:`lsc.data.synthetic.WorldConfig` fields) for the synthetic world;
-* ``model.kind`` ('decoder' | 't5'), ``model.arch`` (the fields of
-  :class:`lsc.models.decoder.DecoderConfig` or :class:`lsc.models.t5.T5Config`),
+* ``model.kind`` ('decoder' | 't5' | 't5_classifier'), ``model.arch`` (the fields of
+  :class:`lsc.models.decoder.DecoderConfig` or :class:`lsc.models.t5.T5Config`;
+  't5_classifier' is a T5 read as transformers' ``T5ForSequenceClassification``, the backbone of
+  reward models converted by ``lsc.models.hf_convert``),
   ``model.init_from`` (a Hugging Face T5 checkpoint directory, or empty), ``model.pooling``
   (reward models only: where the reward head reads, one of :data:`lsc.models.heads.POOLINGS`;
   absent means ``'last'``);
@@ -35,7 +37,7 @@ from lsc.parallel import distributed
 from lsc.parallel import mesh as mesh_lib
 from lsc.parallel import partitioning
 
-MODEL_KINDS = ("decoder", "t5")
+MODEL_KINDS = ("decoder", "t5", "t5_classifier")
 
 
 def _world_paths(directory: str, pair_replicates: int = 1) -> Tuple[synthetic.WorldFiles, str]:
@@ -163,11 +165,18 @@ def backbone_factory(model_config: ml_collections.ConfigDict, vocab_size: int, s
         raise ValueError(f"config.model.kind must be one of {MODEL_KINDS}, got {kind!r}")
     init_from = model_config.get("init_from", "") or ""
     arch = model_config.arch.to_dict()
-    if kind == "decoder":
+    if kind in ("decoder", "t5_classifier"):
         if init_from:
             raise ValueError("config.model.init_from is only supported for model.kind='t5'")
-        cfg = decoder_lib.DecoderConfig.from_mapping(arch)
-        create = lambda: decoder_lib.DecoderLM(cfg, rngs=nnx.Rngs(seed))  # noqa: E731
+        if kind == "decoder":
+            cfg = decoder_lib.DecoderConfig.from_mapping(arch)
+            create = lambda: decoder_lib.DecoderLM(cfg, rngs=nnx.Rngs(seed))  # noqa: E731
+        else:
+            from lsc.models import t5_classifier
+
+            cfg = t5_lib.T5Config.from_dict(arch)
+            create = lambda: t5_classifier.T5ClassifierBackbone(  # noqa: E731
+                cfg, rngs=nnx.Rngs(seed))
         load = None
     else:
         if init_from:
