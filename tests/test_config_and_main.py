@@ -53,6 +53,7 @@ def test_shipped_configs_validate(arg):
         ("exact.ks", (1, 0, 4), "0 is not allowed; must be an integer >= 1"),
         ("seed", -1, "must be an integer in [0,"),
         ("data.on_error", "ignore", "choose one of: raise, skip"),
+        ("data.max_skip_fraction", 1.5, "in [0.0, 1.0]"),
     ],
 )
 def test_bad_values_name_the_dotted_field(field, value, needle):

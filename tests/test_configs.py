@@ -63,6 +63,15 @@ def test_the_paper_t5_reward_models_differ_only_in_their_property():
     assert harmless.to_dict() == helpful.to_dict()
 
 
+@pytest.mark.parametrize("module,arg", [("configs.rm.t5_base", "helpful"),
+                                        ("configs.rlhf.paper", ""),
+                                        ("configs.best_of_k.paper", "")])
+def test_the_paper_configs_read_hh_rlhf_with_skip_and_count(module, arg):
+    config = importlib.import_module(module).get_config(arg)
+    assert config.data.source == "hh_rlhf"
+    assert config.data.on_error == "skip" and config.data.max_skip_fraction == 0.01
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("rl.algorithm", "rloo", "config.rl.algorithm: rl.algorithm='rloo' needs rl.num_samples >= 2"),
     ("sft.train.grad_accum_steps", 3,

@@ -25,6 +25,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config = synthetic.get_config(variant)
     config.data.source = "hh_rlhf"
     config.data.path = ""  # the hh-rlhf root (one directory per subset)
+    # Skip and count odd records (data_read_stats.json); stop past max_skip_fraction of them.
+    config.data.on_error = "skip"
+    config.data.max_skip_fraction = 0.01
     config.data.tokenizer = ""  # the policy's tokenizer
     config.data.prompt_len = 1024
     config.data.response_len = 256

@@ -34,7 +34,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict()
     config.data.source = "hh_rlhf"
     config.data.path = ""  # the hh-rlhf root (one directory per subset)
-    config.data.on_error = "raise"
+    # A real download has a few odd records: skip and count them (data_read_stats.json), and
+    # stop when more than max_skip_fraction of the records are bad.
+    config.data.on_error = "skip"
+    config.data.max_skip_fraction = 0.01
     config.data.tokenizer = ""  # T5's spiece.model, or the checkpoint directory
     config.data.prompt_len = 512
     config.data.response_len = 128

@@ -56,8 +56,8 @@ def tokenizer_and_prompts(config: ml_collections.ConfigDict, workdir: str, split
     else:
         raise ValueError(f"config.data.source={source!r} is not supported by the alignment jobs; "
                          "use 'synthetic' or 'hh_rlhf'")
-    if jax.process_index() == 0:
-        hh_rlhf.write_read_stats(stats, workdir)
+    hh_rlhf.finish_read(stats, workdir, hh_rlhf.max_skip_fraction(config.data),
+                        write=jax.process_index() == 0)
     if not prompts:
         raise ValueError(f"no {split} prompts for data.source={source!r}")
     tok = train_common.load_tokenizer(config, tok_path)

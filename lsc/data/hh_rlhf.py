@@ -31,8 +31,10 @@ An unparseable line, a missing or non-string field, a transcript without an Assi
 without a Human turn before it, or ending with a Human turn), prompts that differ between chosen
 and rejected, an empty response, or invalid UTF-8 raises :class:`DataError` whose message starts
 with ``path:line:``. With ``on_error="skip"`` such records are skipped instead and counted per
-reason in a :class:`ReadStats`, which is logged and can be written to the workdir with
-:func:`write_read_stats`. A file that cannot be read at all (missing, corrupt gzip, a JSON-array
+reason in a :class:`ReadStats`, which is logged once per file and written to the workdir by
+the jobs (:func:`finish_read`, ``data_read_stats.json``); a job stops when more than
+``config.data.max_skip_fraction`` (default 0.01) of the records were skipped, with the counts per
+reason. The paper's hh-rlhf configs skip and count; the synthetic ones raise. A file that cannot be read at all (missing, corrupt gzip, a JSON-array
 file that does not parse) always raises: skipping it would drop an unknown number of records.
 
 The half split
@@ -125,6 +127,42 @@ class ReadStats:
     def to_json(self) -> dict:
         return {"read": self.read, "skipped": dict(sorted(self.skipped.items())),
                 "num_skipped": self.num_skipped, "files": list(self.files)}
+
+
+DEFAULT_MAX_SKIP_FRACTION = 0.01  # config.data.max_skip_fraction when a config has none
+
+
+def max_skip_fraction(data_config) -> float:
+    """``config.data.max_skip_fraction``, or :data:`DEFAULT_MAX_SKIP_FRACTION` when absent."""
+    return float(data_config.get("max_skip_fraction", DEFAULT_MAX_SKIP_FRACTION))
+
+
+def skip_fraction(stats: ReadStats) -> float:
+    """Skipped records over all records met (read + skipped); 0 when there were none."""
+    total = stats.read + stats.num_skipped
+    return stats.num_skipped / total if total else 0.0
+
+
+def finish_read(stats: ReadStats, workdir: str, max_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
+                *, write: bool = True) -> None:
+    """Writes ``stats`` to ``<workdir>/data_read_stats.json`` (when ``write``: the chief process)
+    and stops the job when more than ``max_fraction`` (``config.data.max_skip_fraction``) of the
+    records were skipped.
+
+    Raises:
+      ValueError: naming ``config.data.max_skip_fraction``, with the counts per reason and the
+        path of the written counts.
+    """
+    if not 0.0 <= max_fraction <= 1.0:
+        raise ValueError(f"config.data.max_skip_fraction must be in [0, 1], got {max_fraction}")
+    path = write_read_stats(stats, workdir) if write else os.path.join(workdir,
+                                                                        "data_read_stats.json")
+    frac = skip_fraction(stats)
+    if frac > max_fraction:
+        raise ValueError(
+            f"{stats.num_skipped} of {stats.read + stats.num_skipped} records ({frac:.2%}) were "
+            f"skipped, more than config.data.max_skip_fraction={max_fraction:g}; per reason: "
+            f"{dict(sorted(stats.skipped.items()))} (counts in {path})")
 
 
 def write_read_stats(stats: ReadStats, workdir: str, name: str = "data_read_stats.json") -> str:

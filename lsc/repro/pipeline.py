@@ -86,7 +86,7 @@ def world_stage(config: ml_collections.ConfigDict, stage_dir: str, earlier: Dict
     prompts, _ = hh_rlhf.read_prompts(files.prompts["train"], config.data.on_error, stats)
     counts["sft/train"] = len(demos)
     counts["prompts/train"] = len(prompts)
-    hh_rlhf.write_read_stats(stats, stage_dir)
+    hh_rlhf.finish_read(stats, stage_dir, hh_rlhf.max_skip_fraction(config.data))
     demo_prompts = [d.prompt for d in demos]
     demo_responses = [d.response for d in demos]
     gold = {}

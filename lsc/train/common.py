@@ -138,8 +138,8 @@ def read_pairs_for(config: ml_collections.ConfigDict, workdir: str, prop: str,
     else:
         raise ValueError(f"config.data.source={source!r} is not supported by the training jobs; "
                          "use 'synthetic' or 'hh_rlhf'")
-    if distributed.is_main_process():
-        hh_rlhf.write_read_stats(stats, workdir)
+    hh_rlhf.finish_read(stats, workdir, hh_rlhf.max_skip_fraction(config.data),
+                        write=distributed.is_main_process())
     if not train:
         raise ValueError(f"no training pairs for {prop!r} (source {source!r})")
     return train, test, tok_path

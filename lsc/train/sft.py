@@ -84,7 +84,7 @@ def _demonstrations(config: ml_collections.ConfigDict, workdir: str):
     else:
         raise ValueError(f"config.data.source={config.data.source!r} is not supported by "
                          "train_sft; use 'synthetic' or 'hh_rlhf'")
-    hh_rlhf.write_read_stats(stats, workdir)
+    hh_rlhf.finish_read(stats, workdir, hh_rlhf.max_skip_fraction(config.data))
     if not train or not test:
         raise ValueError(f"train_sft needs training and held-out demonstrations, got "
                          f"{len(train)} and {len(test)}")

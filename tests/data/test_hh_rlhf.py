@@ -123,6 +123,50 @@ def test_skip_stats_accumulate_over_files(tmp_path):
     assert len(pairs) == 2 and stats.skipped == {"unparseable": 2} and stats.files == [a, b]
 
 
+def test_finish_read_writes_counts_then_stops_past_the_skip_fraction(tmp_path):
+    stats = hh_rlhf.ReadStats(read=198, skipped={"unparseable": 1, "empty_response": 1})
+    workdir = str(tmp_path / "ok")
+    hh_rlhf.finish_read(stats, workdir, 0.01)  # 2 / 200 = 0.01: at the limit, not past it
+    assert json.load(open(os.path.join(workdir, "data_read_stats.json")))["num_skipped"] == 2
+    stats.add_skip("unparseable")  # 3 / 201 > 0.01
+    workdir = str(tmp_path / "stop")
+    with pytest.raises(ValueError) as err:
+        hh_rlhf.finish_read(stats, workdir, 0.01)
+    message = str(err.value)
+    assert "3 of 201 records (1.49%)" in message
+    assert "config.data.max_skip_fraction=0.01" in message
+    assert "{'empty_response': 1, 'unparseable': 2}" in message
+    # The counts are on disk before the job stops, and the message says where.
+    path = os.path.join(workdir, "data_read_stats.json")
+    assert path in message and json.load(open(path))["skipped"] == {"empty_response": 1,
+                                                                     "unparseable": 2}
+    hh_rlhf.finish_read(stats, str(tmp_path / "loose"), 0.5)
+    assert hh_rlhf.skip_fraction(hh_rlhf.ReadStats()) == 0.0
+    with pytest.raises(ValueError, match="max_skip_fraction must be in"):
+        hh_rlhf.finish_read(stats, str(tmp_path / "bad"), 1.5)
+
+
+def test_alignment_prompts_from_hh_rlhf_stop_on_too_many_bad_records(tmp_path):
+    """The paper configs read hh-rlhf with skip-and-count: a few odd records are skipped, too
+    many stop the job with the counts."""
+    import ml_collections
+
+    from lsc.align import common as align_common
+
+    root = str(tmp_path / "hh")
+    for sub in ("helpful-base", "harmless-base"):
+        write_lines(os.path.join(root, sub, "test.jsonl"),
+                    [GOOD[0], GOOD[1], BAD_CASES["unparseable"][0]])
+    config = ml_collections.ConfigDict({"data": {
+        "source": "hh_rlhf", "path": root, "on_error": "skip", "max_skip_fraction": 0.01,
+        "tokenizer": "", "prompt_len": 16}})
+    with pytest.raises(ValueError,
+                       match=r"2 of 6 records .*config\.data\.max_skip_fraction=0\.01"):
+        align_common.tokenizer_and_prompts(config, str(tmp_path / "run"), "test")
+    saved = json.load(open(tmp_path / "run" / "data_read_stats.json"))
+    assert saved["read"] == 4 and saved["skipped"] == {"unparseable": 2}
+
+
 def test_corrupt_gzip_names_file(tmp_path):
     path = str(tmp_path / "train.jsonl.gz")
     data = gzip.compress(("\n".join(json.dumps(r) for r in GOOD * 50)).encode())
