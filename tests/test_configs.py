@@ -22,6 +22,7 @@ EXPERIMENTS = {
     "configs.sft.synthetic": [""],
     "configs.rlhf.synthetic": ["", "helpful_raw", "helpful_lsc", "hh_raw_sum", "hh_lsc_sum"],
     "configs.rlhf.paper": ["", "helpful_raw", "hh_lsc_sum"],
+    "configs.rlhf.par": ["", "helpful_raw"],
     "configs.best_of_k.synthetic": ["", "hh_lsc_sum"],
     "configs.best_of_k.paper": ["", "hh_raw_sum"],
     "configs.repro.synthetic_hh": ["", "large", "tiny"],
@@ -46,6 +47,7 @@ def test_shipped_config_builds_and_validates(module, arg):
                                         ("configs.rm.synthetic_harmless", "large_data"),
                                         ("configs.rm.t5_base", ""),
                                         ("configs.rlhf.synthetic", "helpful_sum"),
+                                        ("configs.rlhf.par", "hh_lsc_sum"),
                                         ("configs.sft.synthetic", "t5"),
                                         ("configs.repro.synthetic_hh", "huge")])
 def test_an_unknown_argument_is_refused(module, bad):
@@ -64,9 +66,10 @@ def test_the_paper_t5_reward_models_differ_only_in_their_property():
 
 
 @pytest.mark.parametrize("module,arg", [("configs.rm.t5_base", "helpful"),
-                                        ("configs.rlhf.paper", ""),
+                                        ("configs.rlhf.paper", ""), ("configs.rlhf.par", ""),
                                         ("configs.best_of_k.paper", "")])
 def test_the_paper_configs_read_hh_rlhf_with_skip_and_count(module, arg):
+    """A real download's few odd records are skipped and counted, not fatal."""
     config = importlib.import_module(module).get_config(arg)
     assert config.data.source == "hh_rlhf"
     assert config.data.on_error == "skip" and config.data.max_skip_fraction == 0.01
