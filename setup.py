@@ -14,6 +14,7 @@ CORE = [
     "safetensors>=0.4",  # Hugging Face checkpoints, read with numpy (no torch)
     "sentencepiece>=0.2",  # T5 / Llama vocabularies
     "tokenizers>=0.20",  # tokenizer.json of imported checkpoints
+    "jinja2>=3.1",  # chat templates of imported checkpoints (lsc.data.chat_template)
     "grain>=0.2.10",  # checkpointable input pipelines
     "pyarrow>=14",  # hh-rlhf from a local Hugging Face `datasets` parquet/arrow export
     "matplotlib>=3.8",  # the paper's figures

@@ -28,7 +28,7 @@ import ml_collections
 
 from lsc.align import common as align_common
 from lsc.align import rlhf, utility
-from lsc.data import DATA_SOURCES, hh_rlhf, synthetic
+from lsc.data import DATA_SOURCES, chat_template, hh_rlhf, synthetic
 from lsc.models import heads
 from lsc.rewards import names
 from lsc.schema import Rule, number_in, one_of, prefixed
@@ -80,6 +80,18 @@ def _optional_path(value, config) -> Optional[str]:
     return existing_path()(value, config)
 
 
+def _chat_template_rule(value, config) -> Optional[str]:
+    """Empty (prompts stay hh-rlhf transcripts) or a directory holding a chat template."""
+    message = _optional_path(value, config)
+    if message or not value:
+        return message
+    try:
+        chat_template.load_chat_template(str(value))
+    except chat_template.ChatTemplateError as e:
+        return str(e)
+    return None
+
+
 RULES: Dict[str, Rule] = {
     "seed": number_in(0, 2**32 - 1, integer=True),
     "rewards.method": _method_rule,
@@ -89,6 +101,7 @@ RULES: Dict[str, Rule] = {
     "data.path": existing_path(when=_needs_data_path),
     "data.on_error": one_of(hh_rlhf.ON_ERROR),
     "data.max_skip_fraction": number_in(0.0, 1.0),
+    "data.chat_template": _chat_template_rule,
     "world.pairs_train": number_in(1, integer=True),
     "world.pairs_test": number_in(0, integer=True),
     "world.sft_train": number_in(1, integer=True),

@@ -16,6 +16,7 @@ Usage (one GPU machine; ``launch/README.md`` for SLURM and TPU)::
   launch/gpu_single_node.sh configs/rlhf/par.py:helpful_lsc runs/par_lsc \\
       --config.data.path=/data/hh-rlhf \\
       --config.data.tokenizer=runs/gemma2_2b/tokenizer/tokenizer.json \\
+      --config.data.chat_template=runs/gemma2_2b/tokenizer \\
       --config.policy.workdir=runs/gemma2_2b \\
       --config.rewards.properties.helpful.rm_workdir=runs/rm_hf
 

@@ -57,6 +57,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.subsets = ("helpful", "harmless")
     config.data.on_error = "raise"
     config.data.tokenizer = ""
+    # A checkpoint directory whose chat template renders the prompts (lsc.data.chat_template);
+    # empty: prompts are tokenized as hh-rlhf transcripts.
+    config.data.chat_template = ""
     config.data.prompt_len = 32
     config.data.response_len = 24
     config.world = common.world(pairs=(4000, 1000), sft=(4000, 500), prompts=(1000, 500))

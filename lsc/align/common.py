@@ -4,8 +4,10 @@ the tokenizer and the prompt tables, built from a config.
 Config fields read here (see ``configs/rlhf/synthetic.py`` for a complete example):
 
 * ``data.source`` ('synthetic' | 'hh_rlhf'), ``data.path``, ``data.on_error``, ``data.tokenizer``,
-  ``data.prompt_len``, ``data.response_len`` (the response budget ``R`` of every sample), and
-  ``world.*`` for the synthetic world;
+  ``data.prompt_len``, ``data.response_len`` (the response budget ``R`` of every sample),
+  ``data.chat_template`` (empty: prompts are tokenized as hh-rlhf transcripts; a checkpoint
+  directory: prompts are rendered through its chat template first, see
+  :mod:`lsc.data.chat_template`), and ``world.*`` for the synthetic world;
 * ``policy.workdir`` -- a finished ``train_sft`` run whose exported model is the base policy
   ``pi0`` (and the initial RL policy); empty: a randomly initialised ``policy.model`` (``kind``,
   ``arch``; only for smoke tests and benchmarks, with a logged warning);
@@ -27,6 +29,7 @@ from absl import logging
 from flax import nnx
 
 from lsc.align import utility as utility_lib
+from lsc.data import chat_template as chat_template_lib
 from lsc.data import hh_rlhf, pipeline
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import common as train_common
@@ -39,8 +42,11 @@ load_run_config = train_common.load_run_config
 
 
 def tokenizer_and_prompts(config: ml_collections.ConfigDict, workdir: str, split: str):
-    """``(tokenizer, prompt table)`` of ``split`` ('train': the alignment prompts; 'test': the
-    evaluation prompts) as a :class:`lsc.data.pipeline.TokenizedData` of kind 'prompts'."""
+    """``(tokenizer, prompt table, prompt texts)`` of ``split`` ('train': the alignment prompts;
+    'test': the evaluation prompts); the table is a :class:`lsc.data.pipeline.TokenizedData` of
+    kind 'prompts'. With ``config.data.chat_template`` set the table holds the prompts rendered
+    through that chat template (:func:`render_chat_prompts`) and its prompt ids are those of the
+    rendered texts; the returned texts stay the transcripts."""
     source = config.data.source
     stats = hh_rlhf.ReadStats()
     if source == "synthetic":
@@ -61,8 +67,29 @@ def tokenizer_and_prompts(config: ml_collections.ConfigDict, workdir: str, split
     if not prompts:
         raise ValueError(f"no {split} prompts for data.source={source!r}")
     tok = train_common.load_tokenizer(config, tok_path)
-    table = pipeline.tokenize_prompts(prompts, tok, int(config.data.prompt_len))
+    table = pipeline.tokenize_prompts(render_chat_prompts(config, prompts, tok), tok,
+                                      int(config.data.prompt_len))
     return tok, table, list(prompts)
+
+
+def render_chat_prompts(config: ml_collections.ConfigDict, prompts, tok) -> List[str]:
+    """``prompts`` rendered through the chat template of ``config.data.chat_template`` (with the
+    generation prompt); the prompts unchanged when the field is empty or absent.
+
+    The template's leading BOS text is dropped when ``tok`` puts the BOS id first itself, so a
+    prompt starts with one BOS, as ``transformers``' ``apply_chat_template`` tokenizes it.
+    Left-truncation to ``data.prompt_len`` drops leading tokens (rendered prompts have no
+    ``\\n\\nHuman:`` turn boundaries).
+    """
+    path = config.data.get("chat_template", "") or ""
+    if not path:
+        return list(prompts)
+    try:
+        template = chat_template_lib.load_chat_template(path)
+        return chat_template_lib.render_prompts(template, prompts,
+                                                strip_bos=tok.bos_id is not None)
+    except chat_template_lib.ChatTemplateError as e:
+        raise ValueError(f"config.data.chat_template={path!r}: {e}") from e
 
 
 def load_policy(config: ml_collections.ConfigDict, vocab_size: int) -> nnx.Module:
