@@ -16,8 +16,9 @@ The fields are exactly those of ``lsc.models.decoder.DecoderConfig`` (build the 
   ``palm_62b``, ``palm_540b``;
 * small sizes for tests and CPU runs: ``tiny`` (GQA), ``tiny_mha``, ``tiny_mqa``,
   ``tiny_parallel`` (PaLM-style), ``tiny_gemma``, ``tiny_gemma2``, ``tiny_gemma3``,
-  ``tiny_qwen3`` (QK-norm, sliding window on the second layer), ``small`` (benchmarks, ~8M
-  parameters).
+  ``tiny_qwen3`` (QK-norm, sliding window on the second layer), ``tiny_qwen2`` (QKV biases
+  without an output bias), ``tiny_mistral`` (sliding window on every layer), ``small``
+  (benchmarks, ~8M parameters).
 
 Published weights are imported, with their own config, by ``lsc.models.hf_decoder`` (or turned
 into a run directory by ``python -m lsc.models.hf_convert``); these presets give the shapes for
@@ -124,6 +125,9 @@ PRESETS = {
     "tiny_qwen3": dict(_shape(128, 32, 2, 4, 2, 8, 64), qk_norm=True, tie_embeddings=True,
                        sliding_window=4, layer_types=("full_attention", "sliding_attention"),
                        **_TINY),
+    "tiny_qwen2": dict(_shape(128, 32, 2, 4, 2, 8, 64), attention_bias=True,
+                       attention_out_bias=False, tie_embeddings=True, **_TINY),
+    "tiny_mistral": dict(_shape(128, 32, 2, 4, 2, 8, 64), sliding_window=4, **_TINY),
     "small": dict(_shape(8192, 256, 4, 8, 4, 32, 1024)),
 }
 

@@ -1,4 +1,4 @@
-"""The decoder options of the imported families (Gemma 2 / 3, Qwen 3) sharded on 8 simulated CPU
+"""The decoder options of the imported families (Gemma 2 / 3, Qwen 2 / 3, Mistral) sharded on 8 simulated CPU
 devices: forward logits and sampled tokens equal the single-device results."""
 
 import jax
@@ -18,7 +18,8 @@ PROMPTS = np.array([[0, 0, 5, 6, 7, 8], [3, 4, 5, 6, 7, 9], [0, 9, 9, 2, 4, 4],
 
 
 @pytest.mark.slow  # about 30 s each on one CPU core
-@pytest.mark.parametrize("preset", ["tiny_gemma2", "tiny_gemma3", "tiny_qwen3"])
+@pytest.mark.parametrize("preset", ["tiny_gemma2", "tiny_gemma3", "tiny_qwen3", "tiny_qwen2",
+                                    "tiny_mistral"])
 def test_sharded_matches_single_device(preset):
     cfg = DecoderConfig.from_mapping(presets.get_config(preset))
     create = lambda: DecoderLM(cfg, rngs=nnx.Rngs(0))  # noqa: E731
