@@ -174,6 +174,12 @@ class HFTokenizer:
     Ids are resolved in order: explicit arguments, the checkpoint's tokenizer config files, then
     well-known token names (``<|end_of_text|>``, ``</s>``, ``<|finetune_right_pad_id|>``,
     ``<pad>``, ``<unk>``). A pad id that cannot be found must be passed.
+
+    Whether prompts start with the BOS (``add_bos``, when not given) follows the checkpoint, as
+    ``transformers`` does: ``add_bos_token`` of ``tokenizer_config.json`` when it has one; else,
+    when ``tokenizer.json`` has a post-processor, whether that post-processor puts the BOS first
+    (Llama 3 and Gemma do, Qwen does not); else whether ``tokenizer_config.json`` names a
+    ``bos_token`` at all.
     """
 
     _EOS_NAMES = ("<|end_of_text|>", "</s>", "<|endoftext|>", "<eos>")
@@ -181,7 +187,8 @@ class HFTokenizer:
     _PAD_NAMES = ("<pad>", "<|finetune_right_pad_id|>", "<|pad|>", "<unk>")
 
     def __init__(self, tokenizer_json: str, *, pad_id: int | None = None,
-                 eos_id: int | None = None, bos_id: int | None = None, add_bos: bool = True):
+                 eos_id: int | None = None, bos_id: int | None = None,
+                 add_bos: bool | None = None):
         from tokenizers import Tokenizer as _Tok
 
         if not os.path.isfile(tokenizer_json):
@@ -221,11 +228,25 @@ class HFTokenizer:
         if pad == eos:
             raise ValueError(f"{tokenizer_json}: pad_id and eos_id must differ (both {pad}); "
                              "masks are tokens != pad_id")
+        if add_bos is None:
+            add_bos = self._checkpoint_adds_bos(cfg, bos)
         if add_bos and bos is None:
             raise ValueError(f"{tokenizer_json}: add_bos=True but no BOS token; pass bos_id")
         self.pad_id, self.eos_id = int(pad), int(eos)
         self.bos_id = int(bos) if add_bos else None
         self.unk_id = self._model_unk_id()
+
+    def _checkpoint_adds_bos(self, cfg: dict, bos: int | None) -> bool:
+        """The checkpoint's own choice of a leading BOS (class docstring)."""
+        flag = cfg.get("add_bos_token")
+        if isinstance(flag, bool):
+            return flag
+        if bos is None:
+            return False
+        if self._tok.post_processor is not None:
+            ids = self._tok.encode("a", add_special_tokens=True).ids
+            return bool(ids) and ids[0] == bos
+        return _token_content(cfg.get("bos_token")) is not None
 
     def _model_unk_id(self) -> int | None:
         """The model's unknown-token id: ``unk_token`` of BPE / WordPiece / WordLevel, ``unk_id``

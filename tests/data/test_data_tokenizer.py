@@ -88,6 +88,37 @@ def test_hf_tokenizer_resolves_llama3_special_ids(tmp_path):
     assert encode_response(tok, "hello !", 3) == ([1, 0, 4], False)
 
 
+@pytest.mark.parametrize("post,config,model_config,want_bos", [
+    # Llama 3: the post-processor puts <|begin_of_text|> first.
+    ("bos", {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}, None, 3),
+    # Qwen: no BOS in tokenizer_config.json (config.json has a bos_token_id all the same) and a
+    # post-processor that adds none.
+    ("none", {"bos_token": None, "eos_token": "<|end_of_text|>"}, {"bos_token_id": 3}, None),
+    # An explicit add_bos_token wins over the post-processor.
+    ("bos", {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>",
+             "add_bos_token": False}, None, None),
+])
+def test_hf_tokenizer_adds_the_bos_when_the_checkpoint_does(tmp_path, post, config, model_config,
+                                                            want_bos):
+    from tokenizers import Tokenizer, processors
+
+    ckpt = _hf_checkpoint(tmp_path / "ckpt", config)
+    tok_path = os.path.join(ckpt, "tokenizer.json")
+    raw = Tokenizer.from_file(tok_path)
+    raw.post_processor = (processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 3)])
+        if post == "bos" else processors.ByteLevel(trim_offsets=False))
+    raw.save(tok_path)
+    if model_config is not None:
+        with open(os.path.join(ckpt, "config.json"), "w") as f:
+            json.dump(model_config, f)
+    tok = load_tokenizer(ckpt)
+    assert tok.bos_id == want_bos
+    ids, _ = encode_prompt(tok, "hello world", 8)
+    assert ids == ([3] if want_bos is not None else []) + [1, 2]
+    assert load_tokenizer(ckpt, add_bos=True).bos_id == 3  # the caller can still ask for it
+
+
 def test_hf_tokenizer_config_pad_and_errors(tmp_path):
     ckpt = _hf_checkpoint(tmp_path / "a", {"eos_token": "<|end_of_text|>",
                                            "pad_token": {"content": "[UNK]"}})
