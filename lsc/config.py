@@ -101,6 +101,7 @@ RULES: Dict[str, Rule] = {
     "data.path": existing_path(when=_needs_data_path),
     "data.on_error": one_of(hh_rlhf.ON_ERROR),
     "data.max_skip_fraction": number_in(0.0, 1.0),
+    "data.pad_id": number_in(-1, integer=True),
     "data.chat_template": _chat_template_rule,
     "world.pairs_train": number_in(1, integer=True),
     "world.pairs_test": number_in(0, integer=True),

@@ -95,12 +95,15 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def load_tokenizer(config: ml_collections.ConfigDict, default_path: str = ""):
-    """``config.data.tokenizer`` when set, else ``default_path``."""
+    """``config.data.tokenizer`` when set, else ``default_path``; ``config.data.pad_id`` (when
+    present and >= 0) overrides the pad id the tokenizer would resolve, e.g. for checkpoints whose
+    pad token is their EOS (masks are ``tokens != pad_id``, so the two must differ)."""
     path = config.data.get("tokenizer", "") or default_path
     if not path:
         raise ValueError("config.data.tokenizer is empty and the data source provides none; "
                          "give a SentencePiece .model or tokenizer.json path")
-    return tokenizer_lib.load_tokenizer(path)
+    pad_id = int(config.data.get("pad_id", -1))
+    return tokenizer_lib.load_tokenizer(path, **({"pad_id": pad_id} if pad_id >= 0 else {}))
 
 
 def read_pairs_for(config: ml_collections.ConfigDict, workdir: str, prop: str,

@@ -128,6 +128,15 @@ def test_hf_tokenizer_config_pad_and_errors(tmp_path):
     with pytest.raises(ValueError, match="pad_id and eos_id must differ"):
         load_tokenizer(ckpt)
     assert load_tokenizer(ckpt, pad_id=5).pad_id == 5
+    # From a config (Qwen base checkpoints pad with their EOS): data.pad_id.
+    import ml_collections
+
+    from lsc.train import common as train_common
+    data = {"tokenizer": ckpt}
+    with pytest.raises(ValueError, match="pad_id and eos_id must differ"):
+        train_common.load_tokenizer(ml_collections.ConfigDict({"data": data}))
+    config = ml_collections.ConfigDict({"data": dict(data, pad_id=5)})
+    assert train_common.load_tokenizer(config).pad_id == 5
     with pytest.raises(FileNotFoundError, match="no tokenizer.json, tokenizer.model"):
         load_tokenizer(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="missing.model: no SentencePiece model"):
