@@ -46,3 +46,13 @@ def _compilation_cache_for_cached_dirs(request):
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     if os.path.relpath(str(request.node.path), tests_dir).split(os.sep)[0] in CACHED_DIRS:
         request.getfixturevalue("jax_compilation_cache")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow (end-to-end) tests first, in their collected order otherwise: with one
+    worker per core (``-n auto --dist loadfile``) the longest files start at once instead of
+    leaving one worker busy at the end. A stable sort on a per-file key keeps each file's tests
+    together and in order."""
+    slow_files = {item.nodeid.split("::")[0] for item in items
+                  if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_files)
