@@ -68,9 +68,9 @@ class T5ClassifierBackbone(nnx.Module):
         return jnp.tanh(self.dense(h.astype(jnp.float32)))
 
     def response_token_states(self, prompt_tokens: Array, response_tokens: Array) -> Array:
-        raise NotImplementedError("a T5 sequence classifier defines only the 'last' reward "
-                                  "pooling (model.pooling='last')")
+        raise ValueError("a T5 sequence classifier defines only the 'last' reward pooling; "
+                         "set model.pooling='last'")
 
     def response_features(self, prompt_tokens: Array, response_tokens: Array) -> Array:
-        raise NotImplementedError("a T5 sequence classifier has no per-token states for a "
-                                  "value head")
+        raise ValueError("a T5 sequence classifier has no per-token states for a value head; "
+                         "use a decoder or T5 backbone as the value model")

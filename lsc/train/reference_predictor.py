@@ -140,12 +140,14 @@ def _sampling_settings(config: ml_collections.ConfigDict) -> Dict[str, float]:
             "temperature": float(ref.temperature)}
 
 
-def write_base_samples(config: ml_collections.ConfigDict, workdir: str, path: str) -> str:
+def write_base_samples(config: ml_collections.ConfigDict, workdir: str, path: str
+                       ) -> Dict[str, np.ndarray]:
     """Draws the base-policy samples every predictor of ``config`` would draw (the policy of
     ``reference.policy_workdir``; split ``s`` with key ``fold_in(key(seed), s)``) and writes them
     to ``path`` (``<split>_prompts int32[N, P]``, ``<split>_samples int32[N, k, R]`` and the
     sampling settings), so that the predictors of several reward models share one draw
-    (``reference.samples_path``). ``workdir`` receives the world's files. Returns ``path``."""
+    (``reference.samples_path``). ``workdir`` receives the world's files. Returns the samples,
+    ``{split: int32[N, k, R]}``."""
     ref = config.reference
     if not ref.get("policy_workdir"):
         raise ValueError("config.reference.policy_workdir is empty; give the workdir of a "
@@ -164,7 +166,7 @@ def write_base_samples(config: ml_collections.ConfigDict, workdir: str, path: st
             num_samples=settings["num_samples"], max_new_tokens=settings["max_new_tokens"],
             batch_size=int(ref.sample_batch_size), temperature=settings["temperature"])
     runtime.write_npz_atomic(path, **arrays, **{k: np.asarray(v) for k, v in settings.items()})
-    return path
+    return {split: arrays[f"{split}_samples"] for split in SPLITS}
 
 
 def read_base_samples(path: str, config: ml_collections.ConfigDict,
@@ -253,9 +255,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
         saved = np.load(targets_path)
         train_y, test_y = saved["train"], saved["test"]
     else:
-        path = ref.get("samples_path") or write_base_samples(
-            config, workdir, os.path.join(workdir, "base_samples.npz"))
-        samples = read_base_samples(path, config, prompts)
+        if ref.get("samples_path"):
+            samples = read_base_samples(ref.samples_path, config, prompts)
+        else:
+            samples = write_base_samples(config, workdir,
+                                         os.path.join(workdir, "base_samples.npz"))
         kw = dict(quantile=float(ref.quantile), batch_size=int(ref.sample_batch_size))
         train_y, _ = score_quantiles(reward_model, train_x, samples["train"], **kw)
         test_y, _ = score_quantiles(reward_model, test_x, samples["test"], **kw)

@@ -18,6 +18,8 @@ from lsc.models import hf_convert, hf_decoder, hf_llama, sampling  # noqa: E402
 from lsc.train import checkpoint as checkpoint_lib  # noqa: E402
 from lsc.train import common as train_common  # noqa: E402
 
+from _hf_checkpoints import tiny_model  # noqa: E402
+
 BASE = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=4, pad_token_id=0, eos_token_id=1, bos_token_id=2,
             initializer_range=0.1, rms_norm_eps=1e-5)
@@ -61,19 +63,7 @@ MASK = PROMPTS != 0
 
 
 def _hf_model(case, seed=0):
-    cfg_cls, model_cls, extra = CASES[case]
-    torch.manual_seed(seed)
-    cfg = getattr(transformers, cfg_cls)(**BASE, **copy.deepcopy(extra))
-    cfg._attn_implementation = "eager"
-    model = getattr(transformers, model_cls)(cfg).eval()
-    gemma = case.startswith("gemma")
-    with torch.no_grad():  # non-trivial norm scales and biases
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_((0.0 if gemma else 1.0) + 0.2 * torch.randn_like(p))
-            elif name.endswith(".bias"):
-                p.copy_(0.1 * torch.randn_like(p))
-    return model
+    return tiny_model(CASES, BASE, case, seed)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))

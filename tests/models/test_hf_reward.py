@@ -1,7 +1,6 @@
 """Reward models from tiny random sequence-classification checkpoints: parity with transformers,
 the converted workdir in the alignment jobs' loading path, and the refusals."""
 
-import copy
 import json
 import os
 
@@ -17,6 +16,8 @@ transformers = pytest.importorskip("transformers")
 from lsc.models import hf_convert, hf_decoder, hf_reward  # noqa: E402
 from lsc.train import checkpoint as checkpoint_lib  # noqa: E402
 from lsc.train import common as train_common  # noqa: E402
+
+from _hf_checkpoints import tiny_model  # noqa: E402
 
 BASE = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, eos_token_id=1,
@@ -37,18 +38,7 @@ RESPONSES = np.array([[40, 41, 1, 0], [9, 10, 11, 1], [0, 0, 0, 0]])
 
 
 def _hf_model(case, seed=0):
-    cfg_cls, model_cls, extra = CASES[case]
-    torch.manual_seed(seed)
-    cfg = getattr(transformers, cfg_cls)(**BASE, **copy.deepcopy(extra))
-    cfg._attn_implementation = "eager"
-    model = getattr(transformers, model_cls)(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_((0.0 if case.startswith("gemma") else 1.0) + 0.2 * torch.randn_like(p))
-            elif name.endswith(".bias"):
-                p.copy_(0.1 * torch.randn_like(p))
-    return model
+    return tiny_model(CASES, BASE, case, seed)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))

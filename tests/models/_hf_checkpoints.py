@@ -1,0 +1,24 @@
+"""Tiny random Hugging Face models for the import parity tests (needs torch and transformers)."""
+
+import copy
+
+
+def tiny_model(cases, base, case, seed=0):
+    """``transformers`` model ``case`` of ``cases`` (``{case: (config class, model class, extra
+    config fields)}``) with the ``base`` config fields, eager attention, and non-trivial norm
+    scales (around 0 for Gemma's ``1 + w`` norms, around 1 otherwise) and biases."""
+    import torch
+    import transformers
+
+    cfg_cls, model_cls, extra = cases[case]
+    torch.manual_seed(seed)
+    cfg = getattr(transformers, cfg_cls)(**base, **copy.deepcopy(extra))
+    cfg._attn_implementation = "eager"
+    model = getattr(transformers, model_cls)(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_((0.0 if case.startswith("gemma") else 1.0) + 0.2 * torch.randn_like(p))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+    return model
