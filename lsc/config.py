@@ -81,9 +81,12 @@ def _optional_path(value, config) -> Optional[str]:
 
 
 def _chat_template_rule(value, config) -> Optional[str]:
-    """Empty (prompts stay hh-rlhf transcripts) or a directory holding a chat template."""
+    """'auto' (the policy checkpoint's own template, if any), 'none' or empty (prompts stay
+    hh-rlhf transcripts), or a directory holding a chat template."""
+    if str(value or "").lower() in ("", "none", "auto"):
+        return None
     message = _optional_path(value, config)
-    if message or not value:
+    if message:
         return message
     try:
         chat_template.load_chat_template(str(value))

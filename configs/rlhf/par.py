@@ -16,11 +16,12 @@ Usage (one GPU machine; ``launch/README.md`` for SLURM and TPU)::
   launch/gpu_single_node.sh configs/rlhf/par.py:helpful_lsc runs/par_lsc \\
       --config.data.path=/data/hh-rlhf \\
       --config.data.tokenizer=runs/gemma2_2b/tokenizer/tokenizer.json \\
-      --config.data.chat_template=runs/gemma2_2b/tokenizer \\
       --config.policy.workdir=runs/gemma2_2b \\
       --config.rewards.properties.helpful.rm_workdir=runs/rm_hf
 
-The reward model must tokenize like the policy (same ``tokenizer.json``): the project scores the
+The prompts are rendered through the policy's chat template (``data.chat_template='auto'``: the
+template ``hf_convert`` copied to ``runs/gemma2_2b/tokenizer``; ``'none'`` keeps the hh-rlhf
+transcripts). The reward model must tokenize like the policy (same ``tokenizer.json``): the project scores the
 policy's token ids. Hyperparameters are this project's choices for a 2B policy (policy lr 1e-6,
 value lr 1e-5, batch 64, 2,000 steps, gamma 0.05 and 0.01), not values copied from the
 publication. The GRPO family will run on the same config once it exists (``rl.algorithm``).

@@ -57,9 +57,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.subsets = ("helpful", "harmless")
     config.data.on_error = "raise"
     config.data.tokenizer = ""
-    # A checkpoint directory whose chat template renders the prompts (lsc.data.chat_template);
-    # empty: prompts are tokenized as hh-rlhf transcripts.
-    config.data.chat_template = ""
+    # 'auto': the policy's own chat template when policy.workdir is a converted checkpoint with
+    # one (lsc.align.common.chat_template_dir); 'none': prompts are tokenized as hh-rlhf
+    # transcripts; a directory: its chat template renders the prompts (lsc.data.chat_template).
+    config.data.chat_template = "auto"
     config.data.prompt_len = 32
     config.data.response_len = 24
     config.world = common.world(pairs=(4000, 1000), sft=(4000, 500), prompts=(1000, 500))

@@ -5,8 +5,10 @@ Config fields read here (see ``configs/rlhf/synthetic.py`` for a complete exampl
 
 * ``data.source`` ('synthetic' | 'hh_rlhf'), ``data.path``, ``data.on_error``, ``data.tokenizer``,
   ``data.prompt_len``, ``data.response_len`` (the response budget ``R`` of every sample),
-  ``data.chat_template`` (empty: prompts are tokenized as hh-rlhf transcripts; a checkpoint
-  directory: prompts are rendered through its chat template first, see
+  ``data.chat_template`` (``'auto'``, the default: the policy's own template when
+  ``policy.workdir`` is a converted checkpoint whose ``tokenizer/`` holds one, else none;
+  ``'none'`` or empty: prompts are tokenized as hh-rlhf transcripts; a checkpoint directory:
+  prompts are rendered through its chat template first; see :func:`chat_template_dir` and
   :mod:`lsc.data.chat_template`), and ``world.*`` for the synthetic world;
 * ``policy.workdir`` -- a finished ``train_sft`` run whose exported model is the base policy
   ``pi0`` (and the initial RL policy); empty: a randomly initialised ``policy.model`` (``kind``,
@@ -20,6 +22,7 @@ Config fields read here (see ``configs/rlhf/synthetic.py`` for a complete exampl
 
 from __future__ import annotations
 
+import os
 from typing import Any, List, Optional, Tuple
 
 import jax
@@ -72,18 +75,54 @@ def tokenizer_and_prompts(config: ml_collections.ConfigDict, workdir: str, split
     return tok, table, list(prompts)
 
 
+CHAT_TEMPLATE_AUTO = "auto"
+CHAT_TEMPLATE_NONE = ("", "none")
+POLICY_TOKENIZER_DIR = "tokenizer"  # where lsc.models.hf_convert copies a checkpoint's tokenizer
+
+
+def chat_template_dir(config: ml_collections.ConfigDict) -> str:
+    """The directory whose chat template renders the alignment prompts; empty for none.
+
+    ``config.data.chat_template``: ``'auto'`` (also when the field is absent) is
+    ``<policy.workdir>/tokenizer`` when that directory holds a chat template (a checkpoint
+    converted by :mod:`lsc.models.hf_convert` from a chat model) and none otherwise (a
+    ``train_sft`` run, a base model without a template, a random policy); ``'none'`` or empty is
+    none; anything else is the directory itself (checked when the prompts are rendered).
+    """
+    value = str(config.data.get("chat_template", CHAT_TEMPLATE_AUTO) or "")
+    if value.lower() in CHAT_TEMPLATE_NONE:
+        return ""
+    if value.lower() != CHAT_TEMPLATE_AUTO:
+        return value
+    policy = config.get("policy")
+    workdir = (policy.get("workdir", "") if policy is not None else "") or ""
+    if not workdir:
+        return ""
+    candidate = os.path.join(workdir, POLICY_TOKENIZER_DIR)
+    if not os.path.isdir(candidate):
+        return ""
+    try:
+        chat_template_lib.load_chat_template(candidate)
+    except chat_template_lib.ChatTemplateError:
+        return ""
+    return candidate
+
+
 def render_chat_prompts(config: ml_collections.ConfigDict, prompts, tok) -> List[str]:
-    """``prompts`` rendered through the chat template of ``config.data.chat_template`` (with the
-    generation prompt); the prompts unchanged when the field is empty or absent.
+    """``prompts`` rendered through the chat template of :func:`chat_template_dir` (with the
+    generation prompt); the prompts unchanged when it is empty.
 
     The template's leading BOS text is dropped when ``tok`` puts the BOS id first itself, so a
     prompt starts with one BOS, as ``transformers``' ``apply_chat_template`` tokenizes it.
     Left-truncation to ``data.prompt_len`` drops leading tokens (rendered prompts have no
     ``\\n\\nHuman:`` turn boundaries).
     """
-    path = config.data.get("chat_template", "") or ""
+    path = chat_template_dir(config)
     if not path:
         return list(prompts)
+    logging.log_first_n(logging.INFO, "alignment prompts rendered through the chat template "
+                        "of %s (data.chat_template=%r)", 1, path,
+                        config.data.get("chat_template", CHAT_TEMPLATE_AUTO))
     try:
         template = chat_template_lib.load_chat_template(path)
         return chat_template_lib.render_prompts(template, prompts,

@@ -17,8 +17,9 @@ filled from ``special_tokens_map.json``).
 ending with an open Assistant turn) into messages: Human turns become ``user`` messages,
 Assistant turns ``assistant`` messages, the open turn becomes the generation prompt.
 
-The alignment jobs render their prompts through the template of ``config.data.chat_template``
-when it is set (:func:`lsc.align.common.tokenizer_and_prompts`).
+The alignment jobs render their prompts through the policy checkpoint's own template when it has
+one (``config.data.chat_template='auto'``, the default), through another directory's when the
+field names one, and not at all with ``'none'`` (:func:`lsc.align.common.chat_template_dir`).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -337,3 +338,55 @@ def test_bad_chat_template_names_the_config_field(tmp_path):
         config_lib.validate(_hh_config(root, tok_dir, empty), rules)
     with pytest.raises(config_lib.ConfigError, match=r"config\.data\.chat_template: .*not exist"):
         config_lib.validate(_hh_config(root, tok_dir, str(tmp_path / "absent")), rules)
+
+
+def test_auto_uses_the_policy_checkpoints_own_template(tmp_path):
+    """``data.chat_template='auto'`` (the default) renders through ``<policy.workdir>/tokenizer``
+    when a converted checkpoint put a template there, and leaves transcripts otherwise."""
+    import shutil
+
+    from lsc.align import common as align_common
+    from lsc.data import pipeline
+
+    tok_dir = write_checkpoint(tmp_path / "tok", "llama3")
+    root = _hh_root(tmp_path)
+    chat_policy = tmp_path / "chat_policy"
+    shutil.copytree(tok_dir, chat_policy / "tokenizer")
+    plain_policy = tmp_path / "sft_run"  # a train_sft run: no tokenizer/ directory
+    plain_policy.mkdir()
+    base_policy = tmp_path / "base_policy"  # a converted base model: tokenizer, no template
+    (base_policy / "tokenizer").mkdir(parents=True)
+    shutil.copyfile(os.path.join(tok_dir, "tokenizer.json"),
+                    base_policy / "tokenizer" / "tokenizer.json")
+
+    def config(value, policy):
+        c = _hh_config(root, tok_dir, value)
+        c.policy = ml_collections.ConfigDict({"workdir": str(policy) if policy else ""})
+        return c
+
+    assert align_common.chat_template_dir(config("auto", chat_policy)) == str(
+        chat_policy / "tokenizer")
+    for value, policy in [("auto", plain_policy), ("auto", base_policy), ("auto", None),
+                          ("none", chat_policy), ("", chat_policy), ("NONE", chat_policy)]:
+        assert align_common.chat_template_dir(config(value, policy)) == "", (value, policy)
+    assert align_common.chat_template_dir(config(tok_dir, plain_policy)) == tok_dir
+    absent = _hh_config(root, tok_dir)
+    del absent.data["chat_template"]
+    absent.policy = ml_collections.ConfigDict({"workdir": str(chat_policy)})
+    assert align_common.chat_template_dir(absent) == str(chat_policy / "tokenizer")
+
+    tok, auto_table, texts = align_common.tokenizer_and_prompts(
+        config("auto", chat_policy), str(tmp_path / "a"), "test")
+    _, none_table, _ = align_common.tokenizer_and_prompts(
+        config("none", chat_policy), str(tmp_path / "b"), "test")
+    rendered = ct.render_prompts(ct.load_chat_template(tok_dir), texts,
+                                 strip_bos=tok.bos_id is not None)
+    assert np.array_equal(auto_table.arrays["prompt"],
+                          pipeline.tokenize_prompts(rendered, tok, 256).arrays["prompt"])
+    assert np.array_equal(none_table.arrays["prompt"],
+                          pipeline.tokenize_prompts(texts, tok, 256).arrays["prompt"])
+
+    from lsc import config as config_lib
+    rules = {"data.chat_template": config_lib.RULES["data.chat_template"]}
+    for value in ("auto", "none", ""):
+        config_lib.validate(config(value, chat_policy), rules)
