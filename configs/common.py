@@ -128,6 +128,9 @@ def rewards(variant: str, num_samples: int, refusal: str = synthetic.REFUSAL
         raise ValueError(f"unknown variant {variant!r}; choose one of {RLHF_VARIANTS}")
     out = ml_collections.ConfigDict()
     out.weights = ()
+    # Base-policy samples of the quantile references (a base_samples.npz of the reference
+    # predictors, lsc.train.reference_predictor); empty: drawn from pi0 before RL.
+    out.reference_samples = ""
     out.properties = ml_collections.ConfigDict()
     lsc = variant.endswith("lsc") or variant.endswith("lsc_sum")
     out.method = "lsc_sum" if lsc else "raw"

@@ -122,6 +122,7 @@ RULES: Dict[str, Rule] = {
     # Alignment jobs (lsc.align).
     "rewards.properties.*.rm_workdir": _optional_path,
     "rewards.properties.*.reference.predictor_workdir": _optional_path,
+    "rewards.reference_samples": _optional_path,
     "policy.workdir": _optional_path,
     **prefixed("rl", rlhf.RL_RULES),
     **prefixed("rl.policy_optim", optim.RULES),

@@ -2,7 +2,8 @@
 
 The status of every stage is kept in ``<workdir>/stages.json`` (written atomically) once the stage
 has returned, so a run killed inside a stage reruns that stage (whose jobs resume from their own
-checkpoints) and skips the ones before it.
+checkpoints) and skips the ones before it. The job's progress (one bar on a terminal, log lines
+otherwise) is :mod:`lsc.progress`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import ml_collections
-from absl import logging
 
-from lsc import runtime
+from lsc import progress, runtime
 
 # run(config, stage_dir, results_of_earlier_stages) -> JSON-serialisable result dict
 StageFn = Callable[[ml_collections.ConfigDict, str, Dict[str, Any]], Dict[str, Any]]
@@ -26,9 +26,13 @@ STATUS_FILE = "stages.json"
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
+    """One stage; ``weight`` is its expected seconds for the job's progress (None: the default
+    of :mod:`lsc.progress`)."""
+
     name: str
     description: str
     run: StageFn
+    weight: Optional[float] = None
 
 
 def load_status(workdir: str) -> Dict[str, Any]:
@@ -42,29 +46,31 @@ def load_status(workdir: str) -> Dict[str, Any]:
 def run_stages(
     stages: Sequence[Stage], config: ml_collections.ConfigDict, workdir: str
 ) -> Dict[str, Any]:
-    """Runs ``stages`` in order; returns ``{"completed": [...], "results": {...}}``: the names of
-    the stages done (now or in an earlier run) and each stage's result."""
+    """Runs ``stages`` in order, reporting to a :class:`lsc.progress.JobProgress`; returns
+    ``{"completed": [...], "results": {...}}``: the names of the stages done (now or in an
+    earlier run) and each stage's result."""
     status = load_status(workdir)
     results: Dict[str, Any] = {}
     completed: List[str] = []
-    n = len(stages)
-    for i, stage in enumerate(stages, start=1):
-        prefix = f"[{i}/{n}] {stage.name}"
-        entry = status.get(stage.name, {})
-        if entry.get("status") == "done":
-            logging.info("%s: done in an earlier run, skipped", prefix)
-            results[stage.name] = entry.get("result", {})
+    job = progress.JobProgress([stage.name for stage in stages],
+                               [stage.weight for stage in stages])
+    with job:
+        for stage in stages:
+            entry = status.get(stage.name, {})
+            if entry.get("status") == "done":
+                job.skip(stage.name)
+                results[stage.name] = entry.get("result", {})
+                completed.append(stage.name)
+                continue
+            job.start(stage.name, stage.description)
+            stage_dir = os.path.join(workdir, stage.name)
+            os.makedirs(stage_dir, exist_ok=True)
+            start = time.perf_counter()
+            result = stage.run(config, stage_dir, dict(results))
+            seconds = time.perf_counter() - start
+            status[stage.name] = {"status": "done", "seconds": round(seconds, 3), "result": result}
+            runtime.write_json_atomic(os.path.join(workdir, STATUS_FILE), status)
+            results[stage.name] = result
             completed.append(stage.name)
-            continue
-        logging.info("%s: %s ...", prefix, stage.description)
-        stage_dir = os.path.join(workdir, stage.name)
-        os.makedirs(stage_dir, exist_ok=True)
-        start = time.perf_counter()
-        result = stage.run(config, stage_dir, dict(results))
-        seconds = time.perf_counter() - start
-        status[stage.name] = {"status": "done", "seconds": round(seconds, 3), "result": result}
-        runtime.write_json_atomic(os.path.join(workdir, STATUS_FILE), status)
-        results[stage.name] = result
-        completed.append(stage.name)
-        logging.info("%s: done in %.1fs", prefix, seconds)
+            job.finish(stage.name, seconds)
     return {"completed": completed, "results": results}

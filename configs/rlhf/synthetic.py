@@ -74,6 +74,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     rl = ml_collections.ConfigDict()
     rl.algorithm = "ppo"  # or "rloo"
+    rl.seed = (0,)  # prompt order, sampling keys, value head (not the world); one run per seed
     rl.num_steps = 200
     rl.batch_size = 16
     rl.num_samples = 1  # samples per prompt (rloo: >= 2)
@@ -88,6 +89,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     rl.discount = 1.0
     rl.whiten_advantages = True
     rl.reference_cache = True
+    rl.reference_bank = True  # every prompt's reference computed once before RL
     rl.time_phases = True
     rl.log_every = 10
     rl.save_every = 50

@@ -112,6 +112,7 @@ def estimate_reference(
     predictor_graphdefs: Sequence[Optional[nnx.GraphDef]] = (),
     predictor_states: Sequence[Any] = (),
     predictor_fns: Sequence[Optional[PredictorFn]] = (),
+    samples: Optional[Array] = None,
 ) -> ReferenceOutput:
     """Reference rewards of every property for ``prompts int32[B, P]`` (pure; jit it).
 
@@ -128,6 +129,9 @@ def estimate_reference(
       predictor_graphdefs, predictor_states: per property, a reference-predictor model (or None).
       predictor_fns: per property, a traceable ``prompts -> float32[B]`` (or None); used when no
         predictor model is given for that property.
+      samples: ``int32[B, K', R]`` base-policy samples drawn beforehand (``K' >= K``; the first
+        ``K`` are used) instead of sampling ``pi0`` here (``key`` is then unused), e.g. the
+        shared draw of :mod:`lsc.align.reference_bank`.
 
     Returns:
       :class:`ReferenceOutput`.
@@ -138,13 +142,19 @@ def estimate_reference(
         raise ValueError(f"need one reward model per property ({m}), got {len(rm_graphdefs)}")
     k = quantile_samples(spec)
     sources = [r.source for r in spec.references]
-    if k:
+    if k and samples is not None:
+        if samples.ndim != 3 or samples.shape[0] != b or samples.shape[1] < k:
+            raise ValueError(f"samples of shape {tuple(samples.shape)} do not give {k} samples "
+                             f"for each of {b} prompts")
+        tokens = jnp.asarray(samples[:, :k], jnp.int32)
+    elif k:
         if pi0_graphdef is None:
             raise ValueError("the quantile reference source needs the base policy pi0")
         out = sampling.sample(pi0_graphdef, pi0_state, prompts, key,
                               max_new_tokens=int(max_new_tokens), num_samples=k,
                               temperature=float(temperature))
         tokens = out.tokens
+    if k:
         scores = score_samples(rm_graphdefs, rm_states, prompts, tokens,
                                which=[s == "quantile" for s in sources])
     else:

@@ -63,10 +63,12 @@ from absl import logging
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lsc import progress as progress_lib
 from lsc import runtime, schema
 from lsc.align import common
 from lsc.align import losses
 from lsc.align import reference as reference_lib
+from lsc.align import reference_bank
 from lsc.align import utility as utility_lib
 from lsc.data import pipeline
 from lsc.models import decoder as decoder_lib
@@ -102,6 +104,7 @@ RL_RULES = {
     "keep_checkpoints": schema.number_in(1, integer=True),
     "gold_eval_prompts": schema.number_in(0, integer=True),
     "snapshot_every": schema.number_in(0, integer=True),
+    "seed": schema.number_in(0, 2**31 - 1, integer=True),
 }
 
 
@@ -129,6 +132,15 @@ class RLConfig:
       progress: tqdm progress bar.
       snapshot_every: every this many steps export the policy to
         ``<workdir>/snapshots/<step>/model`` (kept; for curves along training); 0: never.
+      reference_bank: compute every prompt's reference once before the first run
+        (:mod:`lsc.align.reference_bank`) and only look references up in the loop; False:
+        estimate them inside the loop, through the cache when ``reference_cache``.
+
+    ``config.rl.seed`` (read by :func:`run`, not a field here) seeds the RL randomness only --
+    prompt order, sampling keys, the value head's initialisation -- separately from
+    ``config.seed`` (the world, the reward models, the base policy); a tuple runs one training per
+    seed. Two runs with the same ``rl.seed`` see the same prompt order and sampling keys whatever
+    their utility (common random numbers).
     """
 
     num_steps: int
@@ -152,6 +164,7 @@ class RLConfig:
     keep_checkpoints: int = 2
     progress: bool = True
     snapshot_every: int = 0
+    reference_bank: bool = True
 
     def __post_init__(self):
         if isinstance(self.kl_coef, (tuple, list)):
@@ -169,7 +182,7 @@ class RLConfig:
     def from_mapping(cls, mapping: Mapping[str, Any], **overrides) -> "RLConfig":
         """From ``config.rl`` minus the optimiser sections; unknown fields are errors."""
         return schema.from_mapping(cls, mapping, unknown="rl: unknown fields", overrides=overrides,
-                                   drop=("policy_optim", "value_optim", "gold_eval_prompts"))
+                                   drop=("policy_optim", "value_optim", "gold_eval_prompts", "seed"))
 
     @property
     def updates_per_step(self) -> int:
@@ -250,13 +263,17 @@ class RLTrainer:
       response_len: ``R``, the response budget of every sample.
       fixed_tokens: ``int32[m, R0]`` fixed responses (:func:`reference.fixed_response_tokens`).
       seed: the run's seed (RNG of sampling and mini-batch shuffling).
+      reference_lookup_only: the state's reference table is complete (a bank): the rollout looks
+        references up and never estimates one.
     """
 
     def __init__(self, spec: utility_lib.UtilitySpec, cfg: RLConfig, models: Models,
                  tx_policy: optax.GradientTransformation, tx_value: optax.GradientTransformation,
                  mesh: Mesh, rules, *, num_prompts: int, response_len: int,
-                 fixed_tokens: Optional[np.ndarray] = None, seed: int = 0):
+                 fixed_tokens: Optional[np.ndarray] = None, seed: int = 0,
+                 reference_lookup_only: bool = False):
         self.spec, self.cfg, self.mesh, self.rules = spec, cfg, mesh, rules
+        self.reference_lookup_only = bool(reference_lookup_only)
         self.response_len = int(response_len)
         self.tx_policy, self.tx_value = tx_policy, tx_value
         self.traces = {"rollout": 0, "update": 0, "reference": 0, "sample": 0, "score": 0}
@@ -355,6 +372,9 @@ class RLTrainer:
         m = self.spec.num_properties
         if not self.spec.uses_reference:
             return (jnp.zeros((b, m), jnp.float32), state.ref_table, state.ref_filled,
+                    jnp.zeros((), jnp.int32))
+        if self.reference_lookup_only:  # a complete bank: nothing is estimated in the loop
+            return (state.ref_table[batch["slot"]], state.ref_table, state.ref_filled,
                     jnp.zeros((), jnp.int32))
 
         def estimate(p, key):
@@ -649,10 +669,11 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
       response_len: ``R``.
       policy_optim, value_optim: :mod:`lsc.train.optim` fields of the two optimisers (their
         schedules count optimiser updates: ``rl_config.updates_per_step`` per RL step).
-      mesh, rules: device mesh and logical-axis rules; seed: the run's seed.
+      mesh, rules: device mesh and logical-axis rules; seed: the run's seed (``rl.seed``).
       fixed_tokens: ``int32[m, R0]`` fixed responses of fixed_response references.
       reference: the reference cache a fresh run starts from (:meth:`RLTrainer.init_state`);
-        ignored when resuming (the checkpoint holds the cache).
+        ignored when resuming (the checkpoint holds the cache). A complete one (every prompt
+        filled, e.g. :mod:`lsc.align.reference_bank`) is only looked up.
 
     Returns:
       :class:`RLResult`.
@@ -663,8 +684,10 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
     tx_p = optim.make_optimizer(policy_optim, total_updates)
     tx_v = optim.make_optimizer(value_optim, total_updates)
     slots = reference_lib.PromptSlots(prompts.arrays["prompt_id"])
+    complete = reference is not None and bool(np.all(np.asarray(reference[1])))
     trainer = RLTrainer(spec, cfg, models, tx_p, tx_v, mesh, rules, num_prompts=len(slots),
-                        response_len=response_len, fixed_tokens=fixed_tokens, seed=seed)
+                        response_len=response_len, fixed_tokens=fixed_tokens, seed=seed,
+                        reference_lookup_only=complete)
     data = _SlotBatches(train_common.train_iterator(prompts, cfg.batch_size, seed), slots)
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                        keep=cfg.keep_checkpoints)
@@ -700,7 +723,8 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
     from tqdm.auto import tqdm
 
     bar = tqdm(total=cfg.num_steps, initial=start, unit="step", dynamic_ncols=True,
-               file=sys.stderr, disable=not (cfg.progress and is_chief), desc="rlhf")
+               file=sys.stderr, disable=not (cfg.progress and is_chief), desc="rlhf",
+               **progress_lib.inner_bar_kwargs())
     try:
         with runtime.Preemption() as preemption:
             stop = distributed.any_process(preemption.requested)
@@ -822,16 +846,64 @@ def kl_coefs(config: ml_collections.ConfigDict) -> list:
     return [float(x) for x in v] if isinstance(v, (tuple, list)) else [float(v)]
 
 
+def rl_seeds(config: ml_collections.ConfigDict) -> list:
+    """``config.rl.seed`` as a list (a tuple runs one training per seed; absent: ``[config.seed]``,
+    the behaviour of configs written before ``rl.seed`` existed)."""
+    v = config.rl.get("seed", None)
+    if v is None:
+        v = config.get("seed", 0)
+    return [int(x) for x in v] if isinstance(v, (tuple, list)) else [int(v)]
+
+
 def gamma_workdir(workdir: str, gamma: float, gammas: Sequence[float]) -> str:
     """The directory of the run with ``kl_coef = gamma`` of the sweep ``gammas``: ``workdir``
     itself for a single value, else ``<workdir>/kl_<gamma>``."""
     return workdir if len(gammas) == 1 else os.path.join(workdir, f"kl_{gamma:g}")
 
 
+def run_workdir(workdir: str, seed: int, gamma: float, seeds: Sequence[int],
+                gammas: Sequence[float]) -> str:
+    """The directory of the run (``rl.seed = seed``, ``kl_coef = gamma``) of a job sweeping
+    ``seeds`` x ``gammas``: ``<workdir>[/seed_<seed>][/kl_<gamma>]``, each level only when that
+    sweep has several values."""
+    base = workdir if len(seeds) == 1 else os.path.join(workdir, f"seed_{int(seed)}")
+    return gamma_workdir(base, gamma, gammas)
+
+
+def reference_table(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,
+                    models: Models, prompts: np.ndarray, fixed: np.ndarray
+                    ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The reference bank of a job (:mod:`lsc.align.reference_bank`): ``(float32[N, m],
+    bool[N])`` for :func:`train_rlhf`'s ``reference``, or None when the utility uses no
+    reference or ``rl.reference_bank`` is off. Quantile sources read
+    ``config.rewards.reference_samples`` when set, else draw from ``pi0`` with a key of
+    ``config.seed`` (not ``rl.seed``: every run of the job sees the same references)."""
+    if not spec.uses_reference or not bool(config.rl.get("reference_bank", True)):
+        return None
+    r_len = int(config.data.response_len)
+    temperature = float(config.rl.get("temperature", 1.0))
+    path = config.rewards.get("reference_samples", "") or ""
+    k = reference_lib.quantile_samples(spec)
+    samples = (reference_bank.read_samples(path, prompts, num_samples=k, response_len=r_len,
+                                           temperature=temperature) if path and k else None)
+    start = time.perf_counter()
+    table = reference_bank.compute(
+        spec, models.pi0, models.reward_models, prompts, response_len=r_len,
+        temperature=temperature, key=jax.random.fold_in(jax.random.key(int(config.seed)), 11),
+        samples=samples, fixed_tokens=fixed, predictors=models.predictors,
+        predictor_fns=models.predictor_fns)
+    logging.info("reference bank: %d prompts x %d properties in %.1fs (%s); mean %s",
+                 table.shape[0], table.shape[1], time.perf_counter() - start,
+                 f"samples of {path}" if samples is not None else "estimated here",
+                 np.round(table.mean(axis=0), 4).tolist())
+    return table, np.ones((table.shape[0],), bool)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
-    """The ``rlhf`` job: one run per ``rl.kl_coef`` (a tuple sweeps ``gamma``; each run in
-    ``<workdir>/kl_<gamma>``, a single value in ``workdir`` itself). Exit code 0, 1 (non-finite
-    loss) or :data:`lsc.train.loop.PREEMPTED_EXIT_CODE`."""
+    """The ``rlhf`` job: one run per ``rl.seed`` x ``rl.kl_coef`` (tuples sweep; each run in
+    :func:`run_workdir`). Every prompt's reference is computed once before the first run
+    (:func:`reference_table`). Exit code 0, 1 (non-finite loss) or
+    :data:`lsc.train.loop.PREEMPTED_EXIT_CODE`."""
     spec = utility_lib.spec_from_config(config.rewards)
     tok, table, _ = common.tokenizer_and_prompts(config, workdir, "train")
     r_len = int(config.data.response_len)
@@ -840,39 +912,45 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
                     predictors=common.load_predictors(spec, tok.vocab_size))
     fixed = reference_lib.fixed_response_tokens(spec, tok, r_len)
     mesh, rules = train_common.make_mesh(config)
-    gammas = kl_coefs(config)
+    gammas, seeds = kl_coefs(config), rl_seeds(config)
     results = {}
-    # The runs of a sweep share the prompts, pi0 and reward models, hence the references: each
-    # starts from the previous run's cache, so every prompt's reference is estimated once.
-    reference = None
-    for gamma in gammas:
-        run_dir = gamma_workdir(workdir, gamma, gammas)
-        cfg = RLConfig.from_mapping(config.rl, kl_coef=gamma)
-        try:
-            res = train_rlhf(workdir=run_dir, spec=spec, rl_config=cfg, models=models,
-                             prompts=table, response_len=r_len,
-                             policy_optim=config.rl.get("policy_optim"),
-                             value_optim=config.rl.get("value_optim"), mesh=mesh, rules=rules,
-                             seed=int(config.seed), fixed_tokens=fixed, reference=reference)
-        except train_loop.NonFiniteLossError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        if res.preempted:
-            return train_loop.PREEMPTED_EXIT_CODE
-        reference = jax.device_get((res.state.ref_table, res.state.ref_filled))
-        results[f"{gamma:g}"] = dict(res.summary["train"])
-        if config.data.source == "synthetic" and int(config.rl.get("gold_eval_prompts", 0)):
-            _, test_table, test_texts = common.tokenizer_and_prompts(config, workdir, "test")
-            n = min(int(config.rl.gold_eval_prompts), len(test_texts))
-            gold = gold_evaluation(res.trainer.policy_model(res.state), models.pi0, tok,
-                                   test_table.arrays["prompt"][:n], test_texts[:n],
-                                   spec.properties, response_len=r_len,
-                                   seed=int(config.seed) + 1)
-            if jax.process_index() == 0:
-                runtime.write_json_atomic(os.path.join(run_dir, "gold.json"), gold)
-            results[f"{gamma:g}"]["gold"] = {k: v for k, v in gold.items() if k != "examples"}
-            logging.info("gold evaluation (gamma %g): %s", gamma, results[f"{gamma:g}"]["gold"])
+    reference = reference_table(config, spec, models, table.arrays["prompt"], fixed)
+    for seed in seeds:
+        # Without a bank the gamma runs of a seed share their cache: each starts from the
+        # previous run's, so every prompt's reference is estimated once per seed.
+        cache = reference
+        for gamma in gammas:
+            run_dir = run_workdir(workdir, seed, gamma, seeds, gammas)
+            key = f"{gamma:g}" if len(seeds) == 1 else f"{seed}/{gamma:g}"
+            cfg = RLConfig.from_mapping(config.rl, kl_coef=gamma)
+            try:
+                res = train_rlhf(workdir=run_dir, spec=spec, rl_config=cfg, models=models,
+                                 prompts=table, response_len=r_len,
+                                 policy_optim=config.rl.get("policy_optim"),
+                                 value_optim=config.rl.get("value_optim"), mesh=mesh,
+                                 rules=rules, seed=seed, fixed_tokens=fixed, reference=cache)
+            except train_loop.NonFiniteLossError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+            if res.preempted:
+                return train_loop.PREEMPTED_EXIT_CODE
+            if reference is None:
+                cache = jax.device_get((res.state.ref_table, res.state.ref_filled))
+            results[key] = dict(res.summary["train"])
+            if config.data.source == "synthetic" and int(config.rl.get("gold_eval_prompts", 0)):
+                _, test_table, test_texts = common.tokenizer_and_prompts(config, workdir, "test")
+                n = min(int(config.rl.gold_eval_prompts), len(test_texts))
+                gold = gold_evaluation(res.trainer.policy_model(res.state), models.pi0, tok,
+                                       test_table.arrays["prompt"][:n], test_texts[:n],
+                                       spec.properties, response_len=r_len,
+                                       seed=int(config.seed) + 1)
+                if jax.process_index() == 0:
+                    runtime.write_json_atomic(os.path.join(run_dir, "gold.json"), gold)
+                results[key]["gold"] = {k: v for k, v in gold.items() if k != "examples"}
+                logging.info("gold evaluation (seed %d, gamma %g): %s", seed, gamma,
+                             results[key]["gold"])
     if jax.process_index() == 0:
+        single = len(gammas) == 1 and len(seeds) == 1
         runtime.write_json_atomic(
-            os.path.join(workdir, "sweep.json" if len(gammas) > 1 else "results.json"), results)
+            os.path.join(workdir, "results.json" if single else "sweep.json"), results)
     return 0

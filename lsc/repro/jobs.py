@@ -15,7 +15,8 @@ Every job writes its ``config.json`` and links the reproduction's world into its
 (:func:`prepare`); a job that returns a non-zero exit code (preempted, failed) stops the stage
 with :class:`JobStopped` after the jobs already started have finished, and the next run resumes
 every unfinished job from its checkpoints. Results are the same either way (same seeds, same
-data), up to XLA's last-bit differences between thread counts.
+data), up to XLA's last-bit differences between thread counts. Each job is reported to the job's
+progress (:func:`lsc.progress.current`): ``run i of n`` as it starts, or as each worker finishes.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import ml_collections
 from absl import logging
 
 from lsc import config as config_lib
-from lsc import runtime
+from lsc import progress, runtime
 
 
 class JobStopped(RuntimeError):
@@ -54,6 +55,11 @@ class Job:
     @property
     def name(self) -> str:
         return f"{self.config.job} in {self.workdir}"
+
+    @property
+    def label(self) -> str:
+        """The short name shown in the job's progress: the workdir's last component."""
+        return os.path.basename(os.path.normpath(self.workdir))
 
 
 def prepare(job: Job, world_dir: str) -> None:
@@ -93,7 +99,8 @@ def run_jobs(jobs: Sequence[Job], world_dir: str, workers: int = 1,
     for job in jobs:
         prepare(job, world_dir)
     if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
+        for i, job in enumerate(jobs, start=1):
+            progress.current().run(i, len(jobs), job.label)
             code = job.run(job.config, job.workdir)
             if code != 0:
                 raise JobStopped(job.name, code)
@@ -108,10 +115,11 @@ def run_jobs(jobs: Sequence[Job], world_dir: str, workers: int = 1,
         futures = {pool.submit(_in_worker, job.run.__module__, job.run.__name__,
                                job.config.to_dict(), job.workdir, cache_dir,
                                int(threads_per_worker)): job for job in jobs}
-        for future in concurrent.futures.as_completed(futures):
+        for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
             job = futures[future]
             code = future.result()
             logging.info("%s: exit code %d", job.name, code)
+            progress.current().run(done, len(jobs), job.label, finished=True)
             if code != 0:
                 failures.append((job, code))
     if failures:

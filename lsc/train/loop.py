@@ -17,12 +17,12 @@ A job supplies a model constructor, a loss and data; the loop owns everything el
   gradient flows back to the float32 master weights).
 * **Loop.** :func:`train` resumes from the newest checkpoint in ``<workdir>/checkpoints`` (state,
   data-iterator position and metrics history), runs to ``num_steps``, logs to TensorBoard
-  (``<workdir>/tensorboard``) and a tqdm progress bar (rate, ETA), evaluates every
-  ``eval_every`` steps and at the end, checkpoints every ``save_every`` steps and at the end,
-  and writes ``<workdir>/summary.json`` and the final model (``<workdir>/model``,
-  :func:`lsc.train.checkpoint.load_model`). Everything in ``summary.json`` is a function of the
-  seed and config (no timings), so a killed-and-resumed run writes the same file as an
-  uninterrupted one.
+  (``<workdir>/tensorboard``) and a tqdm progress bar (rate, ETA; beneath the job's bar when
+  there is one, :mod:`lsc.progress`), evaluates every ``eval_every`` steps and at the end,
+  checkpoints every ``save_every`` steps and at the end, and writes ``<workdir>/summary.json``
+  and the final model (``<workdir>/model``, :func:`lsc.train.checkpoint.load_model`). Everything
+  in ``summary.json`` is a function of the seed and config (no timings), so a killed-and-resumed
+  run writes the same file as an uninterrupted one.
 * **Preemption.** SIGTERM sets a flag; after the step in progress the loop writes a checkpoint and
   :func:`train` returns with ``preempted=True`` (jobs then exit with :data:`PREEMPTED_EXIT_CODE`).
   With several processes, a SIGTERM to any of them stops all after the same step.
@@ -56,6 +56,7 @@ from absl import logging
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lsc import progress as progress_lib
 from lsc import runtime, schema
 from lsc.parallel import distributed, partitioning
 from lsc.train import checkpoint as checkpoint_lib
@@ -515,7 +516,8 @@ def train(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=cfg.num_steps, initial=start, unit="step", dynamic_ncols=True,
-               file=sys.stderr, disable=not (cfg.progress and is_chief), desc="train")
+               file=sys.stderr, disable=not (cfg.progress and is_chief), desc="train",
+               **progress_lib.inner_bar_kwargs())
     t0 = time.perf_counter()
     try:
         with runtime.Preemption() as preemption:
