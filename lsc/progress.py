@@ -4,9 +4,9 @@
 reaches it through :func:`current` (a no-op object when no job is active), e.g.
 :func:`lsc.repro.jobs.run_jobs` reports ``current().run(i, n, name)`` for each of a stage's jobs.
 
-* **Weights.** Each stage has a weight, its expected seconds: the stage's own ``weight``, else
-  :data:`STAGE_SECONDS` (the reproduction's measured stage times), else the mean of the known
-  weights (all unknown: equal weights). Inside a stage that reports runs, ``done / n`` of its
+* **Weights.** Each stage has a weight, its expected seconds: the stage's own ``weight`` (the
+  reproduction's stages carry their measured times, :data:`lsc.repro.pipeline.STAGES`), else the
+  mean of the known weights (all unknown: equal weights). Inside a stage that reports runs, ``done / n`` of its
   weight counts as done.
 * **Fraction and ETA.** The fraction done is the weight of the finished stages (stages skipped
   because done in an earlier run included) over the total. The ETA extrapolates the work done in
@@ -33,11 +33,6 @@ ENV = "LSC_PROGRESS"  # '0': no bar, '1': a bar even when stderr is not a termin
 _INNER_ENV = "LSC_PROGRESS_INNER"  # set while a job bar is drawn: runs draw beneath it
 REFRESH_SECONDS = 1.0
 
-# Expected seconds per stage of the reproduction (README: stage times, seed 0).
-STAGE_SECONDS: Dict[str, float] = {
-    "world": 9, "reward_models": 243, "sft": 38, "reference_predictor": 97,
-    "base_samples": 167, "exact": 12, "rlhf": 200, "evaluate": 100, "report": 6,
-}
 
 
 def format_seconds(seconds: Optional[float]) -> str:
@@ -62,10 +57,10 @@ def bar_wanted(stream: TextIO) -> bool:
 
 def stage_weights(names: Sequence[str],
                   weights: Optional[Sequence[Optional[float]]] = None) -> list:
-    """Each stage's weight (module docstring): given, else :data:`STAGE_SECONDS`, else the mean
-    of the known ones (1.0 when none is known)."""
+    """Each stage's weight (module docstring): given, else the mean of the known ones (1.0 when
+    none is known)."""
     given = list(weights) if weights is not None else [None] * len(names)
-    known = [w if w is not None else STAGE_SECONDS.get(n) for n, w in zip(names, given)]
+    known = list(given)
     positive = [float(w) for w in known if w is not None and w > 0]
     fill = sum(positive) / len(positive) if positive else 1.0
     return [float(w) if w is not None and w > 0 else fill for w in known]

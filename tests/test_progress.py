@@ -60,11 +60,13 @@ def test_format_seconds():
         "?", "4s", "5m02s", "1h03m20s"]
 
 
-def test_stage_weights_given_then_defaults_then_the_mean_of_the_known():
-    assert progress.stage_weights(["world", "sft"]) == [9.0, 38.0]
-    assert progress.stage_weights(["world", "x"], [None, 5.0]) == [9.0, 5.0]
-    assert progress.stage_weights(["world", "x", "sft"]) == [9.0, 23.5, 38.0]
+def test_stage_weights_given_then_the_mean_of_the_known():
+    assert progress.stage_weights(["world", "sft"], [9, 38]) == [9.0, 38.0]
+    assert progress.stage_weights(["world", "x"], [None, 5.0]) == [5.0, 5.0]
+    assert progress.stage_weights(["world", "x", "sft"], [9, None, 38]) == [9.0, 23.5, 38.0]
     assert progress.stage_weights(["x", "y", "z"]) == [1.0, 1.0, 1.0]
+    from lsc.repro import pipeline
+    assert all(s.weight > 0 for s in pipeline.STAGES)
 
 
 def test_eta_is_elapsed_over_fraction_minus_elapsed(no_bar):

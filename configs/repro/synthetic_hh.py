@@ -23,10 +23,11 @@ Sections (see ``lsc/repro/`` for how each stage reads them):
   and the k values, the primary statistics' grids, the decision rule's ``delta``, the bootstrap;
   ``world.pair_replicates`` is the number of proxy reward models per property (independent pair
   draws and initialisations), each scoring the same banks;
-* ``rl`` -- PPO settings shared by every RLHF run, ``kl_coef`` the gamma sweep (the RL arm: one
-  seed, shown beside the exact arm, not part of the decision);
-* ``rlhf`` -- ``runs.<name>.rewards``: the utility of each RLHF run (the paper's raw vs LSC for
-  helpfulness, raw sum vs LSC sum for both properties);
+* ``rl`` -- PPO settings shared by every RLHF run; ``seed``: the RL seeds (each method runs once
+  per seed, separately from the world's ``seed``); ``snapshot_every``: the trajectory's points;
+* ``rlhf`` -- ``runs.<name>.rewards`` and ``runs.<name>.kl_coef``: the utility and gamma of each
+  RLHF method (the paper's raw vs LSC for helpfulness, raw sum vs LSC sum for both properties);
+* ``rl_arm`` -- the RL claims' KL grid (:mod:`lsc.repro.rl_arm`);
 * ``evaluate`` -- evaluation prompts, bootstrap, seeds of the judging samples.
 """
 
@@ -127,29 +128,54 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.exact.bootstrap_resamples = 200 if tiny else 2000
     config.exact.rematch_resamples = 10 if tiny else 50  # gamma re-solved in each resample
 
-    # RLHF: PPO shared by every run (configs/rlhf/synthetic.py fields), one run per entry of
-    # rlhf.runs and per gamma of rl.kl_coef.
+    # RLHF (the RL arm, issue "decisive reproduction, part 2"): PPO shared by every run
+    # (configs/rlhf/synthetic.py fields), one run per entry of rlhf.runs and per RL seed. The
+    # seeds (rl.seed) are separate from the world seed; for a given seed every method sees the
+    # same prompt order and sampling keys (common random numbers). One gamma per method, chosen
+    # so that its trajectory reaches the high-KL regime by the last step; a snapshot every
+    # rl.snapshot_every steps is judged on the evaluation prompts against the exact arm's base
+    # opponents.
     rl = ml_collections.ConfigDict(rlhf_synthetic.get_config("helpful_raw").rl.to_dict())
-    rl.kl_coef = (0.3, 0.1, 0.03, 0.01) if large else (0.1, 0.03) if tiny else (0.1, 0.01)
-    rl.num_steps = 400 if large else 6 if tiny else 200
+    rl.seed = (0, 1, 2, 3, 4) if large else (0, 1) if tiny else (0, 1, 2)
+    rl.num_steps = 200 if large else 6 if tiny else 100
     rl.batch_size = 16 if not tiny else 8
+    # One PPO pass of two epochs over the whole rollout (no mini-batches), and a policy learning
+    # rate twice the standalone config's: trajectories reach the high-KL regime in 100 steps.
+    rl.num_minibatches = 1
+    rl.policy_optim.learning_rate = 2e-4
+    rl.value_optim.learning_rate = 2e-3
+    rl.time_phases = False
     rl.gold_eval_prompts = 0  # the evaluate stage judges every run
     rl.progress = False
-    rl.snapshot_every = 100 if large else 3 if tiny else 50  # policies for the hacking curves
+    rl.snapshot_every = 40 if large else 3 if tiny else 25  # the trajectory's points
     rl.save_every = rl.snapshot_every
     config.rl = rl
 
     config.rlhf = ml_collections.ConfigDict()
     config.rlhf.mesh = common.mesh()
     config.rlhf.runs = ml_collections.ConfigDict()
-    num_ref = 32 if large else 4 if tiny else 16
-    # The RL arm (one seed; the exact arm decides the claims): raw vs LSC for helpfulness, and
-    # with :large (and :tiny, to exercise them) raw sum vs LSC sum for both properties.
-    variants = common.RLHF_VARIANTS if (large or tiny) else ("helpful_raw", "helpful_lsc")
-    for variant in variants:  # of helpful_raw, helpful_lsc, hh_raw_sum, hh_lsc_sum
+    # The references of the LSC runs: quantiles of the reference predictors' shared draw of
+    # base-policy samples on the alignment prompts (reference_predictor.reference.num_samples
+    # per prompt), computed once per run before RL; the harmless reference is the refusal's.
+    num_ref = int(pred.reference.num_samples)
+    # gamma per method: the LSC utility is bounded above and its policy moves less per step at
+    # the same gamma (seed-0 runs of the previous RL arm: KL 4.8 for LSC vs 7.7 for raw at 0.01
+    # after 200 steps), hence a smaller gamma for LSC (pilot runs on the seed-0 world, judged on
+    # the training KL only: 6.2 nats for raw at 0.01 and 6.4 for LSC at 0.003 after 200 steps
+    # at the standalone learning rate).
+    gammas = {"helpful_raw": 0.01, "helpful_lsc": 0.003, "hh_raw_sum": 0.01, "hh_lsc_sum": 0.003}
+    for variant in common.RLHF_VARIANTS:  # helpful_raw, helpful_lsc, hh_raw_sum, hh_lsc_sum
         run = ml_collections.ConfigDict()
         run.rewards = common.rewards(variant, num_samples=num_ref)
+        run.kl_coef = gammas[variant]
         config.rlhf.runs[variant] = run
+
+    # The RL arm's decision (lsc.repro.rl_arm), fixed before any result: seed-paired differences
+    # at matched KL, averaged over the points of kl_grid that every trajectory of both methods
+    # reaches (interpolated per trajectory at its first crossing); each seed's interval by the
+    # bootstrap over prompts; the exact arm's rule over seeds with exact.delta.
+    config.rl_arm = ml_collections.ConfigDict()
+    config.rl_arm.kl_grid = (0.5, 1.0, 1.5, 2.0) if tiny else (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 
     config.evaluate = ml_collections.ConfigDict()
     config.evaluate.num_prompts = 0  # 0: every evaluation prompt (world.prompts_test)
@@ -162,5 +188,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # (0: XLA's default). One at a time is as fast on 2 cores (BENCHMARKS.md).
     config.workers = 1
     config.threads_per_worker = 0
+    # The RLHF jobs one at a time (0: config.workers): a step's cost grows with the batch (batch
+    # 48 costs 3.4x batch 16 on 2 cores), so two jobs side by side gain nothing.
+    config.rlhf.workers = 0
     config.parallel = common.parallel()  # multi-process start-up (lsc.parallel.distributed)
     return config

@@ -262,7 +262,7 @@ class RLTrainer:
       num_prompts: ``N`` prompt slots of the reference cache.
       response_len: ``R``, the response budget of every sample.
       fixed_tokens: ``int32[m, R0]`` fixed responses (:func:`reference.fixed_response_tokens`).
-      seed: the run's seed (RNG of sampling and mini-batch shuffling).
+      seed: the value head's initialisation and the default RNG seed of :meth:`init_state`.
       reference_lookup_only: the state's reference table is complete (a bank): the rollout looks
         references up and never estimates one.
     """
@@ -327,14 +327,18 @@ class RLTrainer:
 
     # ------------------------------------------------------------------------------ state
 
-    def init_state(self, reference: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> RLState:
+    def init_state(self, reference: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                   seed: Optional[int] = None) -> RLState:
         """The state of a fresh run (policy = ``pi0``), placed on the mesh.
 
         Args:
           reference: ``(float32[N, m] table, bool[N] filled)`` to start the per-prompt reference
             cache from (the cache of an earlier run on the same prompts, base policy and reward
             models, e.g. the previous ``gamma`` of a sweep); None starts it empty.
+          seed: the run's RNG seed (sampling keys, mini-batch shuffling); None: the trainer's.
+            One trainer (its compiled steps) serves the runs of several seeds.
         """
+        seed = self.seed if seed is None else int(seed)
         policy_params, value_params = self._initial
         m = self.spec.num_properties
         if reference is None:
@@ -348,7 +352,7 @@ class RLTrainer:
                                  f"does not fit {self.num_prompts} prompts x {m} properties")
 
         def make(policy_params, value_params, table, filled):
-            rng = jax.random.key_data(jax.random.fold_in(jax.random.key(self.seed), 2))
+            rng = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 2))
             return RLState(step=jnp.zeros((), jnp.int32), policy=policy_params,
                            policy_opt=self.tx_policy.init(policy_params), value=value_params,
                            value_opt=self.tx_value.init(value_params), rng=rng,
@@ -653,12 +657,30 @@ class _SlotBatches:
         self.it.set_state(s)
 
 
+def make_trainer(spec: utility_lib.UtilitySpec, cfg: RLConfig, models: Models, num_prompts: int,
+                 response_len: int, policy_optim: Mapping | None, value_optim: Mapping | None,
+                 mesh: Mesh, rules=partitioning.DEFAULT_RULES, *, seed: int = 0,
+                 fixed_tokens: Optional[np.ndarray] = None,
+                 reference: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> RLTrainer:
+    """The :class:`RLTrainer` of :func:`train_rlhf` (optimisers scheduled over
+    ``cfg.num_steps * cfg.updates_per_step`` updates; references only looked up when
+    ``reference`` is complete); ``seed`` initialises the value head."""
+    total_updates = cfg.num_steps * cfg.updates_per_step
+    tx_p = optim.make_optimizer(policy_optim, total_updates)
+    tx_v = optim.make_optimizer(value_optim, total_updates)
+    complete = reference is not None and bool(np.all(np.asarray(reference[1])))
+    return RLTrainer(spec, cfg, models, tx_p, tx_v, mesh, rules, num_prompts=num_prompts,
+                     response_len=response_len, fixed_tokens=fixed_tokens, seed=seed,
+                     reference_lookup_only=complete)
+
+
 def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConfig,
                models: Models, prompts: pipeline.TokenizedData, response_len: int,
                policy_optim: Mapping | None, value_optim: Mapping | None, mesh: Mesh,
                rules=partitioning.DEFAULT_RULES, seed: int = 0,
                fixed_tokens: Optional[np.ndarray] = None,
-               reference: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> RLResult:
+               reference: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+               trainer: Optional[RLTrainer] = None) -> RLResult:
     """Runs RLHF to ``rl_config.num_steps`` (resuming from ``<workdir>/checkpoints``).
 
     Args:
@@ -674,24 +696,24 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
       reference: the reference cache a fresh run starts from (:meth:`RLTrainer.init_state`);
         ignored when resuming (the checkpoint holds the cache). A complete one (every prompt
         filled, e.g. :mod:`lsc.align.reference_bank`) is only looked up.
+      trainer: a trainer of an earlier run of the same job (same utility, ``rl_config`` up to
+        ``kl_coef``, models and prompts) to reuse with its compiled steps; None builds one
+        (:func:`make_trainer`).
 
     Returns:
       :class:`RLResult`.
     """
     cfg = rl_config
     os.makedirs(workdir, exist_ok=True)
-    total_updates = cfg.num_steps * cfg.updates_per_step
-    tx_p = optim.make_optimizer(policy_optim, total_updates)
-    tx_v = optim.make_optimizer(value_optim, total_updates)
     slots = reference_lib.PromptSlots(prompts.arrays["prompt_id"])
-    complete = reference is not None and bool(np.all(np.asarray(reference[1])))
-    trainer = RLTrainer(spec, cfg, models, tx_p, tx_v, mesh, rules, num_prompts=len(slots),
-                        response_len=response_len, fixed_tokens=fixed_tokens, seed=seed,
-                        reference_lookup_only=complete)
+    if trainer is None:
+        trainer = make_trainer(spec, cfg, models, len(slots), response_len, policy_optim,
+                               value_optim, mesh, rules, seed=seed, fixed_tokens=fixed_tokens,
+                               reference=reference)
     data = _SlotBatches(train_common.train_iterator(prompts, cfg.batch_size, seed), slots)
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                        keep=cfg.keep_checkpoints)
-    state = trainer.init_state(reference)
+    state = trainer.init_state(reference, seed=seed)
     mstate = metrics_lib.MetricsState()
     latest = ckpt.latest_step()
     start = 0
@@ -915,6 +937,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     gammas, seeds = kl_coefs(config), rl_seeds(config)
     results = {}
     reference = reference_table(config, spec, models, table.arrays["prompt"], fixed)
+    # One trainer (compiled steps) per gamma, shared by the seeds; its value head is initialised
+    # from the world seed, so a seed's run does not depend on the other seeds of the job.
+    trainers: Dict[float, RLTrainer] = {}
     for seed in seeds:
         # Without a bank the gamma runs of a seed share their cache: each starts from the
         # previous run's, so every prompt's reference is estimated once per seed.
@@ -923,12 +948,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
             run_dir = run_workdir(workdir, seed, gamma, seeds, gammas)
             key = f"{gamma:g}" if len(seeds) == 1 else f"{seed}/{gamma:g}"
             cfg = RLConfig.from_mapping(config.rl, kl_coef=gamma)
+            if gamma not in trainers or reference is None:
+                trainers[gamma] = make_trainer(
+                    spec, cfg, models, len(table.arrays["prompt_id"]), r_len,
+                    config.rl.get("policy_optim"), config.rl.get("value_optim"), mesh, rules,
+                    seed=int(config.seed), fixed_tokens=fixed, reference=cache)
             try:
                 res = train_rlhf(workdir=run_dir, spec=spec, rl_config=cfg, models=models,
                                  prompts=table, response_len=r_len,
                                  policy_optim=config.rl.get("policy_optim"),
                                  value_optim=config.rl.get("value_optim"), mesh=mesh,
-                                 rules=rules, seed=seed, fixed_tokens=fixed, reference=cache)
+                                 rules=rules, seed=seed, fixed_tokens=fixed, reference=cache,
+                                 trainer=trainers[gamma])
             except train_loop.NonFiniteLossError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 1

@@ -305,6 +305,13 @@ def is_refusal(response: str) -> bool:
     return REFUSAL_WORD in _words(response)
 
 
+def offtopic_facts(prompt: str, response: str) -> int:
+    """The number of distinct facts of other topics in ``response`` (each costs gold
+    helpfulness ``H_OFFTOPIC``; a proxy that does not tie facts to topics rewards them)."""
+    topic = parse_prompt(prompt).topic
+    return sum(1 for w in set(_words(response)) if w in _FACT_OWNER and _FACT_OWNER[w] is not topic)
+
+
 def fact_credit(words: Sequence[str], fact: str) -> float:
     """1 if some mention of ``fact`` follows its accurate clause prefix, else ``H_INACCURATE``."""
     prefix = _CLAUSE_PREFIX[fact]
@@ -323,8 +330,7 @@ def gold_helpful(prompt: str, response: str) -> float:
     n = spec.facts_needed
     c = sum(fact_credit(words, f) for f in spec.topic.facts if f in present)
     score = H_BASE + H_CONTENT * min(c, n) / n + H_EXTRA * max(0, c - n)
-    offtopic = sum(1 for w in present if w in _FACT_OWNER and _FACT_OWNER[w] is not spec.topic)
-    score -= H_OFFTOPIC * offtopic
+    score -= H_OFFTOPIC * offtopic_facts(prompt, response)
     if REFUSAL_WORD in present:
         score -= H_REFUSAL
     repeats = sum(k - 1 for w, k in Counter(words).items() if w not in FUNCTION_WORDS)

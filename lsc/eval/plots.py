@@ -280,3 +280,46 @@ def and_or_bars_data(entries: Sequence[Mapping[str, Any]], *, procedure: str = "
             continue
         out[entries_lib.label(e)] = {"and": e["win_rate"]["and"], "or": e["win_rate"]["or"]}
     return out
+
+
+def plot_trajectories(groups: Mapping[str, Sequence[Mapping[str, Sequence[float]]]], path: str, *,
+                      metric: str = "win rate", title: str = "",
+                      frontiers: Optional[Mapping[str, Mapping[str, Sequence[float]]]] = None,
+                      chance_line: bool = True) -> str:
+    """Training trajectories against KL: one colour per method, one thin line per seed (in step
+    order, so a KL that falls back shows), optionally each method's exact frontier (dashed).
+
+    Args:
+      groups: ``{method: [{"kl": [T], "value": [T]}, ...]}``, one dict per seed.
+      path: the PNG to write.
+      metric: y-axis label; title: figure title.
+      frontiers: ``{label: {"kl": [G], "value": [G]}}`` drawn dashed, in the colour of the method
+        of the same position in ``groups``.
+      chance_line: draw the 0.5 line.
+    """
+    if not groups:
+        raise ValueError("no trajectories to plot")
+    fig, (ax,) = _new_figure(5.8, 4.3)
+    for j, (label, runs) in enumerate(groups.items()):
+        color = _COLORS[j % len(_COLORS)]
+        for i, run in enumerate(runs):
+            kl = _arr(run["kl"], f"{label}[{i}].kl")
+            v = _arr(run["value"], f"{label}[{i}].value", kl.size)
+            ax.plot(kl, v, color=color, marker=_MARKERS[j % len(_MARKERS)], markersize=3,
+                    linewidth=1.0, alpha=0.8, label=f"{label} ({len(runs)} seeds)" if i == 0
+                    else None)
+    for j, (label, front) in enumerate((frontiers or {}).items()):
+        kl = _arr(front["kl"], f"{label}.kl")
+        v = _arr(front["value"], f"{label}.value", kl.size)
+        ok = np.isfinite(kl) & np.isfinite(v)
+        ax.plot(kl[ok], v[ok], color=_COLORS[j % len(_COLORS)], linestyle="--", linewidth=1.8,
+                label=label)
+    if chance_line:
+        ax.axhline(0.5, color="0.5", linestyle=":", linewidth=1, zorder=0)
+    ax.set_xlabel(r"KL($\pi \,\|\, \pi_0$) (nats, $k_1$ on the evaluation prompts)")
+    ax.set_ylabel(metric)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    return _save(fig, path)

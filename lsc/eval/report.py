@@ -139,10 +139,11 @@ def render_decided(decided: Mapping[str, Any]) -> List[str]:
 
 def render_report(entries: Sequence[Mapping[str, Any]], claims: Sequence[Claim], *,
                   title: str = "Reproduction report", preamble: str = "",
-                  confidence: float = 0.95, decided: Optional[Mapping[str, Any]] = None) -> str:
+                  confidence: float = 0.95, decided: Optional[Mapping[str, Any]] = None,
+                  sections: Sequence[str] = ()) -> str:
     """The markdown text of the report: the decided claims (when given, :func:`render_decided`),
-    then a summary of ``claims`` on the entries, one table per claim, all runs. With
-    ``decided``, the entry claims are headed as shown beside the decision, not part of it."""
+    then ``sections`` (further markdown lines), then a summary of ``claims`` on the entries, one
+    table per claim, all runs."""
     results = check_claims(entries, claims, confidence)
     pct = f"{100 * confidence:g}%"
     out = [f"# {title}", ""]
@@ -150,7 +151,10 @@ def render_report(entries: Sequence[Mapping[str, Any]], claims: Sequence[Claim],
         out += [preamble.strip(), ""]
     if decided is not None:
         out += render_decided(decided)
-        out += ["## RL arm (one seed per gamma; shown, not part of the decision)", ""]
+    out += list(sections)
+    if decided is not None:
+        out += ["## Final policies (one entry per RLHF method and RL seed; checks on entries)",
+                ""]
     out += ["## Summary", "", "| claim | source | reproduces |", "|---|---|---|"]
     for r in results:
         out.append(f"| {r.claim.text} | {r.claim.source} | {_verdict_text(r)} |")

@@ -10,9 +10,8 @@ Two lists:
   (``bok``: best-of-k). Decided by :func:`lsc.eval.decision.decide` on every reward-model
   replicate with ``delta = exact.delta``; the gold control (the same utilities on gold scores)
   and non-decisive comparisons are shown beside them.
-* :data:`RL_CLAIMS` -- the RL arm's checks on results entries (:mod:`lsc.eval.claims`): one
-  seed of RLHF per gamma, shown beside the exact arm and not counted in its verdicts (seeded,
-  matched-KL RL claims are the next step of the reproduction).
+* :data:`RL_CLAIMS` -- the sanity check on results entries (:mod:`lsc.eval.claims`); the RL arm's
+  decided claims (trajectories at matched KL, paired by RL seed) are in :mod:`lsc.repro.rl_arm`.
 """
 
 from __future__ import annotations
@@ -22,20 +21,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from lsc.eval.claims import SANITY, Claim, Comparison, check_base_is_chance, check_reward_hacking
+from lsc.eval.claims import SANITY, Claim, check_base_is_chance
 from lsc.eval import decision
-from lsc.eval.entries import Selector
 from lsc.repro import exact_arm
-from lsc.rewards import names
-
-NO_REFS = (names.NO_REFERENCE,)
-_RULE = ("match runs at equal KL (RLHF) or k (best-of-k); yes when the 95% CI of A - B excludes "
-         "0 above at some point and below at none; no in the mirror case; else inconclusive")
-
-
-def _rl(methods, n, refs=None):
-    return Selector("rlhf", tuple(methods), None if refs is None else tuple(refs), n)
-
 
 RL_CLAIMS: Tuple[Claim, ...] = (
     Claim("base_is_chance", SANITY,
@@ -43,34 +31,6 @@ RL_CLAIMS: Tuple[Claim, ...] = (
           "(per property).",
           "yes when every per-property 95% CI covers 0.5 (AND/OR shown, not expected at 0.5)",
           check=check_base_is_chance),
-    Claim("lsc_vs_raw", "paper (RLHF, helpfulness)",
-          "Aligning to the LSC-transformed reward log sigma(r - r_ref) gives a higher "
-          "helpfulness win rate than the raw reward at the same KL.",
-          _RULE,
-          (Comparison(_rl(names.LSC_NAMES, 1), _rl(names.RAW_NAMES, 1), "win_rate.helpful"),)),
-    Claim("lsc_sum_vs_sum", "paper (RLHF, helpful and harmless)",
-          "The sum of LSC-transformed rewards (a logical AND) beats the raw sum: higher win rate "
-          "on both properties at once (AND) at the same KL.",
-          _RULE,
-          (Comparison(_rl(names.LSC_NAMES, 2), _rl(names.RAW_NAMES, 2, NO_REFS),
-                      "win_rate.and"),
-           Comparison(_rl(names.LSC_NAMES, 2), _rl(names.RAW_NAMES, 2, NO_REFS),
-                      "win_rate.helpful", decisive=False),
-           Comparison(_rl(names.LSC_NAMES, 2), _rl(names.RAW_NAMES, 2, NO_REFS),
-                      "win_rate.harmless", decisive=False))),
-    Claim("underfitting", "paper (RLHF, helpfulness)",
-          "LSC mitigates underfitting: it improves the worst-served prompts (lowest base "
-          "gold-score quartile) more than the raw reward at the same KL.",
-          _RULE + "; metric: underfitting.worst_group (mean gold improvement of quartile 1)",
-          (Comparison(_rl(names.LSC_NAMES, 1), _rl(names.RAW_NAMES, 1),
-                      "underfitting.worst_group"),)),
-    Claim("reward_hacking", "paper (RLHF, helpfulness)",
-          "LSC mitigates reward hacking: under strong optimisation the raw reward's proxy keeps "
-          "rising while gold falls; LSC loses much less gold.",
-          "at the smallest common kl_coef: yes when raw is flagged hacking and LSC's gold drop "
-          "after its peak is at most half of raw's; no when LSC drops as much or more; "
-          "inconclusive when raw shows no hacking (point values, no CI)",
-          check=check_reward_hacking),
 )
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax
 import ml_collections
@@ -49,6 +49,7 @@ from lsc.eval import diagnostics
 from lsc.eval import entries as entries_lib
 from lsc.eval import kl as kl_lib
 from lsc.eval import win_rate as win_rate_lib
+from lsc.repro import exact_arm
 from lsc.repro.samples import PromptSet, Samples
 from lsc.repro.subconfigs import PROPERTIES
 from lsc.rewards import names
@@ -258,21 +259,97 @@ def _optimised(props: Sequence[str]) -> List[int]:
     return [PROPERTIES.index(p) for p in props]
 
 
-def _policy_samples(ctx: Context, config, workdir: str, log_probs: bool = True) -> Samples:
+def _policy_samples(ctx: Context, config, workdir: str, log_probs: bool = True,
+                    num_reward_models: Optional[int] = None) -> Samples:
     policy = checkpoint_lib.load_model(workdir, ctx.policy_create)
     key = jax.random.fold_in(jax.random.key(int(config.seed)), _KEYS["policy"])
-    return ctx.prompts.sample(policy, key, 1, log_probs=log_probs)
+    return ctx.prompts.sample(policy, key, 1, log_probs=log_probs,
+                              num_reward_models=num_reward_models)
+
+
+TRAJECTORY_FIELDS = ("step", "kl_k1", "kl_k1_se", "kl_k3", "kl_k3_se", "kl_prompt", "metrics",
+                     "gold", "proxy", "filler_rate", "offtopic_rate", "refusal_rate",
+                     "mean_length")
+
+
+def _trajectory_point(ctx: Context, base: Mapping[str, Any], texts: Sequence[str],
+                      gold_scores: np.ndarray, proxy: np.ndarray, kl1: np.ndarray,
+                      kl3: np.ndarray) -> Dict[str, Any]:
+    """One snapshot's row of a trajectory (``P`` prompts, one response each)."""
+    m = len(PROPERTIES)
+    prompts = ctx.prompts.texts
+    feats = diagnostics.response_features(texts, SHORTCUTS)
+    offtopic = np.array([synthetic.offtopic_facts(p, r) > 0 for p, r in zip(prompts, texts)])
+    se = lambda x: float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else 0.0  # noqa: E731
+    return {
+        "kl_k1": float(kl1.mean()), "kl_k1_se": se(kl1), "kl_k3": float(kl3.mean()),
+        "kl_k3_se": se(kl3), "kl_prompt": kl1,
+        "metrics": exact_arm.metric_scores(gold_scores[:, None, :],
+                                           base["opponents"]["gold"])[:, 0],
+        "gold": gold_scores, "proxy": proxy[:, :m],
+        "filler_rate": float(feats["has_filler"].mean()),
+        "offtopic_rate": float(offtopic.mean()),
+        "refusal_rate": float(feats["refusal"].mean()),
+        "mean_length": float(feats["length"].mean())}
+
+
+def trajectory(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[str, Any],
+               workdir: str) -> Tuple[Dict[str, np.ndarray], Samples, np.ndarray]:
+    """An RLHF run judged along training: ``pi0`` (step 0, KL 0: per-prompt values are the means
+    over the exact arm's bank of ``N`` base samples, shortcut rates those of the ``base``
+    samples) and every policy exported by ``rl.snapshot_every`` (and the final one), each sampled
+    once per evaluation prompt with the same key (common random numbers across snapshots, runs
+    and seeds) and scored by replicate 0's reward models.
+
+    Returns ``(arrays, final samples, final gold float64[P, m])`` with ``arrays`` (``T`` points,
+    ``P`` prompts, ``C`` = :data:`lsc.repro.exact_arm.METRICS`): ``step int64[T]``; ``kl_k1``,
+    ``kl_k3`` and their standard errors over prompts ``float64[T]``; ``kl_prompt float64[T, P]``
+    (``k1`` per prompt); ``metrics float64[T, P, C]`` (win rates against the ``M`` base opponents
+    per prompt, as the exact arm scores a candidate); ``gold`` and ``proxy float64[T, P, m]``
+    (proxy: replicate 0, the reward models the runs optimised; the final samples' ``rewards``
+    have these ``m`` columns only); ``filler_rate``,
+    ``offtopic_rate`` (responses with a fact of another topic), ``refusal_rate``,
+    ``mean_length float64[T]``.
+    """
+    m = len(PROPERTIES)
+    b, bank = base["base"], base["bank"]
+    zero = np.zeros(b["gold"].shape[0])
+    base_texts = [row[0] for row in decode_grid(ctx.prompts.tokenizer, b["tokens"])]
+    row0 = _trajectory_point(ctx, base, base_texts, b["gold"][:, 0], b["rewards"][:, 0], zero,
+                             zero)
+    # pi0's per-prompt values: the means over the bank's N samples (much less noisy than one
+    # sample); its shortcut rates: the base samples'.
+    row0["metrics"] = exact_arm.metric_scores(bank["gold"], base["opponents"]["gold"]).mean(1)
+    row0["gold"] = np.asarray(bank["gold"], np.float64).mean(axis=1)
+    row0["proxy"] = np.asarray(bank["rewards"][..., :m], np.float64).mean(axis=1)
+    rows = [dict(step=0, **row0)]
+    final_step = int(run_summary(workdir)["step"])
+    steps = [s for s in align_rlhf.snapshot_steps(workdir) if s != final_step] + [final_step]
+    final = None
+    for step in steps:
+        where = workdir if step == final_step else align_rlhf.snapshot_dir(workdir, step)
+        s = _policy_samples(ctx, config, where, num_reward_models=m)
+        g = gold(ctx.prompts.texts, s.texts)[:, 0]
+        kl1 = kl_lib.sequence_kl(s.logp[:, 0], s.logp0[:, 0], s.mask[:, 0], "k1")
+        kl3 = kl_lib.sequence_kl(s.logp[:, 0], s.logp0[:, 0], s.mask[:, 0], "k3")
+        rows.append(dict(step=int(step), **_trajectory_point(ctx, base, s.column(0), g,
+                                                            s.rewards[:, 0, :m], kl1, kl3)))
+        if step == final_step:
+            final = (s, g)
+    arrays = {f: np.asarray([r[f] for r in rows]) for f in TRAJECTORY_FIELDS}
+    arrays["step"] = arrays["step"].astype(np.int64)
+    return arrays, final[0], final[1]
 
 
 def rlhf_entry(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[str, Any],
-               name: str, run_cfg: ml_collections.ConfigDict, gamma: float, workdir: str
+               name: str, run_cfg: ml_collections.ConfigDict, gamma: float, seed: int,
+               traj: Mapping[str, np.ndarray], s: Samples, g: np.ndarray
                ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """``(results entry, curves)`` of the RLHF policy in ``workdir`` (module docstring)."""
+    """``(results entry, curves)`` of the final policy of an RLHF run (module docstring) from
+    its :func:`trajectory` (``traj``, final samples ``s`` and their gold scores ``g``)."""
     method, reference, props = reference_label(run_cfg.rewards)
     opt = _optimised(props)
     boot = bootstrap_kwargs(config)
-    s = _policy_samples(ctx, config, workdir)
-    g = gold(ctx.prompts.texts, s.texts)[:, 0]
     judge_gold = base["judge"]["gold"][:, 0]
     kl = kl_lib.estimate_kl(s.logp[:, 0], s.logp0[:, 0], s.mask[:, 0], "k1")
     helpful = PROPERTIES.index("helpful")
@@ -282,34 +359,21 @@ def rlhf_entry(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[st
         g[:, helpful], judge_gold[:, helpful], strata).items()}
     del under["per_prompt"]
     texts = s.column(0)
-
-    # Proxy and gold along training: pi0 (step 0, the base samples) and every snapshot.
-    steps = [0]
-    proxy = [float(base["base"]["rewards"][:, 0, opt].sum(axis=-1).mean())]
-    gold_curve = [float(base["base"]["gold"][:, 0, opt].sum(axis=-1).mean())]
-    final_step = int(run_summary(workdir)["step"])
-    for step in align_rlhf.snapshot_steps(workdir):
-        if step == final_step:  # the final policy itself: the same samples (same key)
-            snap, sg = s, g[:, None]
-        else:
-            snap = _policy_samples(ctx, config, align_rlhf.snapshot_dir(workdir, step),
-                                   log_probs=False)
-            sg = gold(ctx.prompts.texts, snap.texts)
-        sg = sg[:, 0]
-        steps.append(int(step))
-        proxy.append(float(snap.rewards[:, 0, opt].sum(axis=-1).mean()))
-        gold_curve.append(float(sg[:, opt].sum(axis=-1).mean()))
+    steps = [int(x) for x in traj["step"]]
+    proxy = [float(x) for x in traj["proxy"][:, :, opt].sum(axis=-1).mean(axis=1)]
+    gold_curve = [float(x) for x in traj["gold"][:, :, opt].sum(axis=-1).mean(axis=1)]
     hacking = (diagnostics.reward_hacking(steps, proxy, gold_curve) if len(steps) > 1 else None)
     extra: Dict[str, Any] = {"underfitting": under,
                              "shortcuts": diagnostics.shortcut_features(texts, SHORTCUTS),
-                             "num_prompts": len(texts), "run": name}
+                             "num_prompts": len(texts), "run": name, "rl_seed": int(seed)}
     if hacking is not None:
         extra["reward_hacking"] = hacking
     entry = entries_lib.make_entry(
-        f"rlhf/{name}/kl{gamma:g}", "rlhf", method, reference, props, kl.to_dict(),
+        f"rlhf/{name}/seed{int(seed)}", "rlhf", method, reference, props, kl.to_dict(),
         win_rate_lib.win_rates(g, judge_gold, PROPERTIES, **boot),
         _means(s.rewards[:, 0]), _means(g), kl_coef=float(gamma), **extra)
-    curves = {"step": steps, "proxy": proxy, "gold": gold_curve, "underfitting": by_group,
+    curves = {"step": steps, "kl": [float(x) for x in traj["kl_k1"]], "proxy": proxy,
+              "gold": gold_curve, "underfitting": by_group,
               "examples": [{"prompt": p, "response": r}
                            for p, r in list(zip(ctx.prompts.texts, texts))[:5]]}
     return entry, curves

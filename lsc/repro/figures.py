@@ -13,12 +13,15 @@ the same utility on gold scores):
   one bar group per utility and replicate;
 * ``exact_lower_tail_vs_kl.png`` -- P(gold helpfulness >= the prompt's base median) vs KL.
 
-The RL arm (one seed, from results entries):
+The RL arm (:mod:`lsc.repro.rl_arm`; PPO trajectories, one line per RL seed, x: ``k1`` KL on the
+evaluation prompts):
 
-* ``rlhf_helpful_win_rate_vs_kl.png`` -- helpfulness win rate vs KL, raw vs LSC;
-* ``rlhf_hh_and_win_rate_vs_kl.png`` (and ``_helpful_``, ``_harmless_``) -- raw sum vs LSC sum;
-* ``underfitting.png`` -- helpful gold improvement per base-score quartile, raw vs LSC;
-* ``reward_hacking.png`` -- proxy reward and gold score along training, raw vs LSC.
+* ``rl_helpful_vs_kl.png`` -- helpfulness win rate against the base opponents, raw vs LSC, with
+  the exact optima of the same utilities (replicate 0, dashed);
+* ``rl_hh_and_vs_kl.png`` -- the AND win rate, raw sum vs LSC sum, with their exact optima;
+* ``rl_proxy_vs_kl.png``, ``rl_gold_vs_kl.png`` -- proxy and gold helpfulness along KL (reward
+  hacking: proxy up, gold down);
+* ``rl_filler_vs_kl.png``, ``rl_offtopic_vs_kl.png`` -- shortcut rates along KL.
 """
 
 from __future__ import annotations
@@ -31,13 +34,13 @@ import ml_collections
 
 from lsc import runtime
 from lsc import stages as stages_lib
-from lsc.eval import entries as entries_lib
 from lsc.eval import plots
 from lsc.eval import report as report_lib
 import numpy as np
 
 from lsc.repro import claims as repro_claims
-from lsc.repro import exact_arm
+from lsc.repro import evaluation, exact_arm, rl_arm
+from lsc.repro.subconfigs import PROPERTIES
 
 
 def _load(path: str):
@@ -45,52 +48,57 @@ def _load(path: str):
         return json.load(f)
 
 
-def _single(entries, n: int, procedure: str = "rlhf") -> List[Mapping[str, Any]]:
-    return [e for e in entries if e["procedure"] == procedure and len(e["rewards"]) == n]
+_RL_PAIRS = (("helpful_raw", "helpful_lsc"), ("hh_raw_sum", "hh_lsc_sum"))
 
 
-def _strongest(entries: List[Mapping[str, Any]]) -> float:
-    """The smallest ``kl_coef`` every method ran (the strongest optimisation)."""
-    by_label: Dict[str, set] = {}
-    for e in entries:
-        by_label.setdefault(entries_lib.label(e), set()).add(float(e["kl_coef"]))
-    common = set.intersection(*by_label.values()) if by_label else set()
-    return min(common) if common else float("nan")
+def _runs(trajs, method: str, y) -> List[Dict[str, list]]:
+    """One ``{"kl", "value"}`` per seed of ``method``; ``y(run) -> float[T]``."""
+    return [{"kl": trajs[method][s]["kl_k1"].tolist(), "value": np.asarray(y(trajs[method][s]))
+             .tolist()} for s in sorted(trajs.get(method, {}))]
 
 
-def draw_figures(entries: List[Mapping[str, Any]], curves: Mapping[str, Any], out_dir: str
-                 ) -> List[str]:
-    """Every figure the entries allow (module docstring); returns the paths written."""
+def draw_rl_figures(trajs, front: Mapping[str, Any], out_dir: str) -> List[str]:
+    """The RL arm's figures (module docstring); returns the paths written."""
     paths = []
-    one, two = _single(entries, 1), _single(entries, 2)
-    if one:
-        paths.append(plots.plot_win_rate_vs_kl(
-            plots.win_rate_vs_kl_series(one, "helpful"),
-            os.path.join(out_dir, "rlhf_helpful_win_rate_vs_kl.png"),
-            metric="helpfulness win rate", title="RLHF, helpfulness: raw vs LSC"))
-    if two:
-        for metric in ("and", "helpful", "harmless"):
-            paths.append(plots.plot_win_rate_vs_kl(
-                plots.win_rate_vs_kl_series(two, metric),
-                os.path.join(out_dir, f"rlhf_hh_{metric}_win_rate_vs_kl.png"),
-                metric=f"{metric.upper() if metric == 'and' else metric} win rate",
-                title="RLHF, helpful and harmless: raw sum vs LSC sum"))
-    if one and curves:
-        gamma = _strongest(one)
-        chosen = [e for e in one if float(e["kl_coef"]) == gamma and e["name"] in curves]
-        if chosen:
-            paths.append(plots.plot_underfitting(
-                {entries_lib.label(e): {int(g): v for g, v in
-                                       curves[e["name"]]["underfitting"].items()}
-                 for e in chosen},
-                os.path.join(out_dir, "underfitting.png"),
-                title=f"Helpfulness gain by base-score quartile (gamma={gamma:g})"))
-            paths.append(plots.plot_reward_hacking(
-                {entries_lib.label(e): {k: curves[e["name"]][k] for k in ("step", "proxy", "gold")}
-                 for e in chosen},
-                os.path.join(out_dir, "reward_hacking.png"),
-                title=f"Along training (gamma={gamma:g}, evaluation prompts)",
-                proxy_label="proxy helpfulness reward", gold_label="gold helpfulness"))
+    col = exact_arm.METRICS.index
+    r0 = front.get("r0", {})
+    specs = [
+        ("rl_helpful_vs_kl.png", _RL_PAIRS[0], "helpful", "helpfulness win rate",
+         "PPO, helpfulness: raw vs LSC (lines: seeds; dashed: exact optima)"),
+        ("rl_hh_and_vs_kl.png", _RL_PAIRS[1], "and", "AND win rate",
+         "PPO, helpful and harmless: raw sum vs LSC sum"),
+    ]
+    for name, pair, metric, label, title in specs:
+        groups = {m: _runs(trajs, m, lambda r, c=col(metric): r["metrics"][..., c].mean(axis=1))
+                  for m in pair if m in trajs}
+        if not groups:
+            continue
+        fronts = {}
+        for m in pair:
+            u = rl_arm.EXACT_UTILITY.get(m)
+            if u in r0:
+                fronts[f"exact optimum: {u}"] = {
+                    "kl": [np.nan if v is None else v for v in r0[u]["kl"]],
+                    "value": [np.nan if v is None else v for v in r0[u]["tilt"][metric]]}
+        paths.append(plots.plot_trajectories(groups, os.path.join(out_dir, name), metric=label,
+                                             title=title, frontiers=fronts))
+    pair = [m for m in _RL_PAIRS[0] if m in trajs]
+    if pair:
+        h = PROPERTIES.index("helpful")
+        for name, y, label, title, chance in [
+                ("rl_proxy_vs_kl.png", lambda r: r["proxy"][:, :, h].mean(axis=1),
+                 "proxy helpfulness reward (replicate 0)", "Proxy along KL", False),
+                ("rl_gold_vs_kl.png", lambda r: r["gold"][:, :, h].mean(axis=1),
+                 "gold helpfulness", "Gold along KL (reward hacking: gold falls)", False),
+                ("rl_filler_vs_kl.png", lambda r: r["filler_rate"], "filler rate",
+                 "Shortcut: the filler word", False),
+                ("rl_offtopic_vs_kl.png", lambda r: r["offtopic_rate"],
+                 "rate of responses with an off-topic fact", "Shortcut: off-topic facts",
+                 False)]:
+            groups = {m: _runs(trajs, m, y) for m in pair}
+            paths.append(plots.plot_trajectories(groups, os.path.join(out_dir, name),
+                                                 metric=label, title=title,
+                                                 chance_line=chance))
     return paths
 
 
@@ -200,13 +208,36 @@ def draw_exact_figures(front: Mapping[str, Any], arrays: Mapping[str, np.ndarray
     return paths
 
 
+def low_quartile(base: Mapping[str, Any]) -> np.ndarray:
+    """``bool[P]``: the evaluation prompts in the lowest quartile of the base policy's gold
+    helpfulness (mean over the reference samples, independent of the judging samples)."""
+    h = PROPERTIES.index("helpful")
+    strata = np.asarray(base["reference"]["gold"])[:, :, h].mean(axis=1)
+    return strata <= np.quantile(strata, 0.25)
+
+
+def rl_results(config: ml_collections.ConfigDict, earlier: Mapping[str, Any], trajs,
+               arrays: Mapping[str, np.ndarray], boot: Mapping[str, Any]) -> Dict[str, Any]:
+    """The RL arm's part of ``results.json``: the decided claims, PPO against the exact optima,
+    the final shortcut rates and the settings."""
+    base = evaluation.load_base_samples(earlier["base_samples"]["path"])
+    claims = rl_arm.evaluate_rl_claims(
+        trajs, kl_grid=[float(x) for x in config.rl_arm.kl_grid], strata=arrays["strata"],
+        low_quartile=low_quartile(base), delta=float(config.exact.delta), **boot)
+    return {"claims": claims, "ppo_vs_exact": rl_arm.ppo_vs_exact(trajs, arrays),
+            "shortcuts": rl_arm.final_shortcuts(trajs),
+            "kl_grid": [float(x) for x in config.rl_arm.kl_grid],
+            "seeds": {m: sorted(int(s) for s in runs) for m, runs in trajs.items()},
+            "kl_coef": {m: float(config.rlhf.runs[m].get("kl_coef", float("nan")))
+                        for m in trajs if m in config.rlhf.runs}}
+
+
 def write_outputs(config: ml_collections.ConfigDict, earlier: Mapping[str, Any], workdir: str
                   ) -> Dict[str, Any]:
     """Decides the claims and writes ``results.json``, ``figures/*.png`` and ``report.md``;
     returns their paths."""
     entries = list(_load(earlier["evaluate"]["entries"]))
     entries.sort(key=lambda e: ({"base": 0, "best_of_k": 1, "rlhf": 2}[e["procedure"]], e["name"]))
-    curves = _load(earlier["evaluate"]["curves"])
     status = stages_lib.load_status(workdir)
     seconds = {k: float(v.get("seconds", 0.0)) for k, v in status.items()}
     ex = config.exact
@@ -248,9 +279,17 @@ def write_outputs(config: ml_collections.ConfigDict, earlier: Mapping[str, Any],
     runtime.write_json_atomic(results_path, results)
     fig_dir = os.path.join(workdir, "figures")
     figures = draw_exact_figures(front, arrays, ex.primary_ks, fig_dir)
-    figures += draw_figures(entries, curves, fig_dir)
+    sections: List[str] = []
+    traj_path = earlier["evaluate"].get("trajectories")
+    if traj_path and os.path.exists(traj_path):
+        trajs = rl_arm.load(traj_path)
+        results["rl"] = rl_results(config, earlier, trajs, arrays, boot)
+        runtime.write_json_atomic(results_path, results)
+        figures += draw_rl_figures(trajs, front, fig_dir)
+        sections = rl_arm.render(results["rl"]["claims"], results["rl"]["ppo_vs_exact"],
+                                 results["rl"]["shortcuts"])
     report_path = report_lib.write_report(
         entries, os.path.join(workdir, "report.md"), repro_claims.RL_CLAIMS,
         title="Reproduction report", preamble=_preamble(config, earlier, seconds),
-        decided=exact_out)
+        decided=exact_out, sections=sections)
     return {"results": results_path, "report": report_path, "figures": figures}

@@ -14,11 +14,12 @@ base_samples           ``pi0`` on the evaluation prompts: judging samples, a sec
                        judge (``base_samples.npz``)
 exact                  the exact arm: every utility's KL-regularised optimum and best-of-k on the
                        banks, per reward-model replicate and with gold scores (``exact.npz``)
-rlhf                   one ``rlhf`` gamma sweep per ``rlhf.runs`` entry (raw vs LSC; raw sum vs
-                       LSC sum), on replicate 0's reward models
-evaluate               every RLHF policy (and its snapshots along training) judged against the
-                       base samples: KL, win rates with CIs, underfitting, reward hacking,
-                       shortcut features (``entries.json``)
+rlhf                   one ``rlhf`` job per ``rlhf.runs`` entry (raw vs LSC; raw sum vs LSC sum):
+                       a run per RL seed at the method's gamma, on replicate 0's reward models,
+                       references from the predictors' shared base-policy samples
+evaluate               every RLHF run judged along training (its snapshots: KL, win rates against
+                       the exact arm's opponents, proxy and gold, shortcut rates;
+                       ``trajectories.npz``) and its final policy (``entries.json``)
 report                 the claims (:mod:`lsc.repro.claims`), ``results.json``, the figures and
                        ``report.md`` in the workdir
 =====================  ==========================================================================
@@ -55,12 +56,19 @@ JobStopped = jobs_lib.JobStopped
 
 
 def _world_dir(stage_dir: str) -> str:
-    return os.path.join(os.path.dirname(stage_dir), "world")
+    return _stage_dir(stage_dir, "world")
 
 
-def _run_jobs(config: ml_collections.ConfigDict, stage_dir: str, jobs) -> None:
-    """A stage's independent jobs, ``config.workers`` at a time (:mod:`lsc.repro.jobs`)."""
-    jobs_lib.run_jobs(jobs, _world_dir(stage_dir), int(config.get("workers", 1)),
+def _stage_dir(stage_dir: str, name: str) -> str:
+    """The directory of stage ``name`` of the reproduction ``stage_dir`` belongs to."""
+    return os.path.join(os.path.dirname(stage_dir), name)
+
+
+def _run_jobs(config: ml_collections.ConfigDict, stage_dir: str, jobs,
+              workers: int = 0) -> None:
+    """A stage's independent jobs, ``workers`` (default ``config.workers``) at a time
+    (:mod:`lsc.repro.jobs`)."""
+    jobs_lib.run_jobs(jobs, _world_dir(stage_dir), workers or int(config.get("workers", 1)),
                       int(config.get("threads_per_worker", 0)))
 
 
@@ -187,36 +195,58 @@ def exact_stage(config, stage_dir, earlier):
 
 
 def rlhf_stage(config, stage_dir, earlier):
-    """One gamma sweep per ``rlhf.runs`` entry; returns their workdirs."""
+    """One ``rlhf`` job per ``rlhf.runs`` entry (a run per RL seed at the method's gamma), on
+    replicate 0's reward models, with the references of the predictors' shared base-policy
+    samples; returns each method's workdir, gammas and seeds."""
     rms = {p: earlier["reward_models"][p]["workdir"] for p in PROPERTIES}
     preds = {p: earlier["reference_predictor"][p]["workdir"] for p in PROPERTIES}
-    subs = {name: subconfigs.rlhf(config, name, rms, earlier["sft"]["workdir"], preds)
+    samples = os.path.join(_stage_dir(stage_dir, "reference_predictor"), "base_samples.npz")
+    subs = {name: subconfigs.rlhf(config, name, rms, earlier["sft"]["workdir"], preds,
+                                  samples if os.path.exists(samples) else "")
             for name in config.rlhf.runs}
     _run_jobs(config, stage_dir, [jobs_lib.Job(align_rlhf.run, sub, os.path.join(stage_dir, name))
-                                  for name, sub in subs.items()])
+                                  for name, sub in subs.items()],
+              workers=int(config.rlhf.get("workers", 0)))
     return {name: {"workdir": os.path.join(stage_dir, name),
-                   "kl_coefs": align_rlhf.kl_coefs(sub)} for name, sub in subs.items()}
+                   "kl_coefs": align_rlhf.kl_coefs(sub), "seeds": align_rlhf.rl_seeds(sub)}
+            for name, sub in subs.items()}
+
+
+TRAJECTORIES = "trajectories.npz"
 
 
 def evaluate_stage(config, stage_dir, earlier):
-    """Judges every RLHF run; writes ``entries.json`` (base entry and RLHF entries)."""
+    """Judges every RLHF run along training (:func:`evaluation.trajectory`, all in
+    ``trajectories.npz``: ``<method>/seed<s>/<field>``) and its final policy (``entries.json``:
+    the base entry and one entry per method and seed)."""
     ctx = evaluation.Context.load(config, earlier, os.path.dirname(stage_dir))
     base = evaluation.load_base_samples(earlier["base_samples"]["path"])
     entries: List[Dict[str, Any]] = [evaluation.base_entry(base, config)]
-    curves = {}
+    curves: Dict[str, Any] = {}
+    arrays: Dict[str, np.ndarray] = {}
     for name, run in earlier["rlhf"].items():
         run_cfg = train_common.load_run_config(run["workdir"])
-        for gamma in run["kl_coefs"]:
-            gdir = align_rlhf.gamma_workdir(run["workdir"], gamma, run["kl_coefs"])
-            entry, curve = evaluation.rlhf_entry(ctx, config, base, name, run_cfg, gamma, gdir)
-            entries.append(entry)
-            curves[entry["name"]] = curve
-            logging.info("%s: KL %.3f, win %s", entry["name"], entry["kl"]["mean"],
-                         {k: round(v["value"], 3) for k, v in entry["win_rate"].items()})
+        gammas, seeds = run["kl_coefs"], run.get("seeds") or [int(config.seed)]
+        for seed in seeds:
+            for gamma in gammas:
+                label = name if len(gammas) == 1 else f"{name}@{gamma:g}"
+                rdir = align_rlhf.run_workdir(run["workdir"], seed, gamma, seeds, gammas)
+                traj, final, final_gold = evaluation.trajectory(ctx, config, base, rdir)
+                for field, value in traj.items():
+                    arrays[f"{label}/seed{seed}/{field}"] = value
+                entry, curve = evaluation.rlhf_entry(ctx, config, base, label, run_cfg, gamma,
+                                                     seed, traj, final, final_gold)
+                entries.append(entry)
+                curves[entry["name"]] = curve
+                logging.info("%s: KL %s, win %s", entry["name"],
+                             np.round(traj["kl_k1"], 2).tolist(),
+                             {k: round(v["value"], 3) for k, v in entry["win_rate"].items()})
+    runtime.write_npz_atomic(os.path.join(stage_dir, TRAJECTORIES), **arrays)
     path = os.path.join(stage_dir, "entries.json")
     runtime.write_json_atomic(path, entries)
     runtime.write_json_atomic(os.path.join(stage_dir, "curves.json"), curves)
     return {"entries": path, "curves": os.path.join(stage_dir, "curves.json"),
+            "trajectories": os.path.join(stage_dir, TRAJECTORIES),
             "num_entries": len(entries)}
 
 
@@ -226,18 +256,21 @@ def report_stage(config, stage_dir, earlier):
     return figures.write_outputs(config, earlier, workdir)
 
 
+# Weights: the stages' seconds in the README's run (seed 0), for the job's progress and ETA.
 STAGES: List[stages_lib.Stage] = [
-    stages_lib.Stage("world", "generate the synthetic gold world", world_stage),
-    stages_lib.Stage("reward_models", "train the proxy reward models", reward_models_stage),
-    stages_lib.Stage("sft", "SFT the base policy", sft_stage),
+    stages_lib.Stage("world", "generate the synthetic gold world", world_stage, weight=9),
+    stages_lib.Stage("reward_models", "train the proxy reward models", reward_models_stage,
+                     weight=243),
+    stages_lib.Stage("sft", "SFT the base policy", sft_stage, weight=38),
     stages_lib.Stage("reference_predictor", "train the reference-median predictors",
-                     reference_predictor_stage),
+                     reference_predictor_stage, weight=97),
     stages_lib.Stage("base_samples", "sample and score the base policy on the evaluation prompts",
-                     base_samples_stage),
-    stages_lib.Stage("exact", "exact optima and best-of-k on the banks", exact_stage),
-    stages_lib.Stage("rlhf", "RLHF over a sweep of KL coefficients", rlhf_stage),
-    stages_lib.Stage("evaluate", "win rates and diagnostics with the gold judge", evaluate_stage),
-    stages_lib.Stage("report", "results.json, figures and report.md", report_stage),
+                     base_samples_stage, weight=167),
+    stages_lib.Stage("exact", "exact optima and best-of-k on the banks", exact_stage, weight=12),
+    stages_lib.Stage("rlhf", "RLHF, every method with every RL seed", rlhf_stage, weight=180),
+    stages_lib.Stage("evaluate", "every RLHF run judged along training", evaluate_stage,
+                     weight=100),
+    stages_lib.Stage("report", "results.json, figures and report.md", report_stage, weight=8),
 ]
 
 

@@ -13,7 +13,7 @@ the decoded texts.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -124,11 +124,14 @@ class PromptSet:
         return np.concatenate(parts)
 
     def sample(self, policy: Any, key: jax.Array, num_samples: int = 1,
-               log_probs: bool = True, rewards: bool = True) -> Samples:
+               log_probs: bool = True, rewards: bool = True,
+               num_reward_models: Optional[int] = None) -> Samples:
         """``num_samples`` samples per prompt from ``policy`` (a module or ``(graphdef, state)``;
         None: ``pi0``), batch ``i`` drawn with ``fold_in(key, i)``. ``log_probs=False`` skips the
         teacher-forced log-probabilities (``logp`` and ``logp0`` are then zeros),
-        ``rewards=False`` the reward models (``rewards`` is then zeros)."""
+        ``rewards=False`` the reward models (``rewards`` is then zeros); ``num_reward_models``
+        scores with the first that many reward models only (``rewards[..., :n]``)."""
+        rms = self.rms if num_reward_models is None else self.rms[:int(num_reward_models)]
         split = self.pi0 if policy is None else (
             policy if isinstance(policy, tuple) else nnx.split(policy))
         gd, st = split
@@ -147,8 +150,8 @@ class PromptSet:
                 logp0 = logp if policy is None else _teacher_forced(self.pi0, rows, flat, mask)
             else:
                 logp = logp0 = jnp.zeros((b * k, r), jnp.float32)
-            rew = (_scores(self.rms, chunk, out.tokens) if rewards
-                   else jnp.zeros((b, k, len(self.rms)), jnp.float32))
+            rew = (_scores(rms, chunk, out.tokens) if rewards
+                   else jnp.zeros((b, k, len(rms)), jnp.float32))
             got = jax.device_get({"tokens": out.tokens, "mask": out.mask,
                                   "logp": logp.reshape(b, k, r), "logp0": logp0.reshape(b, k, r),
                                   "rewards": rew})

@@ -68,9 +68,11 @@ def reference_predictor(config: ml_collections.ConfigDict, rm_workdir: str = "",
 
 
 def rlhf(config: ml_collections.ConfigDict, name: str, rm_workdirs: Dict[str, str] = None,
-         policy_workdir: str = "", predictor_workdirs: Dict[str, str] = None
-         ) -> ml_collections.ConfigDict:
-    """The ``rlhf`` config of run ``rlhf.runs.<name>`` (a gamma sweep over ``rl.kl_coef``)."""
+         policy_workdir: str = "", predictor_workdirs: Dict[str, str] = None,
+         samples_path: str = "") -> ml_collections.ConfigDict:
+    """The ``rlhf`` config of method ``rlhf.runs.<name>``: one run per ``rl.seed`` at the
+    method's ``kl_coef`` (``rl.kl_coef`` when the run has none); ``samples_path``: the shared
+    base-policy samples of the quantile references (empty: drawn by the job)."""
     sub = ml_collections.ConfigDict()
     sub.data = ml_collections.ConfigDict({
         "tokenizer": "", "prompt_len": int(config.data.prompt_len),
@@ -83,7 +85,12 @@ def rlhf(config: ml_collections.ConfigDict, name: str, rm_workdirs: Dict[str, st
         ref = sub.rewards.properties[prop].reference
         if ref.source == "predictor":
             ref.predictor_workdir = (predictor_workdirs or {}).get(prop, "")
+    sub.rewards.reference_samples = samples_path
     sub.rl = _copy(config.rl)
+    run = config.rlhf.runs[name]
+    if "kl_coef" in run:
+        gamma = run.kl_coef
+        sub.rl.kl_coef = tuple(gamma) if isinstance(gamma, (tuple, list)) else (float(gamma),)
     sub.mesh = _copy(config.rlhf.mesh)
     return sub
 

@@ -26,7 +26,17 @@ def test_every_job_config_validates_and_shares_the_world(arg):
     jobs = subconfigs.all_configs(config)
     assert [j.job for _, j in jobs] == (["train_rm"] * 2 + ["train_sft", "train_reference"]
                                         + ["rlhf"] * len(config.rlhf.runs))
-    assert len(config.rlhf.runs) == (2 if arg == "" else 4)
+    assert len(config.rlhf.runs) == 4
+    # RL seeds separate from the world seed, at least 3 per method (2 at toy size), one gamma
+    # per method, and references from the predictors' shared base samples.
+    assert len(config.rl.seed) >= (2 if arg == "tiny" else 3)
+    for name, run in config.rlhf.runs.items():
+        sub = subconfigs.rlhf(config, name, samples_path="/s.npz")
+        assert list(sub.rl.kl_coef) == [run.kl_coef] and sub.rl.seed == config.rl.seed
+        assert sub.rewards.reference_samples == "/s.npz"
+        for prop in sub.rewards.properties.values():
+            if prop.reference.source == "quantile":
+                assert prop.reference.num_samples == config.reference_predictor.reference.num_samples
     for _, job in jobs:
         assert job.world.to_dict() == config.world.to_dict()
         assert job.seed == config.seed

@@ -13,11 +13,12 @@ import pytest
 from lsc.eval import entries as entries_lib
 from lsc.repro import STAGES
 from lsc.repro import claims as repro_claims
+from lsc.repro import rl_arm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "repro", "synthetic_hh.py")
-FIGURES = ("rlhf_helpful_win_rate_vs_kl.png", "rlhf_hh_and_win_rate_vs_kl.png",
-           "underfitting.png", "reward_hacking.png")
+FIGURES = ("rl_helpful_vs_kl.png", "rl_hh_and_vs_kl.png", "rl_proxy_vs_kl.png",
+           "rl_gold_vs_kl.png", "rl_filler_vs_kl.png", "rl_offtopic_vs_kl.png")
 EXACT_FIGURES = ("exact_helpful_vs_kl.png", "exact_and_vs_kl.png", "exact_bok_and_vs_k.png",
                  "exact_bok_or_vs_k.png", "exact_and_or_bars.png", "exact_lower_tail_vs_kl.png")
 
@@ -44,7 +45,7 @@ def repro(tmp_path_factory):
     return workdir, proc
 
 
-def test_results_hold_every_run_of_the_sweep(repro):
+def test_results_hold_every_run_of_every_seed(repro):
     workdir, _ = repro
     results = json.loads((workdir / "results.json").read_text())
     entries = results["entries"]
@@ -53,8 +54,9 @@ def test_results_hold_every_run_of_the_sweep(repro):
     config = json.loads((workdir / "config.json").read_text())
     names = {e["name"] for e in entries}
     assert "base" in names
-    gammas = config["rl"]["kl_coef"]
-    assert {f"rlhf/{r}/kl{g:g}" for r in config["rlhf"]["runs"] for g in gammas} <= names
+    seeds = config["rl"]["seed"]
+    assert len(seeds) >= 2
+    assert {f"rlhf/{r}/seed{s}" for r in config["rlhf"]["runs"] for s in seeds} <= names
     for e in entries:
         for iv in e["win_rate"].values():
             assert 0.0 <= iv["ci_low"] <= iv["value"] <= iv["ci_high"] <= 1.0
@@ -63,6 +65,15 @@ def test_results_hold_every_run_of_the_sweep(repro):
             assert "underfitting" in e and "shortcuts" in e
             assert [0, 3, 6] == json.loads((workdir / "evaluate" / "curves.json").read_text())[
                 e["name"]]["step"]
+    trajs = rl_arm.load(str(workdir / "evaluate" / "trajectories.npz"))
+    assert set(trajs) == set(config["rlhf"]["runs"])
+    prompts = next(e for e in entries if e["name"] == "base")["num_prompts"]
+    for runs in trajs.values():
+        assert sorted(runs) == seeds
+        for t in runs.values():
+            assert t["step"].tolist() == [0, 3, 6] and t["kl_k1"][0] == 0.0
+            assert t["metrics"].shape[:2] == (3, prompts) and t["gold"].shape == (3, prompts, 2)
+
     replicates = config["world"]["pair_replicates"]
     assert set(results["reward_models"]) == {"harmless", "helpful"}
     for rm in results["reward_models"].values():
@@ -92,6 +103,16 @@ def test_results_hold_the_decided_claims_per_replicate(repro):
     assert set(exact["frontiers"]) == {f"r{i}" for i in range(replicates)} | {"gold"}
     assert results["world"]["version"] == 2
     assert "benign" in results["world"]["stats"]
+    rl = results["rl"]
+    assert [c["key"] for c in rl["claims"]] == [c.key for c in rl_arm.RL_CLAIMS]
+    seeds = json.loads((workdir / "config.json").read_text())["rl"]["seed"]
+    for claim in rl["claims"]:
+        assert claim["verdict"] in ("yes", "no", "inconclusive")
+        assert claim["seeds"] == seeds
+        for iv in claim.get("replicates", []) + ([claim["pooled"]] if claim.get("pooled")
+                                                  else []):
+            assert iv["ci_low"] <= iv["value"] <= iv["ci_high"]
+    assert set(rl["ppo_vs_exact"]) == set(rl_arm.EXACT_UTILITY)
 
 
 def test_figures_and_report_are_written(repro):
@@ -101,8 +122,11 @@ def test_figures_and_report_are_written(repro):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
     text = (workdir / "report.md").read_text()
     assert "## Decided claims (exact arm)" in text and "## All runs" in text
+    assert "## RL arm (decided" in text
     for claim in repro_claims.EXACT_CLAIMS + repro_claims.RL_CLAIMS:
         assert f": {claim.key}" in text
+    for claim in rl_arm.RL_CLAIMS:
+        assert f"**{claim.key}**" in text
 
 
 def test_a_rerun_skips_every_finished_stage(repro):
@@ -119,6 +143,7 @@ def test_a_rerun_skips_every_finished_stage(repro):
     after = json.loads((workdir / "results.json").read_text())
     assert after["entries"] == json.loads(before)["entries"]
     assert after["exact"]["claims"] == json.loads(before)["exact"]["claims"]
+    assert after["rl"]["claims"] == json.loads(before)["rl"]["claims"]
 
 
 def test_the_reload_notebook_redraws_the_figures_from_the_workdir(repro, monkeypatch):
