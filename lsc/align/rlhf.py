@@ -937,8 +937,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     gammas, seeds = kl_coefs(config), rl_seeds(config)
     results = {}
     reference = reference_table(config, spec, models, table.arrays["prompt"], fixed)
-    # One trainer (compiled steps) per gamma, shared by the seeds; its value head is initialised
-    # from the world seed, so a seed's run does not depend on the other seeds of the job.
+    # One trainer (compiled steps) per gamma, shared by the seeds (rebuilt per seed only when
+    # references are estimated in the loop, whose cache flag it fixes); its value head is
+    # initialised from the world seed, so a seed's run does not depend on the job's other seeds.
     trainers: Dict[float, RLTrainer] = {}
     for seed in seeds:
         # Without a bank the gamma runs of a seed share their cache: each starts from the
@@ -948,7 +949,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
             run_dir = run_workdir(workdir, seed, gamma, seeds, gammas)
             key = f"{gamma:g}" if len(seeds) == 1 else f"{seed}/{gamma:g}"
             cfg = RLConfig.from_mapping(config.rl, kl_coef=gamma)
-            if gamma not in trainers or reference is None:
+            if gamma not in trainers or (reference is None and spec.uses_reference):
                 trainers[gamma] = make_trainer(
                     spec, cfg, models, len(table.arrays["prompt_id"]), r_len,
                     config.rl.get("policy_optim"), config.rl.get("value_optim"), mesh, rules,

@@ -54,6 +54,19 @@ def _arr(x, name: str, n: Optional[int] = None) -> np.ndarray:
     return a
 
 
+def _finish_kl_axes(ax, metric: str, title: str, chance_line: bool, xlabel: str,
+                    legend_size: Optional[float] = None) -> None:
+    """Labels, grid, legend and the optional 0.5 line of a figure against KL."""
+    if chance_line:
+        ax.axhline(0.5, color="0.5", linestyle="--", linewidth=1, zorder=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=legend_size)
+
+
 def plot_win_rate_vs_kl(series: Mapping[str, Mapping[str, Sequence[float]]], path: str, *,
                         metric: str = "win rate", title: str = "",
                         chance_line: bool = True) -> str:
@@ -84,14 +97,7 @@ def plot_win_rate_vs_kl(series: Mapping[str, Mapping[str, Sequence[float]]], pat
                     xerr=None if xerr is None else xerr[order],
                     color=_COLORS[j % len(_COLORS)], marker=_MARKERS[j % len(_MARKERS)],
                     markersize=5, capsize=3, linewidth=1.6, label=label)
-    if chance_line:
-        ax.axhline(0.5, color="0.5", linestyle="--", linewidth=1, zorder=0)
-    ax.set_xlabel(r"KL($\pi \,\|\, \pi_0$) (nats)")
-    ax.set_ylabel(metric)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
+    _finish_kl_axes(ax, metric, title, chance_line, r"KL($\pi \,\|\, \pi_0$) (nats)")
     return _save(fig, path)
 
 
@@ -314,12 +320,7 @@ def plot_trajectories(groups: Mapping[str, Sequence[Mapping[str, Sequence[float]
         ok = np.isfinite(kl) & np.isfinite(v)
         ax.plot(kl[ok], v[ok], color=_COLORS[j % len(_COLORS)], linestyle="--", linewidth=1.8,
                 label=label)
-    if chance_line:
-        ax.axhline(0.5, color="0.5", linestyle=":", linewidth=1, zorder=0)
-    ax.set_xlabel(r"KL($\pi \,\|\, \pi_0$) (nats, $k_1$ on the evaluation prompts)")
-    ax.set_ylabel(metric)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=8)
+    _finish_kl_axes(ax, metric, title, chance_line,
+                    r"KL($\pi \,\|\, \pi_0$) (nats, $k_1$ on the evaluation prompts)",
+                    legend_size=8)
     return _save(fig, path)

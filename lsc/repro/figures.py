@@ -64,7 +64,7 @@ def draw_rl_figures(trajs, front: Mapping[str, Any], out_dir: str) -> List[str]:
     r0 = front.get("r0", {})
     specs = [
         ("rl_helpful_vs_kl.png", _RL_PAIRS[0], "helpful", "helpfulness win rate",
-         "PPO, helpfulness: raw vs LSC (lines: seeds; dashed: exact optima)"),
+         "PPO, helpfulness: raw vs LSC"),
         ("rl_hh_and_vs_kl.png", _RL_PAIRS[1], "and", "AND win rate",
          "PPO, helpful and harmless: raw sum vs LSC sum"),
     ]
