@@ -189,8 +189,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # (0: XLA's default). One at a time is as fast on 2 cores (BENCHMARKS.md).
     config.workers = 1
     config.threads_per_worker = 0
-    # The RLHF jobs one at a time (0: config.workers): a step's cost grows with the batch (batch
-    # 48 costs 3.4x batch 16 on 2 cores), so two jobs side by side gain nothing.
+    # The RLHF jobs one at a time (0: config.workers): a step's cost grows about linearly with the
+    # batch (BENCHMARKS.md, RLHF step): the cores are already busy, and a stage run with two
+    # workers (an earlier version of this stage) was not faster.
     config.rlhf.workers = 0
     config.parallel = common.parallel()  # multi-process start-up (lsc.parallel.distributed)
     return config

@@ -81,7 +81,8 @@ def draw_rl_figures(trajs, front: Mapping[str, Any], out_dir: str) -> List[str]:
                     "kl": [np.nan if v is None else v for v in r0[u]["kl"]],
                     "value": [np.nan if v is None else v for v in r0[u]["tilt"][metric]]}
         paths.append(plots.plot_trajectories(groups, os.path.join(out_dir, name), metric=label,
-                                             title=title, frontiers=fronts))
+                                             title=title, frontiers=fronts,
+                                             chance_line=metric != "and"))
     pair = [m for m in _RL_PAIRS[0] if m in trajs]
     if pair:
         h = PROPERTIES.index("helpful")
