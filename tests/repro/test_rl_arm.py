@@ -1,0 +1,72 @@
+"""The RL arm's decision on hand-made trajectories: verdicts, the prompts and grid points used,
+and the reward-hacking drop, against direct computations."""
+
+import numpy as np
+
+from lsc.repro import exact_arm, rl_arm
+
+P, C = 40, len(exact_arm.METRICS)
+HELPFUL = exact_arm.METRICS.index("helpful")
+
+
+def _run(kl, helpful):
+    """A trajectory with per-prompt helpful win rates ``helpful[T, P]`` (other metrics 0.5)."""
+    metrics = np.full((len(kl), P, C), 0.5)
+    metrics[..., HELPFUL] = helpful
+    return {"kl_k1": np.asarray(kl, float), "metrics": metrics}
+
+
+def _trajs(shift_a, drop_a=0.0, drop_b=0.0, seeds=(0, 1, 2)):
+    rng = np.random.default_rng(0)
+    base = 0.5 + 0.05 * rng.standard_normal(P)
+    kl = [0.0, 1.0, 2.0, 4.0]
+    rise = np.array([0.0, 0.1, 0.15, 0.15])[:, None]
+    out = {"helpful_lsc": {}, "helpful_raw": {}}
+    for s in seeds:
+        noise = 0.01 * rng.standard_normal((4, P))
+        b = base + rise + noise
+        b[-1] -= drop_b
+        a = base + rise + shift_a * (np.arange(4) > 0)[:, None] + noise
+        a[-1] -= drop_a
+        out["helpful_lsc"][s] = _run(kl, a)
+        out["helpful_raw"][s] = _run(kl, b)
+    return out
+
+
+def _decide(trajs, **kw):
+    claims = [c for c in rl_arm.RL_CLAIMS if c.a == "helpful_lsc"]
+    args = dict(kl_grid=[1.0, 2.0, 3.0, 8.0], strata=np.arange(P) % 4,
+                low_quartile=np.arange(P) < P // 4, delta=0.01, num_resamples=300)
+    args.update(kw)
+    return {c["key"]: c for c in rl_arm.evaluate_rl_claims(trajs, claims=claims, **args)}
+
+
+def test_a_clear_gain_on_every_seed_is_yes_and_none_is_no():
+    out = _decide(_trajs(0.05))
+    c = out["rl_lsc_vs_raw"]
+    assert c["verdict"] == "yes" and c["seeds"] == [0, 1, 2]
+    assert c["grid_used"] == [1.0, 2.0, 3.0]  # 8 is beyond every trajectory
+    for iv in c["replicates"]:
+        assert abs(iv["value"] - 0.05) < 1e-9  # the shift, exactly: same noise for A and B
+    assert out["rl_underfitting"]["num_prompts"] == P // 4
+    assert _decide(_trajs(0.0))["rl_lsc_vs_raw"]["verdict"] == "no"  # inside +-delta
+
+
+def test_hacking_compares_the_drop_after_the_peak():
+    # Raw drops 0.08 between KL 2 (its peak) and 4; the drop is read at KL 3, the largest grid
+    # point every trajectory reaches, halfway: 0.04. LSC does not drop.
+    out = _decide(_trajs(0.0, drop_a=0.0, drop_b=0.08))["rl_reward_hacking"]
+    assert out["end_kl"] == 3.0
+    assert out["verdict"] == "yes"
+    for d_a, d_b, iv in zip(out["drops_a"], out["drops_b"], out["replicates"]):
+        assert d_b["peak_kl"] == 2.0
+        np.testing.assert_allclose(iv["value"], d_b["drop"] - d_a["drop"], atol=1e-12)
+        np.testing.assert_allclose(d_b["drop"] - d_a["drop"], 0.04, atol=0.01)
+
+
+def test_a_missing_method_or_unreached_grid_is_inconclusive():
+    trajs = _trajs(0.05)
+    del trajs["helpful_raw"]
+    assert _decide(trajs)["rl_lsc_vs_raw"]["verdict"] == "inconclusive"
+    far = _decide(_trajs(0.05), kl_grid=[9.0])["rl_lsc_vs_raw"]
+    assert far["verdict"] == "inconclusive" and far["grid_used"] == []
