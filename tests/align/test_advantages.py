@@ -1,0 +1,86 @@
+"""Group advantage estimators and their losses against hand-computed numpy references: groups
+with zero std, masked samples, groups left with one valid sample, one-sample groups refused."""
+
+import numpy as np
+import pytest
+
+from lsc.align import advantages as adv_lib
+
+RETURNS = np.array([[1.0, 2.0, 4.0, 1.0],
+                    [3.0, 3.0, 3.0, 3.0],    # zero std
+                    [0.5, -1.0, 2.0, 7.0],   # last sample masked
+                    [5.0, 1.0, 2.0, 3.0]])   # only one valid sample
+VALID = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 0], [0, 1, 0, 0]], bool)
+
+
+def reference(name, returns, valid, eps=adv_lib.EPS):
+    out = np.zeros_like(returns)
+    for b in range(returns.shape[0]):
+        idx = np.flatnonzero(valid[b])
+        if idx.size < 2:
+            continue
+        r = returns[b, idx]
+        for pos, i in enumerate(idx):
+            if name == "rloo":
+                out[b, i] = r[pos] - np.delete(r, pos).mean()
+            elif name == "grpo":
+                out[b, i] = (r[pos] - r.mean()) / (r.std(ddof=1) + eps)
+            else:
+                out[b, i] = r[pos] - r.mean()
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(adv_lib.ESTIMATORS))
+def test_estimators_match_numpy(name):
+    got = np.asarray(adv_lib.group_advantages(name, RETURNS, VALID))
+    want = reference(name, RETURNS, VALID)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.all(got[1] == 0.0)  # equal returns: no signal, not 0 / eps noise
+    assert np.all(got[3] == 0.0) and got[2, 3] == 0.0  # one valid sample; a masked sample
+    full = np.asarray(adv_lib.group_advantages(name, RETURNS[:1]))
+    np.testing.assert_allclose(full, reference(name, RETURNS[:1], VALID[:1]), rtol=1e-5)
+
+
+def test_hand_values_and_refusals():
+    # Group [1, 2, 4, 1]: mean 2, std (ddof 1) sqrt(2).
+    np.testing.assert_allclose(np.asarray(adv_lib.dr_grpo(RETURNS[:1]))[0], [-1, 0, 2, -1])
+    np.testing.assert_allclose(np.asarray(adv_lib.grpo(RETURNS[:1]))[0],
+                               np.array([-1, 0, 2, -1]) / (np.sqrt(2) + adv_lib.EPS), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(adv_lib.rloo(RETURNS[:1]))[0],
+                               [1 - 7 / 3, 2 - 2, 4 - 4 / 3, 1 - 7 / 3], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"at least 2 samples per prompt \(rl.num_samples\), "
+                                         r"got k=1"):
+        adv_lib.grpo(np.ones((3, 1)))
+    with pytest.raises(ValueError, match="unknown advantage estimator 'ppo'"):
+        adv_lib.group_advantages("ppo", RETURNS)
+    with pytest.raises(ValueError, match="shape of returns"):
+        adv_lib.rloo(RETURNS, VALID[:, :2])
+
+
+def test_losses_normalise_per_sequence_or_by_a_constant():
+    rng = np.random.default_rng(0)
+    n, r = 4, 5
+    logp = rng.normal(-1.0, 0.3, (n, r))
+    old = logp + rng.normal(0.0, 0.3, (n, r))
+    ref = logp + rng.normal(0.0, 0.5, (n, r))
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 1, 1, 0]], float)
+    a = np.array([0.5, -1.0, 2.0, 0.0])
+    eps = 0.2
+    ratio = np.exp(logp - old)
+    per_tok = np.maximum(-a[:, None] * ratio, -a[:, None] * np.clip(ratio, 1 - eps, 1 + eps))
+    per_seq = (per_tok * mask).sum(1) / mask.sum(1)
+    loss, frac = adv_lib.policy_loss(logp, old, a, mask, eps, length_normalised=True)
+    np.testing.assert_allclose(float(loss), per_seq.mean(), rtol=1e-5)
+    loss_dr, _ = adv_lib.policy_loss(logp, old, a, mask, eps, length_normalised=False)
+    np.testing.assert_allclose(float(loss_dr), (per_tok * mask).sum() / (n * r), rtol=1e-5)
+    clipped = (-a[:, None] * np.clip(ratio, 1 - eps, 1 + eps)) > (-a[:, None] * ratio)
+    np.testing.assert_allclose(float(frac), (clipped * mask).sum() / mask.sum(), rtol=1e-6)
+    d = ref - logp
+    k3 = np.exp(d) - d - 1
+    np.testing.assert_allclose(float(adv_lib.kl_loss(logp, ref, mask)),
+                               ((k3 * mask).sum(1) / mask.sum(1)).mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(adv_lib.kl_loss(logp, ref, mask, length_normalised=False)),
+                               (k3 * mask).sum() / (n * r), rtol=1e-5)
+    stats = adv_lib.group_stats(RETURNS[:2])
+    np.testing.assert_allclose(float(stats["group_std"]), np.sqrt(2) / 2, rtol=1e-6)
+    assert float(stats["zero_std_fraction"]) == 0.5
