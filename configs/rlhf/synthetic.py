@@ -73,13 +73,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.rewards = common.rewards(variant, num_samples=16)
 
     rl = ml_collections.ConfigDict()
-    rl.algorithm = "ppo"  # or "rloo"
+    rl.algorithm = "ppo"  # or "rloo", "grpo", "dr_grpo" (lsc.align.advantages)
     rl.seed = (0,)  # prompt order, sampling keys, value head (not the world); one run per seed
     rl.num_steps = 200
     rl.batch_size = 16
-    rl.num_samples = 1  # samples per prompt (rloo: >= 2)
+    rl.num_samples = 1  # samples per prompt: the group (rloo, grpo, dr_grpo: >= 2)
     rl.kl_coef = (0.05,)  # gamma; several values run a sweep
     rl.kl_estimator = "k1"  # or "k3"
+    rl.kl_penalty = "reward"  # or "loss": a k3 KL term in the policy loss (grpo, dr_grpo)
     rl.temperature = 1.0
     rl.ppo_epochs = 2
     rl.num_minibatches = 2

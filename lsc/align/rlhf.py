@@ -1,9 +1,11 @@
-"""KL-regularised RLHF: maximise ``E[u(x, y)] - gamma * KL(pi || pi0)`` with PPO or RLOO.
+"""KL-regularised RLHF: maximise ``E[u(x, y)] - gamma * KL(pi || pi0)`` with PPO, RLOO, GRPO or
+Dr. GRPO.
 
 One RL step is
 
-1. **rollout** (one jitted call): reference rewards of the prompt batch from the frozen base
-   policy ``pi0`` (:mod:`lsc.align.reference`, through the per-prompt cache) -> ``k`` samples per
+1. **rollout** (one jitted call): reference rewards of the prompt batch (looked up in the bank
+   computed before RL, :mod:`lsc.align.reference_bank`, or estimated from the frozen base policy
+   ``pi0`` through the per-prompt cache, :mod:`lsc.align.reference`) -> ``k`` samples per
    prompt from the current policy (``lsc.models.sampling``) -> every reward model's score ->
    the utility (:mod:`lsc.align.utility`) -> log-probabilities under the policy and ``pi0``,
    per-token KL estimates (``k1`` or ``k3``), the value head's values (PPO);
@@ -14,7 +16,12 @@ One RL step is
      shuffled mini-batches (a ``lax.scan``) of the clipped policy loss (policy optimiser) and the
      clipped value loss (value optimiser);
    * ``rloo``: sequence returns ``u - gamma * sum_t kl_t``, leave-one-out advantages over the
-     ``k >= 2`` samples of each prompt, one REINFORCE step.
+     ``k >= 2`` samples of each prompt, one REINFORCE step;
+   * ``grpo`` / ``dr_grpo``: group advantages of the same returns over a prompt's ``k >= 2``
+     samples (:mod:`lsc.align.advantages`: divided by the group's std, or not), then
+     ``ppo_epochs`` x ``num_minibatches`` clipped policy updates (no value head), normalised per
+     sequence length (GRPO) or by a constant (Dr. GRPO); with ``kl_penalty='loss'`` the KL leaves
+     the return and enters the loss as ``gamma`` times the ``k3`` KL to ``pi0``.
 
 Both jitted functions are pure functions of ``(graphdef, state)`` with explicit
 ``in_shardings``/``out_shardings``: the policy, value model, ``pi0`` and reward models are placed on
@@ -39,7 +46,8 @@ frozen and rebuilt from their sources. A non-finite loss stops the run with
 Metrics per step: ``utility``, ``objective`` (``utility - gamma * kl``), ``reward/<property>``,
 ``r_ref/<property>``, ``kl`` (sequence sum of the chosen estimator), ``kl_k1``, ``kl_k3``,
 ``entropy``, ``response_length``, ``policy_loss``, ``clip_fraction``, ``value_loss``,
-``value_clip_fraction`` (PPO), ``reference_new`` (prompts estimated this step; the reference's
+``value_clip_fraction`` (PPO), ``kl_loss``, ``group_std``, ``zero_std_fraction`` (GRPO family),
+``reference_new`` (prompts estimated this step; the reference's
 cost in samples is ``reference_new * K``), and the timings ``time/rollout``, ``time/update`` and,
 with ``time_phases``, ``time/reference``, ``time/sample``, ``time/score`` (TensorBoard and log
 only).
@@ -65,6 +73,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lsc import progress as progress_lib
 from lsc import runtime, schema
+from lsc.align import advantages as advantages_lib
 from lsc.align import common
 from lsc.align import losses
 from lsc.align import reference as reference_lib
@@ -80,7 +89,9 @@ from lsc.train import metrics as metrics_lib
 from lsc.train import optim
 from lsc.train import common as train_common
 
-ALGORITHMS = ("ppo", "rloo")
+ALGORITHMS = ("ppo", "rloo", "grpo", "dr_grpo")
+GROUP_ALGORITHMS = ("grpo", "dr_grpo")  # clipped updates on group advantages, no value head
+KL_PENALTIES = ("reward", "loss")
 Array = jax.Array
 
 # The rules of config.rl's fields (lsc.schema): RLConfig's, and gold_eval_prompts (read by run).
@@ -92,6 +103,7 @@ RL_RULES = {
     "num_samples": schema.number_in(1, integer=True),
     "kl_coef": schema.number_in(0.0),
     "kl_estimator": schema.one_of(losses.KL_ESTIMATORS),
+    "kl_penalty": schema.one_of(KL_PENALTIES),
     "temperature": schema.number_in(1e-6),
     "ppo_epochs": schema.number_in(1, integer=True),
     "num_minibatches": schema.number_in(1, integer=True),
@@ -114,12 +126,16 @@ class RLConfig:
     tuple, a sweep, in the config file, and is a single float here).
 
     Attributes:
-      algorithm: 'ppo' or 'rloo'.
+      algorithm: 'ppo', 'rloo', 'grpo' or 'dr_grpo' (:mod:`lsc.align.advantages`: the group of a
+        prompt's ``k`` samples gives the baseline; PPO's clipped update, no value head).
       num_steps: RL steps (one rollout and one update each).
       batch_size: prompts per step ``B``.
       num_samples: samples per prompt ``k`` (RLOO needs ``k >= 2``); ``N = B * k`` rows.
       kl_coef: ``gamma``.
       kl_estimator: 'k1' or 'k3' (:func:`lsc.align.losses.kl_estimate`).
+      kl_penalty: 'reward' (``gamma`` times the sequence KL subtracted from the return) or
+        'loss' (GRPO's form: ``gamma`` times the ``k3`` KL to ``pi0`` added to the policy loss;
+        'grpo' and 'dr_grpo' only).
       temperature: sampling temperature of the policy and of ``pi0``'s reference samples.
       ppo_epochs, num_minibatches: passes over the rollout and mini-batches per pass (PPO);
         ``num_minibatches`` must divide ``N``.
@@ -149,6 +165,7 @@ class RLConfig:
     num_samples: int = 1
     kl_coef: float = 0.1
     kl_estimator: str = "k1"
+    kl_penalty: str = "reward"
     temperature: float = 1.0
     ppo_epochs: int = 1
     num_minibatches: int = 1
@@ -170,11 +187,14 @@ class RLConfig:
         if isinstance(self.kl_coef, (tuple, list)):
             raise ValueError(f"rl.kl_coef must be one number >= 0 here, got {self.kl_coef!r}")
         schema.check(vars(self), RL_RULES, "rl")
-        if self.algorithm == "rloo" and self.num_samples < 2:
-            raise ValueError(f"rl.algorithm='rloo' needs rl.num_samples >= 2, got "
-                             f"{self.num_samples}")
+        if self.algorithm in ("rloo",) + GROUP_ALGORITHMS and self.num_samples < 2:
+            raise ValueError(f"rl.algorithm={self.algorithm!r} needs rl.num_samples >= 2 (a "
+                             f"group of samples per prompt), got {self.num_samples}")
+        if self.kl_penalty == "loss" and self.algorithm not in GROUP_ALGORITHMS:
+            raise ValueError(f"rl.kl_penalty='loss' needs rl.algorithm in {GROUP_ALGORITHMS}, "
+                             f"got {self.algorithm!r}")
         n = self.batch_size * self.num_samples
-        if self.algorithm == "ppo" and n % self.num_minibatches:
+        if self.algorithm in ("ppo",) + GROUP_ALGORITHMS and n % self.num_minibatches:
             raise ValueError(f"rl.num_minibatches={self.num_minibatches} must divide "
                              f"rl.batch_size * rl.num_samples = {n}")
 
@@ -187,7 +207,9 @@ class RLConfig:
     @property
     def updates_per_step(self) -> int:
         """Optimiser updates per RL step (the optimisers' schedules count these)."""
-        return self.ppo_epochs * self.num_minibatches if self.algorithm == "ppo" else 1
+        if self.algorithm in ("ppo",) + GROUP_ALGORITHMS:
+            return self.ppo_epochs * self.num_minibatches
+        return 1
 
 
 @struct.dataclass
@@ -223,6 +245,7 @@ class Rollout(NamedTuple):
     tokens: Array  # int32[N, R]
     mask: Array  # float32[N, R]
     logp: Array  # float32[N, R], under the policy that sampled
+    logp0: Array  # float32[N, R], under pi0
     kl: Array  # float32[N, R], the chosen estimator, 0 on padding
     values: Array  # float32[N, R] (PPO; zeros for RLOO)
     utility: Array  # float32[N]
@@ -441,8 +464,8 @@ class RLTrainer:
         for i, name in enumerate(self.spec.properties):
             metrics[f"reward/{name}"] = jnp.mean(flat_rew[:, i])
             metrics[f"r_ref/{name}"] = jnp.mean(r_ref[:, i])
-        return Rollout(prompts, flat, fmask, jax.lax.stop_gradient(logp), kl, values, u, flat_rew,
-                       r_ref, metrics)
+        return Rollout(prompts, flat, fmask, jax.lax.stop_gradient(logp), logp0 * fmask, kl,
+                       values, u, flat_rew, r_ref, metrics)
 
     def _rollout(self, state: RLState, frozen: Frozen, batch, kl_coef):
         self.traces["rollout"] += 1
@@ -481,6 +504,9 @@ class RLTrainer:
                            advantage_std=jnp.std(adv))
             new_state = state.replace(step=state.step + 1, policy=policy, policy_opt=popt)
             return new_state, metrics
+
+        if cfg.algorithm in GROUP_ALGORITHMS:
+            return self._group_update(state, ro, kl_coef, new_logp, update_key)
 
         rewards_tok = losses.token_rewards(ro.utility, ro.kl, ro.mask, kl_coef)
         adv, ret = losses.gae(rewards_tok, ro.values, ro.mask, cfg.discount, cfg.gae_lambda)
@@ -524,6 +550,48 @@ class RLTrainer:
         new_state = state.replace(step=state.step + 1, policy=policy, policy_opt=popt,
                                   value=value, value_opt=vopt)
         return new_state, metrics
+
+    def _group_update(self, state: RLState, ro: Rollout, kl_coef, new_logp, update_key):
+        """GRPO / Dr. GRPO: group advantages of the returns (:mod:`lsc.align.advantages`), then
+        ``ppo_epochs`` passes of ``num_minibatches`` clipped updates of the policy; the KL to
+        ``pi0`` in the return (``kl_penalty='reward'``) or as a ``k3`` loss term ('loss')."""
+        cfg = self.cfg
+        length_norm = advantages_lib.LENGTH_NORMALISED[cfg.algorithm]
+        in_loss = cfg.kl_penalty == "loss"
+        seq_kl = jnp.sum(ro.kl, axis=1)
+        returns = ro.utility if in_loss else ro.utility - kl_coef * seq_kl
+        grouped = returns.reshape(-1, cfg.num_samples)
+        adv = advantages_lib.group_advantages(cfg.algorithm, grouped).reshape(-1)
+        n = ro.tokens.shape[0]
+        mb = n // cfg.num_minibatches
+        iters = cfg.ppo_epochs * cfg.num_minibatches
+        perms = jnp.stack([jax.random.permutation(jax.random.fold_in(update_key, e), n)
+                           for e in range(cfg.ppo_epochs)])
+        order = perms.reshape(iters, mb)
+
+        def loss_fn(params, idx):
+            lp = new_logp(params, ro.prompts[idx], ro.tokens[idx], ro.mask[idx])
+            pl, frac = advantages_lib.policy_loss(lp, ro.logp[idx], adv[idx], ro.mask[idx],
+                                                  cfg.clip_eps, length_norm)
+            kl = advantages_lib.kl_loss(lp, ro.logp0[idx], ro.mask[idx], length_norm)
+            total = pl + kl_coef * kl if in_loss else pl
+            return total, (pl, frac, kl)
+
+        def body(carry, idx):
+            policy, popt = carry
+            (_, (pl, frac, kl)), g = jax.value_and_grad(loss_fn, has_aux=True)(policy, idx)
+            updates, popt = self.tx_policy.update(g, popt, policy)
+            policy = optax.apply_updates(policy, updates)
+            return (policy, popt), jnp.stack([pl, frac, kl, optax.tree.norm(g)])
+
+        (policy, popt), outs = jax.lax.scan(body, (state.policy, state.policy_opt), order)
+        means = jnp.mean(outs, axis=0)
+        stats = advantages_lib.group_stats(grouped)
+        metrics = dict(policy_loss=means[0], clip_fraction=means[1], kl_loss=means[2],
+                       grad_norm=means[3], value_loss=jnp.zeros(()),
+                       value_clip_fraction=jnp.zeros(()), advantage_std=jnp.std(adv),
+                       group_std=stats["group_std"], zero_std_fraction=stats["zero_std_fraction"])
+        return state.replace(step=state.step + 1, policy=policy, policy_opt=popt), metrics
 
     # ------------------------------------------------------------------------------ jitting
 

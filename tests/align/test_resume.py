@@ -1,7 +1,7 @@
 """End to end through ``python -m lsc.main`` (job ``rlhf``): a run killed with SIGKILL after its
 first checkpoint and restarted in the same workdir ends with bitwise the same state (policy,
 value model, optimisers, RNG, reference cache) and the same ``summary.json`` as an uninterrupted
-run."""
+run, for PPO and for GRPO."""
 
 import json
 import os
@@ -39,13 +39,17 @@ def env():
     return subprocess_env()
 
 
-def command(workdir):
+# A GRPO run (group of 2 samples per prompt, KL as a loss term, two mini-batches).
+GRPO = ["--config.rl.algorithm=grpo", "--config.rl.num_samples=2", "--config.rl.kl_penalty=loss"]
+
+
+def command(workdir, extra=()):
     return [sys.executable, "-m", "lsc.main", f"--config={CONFIG}", f"--workdir={workdir}",
-            *OVERRIDES]
+            *OVERRIDES, *extra]
 
 
-def run_to_end(workdir):
-    proc = subprocess.run(command(workdir), cwd=ROOT, env=env(), capture_output=True, text=True,
+def run_to_end(workdir, extra=()):
+    proc = subprocess.run(command(workdir, extra), cwd=ROOT, env=env(), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -63,9 +67,9 @@ def flat(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
-def start_and_signal(workdir, sig):
+def start_and_signal(workdir, sig, extra=()):
     """Starts a run, sends ``sig`` once its first checkpoint exists; returns the process."""
-    proc = subprocess.Popen(command(workdir), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(command(workdir, extra), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     deadline = time.time() + 240
@@ -81,16 +85,20 @@ def start_and_signal(workdir, sig):
     return proc
 
 
-def test_kill_and_restart_is_bitwise(tmp_path):
+@pytest.mark.parametrize("extra", [(), GRPO], ids=["ppo", "grpo"])
+def test_kill_and_restart_is_bitwise(tmp_path, extra):
     full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
-    start_and_signal(killed, signal.SIGKILL)
+    start_and_signal(killed, signal.SIGKILL, extra)
     ckpt_dir = os.path.join(killed, "checkpoints")
     killed_at = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
     assert killed_at < NUM_STEPS
     assert not os.path.exists(os.path.join(killed, "summary.json"))
-    resumed = run_to_end(killed)
+    resumed = run_to_end(killed, extra)
     assert "resuming from step" in resumed.stderr
-    run_to_end(full)
+    run_to_end(full, extra)
+    if extra:
+        with open(os.path.join(full, "summary.json")) as f:
+            assert json.load(f)["algorithm"] == "grpo"
 
     a, b = flat(final_state(full)), flat(final_state(killed))
     assert len(a) == len(b) and len(a) > 10

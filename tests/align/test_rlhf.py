@@ -15,13 +15,15 @@ NUM_PROMPTS, BATCH = 16, 8
 
 
 def _trainer(method, source, *, algorithm="ppo", k=2, time_phases=False, steps=30, lr=3e-3,
-             cache=True):
+             cache=True, kl_penalty="reward"):
     spec = utility.UtilitySpec(method, ("a",),
                                (utility.ReferenceSpec(source, quantile=0.5, num_samples=4),))
     models = rlhf.Models(pi0=fx.policy(0), reward_models=[fx.reward_model(10)])
     cfg = rlhf.RLConfig(num_steps=steps, batch_size=BATCH, algorithm=algorithm, num_samples=k,
-                        kl_coef=0.1, ppo_epochs=2, num_minibatches=2 if algorithm == "ppo" else 1,
-                        time_phases=time_phases, reference_cache=cache, progress=False)
+                        kl_coef=0.1, ppo_epochs=2,
+                        num_minibatches=1 if algorithm == "rloo" else 2,
+                        time_phases=time_phases, reference_cache=cache, progress=False,
+                        kl_penalty=kl_penalty)
     tx_p = optim.make_optimizer(dict(learning_rate=lr), steps * cfg.updates_per_step)
     tx_v = optim.make_optimizer(dict(learning_rate=1e-2), steps * cfg.updates_per_step)
     mesh = mesh_lib.make_mesh({"data": -1})
@@ -77,6 +79,24 @@ def test_rloo_improves_objective():
     assert trainer.traces["update"] == 1
 
 
+@pytest.mark.parametrize("algorithm,penalty", [("grpo", "reward"), ("dr_grpo", "loss")])
+def test_group_algorithms_improve_the_objective_and_compile_once(algorithm, penalty):
+    """GRPO (KL in the return) and Dr. GRPO (KL as a k3 loss term): no value head, the group of a
+    prompt's 4 samples as baseline; the objective rises, one compilation for two gammas."""
+    steps = 25
+    trainer = _trainer("lsc", "quantile", algorithm=algorithm, k=4, steps=steps, lr=3e-3,
+                       kl_penalty=penalty)
+    assert trainer.value_graphdef is None
+    _, hist = _run(trainer, 0.01, steps)
+    _run(trainer, 0.3, 2)
+    assert _mean(hist, "utility", slice(-5, None)) > _mean(hist, "utility", slice(0, 5)) + 0.05
+    assert trainer.traces["rollout"] == 1 and trainer.traces["update"] == 1, trainer.traces
+    for key in ("policy_loss", "clip_fraction", "kl_loss", "group_std", "zero_std_fraction",
+                "advantage_std"):
+        assert np.isfinite(hist[-1][key]), key
+    assert 0.0 <= hist[-1]["zero_std_fraction"] <= 1.0
+
+
 def test_phased_rollout_compiles_once_and_times_every_phase():
     trainer = _trainer("lsc", "quantile", time_phases=True, steps=4)
     _, hist = _run(trainer, 0.1, 4)
@@ -124,6 +144,13 @@ def test_a_run_started_from_a_reference_cache_estimates_nothing():
 def test_rl_config_rejects_bad_values():
     with pytest.raises(ValueError, match="num_samples >= 2"):
         rlhf.RLConfig(num_steps=1, batch_size=2, algorithm="rloo", num_samples=1)
+    with pytest.raises(ValueError, match=r"'grpo' needs rl.num_samples >= 2 \(a group"):
+        rlhf.RLConfig(num_steps=1, batch_size=2, algorithm="grpo", num_samples=1)
+    with pytest.raises(ValueError, match="kl_penalty='loss' needs rl.algorithm in"):
+        rlhf.RLConfig(num_steps=1, batch_size=2, algorithm="ppo", kl_penalty="loss")
+    with pytest.raises(ValueError, match="kl_penalty"):
+        rlhf.RLConfig(num_steps=1, batch_size=2, algorithm="grpo", num_samples=2,
+                      kl_penalty="both")
     with pytest.raises(ValueError, match="num_minibatches"):
         rlhf.RLConfig(num_steps=1, batch_size=3, num_minibatches=2)
     with pytest.raises(ValueError, match="kl_estimator"):

@@ -237,10 +237,12 @@ def test_reward_model_two_processes_match_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_rlhf_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize("extra", [(), ("--config.rl.algorithm=grpo", "--config.rl.num_samples=2",
+                                        "--config.rl.kl_penalty=loss")], ids=["ppo", "grpo"])
+def test_rlhf_two_processes_match_one(tmp_path, extra):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    run_single(RLHF_ARGS, one, str(tmp_path))
-    run_two(RLHF_ARGS, two, str(tmp_path))
+    run_single(RLHF_ARGS + list(extra), one, str(tmp_path))
+    run_two(RLHF_ARGS + list(extra), two, str(tmp_path))
     assert_params_match(one, two)
     s1, s2 = summary(one), summary(two)
     assert s1["step"] == s2["step"] == 4
