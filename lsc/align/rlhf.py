@@ -343,6 +343,7 @@ class RLTrainer:
             value_opt=train_loop.opt_state_shardings(tx_value, value_params, v_sh, mesh),
             rng=self.replicated, ref_table=self.replicated, ref_filled=self.replicated)
         self._initial = (policy_params, value_params)
+        self._init_jit = None
         self._rollout_jit = None
         self._phase_jits = None
         self._update_jit = None
@@ -374,15 +375,17 @@ class RLTrainer:
                 raise ValueError(f"reference cache of shapes {table.shape} and {filled.shape} "
                                  f"does not fit {self.num_prompts} prompts x {m} properties")
 
-        def make(policy_params, value_params, table, filled):
-            rng = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 2))
-            return RLState(step=jnp.zeros((), jnp.int32), policy=policy_params,
-                           policy_opt=self.tx_policy.init(policy_params), value=value_params,
-                           value_opt=self.tx_value.init(value_params), rng=rng,
-                           ref_table=table, ref_filled=filled)
+        if self._init_jit is None:  # compiled once, whatever the seed (a traced input)
+            def make(policy_params, value_params, table, filled, seed):
+                rng = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 2))
+                return RLState(step=jnp.zeros((), jnp.int32), policy=policy_params,
+                               policy_opt=self.tx_policy.init(policy_params),
+                               value=value_params, value_opt=self.tx_value.init(value_params),
+                               rng=rng, ref_table=table, ref_filled=filled)
 
-        return jax.jit(make, out_shardings=self.state_shardings)(policy_params, value_params,
-                                                                   table, filled)
+            self._init_jit = jax.jit(make, out_shardings=self.state_shardings)
+        return self._init_jit(policy_params, value_params, table, filled,
+                              np.asarray(seed, np.int32))
 
     # ------------------------------------------------------------------------------ pure parts
 

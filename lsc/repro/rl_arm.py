@@ -280,14 +280,14 @@ def final_shortcuts(trajs) -> Dict[str, Dict[str, float]]:
     """Per method, the mean over seeds of the final snapshot's KL and shortcut rates (and
     ``pi0``'s as ``base``)."""
     fields = ("kl_k1", "filler_rate", "offtopic_rate", "refusal_rate", "mean_length")
-    out = {}
+
+    def row(point) -> Dict[str, float]:  # point(field) -> float; KL under the name "kl"
+        return {("kl" if f == "kl_k1" else f): point(f) for f in fields}
+
+    if not trajs:
+        return {}
+    first = next(iter(next(iter(trajs.values())).values()))  # pi0 is step 0 of every run
+    out = {"base": row(lambda f: float(first[f][0]))}
     for method, runs in trajs.items():
-        vals = {f: float(np.mean([runs[s][f][-1] for s in runs])) for f in fields}
-        vals["kl"] = vals.pop("kl_k1")
-        out[method] = vals
-        if "base" not in out:
-            first = next(iter(runs.values()))
-            base = {f: float(first[f][0]) for f in fields}
-            base["kl"] = base.pop("kl_k1")
-            out = {"base": base, **out}
+        out[method] = row(lambda f, runs=runs: float(np.mean([r[f][-1] for r in runs.values()])))
     return out
