@@ -15,19 +15,16 @@ A job supplies a model constructor, a loss and data; the loop owns everything el
   are *sums* with an example count, so ``k`` micro-batches give the same update as one big batch.
   With ``compute_dtype='bfloat16'`` floating parameters are cast to bfloat16 inside the loss (the
   gradient flows back to the float32 master weights).
-* **Loop.** :func:`train` resumes from the newest checkpoint in ``<workdir>/checkpoints`` (state,
-  data-iterator position and metrics history), runs to ``num_steps``, logs to TensorBoard
-  (``<workdir>/tensorboard``) and a tqdm progress bar (rate, ETA; beneath the job's bar when
-  there is one, :mod:`lsc.progress`), evaluates every ``eval_every`` steps and at the end,
-  checkpoints every ``save_every`` steps and at the end, and writes ``<workdir>/summary.json``
-  and the final model (``<workdir>/model``, :func:`lsc.train.checkpoint.load_model`). Everything
-  in ``summary.json`` is a function of the seed and config (no timings), so a killed-and-resumed
-  run writes the same file as an uninterrupted one.
-* **Preemption.** SIGTERM sets a flag; after the step in progress the loop writes a checkpoint and
-  :func:`train` returns with ``preempted=True`` (jobs then exit with :data:`PREEMPTED_EXIT_CODE`).
-  With several processes, a SIGTERM to any of them stops all after the same step.
-* **Numerics.** A non-finite loss raises :class:`NonFiniteLossError` naming the step; no
-  checkpoint is written after the last finite step.
+* **Loop.** :func:`train` runs the step under :func:`lsc.train.runner.run`, the outer loop it
+  shares with RLHF: resume from the newest checkpoint in ``<workdir>/checkpoints`` (state,
+  data-iterator position and metrics history), TensorBoard logging (``<workdir>/tensorboard``),
+  the progress bar, checkpoints every ``save_every`` steps and at the end, SIGTERM (a checkpoint,
+  then ``preempted=True``; jobs exit with :data:`PREEMPTED_EXIT_CODE`) and the non-finite loss
+  stop (:class:`NonFiniteLossError`). Here it adds the evaluation every ``eval_every`` steps and
+  at the end, and writes ``<workdir>/summary.json`` and the final model (``<workdir>/model``,
+  :func:`lsc.train.checkpoint.load_model`). Everything in ``summary.json`` is a function of the
+  seed and config (no timings), so a killed-and-resumed run writes the same file as an
+  uninterrupted one.
 * **Config.** :class:`TrainConfig` is ``config.train``; :data:`TRAIN_RULES` are its fields' rules
   (:mod:`lsc.schema`), checked on construction and by :mod:`lsc.config` up front.
 
@@ -42,10 +39,6 @@ number of examples it covers (float32; e.g. ``sum(valid)`` or the number of resp
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
-import sys
-import time
 from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Tuple
 
 import jax
@@ -56,14 +49,13 @@ from absl import logging
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lsc import progress as progress_lib
-from lsc import runtime, schema
-from lsc.parallel import distributed, partitioning
+from lsc import schema
+from lsc.parallel import partitioning
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import metrics as metrics_lib
-from lsc.train import optim
+from lsc.train import optim, runner
+from lsc.train.runner import PREEMPTED_EXIT_CODE, NonFiniteLossError  # noqa: F401
 
-PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: a controlled exit after the preemption checkpoint
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 TRAIN_RULES = {
@@ -79,17 +71,6 @@ TRAIN_RULES = {
 
 Batch = Dict[str, Any]
 LossFn = Callable[[nnx.Module, Batch, jax.Array], Tuple[jax.Array, jax.Array, Dict[str, jax.Array]]]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; ``step`` is the step that produced it."""
-
-    def __init__(self, step: int, value: float, last_checkpoint: Optional[int], directory: str):
-        self.step, self.value, self.last_checkpoint = step, value, last_checkpoint
-        where = (f"the last good checkpoint is step {last_checkpoint} in {directory}"
-                 if last_checkpoint is not None else "no checkpoint had been written yet")
-        super().__init__(f"non-finite training loss {value} at step {step}; training stopped, "
-                         f"{where}")
 
 
 @struct.dataclass
@@ -417,10 +398,6 @@ def init_state(create_model: Callable[[], nnx.Module], tx: optax.GradientTransfo
     return graphdef, state, shardings
 
 
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
-
-
 def train(
     *,
     workdir: str,
@@ -460,116 +437,58 @@ def train(
       NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
     """
     cfg = train_config
-    for attr in ("get_state", "set_state"):
-        if not hasattr(train_data, attr):
-            raise TypeError(f"train_data must have {attr}() (a lsc.data.pipeline.BatchIterator)")
-    os.makedirs(workdir, exist_ok=True)
-    is_chief = jax.process_index() == 0
     tx = optim.make_optimizer(optim_config, cfg.num_steps)
     schedule = optim.make_schedule(optim_config, cfg.num_steps)
+    built: Dict[str, Any] = {}
 
-    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                       keep=cfg.keep_checkpoints)
-    latest = ckpt.latest_step()
-    graphdef, state, shardings = init_state(
-        create_model, tx, mesh, rules, seed,
-        initial_model=initial_model if latest is None else None)
-    mstate = metrics_lib.MetricsState()
-    start = 0
-    if latest is not None:
-        state, data_state, metrics_json = ckpt.restore(latest,
-                                                       checkpoint_lib.abstract_like(state))
-        train_data.set_state(data_state)
-        mstate = metrics_lib.MetricsState.from_json(metrics_json)
-        start = int(jax.device_get(state.step))
-        if start != latest:
-            raise ValueError(f"checkpoint {latest} holds step {start}; the checkpoint directory "
-                             f"{ckpt.directory} is inconsistent")
-        logging.info("resuming from step %d", start)
-    if start > cfg.num_steps:
-        raise ValueError(f"{workdir}: checkpoint step {start} is beyond train.num_steps="
-                         f"{cfg.num_steps}")
+    def init(fresh: bool) -> TrainState:
+        graphdef, state, shardings = init_state(create_model, tx, mesh, rules, seed,
+                                                initial_model=initial_model if fresh else None)
+        built.update(graphdef=graphdef,
+                     trainer=_Trainer(graphdef, loss_fn, tx, schedule, cfg, mesh, shardings))
+        return state
 
-    trainer = _Trainer(graphdef, loss_fn, tx, schedule, cfg, mesh, shardings)
-    writer = metrics_lib.MetricsWriter(os.path.join(workdir, "tensorboard"),
-                                       purge_step=start + 1 if start else None, enabled=is_chief)
+    def step_fn(state, batch):
+        state, metrics = built["trainer"].step(state, batch)
+        return state, metrics_lib.to_floats(jax.device_get(metrics)), {}
+
     eval_cache: dict = {}
-    last_saved = latest
-    preempted = False
-    step = start
 
-    def save(at: int):
-        nonlocal last_saved
-        if at != last_saved:
-            ckpt.save(at, state, train_data.get_state(), mstate.to_json())
-            last_saved = at
-
-    def run_eval(at: int):
-        metrics = evaluate(evaluator, graphdef, state.params, state.model_state, mesh,
+    def run_eval(at: int, state: TrainState, ctx: runner.Run):
+        metrics = evaluate(evaluator, built["graphdef"], state.params, state.model_state, mesh,
                            cfg.compute_dtype, eval_cache)
-        mstate.add_eval(at, metrics)
-        writer.scalars(at, metrics, "eval")
+        ctx.metrics.add_eval(at, metrics)
+        ctx.writer.scalars(at, metrics, "eval")
         logging.info("step %d eval: %s", at,
                      ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
-        return metrics
 
-    from tqdm.auto import tqdm
+    def after_step(step: int, state: TrainState, ctx: runner.Run):
+        if evaluator is not None and ((cfg.eval_every and step % cfg.eval_every == 0)
+                                      or step == cfg.num_steps):
+            run_eval(step, state, ctx)
 
-    bar = tqdm(total=cfg.num_steps, initial=start, unit="step", dynamic_ncols=True,
-               file=sys.stderr, disable=not (cfg.progress and is_chief), desc="train",
-               **progress_lib.inner_bar_kwargs())
-    t0 = time.perf_counter()
-    try:
-        with runtime.Preemption() as preemption:
-            stop = distributed.any_process(preemption.requested)
-            while step < cfg.num_steps and not stop:
-                batch = next(train_data)
-                state, metrics = trainer.step(state, batch)
-                host = metrics_lib.to_floats(jax.device_get(metrics))
-                step += 1
-                if not _finite(host["loss"]):
-                    raise NonFiniteLossError(step, host["loss"], last_saved, ckpt.directory)
-                mstate.add(host)
-                bar.update(1)
-                if step % cfg.log_every == 0 or step == cfg.num_steps:
-                    means = mstate.flush(step)
-                    writer.scalars(step, means, "train")
-                    bar.set_postfix(loss=f"{means['loss']:.4f}", refresh=False)
-                if evaluator is not None and ((cfg.eval_every and step % cfg.eval_every == 0)
-                                              or step == cfg.num_steps):
-                    run_eval(step)
-                stop = distributed.any_process(preemption.requested)
-                if step % cfg.save_every == 0 or step == cfg.num_steps or stop:
-                    save(step)
-            if stop and step < cfg.num_steps:
-                preempted = True
-                save(step)
-    finally:
-        bar.close()
-        writer.flush()
-        writer.close()
-        ckpt.close()
-    seconds = time.perf_counter() - t0
-    steps_run = step - start
-    logging.info("%d steps in %.1fs (%.2f steps/s); %d compilation(s) of the train step",
-                 steps_run, seconds, steps_run / max(seconds, 1e-9), trainer.traces)
-    if preempted:
-        logging.warning("preempted at step %d of %d; checkpoint written, rerun to resume", step,
-                        cfg.num_steps)
+    def at_end(step: int, state: TrainState, ctx: runner.Run):
+        if evaluator is not None and not ctx.metrics.history["eval"]:
+            run_eval(step, state, ctx)  # a run resumed at its last step
+
+    out = runner.run(
+        workdir=workdir, init=init, data=train_data, step_fn=step_fn,
+        cadence=runner.Cadence(cfg.num_steps, cfg.log_every, cfg.save_every,
+                               cfg.keep_checkpoints, cfg.progress, "train.num_steps"),
+        finite=("loss",), name="train", after_step=after_step, at_end=at_end)
+    graphdef, trainer, state, step = built["graphdef"], built["trainer"], out.state, out.step
+    logging.info("%d compilation(s) of the train step", trainer.traces)
+    if out.preempted:
         return TrainResult(state, graphdef, step, True, {}, trainer.traces)
-
-    if evaluator is not None and not mstate.history["eval"]:
-        run_eval(step)
+    history = out.metrics.history
     summary = {
         "step": step,
-        "train": dict(mstate.history["train"][-1]) if mstate.history["train"] else {},
-        "eval": dict(mstate.history["eval"][-1]) if mstate.history["eval"] else {},
-        "history": mstate.history,
+        "train": dict(history["train"][-1]) if history["train"] else {},
+        "eval": dict(history["eval"][-1]) if history["eval"] else {},
+        "history": history,
     }
     if summary_extra is not None:
         summary.update(summary_extra(state, graphdef))
     checkpoint_lib.export_model(workdir, state.params, state.model_state)
-    if is_chief:
-        runtime.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+    runner.finish(workdir, summary)
     return TrainResult(state, graphdef, step, False, summary, trainer.traces)
-
