@@ -9,7 +9,7 @@ statistic). With ``m`` the group's valid count, mean and std over its valid samp
 * ``rloo`` (Kool et al. 2019; Ahmadian et al. 2024): ``R_i - mean_{j != i} R_j``;
 * ``grpo`` (Shao et al. 2024, DeepSeekMath): ``(R_i - mean) / (std + eps)``, ``std`` with
   ``ddof = 1`` as TRL computes it; a group whose returns are all equal gets 0 (its numerator is
-  0), not ``0 / eps`` noise;
+  0, tested as max == min), not ``0 / eps`` noise;
 * ``dr_grpo`` (Liu et al. 2025, "Understanding R1-Zero-like training"): ``R_i - mean``, no
   division by the group's std.
 
@@ -63,12 +63,43 @@ def _centred(returns, valid):
     return (r - mean) * w, w, count
 
 
-def grpo(returns, valid=None, eps: float = EPS) -> Array:
-    """``(R_i - mean) / (std + eps)`` per group, ``std`` with ``ddof = 1`` (module docstring)."""
-    d, w, count = _centred(returns, valid)
+def standardize(x, valid=None, eps: float = EPS) -> Array:
+    """``(x - mean) / (std + eps)`` over axis 1 (a prompt's ``k`` samples), ``std`` with
+    ``ddof = 1``, over the valid samples only.
+
+    Args:
+      x: ``float32[B, k]`` or ``float32[B, k, m]`` (then each of the ``m`` columns separately).
+      valid: ``bool[B, k]`` samples that count, or None for all.
+
+    Returns:
+      ``x``'s shape; 0 for masked samples, for groups with fewer than 2 valid samples and for
+      groups whose valid values are all equal (tested as max == min, so a rounding residue of
+      the mean is not divided by ``eps``).
+    """
+    x = jnp.asarray(x, jnp.float32)
+    if x.ndim not in (2, 3):
+        raise ValueError(f"x must have shape [B, k] or [B, k, m], got {x.shape}")
+    v = jnp.ones(x.shape[:2], bool) if valid is None else jnp.asarray(valid, bool)
+    if v.shape != x.shape[:2]:
+        raise ValueError(f"valid {v.shape} must have the shape {x.shape[:2]}")
+    v = v.reshape(v.shape + (1,) * (x.ndim - 2))
+    w = v.astype(jnp.float32)
+    count = jnp.sum(w, axis=1, keepdims=True)
+    mean = jnp.sum(jnp.where(v, x, 0.0), axis=1, keepdims=True) / jnp.maximum(count, 1.0)
+    d = jnp.where(v, x - mean, 0.0)
     var = jnp.sum(d * d, axis=1, keepdims=True) / jnp.maximum(count - 1.0, 1.0)
-    adv = d / (jnp.sqrt(var) + eps)
-    return jnp.where((count >= 2) & (w > 0), adv, 0.0)
+    spread = (jnp.max(jnp.where(v, x, -jnp.inf), axis=1, keepdims=True)
+              > jnp.min(jnp.where(v, x, jnp.inf), axis=1, keepdims=True))
+    ok = spread & (var > 0.0) & (count >= 2.0)
+    std = jnp.sqrt(jnp.where(ok, var, 1.0))  # finite gradients where the result is 0
+    return jnp.where(ok & v, d / (std + eps), 0.0)
+
+
+def grpo(returns, valid=None, eps: float = EPS) -> Array:
+    """``(R_i - mean) / (std + eps)`` per group, ``std`` with ``ddof = 1`` (module docstring;
+    :func:`standardize`)."""
+    _prepare(returns, valid)
+    return standardize(returns, valid, eps)
 
 
 def dr_grpo(returns, valid=None) -> Array:

@@ -84,3 +84,17 @@ def test_losses_normalise_per_sequence_or_by_a_constant():
     stats = adv_lib.group_stats(RETURNS[:2])
     np.testing.assert_allclose(float(stats["group_std"]), np.sqrt(2) / 2, rtol=1e-6)
     assert float(stats["zero_std_fraction"]) == 0.5
+
+
+def test_equal_returns_give_zero_despite_rounding_of_the_mean():
+    # 0.01 * 6 / 6 != 0.01 in float32: the mean's rounding residue must not be divided by eps.
+    returns = np.full((2, 6), 0.01, np.float32)
+    returns[1] = [0.3, 0.3, 0.3, 0.7, 0.3, 0.3]
+    valid = np.ones((2, 6), bool)
+    valid[1, 3] = False  # the only different value is masked: the valid ones are equal
+    got = np.asarray(adv_lib.grpo(returns, valid))
+    assert np.all(got == 0.0), got
+    # The per-property form (GDPO's normalisation) agrees column by column.
+    stacked = np.stack([returns, 2 * returns], axis=-1)
+    both = np.asarray(adv_lib.standardize(stacked, valid))
+    assert np.all(both == 0.0)
