@@ -13,7 +13,7 @@ The rules of a typed config section are declared once, next to the code that rea
 (:data:`lsc.align.rlhf.RL_RULES`) and ``rewards.properties.*.reference.*``
 (:data:`lsc.align.utility.REFERENCE_RULES`); those typed configs check the same rules when they
 are built. Every list of choices is the constant of the module that uses it (e.g.
-:data:`lsc.models.heads.POOLINGS`, :data:`lsc.rewards.names.UTILITY_METHODS`,
+:data:`lsc.models.heads.POOLINGS`, :data:`lsc.rewards.names.METHOD_CHOICES`,
 :data:`lsc.data.DATA_SOURCES`). The imports go one way: this module imports the domain modules,
 never the reverse.
 """
@@ -65,11 +65,30 @@ def _needs_data_path(config) -> bool:
 
 
 def _method_rule(value, config) -> Optional[str]:
-    message = one_of(names.UTILITY_METHODS)(value, config)
-    if message:
-        return message
+    for v in (value if isinstance(value, (tuple, list)) else [value]):
+        if not names.is_method(v):
+            return (f"{v!r} is not allowed; choose one of: {', '.join(names.METHOD_CHOICES)}, "
+                    f"or a stage string {names.STAGE_SYNTAX}")
     if names.is_weighted(value) and not config.rewards.get("weights"):
         return f"{value!r} needs config.rewards.weights (one number per property)"
+    stages = names.split_stages(value)
+    if stages and stages[0] == "clip" and not config.rewards.get("clip"):
+        return f"{value!r} needs config.rewards.clip = (low, high)"
+    return None
+
+
+def _clip_rule(value, config) -> Optional[str]:
+    """Empty / None (not used) or ``(low, high)``: numbers or None, not both None, low <= high."""
+    if value is None or (isinstance(value, (tuple, list)) and not value):
+        return None
+    allowed = "must be (low, high): numbers or None, at least one a number, low <= high"
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        return f"{value!r} is not allowed; {allowed}"
+    low, high = value
+    bounds = [b for b in (low, high) if b is not None]
+    if not bounds or any(number_in()(b, config) for b in bounds) or (
+            len(bounds) == 2 and low > high):
+        return f"{value!r} is not allowed; {allowed}"
     return None
 
 
@@ -100,6 +119,7 @@ RULES: Dict[str, Rule] = {
     "rewards.method": _method_rule,
     **prefixed("rewards.properties.*.reference", utility.REFERENCE_RULES),
     "rewards.weights.*": number_in(),
+    "rewards.clip": _clip_rule,
     "data.source": one_of(DATA_SOURCES),
     "data.path": existing_path(when=_needs_data_path),
     "data.on_error": one_of(hh_rlhf.ON_ERROR),

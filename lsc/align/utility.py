@@ -15,12 +15,18 @@ Methods (``config.rewards.method``; the names and their aliases are those of
 * ``lsc`` -- alias of ``lsc_sum``: ``sum_i log sigma(r_i - r_ref_i)``; with one property the
   paper's LSC utility, with several its logical AND;
 * ``par`` -- Preference As Reward, ``sum_i sigma(r_i - r_ref_i)`` (:func:`lsc.rewards.par` with
-  the property's reference as the single reference response).
+  the property's reference as the single reference response);
+* ``gdpo`` and stage strings ``'<transform>+<aggregation>[_nocenter]'`` (e.g. ``'clip+sum'``,
+  ``'batch_norm+sum'``, ``'group_norm+sum'``) -- applied by
+  :func:`lsc.align.reward_pipeline.apply` (the methods above are not routed through it). ``gdpo``
+  normalises each reward within its prompt's group of k samples (std with ``ddof = 1``) and sums;
+  it uses no reference. Group and batch transforms need rewards ``[B, k, m]``.
 
 Config (``config.rewards``; :func:`spec_from_config`)::
 
   rewards.method = 'lsc_sum'
   rewards.weights = ()                     # one per property, weighted methods only
+  rewards.clip = (low, high)               # transform 'clip' only (either bound may be None)
   rewards.properties.<name>.rm_workdir     # a finished train_rm run ('' = random init)
   rewards.properties.<name>.reference.source       # quantile | predictor | fixed_response | zero
   rewards.properties.<name>.reference.quantile     # q of the quantile source
@@ -42,10 +48,12 @@ import jax
 import jax.numpy as jnp
 
 from lsc import rewards, schema
+from lsc.align import reward_pipeline
 from lsc.rewards import names
 
 METHODS: Tuple[str, ...] = names.UTILITY_METHODS
-"""Every accepted ``rewards.method``."""
+"""The per-response ``rewards.method`` names; ``gdpo`` and stage strings are accepted besides
+(:func:`lsc.rewards.names.is_method`)."""
 
 REFERENCE_RULES = {
     "source": schema.one_of(names.REFERENCE_SOURCES),
@@ -85,11 +93,12 @@ class UtilitySpec:
     """Properties, their references, and the aggregation method.
 
     Attributes:
-      method: one of :data:`METHODS`.
+      method: one of :data:`METHODS`, ``gdpo`` or a stage string (module docstring).
       properties: property names (the order of the rewards' last axis).
       references: one :class:`ReferenceSpec` per property.
       weights: one weight per property for the weighted methods, else None.
       rm_workdirs: one ``train_rm`` workdir per property ('' for a random reward model).
+      clip: ``(low, high)`` bounds of transform ``clip`` (stage strings ``'clip+...'`` only).
     """
 
     method: str
@@ -97,11 +106,13 @@ class UtilitySpec:
     references: Tuple[ReferenceSpec, ...]
     weights: Optional[Tuple[float, ...]] = None
     rm_workdirs: Tuple[str, ...] = ()
+    clip: Optional[Tuple[Optional[float], Optional[float]]] = None
 
     def __post_init__(self):
-        if self.method not in METHODS:
+        if not names.is_method(self.method):
             raise ValueError(f"rewards.method {self.method!r} is unknown; choose one of: "
-                             f"{', '.join(METHODS)}")
+                             f"{', '.join(names.METHOD_CHOICES)}, or a stage string "
+                             f"{names.STAGE_SYNTAX}")
         if not self.properties:
             raise ValueError("rewards.properties is empty; give at least one property")
         if len(self.references) != len(self.properties):
@@ -118,6 +129,12 @@ class UtilitySpec:
         elif self.weights:
             raise ValueError(f"rewards.method {self.method!r} takes no weights, got "
                              f"{self.weights!r}")
+        if names.is_pipeline_method(self.method):
+            reward_pipeline.from_method(self.method, self.weights, self.clip)  # checks stages
+        elif self.clip is not None:
+            raise ValueError(f"rewards.clip is used by transform 'clip' only (e.g. "
+                             f"rewards.method='clip+sum'), got {self.clip!r} with "
+                             f"rewards.method {self.method!r}")
 
     @property
     def num_properties(self) -> int:
@@ -125,8 +142,17 @@ class UtilitySpec:
 
     @property
     def uses_reference(self) -> bool:
-        """False when the method ignores ``r_ref`` (``raw`` and the ``*_nocenter`` methods)."""
+        """False when the method ignores ``r_ref`` (``raw``, the ``*_nocenter`` methods, ``gdpo``
+        and ``group_norm`` stage strings)."""
         return names.uses_reference(self.method)
+
+    @property
+    def pipeline(self) -> Optional[reward_pipeline.Pipeline]:
+        """The :class:`~lsc.align.reward_pipeline.Pipeline` of ``gdpo`` and stage strings, else
+        None (the per-response methods are computed by :func:`utility` directly)."""
+        if not names.is_pipeline_method(self.method):
+            return None
+        return reward_pipeline.from_method(self.method, self.weights, self.clip)
 
 
 def spec_from_config(rewards_config: Mapping) -> UtilitySpec:
@@ -150,21 +176,26 @@ def spec_from_config(rewards_config: Mapping) -> UtilitySpec:
         ordered.append(name)
         workdirs.append(str(prop.get("rm_workdir", "") or ""))
     weights = tuple(float(w) for w in (rewards_config.get("weights") or ())) or None
+    clip = rewards_config.get("clip")
+    clip = tuple(None if b is None else float(b) for b in clip) if clip else None
     return UtilitySpec(method=str(rewards_config.get("method", "lsc_sum")),
                        properties=tuple(ordered), references=tuple(refs), weights=weights,
-                       rm_workdirs=tuple(workdirs))
+                       rm_workdirs=tuple(workdirs), clip=clip)
 
 
 def utility(spec: UtilitySpec, property_rewards: jax.Array,
-            r_ref: jax.Array | None = None) -> jax.Array:
+            r_ref: jax.Array | None = None, mask: jax.Array | None = None) -> jax.Array:
     """``u(x, y)`` of every response.
 
     Args:
       spec: the utility's definition.
       property_rewards: ``float32[..., m]`` rewards (``m = spec.num_properties``), e.g.
-        ``[B, k, m]`` for k samples of B prompts.
+        ``[B, k, m]`` for k samples of B prompts. ``gdpo`` and the stage strings with a group or
+        batch transform need exactly ``[B, k, m]`` (the k axis is the prompt's group).
       r_ref: reference rewards broadcastable to ``property_rewards`` (e.g. ``[B, 1, m]``), or
         None for 0.
+      mask: optional ``bool[B, k]`` valid samples, used by ``gdpo`` and stage strings only (see
+        :func:`lsc.align.reward_pipeline.apply`); the per-response methods ignore it.
 
     Returns:
       ``float32[...]`` utilities (``property_rewards.shape[:-1]``).
@@ -173,6 +204,9 @@ def utility(spec: UtilitySpec, property_rewards: jax.Array,
     if r.ndim == 0 or r.shape[-1] != spec.num_properties:
         raise ValueError(f"property_rewards must end in {spec.num_properties} properties, got "
                          f"shape {r.shape}")
+    pipeline = spec.pipeline
+    if pipeline is not None:
+        return reward_pipeline.apply(pipeline, r, r_ref, mask).utility
     weights = None if spec.weights is None else jnp.asarray(spec.weights, jnp.float32)
     method = names.canonical_method(spec.method)
     if method == names.PAR:
