@@ -17,6 +17,8 @@ import math
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 import jax
+import optax
+from absl import logging
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -195,3 +197,38 @@ def rules_from_config(config: Optional[Mapping[str, Any]]) -> Tuple[Tuple[str, M
     for name, axes in dict(config).items():
         table[name] = tuple(axes) if isinstance(axes, (list, tuple)) else axes
     return tuple(table.items())
+
+
+def opt_state_shardings(tx: optax.GradientTransformation, abstract_params: Any,
+                        param_shardings: Any, mesh: Mesh) -> Any:
+    """Explicit shardings for ``tx.init(params)``: every optimiser leaf that has its parameter's
+    shape (Adam moments, momentum) is sharded like the parameter; anything else (counts,
+    Adafactor's factored row/column statistics) is replicated."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    abstract_opt = jax.eval_shape(tx.init, abstract_params)
+
+    def pick(leaf, sharding, param):
+        if getattr(leaf, "shape", None) == getattr(param, "shape", ()) and leaf.shape:
+            return sharding
+        return replicated
+
+    try:
+        return optax.tree_map_params(tx, pick, abstract_opt, param_shardings, abstract_params,
+                                     transform_non_params=lambda _: replicated)
+    except (ValueError, TypeError) as e:
+        logging.warning("optimiser-state shardings by parameter failed (%s); replicating", e)
+        return jax.tree.map(lambda _: replicated, abstract_opt)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The sharding of an array every device holds whole (scalars, small tables)."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def rows_shardings(tree: Any, mesh: Mesh, batch_axes: MeshAxes = ("data", "fsdp")) -> Any:
+    """Shardings of a pytree of batch-major arrays (e.g. an RL rollout): every leaf with a
+    leading axis is split over ``batch_axes`` (:func:`batch_sharding`), scalars are replicated.
+    ``tree`` may hold arrays or ``jax.ShapeDtypeStruct``."""
+    def one(x):
+        return batch_sharding(x, mesh, batch_axes) if getattr(x, "ndim", 0) else replicated(mesh)
+    return jax.tree.map(one, tree)

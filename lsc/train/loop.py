@@ -166,27 +166,6 @@ def cast_floating(tree: Any, dtype: Any) -> Any:
     return jax.tree.map(cast, tree)
 
 
-def opt_state_shardings(tx: optax.GradientTransformation, abstract_params: Any,
-                        param_shardings: Any, mesh: Mesh) -> Any:
-    """Explicit shardings for ``tx.init(params)``: every optimiser leaf that has its parameter's
-    shape (Adam moments, momentum) is sharded like the parameter; anything else (counts,
-    Adafactor's factored row/column statistics) is replicated."""
-    replicated = NamedSharding(mesh, PartitionSpec())
-    abstract_opt = jax.eval_shape(tx.init, abstract_params)
-
-    def pick(leaf, sharding, param):
-        if getattr(leaf, "shape", None) == getattr(param, "shape", ()) and leaf.shape:
-            return sharding
-        return replicated
-
-    try:
-        return optax.tree_map_params(tx, pick, abstract_opt, param_shardings, abstract_params,
-                                     transform_non_params=lambda _: replicated)
-    except (ValueError, TypeError) as e:
-        logging.warning("optimiser-state shardings by parameter failed (%s); replicating", e)
-        return jax.tree.map(lambda _: replicated, abstract_opt)
-
-
 def _split_model(model: nnx.Module):
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
     return graphdef, params, model_state
@@ -384,7 +363,7 @@ def init_state(create_model: Callable[[], nnx.Module], tx: optax.GradientTransfo
     m_sh = partitioning.state_shardings(abs_model_state, mesh, rules)
     replicated = NamedSharding(mesh, PartitionSpec())
     shardings = TrainState(step=replicated, params=p_sh, model_state=m_sh,
-                           opt_state=opt_state_shardings(tx, abs_params, p_sh, mesh),
+                           opt_state=partitioning.opt_state_shardings(tx, abs_params, p_sh, mesh),
                            rng=replicated)
     params = jax.device_put(params, p_sh)
     model_state = jax.device_put(model_state, m_sh)

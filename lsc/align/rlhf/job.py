@@ -1,0 +1,288 @@
+"""The ``rlhf`` job: one run per ``rl.seed`` x ``rl.kl_coef``, each driven by the shared runner
+(:func:`lsc.train.runner.run`: resume, cadence, SIGTERM, NaN stop, progress), with the reference
+bank computed once before the first run.
+
+Per run, ``<workdir>[/seed_<s>][/kl_<gamma>]`` (:func:`run_workdir`) holds ``checkpoints/``,
+``tensorboard/``, ``summary.json`` (no timings: a killed-and-resumed run writes the same file),
+``reference_cache.json``, ``model/`` (the final policy), ``snapshots/<step>/model`` with
+``rl.snapshot_every`` and ``gold.json`` with ``rl.gold_eval_prompts`` on the synthetic world.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+from jax.sharding import Mesh
+
+from lsc import runtime
+from lsc.align import common
+from lsc.align import reference as reference_lib
+from lsc.align import reference_bank
+from lsc.align import utility as utility_lib
+from lsc.align.rlhf import gold as gold_lib
+from lsc.align.rlhf import snapshots
+from lsc.align.rlhf.config import RLConfig
+from lsc.align.rlhf.state import Models, RLState
+from lsc.align.rlhf.trainer import RLTrainer
+from lsc.data import pipeline
+from lsc.parallel import partitioning
+from lsc.train import checkpoint as checkpoint_lib
+from lsc.train import common as train_common
+from lsc.train import optim, runner
+
+
+@dataclasses.dataclass
+class RLResult:
+    """What :func:`train_rlhf` returns."""
+
+    state: RLState
+    trainer: RLTrainer
+    step: int
+    preempted: bool
+    summary: dict
+
+
+class _SlotBatches:
+    """Prompt batches with their cache slots added (``slot int32[B]``); checkpointable."""
+
+    def __init__(self, it: pipeline.BatchIterator, slots: reference_lib.PromptSlots):
+        self.it, self.slots = it, slots
+
+    def __next__(self):
+        b = next(self.it)
+        return {"prompt": b["prompt"], "slot": self.slots(b["prompt_id"])}
+
+    def get_state(self):
+        return self.it.get_state()
+
+    def set_state(self, s):
+        self.it.set_state(s)
+
+
+def make_trainer(spec: utility_lib.UtilitySpec, cfg: RLConfig, models: Models, num_prompts: int,
+                 response_len: int, policy_optim: Mapping | None, value_optim: Mapping | None,
+                 mesh: Mesh, rules=partitioning.DEFAULT_RULES, *, seed: int = 0,
+                 fixed_tokens: Optional[np.ndarray] = None,
+                 reference: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> RLTrainer:
+    """The :class:`RLTrainer` of :func:`train_rlhf` (optimisers scheduled over
+    ``cfg.num_steps * cfg.updates_per_step`` updates; references only looked up when
+    ``reference`` is complete); ``seed`` initialises the value head."""
+    total_updates = cfg.num_steps * cfg.updates_per_step
+    tx_p = optim.make_optimizer(policy_optim, total_updates)
+    tx_v = optim.make_optimizer(value_optim, total_updates)
+    complete = reference is not None and bool(np.all(np.asarray(reference[1])))
+    return RLTrainer(spec, cfg, models, tx_p, tx_v, mesh, rules, num_prompts=num_prompts,
+                     response_len=response_len, fixed_tokens=fixed_tokens, seed=seed,
+                     reference_lookup_only=complete)
+
+
+def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConfig,
+               models: Models, prompts: pipeline.TokenizedData, response_len: int,
+               policy_optim: Mapping | None, value_optim: Mapping | None, mesh: Mesh,
+               rules=partitioning.DEFAULT_RULES, seed: int = 0,
+               fixed_tokens: Optional[np.ndarray] = None,
+               reference: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+               trainer: Optional[RLTrainer] = None) -> RLResult:
+    """Runs RLHF to ``rl_config.num_steps`` (resuming from ``<workdir>/checkpoints``).
+
+    Args:
+      workdir: output directory (``checkpoints/``, ``tensorboard/``, ``summary.json``,
+        ``reference_cache.json``, ``model/`` with the final policy).
+      spec: the utility; rl_config: :class:`RLConfig`; models: :class:`Models`.
+      prompts: the alignment prompt table (kind 'prompts', with ``prompt_id``).
+      response_len: ``R``.
+      policy_optim, value_optim: :mod:`lsc.train.optim` fields of the two optimisers (their
+        schedules count optimiser updates: ``rl_config.updates_per_step`` per RL step).
+      mesh, rules: device mesh and logical-axis rules; seed: the run's seed (``rl.seed``).
+      fixed_tokens: ``int32[m, R0]`` fixed responses of fixed_response references.
+      reference: the reference cache a fresh run starts from (:meth:`RLTrainer.init_state`);
+        ignored when resuming (the checkpoint holds the cache). A complete one (every prompt
+        filled, e.g. :mod:`lsc.align.reference_bank`) is only looked up.
+      trainer: a trainer of an earlier run of the same job (same utility, ``rl_config`` up to
+        ``kl_coef``, models and prompts) to reuse with its compiled steps; None builds one
+        (:func:`make_trainer`).
+
+    Returns:
+      :class:`RLResult`.
+    """
+    cfg = rl_config
+    slots = reference_lib.PromptSlots(prompts.arrays["prompt_id"])
+    if trainer is None:
+        trainer = make_trainer(spec, cfg, models, len(slots), response_len, policy_optim,
+                               value_optim, mesh, rules, seed=seed, fixed_tokens=fixed_tokens,
+                               reference=reference)
+    data = _SlotBatches(train_common.train_iterator(prompts, cfg.batch_size, seed), slots)
+
+    def step_fn(state, batch):
+        timings: Dict[str, float] = {}
+        state, host = trainer.step(state, batch, cfg.kl_coef, timings)
+        return state, host, timings
+
+    def after_log(step: int, means: Dict[str, float], ctx: runner.Run):
+        logging.info("step %d: utility %.4f kl %.4f entropy %.3f len %.2f", step,
+                     means["utility"], means["kl"], means["entropy"], means["response_length"])
+
+    def after_step(step: int, state: RLState, ctx: runner.Run):
+        if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+            snapshots.export_snapshot(workdir, trainer, state, step)
+
+    out = runner.run(
+        workdir=workdir, init=lambda fresh: trainer.init_state(reference, seed=seed), data=data,
+        step_fn=step_fn,
+        cadence=runner.Cadence(cfg.num_steps, cfg.log_every, cfg.save_every,
+                               cfg.keep_checkpoints, cfg.progress, "rl.num_steps"),
+        finite=("policy_loss", "value_loss", "utility"), name="rlhf", after_log=after_log,
+        after_step=after_step)
+    state, step = out.state, out.step
+    logging.info("compilations: %s", trainer.traces)
+    if out.preempted:
+        return RLResult(state, trainer, step, True, {})
+    table, filled = jax.device_get((state.ref_table, state.ref_filled))
+    if jax.process_index() == 0:
+        reference_lib.write_cache(os.path.join(workdir, "reference_cache.json"), slots, table,
+                                  filled, spec.properties)
+    history = out.metrics.history
+    summary = {"step": step, "kl_coef": cfg.kl_coef, "algorithm": cfg.algorithm,
+               "method": spec.method, "properties": list(spec.properties),
+               "train": dict(history["train"][-1]) if history["train"] else {},
+               "history": history,
+               "reference_prompts_cached": int(np.sum(filled))}
+    _, _, rest = nnx.split(trainer.policy_model(state), nnx.Param, ...)
+    checkpoint_lib.export_model(workdir, state.policy, rest)
+    runner.finish(workdir, summary)
+    return RLResult(state, trainer, step, False, summary)
+
+
+def kl_coefs(config: ml_collections.ConfigDict) -> list:
+    """``config.rl.kl_coef`` as a list (a tuple is a sweep)."""
+    v = config.rl.kl_coef
+    return [float(x) for x in v] if isinstance(v, (tuple, list)) else [float(v)]
+
+
+def rl_seeds(config: ml_collections.ConfigDict) -> list:
+    """``config.rl.seed`` as a list (a tuple runs one training per seed; absent: ``[config.seed]``,
+    the behaviour of configs written before ``rl.seed`` existed)."""
+    v = config.rl.get("seed", None)
+    if v is None:
+        v = config.get("seed", 0)
+    return [int(x) for x in v] if isinstance(v, (tuple, list)) else [int(v)]
+
+
+def gamma_workdir(workdir: str, gamma: float, gammas: Sequence[float]) -> str:
+    """The directory of the run with ``kl_coef = gamma`` of the sweep ``gammas``: ``workdir``
+    itself for a single value, else ``<workdir>/kl_<gamma>``."""
+    return workdir if len(gammas) == 1 else os.path.join(workdir, f"kl_{gamma:g}")
+
+
+def run_workdir(workdir: str, seed: int, gamma: float, seeds: Sequence[int],
+                gammas: Sequence[float]) -> str:
+    """The directory of the run (``rl.seed = seed``, ``kl_coef = gamma``) of a job sweeping
+    ``seeds`` x ``gammas``: ``<workdir>[/seed_<seed>][/kl_<gamma>]``, each level only when that
+    sweep has several values."""
+    base = workdir if len(seeds) == 1 else os.path.join(workdir, f"seed_{int(seed)}")
+    return gamma_workdir(base, gamma, gammas)
+
+
+def reference_table(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,
+                    models: Models, prompts: np.ndarray, fixed: np.ndarray
+                    ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The reference bank of a job (:mod:`lsc.align.reference_bank`): ``(float32[N, m],
+    bool[N])`` for :func:`train_rlhf`'s ``reference``, or None when the utility uses no
+    reference or ``rl.reference_bank`` is off. Quantile sources read
+    ``config.rewards.reference_samples`` when set, else draw from ``pi0`` with a key of
+    ``config.seed`` (not ``rl.seed``: every run of the job sees the same references)."""
+    if not spec.uses_reference or not bool(config.rl.get("reference_bank", True)):
+        return None
+    r_len = int(config.data.response_len)
+    temperature = float(config.rl.get("temperature", 1.0))
+    path = config.rewards.get("reference_samples", "") or ""
+    k = reference_lib.quantile_samples(spec)
+    samples = (reference_bank.read_samples(path, prompts, num_samples=k, response_len=r_len,
+                                           temperature=temperature) if path and k else None)
+    start = time.perf_counter()
+    table = reference_bank.compute(
+        spec, models.pi0, models.reward_models, prompts, response_len=r_len,
+        temperature=temperature, key=jax.random.fold_in(jax.random.key(int(config.seed)), 11),
+        samples=samples, fixed_tokens=fixed, predictors=models.predictors,
+        predictor_fns=models.predictor_fns)
+    logging.info("reference bank: %d prompts x %d properties in %.1fs (%s); mean %s",
+                 table.shape[0], table.shape[1], time.perf_counter() - start,
+                 f"samples of {path}" if samples is not None else "estimated here",
+                 np.round(table.mean(axis=0), 4).tolist())
+    return table, np.ones((table.shape[0],), bool)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> int:
+    """The ``rlhf`` job: one run per ``rl.seed`` x ``rl.kl_coef`` (tuples sweep; each run in
+    :func:`run_workdir`). Every prompt's reference is computed once before the first run
+    (:func:`reference_table`). Exit code 0, 1 (non-finite loss) or
+    :data:`lsc.train.loop.PREEMPTED_EXIT_CODE`."""
+    spec = utility_lib.spec_from_config(config.rewards)
+    tok, table, _ = common.tokenizer_and_prompts(config, workdir, "train")
+    r_len = int(config.data.response_len)
+    models = Models(pi0=common.load_policy(config, tok.vocab_size),
+                    reward_models=common.load_reward_models(config, spec, tok.vocab_size),
+                    predictors=common.load_predictors(spec, tok.vocab_size))
+    fixed = reference_lib.fixed_response_tokens(spec, tok, r_len)
+    mesh, rules = train_common.make_mesh(config)
+    gammas, seeds = kl_coefs(config), rl_seeds(config)
+    results = {}
+    reference = reference_table(config, spec, models, table.arrays["prompt"], fixed)
+    # One trainer (compiled steps) per gamma, shared by the seeds (rebuilt per seed only when
+    # references are estimated in the loop, whose cache flag it fixes); its value head is
+    # initialised from the world seed, so a seed's run does not depend on the job's other seeds.
+    trainers: Dict[float, RLTrainer] = {}
+    for seed in seeds:
+        # Without a bank the gamma runs of a seed share their cache: each starts from the
+        # previous run's, so every prompt's reference is estimated once per seed.
+        cache = reference
+        for gamma in gammas:
+            run_dir = run_workdir(workdir, seed, gamma, seeds, gammas)
+            key = f"{gamma:g}" if len(seeds) == 1 else f"{seed}/{gamma:g}"
+            cfg = RLConfig.from_mapping(config.rl, kl_coef=gamma)
+            if gamma not in trainers or (reference is None and spec.uses_reference):
+                trainers[gamma] = make_trainer(
+                    spec, cfg, models, len(table.arrays["prompt_id"]), r_len,
+                    config.rl.get("policy_optim"), config.rl.get("value_optim"), mesh, rules,
+                    seed=int(config.seed), fixed_tokens=fixed, reference=cache)
+            try:
+                res = train_rlhf(workdir=run_dir, spec=spec, rl_config=cfg, models=models,
+                                 prompts=table, response_len=r_len,
+                                 policy_optim=config.rl.get("policy_optim"),
+                                 value_optim=config.rl.get("value_optim"), mesh=mesh,
+                                 rules=rules, seed=seed, fixed_tokens=fixed, reference=cache,
+                                 trainer=trainers[gamma])
+            except runner.NonFiniteLossError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+            if res.preempted:
+                return runner.PREEMPTED_EXIT_CODE
+            if reference is None:
+                cache = jax.device_get((res.state.ref_table, res.state.ref_filled))
+            results[key] = dict(res.summary["train"])
+            if config.data.source == "synthetic" and int(config.rl.get("gold_eval_prompts", 0)):
+                _, test_table, test_texts = common.tokenizer_and_prompts(config, workdir, "test")
+                n = min(int(config.rl.gold_eval_prompts), len(test_texts))
+                gold = gold_lib.gold_evaluation(res.trainer.policy_model(res.state), models.pi0, tok,
+                                       test_table.arrays["prompt"][:n], test_texts[:n],
+                                       spec.properties, response_len=r_len,
+                                       seed=int(config.seed) + 1)
+                if jax.process_index() == 0:
+                    runtime.write_json_atomic(os.path.join(run_dir, "gold.json"), gold)
+                results[key]["gold"] = {k: v for k, v in gold.items() if k != "examples"}
+                logging.info("gold evaluation (seed %d, gamma %g): %s", seed, gamma,
+                             results[key]["gold"])
+    if jax.process_index() == 0:
+        single = len(gammas) == 1 and len(seeds) == 1
+        runtime.write_json_atomic(
+            os.path.join(workdir, "results.json" if single else "sweep.json"), results)
+    return 0
