@@ -27,6 +27,7 @@ from lsc import repro, runtime
 from lsc.align import best_of_k as align_best_of_k
 from lsc.align import rlhf as align_rlhf
 from lsc.parallel import distributed
+from lsc.repro import grpo_study
 from lsc.train import reference_predictor as train_reference
 from lsc.train import reward_model as train_reward_model
 from lsc.train import sft as train_sft
@@ -34,6 +35,7 @@ from lsc.train import sft as train_sft
 # job name -> run(config, workdir) -> process exit code
 JOBS: Dict[str, Callable[[ml_collections.ConfigDict, str], int]] = {
     "repro": repro.run,
+    "grpo_study": grpo_study.run,
     "rlhf": align_rlhf.run,
     "best_of_k": align_best_of_k.run,
     "train_rm": train_reward_model.run,
@@ -44,6 +46,7 @@ JOBS: Dict[str, Callable[[ml_collections.ConfigDict, str], int]] = {
 # job name -> extra validation of the job's config (raises lsc.config.ConfigError)
 VALIDATORS: Dict[str, Callable[[ml_collections.ConfigDict], None]] = {
     "repro": repro.validate,
+    "grpo_study": grpo_study.validate,
 }
 
 _CONFIG = config_flags.DEFINE_config_file(

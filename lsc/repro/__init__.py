@@ -7,7 +7,9 @@ reproduction runs), :mod:`~lsc.repro.jobs` (how a stage runs its jobs),
 samples and judging with the gold judge), :mod:`~lsc.repro.exact_arm` (every utility's exact
 optima and best-of-k on the banks), :mod:`~lsc.repro.claims` (the claims and their decision),
 :mod:`~lsc.repro.figures` (results.json, figures, report.md) and :mod:`~lsc.repro.pipeline`
-(the stages and :func:`run`).
+(the stages and :func:`run`). Beside the main job: :mod:`~lsc.repro.grpo_study` (raw vs LSC
+under four advantage estimators, ``configs/repro/grpo_study.py``) and its exact analogue
+:mod:`~lsc.repro.grpo_exact`.
 """
 
 from lsc.repro.pipeline import STAGES, run, validate

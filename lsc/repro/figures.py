@@ -51,7 +51,7 @@ def _load(path: str):
 _RL_PAIRS = (("helpful_raw", "helpful_lsc"), ("hh_raw_sum", "hh_lsc_sum"))
 
 
-def _runs(trajs, method: str, y) -> List[Dict[str, list]]:
+def runs_of(trajs, method: str, y) -> List[Dict[str, list]]:
     """One ``{"kl", "value"}`` per seed of ``method``; ``y(run) -> float[T]``."""
     return [{"kl": trajs[method][s]["kl_k1"].tolist(), "value": np.asarray(y(trajs[method][s]))
              .tolist()} for s in sorted(trajs.get(method, {}))]
@@ -69,7 +69,7 @@ def draw_rl_figures(trajs, front: Mapping[str, Any], out_dir: str) -> List[str]:
          "PPO, helpful and harmless: raw sum vs LSC sum"),
     ]
     for name, pair, metric, label, title in specs:
-        groups = {m: _runs(trajs, m, lambda r, c=col(metric): r["metrics"][..., c].mean(axis=1))
+        groups = {m: runs_of(trajs, m, lambda r, c=col(metric): r["metrics"][..., c].mean(axis=1))
                   for m in pair if m in trajs}
         if not groups:
             continue
@@ -96,7 +96,7 @@ def draw_rl_figures(trajs, front: Mapping[str, Any], out_dir: str) -> List[str]:
                 ("rl_offtopic_vs_kl.png", lambda r: r["offtopic_rate"],
                  "rate of responses with an off-topic fact", "Shortcut: off-topic facts",
                  False)]:
-            groups = {m: _runs(trajs, m, y) for m in pair}
+            groups = {m: runs_of(trajs, m, y) for m in pair}
             paths.append(plots.plot_trajectories(groups, os.path.join(out_dir, name),
                                                  metric=label, title=title,
                                                  chance_line=chance))

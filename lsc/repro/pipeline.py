@@ -279,7 +279,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     subconfigs.validate_all(config)
 
 
-def _compilation_cache(workdir: str) -> None:
+def compilation_cache(workdir: str) -> None:
     """A persistent XLA compilation cache in ``<workdir>/jax_cache`` unless one is configured:
     the replicated jobs of a stage compile the same programs (and a resumed run reuses them)."""
     if jax.config.jax_compilation_cache_dir:
@@ -291,7 +291,7 @@ def _compilation_cache(workdir: str) -> None:
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     """Runs the stages; returns the exit code (0, or a stopped job's code: preempted or
     failed)."""
-    _compilation_cache(workdir)
+    compilation_cache(workdir)
     try:
         stages_lib.run_stages(STAGES, config, workdir)
     except JobStopped as e:

@@ -71,8 +71,10 @@ def rlhf(config: ml_collections.ConfigDict, name: str, rm_workdirs: Dict[str, st
          policy_workdir: str = "", predictor_workdirs: Dict[str, str] = None,
          samples_path: str = "") -> ml_collections.ConfigDict:
     """The ``rlhf`` config of method ``rlhf.runs.<name>``: one run per ``rl.seed`` at the
-    method's ``kl_coef`` (``rl.kl_coef`` when the run has none); ``samples_path``: the shared
-    base-policy samples of the quantile references (empty: drawn by the job)."""
+    method's ``kl_coef`` (``rl.kl_coef`` when the run has none), with ``rl`` updated by the
+    run's ``rl`` section when it has one (e.g. ``algorithm``, ``num_samples``, ``batch_size``);
+    ``samples_path``: the shared base-policy samples of the quantile references (empty: drawn by
+    the job)."""
     sub = ml_collections.ConfigDict()
     sub.data = ml_collections.ConfigDict({
         "tokenizer": "", "prompt_len": int(config.data.prompt_len),
@@ -88,6 +90,8 @@ def rlhf(config: ml_collections.ConfigDict, name: str, rm_workdirs: Dict[str, st
     sub.rewards.reference_samples = samples_path
     sub.rl = _copy(config.rl)
     run = config.rlhf.runs[name]
+    for field, value in run.get("rl", {}).items():  # per-run overrides (e.g. the algorithm)
+        sub.rl[field] = value
     if "kl_coef" in run:
         gamma = run.kl_coef
         sub.rl.kl_coef = tuple(gamma) if isinstance(gamma, (tuple, list)) else (float(gamma),)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from lsc.align import reference_bank, rlhf, utility
+from lsc.align.rlhf import rollout as rl_rollout
 
 import align_fixtures as fx
 
@@ -114,7 +115,7 @@ def recorder(monkeypatch):
     step = rlhf.RLTrainer.step
 
     def recorded(self, state, batch, kl_coef, timings=None):
-        key = jax.random.key_data(self._keys(state)[1])
+        key = jax.random.key_data(rl_rollout.keys(state)[1])
         calls["steps"].append((np.asarray(batch["slot"]).copy(), np.asarray(key).copy()))
         return step(self, state, batch, kl_coef, timings)
 

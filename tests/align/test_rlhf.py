@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from lsc.align import reference, rlhf, utility
+from lsc.align.rlhf import rollout as rl_rollout
 from lsc.parallel import mesh as mesh_lib
 from lsc.parallel import partitioning
 from lsc.train import optim
@@ -116,7 +117,7 @@ def test_rollout_reference_is_the_base_policy_quantile():
     prompts = fx.prompts(NUM_PROMPTS)[:BATCH]
     batch = {"prompt": prompts, "slot": np.arange(BATCH, dtype=np.int32)}
     _, ro = trainer.rollout(state, batch, 0.01)
-    ref_key = trainer._keys(state)[0]
+    ref_key = rl_rollout.keys(state)[0]
     est = reference.ReferenceEstimator(trainer.spec, trainer.pi0_graphdef, trainer.rm_graphdefs,
                                        max_new_tokens=fx.R)
     want = est(trainer.frozen.pi0, trainer.frozen.rms, prompts, ref_key).r_ref

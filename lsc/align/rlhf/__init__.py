@@ -44,9 +44,11 @@ frozen and rebuilt from their sources. A non-finite loss stops the run with
 :class:`lsc.train.loop.NonFiniteLossError`.
 
 Metrics per step: ``utility``, ``objective`` (``utility - gamma * kl``), ``reward/<property>``,
-``r_ref/<property>``, ``kl`` (sequence sum of the chosen estimator), ``kl_k1``, ``kl_k3``,
+``r_ref/<property>``, ``transformed/<property>`` (the reward pipeline's per-property transformed
+reward, :mod:`lsc.align.reward_pipeline`), ``kl`` (sequence sum of the chosen estimator), ``kl_k1``, ``kl_k3``,
 ``entropy``, ``response_length``, ``policy_loss``, ``clip_fraction``, ``value_loss``,
-``value_clip_fraction`` (PPO), ``kl_loss``, ``group_std``, ``zero_std_fraction`` (GRPO family),
+``value_clip_fraction`` (PPO), ``advantage_mean``, ``advantage_std``, ``advantage_abs_mean``,
+``kl_loss``, ``group_std``, ``zero_std_fraction`` (GRPO family),
 ``reference_new`` (prompts estimated this step; the reference's
 cost in samples is ``reference_new * K``), and the timings ``time/rollout``, ``time/update`` and,
 with ``time_phases``, ``time/reference``, ``time/sample``, ``time/score`` (TensorBoard and log

@@ -16,10 +16,16 @@ from flax import nnx
 
 from lsc.align import losses
 from lsc.align import reference as reference_lib
+from lsc.align import reward_pipeline
 from lsc.align import utility as utility_lib
 from lsc.align.rlhf.state import Frozen, RLState, Rollout, Static, merge_params, policy_full_state
 from lsc.models import decoder as decoder_lib
 from lsc.models import sampling
+
+
+def _pipeline(spec) -> reward_pipeline.Pipeline:
+    """The named stages (transform -> aggregate) of the utility ``spec``."""
+    return spec.pipeline or reward_pipeline.from_method(spec.method, spec.weights, spec.clip)
 
 
 def keys(state: RLState):
@@ -107,6 +113,11 @@ def score_phase(st: Static, state: RLState, frozen: Frozen, batch, tokens, mask,
     for i, name in enumerate(st.spec.properties):
         metrics[f"reward/{name}"] = jnp.mean(flat_rew[:, i])
         metrics[f"r_ref/{name}"] = jnp.mean(r_ref[:, i])
+    # The reward pipeline's stages per property (logged only; the utility above is the
+    # optimised one): the transformed reward before aggregation.
+    stages = reward_pipeline.apply(_pipeline(st.spec), rew, r_ref[:, None, :])
+    for i, name in enumerate(st.spec.properties):
+        metrics[f"transformed/{name}"] = jnp.mean(stages.transformed[..., i])
     return Rollout(prompts, flat, fmask, jax.lax.stop_gradient(logp), logp0 * fmask, kl,
                    values, u, flat_rew, r_ref, metrics)
 

@@ -40,6 +40,18 @@ def _minibatch_order(key, n: int, epochs: int, num_minibatches: int):
     return perms.reshape(epochs * num_minibatches, n // num_minibatches)
 
 
+def _advantage_stats(adv, mask=None) -> Dict[str, jax.Array]:
+    """``advantage_mean``, ``advantage_std`` and ``advantage_abs_mean`` of sequence advantages
+    ``[N]`` or, with ``mask [N, R]``, of token advantages (PPO: the std is the root mean square
+    of the whitened advantages, as before)."""
+    if mask is None:
+        return {"advantage_mean": jnp.mean(adv), "advantage_std": jnp.std(adv),
+                "advantage_abs_mean": jnp.mean(jnp.abs(adv))}
+    return {"advantage_mean": losses.masked_mean(adv, mask),
+            "advantage_std": jnp.sqrt(losses.masked_mean(adv ** 2, mask)),
+            "advantage_abs_mean": losses.masked_mean(jnp.abs(adv), mask)}
+
+
 def rloo_update(st: Static, state: RLState, frozen: Frozen, ro: Rollout, kl_coef, new_logp,
                 update_key):
     """RLOO: leave-one-out advantages of the sequence returns, one REINFORCE step."""
@@ -58,8 +70,7 @@ def rloo_update(st: Static, state: RLState, frozen: Frozen, ro: Rollout, kl_coef
     policy = optax.apply_updates(state.policy, updates)
     metrics.update(policy_loss=loss, grad_norm=optax.tree.norm(grads),
                    clip_fraction=jnp.zeros(()), value_loss=jnp.zeros(()),
-                   value_clip_fraction=jnp.zeros(()),
-                   advantage_std=jnp.std(adv))
+                   value_clip_fraction=jnp.zeros(()), **_advantage_stats(adv))
     new_state = state.replace(step=state.step + 1, policy=policy, policy_opt=popt)
     return new_state, metrics
 
@@ -102,8 +113,7 @@ def gae_update(st: Static, state: RLState, frozen: Frozen, ro: Rollout, kl_coef,
     means = jnp.mean(outs, axis=0)
     metrics.update(policy_loss=means[0], clip_fraction=means[1], value_loss=means[2],
                    value_clip_fraction=means[3], grad_norm=means[4],
-                   value_grad_norm=means[5],
-                   advantage_std=jnp.sqrt(losses.masked_mean(adv ** 2, ro.mask)))
+                   value_grad_norm=means[5], **_advantage_stats(adv, ro.mask))
     new_state = state.replace(step=state.step + 1, policy=policy, policy_opt=popt,
                               value=value, value_opt=vopt)
     return new_state, metrics
@@ -143,7 +153,7 @@ def group_update(st: Static, state: RLState, frozen: Frozen, ro: Rollout, kl_coe
     stats = advantages_lib.group_stats(grouped)
     metrics = dict(policy_loss=means[0], clip_fraction=means[1], kl_loss=means[2],
                    grad_norm=means[3], value_loss=jnp.zeros(()),
-                   value_clip_fraction=jnp.zeros(()), advantage_std=jnp.std(adv),
+                   value_clip_fraction=jnp.zeros(()), **_advantage_stats(adv),
                    group_std=stats["group_std"], zero_std_fraction=stats["zero_std_fraction"])
     return state.replace(step=state.step + 1, policy=policy, policy_opt=popt), metrics
 
