@@ -8,9 +8,9 @@ import pytest
 from notebooks import run_notebook
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# reload_workdir.ipynb needs a reproduction workdir: tests/repro/test_repro_end_to_end.py runs it
-# on the workdir of its reproduction run.
-ON_A_WORKDIR = ("reload_workdir.ipynb",)
+# reload_workdir.ipynb and grpo_study.ipynb need a workdir of the main job / of the GRPO study:
+# tests/repro/test_repro_end_to_end.py runs them on the workdirs of its runs.
+ON_A_WORKDIR = ("reload_workdir.ipynb", "grpo_study.ipynb")
 ALL_NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "colabs", "*.ipynb")))
 NOTEBOOKS = [p for p in ALL_NOTEBOOKS if os.path.basename(p) not in ON_A_WORKDIR]
 
@@ -18,7 +18,7 @@ NOTEBOOKS = [p for p in ALL_NOTEBOOKS if os.path.basename(p) not in ON_A_WORKDIR
 def test_there_are_notebooks():
     names = {os.path.basename(p) for p in ALL_NOTEBOOKS}
     assert {"aggregation_ablation.ipynb", "transformation_ablation.ipynb",
-            "reload_workdir.ipynb"} <= names
+            "reload_workdir.ipynb", "grpo_study.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)

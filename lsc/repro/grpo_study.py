@@ -95,24 +95,26 @@ def undone_verdict(claims: List[Mapping[str, Any]]) -> Dict[str, Any]:
 
 
 def draw_figures(trajs, out_dir: str) -> List[str]:
-    """The study's figures (trajectories along KL, one colour per run, one line per seed);
-    returns the paths written."""
+    """The study's figures: per estimator, raw vs LSC helpfulness win rate along KL
+    (``grpo_study_<algorithm>_helpful_vs_kl.png``), and the two-property GRPO runs' AND win rate
+    (``grpo_study_hh_and_vs_kl.png``); one colour per run, one line per seed. Returns the paths
+    written."""
     col = exact_arm.METRICS.index
+    specs = [(f"grpo_study_{a}_helpful_vs_kl.png", "helpful", "helpfulness win rate",
+              f"{LABELS[a]}: raw vs LSC", [f"helpful_raw_{a}", f"helpful_lsc_{a}"])
+             for a in ALGORITHMS]
+    specs.append(("grpo_study_hh_and_vs_kl.png", "and", "AND win rate",
+                  "GRPO, helpful and harmless: LSC sum vs sigma_AND vs GDPO",
+                  ["hh_lsc_sum_grpo", "hh_sigma_and_grpo", "hh_gdpo_grpo"]))
     paths = []
-    for name, metric, label, methods in [
-            ("grpo_study_helpful_vs_kl.png", "helpful", "helpfulness win rate",
-             [f"helpful_{u}_{a}" for a in ALGORITHMS for u in ("raw", "lsc")]),
-            ("grpo_study_hh_and_vs_kl.png", "and", "AND win rate",
-             ["hh_lsc_sum_grpo", "hh_sigma_and_grpo", "hh_gdpo_grpo"])]:
+    for name, metric, label, title, methods in specs:
         groups = {m: figures.runs_of(trajs, m, lambda r, c=col(metric):
                                      r["metrics"][..., c].mean(axis=1))
                   for m in methods if m in trajs}
         if groups:
-            paths.append(plots.plot_trajectories(
-                groups, os.path.join(out_dir, name), metric=label,
-                title="Raw vs LSC under four advantage estimators" if metric == "helpful"
-                else "GRPO, helpful and harmless: LSC sum vs sigma_AND vs GDPO",
-                chance_line=metric != "and"))
+            paths.append(plots.plot_trajectories(groups, os.path.join(out_dir, name),
+                                                 metric=label, title=title,
+                                                 chance_line=metric != "and"))
     return paths
 
 

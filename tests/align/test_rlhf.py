@@ -158,3 +158,23 @@ def test_rl_config_rejects_bad_values():
         rlhf.RLConfig(num_steps=1, batch_size=2, kl_estimator="k2")
     with pytest.raises(ValueError, match="unknown fields"):
         rlhf.RLConfig.from_mapping({"num_steps": 1, "batch_size": 2, "bogus": 1})
+
+
+def test_rollout_logs_the_pipeline_stages_and_advantage_statistics():
+    """``transformed/<property>`` is the mean LSC transform of the rollout's rewards against its
+    references (numpy), and group advantages average 0 (RLOO and GRPO)."""
+    for algorithm in ("rloo", "grpo"):
+        trainer = _trainer("lsc", "quantile", algorithm=algorithm, k=4, steps=2)
+        state, hist = _run(trainer, 0.01, 2)
+        prompts = fx.prompts(NUM_PROMPTS)[:BATCH]
+        batch = {"prompt": prompts, "slot": np.arange(BATCH, dtype=np.int32)}
+        _, ro = trainer.rollout(state, batch, 0.01)
+        logits = (np.asarray(ro.rewards, np.float64)[:, 0]
+                  - np.repeat(np.asarray(ro.r_ref, np.float64)[:, 0], 4))
+        want = np.mean(-np.logaddexp(0.0, -logits))  # log sigma(r - r_ref)
+        np.testing.assert_allclose(float(ro.metrics["transformed/a"]), want, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(ro.utility), -np.logaddexp(0.0, -logits),
+                                   rtol=1e-5, atol=1e-6)
+        for h in hist:
+            assert abs(h["advantage_mean"]) < 1e-5, (algorithm, h["advantage_mean"])
+            assert h["advantage_abs_mean"] > 0 and h["advantage_std"] > 0

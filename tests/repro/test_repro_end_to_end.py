@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from lsc.eval import entries as entries_lib
@@ -160,3 +161,56 @@ def test_the_reload_notebook_redraws_the_figures_from_the_workdir(repro, monkeyp
     assert [r.claim.key for r in ns["results90"]] == [c.key for c in
                                                       repro_claims.RL_CLAIMS]
     assert (workdir / "report_90.md").exists()
+
+
+STUDY_CONFIG = os.path.join(ROOT, "configs", "repro", "grpo_study.py")
+
+
+def test_grpo_study_reuses_the_workdir_and_decides_its_comparisons(repro, tmp_path, monkeypatch):
+    """The GRPO study on the tiny main job's world (its first six stages reused, one RL seed):
+    every run with its algorithm, every declared comparison decided, study.md, the figures, and
+    the reload notebook."""
+    workdir, _ = repro
+    study_dir = tmp_path / "study"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lsc.main", f"--config={STUDY_CONFIG}:tiny",
+         f"--workdir={study_dir}", f"--config.study.reuse_workdir={workdir}",
+         "--config.rl.seed=(0,)"], cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env=_env())
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    for name in ("world", "reward_models", "sft", "reference_predictor", "base_samples",
+                 "exact"):
+        assert f"{name}: done in an earlier run, skipped" in proc.stderr, name
+    from lsc.repro import grpo_study
+
+    study = json.loads((study_dir / "study.json").read_text())
+    assert [c["key"] for c in study["claims"]] == [c.key for c in grpo_study.STUDY_CLAIMS]
+    for c in study["claims"]:
+        assert c["verdict"] in ("yes", "no", "inconclusive"), c
+        assert c["seeds"] == [0]
+    assert set(study["undone"]["verdicts"]) == set(grpo_study.ALGORITHMS)
+    config = json.loads((study_dir / "config.json").read_text())
+    for name, run in config["rlhf"]["runs"].items():
+        summary = json.loads((study_dir / "rlhf" / name / "summary.json").read_text())
+        assert summary["algorithm"] == run["rl"]["algorithm"], name
+        assert summary["method"] == run["rewards"]["method"], name
+        train = summary["train"]
+        assert all(np.isfinite(train[k]) for k in ("utility", "kl", "advantage_abs_mean"))
+        for prop in run["rewards"]["properties"]:
+            assert np.isfinite(train[f"transformed/{prop}"]), (name, prop)
+    gdpo = json.loads((study_dir / "rlhf" / "hh_gdpo_grpo" / "summary.json").read_text())
+    assert gdpo["reference_prompts_cached"] == 0  # GDPO uses no reference
+    ana = study["exact_analogue"]
+    assert set(ana["sources"]) >= {"r0", "gold"}
+    assert (study_dir / "study.md").read_text().startswith("# GRPO study")
+    for name in ["grpo_study_hh_and_vs_kl.png"] + [f"grpo_study_{a}_helpful_vs_kl.png"
+                                                   for a in grpo_study.ALGORITHMS]:
+        assert (study_dir / "figures" / name).read_bytes()[:4] == b"\x89PNG"
+
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from notebooks import run_notebook
+
+    monkeypatch.setenv("LSC_STUDY_WORKDIR", str(study_dir))
+    ns = run_notebook(os.path.join(ROOT, "colabs", "grpo_study.ipynb"))
+    assert [c["key"] for c in ns["claims90"]] == [c.key for c in grpo_study.STUDY_CLAIMS]
+    assert (study_dir / "figures_redrawn" / "grpo_study_grpo_helpful_vs_kl.png").exists()
