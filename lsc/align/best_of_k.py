@@ -93,13 +93,13 @@ class BestOfK:
                  temperature: float = 1.0):
         self.traces = 0
 
-        def pure(pi0_state, rm_states, prompts, r_ref, key):
+        def best_of_k_step(pi0_state, rm_states, prompts, r_ref, key):
             self.traces += 1
             return best_of_k(spec, pi0_graphdef, pi0_state, tuple(rm_graphdefs), rm_states,
                              prompts, r_ref, key, k=k, max_new_tokens=max_new_tokens,
                              temperature=temperature)
 
-        self._jitted = jax.jit(pure)
+        self._jitted = jax.jit(best_of_k_step)
 
     def __call__(self, pi0_state, rm_states, prompts, r_ref, key) -> BestOfKOutput:
         return self._jitted(pi0_state, tuple(rm_states), jnp.asarray(prompts, jnp.int32),

@@ -316,7 +316,7 @@ class ReferenceEstimator:
         self.traces = 0
         fixed = None if fixed_tokens is None else jnp.asarray(fixed_tokens, jnp.int32)
 
-        def pure(pi0_state, rm_states, prompts, key, predictor_states):
+        def reference_step(pi0_state, rm_states, prompts, key, predictor_states):
             self.traces += 1
             return estimate_reference(
                 spec, pi0_graphdef, pi0_state, tuple(rm_graphdefs), rm_states, prompts, key,
@@ -324,7 +324,7 @@ class ReferenceEstimator:
                 predictor_graphdefs=tuple(predictor_graphdefs),
                 predictor_states=predictor_states, predictor_fns=tuple(predictor_fns))
 
-        self._jitted = jax.jit(pure)
+        self._jitted = jax.jit(reference_step)
 
     def __call__(self, pi0_state, rm_states, prompts, key, predictor_states=()) -> ReferenceOutput:
         return self._jitted(pi0_state, tuple(rm_states), jnp.asarray(prompts, jnp.int32), key,

@@ -284,11 +284,11 @@ class _Trainer:
                                grad_accum_steps=cfg.grad_accum_steps,
                                compute_dtype=cfg.compute_dtype)
 
-        def counted(state, batch):
+        def train_step(state, batch):
             self.traces += 1
             return pure(state, batch)
 
-        self._pure = counted
+        self._pure = train_step
         self._jitted = None
         self.batch_shardings = None
 
@@ -316,7 +316,7 @@ def evaluate(evaluator: Evaluator, graphdef: nnx.GraphDef, params: Any, model_st
     cache = cache if cache is not None else {}
     cdtype = jnp.dtype(compute_dtype)
 
-    def outputs(params, model_state, batch):
+    def eval_step(params, model_state, batch):
         if cdtype != jnp.float32:
             params = cast_floating(params, cdtype)
         model = nnx.merge(graphdef, params, model_state)
@@ -328,7 +328,7 @@ def evaluate(evaluator: Evaluator, graphdef: nnx.GraphDef, params: Any, model_st
             raise ValueError(f"evaluation batches need a 'valid' key, got {sorted(batch)}")
         if "fn" not in cache:
             cache["shardings"] = global_batch_shardings(batch, mesh)
-            cache["fn"] = jax.jit(outputs, in_shardings=(None, None, cache["shardings"]),
+            cache["fn"] = jax.jit(eval_step, in_shardings=(None, None, cache["shardings"]),
                                   out_shardings=NamedSharding(mesh, PartitionSpec()))
         out, valid = jax.device_get(cache["fn"](params, model_state,
                                                 global_batch(batch, cache["shardings"])))

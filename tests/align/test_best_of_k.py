@@ -8,6 +8,7 @@ from flax import nnx
 
 from lsc.align import best_of_k, utility
 from lsc.models import heads, sampling
+from tests.compile_log import compile_log
 
 import align_fixtures as fx
 
@@ -76,7 +77,11 @@ def test_best_of_k_job_writes_chosen_samples(tmp_path):
     config.best_of_k.ks = (1, 3)
     config.best_of_k.num_prompts = 5
     config.best_of_k.batch_size = 4
-    assert best_of_k.run(config, str(tmp_path)) == 0
+    with compile_log() as log:
+        assert best_of_k.run(config, str(tmp_path)) == 0
+    # One program per k, whatever the number of prompt batches (5 prompts in batches of 4), and
+    # one for the references.
+    assert log.count("best_of_k_step") == 2 and log.count("reference_step") == 1, log.events
     for k in (1, 3):
         lines = (tmp_path / "best_of_k" / f"k{k}.jsonl").read_text().splitlines()
         assert len(lines) == 5

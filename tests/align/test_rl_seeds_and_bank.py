@@ -18,6 +18,7 @@ import pytest
 
 from lsc.align import reference_bank, rlhf, utility
 from lsc.align.rlhf import rollout as rl_rollout
+from tests.compile_log import compile_log
 
 import align_fixtures as fx
 
@@ -131,7 +132,10 @@ def _history(run_dir):
 
 def test_seeds_bank_once_and_common_random_numbers(tmp_path, recorder):
     lsc_dir, raw_dir, again_dir = (str(tmp_path / n) for n in ("lsc", "raw", "again"))
-    assert rlhf.run(_job_config("helpful_lsc", (0, 1)), lsc_dir) == 0
+    with compile_log() as log:
+        assert rlhf.run(_job_config("helpful_lsc", (0, 1)), lsc_dir) == 0
+    # No step function recompiles: one rollout and one update program for both seeds' runs.
+    assert log.count("rollout_step") == 1 and log.count("update_step") == 1, log.events
     # One bank for the job's two seeds, none estimated inside the loop.
     assert recorder["bank"] == 1
     runs = {s: _history(rlhf.run_workdir(lsc_dir, s, 0.05, (0, 1), (0.05,))) for s in (0, 1)}

@@ -17,6 +17,7 @@ from lsc.train import reference_predictor
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import common
 from lsc.train import reward_model
+from tests.compile_log import compile_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -111,7 +112,11 @@ def test_rm_sft_reference_chain(tmp_path):
     rm_cfg = shrink(load("rm/synthetic_helpful.py"))
     rm_cfg.rm.loss = "pointwise"
     rm_cfg.model.pooling = "mean"
-    assert main_lib.JOBS["train_rm"](rm_cfg, rm_dir) == 0
+    with compile_log() as log:
+        assert main_lib.JOBS["train_rm"](rm_cfg, rm_dir) == 0
+    # No step function recompiles: the train step once for its 6 steps; the evaluation once
+    # for the loop's evaluator and once for the held-out summary's.
+    assert log.count("train_step") == 1 and log.count("eval_step") == 2, log.events
     main_lib.write_resolved_config(rm_cfg, rm_dir)
     rm_summary = json.load(open(os.path.join(rm_dir, "summary.json")))
     assert rm_summary["held_out"]["pairs"] == 32
@@ -134,7 +139,9 @@ def test_rm_sft_reference_chain(tmp_path):
                                                       abs=1e-5)
 
     sft_cfg = shrink(load("sft/synthetic.py"))
-    assert main_lib.JOBS["train_sft"](sft_cfg, sft_dir) == 0
+    with compile_log() as log:
+        assert main_lib.JOBS["train_sft"](sft_cfg, sft_dir) == 0
+    assert log.count("train_step") == 1 and log.count("eval_step") == 1, log.events
     main_lib.write_resolved_config(sft_cfg, sft_dir)
     sft_summary = json.load(open(os.path.join(sft_dir, "summary.json")))
     assert sft_summary["eval"]["perplexity"] > 1.0
@@ -150,7 +157,9 @@ def test_rm_sft_reference_chain(tmp_path):
     with pytest.raises(ValueError, match="pooling must be 'last' for a reference predictor"):
         main_lib.JOBS["train_reference"](ref_cfg, ref_dir)
     ref_cfg.model.pooling = "last"
-    assert main_lib.JOBS["train_reference"](ref_cfg, ref_dir) == 0
+    with compile_log() as log:
+        assert main_lib.JOBS["train_reference"](ref_cfg, ref_dir) == 0
+    assert log.count("train_step") == 1, log.events
     ref_summary = json.load(open(os.path.join(ref_dir, "summary.json")))
     assert {"mae", "rmse", "baseline_mae"} <= set(ref_summary["eval"])
     own = np.load(os.path.join(ref_dir, "oracle_targets.npz"))

@@ -13,7 +13,6 @@ equal the fused rollout's up to XLA fusion rounding.
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Mapping, Optional, Tuple
 
@@ -165,10 +164,10 @@ class RLTrainer:
     def _count(self, name: str) -> None:
         self.traces[name] += 1
 
-    def _rollout(self, state, frozen, batch, kl_coef):
+    def rollout_step(self, state, frozen, batch, kl_coef):
         return rollout_lib.rollout(self.static, state, frozen, batch, kl_coef)
 
-    def _update(self, state, frozen, ro, kl_coef):
+    def update_step(self, state, frozen, ro, kl_coef):
         return updates_lib.update(self.static, state, frozen, ro, kl_coef)
 
 
@@ -180,33 +179,37 @@ class RLTrainer:
         batch_abs = train_loop.global_shapes(batch)
         kl_abs = jax.ShapeDtypeStruct((), jnp.float32)
         traces = dict(self.traces)
-        _, ro_abs = jax.eval_shape(self._rollout, state_abs, self.frozen, batch_abs, kl_abs)
+        _, ro_abs = jax.eval_shape(self.rollout_step, state_abs, self.frozen, batch_abs, kl_abs)
         self.traces = traces  # shape inference is not a compilation
         ro_sh = partitioning.rows_shardings(ro_abs, self.mesh)
-        self._rollout_jit = jax.jit(self._rollout, in_shardings=(st_sh, fr_sh, b_sh, rep),
+        self._rollout_jit = jax.jit(self.rollout_step, in_shardings=(st_sh, fr_sh, b_sh, rep),
                                     out_shardings=(st_sh, ro_sh))
-        self._update_jit = jax.jit(self._update, in_shardings=(st_sh, fr_sh, ro_sh, rep),
+        self._update_jit = jax.jit(self.update_step, in_shardings=(st_sh, fr_sh, ro_sh, rep),
                                    out_shardings=(st_sh, rep), donate_argnums=(0,))
         if self.cfg.time_phases:
             b, k, r = batch_abs["prompt"].shape[0], self.cfg.num_samples, self.response_len
             tok_sh = partitioning.batch_sharding(
                 jax.ShapeDtypeStruct((b, k, r), jnp.int32), self.mesh)
-            ref_fn = functools.partial(rollout_lib.reference_phase, self.static)
 
-            def score_fn(s, f, bt, tokens, mask, r_ref, kl_coef, new):
+            def reference_phase(s, f, bt):
+                return rollout_lib.reference_phase(self.static, s, f, bt)
+
+            def sample_phase(s, f, bt):
+                return rollout_lib.sample_phase(self.static, s, f, bt)
+
+            def score_phase(s, f, bt, tokens, mask, r_ref, kl_coef, new):
                 ro = rollout_lib.score_phase(self.static, s, f, bt, tokens, mask, r_ref, kl_coef)
                 ro.metrics["reference_new"] = new.astype(jnp.float32)
                 return ro
 
             self._phase_jits = {
-                "reference": jax.jit(ref_fn, in_shardings=(st_sh, fr_sh, b_sh),
+                "reference": jax.jit(reference_phase, in_shardings=(st_sh, fr_sh, b_sh),
                                      out_shardings=(partitioning.batch_sharding(
                                          jax.ShapeDtypeStruct((b, 1), jnp.float32), self.mesh),
                                          rep, rep, rep)),
-                "sample": jax.jit(functools.partial(rollout_lib.sample_phase, self.static),
-                                  in_shardings=(st_sh, fr_sh, b_sh),
+                "sample": jax.jit(sample_phase, in_shardings=(st_sh, fr_sh, b_sh),
                                   out_shardings=(tok_sh, tok_sh)),
-                "score": jax.jit(score_fn, in_shardings=(st_sh, fr_sh, b_sh, tok_sh, tok_sh,
+                "score": jax.jit(score_phase, in_shardings=(st_sh, fr_sh, b_sh, tok_sh, tok_sh,
                                                          None, rep, rep),
                                  out_shardings=ro_sh),
             }
