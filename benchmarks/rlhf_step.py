@@ -207,10 +207,10 @@ def extras(b, k, r, ref_k, steps, mesh):
     # Donation: the update with the RL state donated vs the same function without donation.
     mem, ro = phase_memory(trainer, state, batch)
     gamma = jnp.asarray(KL_COEF, jnp.float32)
-    ro_sh = trainer._rollout_shardings(ro)
-    plain = jax.jit(trainer._update, in_shardings=(trainer.state_shardings,
-                                                   trainer.frozen_shardings, ro_sh,
-                                                   trainer.replicated),
+    ro_sh = partitioning.rows_shardings(ro, trainer.mesh)
+    plain = jax.jit(trainer.update_step, in_shardings=(trainer.state_shardings,
+                                                       trainer.frozen_shardings, ro_sh,
+                                                       trainer.replicated),
                     out_shardings=(trainer.state_shardings, trainer.replicated))
     mem_plain = _footprint(plain, state, trainer.frozen, ro, gamma)
     holder = {"s": jax.tree.map(jnp.copy, state)}
