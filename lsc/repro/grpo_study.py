@@ -124,7 +124,7 @@ def render(claims, undone: Mapping[str, Any], exact: Mapping[str, Any],
     lines = ["# GRPO study: does group normalisation undo LSC?", "",
              f"**Rule**: {rl_arm.RL_RULE}.", "",
              f"**Reading (declared)**: {undone['text']}", ""]
-    lines += rl_arm.render(claims, {}, {})[4:]
+    lines += rl_arm.render(claims, {}, {}, header=False)
     if exact:
         lines += ["## Exact analogue (shown, not decided)", "",
                   "GRPO's per-group std scaling as a per-prompt temperature on the utility: the "

@@ -226,10 +226,11 @@ def ppo_vs_exact(trajs, exact_arrays: Mapping[str, np.ndarray], *, source: str =
 
 
 def render(claims: Sequence[Mapping[str, Any]], vs_exact: Mapping[str, Any],
-           shortcuts: Mapping[str, Any]) -> List[str]:
-    """Markdown lines of the RL arm's section of ``report.md``."""
-    out = ["## RL arm (decided: PPO trajectories at matched KL, paired by RL seed)", "",
-           f"**Rule**: {RL_RULE}.", ""]
+           shortcuts: Mapping[str, Any], header: bool = True) -> List[str]:
+    """Markdown lines of the RL arm's section of ``report.md``; ``header=False`` leaves out the
+    section's title and rule (for a report that states its own)."""
+    out = (["## RL arm (decided: PPO trajectories at matched KL, paired by RL seed)", "",
+            f"**Rule**: {RL_RULE}.", ""] if header else [])
     out += ["| claim | comparison | grid used (KL) | per seed: A - B [95% CI] | pooled | verdict |",
             "|---|---|---|---|---|---|"]
     for c in claims:

@@ -4,7 +4,7 @@ falls, and the rollout's reference coming from the frozen base policy."""
 import numpy as np
 import pytest
 
-from lsc.align import reference, rlhf, utility
+from lsc.align import advantages, reference, rlhf, utility
 from lsc.align.rlhf import rollout as rl_rollout
 from lsc.parallel import mesh as mesh_lib
 from lsc.parallel import partitioning
@@ -178,3 +178,20 @@ def test_rollout_logs_the_pipeline_stages_and_advantage_statistics():
         for h in hist:
             assert abs(h["advantage_mean"]) < 1e-5, (algorithm, h["advantage_mean"])
             assert h["advantage_abs_mean"] > 0 and h["advantage_std"] > 0
+
+
+def test_gdpo_rollout_utility_is_the_group_normalised_reward():
+    """Under ``gdpo`` (a pipeline method) the rollout's utility is the reward standardised over
+    each prompt's k samples (numpy, ddof = 1), and ``transformed/a`` is its mean."""
+    k = 4
+    trainer = _trainer("gdpo", "zero", algorithm="grpo", k=k, steps=1)
+    state = trainer.init_state()
+    prompts = fx.prompts(NUM_PROMPTS)[:BATCH]
+    batch = {"prompt": prompts, "slot": np.arange(BATCH, dtype=np.int32)}
+    _, ro = trainer.rollout(state, batch, 0.01)
+    r = np.asarray(ro.rewards, np.float64)[:, 0].reshape(BATCH, k)
+    want = (r - r.mean(1, keepdims=True)) / (r.std(1, ddof=1, keepdims=True)
+                                              + advantages.EPS)
+    np.testing.assert_allclose(np.asarray(ro.utility).reshape(BATCH, k), want, rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(float(ro.metrics["transformed/a"]), want.mean(), atol=1e-5)

@@ -70,3 +70,12 @@ def test_a_missing_method_or_unreached_grid_is_inconclusive():
     assert _decide(trajs)["rl_lsc_vs_raw"]["verdict"] == "inconclusive"
     far = _decide(_trajs(0.05), kl_grid=[9.0])["rl_lsc_vs_raw"]
     assert far["verdict"] == "inconclusive" and far["grid_used"] == []
+
+
+def test_render_without_header_starts_at_the_table():
+    claims = list(_decide(_trajs(0.05)).values())
+    full = rl_arm.render(claims, {}, {})
+    bare = rl_arm.render(claims, {}, {}, header=False)
+    assert full[0].startswith("## RL arm") and any(rl_arm.RL_RULE in line for line in full)
+    assert bare[0].startswith("| claim |") and not any(rl_arm.RL_RULE in line for line in bare)
+    assert full[-len(bare):] == bare

@@ -23,11 +23,6 @@ from lsc.models import decoder as decoder_lib
 from lsc.models import sampling
 
 
-def _pipeline(spec) -> reward_pipeline.Pipeline:
-    """The named stages (transform -> aggregate) of the utility ``spec``."""
-    return spec.pipeline or reward_pipeline.from_method(spec.method, spec.weights, spec.clip)
-
-
 def keys(state: RLState):
     """The step's three keys: (reference, sample, update)."""
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -85,7 +80,16 @@ def score_phase(st: Static, state: RLState, frozen: Frozen, batch, tokens, mask,
     flat = tokens.reshape(n, r)
     fmask = mask.reshape(n, r).astype(jnp.float32)
     rew = reference_lib.score_samples(st.rm_graphdefs, frozen.rms, batch["prompt"], tokens)
-    u = utility_lib.utility(st.spec, rew, r_ref[:, None, :]).reshape(n)
+    # The reward pipeline's named stages (transform -> aggregate). For ``gdpo`` and stage strings
+    # they are the utility; the other methods keep :func:`utility.utility`'s own code (the same
+    # values, tested), and their stages are only logged.
+    stages = reward_pipeline.apply(
+        reward_pipeline.from_method(st.spec.method, st.spec.weights, st.spec.clip),
+        rew, r_ref[:, None, :])
+    if st.spec.pipeline is not None:
+        u = stages.utility.reshape(n)
+    else:
+        u = utility_lib.utility(st.spec, rew, r_ref[:, None, :]).reshape(n)
     policy = merge_params(st.policy_graphdef, state.policy, frozen.policy_rest)
     logits = decoder_lib.response_logits(policy, prompts, flat)
     logp = decoder_lib.token_log_probs(logits, flat) * fmask
@@ -113,9 +117,7 @@ def score_phase(st: Static, state: RLState, frozen: Frozen, batch, tokens, mask,
     for i, name in enumerate(st.spec.properties):
         metrics[f"reward/{name}"] = jnp.mean(flat_rew[:, i])
         metrics[f"r_ref/{name}"] = jnp.mean(r_ref[:, i])
-    # The reward pipeline's stages per property (logged only; the utility above is the
-    # optimised one): the transformed reward before aggregation.
-    stages = reward_pipeline.apply(_pipeline(st.spec), rew, r_ref[:, None, :])
+    # The transformed reward per property, before aggregation.
     for i, name in enumerate(st.spec.properties):
         metrics[f"transformed/{name}"] = jnp.mean(stages.transformed[..., i])
     return Rollout(prompts, flat, fmask, jax.lax.stop_gradient(logp), logp0 * fmask, kl,
