@@ -1,9 +1,39 @@
-"""Test-wide setup: 8 simulated CPU devices, float32 matmuls at full precision, and a persistent
-XLA compilation cache for the training and alignment tests."""
+"""Test-wide setup: 8 simulated CPU devices, float32 matmuls at full precision, XLA's quick CPU
+compilation, tcmalloc for the worker processes when installed, and one persistent XLA compilation
+cache shared by every worker and subprocess of the session.
+
+Why (BENCHMARKS.md, "The test suite"): the tests' programs are small and run a few steps, so
+compiling them is much of the suite's CPU time. ``jax_subprocess.TEST_XLA_FLAGS`` asks LLVM for
+its cheap pipeline (the same XLA programs, less optimised machine code), and identical programs
+built by different tests, workers and ``python -m lsc.main`` subprocesses compile once. The
+environment is set here, at import, in the process that starts pytest-xdist's workers, so that
+they and every subprocess inherit it. ``LSC_TEST_FAST_COMPILE=0`` runs the suite with XLA's
+default compilation.
+"""
 
 import os
+import shutil
+import tempfile
+
+from jax_subprocess import (  # tests/ is on sys.path: pytest puts it there for this file
+    CACHE_MAX_BYTES, CACHE_MIN_COMPILE_SECS, TEST_XLA_FLAGS, with_flags)
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if os.environ.get("LSC_TEST_FAST_COMPILE", "1") != "0":
+    os.environ["XLA_FLAGS"] = with_flags(os.environ.get("XLA_FLAGS", ""), TEST_XLA_FLAGS)
+
+from lsc import allocator  # noqa: E402  (imports nothing heavy)
+
+if (os.environ.get(allocator.ENV, "tcmalloc") == "tcmalloc" and not allocator.preloaded()
+        and allocator.find_tcmalloc()):
+    # Only processes started from here on (the xdist workers, subprocesses) load it.
+    os.environ["LD_PRELOAD"] = " ".join(
+        p for p in (allocator.find_tcmalloc(), os.environ.get("LD_PRELOAD", "")) if p)
+
+# One cache directory for the whole session: the controller makes it, the workers inherit it.
+_OWN_CACHE = not os.environ.get("LSC_TEST_JAX_CACHE_DIR")
+if _OWN_CACHE:
+    os.environ["LSC_TEST_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="lsc_test_jax_cache_")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -11,41 +41,14 @@ import pytest  # noqa: E402
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_default_matmul_precision", "highest")
 
-# Directories whose tests (and their subprocesses) build many identical small programs from fresh
-# closures: a persistent compilation cache lets each compile once.
-CACHED_DIRS = ("train", "align")
-
-
-@pytest.fixture(scope="session")
-def jax_compilation_cache(tmp_path_factory):
-    """A session-wide persistent XLA cache; subprocesses find it in ``LSC_TEST_JAX_CACHE_DIR``."""
-    directory = str(tmp_path_factory.mktemp("jax_compilation_cache"))
-    names = (
-        "jax_compilation_cache_dir",
-        "jax_persistent_cache_min_compile_time_secs",
-        "jax_persistent_cache_min_entry_size_bytes",
-    )
-    old = {name: getattr(jax.config, name) for name in names}
-    jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    try:  # the cache decides once whether it is enabled; let it decide again
-        from jax._src import compilation_cache
-
-        compilation_cache.reset_cache()
-    except (ImportError, AttributeError):
-        pass
-    os.environ["LSC_TEST_JAX_CACHE_DIR"] = directory
-    yield directory
-    for name, value in old.items():
-        jax.config.update(name, value)
-
-
-@pytest.fixture(autouse=True)
-def _compilation_cache_for_cached_dirs(request):
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    if os.path.relpath(str(request.node.path), tests_dir).split(os.sep)[0] in CACHED_DIRS:
-        request.getfixturevalue("jax_compilation_cache")
+# The persistent cache in this process (the workers' subprocesses get it from
+# ``jax_subprocess.subprocess_env``). A size limit turns on JAX's file lock, so that workers writing
+# and reading the same entry at once do not see a partly written file. Programs that compile in
+# under 50 ms (jnp's one-op programs) are not worth an entry.
+jax.config.update("jax_compilation_cache_dir", os.environ["LSC_TEST_JAX_CACHE_DIR"])
+jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECS)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -56,3 +59,9 @@ def pytest_collection_modifyitems(config, items):
     slow_files = {item.nodeid.split("::")[0] for item in items
                   if item.get_closest_marker("slow") is not None}
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_files)
+
+
+def pytest_unconfigure(config):
+    """The process that made the session's cache removes it at the end."""
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["LSC_TEST_JAX_CACHE_DIR"], ignore_errors=True)

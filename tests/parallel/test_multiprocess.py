@@ -63,8 +63,7 @@ def job_env(devices: int, cluster: dict | None = None) -> dict:
     no persistent compilation cache (two processes compile the same programs at the same time;
     each compiles its own)."""
     dropped = ("LSC_", "JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE")
-    env = {k: v for k, v in subprocess_env().items() if not k.startswith(dropped)}
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env = {k: v for k, v in subprocess_env(devices).items() if not k.startswith(dropped)}
     env.update(cluster or {})
     return env
 

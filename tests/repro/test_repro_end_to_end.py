@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from jax_subprocess import subprocess_env
 from lsc.eval import entries as entries_lib
 from lsc.repro import STAGES
 from lsc.repro import claims as repro_claims
@@ -27,9 +28,10 @@ pytestmark = pytest.mark.slow
 
 
 def _env():
-    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
-                     if "device_count" not in f)
-    return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS=flags)
+    """One device (the job's own default), the session's XLA flags and compilation cache."""
+    env = subprocess_env()
+    env["XLA_FLAGS"] = " ".join(f for f in env["XLA_FLAGS"].split() if "device_count" not in f)
+    return env
 
 
 def _run(workdir, *args, timeout=900):
