@@ -8,8 +8,9 @@
 #                      without accelerators
 #   LSC_PYTHON         Python interpreter (default python)
 #   LSC_ALLOCATOR      'system' keeps glibc's malloc; by default the entry point restarts with
-#                      tcmalloc when installed (apt-get install libtcmalloc-minimal4: CPU jobs
-#                      about 15% faster, lsc/allocator.py)
+#                      tcmalloc when installed (lsc/allocator.py: CPU jobs about 15% faster);
+#                      this script installs it first when it is missing and apt-get can
+#                      (launch/install_tcmalloc.sh)
 set -euo pipefail
 
 usage() {
@@ -32,5 +33,8 @@ if [[ -n "${LSC_CPU_DEVICES:-}" ]]; then
   fi
   export JAX_PLATFORMS=cpu
   export JAX_NUM_CPU_DEVICES="$LSC_CPU_DEVICES"
+fi
+if [[ "${LSC_ALLOCATOR:-tcmalloc}" != system ]]; then
+  bash "$(dirname "$0")/install_tcmalloc.sh"
 fi
 exec "${LSC_PYTHON:-python}" -m lsc.main --config="$config" --workdir="$workdir" "$@"
