@@ -29,6 +29,7 @@ Usage: ``python benchmarks/sampling.py [--quick] [--repeats 3] [--threads 1]``.
 from __future__ import annotations
 
 import argparse
+import json
 import functools
 import os
 import sys
@@ -44,6 +45,9 @@ def _parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1,
                         help="1: single-threaded XLA and torch; N > 1: XLA default, torch N")
+    parser.add_argument("--only", nargs="*", default=None, metavar="MODEL:BATCH:K",
+                        help="run only these settings, e.g. small-8M:1:1")
+    parser.add_argument("--json", default="", help="also write the rows as JSON here")
     return parser.parse_args(argv)
 
 
@@ -205,6 +209,13 @@ def main():
     built = {}
     tmp = tempfile.mkdtemp(prefix="lsc_bench_")
     settings = QUICK if args.quick else SETTINGS + T5_SETTINGS
+    if args.only is not None:
+        wanted = set(args.only)
+        settings = [x for x in SETTINGS + T5_SETTINGS if f"{x[0]}:{x[1]}:{x[2]}" in wanted]
+        if len(settings) != len(wanted):
+            raise SystemExit(f"error: --only {sorted(wanted)}: unknown setting(s); known: "
+                             f"{[f'{x[0]}:{x[1]}:{x[2]}' for x in SETTINGS + T5_SETTINGS]}")
+    rows = []
     if not t5_available():
         print("(lsc.models.t5 not importable: T5 rows skipped)")
         settings = [x for x in settings if not x[0].startswith("t5")]
@@ -271,6 +282,12 @@ def main():
         print(f"| {name} | {batch} | {k} | {plen} | {new} | {tokens / ta:,.0f} | "
               f"{tokens / tb:,.0f} | {tokens / tc:,.0f} | {tb / ta:.1f}x | {tc / ta:.1f}x | "
               f"{gflops:.2f} | {100 * gflops * 1e9 / peak:.1f}% | {same} |", flush=True)
+        rows.append(dict(model=name, batch=batch, k=k, prompt=plen, new=new,
+                         cache_tok_s=tokens / ta, no_cache_tok_s=tokens / tb,
+                         hf_tok_s=tokens / tc, a_over_c=tc / ta, same=same))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(dict(peak_gflops=peak / 1e9, rows=rows), f, indent=1)
     print()
     print("tok/s: generated tokens per second (batch * k * new), median of "
           f"{args.repeats} runs ((b): 1 run) after a warm-up run; a/b, a/c: speed-up of (a); "

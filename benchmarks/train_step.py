@@ -32,6 +32,7 @@ Usage: ``python benchmarks/train_step.py [--quick] [--repeats 3] [--threads 1] [
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -49,6 +50,9 @@ def _parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=3, help="steps per timed window")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="", help="also write a markdown report here")
+    parser.add_argument("--only", nargs="*", default=None, metavar="NAME",
+                        help="run only these settings, e.g. t5-enc-mini")
+    parser.add_argument("--json", default="", help="also write the rows as JSON here")
     return parser.parse_args(argv)
 
 
@@ -223,6 +227,11 @@ def _tx():
 
 def main():
     settings = QUICK if ARGS.quick else SETTINGS
+    if ARGS.only is not None:
+        settings = [s for s in SETTINGS if s[0] in ARGS.only]
+        if len(settings) != len(set(ARGS.only)):
+            raise SystemExit(f"error: --only {ARGS.only}: known settings "
+                             f"{[s[0] for s in SETTINGS]}")
     peak = bench_util.matmul_peak()
     print(f"jax {jax.__version__}, devices {jax.devices()}, threads {ARGS.threads}")
     print(f"float32 matmul peak (best of 10, 1024^3, jnp): {peak / 1e9:.1f} GFLOP/s")
@@ -241,6 +250,9 @@ def main():
             f"| {r['loss0'][0]:.5f} / {r['loss0'][1]:.5f} |")
     table = "\n".join(lines)
     print(table)
+    if ARGS.json:
+        with open(ARGS.json, "w", encoding="utf-8") as f:
+            json.dump(dict(peak_gflops=peak / 1e9, rows=rows), f, indent=1)
     if ARGS.out:
         try:
             cpu = subprocess.run("lscpu | head -20", shell=True, capture_output=True,
