@@ -29,15 +29,15 @@ def torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def matmul_peak(n: int = 1024, repeats: int = 10) -> float:
-    """Best float32 ``jnp`` matmul rate (FLOP/s) over ``repeats`` runs of ``n x n @ n x n``
-    (after one compiling run)."""
+def matmul_peak(n: int = 1024, repeats: int = 10, dtype: str = "float32") -> float:
+    """Best ``jnp`` matmul rate (FLOP/s) in ``dtype`` over ``repeats`` runs of
+    ``n x n @ n x n`` (after one compiling run)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype))
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.dtype(dtype))
     f = jax.jit(jnp.matmul)
     f(a, b).block_until_ready()
     times = []

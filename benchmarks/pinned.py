@@ -37,6 +37,8 @@ import sys
 import tempfile
 import time
 
+import bench_util  # benchmarks/ is on sys.path when this script runs
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -93,32 +95,19 @@ def _run(script, args, cores, flags, out_json):
     return result
 
 
-MATMUL = """
-import json, sys, time
-import jax, jax.numpy as jnp
-out = {}
-for name in ("float32", "bfloat16"):
-    a = jax.random.normal(jax.random.key(0), (1024, 1024), name)
-    f = jax.jit(jnp.matmul)
-    f(a, a).block_until_ready()
-    best = float("inf")
-    for _ in range(10):
-        t = time.perf_counter()
-        f(a, a).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    out[name] = 2 * 1024 ** 3 / best / 1e9
-json.dump(out, open(sys.argv[1], "w"))
-"""
+MATMUL = ("import json, sys; sys.path.insert(0, sys.argv[2]); import bench_util; "
+          "json.dump({d: bench_util.matmul_peak(dtype=d) / 1e9 for d in ('float32', 'bfloat16')},"
+          " open(sys.argv[1], 'w'))")
 
 
 def matmul_rates(cores, flags, out_json):
-    """GFLOP/s of a 1024^3 ``jnp`` matmul in float32 and bfloat16 (best of 10) on ``cores``."""
-    threads = len(cores.split(","))
-    single = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(
-        [os.environ.get("XLA_FLAGS", ""), *flags, *(single if threads == 1 else ())]).strip())
-    subprocess.run(["taskset", "-c", cores, sys.executable, "-c", MATMUL, out_json], env=env,
-                   check=True)
+    """GFLOP/s of a 1024^3 ``jnp`` matmul in float32 and bfloat16 (best of 10,
+    :func:`bench_util.matmul_peak`) on ``cores``."""
+    single = (bench_util.SINGLE_THREAD_XLA_FLAGS.split() if len(cores.split(",")) == 1 else [])
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""), *flags, *single]).strip())
+    subprocess.run(["taskset", "-c", cores, sys.executable, "-c", MATMUL, out_json, HERE],
+                   env=env, check=True)
     with open(out_json, encoding="utf-8") as f:
         return json.load(f)
 

@@ -3,11 +3,10 @@ no step function recompiles after its first call."""
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import re
-from typing import Dict, Iterator, List, Tuple
+from typing import Iterator, List, Tuple
 
 import jax
 
@@ -30,12 +29,6 @@ class CompileLog(logging.Handler):
     def count(self, name: str) -> int:
         """Compilations of the functions named ``name``."""
         return sum(1 for n, _ in self.events if n == name)
-
-    def repeated(self) -> Dict[Tuple[str, str], int]:
-        """Functions compiled more than once for the same argument shapes and types: each is a
-        recompilation (a cache miss, e.g. a new ``jax.jit`` object per call)."""
-        counts = collections.Counter(self.events)
-        return {k: v for k, v in counts.items() if v > 1}
 
 
 @contextlib.contextmanager

@@ -24,11 +24,11 @@ if os.environ.get("LSC_TEST_FAST_COMPILE", "1") != "0":
 
 from lsc import allocator  # noqa: E402  (imports nothing heavy)
 
-if (os.environ.get(allocator.ENV, "tcmalloc") == "tcmalloc" and not allocator.preloaded()
-        and allocator.find_tcmalloc()):
-    # Only processes started from here on (the xdist workers, subprocesses) load it.
+_TCMALLOC = (allocator.find_tcmalloc() if os.environ.get(allocator.ENV, "tcmalloc") == "tcmalloc"
+             and not allocator.preloaded() else None)
+if _TCMALLOC:  # only processes started from here on (the xdist workers, subprocesses) load it
     os.environ["LD_PRELOAD"] = " ".join(
-        p for p in (allocator.find_tcmalloc(), os.environ.get("LD_PRELOAD", "")) if p)
+        p for p in (_TCMALLOC, os.environ.get("LD_PRELOAD", "")) if p)
 
 # One cache directory for the whole session: the controller makes it, the workers inherit it.
 _OWN_CACHE = not os.environ.get("LSC_TEST_JAX_CACHE_DIR")

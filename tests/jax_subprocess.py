@@ -3,6 +3,7 @@ in a subprocess on 8 simulated CPU devices with the session's persistent compila
 (``tests/conftest.py`` sets both up)."""
 
 import os
+from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,12 +23,12 @@ def with_flags(xla_flags: str, flags) -> str:
     return " ".join(out)
 
 
-def subprocess_env(devices: int = 8) -> dict:
-    """This process's environment for a subprocess with ``devices`` simulated CPU devices, the
-    session's XLA flags and its persistent compilation cache."""
+def subprocess_env(devices: Optional[int] = 8) -> dict:
+    """This process's environment for a subprocess with ``devices`` simulated CPU devices (None:
+    JAX's default, one), the session's XLA flags and its persistent compilation cache."""
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-               XLA_FLAGS=with_flags(f"--xla_force_host_platform_device_count={devices}", flags))
+    own = "" if devices is None else f"--xla_force_host_platform_device_count={devices}"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS=with_flags(own, flags))
     cache = os.environ.get("LSC_TEST_JAX_CACHE_DIR")
     if cache:
         env.update(JAX_COMPILATION_CACHE_DIR=cache,

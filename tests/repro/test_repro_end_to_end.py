@@ -29,9 +29,7 @@ pytestmark = pytest.mark.slow
 
 def _env():
     """One device (the job's own default), the session's XLA flags and compilation cache."""
-    env = subprocess_env()
-    env["XLA_FLAGS"] = " ".join(f for f in env["XLA_FLAGS"].split() if "device_count" not in f)
-    return env
+    return subprocess_env(devices=None)
 
 
 def _run(workdir, *args, timeout=900):
