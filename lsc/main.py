@@ -18,36 +18,54 @@ from lsc import allocator
 if __name__ == "__main__":  # before JAX loads: restart once with tcmalloc when installed
     allocator.reexec_with_tcmalloc("lsc.main", sys.argv)
 
+import importlib
+from typing import Iterator, Mapping
+
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lsc import config as config_lib
-from lsc import repro, runtime
-from lsc.align import best_of_k as align_best_of_k
-from lsc.align import rlhf as align_rlhf
+from lsc import runtime
 from lsc.parallel import distributed
-from lsc.repro import grpo_study
-from lsc.train import reference_predictor as train_reference
-from lsc.train import reward_model as train_reward_model
-from lsc.train import sft as train_sft
+
+
+class _Functions(Mapping):
+    """``name -> function`` from ``name -> "module:function"``, each module imported on first
+    access: a run imports its own job's modules only (the reproduction's figures and exact arm,
+    matplotlib and scipy among them, cost an ``rlhf`` or ``train_rm`` run about 2 s of start-up
+    otherwise)."""
+
+    def __init__(self, paths: Dict[str, str]):
+        self._paths = dict(paths)
+
+    def __getitem__(self, name: str) -> Callable:
+        module, function = self._paths[name].split(":")
+        return getattr(importlib.import_module(module), function)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
 
 # job name -> run(config, workdir) -> process exit code
-JOBS: Dict[str, Callable[[ml_collections.ConfigDict, str], int]] = {
-    "repro": repro.run,
-    "grpo_study": grpo_study.run,
-    "rlhf": align_rlhf.run,
-    "best_of_k": align_best_of_k.run,
-    "train_rm": train_reward_model.run,
-    "train_sft": train_sft.run,
-    "train_reference": train_reference.run,
-}
+JOBS: Mapping[str, Callable[[ml_collections.ConfigDict, str], int]] = _Functions({
+    "repro": "lsc.repro:run",
+    "grpo_study": "lsc.repro.grpo_study:run",
+    "rlhf": "lsc.align.rlhf:run",
+    "best_of_k": "lsc.align.best_of_k:run",
+    "train_rm": "lsc.train.reward_model:run",
+    "train_sft": "lsc.train.sft:run",
+    "train_reference": "lsc.train.reference_predictor:run",
+})
 
 # job name -> extra validation of the job's config (raises lsc.config.ConfigError)
-VALIDATORS: Dict[str, Callable[[ml_collections.ConfigDict], None]] = {
-    "repro": repro.validate,
-    "grpo_study": grpo_study.validate,
-}
+VALIDATORS: Mapping[str, Callable[[ml_collections.ConfigDict], None]] = _Functions({
+    "repro": "lsc.repro:validate",
+    "grpo_study": "lsc.repro.grpo_study:validate",
+})
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/repro/synthetic_hh.py[:arg].",

@@ -144,3 +144,21 @@ def test_stage_runner_skips_finished_stages_and_reruns_the_one_that_stopped(tmp_
     assert calls[3:] == [("c", ["a", "b"]), ("d", ["a", "b", "c"])]  # a and b did not re-run
     assert second["results"] == {"a": {"value": 1}, "b": {"value": 2}, "c": {"value": 4},
                                  "d": {"value": 5}}
+
+
+def test_the_entry_point_imports_only_the_chosen_jobs_modules():
+    """``lsc.main`` maps job names to modules imported on first use: starting an ``rlhf`` run
+    does not import the reproduction (its figures and exact arm: matplotlib, scipy)."""
+    code = ("import sys; from lsc import main; "
+            "assert 'lsc.repro' not in sys.modules and 'matplotlib' not in sys.modules; "
+            "run = main.JOBS['rlhf']; "
+            "assert 'lsc.repro' not in sys.modules and 'matplotlib' not in sys.modules; "
+            "assert main.JOBS['repro'].__module__ == 'lsc.repro.pipeline'; "
+            "assert 'matplotlib' in sys.modules; "
+            "assert sorted(main.JOBS) == sorted(['repro', 'grpo_study', 'rlhf', 'best_of_k', "
+            "'train_rm', 'train_sft', 'train_reference']); "
+            "assert callable(main.VALIDATORS['grpo_study']); print(run.__name__)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "run"
