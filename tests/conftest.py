@@ -1,6 +1,7 @@
 """Test-wide setup: 8 simulated CPU devices, float32 matmuls at full precision, XLA's quick CPU
-compilation, tcmalloc for the worker processes when installed, and one persistent XLA compilation
-cache shared by every worker and subprocess of the session.
+compilation, each xdist worker on its own share of the cores, tcmalloc for the worker processes
+when installed, and one persistent XLA compilation cache shared by every worker and subprocess of
+the session.
 
 Why (BENCHMARKS.md, "The test suite"): the tests' programs are small and run a few steps, so
 compiling them is much of the suite's CPU time. ``jax_subprocess.TEST_XLA_FLAGS`` asks LLVM for
@@ -8,7 +9,7 @@ its cheap pipeline (the same XLA programs, less optimised machine code), and ide
 built by different tests, workers and ``python -m lsc.main`` subprocesses compile once. The
 environment is set here, at import, in the process that starts pytest-xdist's workers, so that
 they and every subprocess inherit it. ``LSC_TEST_FAST_COMPILE=0`` runs the suite with XLA's
-default compilation.
+default compilation, ``LSC_TEST_PIN_CORES=0`` lets every worker use every core.
 """
 
 import os
@@ -16,7 +17,7 @@ import shutil
 import tempfile
 
 from jax_subprocess import (  # tests/ is on sys.path: pytest puts it there for this file
-    CACHE_MAX_BYTES, CACHE_MIN_COMPILE_SECS, TEST_XLA_FLAGS, with_flags)
+    CACHE_MAX_BYTES, CACHE_MIN_COMPILE_SECS, TEST_XLA_FLAGS, pin_worker_cores, with_flags)
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if os.environ.get("LSC_TEST_FAST_COMPILE", "1") != "0":
@@ -29,6 +30,12 @@ _TCMALLOC = (allocator.find_tcmalloc() if os.environ.get(allocator.ENV, "tcmallo
 if _TCMALLOC:  # only processes started from here on (the xdist workers, subprocesses) load it
     os.environ["LD_PRELOAD"] = " ".join(
         p for p in (_TCMALLOC, os.environ.get("LD_PRELOAD", "")) if p)
+
+# One core set per xdist worker (tests/jax_subprocess.pin_worker_cores): the worker, XLA's thread
+# pool in it and its subprocesses stay on their own cores instead of each worker's threads
+# competing for every core. Done before jax is imported, since XLA sizes its pool from the
+# process's affinity.
+pin_worker_cores()
 
 # One cache directory for the whole session: the controller makes it, the workers inherit it.
 _OWN_CACHE = not os.environ.get("LSC_TEST_JAX_CACHE_DIR")

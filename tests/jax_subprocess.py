@@ -23,6 +23,43 @@ def with_flags(xla_flags: str, flags) -> str:
     return " ".join(out)
 
 
+def worker_cores(worker: str, workers: int, cpus) -> Optional[list]:
+    """The cores of xdist worker ``worker`` ("gw<i>") among ``workers`` sharing ``cpus``: an equal
+    contiguous share, the first ``len(cpus) % workers`` workers one core more; None when there
+    are more workers than cores (or ``worker`` is not an xdist worker name)."""
+    cpus = sorted(cpus)
+    if not worker.startswith("gw") or not worker[2:].isdigit() or workers > len(cpus):
+        return None
+    i = int(worker[2:])
+    share, extra = divmod(len(cpus), workers)
+    start = i * share + min(i, extra)
+    return cpus[start:start + share + (i < extra)]
+
+
+def session_cores() -> list:
+    """The cores the test session started on: ``LSC_TEST_CORES`` (set by the controller, before
+    any worker pins itself), else this process's affinity."""
+    listed = os.environ.get("LSC_TEST_CORES", "")
+    return [int(c) for c in listed.split(",")] if listed else sorted(os.sched_getaffinity(0))
+
+
+def pin_worker_cores() -> Optional[list]:
+    """In an xdist worker (``PYTEST_XDIST_WORKER``), restricts this process to its share of the
+    cores (:func:`worker_cores`); returns them, or None when nothing was pinned (not a worker,
+    ``LSC_TEST_PIN_CORES=0``, or more workers than cores)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker and hasattr(os, "sched_getaffinity"):  # the controller: what workers share
+        os.environ.setdefault("LSC_TEST_CORES", ",".join(map(str, session_cores())))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if (not worker or os.environ.get("LSC_TEST_PIN_CORES", "1") == "0"
+            or not hasattr(os, "sched_setaffinity")):
+        return None
+    cores = worker_cores(worker, workers, session_cores())
+    if cores:
+        os.sched_setaffinity(0, cores)
+    return cores
+
+
 def subprocess_env(devices: Optional[int] = 8) -> dict:
     """This process's environment for a subprocess with ``devices`` simulated CPU devices (None:
     JAX's default, one), the session's XLA flags and its persistent compilation cache."""
