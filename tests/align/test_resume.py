@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow,
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "rlhf", "synthetic.py") + ":hh_lsc_sum"
-NUM_STEPS = 30
+NUM_STEPS = 12
 ARCH = ["d_model=16", "num_layers=1", "num_heads=2", "num_kv_heads=2", "head_dim=8",
         "mlp_dim=32"]
 OVERRIDES = [
