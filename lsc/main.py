@@ -9,17 +9,15 @@ rerunning with the same workdir resumes.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from typing import Callable, Dict
+from typing import Callable, Dict, Iterator, Mapping
 
 from lsc import allocator
 
 if __name__ == "__main__":  # before JAX loads: restart once with tcmalloc when installed
     allocator.reexec_with_tcmalloc("lsc.main", sys.argv)
-
-import importlib
-from typing import Iterator, Mapping
 
 import ml_collections
 from absl import app, flags, logging
@@ -42,6 +40,9 @@ class _Functions(Mapping):
     def __getitem__(self, name: str) -> Callable:
         module, function = self._paths[name].split(":")
         return getattr(importlib.import_module(module), function)
+
+    def __contains__(self, name) -> bool:  # without importing anything
+        return name in self._paths
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._paths)

@@ -153,6 +153,8 @@ def test_the_entry_point_imports_only_the_chosen_jobs_modules():
             "assert 'lsc.repro' not in sys.modules and 'matplotlib' not in sys.modules; "
             "run = main.JOBS['rlhf']; "
             "assert 'lsc.repro' not in sys.modules and 'matplotlib' not in sys.modules; "
+            "assert 'repro' in main.VALIDATORS and 'rlhf' not in main.VALIDATORS; "
+            "assert 'lsc.repro' not in sys.modules; "
             "assert main.JOBS['repro'].__module__ == 'lsc.repro.pipeline'; "
             "assert 'matplotlib' in sys.modules; "
             "assert sorted(main.JOBS) == sorted(['repro', 'grpo_study', 'rlhf', 'best_of_k', "
