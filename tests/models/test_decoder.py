@@ -61,14 +61,19 @@ def test_prefill_and_decode_match_full_forward(name):
     _, model = make(name)
     prompt = jnp.array([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7]])
     resp = jnp.array([[9, 10, 11, 12], [12, 13, 14, 15]])
-    full = np.asarray(model(jnp.concatenate([prompt, resp], 1)))
+    # Under jit, as the samplers run them (the weights as constants): three compilations instead
+    # of one per eager operation and shape.
+    forward = jax.jit(lambda tokens: model(tokens))
+    prefill = jax.jit(lambda tokens, cache: model.prefill(tokens, cache))
+    decode_step = jax.jit(lambda token, cache: model.decode_step(token, cache))
+    full = np.asarray(forward(jnp.concatenate([prompt, resp], 1)))
     cache = model.init_cache(2, 4, jnp.float32)
-    logits, cache = model.prefill(prompt, cache)
+    logits, cache = prefill(prompt, cache)
     assert cache["layers"][0]["k"].shape == (2, 5 + 4, model.config.num_kv_heads,
                                              model.config.head_dim)
     np.testing.assert_allclose(np.asarray(logits), full[:, 4], rtol=1e-5, atol=1e-5)
     for t in range(3):
-        logits, cache = model.decode_step(resp[:, t], cache)
+        logits, cache = decode_step(resp[:, t], cache)
         np.testing.assert_allclose(np.asarray(logits), full[:, 5 + t], rtol=1e-5, atol=1e-5)
 
 

@@ -94,18 +94,22 @@ def test_pooled_reward_adds_up_per_token_last_token_rewards(pooling):
     pooled.head.proj.bias[...] = jnp.array([0.25])
     last = heads.RewardModel(backbone, rngs=nnx.Rngs(1), pooling="last")
     last.head = pooled.head
-    got = np.asarray(pooled(jnp.asarray(PROMPTS), jnp.asarray(RESPONSES)))
+    # Each model under one jit (its weights as constants): a handful of compilations, one per
+    # input shape, instead of every eager operation compiling once per response length.
+    pooled_fn, last_fn = (jax.jit(lambda p, r, m=m: m(p, r)) for m in (pooled, last))
+    got = np.asarray(pooled_fn(jnp.asarray(PROMPTS), jnp.asarray(RESPONSES)))
     want = []
     for prompt, response in zip(PROMPTS, RESPONSES):
         n = int(np.sum(response != 0))
-        per_token = [float(last(jnp.asarray(prompt[None]), jnp.asarray(response[None, :t + 1]))[0])
-                     - 0.25 for t in range(n)]
+        per_token = [float(last_fn(jnp.asarray(prompt[None]),
+                                   jnp.asarray(response[None, :t + 1]))[0]) - 0.25
+                     for t in range(n)]
         total = sum(per_token) / (max(n, 1) if pooling == "mean" else 1)
         want.append(total + 0.25)
     np.testing.assert_allclose(got, np.array(want), rtol=1e-5, atol=1e-5)
     assert got[2] == pytest.approx(0.25)  # the empty response
-    more = np.asarray(pooled(jnp.asarray(np.pad(PROMPTS, ((0, 0), (2, 0)))),
-                             jnp.asarray(np.pad(RESPONSES, ((0, 0), (0, 3))))))
+    more = np.asarray(pooled_fn(jnp.asarray(np.pad(PROMPTS, ((0, 0), (2, 0)))),
+                                jnp.asarray(np.pad(RESPONSES, ((0, 0), (0, 3))))))
     np.testing.assert_allclose(more, got, rtol=1e-5, atol=1e-5)
 
 
