@@ -29,8 +29,8 @@ Usage: ``python benchmarks/sampling.py [--quick] [--repeats 3] [--threads 1]``.
 from __future__ import annotations
 
 import argparse
-import json
 import functools
+import json
 import os
 import sys
 import tempfile

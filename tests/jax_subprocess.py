@@ -46,7 +46,9 @@ def session_cores() -> list:
 def pin_worker_cores() -> Optional[list]:
     """In an xdist worker (``PYTEST_XDIST_WORKER``), restricts this process to its share of the
     cores (:func:`worker_cores`); returns them, or None when nothing was pinned (not a worker,
-    ``LSC_TEST_PIN_CORES=0``, or more workers than cores)."""
+    ``LSC_TEST_PIN_CORES=0``, or more workers than cores). In the controller (no worker name)
+    it only records the cores the workers will share in ``LSC_TEST_CORES``
+    (:func:`session_cores`), since a pinned worker can no longer see them."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if not worker and hasattr(os, "sched_getaffinity"):  # the controller: what workers share
         os.environ.setdefault("LSC_TEST_CORES", ",".join(map(str, session_cores())))
