@@ -12,12 +12,21 @@ Orbax writes a step into a temporary directory and renames it into place only wh
 complete, so a crash (or SIGKILL) during a save leaves at most a temporary directory behind: the
 previous checkpoints are untouched, :meth:`Checkpointer.latest_step` ignores the unfinished one,
 and the temporary directory is removed the next time a :class:`Checkpointer` opens the directory
-(``cleanup_tmp_directories``). Saves are synchronous, so a step returned by ``latest_step`` is
-complete on disk. Only the last ``keep`` checkpoints are kept.
+(``cleanup_tmp_directories``). A step returned by ``latest_step`` is complete on disk. Only the
+last ``keep`` checkpoints are kept.
+
+Saves are asynchronous by default: :meth:`Checkpointer.save` snapshots the state into fresh device
+buffers (a copy on the same devices and shardings, so the caller may donate or overwrite its
+arrays at once), starts orbax's write in a background thread and returns; the training loop runs
+on while the files are written. A save first waits for the one before it, and :meth:`wait` and
+:meth:`close` wait for the last one (the training loop closes its checkpointer on every exit,
+preemption and errors included, so a run never ends with a save in flight). ``async_save=False``
+writes before returning.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Optional, Tuple
 
@@ -34,17 +43,19 @@ class Checkpointer:
     Args:
       directory: where the step directories live (created if missing).
       keep: number of most recent checkpoints kept (``>= 1``).
+      async_save: write in a background thread (module docstring); False writes in :meth:`save`.
     """
 
-    def __init__(self, directory: str, keep: int = 3):
+    def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.directory = os.path.abspath(directory)
+        self.async_save = bool(async_save)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             create=True,
             cleanup_tmp_directories=True,
-            enable_async_checkpointing=False,
+            enable_async_checkpointing=self.async_save,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
@@ -57,18 +68,30 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any, data_state: dict, metrics_state: dict) -> bool:
-        """Writes checkpoint ``step`` (a no-op returning False if that step already exists)."""
+        """Writes checkpoint ``step`` (a no-op returning False if that step already exists).
+
+        ``state``: a pytree of arrays (``jax.Array`` leaves may be donated or deleted as soon as
+        this returns); ``data_state`` / ``metrics_state``: JSON-serialisable dicts (copied).
+        Asynchronous unless ``async_save=False`` (module docstring).
+        """
         if step in self._manager.all_steps():
             return False
+        if self.async_save:
+            state = snapshot(state)
+            data_state, metrics_state = _json_copy(data_state), _json_copy(metrics_state)
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave(data_state),
             metrics=ocp.args.JsonSave(metrics_state),
         )
         self._manager.save(step, args=args, force=True)
-        self._manager.wait_until_finished()
-        logging.info("checkpoint: saved step %d in %s", step, self.directory)
+        logging.info("checkpoint: %s step %d in %s",
+                     "saving" if self.async_save else "saved", step, self.directory)
         return True
+
+    def wait(self) -> None:
+        """Blocks until the last save is complete on disk (raises its error, if it failed)."""
+        self._manager.wait_until_finished()
 
     def restore(self, step: int, abstract_state: Any) -> Tuple[Any, dict, dict]:
         """Restores checkpoint ``step``; returns ``(state, data_state, metrics_state)``.
@@ -92,6 +115,19 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def snapshot(tree: Any) -> Any:
+    """``tree`` with every ``jax.Array`` leaf copied into a new buffer on the same devices and
+    sharding (no compilation; other leaves as they are). The copy stays valid when the original
+    buffers are donated to the next step."""
+    return jax.tree.map(
+        lambda x: jax.device_put(x, x.sharding, may_alias=False) if isinstance(x, jax.Array) else x,
+        tree)
+
+
+def _json_copy(tree: dict) -> dict:
+    return json.loads(json.dumps(tree))
 
 
 def abstract_like(tree: Any) -> Any:

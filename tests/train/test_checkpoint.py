@@ -1,0 +1,70 @@
+"""lsc.train.checkpoint.Checkpointer's asynchronous saves, on the 8 simulated CPU devices of
+tests/conftest.py: what a save writes is the state at the call, even when the caller donates the
+arrays to the next step or changes its dicts before the write ends, and the donation still
+happens (a buffer that the write still reads would make JAX skip it and copy instead)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from lsc.train import checkpoint as checkpoint_lib
+
+
+def _state(w: np.ndarray, step: int) -> dict:
+    return {"w": jnp.asarray(w), "step": jnp.int32(step), "host": np.arange(3, dtype=np.int32)}
+
+
+@pytest.mark.parametrize("async_save", [True, False])
+def test_saves_hold_the_state_at_the_call_when_the_caller_donates_it(tmp_path, async_save):
+    w0 = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    step_fn = jax.jit(lambda s: {**s, "w": s["w"] * 2.0 + 1.0, "step": s["step"] + 1},
+                      donate_argnums=0)
+    ckpt = checkpoint_lib.Checkpointer(str(tmp_path), keep=5, async_save=async_save)
+    state = _state(w0, 0)
+    data_state = {"pos": 0, "order": [3, 1, 2]}
+    donated = []
+    for step in range(1, 4):
+        state = step_fn(state)
+        saved_w = state["w"]
+        assert ckpt.save(step, state, data_state, {"loss": [float(step)]})
+        state = step_fn(state)  # donates the saved buffers at once
+        donated.append(saved_w.is_deleted())
+        data_state["pos"] += 1  # and changes the dict the save was given
+        data_state["order"].append(step)
+    assert not ckpt.save(3, state, data_state, {})  # an existing step: no-op
+    ckpt.close()
+
+    reopened = checkpoint_lib.Checkpointer(str(tmp_path))
+    assert reopened.all_steps() == [1, 2, 3]
+    expected = w0.astype(np.float64)
+    for step in range(1, 4):
+        expected = expected * 2.0 + 1.0  # the state saved at `step` had 2 * step - 1 updates
+        restored, data, metrics = reopened.restore(
+            step, checkpoint_lib.abstract_like(_state(w0, 0)))
+        np.testing.assert_allclose(np.asarray(restored["w"]), expected, rtol=1e-6)
+        assert int(restored["step"]) == 2 * step - 1
+        np.testing.assert_array_equal(np.asarray(restored["host"]), np.arange(3))
+        assert data == {"pos": step - 1, "order": [3, 1, 2] + list(range(1, step))}
+        assert metrics == {"loss": [float(step)]}
+        expected = expected * 2.0 + 1.0
+    reopened.close()
+    assert donated == [True] * 3
+
+
+def test_snapshot_copies_sharded_arrays_onto_the_same_devices():
+    mesh = jax.make_mesh((4, 2), ("data", "model"), devices=jax.devices()[:8])
+    x = jax.device_put(np.arange(64.0, dtype=np.float32).reshape(8, 8),
+                       NamedSharding(mesh, PartitionSpec("data", "model")))
+    tree = {"x": x, "n": 3, "host": np.ones(2)}
+    out = checkpoint_lib.snapshot(tree)
+    assert out["x"].sharding == x.sharding
+    np.testing.assert_array_equal(np.asarray(out["x"]), np.asarray(x))
+    pointers = {s.device: s.data.unsafe_buffer_pointer() for s in x.addressable_shards}
+    assert all(s.data.unsafe_buffer_pointer() != pointers[s.device]
+               for s in out["x"].addressable_shards)
+    assert out["n"] == 3 and out["host"] is tree["host"]
+    x.delete()
+    np.testing.assert_array_equal(np.asarray(out["x"]),
+                                  np.arange(64.0, dtype=np.float32).reshape(8, 8))
