@@ -18,7 +18,8 @@ A job supplies a model constructor, a loss and data; the loop owns everything el
 * **Loop.** :func:`train` runs the step under :func:`lsc.train.runner.run`, the outer loop it
   shares with RLHF: resume from the newest checkpoint in ``<workdir>/checkpoints`` (state,
   data-iterator position and metrics history), TensorBoard logging (``<workdir>/tensorboard``),
-  the progress bar, checkpoints every ``save_every`` steps and at the end, SIGTERM (a checkpoint,
+  the progress bar, checkpoints every ``save_every`` steps and at the end (written in the
+  background, :mod:`lsc.train.checkpoint`), SIGTERM (a checkpoint,
   then ``preempted=True``; jobs exit with :data:`PREEMPTED_EXIT_CODE`) and the non-finite loss
   stop (:class:`NonFiniteLossError`). Here it adds the evaluation every ``eval_every`` steps and
   at the end, and writes ``<workdir>/summary.json`` and the final model (``<workdir>/model``,

@@ -11,7 +11,9 @@ step, and hooks for what only they do (periodic evaluation, policy snapshots). T
   ``init(fresh=True)``.
 * **Cadence.** Metrics are averaged and written to TensorBoard (``<workdir>/tensorboard``,
   prefix ``train``) every ``log_every`` steps and at the end; a checkpoint is written every
-  ``save_every`` steps, at the end and on SIGTERM. Timings go to TensorBoard only (prefix
+  ``save_every`` steps, at the end and on SIGTERM, in the background while the next steps run;
+  the checkpointer is closed on every exit (errors included), which waits for the last write,
+  so :func:`run` never returns or raises with a save in flight. Timings go to TensorBoard only (prefix
   ``time``), never to the history, so a killed-and-resumed run has the history of an
   uninterrupted one.
 * **SIGTERM.** After the step in progress the runner saves and returns ``preempted=True``; with
