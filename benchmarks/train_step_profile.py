@@ -29,8 +29,12 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true"
-                           " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+sys.path.insert(0, HERE)
+
+from bench_util import SINGLE_THREAD_XLA_FLAGS  # noqa: E402  (imports nothing heavy)
+
+os.environ["XLA_FLAGS"] = " ".join((os.environ.get("XLA_FLAGS", ""),
+                                    "--xla_cpu_enable_xprof_traceme=true", SINGLE_THREAD_XLA_FLAGS))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
@@ -43,7 +47,6 @@ def _args():
 
 ARGS = _args()
 sys.argv = [sys.argv[0], "--threads", "1"]  # train_step parses its own flags at import
-sys.path.insert(0, HERE)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -15,13 +15,16 @@ and the temporary directory is removed the next time a :class:`Checkpointer` ope
 (``cleanup_tmp_directories``). A step returned by ``latest_step`` is complete on disk. Only the
 last ``keep`` checkpoints are kept.
 
-Saves are asynchronous by default: :meth:`Checkpointer.save` snapshots the state into fresh device
-buffers (a copy on the same devices and shardings, so the caller may donate or overwrite its
-arrays at once), starts orbax's write in a background thread and returns; the training loop runs
-on while the files are written. A save first waits for the one before it, and :meth:`wait` and
-:meth:`close` wait for the last one (the training loop closes its checkpointer on every exit,
-preemption and errors included, so a run never ends with a save in flight). ``async_save=False``
-writes before returning.
+Saves are asynchronous by default: :meth:`Checkpointer.save` waits for the save before it, takes
+what it needs from the state, starts orbax's write in a background thread and returns; the
+training loop runs on while the files are written. Orbax copies accelerator arrays to host memory
+before ``save`` returns; CPU arrays it would only view, so those are first copied into fresh
+buffers on their devices (:func:`copy_cpu_arrays`: one extra copy of the state in host memory
+while a save is in flight). Either way the caller may donate or overwrite its arrays at once.
+:meth:`wait` and :meth:`close` wait for the last save, as do :meth:`latest_step`,
+:meth:`all_steps` and :meth:`restore` (so they see complete checkpoints only); the training loop
+closes its checkpointer on every exit, preemption and errors included, so a run never ends with a
+save in flight. ``async_save=False`` writes before returning.
 """
 
 from __future__ import annotations
@@ -60,11 +63,14 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
     def latest_step(self) -> Optional[int]:
-        """The newest complete checkpoint's step, or None when there is none."""
+        """The newest complete checkpoint's step, or None when there is none (waits for a save
+        in flight)."""
+        self.wait()
         return self._manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        """Steps of every complete checkpoint kept, ascending."""
+        """Steps of every complete checkpoint kept, ascending (waits for a save in flight)."""
+        self.wait()
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any, data_state: dict, metrics_state: dict) -> bool:
@@ -74,10 +80,10 @@ class Checkpointer:
         this returns); ``data_state`` / ``metrics_state``: JSON-serialisable dicts (copied).
         Asynchronous unless ``async_save=False`` (module docstring).
         """
-        if step in self._manager.all_steps():
+        if step in self.all_steps():
             return False
         if self.async_save:
-            state = snapshot(state)
+            state = copy_cpu_arrays(state)
             data_state, metrics_state = _json_copy(data_state), _json_copy(metrics_state)
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
@@ -100,7 +106,7 @@ class Checkpointer:
         ``jax.tree.map(ocp.utils.to_shape_dtype_struct, state)``); arrays come back with those
         shardings.
         """
-        if step not in self._manager.all_steps():
+        if step not in self.all_steps():
             raise FileNotFoundError(f"{self.directory}: no complete checkpoint for step {step}; "
                                     f"available: {self.all_steps()}")
         args = ocp.args.Composite(
@@ -117,13 +123,18 @@ class Checkpointer:
         self._manager.close()
 
 
-def snapshot(tree: Any) -> Any:
-    """``tree`` with every ``jax.Array`` leaf copied into a new buffer on the same devices and
-    sharding (no compilation; other leaves as they are). The copy stays valid when the original
-    buffers are donated to the next step."""
-    return jax.tree.map(
-        lambda x: jax.device_put(x, x.sharding, may_alias=False) if isinstance(x, jax.Array) else x,
-        tree)
+def copy_cpu_arrays(tree: Any) -> Any:
+    """``tree`` with every ``jax.Array`` leaf on CPU devices copied into a new buffer on the same
+    devices and sharding (other leaves, accelerator arrays included, as they are). The copy stays
+    valid when the original buffers are donated to the next step. A runtime copy in one process;
+    arrays spanning several processes may compile an identity program per shape and sharding."""
+
+    def copy(x):
+        if isinstance(x, jax.Array) and all(d.platform == "cpu" for d in x.sharding.device_set):
+            return jax.device_put(x, x.sharding, may_alias=False)
+        return x
+
+    return jax.tree.map(copy, tree)
 
 
 def _json_copy(tree: dict) -> dict:

@@ -104,6 +104,18 @@ class Outcome:
 Hook = Callable[[int, Any, Run], None]
 
 
+def _close_checkpointer(ckpt: checkpoint_lib.Checkpointer, failed: bool) -> None:
+    """Closes ``ckpt``, waiting for its last save. When the run is already failing, an error of
+    that save is logged instead of raised, so that it does not replace the run's own error."""
+    if not failed:
+        ckpt.close()
+        return
+    try:
+        ckpt.close()
+    except Exception:  # noqa: BLE001 - the run's own exception is the one to raise
+        logging.exception("checkpoint: the last save in %s failed", ckpt.directory)
+
+
 def run(*, workdir: str, init: Callable[[bool], Any], data: Any, step_fn: StepFn,
         cadence: Cadence, finite: Sequence[str], name: str = "train",
         after_log: Optional[Callable[[int, Dict[str, float], Run], None]] = None,
@@ -177,6 +189,7 @@ def run(*, workdir: str, init: Callable[[bool], Any], data: Any, step_fn: StepFn
             last_saved = at
 
     t0 = time.perf_counter()
+    failed = False
     try:
         with runtime.Preemption() as preemption:
             stop = distributed.any_process(preemption.requested)
@@ -206,11 +219,16 @@ def run(*, workdir: str, init: Callable[[bool], Any], data: Any, step_fn: StepFn
                 save(step)
         if not preempted and at_end is not None:
             at_end(step, state, ctx)
+    except BaseException:
+        failed = True
+        raise
     finally:
-        bar.close()
-        writer.flush()
-        writer.close()
-        ckpt.close()
+        try:
+            bar.close()
+            writer.flush()
+            writer.close()
+        finally:
+            _close_checkpointer(ckpt, failed)
     seconds = time.perf_counter() - t0
     steps_run = step - start
     logging.info("%s: %d steps in %.1fs (%.2f steps/s)", name, steps_run, seconds,

@@ -53,12 +53,12 @@ def test_saves_hold_the_state_at_the_call_when_the_caller_donates_it(tmp_path, a
     assert donated == [True] * 3
 
 
-def test_snapshot_copies_sharded_arrays_onto_the_same_devices():
+def test_cpu_arrays_are_copied_onto_the_same_devices_and_sharding():
     mesh = jax.make_mesh((4, 2), ("data", "model"), devices=jax.devices()[:8])
     x = jax.device_put(np.arange(64.0, dtype=np.float32).reshape(8, 8),
                        NamedSharding(mesh, PartitionSpec("data", "model")))
     tree = {"x": x, "n": 3, "host": np.ones(2)}
-    out = checkpoint_lib.snapshot(tree)
+    out = checkpoint_lib.copy_cpu_arrays(tree)
     assert out["x"].sharding == x.sharding
     np.testing.assert_array_equal(np.asarray(out["x"]), np.asarray(x))
     pointers = {s.device: s.data.unsafe_buffer_pointer() for s in x.addressable_shards}

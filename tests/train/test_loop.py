@@ -124,6 +124,31 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     assert it.pos == 7
 
 
+def test_a_failed_last_save_never_hides_the_error_that_stopped_the_run(tmp_path, monkeypatch):
+    """Closing the checkpointer waits for its background save, which can fail (a full disk). A
+    run already failing raises its own error (the save's is logged); a run that ended well raises
+    the save's."""
+    def failing_close(self):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(checkpoint_lib.Checkpointer, "close", failing_close)
+    data = tiny_pairs(64)
+    batches = list(pipeline.batch_iterator(data, 8, seed=1, num_epochs=1, prefetch=0))
+
+    def nan_loss(model, batch, rng):
+        loss, count, sums = LOSS(model, batch, rng)
+        return loss * jnp.nan, count, sums
+
+    with pytest.raises(loop.NonFiniteLossError, match="at step 1"):
+        loop.train(workdir=str(tmp_path / "nan"), create_model=create_rm(), loss_fn=nan_loss,
+                   train_data=ListIterator(batches), train_config=train_config(num_steps=2),
+                   optim_config=OPTIM, mesh=one_device_mesh())
+    with pytest.raises(OSError, match="no space left"):
+        loop.train(workdir=str(tmp_path / "ok"), create_model=create_rm(), loss_fn=LOSS,
+                   train_data=ListIterator(batches), train_config=train_config(num_steps=2),
+                   optim_config=OPTIM, mesh=one_device_mesh())
+
+
 @pytest.fixture(scope="module")
 def single_device_runs(tmp_path_factory):
     out = {}
