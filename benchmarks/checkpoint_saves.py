@@ -4,8 +4,8 @@ Runs the same job, ``python -m lsc.main --config=configs/rm/synthetic_helpful.py
 ``--steps`` training steps and a checkpoint every ``--save-every`` steps from an empty workdir, as
 a child process whose ``lsc.train.checkpoint.Checkpointer`` saves synchronously
 (``async_save=False``, the loop waits for each write) or in the background (the default),
-alternating
-``--repeats`` times. tcmalloc is preloaded in both (``lsc.allocator``) when installed. Reported per
+alternating ``--repeats`` times. tcmalloc is preloaded in both (``lsc.allocator``) when installed.
+Reported per
 setting (medians): wall time of the child, its user and system CPU time, and the seconds the
 training loop spent inside ``Checkpointer.save`` (including the wait for the previous save).
 Every run must write the same ``summary.json``; the script exits with an error when they differ.

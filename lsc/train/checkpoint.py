@@ -106,9 +106,10 @@ class Checkpointer:
         ``jax.tree.map(ocp.utils.to_shape_dtype_struct, state)``); arrays come back with those
         shardings.
         """
-        if step not in self.all_steps():
+        steps = self.all_steps()
+        if step not in steps:
             raise FileNotFoundError(f"{self.directory}: no complete checkpoint for step {step}; "
-                                    f"available: {self.all_steps()}")
+                                    f"available: {steps}")
         args = ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
             data=ocp.args.JsonRestore(),

@@ -13,8 +13,8 @@ step, and hooks for what only they do (periodic evaluation, policy snapshots). T
   prefix ``train``) every ``log_every`` steps and at the end; a checkpoint is written every
   ``save_every`` steps, at the end and on SIGTERM, in the background while the next steps run;
   the checkpointer is closed on every exit (errors included), which waits for the last write,
-  so :func:`run` never returns or raises with a save in flight. Timings go to TensorBoard only (prefix
-  ``time``), never to the history, so a killed-and-resumed run has the history of an
+  so :func:`run` never returns or raises with a save in flight. Timings go to TensorBoard only
+  (prefix ``time``), never to the history, so a killed-and-resumed run has the history of an
   uninterrupted one.
 * **SIGTERM.** After the step in progress the runner saves and returns ``preempted=True``; with
   several processes a SIGTERM to any of them stops all after the same step.
@@ -107,12 +107,11 @@ Hook = Callable[[int, Any, Run], None]
 def _close_checkpointer(ckpt: checkpoint_lib.Checkpointer, failed: bool) -> None:
     """Closes ``ckpt``, waiting for its last save. When the run is already failing, an error of
     that save is logged instead of raised, so that it does not replace the run's own error."""
-    if not failed:
-        ckpt.close()
-        return
     try:
         ckpt.close()
-    except Exception:  # noqa: BLE001 - the run's own exception is the one to raise
+    except Exception:  # noqa: BLE001 - while failing, the run's own exception is the one to raise
+        if not failed:
+            raise
         logging.exception("checkpoint: the last save in %s failed", ckpt.directory)
 
 
