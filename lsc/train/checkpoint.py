@@ -3,8 +3,8 @@
 A checkpoint of step ``s`` is the directory ``<directory>/<s>`` with three items:
 
 * ``state`` - the train state pytree (parameters, optimiser state, step, RNG key data; arrays),
-  written with ``ocp.args.StandardSave`` and restored with ``ocp.args.StandardRestore`` onto the
-  shardings of an abstract target;
+  written with ``ocp.args.PyTreeSave`` (:func:`state_handler`; the layout of orbax's standard
+  checkpoints) and restored onto the shardings of an abstract target;
 * ``data`` - the data iterator's JSON state (``BatchIterator.get_state()``), ``ocp.args.JsonSave``;
 * ``metrics`` - the JSON metrics state (history and partial logging sums), ``ocp.args.JsonSave``.
 
@@ -34,6 +34,7 @@ import os
 from typing import Any, Optional, Tuple
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -60,7 +61,10 @@ class Checkpointer:
             cleanup_tmp_directories=True,
             enable_async_checkpointing=self.async_save,
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options,
+            item_handlers={"state": state_handler(), "data": ocp.JsonCheckpointHandler(),
+                           "metrics": ocp.JsonCheckpointHandler()})
 
     def latest_step(self) -> Optional[int]:
         """The newest complete checkpoint's step, or None when there is none (waits for a save
@@ -86,7 +90,7 @@ class Checkpointer:
             state = copy_cpu_arrays(state)
             data_state, metrics_state = _json_copy(data_state), _json_copy(metrics_state)
         args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
+            state=ocp.args.PyTreeSave(state),
             data=ocp.args.JsonSave(data_state),
             metrics=ocp.args.JsonSave(metrics_state),
         )
@@ -111,7 +115,9 @@ class Checkpointer:
             raise FileNotFoundError(f"{self.directory}: no complete checkpoint for step {step}; "
                                     f"available: {steps}")
         args = ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
+            state=ocp.args.PyTreeRestore(
+                abstract_state,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state)),
             data=ocp.args.JsonRestore(),
             metrics=ocp.args.JsonRestore(),
         )
@@ -122,6 +128,19 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def state_handler() -> ocp.PyTreeCheckpointHandler:
+    """The handler of the ``state`` item: orbax's standard types, with replica-parallel saving of
+    ``jax.Array`` leaves off on the CPU backend (module docstring) and orbax's default elsewhere."""
+    scalar = ocp.type_handlers.ScalarHandler()
+    replica_parallel = False if jax.default_backend() == "cpu" else None
+    registry = ocp.type_handlers.create_type_handler_registry(
+        (int, scalar), (float, scalar), (bytes, scalar), (np.number, scalar),
+        (np.ndarray, ocp.type_handlers.NumpyHandler()),
+        (jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=replica_parallel)),
+        (str, ocp.type_handlers.StringHandler()))
+    return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
 
 
 def copy_cpu_arrays(tree: Any) -> Any:

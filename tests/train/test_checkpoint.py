@@ -68,3 +68,39 @@ def test_cpu_arrays_are_copied_onto_the_same_devices_and_sharding():
     x.delete()
     np.testing.assert_array_equal(np.asarray(out["x"]),
                                   np.arange(64.0, dtype=np.float32).reshape(8, 8))
+
+
+def test_checkpoints_keep_orbax_standard_layout_both_ways(tmp_path):
+    """A replicated and a sharded array on 8 devices: a checkpoint that orbax's standard
+    ``StandardSave`` wrote (this module's earlier format) restores through the Checkpointer, and
+    the Checkpointer's own checkpoints read back with orbax's ``StandardCheckpointer``."""
+    import orbax.checkpoint as ocp
+
+    mesh = jax.make_mesh((8,), ("data",), devices=jax.devices()[:8])
+    w = np.random.default_rng(1).standard_normal((16, 8)).astype(np.float32)
+    tree = {"replicated": jax.device_put(w, NamedSharding(mesh, PartitionSpec())),
+            "sharded": jax.device_put(w * 3.0, NamedSharding(mesh, PartitionSpec("data"))),
+            "step": jnp.int32(7)}
+    older = tmp_path / "older"
+    with ocp.CheckpointManager(str(older), item_names=checkpoint_lib.ITEMS) as manager:
+        manager.save(5, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                                data=ocp.args.JsonSave({"pos": 1}),
+                                                metrics=ocp.args.JsonSave({})))
+        manager.wait_until_finished()
+    ckpt = checkpoint_lib.Checkpointer(str(older))
+    restored, data, _ = ckpt.restore(5, checkpoint_lib.abstract_like(tree))
+    ckpt.close()
+    assert data == {"pos": 1} and int(restored["step"]) == 7
+    np.testing.assert_array_equal(np.asarray(restored["replicated"]), w)
+    np.testing.assert_array_equal(np.asarray(restored["sharded"]), w * 3.0)
+    assert restored["sharded"].sharding == tree["sharded"].sharding
+
+    newer = tmp_path / "newer"
+    ckpt = checkpoint_lib.Checkpointer(str(newer))
+    assert ckpt.save(2, tree, {}, {})
+    ckpt.close()
+    with ocp.StandardCheckpointer() as reader:
+        plain = reader.restore(str(newer / "2" / "state"), checkpoint_lib.abstract_like(tree))
+    np.testing.assert_array_equal(np.asarray(plain["replicated"]), w)
+    np.testing.assert_array_equal(np.asarray(plain["sharded"]), w * 3.0)
+    assert int(plain["step"]) == 7
