@@ -62,7 +62,9 @@ def pytest_collection_modifyitems(config, items):
     """Files with slow (end-to-end) tests first, in their collected order otherwise: with one
     worker per core (``-n auto --dist loadfile``) the longest files start at once instead of
     leaving one worker busy at the end. A stable sort on a per-file key keeps each file's tests
-    together and in order."""
+    together and in order. ``--no-loadscope-reorder`` (pytest.ini) keeps this order: by default
+    pytest-xdist hands out the files with the most tests first, which put the slow files, a few
+    tests each, at the end."""
     slow_files = {item.nodeid.split("::")[0] for item in items
                   if item.get_closest_marker("slow") is not None}
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_files)
