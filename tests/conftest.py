@@ -49,9 +49,8 @@ jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_default_matmul_precision", "highest")
 
 # The persistent cache in this process (the workers' subprocesses get it from
-# ``jax_subprocess.subprocess_env``). A size limit turns on JAX's file lock, so that workers writing
-# and reading the same entry at once do not see a partly written file. Programs that compile in
-# under 50 ms (jnp's one-op programs) are not worth an entry.
+# ``jax_subprocess.subprocess_env``), without a size limit (``jax_subprocess.CACHE_MAX_BYTES``).
+# Programs that compile in under 50 ms (jnp's one-op programs) are not worth an entry.
 jax.config.update("jax_compilation_cache_dir", os.environ["LSC_TEST_JAX_CACHE_DIR"])
 jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECS)

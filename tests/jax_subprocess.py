@@ -11,7 +11,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # optimised machine code. The tests' programs are small and run a few steps, so compilation is
 # most of their time (BENCHMARKS.md, "The test suite").
 TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
-CACHE_MAX_BYTES = 8 << 30
+# No size limit (-1). With one, JAX's cache takes a file lock and, on every write, lists and stats
+# every entry to find what to evict: a write under the lock took 0.1 s with 1,000 entries and 0.3 s
+# with 3,000, far more than compiling the small programs it stores, and the suite writes thousands
+# (BENCHMARKS.md, "The test suite"). Without the lock, a reader that meets an entry another
+# process is still writing fails to decompress it, warns and compiles the program itself.
+CACHE_MAX_BYTES = -1
 CACHE_MIN_COMPILE_SECS = 0.05
 
 
