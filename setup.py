@@ -27,7 +27,7 @@ CORE = [
 # torch is pinned to the CPU build that the development and CI machines provide.
 HF = ["torch==2.13.0", "transformers>=4.45"]
 
-TEST = ["pytest>=8", "pytest-xdist>=3.8", "hypothesis>=6.100", "mpmath>=1.3"]
+TEST = ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "mpmath>=1.3"]
 
 setup(
     name="lsc",

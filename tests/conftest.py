@@ -43,7 +43,6 @@ if _OWN_CACHE:
     os.environ["LSC_TEST_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="lsc_test_jax_cache_")
 
 import jax  # noqa: E402
-import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -55,18 +54,6 @@ jax.config.update("jax_compilation_cache_dir", os.environ["LSC_TEST_JAX_CACHE_DI
 jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECS)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Files with slow (end-to-end) tests first, in their collected order otherwise: with one
-    worker per core (``-n auto --dist loadfile``) the longest files start at once instead of
-    leaving one worker busy at the end. A stable sort on a per-file key keeps each file's tests
-    together and in order. ``--no-loadscope-reorder`` (pytest.ini) keeps this order: by default
-    pytest-xdist hands out the files with the most tests first, which put the slow files, a few
-    tests each, at the end."""
-    slow_files = {item.nodeid.split("::")[0] for item in items
-                  if item.get_closest_marker("slow") is not None}
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_files)
 
 
 def pytest_unconfigure(config):
