@@ -161,7 +161,7 @@ RULES: Dict[str, Rule] = {
     "exact.confidence": number_in(0.5, 0.999),
     "exact.bootstrap_resamples": number_in(10, integer=True),
     "exact.rematch_resamples": number_in(0, integer=True),
-    "workers": number_in(1, integer=True),
+    "workers": number_in(0, integer=True),  # 0: lsc.repro.jobs.default_workers()
     "threads_per_worker": number_in(0, integer=True),
     # Training jobs (lsc.train).
     "data.prompt_len": number_in(1, integer=True),

@@ -65,16 +65,44 @@ def write_npz_atomic(path: str, **arrays: Any) -> None:
         np.savez(f, **arrays)
 
 
+_sigterm_pending = False
+
+
+def record_sigterm() -> None:
+    """Makes SIGTERM outside a :class:`Preemption` block only be recorded: every later block
+    then starts as requested. For processes that run jobs for another one (the stage workers
+    of :mod:`lsc.repro.jobs`), which may receive the stage's SIGTERM before or between their
+    jobs' training loops. Main thread only."""
+
+    def handler(signum, frame):
+        logging.warning("SIGTERM received: the job stops at its first checkpoint")
+        note_sigterm()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def note_sigterm() -> None:
+    """Records a SIGTERM for :func:`sigterm_pending` and later :class:`Preemption` blocks."""
+    global _sigterm_pending
+    _sigterm_pending = True
+
+
+def sigterm_pending() -> bool:
+    """Whether a SIGTERM was recorded (:func:`record_sigterm`, :func:`note_sigterm`)."""
+    return _sigterm_pending
+
+
 class Preemption:
     """Context manager that records SIGTERM (TPU preemption) instead of dying on it.
 
-    Inside the block, ``requested`` turns True when SIGTERM arrives; the training loops check it
-    after each step, write a checkpoint and exit. Only the main thread can install the handler;
-    elsewhere the block is a no-op. The previous handler is restored on exit.
+    Inside the block, ``requested`` turns True when SIGTERM arrives (or at once, when one was
+    recorded before: :func:`record_sigterm`); the training loops check it after each step, write
+    a checkpoint and exit. Only the main thread can install the handler; elsewhere the block is a
+    no-op. The previous handler is restored on exit.
     """
 
     def __init__(self):
-        self.requested = False
+        self.requested = _sigterm_pending
         self._previous = None
 
     def _handler(self, signum, frame):

@@ -186,12 +186,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     # The independent jobs of a stage (replicates, predictors, RLHF runs): this many at a time,
     # each in its own process when > 1 (lsc.repro.jobs), with XLA's CPU threads per process
-    # (0: XLA's default). One at a time is as fast on 2 cores (BENCHMARKS.md).
-    config.workers = 1
+    # (0: XLA's default). 0: two on the CPU backend with at least two cores, else one
+    # (lsc.repro.jobs.default_workers): on 2 cores the RLHF stage takes 0.78x the time with two
+    # workers and the results are the same (BENCHMARKS.md, "A stage's jobs").
+    config.workers = 0
     config.threads_per_worker = 0
-    # The RLHF jobs one at a time (0: config.workers): a step's cost grows about linearly with the
-    # batch (BENCHMARKS.md, RLHF step): the cores are already busy, and a stage run with two
-    # workers (an earlier version of this stage) was not faster.
+    # The RLHF jobs' workers (0: config.workers).
     config.rlhf.workers = 0
     config.parallel = common.parallel()  # multi-process start-up (lsc.parallel.distributed)
     return config

@@ -5,16 +5,22 @@ reference predictors, the RLHF runs). :func:`run_jobs` runs them with ``workers`
 
 * ``workers = 1``: one after another in this process;
 * ``workers > 1``: each job in a fresh *spawned* Python process (JAX is not fork-safe), at most
-  ``workers`` at a time. On a small CPU machine one training job keeps about 1.4 of 2 cores busy
-  (small matrices, per-step host work), so two jobs side by side use the machine better
+  ``workers`` at a time. On a small CPU machine one job keeps about 1.5 of 2 cores busy (small
+  matrices, per-step host work), so two jobs side by side use the machine better
   (``benchmarks/parallel_jobs.py`` measures it). Each worker process sets XLA's CPU
   threads with ``threads_per_worker`` (0: XLA's default) and shares the persistent compilation
   cache of the reproduction, so replicates compile once.
 
+:func:`default_workers` is the choice for a config's ``workers = 0``: two on the CPU backend when
+the process may run on at least two cores, one on an accelerator (jobs in two processes would
+share its memory) and in multi-process runs.
+
 Every job writes its ``config.json`` and links the reproduction's world into its workdir first
 (:func:`prepare`); a job that returns a non-zero exit code (preempted, failed) stops the stage
 with :class:`JobStopped` after the jobs already started have finished, and the next run resumes
-every unfinished job from its checkpoints. Results are the same either way (same seeds, same
+every unfinished job from its checkpoints. A SIGTERM to the stage's process while workers run is
+passed to them: running jobs write their preemption checkpoint and stop, jobs not yet started
+never start, and the stage stops with the preempted exit code. Results are the same either way (same seeds, same
 data), up to XLA's last-bit differences between thread counts. Each job is reported to the job's
 progress (:func:`lsc.progress.current`): ``run i of n`` as it starts, or as each worker finishes.
 """
@@ -26,13 +32,16 @@ import dataclasses
 import importlib
 import multiprocessing
 import os
-from typing import Callable, List, Sequence
+import signal
+import threading
+from typing import Any, Callable, List, Sequence
 
 import ml_collections
 from absl import logging
 
 from lsc import config as config_lib
 from lsc import progress, runtime
+from lsc.train.runner import PREEMPTED_EXIT_CODE
 
 
 class JobStopped(RuntimeError):
@@ -62,6 +71,17 @@ class Job:
         return os.path.basename(os.path.normpath(self.workdir))
 
 
+def default_workers() -> int:
+    """Workers for ``workers = 0``: 2 on the CPU backend of a single-process run that may use at
+    least two cores (``os.sched_getaffinity``), else 1. On two cores the RLHF stage of the main
+    job takes 0.78x the time with two workers, with the same results (BENCHMARKS.md)."""
+    import jax
+
+    if jax.default_backend() != "cpu" or jax.process_count() > 1:
+        return 1
+    return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+
+
 def prepare(job: Job, world_dir: str) -> None:
     """Validates the job's config, writes it to ``config.json`` and links the world into the
     job's workdir."""
@@ -75,7 +95,10 @@ def prepare(job: Job, world_dir: str) -> None:
 
 def _in_worker(module: str, function: str, config: dict, workdir: str, cache_dir: str,
                threads: int) -> int:
-    """The body of a worker process: XLA settings, then the job."""
+    """The body of a worker process: XLA settings, then the job. After a SIGTERM (the stage's,
+    :func:`run_jobs`) a job that has not started returns the preempted exit code at once."""
+    if runtime.sigterm_pending():
+        return PREEMPTED_EXIT_CODE
     if threads > 0:
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = (f"{flags} --xla_cpu_multi_thread_eigen="
@@ -88,7 +111,30 @@ def _in_worker(module: str, function: str, config: dict, workdir: str, cache_dir
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     logging.set_verbosity(logging.INFO)
     run = getattr(importlib.import_module(module), function)
-    return int(run(ml_collections.ConfigDict(config), workdir))
+    code = int(run(ml_collections.ConfigDict(config), workdir))
+    if code == PREEMPTED_EXIT_CODE:
+        runtime.note_sigterm()
+    return code
+
+
+def _forward_sigterm(futures, received: List[bool]) -> Callable[[int, Any], None]:
+    """The stage's SIGTERM handler while workers run: jobs not yet started are cancelled and
+    every worker process gets the signal, so running jobs checkpoint and stop (their
+    :class:`lsc.runtime.Preemption`) and queued ones never start; ``received`` records it."""
+
+    def handler(signum, frame):
+        logging.warning("SIGTERM received: passed to the stage's worker processes; their jobs "
+                        "checkpoint and stop")
+        received.append(True)
+        for future in futures:
+            future.cancel()
+        for child in multiprocessing.active_children():
+            try:
+                os.kill(child.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    return handler
 
 
 def run_jobs(jobs: Sequence[Job], world_dir: str, workers: int = 1,
@@ -110,18 +156,36 @@ def run_jobs(jobs: Sequence[Job], world_dir: str, workers: int = 1,
     cache_dir = jax.config.jax_compilation_cache_dir or ""
     context = multiprocessing.get_context("spawn")
     failures: List[tuple] = []
-    with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
-                                                mp_context=context) as pool:
-        futures = {pool.submit(_in_worker, job.run.__module__, job.run.__name__,
-                               job.config.to_dict(), job.workdir, cache_dir,
-                               int(threads_per_worker)): job for job in jobs}
-        for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
-            job = futures[future]
-            code = future.result()
-            logging.info("%s: exit code %d", job.name, code)
-            progress.current().run(done, len(jobs), job.label, finished=True)
-            if code != 0:
-                failures.append((job, code))
+    main_thread = threading.current_thread() is threading.main_thread()
+    received: List[bool] = []
+    submitted: list = []
+    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
+    try:
+        if main_thread:
+            signal.signal(signal.SIGTERM, _forward_sigterm(submitted, received))
+        with concurrent.futures.ProcessPoolExecutor(
+                max_workers=min(workers, len(jobs)), mp_context=context,
+                initializer=runtime.record_sigterm) as pool:
+            futures = {pool.submit(_in_worker, job.run.__module__, job.run.__name__,
+                                   job.config.to_dict(), job.workdir, cache_dir,
+                                   int(threads_per_worker)): job for job in jobs}
+            submitted.extend(futures)
+            done = 0
+            for future in concurrent.futures.as_completed(futures):
+                job = futures[future]
+                if future.cancelled():
+                    continue
+                code = future.result()
+                done += 1
+                logging.info("%s: exit code %d", job.name, code)
+                progress.current().run(done, len(jobs), job.label, finished=True)
+                if code != 0:
+                    failures.append((job, code))
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if failures:
         job, code = failures[0]
         raise JobStopped(job.name, code)
+    if received:
+        raise JobStopped("the stage (SIGTERM)", PREEMPTED_EXIT_CODE)

@@ -66,9 +66,10 @@ def _stage_dir(stage_dir: str, name: str) -> str:
 
 def _run_jobs(config: ml_collections.ConfigDict, stage_dir: str, jobs,
               workers: int = 0) -> None:
-    """A stage's independent jobs, ``workers`` (default ``config.workers``) at a time
-    (:mod:`lsc.repro.jobs`)."""
-    jobs_lib.run_jobs(jobs, _world_dir(stage_dir), workers or int(config.get("workers", 1)),
+    """A stage's independent jobs, ``workers`` (default ``config.workers``; 0:
+    :func:`lsc.repro.jobs.default_workers`) at a time (:mod:`lsc.repro.jobs`)."""
+    workers = workers or int(config.get("workers", 1)) or jobs_lib.default_workers()
+    jobs_lib.run_jobs(jobs, _world_dir(stage_dir), workers,
                       int(config.get("threads_per_worker", 0)))
 
 

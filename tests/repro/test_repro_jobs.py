@@ -2,10 +2,14 @@
 
 import json
 import os
+import signal
+import threading
+import time
 
 import ml_collections
 import pytest
 
+from lsc import runtime
 from lsc.repro import jobs as jobs_lib
 
 
@@ -14,6 +18,19 @@ def write_pid(config, workdir):
     with open(os.path.join(workdir, "ran.json"), "w") as f:
         json.dump({"pid": os.getpid(), "seed": int(config.seed)}, f)
     return int(config.code)
+
+
+def wait_for_sigterm(config, workdir):
+    """A job: waits inside ``runtime.Preemption`` (as a training loop does) until SIGTERM, then
+    records it and exits with the preempted code (0 after 60 s without one)."""
+    with runtime.Preemption() as preemption:
+        open(os.path.join(workdir, "started"), "w").close()
+        deadline = time.time() + 60
+        while not preemption.requested and time.time() < deadline:
+            time.sleep(0.02)
+    with open(os.path.join(workdir, "ran.json"), "w") as f:
+        json.dump({"pid": os.getpid(), "preempted": preemption.requested}, f)
+    return 143 if preemption.requested else 0
 
 
 def _job(tmp_path, name, code=0, seed=0):
@@ -56,3 +73,53 @@ def test_a_stopped_job_stops_the_stage_with_its_exit_code(tmp_path, world, worke
         jobs_lib.run_jobs(jobs, world, workers=workers)
     assert e.value.exit_code == 42 and "preempted" in str(e.value)
     assert _ran(tmp_path, "ok")["seed"] == 0  # the other job still ran
+
+
+def test_sigterm_reaches_the_workers_and_the_queued_jobs_never_start(tmp_path, world):
+    config = ml_collections.ConfigDict({"job": "train_rm", "seed": 0})
+    waiting = [jobs_lib.Job(wait_for_sigterm, config, str(tmp_path / n)) for n in ("a", "b")]
+    queued = [_job(tmp_path, n) for n in ("c", "d", "e")]
+
+    def terminate_once_both_run():
+        deadline = time.time() + 120
+        while time.time() < deadline and not all(
+                (tmp_path / n / "started").exists() for n in ("a", "b")):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler sends the main job
+
+    previous = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=terminate_once_both_run, daemon=True).start()
+    with pytest.raises(jobs_lib.JobStopped) as e:
+        jobs_lib.run_jobs(waiting + queued, world, workers=2)
+    assert e.value.exit_code == 143
+    assert _ran(tmp_path, "a")["preempted"] and _ran(tmp_path, "b")["preempted"]
+    assert not any((tmp_path / n / "ran.json").exists() for n in ("c", "d", "e"))
+    assert signal.getsignal(signal.SIGTERM) == previous
+    assert not runtime.sigterm_pending()  # this process keeps no stale request
+
+
+def test_default_workers_two_on_a_two_core_cpu_else_one(monkeypatch):
+    import jax
+
+    assert jax.default_backend() == "cpu"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert jobs_lib.default_workers() == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
+    assert jobs_lib.default_workers() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert jobs_lib.default_workers() == 1
+
+
+def test_a_stage_runs_default_workers_when_the_config_says_0(monkeypatch, tmp_path):
+    from lsc.repro import pipeline
+
+    seen = []
+    monkeypatch.setattr(jobs_lib, "run_jobs", lambda jobs, world, workers, threads: seen.append(
+        workers))
+    monkeypatch.setattr(jobs_lib, "default_workers", lambda: 7)
+    stage = str(tmp_path / "stage")
+    pipeline._run_jobs(ml_collections.ConfigDict({"workers": 0}), stage, [])
+    pipeline._run_jobs(ml_collections.ConfigDict({"workers": 3}), stage, [])
+    pipeline._run_jobs(ml_collections.ConfigDict({"workers": 0}), stage, [], workers=2)
+    assert seen == [7, 3, 2]
