@@ -109,7 +109,9 @@ def _in_worker(module: str, function: str, config: dict, workdir: str, cache_dir
     if cache_dir:
         jax.config.update("jax_compilation_cache_dir", cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    logging.use_absl_handler()  # the parent's log format (no absl app runs here)
     logging.set_verbosity(logging.INFO)
+    runtime.quiet_library_logs()
     run = getattr(importlib.import_module(module), function)
     code = int(run(ml_collections.ConfigDict(config), workdir))
     if code == PREEMPTED_EXIT_CODE:

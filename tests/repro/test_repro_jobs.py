@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -31,6 +32,14 @@ def wait_for_sigterm(config, workdir):
     with open(os.path.join(workdir, "ran.json"), "w") as f:
         json.dump({"pid": os.getpid(), "preempted": preemption.requested}, f)
     return 143 if preemption.requested else 0
+
+
+def log_a_line(config, workdir):
+    """A job: logs one INFO line through absl."""
+    from absl import logging
+
+    logging.info("hello from the job in %s", os.path.basename(workdir))
+    return 0
 
 
 def _job(tmp_path, name, code=0, seed=0):
@@ -123,3 +132,13 @@ def test_a_stage_runs_default_workers_when_the_config_says_0(monkeypatch, tmp_pa
     pipeline._run_jobs(ml_collections.ConfigDict({"workers": 3}), stage, [])
     pipeline._run_jobs(ml_collections.ConfigDict({"workers": 0}), stage, [], workers=2)
     assert seen == [7, 3, 2]
+
+
+def test_workers_log_in_the_parents_format(tmp_path, world, capfd):
+    config = ml_collections.ConfigDict({"job": "train_rm", "seed": 0})
+    jobs = [jobs_lib.Job(log_a_line, config, str(tmp_path / n)) for n in ("w1", "w2")]
+    jobs_lib.run_jobs(jobs, world, workers=2)
+    err = capfd.readouterr().err
+    for name in ("w1", "w2"):
+        line = next(x for x in err.splitlines() if f"hello from the job in {name}" in x)
+        assert re.match(r"I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+\.py:\d+\] ", line), line
