@@ -185,10 +185,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.evaluate.confidence = 0.95
 
     # The independent jobs of a stage (replicates, predictors, RLHF runs): this many at a time,
-    # each in its own process when > 1 (lsc.repro.jobs), with XLA's CPU threads per process
-    # (0: XLA's default). 0: two on the CPU backend with at least two cores, else one
-    # (lsc.repro.jobs.default_workers): on 2 cores the RLHF stage takes 0.78x the time with two
-    # workers and the results are the same (BENCHMARKS.md, "A stage's jobs").
+    # each in its own process when > 1 (lsc.repro.jobs); workers = 0 means two on the CPU backend
+    # with at least two cores, else one (lsc.repro.jobs.default_workers): on 2 cores the RLHF
+    # stage takes 0.78x the time with two workers and the results are the same (BENCHMARKS.md,
+    # "A stage's jobs"). threads_per_worker: XLA's CPU threads per worker (0: XLA's default).
     config.workers = 0
     config.threads_per_worker = 0
     # The RLHF jobs' workers (0: config.workers).

@@ -20,8 +20,8 @@ Every job writes its ``config.json`` and links the reproduction's world into its
 with :class:`JobStopped` after the jobs already started have finished, and the next run resumes
 every unfinished job from its checkpoints. A SIGTERM to the stage's process while workers run is
 passed to them: running jobs write their preemption checkpoint and stop, jobs not yet started
-never start, and the stage stops with the preempted exit code. Results are the same either way (same seeds, same
-data), up to XLA's last-bit differences between thread counts. Each job is reported to the job's
+never start, and the stage stops with the preempted exit code. Results are the same either way
+(same seeds, same data), up to XLA's last-bit differences between thread counts. Each job is reported to the job's
 progress (:func:`lsc.progress.current`): ``run i of n`` as it starts, or as each worker finishes.
 """
 
@@ -119,15 +119,15 @@ def _in_worker(module: str, function: str, config: dict, workdir: str, cache_dir
     return code
 
 
-def _forward_sigterm(futures, received: List[bool]) -> Callable[[int, Any], None]:
+def _forward_sigterm(futures, received: threading.Event) -> Callable[[int, Any], None]:
     """The stage's SIGTERM handler while workers run: jobs not yet started are cancelled and
     every worker process gets the signal, so running jobs checkpoint and stop (their
-    :class:`lsc.runtime.Preemption`) and queued ones never start; ``received`` records it."""
+    :class:`lsc.runtime.Preemption`) and queued ones never start; ``received`` is set."""
 
     def handler(signum, frame):
         logging.warning("SIGTERM received: passed to the stage's worker processes; their jobs "
                         "checkpoint and stop")
-        received.append(True)
+        received.set()
         for future in futures:
             future.cancel()
         for child in multiprocessing.active_children():
@@ -159,7 +159,7 @@ def run_jobs(jobs: Sequence[Job], world_dir: str, workers: int = 1,
     context = multiprocessing.get_context("spawn")
     failures: List[tuple] = []
     main_thread = threading.current_thread() is threading.main_thread()
-    received: List[bool] = []
+    received = threading.Event()
     submitted: list = []
     previous = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
@@ -184,10 +184,10 @@ def run_jobs(jobs: Sequence[Job], world_dir: str, workers: int = 1,
                 if code != 0:
                     failures.append((job, code))
     finally:
-        if main_thread and previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if main_thread:  # None: a handler not installed from Python; the default then
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     if failures:
         job, code = failures[0]
         raise JobStopped(job.name, code)
-    if received:
+    if received.is_set():
         raise JobStopped("the stage (SIGTERM)", PREEMPTED_EXIT_CODE)
