@@ -27,6 +27,7 @@ dropout keyed by location (:data:`DropoutStream`, :func:`dropout_stream`,
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
@@ -178,12 +179,34 @@ class Linear(nnx.Module):
         return y
 
 
+@functools.lru_cache(maxsize=None)
+def matmul_split(equation: str) -> Optional[int]:
+    """``n`` when ``equation`` (input, kernel -> output) is a matmul over merged axes: the input's
+    last ``n`` axes are the kernel's first ``n``, in order, and are contracted; the output is the
+    input's other axes followed by the kernel's others (``'BLE,EHD->BLHD'``: 1,
+    ``'BLHD,HDE->BLE'``: 2). None for any other equation (e.g. one with an ellipsis)."""
+    if "..." in equation or "->" not in equation:
+        return None
+    inputs, out = equation.replace(" ", "").split("->")
+    if inputs.count(",") != 1:
+        return None
+    lhs, rhs = inputs.split(",")
+    contracted = [c for c in lhs if c in rhs and c not in out]
+    n = len(contracted)
+    if (n == 0 or len(set(lhs + rhs)) != len(lhs) + len(rhs) - n
+            or lhs[len(lhs) - n:] != "".join(contracted) or rhs[:n] != "".join(contracted)
+            or out != lhs[: len(lhs) - n] + rhs[n:]):
+        return None
+    return n
+
+
 class Einsum(nnx.Module):
     """``jnp.einsum(equation, x, kernel) (+ bias)`` with a kernel of ``shape`` and logical ``axes``.
 
     ``bias_shape``/``bias_axes`` (optional) give a bias added to the output (broadcast over the
     leading dims). Used for attention projections: e.g. ``'BLE,EHD->BLHD'`` with kernel
-    ``[embed, heads, head_dim]``.
+    ``[embed, heads, head_dim]``. An equation that is a matmul over merged axes
+    (:func:`matmul_split`) is computed as one 2-D ``jnp.dot``.
     """
 
     def __init__(
@@ -211,7 +234,20 @@ class Einsum(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         dtype = self.dtype or x.dtype
-        y = jnp.einsum(self.equation, x.astype(dtype), self.kernel[...].astype(dtype))
+        x, kernel = x.astype(dtype), self.kernel[...].astype(dtype)
+        split = matmul_split(self.equation)
+        if split is None:
+            y = jnp.einsum(self.equation, x, kernel)
+        else:
+            # A matmul in disguise (``x[..., C...] x kernel[C..., F...]``): one 2-D product over
+            # merged axes. Left as an einsum, XLA's CPU backend may order the merged contracting
+            # axes against the kernel's layout and transpose the whole kernel at every call
+            # (every decoded token), and it runs the weight gradient of the batched contraction
+            # slowly (see :class:`Linear`).
+            batch_shape, contract = x.shape[: x.ndim - split], kernel.shape[:split]
+            free = kernel.shape[split:]
+            y = jnp.dot(x.reshape(-1, math.prod(contract)),
+                        kernel.reshape(math.prod(contract), -1)).reshape(batch_shape + free)
         if self.bias is not None:
             y = y + self.bias[...].astype(dtype)
         return y
@@ -357,19 +393,27 @@ def dot_product_attention(
     kh = k.shape[2]
     if h % kh:
         raise ValueError(f"{h} query heads are not a multiple of {kh} key/value heads")
-    g = h // kh
-    qg = q.reshape(b, l, kh, g, d)
-    logits = jnp.einsum("blkgd,bskd->bkgls", qg, k, preferred_element_type=jnp.float32)
+    g, s = h // kh, k.shape[1]
+    # Logits [B, H, L, S]. With one query head per key/value head (MHA) the einsums skip the
+    # group axis: the same products, without the transposes that the 5-D layout costs XLA's
+    # CPU backend (about 3% of a T5 train step, BENCHMARKS.md).
+    if g == 1:
+        logits = jnp.einsum("blhd,bshd->bhls", q, k, preferred_element_type=jnp.float32)
+    else:
+        logits = jnp.einsum("blkgd,bskd->bkgls", q.reshape(b, l, kh, g, d), k,
+                            preferred_element_type=jnp.float32).reshape(b, h, l, s)
     logits = logits * scale
     if softcap is not None:
         logits = jnp.tanh(logits / softcap) * softcap
     if bias is not None:
-        logits = logits + bias.astype(jnp.float32).reshape(bias.shape[0], kh, g, l, -1)
+        logits = logits + bias.astype(jnp.float32)
     if mask is not None:
-        mask = jnp.broadcast_to(mask, (b, l, k.shape[1]))
-        logits = jnp.where(mask[:, None, None, :, :], logits, jnp.finfo(jnp.float32).min)
+        mask = jnp.broadcast_to(mask, (b, l, s))
+        logits = jnp.where(mask[:, None, :, :], logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgls,bskd->blkgd", probs, v)
+    if g == 1:
+        return jnp.einsum("bhls,bshd->blhd", probs, v)
+    out = jnp.einsum("bkgls,bskd->blkgd", probs.reshape(b, kh, g, l, s), v)
     return out.reshape(b, l, h, d)
 
 

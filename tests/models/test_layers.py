@@ -104,6 +104,31 @@ def test_attention_gqa_matches_numpy(kv_heads):
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("equation,split", [
+    ("BLE,EHD->BLHD", 1), ("BLHD,HDE->BLE", 2), ("BE,EF->BF", 1),
+    ("BLHD,DHE->BLE", None), ("BE,FE->BF", None), ("BE,EF->FB", None), ("bhld,bhsd->bhls", None),
+    ("...E,EF->...F", None), ("ii,ij->j", None),
+])
+def test_matmul_split(equation, split):
+    assert layers.matmul_split(equation) == split
+
+
+@pytest.mark.parametrize("equation,x_shape,kernel_shape", [
+    ("BLE,EHD->BLHD", (2, 3, 8), (8, 4, 5)),     # a matmul: one 2-D product
+    ("BLHD,HDE->BLE", (2, 3, 4, 5), (4, 5, 8)),  # a matmul over two merged axes
+    ("BLHD,DHE->BLE", (2, 3, 4, 5), (5, 4, 8)),  # not one: the einsum itself
+])
+def test_einsum_module_matches_numpy(equation, x_shape, kernel_shape):
+    rs = np.random.RandomState(0)
+    x = rs.randn(*x_shape).astype(np.float32)
+    mod = layers.Einsum(equation, kernel_shape, axes=(None,) * len(kernel_shape),
+                        bias_shape=kernel_shape[-1:], bias_axes=(None,), rngs=nnx.Rngs(0))
+    mod.bias[...] = jnp.asarray(rs.randn(kernel_shape[-1]).astype(np.float32))
+    ref = np.einsum(equation, x, np.asarray(mod.kernel[...])) + np.asarray(mod.bias[...])
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda v: mod(v))(jnp.asarray(x))), ref,
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_attention_fully_masked_row_is_finite():
     q = jnp.ones((1, 2, 2, 4))
     k = jnp.ones((1, 3, 1, 4))
