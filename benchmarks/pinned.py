@@ -18,17 +18,22 @@ never mixes two sittings. Threads follow the core set: on one core XLA runs sing
 thread; on ``n`` cores XLA keeps its thread pool, which takes its size from the cores
 ``taskset`` leaves it, and PyTorch gets ``n`` threads.
 
+Allocators (``--allocators``): ``tcmalloc`` (the default) preloads tcmalloc into every
+benchmark process, as the project's entry points do (``lsc.allocator``), so both frameworks run
+under it; ``system`` keeps glibc's malloc for both. The allocator is a row of the table.
+
 A variant is a name and XLA flags added to ``XLA_FLAGS`` (``name=--flag=value,--flag2=value``);
 ``default`` adds none. The variants explored in BENCHMARKS.md ("XLA's CPU options") are in
 ``VARIANTS``.
 
-Usage: ``python benchmarks/pinned.py [--cores 0 0,1] [--variants default xnn_greedy ...]
-[--repeats 5] [--out FILE.md]``. Needs ``taskset`` (util-linux) and the ``hf`` extra.
+Usage: ``python benchmarks/pinned.py [--cores 0 0,1] [--variants default ynn_off ...]
+[--allocators tcmalloc system] [--repeats 5] [--out FILE.md]``. Needs ``taskset`` (util-linux) and the ``hf`` extra.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -38,6 +43,9 @@ import tempfile
 import time
 
 import bench_util  # benchmarks/ is on sys.path when this script runs
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lsc import allocator  # noqa: E402  (imports nothing heavy)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -61,6 +69,9 @@ def _parse_args(argv=None):
                         help="core sets for taskset -c, one run each")
     parser.add_argument("--variants", nargs="+", default=["default"],
                         help=f"names from {sorted(VARIANTS)} or name=--flag,--flag")
+    parser.add_argument("--allocators", nargs="+", default=["tcmalloc"],
+                        choices=["tcmalloc", "system"],
+                        help="malloc of the benchmark processes, one run each")
     parser.add_argument("--train-setting", default="t5-enc-mini")
     parser.add_argument("--sampling-setting", default="small-8M:1:1")
     parser.add_argument("--repeats", type=int, default=5)
@@ -78,10 +89,25 @@ def variant_flags(spec: str):
     return spec, VARIANTS[spec]
 
 
-def _run(script, args, cores, flags, out_json):
+def allocator_env(env, choice):
+    """``env`` with tcmalloc preloaded (``choice`` 'tcmalloc') or without it ('system')."""
+    kept = [p for p in env.get("LD_PRELOAD", "").split() if "tcmalloc" not in p]
+    if choice == "tcmalloc":
+        library = allocator.find_tcmalloc()
+        if library is None:
+            raise SystemExit("error: tcmalloc is not installed (bash launch/install_tcmalloc.sh)"
+                             "; run with --allocators system")
+        kept.insert(0, library)
+    env = dict(env, LD_PRELOAD=" ".join(kept), **{allocator.ENV: choice})
+    if not env["LD_PRELOAD"]:
+        del env["LD_PRELOAD"]
+    return env
+
+
+def _run(script, args, cores, flags, malloc, out_json):
     threads = len(cores.split(","))
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip())
+    env = allocator_env(dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(
+        [os.environ.get("XLA_FLAGS", ""), *flags]).strip()), malloc)
     cmd = ["taskset", "-c", cores, sys.executable, os.path.join(HERE, script),
            "--threads", str(threads), "--json", out_json, *args]
     start = time.perf_counter()
@@ -100,12 +126,12 @@ MATMUL = ("import json, sys; sys.path.insert(0, sys.argv[2]); import bench_util;
           " open(sys.argv[1], 'w'))")
 
 
-def matmul_rates(cores, flags, out_json):
+def matmul_rates(cores, flags, malloc, out_json):
     """GFLOP/s of a 1024^3 ``jnp`` matmul in float32 and bfloat16 (best of 10,
     :func:`bench_util.matmul_peak`) on ``cores``."""
     single = (bench_util.SINGLE_THREAD_XLA_FLAGS.split() if len(cores.split(",")) == 1 else [])
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""), *flags, *single]).strip())
+    env = allocator_env(dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(
+        [os.environ.get("XLA_FLAGS", ""), *flags, *single]).strip()), malloc)
     subprocess.run(["taskset", "-c", cores, sys.executable, "-c", MATMUL, out_json, HERE],
                    env=env, check=True)
     with open(out_json, encoding="utf-8") as f:
@@ -119,31 +145,31 @@ def main():
     variants = [variant_flags(v) for v in args.variants]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for cores in args.cores:
-            for name, flags in variants:
-                train = _run("train_step.py", ["--only", args.train_setting, "--repeats",
-                                               str(args.repeats)],
-                             cores, flags, os.path.join(tmp, "train.json"))["rows"][0]
-                samp = _run("sampling.py", ["--only", args.sampling_setting, "--repeats",
-                                            str(args.repeats)],
-                            cores, flags, os.path.join(tmp, "sampling.json"))["rows"][0]
-                mm = matmul_rates(cores, flags, os.path.join(tmp, "matmul.json"))
-                row = dict(cores=cores, variant=name, flags=" ".join(flags),
-                           mm_f32=mm["float32"], mm_bf16=mm["bfloat16"],
-                           train_ours=train["ours_ex_s"], train_torch=train["torch_ex_s"],
-                           train_ratio=train["ratio"], sample_ours=samp["cache_tok_s"],
-                           sample_hf=samp["hf_tok_s"], sample_ratio=samp["a_over_c"],
-                           same=samp["same"])
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        for cores, malloc, (name, flags) in itertools.product(args.cores, args.allocators,
+                                                              variants):
+            train = _run("train_step.py", ["--only", args.train_setting, "--repeats",
+                                           str(args.repeats)],
+                         cores, flags, malloc, os.path.join(tmp, "train.json"))["rows"][0]
+            samp = _run("sampling.py", ["--only", args.sampling_setting, "--repeats",
+                                        str(args.repeats)],
+                        cores, flags, malloc, os.path.join(tmp, "sampling.json"))["rows"][0]
+            mm = matmul_rates(cores, flags, malloc, os.path.join(tmp, "matmul.json"))
+            row = dict(cores=cores, allocator=malloc, variant=name, flags=" ".join(flags),
+                       mm_f32=mm["float32"], mm_bf16=mm["bfloat16"],
+                       train_ours=train["ours_ex_s"], train_torch=train["torch_ex_s"],
+                       train_ratio=train["ratio"], sample_ours=samp["cache_tok_s"],
+                       sample_hf=samp["hf_tok_s"], sample_ratio=samp["a_over_c"],
+                       same=samp["same"])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     lines = [f"train step: `{args.train_setting}`; sampling: `{args.sampling_setting}` "
              "(model:batch:k); median of {0} windows each".format(args.repeats), "",
-             "| cores | XLA options | train pairs/s ours | PyTorch | ours / PyTorch "
+             "| cores | malloc | XLA options | train pairs/s ours | PyTorch | ours / PyTorch "
              "| sampling tok/s ours | `generate` | ours / `generate` | same tokens "
              "| matmul GFLOP/s f32 / bf16 |",
-             "|" + "---|" * 10]
+             "|" + "---|" * 11]
     for r in rows:
-        lines.append(f"| {r['cores']} | {r['variant']} | {r['train_ours']:.2f} | "
+        lines.append(f"| {r['cores']} | {r['allocator']} | {r['variant']} | {r['train_ours']:.2f} | "
                      f"{r['train_torch']:.2f} | {r['train_ratio']:.2f}x | "
                      f"{r['sample_ours']:,.0f} | {r['sample_hf']:,.0f} | "
                      f"{r['sample_ratio']:.2f}x | {r['same']} | "
