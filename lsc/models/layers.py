@@ -396,7 +396,7 @@ def dot_product_attention(
     g, s = h // kh, k.shape[1]
     # Logits [B, H, L, S]. With one query head per key/value head (MHA) the einsums skip the
     # group axis: the same products, without the transposes that the 5-D layout costs XLA's
-    # CPU backend (about 3% of a T5 train step, BENCHMARKS.md).
+    # CPU backend (3-5% of a T5 train step, benchmarks/layouts.py).
     if g == 1:
         logits = jnp.einsum("blhd,bshd->bhls", q, k, preferred_element_type=jnp.float32)
     else:
