@@ -89,22 +89,11 @@ def grouped_attention(q, k, v, mask=None, *, scale, bias=None, softcap=None):
 
 def build(setting, path, attention):
     """The compiled, donated train step with ``attention`` in the model, and its first state."""
-    *_, vocab, batch, p, r = setting
     layers.dot_product_attention = attention
     try:
-        model = ts.EncoderRewardModel(ts.hf_t5.load_t5(path), rngs=nnx.Rngs(0))
-        tx = ts._tx()
-        graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
-        state = ts.loop.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                                   model_state=model_state, opt_state=tx.init(params),
-                                   rng=jax.random.key_data(jax.random.key(0)))
-        step = ts.loop.make_train_step(graphdef, ts.rm.pairwise_loss_fn(), tx,
-                                       ts.optim.make_schedule(ts.OPTIM, 1000))
-        batch_arrays = {k: jnp.asarray(v) for k, v in ts.make_batch(batch, p, r, vocab).items()}
-        compiled = jax.jit(step, donate_argnums=(0,)).lower(state, batch_arrays).compile()
+        return ts.compiled_step(path, setting)
     finally:
         layers.dot_product_attention = CURRENT
-    return compiled, state, batch_arrays
 
 
 def attention():
@@ -137,6 +126,8 @@ def attention():
         ms = statistics.median(run["times"]) * 1e3
         print(f"| {label} | {ms:.1f} | {batch_pairs / ms * 1e3:.2f} | "
               f"{', '.join(f'{x:.6f}' for x in run['losses'])} |")
+    if runs["grouped"]["losses"] != runs["current"]["losses"]:
+        raise SystemExit("error: the two attention forms gave different losses")
     ratio = statistics.median(runs["grouped"]["times"]) / statistics.median(runs["current"]["times"])
     print(f"\ncurrent / grouped speed: {ratio:.3f}x")
 
@@ -180,6 +171,8 @@ def projections():
     for label, t in times.items():
         ms = statistics.median(t) * 1e3
         print(f"| {label} | {ms:.1f} | {batch * k * new / ms * 1e3:,.0f} |")
+    if not np.array_equal(tokens["einsum"], tokens["current"]):
+        raise SystemExit("error: the two projection forms sampled different tokens")
     ratio = statistics.median(times["einsum"]) / statistics.median(times["current"])
     print(f"\ncurrent / einsum speed: {ratio:.3f}x")
 

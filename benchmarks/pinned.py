@@ -36,6 +36,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -91,7 +92,7 @@ def variant_flags(spec: str):
 
 def allocator_env(env, choice):
     """``env`` with tcmalloc preloaded (``choice`` 'tcmalloc') or without it ('system')."""
-    kept = [p for p in env.get("LD_PRELOAD", "").split() if "tcmalloc" not in p]
+    kept = [p for p in re.split(r"[:\s]+", env.get("LD_PRELOAD", "")) if p and "tcmalloc" not in p]
     if choice == "tcmalloc":
         library = allocator.find_tcmalloc()
         if library is None:

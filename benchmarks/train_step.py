@@ -174,17 +174,15 @@ def timed_pair(fn_a, fn_b, steps, repeats):
     return float(np.median(ta)), float(np.median(tb))
 
 
-def run_setting(setting, peak, tmp):
-    name, d, layers, n_heads, d_ff, vocab, batch, p, r = setting
-    path = os.path.join(tmp, name)
-    build_checkpoint(path, d, layers, n_heads, d_ff, vocab)
-    data = make_batch(batch, p, r, vocab)
-
-    t5 = hf_t5.load_t5(path)
-    model = EncoderRewardModel(t5, rngs=nnx.Rngs(0))
-    head_w = np.random.default_rng(1).normal(0, 0.02, (d, 1)).astype(np.float32)
-    head_b = np.zeros((1,), np.float32)
-    model.head.proj.kernel[...] = jnp.asarray(head_w)
+def compiled_step(path, setting, head_w=None):
+    """Our train step on the checkpoint at ``path`` (:func:`build_checkpoint`) for ``setting``:
+    the model (head kernel ``head_w`` ``float32[d_model, 1]`` when given, else its init), its
+    first train state, and the jitted step with the state donated, compiled for the setting's
+    batch (:func:`make_batch`). Returns ``(compiled, state, batch)``."""
+    *_, vocab, batch, p, r = setting
+    model = EncoderRewardModel(hf_t5.load_t5(path), rngs=nnx.Rngs(0))
+    if head_w is not None:
+        model.head.proj.kernel[...] = jnp.asarray(head_w)
     tx = _tx()
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
     state = loop.TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -192,9 +190,20 @@ def run_setting(setting, peak, tmp):
                             rng=jax.random.key_data(jax.random.key(0)))
     step = loop.make_train_step(graphdef, rm.pairwise_loss_fn(), tx,
                                 optim.make_schedule(OPTIM, 1000))
-    jitted = jax.jit(step, donate_argnums=(0,))
-    jbatch = {k: jnp.asarray(v) for k, v in data.items()}
-    compiled = jitted.lower(state, jbatch).compile()
+    jbatch = {k: jnp.asarray(v) for k, v in make_batch(batch, p, r, vocab).items()}
+    compiled = jax.jit(step, donate_argnums=(0,)).lower(state, jbatch).compile()
+    return compiled, state, jbatch
+
+
+def run_setting(setting, peak, tmp):
+    name, d, layers, n_heads, d_ff, vocab, batch, p, r = setting
+    path = os.path.join(tmp, name)
+    build_checkpoint(path, d, layers, n_heads, d_ff, vocab)
+    data = make_batch(batch, p, r, vocab)
+
+    head_w = np.random.default_rng(1).normal(0, 0.02, (d, 1)).astype(np.float32)
+    head_b = np.zeros((1,), np.float32)
+    compiled, state, jbatch = compiled_step(path, setting, head_w)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", float("nan")))

@@ -52,24 +52,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import train_step as ts  # noqa: E402
-from flax import nnx  # noqa: E402
 
 
 def build_step(setting, tmp):
     name, d, layers, heads, d_ff, vocab, batch, p, r = setting
     path = os.path.join(tmp, name)
     ts.build_checkpoint(path, d, layers, heads, d_ff, vocab)
-    model = ts.EncoderRewardModel(ts.hf_t5.load_t5(path), rngs=nnx.Rngs(0))
-    tx = ts._tx()
-    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
-    state = ts.loop.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                               model_state=model_state, opt_state=tx.init(params),
-                               rng=jax.random.key_data(jax.random.key(0)))
-    step = ts.loop.make_train_step(graphdef, ts.rm.pairwise_loss_fn(), tx,
-                                   ts.optim.make_schedule(ts.OPTIM, 1000))
-    batch_arrays = {k: jnp.asarray(v) for k, v in ts.make_batch(batch, p, r, vocab).items()}
-    compiled = jax.jit(step, donate_argnums=(0,)).lower(state, batch_arrays).compile()
-    return compiled, state, batch_arrays
+    return ts.compiled_step(path, setting)
 
 
 def profile(compiled, state, batch, steps):

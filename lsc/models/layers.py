@@ -246,6 +246,10 @@ class Einsum(nnx.Module):
             # slowly (see :class:`Linear`).
             batch_shape, contract = x.shape[: x.ndim - split], kernel.shape[:split]
             free = kernel.shape[split:]
+            x_rank = len(self.equation.split(",")[0].strip())
+            if x.ndim != x_rank or x.shape[x.ndim - split:] != contract:
+                raise ValueError(f"Einsum {self.equation!r}: input shape {x.shape} does not fit "
+                                 f"the kernel's {kernel.shape}")
             y = jnp.dot(x.reshape(-1, math.prod(contract)),
                         kernel.reshape(math.prod(contract), -1)).reshape(batch_shape + free)
         if self.bias is not None:
@@ -387,7 +391,7 @@ def dot_product_attention(
         the bias and the mask (Gemma 2's attention soft-capping).
 
     Returns:
-      ``[B, L, H, D]`` in ``q.dtype``; logits and softmax in float32.
+      ``[B, L, H, D]`` in ``v.dtype``; logits and softmax in float32.
     """
     b, l, h, d = q.shape
     kh = k.shape[2]

@@ -83,8 +83,9 @@ def test_rope_scaling_variants():
         layers.rope_inv_freq(16, 1e4, {"rope_type": "yarn", "factor": 2.0})
 
 
+@pytest.mark.parametrize("softcap", [None, 2.0])
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])
-def test_attention_gqa_matches_numpy(kv_heads):
+def test_attention_gqa_matches_numpy(kv_heads, softcap):
     rs = np.random.RandomState(kv_heads)
     b, l, s, h, d = 2, 3, 5, 4, 8
     q = rs.randn(b, l, h, d).astype(np.float32)
@@ -94,9 +95,13 @@ def test_attention_gqa_matches_numpy(kv_heads):
     mask[:, :, 0] = True
     bias = rs.randn(1, h, l, s).astype(np.float32)
     out = layers.dot_product_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v),
-                                       jnp.asarray(mask), scale=0.3, bias=jnp.asarray(bias))
+                                       jnp.asarray(mask), scale=0.3, bias=jnp.asarray(bias),
+                                       softcap=softcap)
     kr, vr = np.repeat(k, h // kv_heads, axis=2), np.repeat(v, h // kv_heads, axis=2)
-    logits = np.einsum("blhd,bshd->bhls", q, kr) * 0.3 + bias
+    logits = np.einsum("blhd,bshd->bhls", q, kr) * 0.3
+    if softcap is not None:
+        logits = softcap * np.tanh(logits / softcap)
+    logits = logits + bias
     logits = np.where(mask[:, None], logits, -np.inf)
     p = np.exp(logits - logits.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
@@ -111,6 +116,14 @@ def test_attention_gqa_matches_numpy(kv_heads):
 ])
 def test_matmul_split(equation, split):
     assert layers.matmul_split(equation) == split
+
+
+def test_einsum_module_rejects_a_misfit_input():
+    mod = layers.Einsum("BLHD,HDE->BLE", (4, 5, 8), axes=(None,) * 3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="does not fit"):
+        mod(jnp.ones((2, 3, 5, 4)))  # [B, L, D, H]: the right size, the wrong axes
+    with pytest.raises(ValueError, match="does not fit"):
+        mod(jnp.ones((3, 4, 5)))  # a leading axis short
 
 
 @pytest.mark.parametrize("equation,x_shape,kernel_shape", [
