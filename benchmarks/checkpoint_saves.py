@@ -57,10 +57,7 @@ def _child(workdir: str, steps: int, save_every: int, mode: str) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     stats = workdir + ".json"
-    env = dict(os.environ)
-    library = allocator.find_tcmalloc()
-    if library and not allocator.preloaded():
-        env["LD_PRELOAD"] = " ".join(p for p in (library, env.get("LD_PRELOAD", "")) if p)
+    env = dict(os.environ) if allocator.preloaded() else allocator.with_tcmalloc(os.environ)
     subprocess.run([sys.executable, "-c", CHILD, mode, stats,
                     "--config=configs/rm/synthetic_helpful.py", f"--workdir={workdir}",
                     f"--config.train.num_steps={steps}", f"--config.train.save_every={save_every}",

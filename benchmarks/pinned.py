@@ -45,11 +45,11 @@ import time
 
 import bench_util  # benchmarks/ is on sys.path when this script runs
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from lsc import allocator  # noqa: E402  (imports nothing heavy)
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+
+sys.path.insert(0, ROOT)
+from lsc import allocator  # noqa: E402  (imports nothing heavy)
 
 VARIANTS = {
     # jaxlib 0.10's default on CPU: each dot is its own YNNPACK (XNNPACK's successor) call.
@@ -93,16 +93,16 @@ def variant_flags(spec: str):
 def allocator_env(env, choice):
     """``env`` with tcmalloc preloaded (``choice`` 'tcmalloc') or without it ('system')."""
     kept = [p for p in re.split(r"[:\s]+", env.get("LD_PRELOAD", "")) if p and "tcmalloc" not in p]
-    if choice == "tcmalloc":
-        library = allocator.find_tcmalloc()
-        if library is None:
-            raise SystemExit("error: tcmalloc is not installed (bash launch/install_tcmalloc.sh)"
-                             "; run with --allocators system")
-        kept.insert(0, library)
-    env = dict(env, LD_PRELOAD=" ".join(kept), **{allocator.ENV: choice})
-    if not env["LD_PRELOAD"]:
-        del env["LD_PRELOAD"]
-    return env
+    env = {k: v for k, v in env.items() if k != "LD_PRELOAD"}
+    if kept:
+        env["LD_PRELOAD"] = " ".join(kept)
+    env[allocator.ENV] = choice
+    if choice == "system":
+        return env
+    if allocator.find_tcmalloc() is None:
+        raise SystemExit("error: tcmalloc is not installed (bash launch/install_tcmalloc.sh); "
+                         "run with --allocators system")
+    return allocator.with_tcmalloc(env)
 
 
 def _run(script, args, cores, flags, malloc, out_json):

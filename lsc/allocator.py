@@ -16,7 +16,7 @@ from __future__ import annotations
 import ctypes.util
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 ENV = "LSC_ALLOCATOR"  # "tcmalloc" (default: when installed) or "system"
 _MARK = "LSC_ALLOCATOR_REEXEC"
@@ -37,6 +37,17 @@ def preloaded() -> bool:
     return "tcmalloc" in os.environ.get("LD_PRELOAD", "")
 
 
+def with_tcmalloc(env: Mapping[str, str], library: Optional[str] = None) -> Dict[str, str]:
+    """A copy of ``env`` whose ``LD_PRELOAD`` starts with ``library`` (default: the installed
+    tcmalloc, :func:`find_tcmalloc`), then ``env``'s own entries; an unchanged copy when no
+    tcmalloc is installed."""
+    library = library or find_tcmalloc()
+    env = dict(env)
+    if library:
+        env["LD_PRELOAD"] = " ".join(p for p in (library, env.get("LD_PRELOAD", "")) if p)
+    return env
+
+
 def reexec_with_tcmalloc(module: str, argv: Sequence[str]) -> None:
     """Replaces this process with ``python -m <module> <argv[1:]>`` with tcmalloc preloaded, when
     tcmalloc is installed, not yet preloaded, not turned off (``LSC_ALLOCATOR=system``), and this
@@ -49,8 +60,7 @@ def reexec_with_tcmalloc(module: str, argv: Sequence[str]) -> None:
     library = find_tcmalloc()
     if library is None:
         return
-    env = dict(os.environ, LD_PRELOAD=" ".join(
-        p for p in (library, os.environ.get("LD_PRELOAD", "")) if p), **{_MARK: "1"})
+    env = dict(with_tcmalloc(os.environ, library), **{_MARK: "1"})
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, "-m", module, *argv[1:]], env)

@@ -28,8 +28,7 @@ from lsc import allocator  # noqa: E402  (imports nothing heavy)
 _TCMALLOC = (allocator.find_tcmalloc() if os.environ.get(allocator.ENV, "tcmalloc") == "tcmalloc"
              and not allocator.preloaded() else None)
 if _TCMALLOC:  # only processes started from here on (the xdist workers, subprocesses) load it
-    os.environ["LD_PRELOAD"] = " ".join(
-        p for p in (_TCMALLOC, os.environ.get("LD_PRELOAD", "")) if p)
+    os.environ["LD_PRELOAD"] = allocator.with_tcmalloc(os.environ, _TCMALLOC)["LD_PRELOAD"]
 
 # One core set per xdist worker (tests/jax_subprocess.pin_worker_cores): the worker, XLA's thread
 # pool in it and its subprocesses stay on their own cores instead of each worker's threads

@@ -246,7 +246,7 @@ class Einsum(nnx.Module):
             # slowly (see :class:`Linear`).
             batch_shape, contract = x.shape[: x.ndim - split], kernel.shape[:split]
             free = kernel.shape[split:]
-            x_rank = len(self.equation.split(",")[0].strip())
+            x_rank = len(self.equation.replace(" ", "").split(",")[0])
             if x.ndim != x_rank or x.shape[x.ndim - split:] != contract:
                 raise ValueError(f"Einsum {self.equation!r}: input shape {x.shape} does not fit "
                                  f"the kernel's {kernel.shape}")
