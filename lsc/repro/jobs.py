@@ -37,6 +37,7 @@ import threading
 from typing import Any, Callable, List, Sequence
 
 import ml_collections
+from absl import flags as absl_flags
 from absl import logging
 
 from lsc import config as config_lib
@@ -109,7 +110,9 @@ def _in_worker(module: str, function: str, config: dict, workdir: str, cache_dir
     if cache_dir:
         jax.config.update("jax_compilation_cache_dir", cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    logging.use_absl_handler()  # the parent's log format (no absl app runs here)
+    if not absl_flags.FLAGS.is_parsed():  # no absl app runs here: nothing to parse, and no
+        absl_flags.FLAGS.mark_as_parsed()  # "Logging before flag parsing" line from each worker
+    logging.use_absl_handler()  # the parent's log format
     logging.set_verbosity(logging.INFO)
     runtime.quiet_library_logs()
     run = getattr(importlib.import_module(module), function)

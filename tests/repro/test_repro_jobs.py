@@ -139,6 +139,7 @@ def test_workers_log_in_the_parents_format(tmp_path, world, capfd):
     jobs = [jobs_lib.Job(log_a_line, config, str(tmp_path / n)) for n in ("w1", "w2")]
     jobs_lib.run_jobs(jobs, world, workers=2)
     err = capfd.readouterr().err
+    assert "Logging before flag parsing" not in err
     for name in ("w1", "w2"):
         line = next(x for x in err.splitlines() if f"hello from the job in {name}" in x)
         assert re.match(r"I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+\.py:\d+\] ", line), line
