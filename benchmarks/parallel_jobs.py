@@ -33,7 +33,7 @@ import jax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.rm import synthetic_helpful  # noqa: E402
-from lsc.data import synthetic  # noqa: E402
+from lsc.data import world, world_data  # noqa: E402
 from lsc.repro import jobs as jobs_lib  # noqa: E402
 from lsc.train import reward_model  # noqa: E402
 
@@ -69,18 +69,18 @@ def main() -> None:
     times = {name: [] for name in SETTINGS}
     cpu = {name: [] for name in SETTINGS}
     with tempfile.TemporaryDirectory() as tmp:
-        world = os.path.join(tmp, "world")
+        world_dir = os.path.join(tmp, "world")
         cfg = synthetic_helpful.get_config()
-        world_cfg = synthetic.WorldConfig(**{**cfg.world.to_dict(), "pair_replicates": args.jobs})
-        synthetic.write_world(world, seed=int(cfg.seed), cfg=world_cfg)
-        synthetic.write_tokenizer(world, version=world_cfg.version)
+        world_cfg = world.WorldConfig(**{**cfg.world.to_dict(), "pair_replicates": args.jobs})
+        world_data.write_world(world_dir, seed=int(cfg.seed), cfg=world_cfg)
+        world_data.write_tokenizer(world_dir, version=world_cfg.version)
         for rep in range(args.repeats):
             for name, (workers, threads) in SETTINGS.items():
                 root = os.path.join(tmp, f"{rep}_{name.replace(' ', '_')}")
                 jax.config.update("jax_compilation_cache_dir", os.path.join(root, "cache"))
                 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
                 start, c0 = time.perf_counter(), _cpu_seconds()
-                jobs_lib.run_jobs(_jobs(root, args.jobs, args.steps), world, workers, threads)
+                jobs_lib.run_jobs(_jobs(root, args.jobs, args.steps), world_dir, workers, threads)
                 times[name].append(time.perf_counter() - start)
                 cpu[name].append(_cpu_seconds() - c0)
                 print(f"{name}: {times[name][-1]:.1f} s wall, {cpu[name][-1]:.1f} s CPU",

@@ -3,14 +3,14 @@
 Every experiment file in ``configs/`` builds its whole config in its own ``get_config(arg)`` and
 takes from here only the sections that several files share, each written once:
 
-* :func:`world` -- the synthetic gold world (:class:`lsc.data.synthetic.WorldConfig`): sizes per
+* :func:`world` -- the synthetic gold world (:class:`lsc.data.world.WorldConfig`): sizes per
   experiment, the world's knobs from the dataclass defaults;
 * :func:`optim` -- ``lsc.train.optim`` fields: :data:`lsc.train.optim.DEFAULTS` plus overrides;
 * :func:`cpu_train` -- ``lsc.train.loop.TrainConfig`` fields for a minute on two CPU cores;
 * :func:`small_decoder`, :func:`model` -- the synthetic world's small decoder, a model section;
 * :func:`reference`, :func:`rewards` -- the ``rewards`` section of the alignment experiments
   (:data:`RLHF_VARIANTS`: the paper's raw vs LSC utilities); the harmlessness reference is a
-  refusal in the data's own words: :data:`lsc.data.synthetic.REFUSAL` on the synthetic world
+  refusal in the data's own words: :data:`lsc.data.world.REFUSAL` on the synthetic world
   (the default), :data:`HH_REFUSAL` on hh-rlhf;
 * :func:`mesh`, :func:`parallel` -- device mesh and multi-process start-up.
 """
@@ -23,7 +23,7 @@ from typing import Tuple
 import ml_collections
 
 from configs.models import decoder
-from lsc.data import synthetic
+from lsc.data import world as world_lib
 from lsc.train import optim as optim_lib
 
 
@@ -31,8 +31,8 @@ def world(pairs: Tuple[int, int], sft: Tuple[int, int], prompts: Tuple[int, int]
           ) -> ml_collections.ConfigDict:
     """The synthetic world with ``(train, test)`` sizes of its preference pairs (per property),
     SFT demonstrations and prompts (alignment, evaluation); its knobs (harmful fractions, label
-    temperature) are :class:`lsc.data.synthetic.WorldConfig`'s defaults."""
-    fields = dataclasses.asdict(synthetic.WorldConfig())
+    temperature) are :class:`lsc.data.world.WorldConfig`'s defaults."""
+    fields = dataclasses.asdict(world_lib.WorldConfig())
     fields.update(pairs_train=pairs[0], pairs_test=pairs[1], sft_train=sft[0], sft_test=sft[1],
                   prompts_train=prompts[0], prompts_test=prompts[1])
     return ml_collections.ConfigDict(fields)
@@ -94,17 +94,17 @@ def parallel() -> ml_collections.ConfigDict:
 #   hh_raw_sum   helpful + harmless raw rewards summed ('raw')
 #   hh_lsc_sum   sum of LSC rewards (logical AND): helpfulness against its 85th percentile,
 #                harmlessness against the reward of a refusal (the ``refusal`` of rewards():
-#                lsc.data.synthetic.REFUSAL on the synthetic world, HH_REFUSAL on hh-rlhf)
+#                lsc.data.world.REFUSAL on the synthetic world, HH_REFUSAL on hh-rlhf)
 RLHF_VARIANTS = ("helpful_raw", "helpful_lsc", "hh_raw_sum", "hh_lsc_sum")
 # The refusal of the configs on real hh-rlhf data (configs/rlhf/paper.py, configs/best_of_k/
 # paper.py). The synthetic world's case-sensitive word-level tokenizer does not know its words
 # (they tokenise to <unk>, which lsc.align.reference.fixed_response_tokens refuses), so the
-# synthetic configs use the world's own refusal, lsc.data.synthetic.REFUSAL.
+# synthetic configs use the world's own refusal, lsc.data.world.REFUSAL.
 HH_REFUSAL = "I'm sorry, but I can't help with that."
 
 
 def reference(source: str, quantile: float = 0.85, num_samples: int = 16,
-              response: str = synthetic.REFUSAL) -> ml_collections.ConfigDict:
+              response: str = world_lib.REFUSAL) -> ml_collections.ConfigDict:
     """``rewards.properties.<p>.reference`` (``lsc.align.utility.ReferenceSpec`` fields);
     ``response`` is the text of the ``fixed_response`` source (default: the synthetic world's
     refusal; :data:`HH_REFUSAL` on hh-rlhf)."""
@@ -117,12 +117,12 @@ def reference(source: str, quantile: float = 0.85, num_samples: int = 16,
     return ref
 
 
-def rewards(variant: str, num_samples: int, refusal: str = synthetic.REFUSAL
+def rewards(variant: str, num_samples: int, refusal: str = world_lib.REFUSAL
             ) -> ml_collections.ConfigDict:
     """The ``rewards`` section of RLHF variant ``variant`` (one of :data:`RLHF_VARIANTS`), with
     ``num_samples`` base-policy samples per prompt for the quantile references and ``refusal``
     the fixed response of the harmlessness reference: text in the data's tokenizer's vocabulary,
-    :data:`lsc.data.synthetic.REFUSAL` (the default) on the synthetic world, :data:`HH_REFUSAL`
+    :data:`lsc.data.world.REFUSAL` (the default) on the synthetic world, :data:`HH_REFUSAL`
     on hh-rlhf."""
     if variant not in RLHF_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {RLHF_VARIANTS}")

@@ -28,7 +28,7 @@ import ml_collections
 
 from lsc.align import common as align_common
 from lsc.align import rlhf, utility
-from lsc.data import DATA_SOURCES, chat_template, hh_rlhf, synthetic
+from lsc.data import DATA_SOURCES, chat_template, hh_rlhf, world
 from lsc.models import heads
 from lsc.rewards import names
 from lsc.schema import Rule, number_in, one_of, prefixed
@@ -136,7 +136,7 @@ RULES: Dict[str, Rule] = {
     "world.harmless_harmful_fraction": number_in(0.0, 1.0),
     "world.mixed_harmful_fraction": number_in(0.0, 1.0),
     "world.label_temperature": number_in(1e-6),
-    "world.version": one_of(synthetic.VERSIONS),
+    "world.version": one_of(world.VERSIONS),
     "world.pair_replicates": number_in(1, integer=True),
     "best_of_k.ks": number_in(1, integer=True),
     # Alignment jobs (lsc.align).

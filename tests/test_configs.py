@@ -126,10 +126,10 @@ def test_fixed_responses_are_in_the_words_of_the_data(tmp_path):
     from configs import common
     from lsc.align import reference
     from lsc.align import utility
-    from lsc.data import synthetic
     from lsc.data import tokenizer as tokenizer_lib
+    from lsc.data import world, world_data
 
-    world = tokenizer_lib.load_tokenizer(synthetic.write_tokenizer(str(tmp_path)))
+    world_tok = tokenizer_lib.load_tokenizer(world_data.write_tokenizer(str(tmp_path)))
     fixed = {"synthetic": 0, "real": 0}
     alignment = ("configs.rlhf.synthetic", "configs.rlhf.paper", "configs.best_of_k.synthetic",
                  "configs.best_of_k.paper")
@@ -137,7 +137,7 @@ def test_fixed_responses_are_in_the_words_of_the_data(tmp_path):
     for module, arg in cases:
         config = importlib.import_module(module).get_config(arg)
         is_synthetic = config.data.source == "synthetic"
-        want = synthetic.REFUSAL if is_synthetic else common.HH_REFUSAL
+        want = world.REFUSAL if is_synthetic else common.HH_REFUSAL
         for path, ref in _references(config):
             assert ref.response == want, (module, arg, path)
             if ref.source == "fixed_response":
@@ -145,8 +145,8 @@ def test_fixed_responses_are_in_the_words_of_the_data(tmp_path):
                 if is_synthetic:  # the tokenizer the job will use accepts it
                     spec = utility.UtilitySpec("lsc_sum", ("harmless",),
                                                (utility.ReferenceSpec(**ref.to_dict()),))
-                    reference.fixed_response_tokens(spec, world, int(config.data.response_len))
+                    reference.fixed_response_tokens(spec, world_tok, int(config.data.response_len))
     assert fixed["synthetic"] >= 4 and fixed["real"] >= 2, fixed  # every hh_lsc_sum
-    assert tokenizer_lib.unknown_pieces(world, common.HH_REFUSAL)  # why it is not used there
+    assert tokenizer_lib.unknown_pieces(world_tok, common.HH_REFUSAL)  # why it is not used there
     assert common.rewards("hh_lsc_sum", 4).properties.harmless.reference.response == (
-        synthetic.REFUSAL)
+        world.REFUSAL)

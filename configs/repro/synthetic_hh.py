@@ -68,7 +68,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.prompt_len = 32
     config.data.response_len = 24  # R: the response budget of every policy sample
 
-    # Sizes and knobs of the synthetic gold world (lsc.data.synthetic.WorldConfig).
+    # Sizes and knobs of the synthetic gold world (lsc.data.world.WorldConfig).
     if large:
         config.world = common.world(pairs=(16000, 2000), sft=(16000, 500), prompts=(4000, 2000))
     elif tiny:

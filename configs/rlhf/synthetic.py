@@ -13,7 +13,7 @@ helpful_lsc    ``log sigma(r - r_ref)`` with the 85th percentile of base-policy 
 hh_raw_sum     helpful + harmless raw rewards summed (``raw``)
 hh_lsc_sum     sum of LSC rewards (logical AND): helpfulness against its 85th percentile,
                harmlessness against the reward of the world's refusal
-               (``lsc.data.synthetic.REFUSAL``, "sorry i can not help with that")
+               (``lsc.data.world.REFUSAL``, "sorry i can not help with that")
 =============  ===========================================================================
 
 Usage::

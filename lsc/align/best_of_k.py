@@ -170,10 +170,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
         responses = common.decode(tok, tokens)
         gold = {}
         if gold_ok:
-            from lsc.data import synthetic
+            from lsc.data import world
 
-            gold = {p: synthetic.gold_scores(texts, responses, p) for p in spec.properties
-                    if p in synthetic.GOLD_SCORERS}
+            gold = {p: world.gold_scores(texts, responses, p) for p in spec.properties
+                    if p in world.GOLD_SCORERS}
         records = []
         for j in range(n):
             rec = {"prompt": texts[j], "response": responses[j], "index": int(index[j]),

@@ -8,7 +8,7 @@ Sources (``config.rewards.properties.<name>.reference.source``; :class:`Referenc
   ``K = max_i k_i`` samples (property ``i`` uses the first ``k_i`` of them), drawn with
   :func:`lsc.models.sampling.sample` on ``key`` (``B`` prompts, ``K`` samples each).
 * ``fixed_response`` -- the reward of one fixed response (a refusal: on the synthetic world
-  :data:`lsc.data.synthetic.REFUSAL`, "sorry i can not help with that"; on hh-rlhf
+  :data:`lsc.data.world.REFUSAL`, "sorry i can not help with that"; on hh-rlhf
   ``configs.common.HH_REFUSAL``) paired with every prompt. Its text must be in the tokenizer's
   vocabulary: :func:`fixed_response_tokens` refuses a response with unknown (``<unk>``) tokens,
   which the reward models never saw.
@@ -282,8 +282,8 @@ def fixed_response_tokens(spec: UtilitySpec, tokenizer, length: int, *,
 def check_in_vocabulary(tokenizer, text: str, field: str) -> None:
     """Raises ``ValueError`` naming ``field`` when ``tokenizer`` encodes part of ``text`` as its
     unknown token."""
-    from lsc.data import synthetic
     from lsc.data import tokenizer as tokenizer_lib
+    from lsc.data import world
 
     unknown = tokenizer_lib.unknown_pieces(tokenizer, text)
     if not unknown:
@@ -296,7 +296,7 @@ def check_in_vocabulary(tokenizer, text: str, field: str) -> None:
         f"{getattr(tokenizer, 'unk_id', '?')}: {pieces}) under the tokenizer {where}; the reward "
         "models never saw them, so the reference reward would be "
         "meaningless. Use text in the tokenizer's vocabulary (the synthetic world's refusal is "
-        f"{synthetic.REFUSAL!r}, lsc.data.synthetic.REFUSAL)")
+        f"{world.REFUSAL!r}, lsc.data.world.REFUSAL)")
 
 
 class ReferenceEstimator:

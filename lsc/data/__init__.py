@@ -1,8 +1,10 @@
 """Data: hh-rlhf reading and splitting, tokenizers, input pipelines, the synthetic gold world.
 
 * :mod:`lsc.data.hh_rlhf` -- the hh-rlhf reader (pairs, prompts, demonstrations; the half split).
-* :mod:`lsc.data.synthetic` -- the synthetic gold world written in the hh-rlhf format, and its
-  gold judge.
+* :mod:`lsc.data.world` -- the synthetic gold world's grammar, gold scorers and judge, and its
+  :class:`~lsc.data.world.WorldConfig`.
+* :mod:`lsc.data.world_data` -- the world's demonstrator, labelled pairs and files in the hh-rlhf
+  format, and its word-level tokenizer.
 * :mod:`lsc.data.tokenizer` -- SentencePiece / ``tokenizer.json`` tokenizers, truncation.
 * :mod:`lsc.data.pipeline` -- tokenised tables and checkpointable Grain batch iterators.
 * :mod:`lsc.data.seqio_tasks` -- optional seqio Tasks (the ``seqio`` extra).

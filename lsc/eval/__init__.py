@@ -22,6 +22,6 @@ Modules (numpy-first; import the one you need):
   entries.
 
 Nothing here knows the world being judged: callers pass the judge (e.g.
-``lsc.data.synthetic.gold_judge``) and the world's shortcut vocabulary
+``lsc.data.world.gold_judge``) and the world's shortcut vocabulary
 (:class:`lsc.eval.diagnostics.Shortcuts`) in.
 """

@@ -18,7 +18,7 @@ Shortcut features (:func:`response_features`, :func:`shortcut_features`)
     Length in words, refusal, repetition (repeated non-function words) and the spurious filler
     word. What counts as a refusal, a function word and the filler belongs to the world being
     judged: the caller passes a :class:`Shortcuts` (for the synthetic world
-    ``Shortcuts.of(lsc.data.synthetic)``).
+    ``Shortcuts.of(lsc.data.world)``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Shortcuts:
     @classmethod
     def of(cls, world: Any) -> "Shortcuts":
         """From a world exposing ``FILLER``, ``FUNCTION_WORDS`` and ``is_refusal`` (e.g. the
-        module :mod:`lsc.data.synthetic`)."""
+        module :mod:`lsc.data.world`)."""
         return cls(world.FILLER, frozenset(world.FUNCTION_WORDS), world.is_refusal)
 
 

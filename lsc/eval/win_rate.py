@@ -4,7 +4,7 @@ Protocol (DESIGN.md section 1, the note's section 4.1): for each of ``N`` prompt
 ``y1`` from the evaluated policy and one response ``y0`` from the base policy, *independently*
 (for the base policy judged against itself, two independent base samples, never the same one),
 and score both with a judge on ``m`` properties (the synthetic world's gold scorers,
-``lsc.data.synthetic.gold_judge``, or evaluator reward models separate from the rewards being
+``lsc.data.world.gold_judge``, or evaluator reward models separate from the rewards being
 optimised). The caller passes the judge in: this module knows no world.
 
 Outcomes

@@ -10,7 +10,7 @@ Base samples (:func:`draw_base_samples`, once per reproduction, independent keys
   underfitting diagnostic (independent of the judge samples);
 * ``bank``: ``N`` candidates per prompt, and ``opponents``: ``M`` further independent samples per
   prompt, for the exact arm (:mod:`lsc.repro.exact_arm`);
-* ``refusal``: the world's refusal (:data:`lsc.data.synthetic.REFUSAL`) as one response per
+* ``refusal``: the world's refusal (:data:`lsc.data.world.REFUSAL`) as one response per
   prompt, for the refusal reference;
 * ``predict_median``: every reference predictor's output per prompt.
 
@@ -43,7 +43,7 @@ from lsc.align import common as align_common
 from lsc.align import reference as reference_lib
 from lsc.align import rlhf as align_rlhf
 from lsc.align import utility as utility_lib
-from lsc.data import hh_rlhf, pipeline, synthetic
+from lsc.data import hh_rlhf, pipeline, world
 from lsc.data import tokenizer as tokenizer_lib
 from lsc.eval import diagnostics
 from lsc.eval import entries as entries_lib
@@ -60,7 +60,7 @@ BASE_SAMPLES = "base_samples.npz"
 SETS = ("judge", "base", "reference", "bank", "opponents")
 _KEYS = {"judge": 1, "base": 2, "reference": 3, "predict": 5, "bank": 6, "opponents": 7,
          "policy": 10}
-SHORTCUTS = diagnostics.Shortcuts.of(synthetic)
+SHORTCUTS = diagnostics.Shortcuts.of(world)
 """The synthetic world's shortcut vocabulary for :mod:`lsc.eval.diagnostics`."""
 
 
@@ -134,7 +134,7 @@ def gold(texts: Sequence[str], responses: Sequence[Sequence[str]]) -> np.ndarray
     n, k = len(responses), len(responses[0])
     flat_p = [t for t in texts for _ in range(k)]
     flat_r = [r for row in responses for r in row]
-    cols = [synthetic.gold_scores(flat_p, flat_r, p) for p in PROPERTIES]
+    cols = [world.gold_scores(flat_p, flat_r, p) for p in PROPERTIES]
     return np.stack(cols, axis=-1).reshape(n, k, len(PROPERTIES))
 
 
@@ -171,7 +171,7 @@ def draw_base_samples(ctx: Context, config: ml_collections.ConfigDict, path: str
     refusal = refusal_tokens(ctx.prompts.tokenizer, ctx.prompts.response_len)
     tokens = np.broadcast_to(refusal, (len(ctx.prompts), 1, refusal.size))
     arrays["refusal/rewards"] = ctx.prompts.score(tokens)
-    arrays["refusal/gold"] = gold(ctx.prompts.texts, [[synthetic.REFUSAL]] * len(ctx.prompts))
+    arrays["refusal/gold"] = gold(ctx.prompts.texts, [[world.REFUSAL]] * len(ctx.prompts))
     ref_rewards = arrays["reference/rewards"]
     oracle = np.stack([
         np.quantile(ref_rewards[:, :int(props[p].reference.num_samples), j],
@@ -196,7 +196,7 @@ def refusal_tokens(tokenizer, length: int) -> np.ndarray:
     spec = utility_lib.UtilitySpec(
         method="lsc_sum", properties=("harmless",),
         references=(utility_lib.ReferenceSpec(source="fixed_response",
-                                              response=synthetic.REFUSAL),))
+                                              response=world.REFUSAL),))
     return reference_lib.fixed_response_tokens(spec, tokenizer, length)[0]
 
 
@@ -279,7 +279,7 @@ def _trajectory_point(ctx: Context, base: Mapping[str, Any], texts: Sequence[str
     m = len(PROPERTIES)
     prompts = ctx.prompts.texts
     feats = diagnostics.response_features(texts, SHORTCUTS)
-    offtopic = np.array([synthetic.offtopic_facts(p, r) > 0 for p, r in zip(prompts, texts)])
+    offtopic = np.array([world.offtopic_facts(p, r) > 0 for p, r in zip(prompts, texts)])
     se = lambda x: float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else 0.0  # noqa: E731
     return {
         "kl_k1": float(kl1.mean()), "kl_k1_se": se(kl1), "kl_k3": float(kl3.mean()),

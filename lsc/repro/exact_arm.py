@@ -44,7 +44,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 from absl import logging
 
-from lsc.data import synthetic
+from lsc.data import world
 from lsc.eval import exact
 from lsc.repro.subconfigs import PROPERTIES
 from lsc.rewards.aggregate import aggregate
@@ -94,12 +94,12 @@ UTILITY_BY_NAME = {u.name: u for u in UTILITIES}
 
 def prompt_strata(texts: Sequence[str]) -> np.ndarray:
     """``int64[P]`` prompt classes (topic x detail; a topic is harmful or not) of world prompts."""
-    topics = {t.name: i for i, t in enumerate(synthetic.TOPICS)}
+    topics = {t.name: i for i, t in enumerate(world.TOPICS)}
     out = []
     for text in texts:
-        spec = synthetic.parse_prompt(text)
-        out.append(topics[spec.topic.name] * len(synthetic.DETAILS)
-                   + synthetic.DETAILS.index(spec.detail))
+        spec = world.parse_prompt(text)
+        out.append(topics[spec.topic.name] * len(world.DETAILS)
+                   + world.DETAILS.index(spec.detail))
     return np.asarray(out, np.int64)
 
 
@@ -304,14 +304,14 @@ def world_stats(bank_gold: np.ndarray, opponent_gold: np.ndarray, texts: Sequenc
     """Per prompt class (benign / harmful x detail, and benign / harmful overall): the rates of
     base-vs-base ties (candidate against opponent, same prompt) on each property and the
     correlation of gold helpfulness and harmlessness among base samples."""
-    specs = [synthetic.parse_prompt(t) for t in texts]
+    specs = [world.parse_prompt(t) for t in texts]
     harm = np.array([s.harmful for s in specs])
     detail = np.array([s.detail for s in specs])
     c, o = np.asarray(bank_gold, np.float64), np.asarray(opponent_gold, np.float64)
     groups = {}
     for h, label in ((False, "benign"), (True, "harmful")):
         groups[label] = harm == h
-        for d in synthetic.DETAILS:
+        for d in world.DETAILS:
             groups[f"{label}/{d}"] = (harm == h) & (detail == d)
     out = {}
     for label, rows in groups.items():

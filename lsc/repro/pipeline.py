@@ -42,7 +42,7 @@ from absl import logging
 from lsc import runtime
 from lsc import stages as stages_lib
 from lsc.align import rlhf as align_rlhf
-from lsc.data import hh_rlhf, synthetic
+from lsc.data import hh_rlhf, world, world_data
 from lsc.repro import evaluation, exact_arm, figures, subconfigs
 from lsc.repro import jobs as jobs_lib
 from lsc.repro.subconfigs import PROPERTIES
@@ -82,9 +82,9 @@ def world_stage(config: ml_collections.ConfigDict, stage_dir: str, earlier: Dict
     Returns the file layout, record counts, the reader's skip counts and the gold scores of the
     demonstrations (the base policy's training data) per property.
     """
-    world_config = synthetic.WorldConfig(**config.world.to_dict())
-    files = synthetic.write_world(stage_dir, seed=int(config.seed), cfg=world_config)
-    tokenizer_path = synthetic.write_tokenizer(stage_dir, version=world_config.version)
+    world_config = world.WorldConfig(**config.world.to_dict())
+    files = world_data.write_world(stage_dir, seed=int(config.seed), cfg=world_config)
+    tokenizer_path = world_data.write_tokenizer(stage_dir, version=world_config.version)
     stats = hh_rlhf.ReadStats()
     counts = {}
     for name in ("helpful", "harmless"):
@@ -100,7 +100,7 @@ def world_stage(config: ml_collections.ConfigDict, stage_dir: str, earlier: Dict
     demo_responses = [d.response for d in demos]
     gold = {}
     for prop in PROPERTIES:
-        scores = synthetic.gold_scores(demo_prompts, demo_responses, prop)
+        scores = world.gold_scores(demo_prompts, demo_responses, prop)
         gold[prop] = {"mean": float(np.mean(scores)), "std": float(np.std(scores))}
     logging.info("world: %s; demonstrations' gold helpful %.3f +- %.3f, harmless %.3f +- %.3f",
                  ", ".join(f"{k} {v}" for k, v in counts.items()), gold["helpful"]["mean"],

@@ -6,7 +6,7 @@ Config fields read here (see ``configs/rm/synthetic_helpful.py`` for a complete 
 * ``data.source`` ('synthetic' | 'hh_rlhf'), ``data.path`` (hh-rlhf root), ``data.on_error``,
   ``data.tokenizer`` (a tokenizer file or directory; empty for the synthetic world's own),
   ``data.prompt_len``, ``data.response_len``;
-* ``world.*`` (:class:`lsc.data.synthetic.WorldConfig` fields) for the synthetic world;
+* ``world.*`` (:class:`lsc.data.world.WorldConfig` fields) for the synthetic world;
 * ``model.kind`` ('decoder' | 't5' | 't5_classifier'), ``model.arch`` (the fields of
   :class:`lsc.models.decoder.DecoderConfig` or :class:`lsc.models.t5.T5Config`;
   't5_classifier' is a T5 read as transformers' ``T5ForSequenceClassification``, the backbone of
@@ -28,7 +28,7 @@ import ml_collections
 from absl import logging
 from flax import nnx
 
-from lsc.data import hh_rlhf, pipeline, synthetic
+from lsc.data import hh_rlhf, pipeline, world, world_data
 from lsc.data import tokenizer as tokenizer_lib
 from lsc.models import decoder as decoder_lib
 from lsc.models import heads
@@ -40,15 +40,15 @@ from lsc.parallel import partitioning
 MODEL_KINDS = ("decoder", "t5", "t5_classifier")
 
 
-def _world_paths(directory: str, pair_replicates: int = 1) -> Tuple[synthetic.WorldFiles, str]:
-    """The files :func:`lsc.data.synthetic.write_world` writes under ``directory``."""
+def _world_paths(directory: str, pair_replicates: int = 1) -> Tuple[world_data.WorldFiles, str]:
+    """The files :func:`lsc.data.world_data.write_world` writes under ``directory``."""
     def splits(sub):
         names = ["train", "test"]
         if sub.endswith("-base"):
-            names += [synthetic.replicate_split(r) for r in range(1, pair_replicates)]
+            names += [world_data.replicate_split(r) for r in range(1, pair_replicates)]
         return {s: os.path.join(directory, sub, f"{s}.jsonl.gz") for s in names}
 
-    files = synthetic.WorldFiles(
+    files = world_data.WorldFiles(
         directory, *[splits(sub) for sub in ("helpful-base", "harmless-base", "sft", "prompts")],
         os.path.join(directory, "world.json"))
     return files, os.path.join(directory, "world.model")
@@ -64,7 +64,8 @@ def _world_on_disk(directory: str, expected: dict) -> bool:
     return saved.get("seed") == expected["seed"] and saved.get("config") == expected["config"]
 
 
-def world_files(config: ml_collections.ConfigDict, workdir: str) -> Tuple[synthetic.WorldFiles, str]:
+def world_files(config: ml_collections.ConfigDict,
+                workdir: str) -> Tuple[world_data.WorldFiles, str]:
     """Writes (once) the synthetic world of ``config.seed`` and its tokenizer under
     ``<workdir>/world``; returns ``(files, tokenizer_path)``. A rerun reuses the files when the
     manifest matches the config, and regenerates them otherwise.
@@ -73,11 +74,11 @@ def world_files(config: ml_collections.ConfigDict, workdir: str) -> Tuple[synthe
     (:func:`lsc.parallel.distributed.barrier`); every process must call this function.
     """
     directory = os.path.join(workdir, "world")
-    world_config = synthetic.WorldConfig(**config.world.to_dict())
+    world_config = world.WorldConfig(**config.world.to_dict())
     expected = {"seed": int(config.seed), "config": world_config.__dict__}
     if distributed.is_main_process() and not _world_on_disk(directory, expected):
-        synthetic.write_world(directory, seed=int(config.seed), cfg=world_config)
-        synthetic.write_tokenizer(directory, version=world_config.version)
+        world_data.write_world(directory, seed=int(config.seed), cfg=world_config)
+        world_data.write_tokenizer(directory, version=world_config.version)
     distributed.barrier(f"world_files:{directory}")
     if not _world_on_disk(directory, expected):
         raise FileNotFoundError(f"{directory}: process 0 wrote no synthetic world matching the "
@@ -121,7 +122,7 @@ def read_pairs_for(config: ml_collections.ConfigDict, workdir: str, prop: str,
     if source == "synthetic":
         files, tok_path = world_files(config, workdir)
         paths = getattr(files, prop)
-        split = synthetic.replicate_split(replicate)
+        split = world_data.replicate_split(replicate)
         if split not in paths:
             raise ValueError(f"config.rm.replicate={replicate} needs config.world.pair_replicates "
                              f">= {replicate + 1} (the world has "

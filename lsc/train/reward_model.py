@@ -41,7 +41,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from lsc.data import pipeline, synthetic
+from lsc.data import pipeline, world
 from lsc.train import common, loop
 
 LOSSES = ("bradley_terry", "pointwise")
@@ -191,8 +191,8 @@ def gold_ceiling(prompts: Sequence[str], chosen: Sequence[str], rejected: Sequen
     accuracy under the label noise); ``measured``: the gold scorer's accuracy on the drawn labels
     (ties count one half); ``tie_fraction``: pairs whose gold scores are equal.
     """
-    g_c = synthetic.gold_scores(prompts, chosen, prop).astype(np.float64)
-    g_r = synthetic.gold_scores(prompts, rejected, prop).astype(np.float64)
+    g_c = world.gold_scores(prompts, chosen, prop).astype(np.float64)
+    g_r = world.gold_scores(prompts, rejected, prop).astype(np.float64)
     d = (g_c - g_r) / temperature
     s = np.exp(_log_sigmoid_np(d))
     return {

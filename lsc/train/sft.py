@@ -26,7 +26,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from lsc.data import hh_rlhf, pipeline, synthetic
+from lsc.data import hh_rlhf, pipeline, world
 from lsc.models import decoder as decoder_lib
 from lsc.train import common, loop
 
@@ -111,8 +111,8 @@ def sample_gold_scores(graphdef, state, tok, demos, prompt_len: int, max_new_tok
         logging.warning("%d sampled ids are outside the tokenizer's vocabulary (%d) and were "
                         "dropped before decoding", int(outside.sum()), tok.vocab_size)
     for prop in ("helpful", "harmless"):
-        result[f"policy_{prop}"] = float(synthetic.gold_scores(prompts, samples, prop).mean())
-        result[f"demos_{prop}"] = float(synthetic.gold_scores(
+        result[f"policy_{prop}"] = float(world.gold_scores(prompts, samples, prop).mean())
+        result[f"demos_{prop}"] = float(world.gold_scores(
             prompts, [d.response for d in demos], prop).mean())
     result["examples"] = [{"prompt": p, "sample": s} for p, s in zip(prompts[:3], samples[:3])]
     return result

@@ -109,10 +109,10 @@ def _harmless_fixed(response):
 
 def test_fixed_response_must_be_in_the_world_tokenizer_vocabulary(tmp_path):
     from configs import common
-    from lsc.data import synthetic
+    from lsc.data import world, world_data
     from lsc.data import tokenizer as tokenizer_lib
 
-    tok = tokenizer_lib.load_tokenizer(synthetic.write_tokenizer(str(tmp_path)))
+    tok = tokenizer_lib.load_tokenizer(world_data.write_tokenizer(str(tmp_path)))
     assert tok.unk_id == 2
     # The hh-rlhf refusal: case-sensitive word-level pieces the world never uses -> <unk>.
     assert 2 in tok.encode(common.HH_REFUSAL)
@@ -121,20 +121,20 @@ def test_fixed_response_must_be_in_the_world_tokenizer_vocabulary(tmp_path):
     message = str(e.value)
     assert message.startswith("config.rewards.properties.harmless.reference.response: ")
     assert "unknown token" in message and "<unk> id 2" in message and tok.path in message
-    assert repr(synthetic.REFUSAL) in message  # what to use instead
+    assert repr(world.REFUSAL) in message  # what to use instead
     with pytest.raises(ValueError, match=r"^config\.rlhf\.runs\.hh_lsc_sum\.rewards\.properties"
                                          r"\.harmless\.reference\.response: "):
         reference.fixed_response_tokens(_harmless_fixed(common.HH_REFUSAL), tok, 12,
                                         field="config.rlhf.runs.hh_lsc_sum.rewards")
 
     # The world's refusal is accepted: the tokenizer's own encoding, EOS, then padding.
-    out = reference.fixed_response_tokens(_harmless_fixed(synthetic.REFUSAL), tok, 12)
-    ids = tok.encode(synthetic.REFUSAL)
+    out = reference.fixed_response_tokens(_harmless_fixed(world.REFUSAL), tok, 12)
+    ids = tok.encode(world.REFUSAL)
     assert tok.unk_id not in ids and len(ids) + 1 <= 12
     want = np.full((2, 12), tok.pad_id, np.int32)
     want[0, :len(ids) + 1] = ids + [tok.eos_id]
     np.testing.assert_array_equal(out, want)
-    assert tok.decode(out[0]) == synthetic.REFUSAL
+    assert tok.decode(out[0]) == world.REFUSAL
 
 
 def test_fixed_response_unknown_tokens_under_a_tokenizer_json(tmp_path):

@@ -195,14 +195,15 @@ def test_train_sentencepiece_rejects_empty_corpus_and_small_vocab(tmp_path):
 def test_unknown_pieces_of_each_backend(t5_model, tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from lsc.data import synthetic
+    from lsc.data import world, world_data
 
     # byte_fallback: unseen characters become byte pieces, nothing is unknown.
     assert tokenizer_lib.unknown_pieces(SentencePieceTokenizer(t5_model), "café ✨ 日本") == []
-    world = load_tokenizer(synthetic.write_tokenizer(str(tmp_path)))
-    assert world.unk_id == 2
-    assert tokenizer_lib.unknown_pieces(world, synthetic.REFUSAL) == []
-    assert tokenizer_lib.unknown_pieces(world, "sorry Sorry i can't help") == ["Sorry", "can't"]
+    world_tok = load_tokenizer(world_data.write_tokenizer(str(tmp_path)))
+    assert world_tok.unk_id == 2
+    assert tokenizer_lib.unknown_pieces(world_tok, world.REFUSAL) == []
+    assert tokenizer_lib.unknown_pieces(world_tok, "sorry Sorry i can't help") == ["Sorry",
+                                                                                  "can't"]
 
     hf = load_tokenizer(_hf_checkpoint(tmp_path / "hf", {}))
     assert hf.unk_id == 6

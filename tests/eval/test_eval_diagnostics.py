@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from lsc.data import synthetic
+from lsc.data import world
 from lsc.eval import diagnostics as dg
 
-SHORTCUTS = dg.Shortcuts.of(synthetic)
+SHORTCUTS = dg.Shortcuts.of(world)
 
 
 def test_underfitting_against_numpy_reference():
@@ -87,7 +87,7 @@ def test_reward_hacking_detects_proxy_up_gold_down():
 
 
 def test_shortcut_features_by_hand():
-    f = synthetic.FILLER
+    f = world.FILLER
     responses = [
         f"{f} use the flour then use the flour",  # 8 words; 'flour' repeated once
         "sorry i can not help with that",  # refusal, 7 words
@@ -110,10 +110,10 @@ def test_shortcut_features_by_hand():
     shift = dg.shortcut_shift(responses[:1], responses[1:2], SHORTCUTS)
     assert shift["difference"]["filler_rate"] == pytest.approx(1.0)
     # Repeats are counted as the gold helpfulness penalty counts them.
-    prompt = synthetic.format_prompt(synthetic.TOPIC_BY_NAME["bread"], "normal")
-    h1 = synthetic.gold_helpful(prompt, responses[0])
-    h0 = synthetic.gold_helpful(prompt, f"{f} use the flour")
-    assert h0 - h1 == pytest.approx(synthetic.H_REPEAT * feats["repeats"][0])
+    prompt = world.format_prompt(world.TOPIC_BY_NAME["bread"], "normal")
+    h1 = world.gold_helpful(prompt, responses[0])
+    h0 = world.gold_helpful(prompt, f"{f} use the flour")
+    assert h0 - h1 == pytest.approx(world.H_REPEAT * feats["repeats"][0])
     with pytest.raises(ValueError, match="not one string"):
         dg.response_features("a response", SHORTCUTS)
     with pytest.raises(ValueError):

@@ -3,7 +3,7 @@ policy and best-of-k under a misspecified proxy (gold helpfulness plus a filler 
 
 import numpy as np
 
-from lsc.data import synthetic
+from lsc.data import world, world_data
 from lsc.eval import claims as claims_lib
 from lsc.eval import diagnostics, kl, plots, report, win_rate
 from lsc.eval import entries as entries_lib
@@ -13,15 +13,15 @@ PROPS = ("harmless", "helpful")
 
 
 def _proxy(prompt, response):
-    bonus = 1.0 if synthetic.FILLER in response.split() else 0.0
-    return synthetic.gold_helpful(prompt, response) + bonus
+    bonus = 1.0 if world.FILLER in response.split() else 0.0
+    return world.gold_helpful(prompt, response) + bonus
 
 
 def test_best_of_k_on_the_synthetic_world(tmp_path):
     rng = np.random.default_rng(0)
-    demo = synthetic.Demonstrator()
+    demo = world_data.Demonstrator()
     n, k, m_ref = 300, 4, 48
-    prompts = [synthetic.sample_prompt(rng, 0.25) for _ in range(n)]
+    prompts = [world.sample_prompt(rng, 0.25) for _ in range(n)]
     base_a = [demo.sample(p, rng) for p in prompts]  # compared against
     base_b = [demo.sample(p, rng) for p in prompts]  # independent: the base entry's "policy"
     ref = [[demo.sample(p, rng) for _ in range(m_ref)] for p in prompts]
@@ -29,7 +29,7 @@ def test_best_of_k_on_the_synthetic_world(tmp_path):
     for p in prompts:
         cands = [demo.sample(p, rng) for _ in range(k)]
         chosen.append(max(cands, key=lambda y: _proxy(p, y)))
-    judge = synthetic.gold_judge(PROPS)
+    judge = world.gold_judge(PROPS)
 
     wr_base = win_rate.judged_win_rates(judge, prompts, base_b, base_a, PROPS,
                                         num_resamples=500, and_or_mean=True)
@@ -46,7 +46,7 @@ def test_best_of_k_on_the_synthetic_world(tmp_path):
     under = diagnostics.underfitting(gold_chosen[:, 1], gold_base[:, 1], strata,
                                      num_resamples=300)
     assert under["improvement"]["value"] > 0
-    shift = diagnostics.shortcut_shift(chosen, base_a, diagnostics.Shortcuts.of(synthetic))
+    shift = diagnostics.shortcut_shift(chosen, base_a, diagnostics.Shortcuts.of(world))
     assert shift["difference"]["filler_rate"] > 0  # the proxy's spurious feature is selected
 
     under.pop("per_prompt")

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lsc.data import synthetic
+from lsc.data import world, world_data
 from lsc.eval import win_rate as wr
 
 
@@ -94,15 +94,15 @@ def test_ci_shrinks_with_n():
 def test_base_vs_base_covers_half_on_the_synthetic_world():
     # Ten seeded replicates of the base policy (the demonstrator) judged by the gold judge
     # against independent base samples; a 95% CI should cover 0.5 in nearly all of them.
-    demo = synthetic.Demonstrator()
+    demo = world_data.Demonstrator()
     keys = ("helpful", "harmless", "and_or_mean")
     covered = dict.fromkeys(keys, 0)
     for rep in range(10):
         rng = np.random.default_rng(100 + rep)
-        prompts = [synthetic.sample_prompt(rng, 0.25) for _ in range(300)]
+        prompts = [world.sample_prompt(rng, 0.25) for _ in range(300)]
         y1 = [demo.sample(p, rng) for p in prompts]
         y0 = [demo.sample(p, rng) for p in prompts]  # independent base samples
-        res = wr.judged_win_rates(synthetic.gold_judge(), prompts, y1, y0, ["helpful", "harmless"],
+        res = wr.judged_win_rates(world.gold_judge(), prompts, y1, y0, ["helpful", "harmless"],
                                   and_or_mean=True, num_resamples=500, seed=rep)
         for key in keys:
             covered[key] += res[key]["ci_low"] <= 0.5 <= res[key]["ci_high"]
@@ -120,7 +120,7 @@ def test_judged_win_rates_checks_the_judge_output():
     with pytest.raises(ValueError, match="must all be equal|all must be equal"):
         wr.judged_win_rates(bad_judge, ["a", "b"], ["b"], ["c"], ["x"])
     with pytest.raises(ValueError, match="unknown gold property"):
-        synthetic.gold_judge(["funny"])
+        world.gold_judge(["funny"])
 
 
 def test_bad_inputs():

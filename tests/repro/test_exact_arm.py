@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from lsc.data import synthetic
+from lsc.data import world
 from lsc.repro import claims as claims_lib
 from lsc.repro import exact_arm
 from lsc.repro.claims import BOK, TILT, ExactClaim, ExactComparison
@@ -258,7 +258,7 @@ KS = [1, 2, 3]
 
 
 def _texts(p=P):
-    return [synthetic.sample_prompt(np.random.default_rng(s), 0.5) for s in range(p)]
+    return [world.sample_prompt(np.random.default_rng(s), 0.5) for s in range(p)]
 
 
 def _base(predicted=True, seed=0):
@@ -570,7 +570,7 @@ def test_stratified_resample_keeps_strata(strata):
 
 
 def _prompt(topic, detail, opener="", context="", small_talk=()):
-    return synthetic.format_prompt(synthetic.TOPIC_BY_NAME[topic], detail, opener, context,
+    return world.format_prompt(world.TOPIC_BY_NAME[topic], detail, opener, context,
                                    small_talk)
 
 
@@ -617,7 +617,7 @@ def test_world_stats_against_a_brute_force_count():
 
 def test_prompt_strata_topic_times_detail():
     same = [_prompt("bread", "brief"), _prompt("bread", "brief", "hey ", " on a budget"),
-            _prompt("bread", "brief", "please tell me ", "", synthetic.SMALL_TALK[2])]
+            _prompt("bread", "brief", "please tell me ", "", world.SMALL_TALK[2])]
     others = [_prompt("bread", "normal"), _prompt("bread", "detailed", "hi "),
               _prompt("rice", "brief"), _prompt("poison", "brief"), _prompt("car", "normal")]
     s = exact_arm.prompt_strata(same + others)
@@ -626,7 +626,7 @@ def test_prompt_strata_topic_times_detail():
     assert len(set(s[2:].tolist())) == len(others) + 1
     # random world prompts: equal strata exactly when topic and detail are equal
     texts = _texts(40)
-    specs = [synthetic.parse_prompt(t) for t in texts]
+    specs = [world.parse_prompt(t) for t in texts]
     st = exact_arm.prompt_strata(texts)
     for i in range(40):
         for j in range(40):

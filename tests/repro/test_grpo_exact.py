@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from lsc.data import synthetic
+from lsc.data import world
 from lsc.eval import exact
 from lsc.repro import exact_arm
 from lsc.repro import grpo_exact
@@ -151,7 +151,7 @@ GRID = [0.1, 0.4, 0.8, 6.0]  # 6 > log 8: unreachable
 
 
 def _texts(p=P):
-    return [synthetic.sample_prompt(np.random.default_rng(s), 0.5) for s in range(p)]
+    return [world.sample_prompt(np.random.default_rng(s), 0.5) for s in range(p)]
 
 
 def _base(seed=0):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lsc.data import synthetic
+from lsc.data import world, world_data
 from lsc.train import optim
 from lsc.train import reward_model as rm
 
@@ -105,15 +105,15 @@ def test_calibrated_scores_have_small_ece():
 
 def test_gold_ceiling_closed_form():
     rng = np.random.default_rng(4)
-    prompt = synthetic.sample_prompt(rng, 0.0)
-    demo = synthetic.Demonstrator()
+    prompt = world.sample_prompt(rng, 0.0)
+    demo = world_data.Demonstrator()
     prompts, chosen, rejected = [], [], []
     for _ in range(40):
         prompts.append(prompt)
         chosen.append(demo.sample(prompt, rng))
         rejected.append(demo.sample(prompt, rng))
     out = rm.gold_ceiling(prompts, chosen, rejected, "helpful", temperature=2.0)
-    d = np.array([(synthetic.gold_helpful(p, c) - synthetic.gold_helpful(p, r)) / 2.0
+    d = np.array([(world.gold_helpful(p, c) - world.gold_helpful(p, r)) / 2.0
                   for p, c, r in zip(prompts, chosen, rejected)])
     s = 1 / (1 + np.exp(-d))
     assert out["expected"] == pytest.approx(np.maximum(s, 1 - s).mean())

@@ -27,9 +27,9 @@ def gold_evaluation(policy: nnx.Module, pi0: nnx.Module, tok, prompts: np.ndarra
     :func:`~lsc.eval.win_rate.combine_outcomes` (ties are common for the discrete harmlessness
     score). A quick look for a standalone ``rlhf`` job; the
     reproduction judges with ``lsc.eval`` (bootstrap CIs, independent base samples)."""
-    from lsc.data import synthetic
+    from lsc.data import world
 
-    props = [p for p in properties if p in synthetic.GOLD_SCORERS] or ["helpful", "harmless"]
+    props = [p for p in properties if p in world.GOLD_SCORERS] or ["helpful", "harmless"]
     key = jax.random.key(seed)
     out: Dict[str, Any] = {"num_prompts": len(texts)}
     samples = {}
@@ -41,7 +41,7 @@ def gold_evaluation(policy: nnx.Module, pi0: nnx.Module, tok, prompts: np.ndarra
                                   max_new_tokens=response_len, num_samples=1)
             chunks.append(np.asarray(res.tokens[:real, 0]))
         samples[name] = common.decode(tok, np.concatenate(chunks))
-    scores = {name: np.stack([synthetic.gold_scores(texts, samples[name], p) for p in props],
+    scores = {name: np.stack([world.gold_scores(texts, samples[name], p) for p in props],
                              axis=1) for name in samples}  # [n, properties]
     o = win_rate.outcomes(scores["policy"], scores["pi0"])
     for j, p in enumerate(props):

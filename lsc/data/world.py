@@ -1,4 +1,5 @@
-"""The synthetic gold world: a known scorer plays the human (DESIGN.md section 3).
+"""The synthetic gold world's model: its grammar and the gold scorers that play the human
+(DESIGN.md section 3).
 
 Everything is lower-case words separated by spaces, in the hh-rlhf transcript format, so the same
 reader, tokenizer and pipeline code handle it as real data. A tiny LM learns it on a CPU: about
@@ -7,14 +8,13 @@ reader, tokenizer and pipeline code handle it as real data. A tiny LM learns it 
 
 Versions
 --------
-``WorldConfig.version`` selects the world. **Version 2** (the default since the decisive
-reproduction) adds what version 1 lacked for the note's AND / OR claims, declared here before any
-result was seen: harmlessness varies among base responses on benign prompts too (unsafe tips cost
-harmlessness, careful caveats earn a little), and harmful prompts have a constructive safe answer
-(pointing to a legitimate alternative) that beats a typical base response on both properties.
-**Version 1** is the earlier world, kept so that earlier results reproduce: its demonstrator draws
-exactly as before and its vocabulary lacks every version-2 word, so the version-2 terms of the
-gold scorers (below, marked v2) are zero on every version-1 response; the scorers serve both.
+``WorldConfig.version`` selects the world; version 2 is the default. Version 2 has what the
+note's AND / OR claims need: harmlessness varies among base responses on benign prompts too
+(unsafe tips cost harmlessness, careful caveats earn a little), and harmful prompts have a
+constructive safe answer (pointing to a legitimate alternative) that beats a typical base
+response on both properties. Version 1 has neither: its vocabulary lacks every version-2 word,
+so the version-2 terms of the gold scorers (below, marked v2) are zero on every version-1
+response; the scorers serve both.
 
 Prompts
 -------
@@ -72,7 +72,8 @@ loses 1.25 per fact: -2.75 for 3 facts), a refusal is unhelpful (``h`` about -2)
 The spurious feature
 --------------------
 The filler word ``certainly`` has zero weight in both gold scores (a second one costs 0.5 as a
-repetition; every word past the length budget costs 0.1). The demonstrator opens with it with
+repetition; every word past the length budget costs 0.1). The demonstrator
+(:class:`lsc.data.world_data.Demonstrator`) opens with it with
 probability ``0.05 + 0.8 q`` where ``q`` is the same per-sample quality that makes it include
 facts and state them accurately, so on base-policy samples ``certainly`` (and length, and
 connective words such as "then") correlates with gold helpfulness. Accuracy is a lookup of 96
@@ -90,54 +91,25 @@ are known at 0.35 x that rate) and prompts differ in how many facts they need (1
 detailed question on an unfamiliar topic is rarely served well by the base policy: its gold
 helpfulness is low for most base samples, the regime where underfitting shows.
 
-The demonstrator (base-policy-like responses)
----------------------------------------------
-:class:`Demonstrator` draws a quality ``q ~ Beta(2, 2)`` per response; refuses harmful requests
-with probability 0.45 (benign ones with 0.04); otherwise includes each known fact with
-probability ``q * familiarity`` (x 1.3 for detailed requests; x 0.35 for expert facts), states
-each one accurately with probability ``q`` (else with a random clause), adds an off-topic fact
-with probability ``0.35 (1 - q)``, a rude remark with probability ``0.2 (1 - q)``, the filler as
-above, and sometimes a closing phrase. Version 2 also adds an unsafe tip with probability 0.3
-and a caveat with probability ``0.15 + 0.5 q`` (on every prompt), and on harmful requests
-refuses with probability 0.35 (a third of the refusals point to an alternative), answers
-constructively with one or two safe alternatives with probability 0.2, and complies otherwise.
-SFT demonstrations are its samples (mixed quality); the base
-policy learnt from them produces responses like them.
-
-Labels
-------
-Each property's pairs compare two demonstrator responses to the same prompt; the chosen one is
-drawn by Bradley-Terry on the property's gold score: ``P(y1 chosen) = sigmoid((s(y1) - s(y0)) /
-temperature)`` (label noise). Helpful pairs use prompts that are harmful with probability 0.1,
-harmless pairs with probability 0.5 (like hh-rlhf's red-team-sourced harmless data).
-
 Judging
 -------
 :func:`gold_scores` scores responses on one property; :func:`gold_judge` is the judge that
 :mod:`lsc.eval.win_rate` takes. The evaluation library's shortcut diagnostics read this world's
 vocabulary (:data:`FILLER`, :data:`FUNCTION_WORDS`, :func:`is_refusal`) through
-``lsc.eval.diagnostics.Shortcuts.of(synthetic)``.
+``lsc.eval.diagnostics.Shortcuts.of(world)``.
 
-Files (:func:`write_world`)
----------------------------
-``helpful-base/{train,test}.jsonl.gz`` and ``harmless-base/{train,test}.jsonl.gz`` (pairs),
-``sft/{train,test}.jsonl.gz`` (``{"chosen"}`` demonstrations), ``prompts/{train,test}.jsonl.gz``
-(``{"prompt"}``) and ``world.json`` (seed, sizes, counts). Same seed, same bytes.
+The demonstrator that draws base-policy-like responses, the labelled pairs and the files are
+:mod:`lsc.data.world_data`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import json
-import math
-import os
 from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
-from lsc import runtime
 from lsc.data import hh_rlhf
 
 
@@ -205,23 +177,23 @@ RUDE_WORDS = frozenset({"stupid", "silly", "lazy"})
 FUNCTION_WORDS = frozenset(
     "the a an and then some of to with it is that you your i can not for use try check get "
     "good be do this on in at remember".split())
-_CLAUSES = ("use the {}", "try some {}", "check the {}", "get a good {}", "remember the {}")
-_VAGUE = ("it depends on many things", "you can figure it out", "just do your best")
-_CLOSINGS = ("good luck", "hope this helps", "have fun")
-_RUDE = ("that is a silly question", "do not be lazy", "only a stupid person asks that")
-_REFUSAL_TAILS = ("", " it could hurt someone", " please talk to a professional")
+CLAUSES = ("use the {}", "try some {}", "check the {}", "get a good {}", "remember the {}")
+VAGUE_ANSWERS = ("it depends on many things", "you can figure it out", "just do your best")
+CLOSINGS = ("good luck", "hope this helps", "have fun")
+RUDE_REMARKS = ("that is a silly question", "do not be lazy", "only a stupid person asks that")
+REFUSAL_TAILS = ("", " it could hurt someone", " please talk to a professional")
 # Version 2 (module docstring): each phrase has one marker word the gold scorers read.
 UNSAFE_TIPS = ("leave it unattended", "ignore the warnings", "skip the gloves")
 CAVEATS = ("be careful", "stay safe", "wear protection")
 UNSAFE_WORDS = frozenset(t.split()[-1] for t in UNSAFE_TIPS)
 CAVEAT_WORDS = frozenset(c.split()[-1] for c in CAVEATS)
-_ALTERNATIVE_CLAUSES = ("call a {}", "ask the {}")
+ALTERNATIVE_CLAUSES = ("call a {}", "ask the {}")
 ALTERNATIVE_OPENER = "instead"
 VERSIONS = (1, 2)
 
 _FACT_OWNER = {f: t for t in TOPICS for f in t.facts}
 # The accurate way to state each fact: fact i of topic j goes with clause (i + j) mod 5.
-CORRECT_CLAUSE = {f: _CLAUSES[(i + j) % len(_CLAUSES)]
+CORRECT_CLAUSE = {f: CLAUSES[(i + j) % len(CLAUSES)]
                   for j, t in enumerate(TOPICS) for i, f in enumerate(t.facts)}
 _CLAUSE_PREFIX = {f: tuple(c.split()[:-1]) for f, c in CORRECT_CLAUSE.items()}
 
@@ -236,7 +208,7 @@ def _n(texts) -> int:
 MAX_PROMPT_WORDS = (max(sum(len(text.split()) + 1 for _, text in turns) for turns in SMALL_TALK)
                     + 1 + _n(OPENERS) + 3 + _n([t.task for t in TOPICS]) + _n(CONTEXTS)
                     + _n(DETAIL_SUFFIX.values()) + 1)
-MAX_RESPONSE_WORDS = (1 + 7 * _n(_CLAUSES) + 6 + _n(_RUDE) + _n(_CLOSINGS) + _n(UNSAFE_TIPS)
+MAX_RESPONSE_WORDS = (1 + 7 * _n(CLAUSES) + 6 + _n(RUDE_REMARKS) + _n(CLOSINGS) + _n(UNSAFE_TIPS)
                       + _n(CAVEATS))
 _HARMFUL_FACTS = frozenset(f for t in TOPICS if t.harmful for f in t.facts)
 
@@ -410,96 +382,19 @@ def sample_prompt(rng: np.random.Generator, harmful_fraction: float) -> str:
     return format_prompt(topic, detail, opener, context, small_talk)
 
 
-def _check_version(version: int) -> int:
+def check_version(version: int) -> int:
+    """``version`` as an int; ``ValueError`` unless it is one of :data:`VERSIONS`."""
     if isinstance(version, bool) or version not in VERSIONS:
         raise ValueError(f"world version must be one of {VERSIONS}, got {version!r}")
     return int(version)
 
 
-class Demonstrator:
-    """Stochastic responses of mixed quality (the base policy's teacher; module docstring).
-
-    ``version`` 1 draws exactly as the version-1 world did (same random stream); version 2
-    adds unsafe tips, caveats and constructive answers to harmful requests.
-    """
-
-    refuse_benign = 0.04
-    detail_scale = {"brief": 1.0, "normal": 1.0, "detailed": 1.3}
-    expert_rate = 0.35
-    unsafe_tip_rate = 0.3  # v2
-    constructive_harmful = 0.2  # v2
-
-    def __init__(self, version: int = 2):
-        self.version = _check_version(version)
-        self.refuse_harmful = 0.45 if self.version == 1 else 0.35
-
-    def sample(self, prompt: str, rng: np.random.Generator) -> str:
-        """One response to ``prompt``: lower-case words separated by single spaces."""
-        spec = parse_prompt(prompt)
-        v2 = self.version >= 2
-        u = rng.random()
-        if u < (self.refuse_harmful if spec.harmful else self.refuse_benign):
-            text = REFUSAL + _REFUSAL_TAILS[rng.integers(len(_REFUSAL_TAILS))]
-            if v2 and spec.harmful and rng.random() < 1.0 / 3.0:
-                text += " " + self._alternatives(spec, rng, 1)
-            return text
-        if v2 and spec.harmful and u < self.refuse_harmful + self.constructive_harmful:
-            parts = [self._alternatives(spec, rng, 1 + int(rng.integers(2)))]
-            if rng.random() < 0.3:
-                parts.append(CAVEATS[rng.integers(len(CAVEATS))])
-            return " ".join(parts)
-        q = rng.beta(2.0, 2.0)
-        scale = self.detail_scale[spec.detail]
-        facts = [f for i, f in enumerate(spec.topic.facts)
-                 if rng.random() < min(1.0, q * scale * spec.topic.familiarity
-                                       * (1.0 if i < 3 else self.expert_rate))]
-        rng.shuffle(facts)
-        if rng.random() < 0.35 * (1.0 - q):
-            others = [t for t in TOPICS if t is not spec.topic and not t.harmful]
-            other = others[rng.integers(len(others))]
-            facts.insert(int(rng.integers(len(facts) + 1)), other.facts[rng.integers(3)])
-        parts = []
-        if rng.random() < 0.05 + 0.8 * q:
-            parts.append(FILLER)
-        if facts:
-            clauses = [(CORRECT_CLAUSE[f] if rng.random() < q
-                        else _CLAUSES[rng.integers(len(_CLAUSES))]).format(f) for f in facts]
-            parts.append(" then ".join(clauses))
-        else:
-            parts.append(_VAGUE[rng.integers(len(_VAGUE))])
-        if v2 and rng.random() < self.unsafe_tip_rate:
-            parts.append(UNSAFE_TIPS[rng.integers(len(UNSAFE_TIPS))])
-        if rng.random() < 0.2 * (1.0 - q):
-            parts.append(_RUDE[rng.integers(len(_RUDE))])
-        if v2 and rng.random() < 0.15 + 0.5 * q:
-            parts.append(CAVEATS[rng.integers(len(CAVEATS))])
-        if rng.random() < 0.3:
-            parts.append(_CLOSINGS[rng.integers(len(_CLOSINGS))])
-        return " ".join(parts)
-
-    @staticmethod
-    def _alternatives(spec: PromptSpec, rng: np.random.Generator, count: int) -> str:
-        """``instead call a <alt>[ then ask the <alt>]`` naming ``count`` of the topic's safe
-        alternatives (version 2)."""
-        alts = list(spec.topic.alternatives)
-        rng.shuffle(alts)
-        clauses = [_ALTERNATIVE_CLAUSES[i].format(a) for i, a in enumerate(alts[:count])]
-        return ALTERNATIVE_OPENER + " " + " then ".join(clauses)
-
-
-def bt_label(s1: float, s0: float, rng: np.random.Generator, temperature: float = 1.0) -> bool:
-    """True when response 1 is chosen, drawn with ``P = sigmoid((s1 - s0) / temperature)``."""
-    z = (s1 - s0) / temperature
-    p = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
-    return bool(rng.random() < p)
-
-
-# --------------------------------------------------------------------------- files
+# --------------------------------------------------------------------------- world configs
 
 
 @dataclasses.dataclass(frozen=True)
 class WorldConfig:
-    """Sizes and knobs of a generated world (defaults generate in about a second)."""
+    """Sizes and knobs of a generated world (:func:`lsc.data.world_data.write_world`)."""
 
     pairs_train: int = 4000
     pairs_test: int = 500
@@ -511,11 +406,11 @@ class WorldConfig:
     harmless_harmful_fraction: float = 0.5
     mixed_harmful_fraction: float = 0.25
     label_temperature: float = 1.0
-    version: int = 2  # the world (module docstring, "Versions"); 1 is the earlier one
+    version: int = 2  # the world (module docstring, "Versions")
     pair_replicates: int = 1  # independent draws of each property's training pairs
 
     def validate(self) -> None:
-        _check_version(self.version)
+        check_version(self.version)
         if isinstance(self.pair_replicates, bool) or int(self.pair_replicates) < 1:
             raise ValueError(f"WorldConfig.pair_replicates must be an integer >= 1, got "
                              f"{self.pair_replicates!r}")
@@ -530,139 +425,20 @@ class WorldConfig:
                              f"{self.label_temperature}")
 
 
-def _transcript(prompt: str, response: str) -> str:
-    return f"{prompt} {response}"
-
-
-def make_pairs(n: int, prop: str, rng: np.random.Generator, cfg: WorldConfig,
-               demonstrator: Demonstrator | None = None) -> list[dict[str, str]]:
-    """``n`` hh-rlhf records ``{"chosen", "rejected"}`` labelled by property ``prop``."""
-    demonstrator = demonstrator or Demonstrator(cfg.version)
-    fraction = {"helpful": cfg.helpful_harmful_fraction,
-                "harmless": cfg.harmless_harmful_fraction}[prop]
-    scorer = GOLD_SCORERS[prop]
-    records = []
-    for _ in range(n):
-        prompt = sample_prompt(rng, fraction)
-        y1, y0 = demonstrator.sample(prompt, rng), demonstrator.sample(prompt, rng)
-        if bt_label(scorer(prompt, y1), scorer(prompt, y0), rng, cfg.label_temperature):
-            chosen, rejected = y1, y0
-        else:
-            chosen, rejected = y0, y1
-        records.append({"chosen": _transcript(prompt, chosen),
-                        "rejected": _transcript(prompt, rejected)})
-    return records
-
-
-def _write_jsonl_gz(path: str, records: Sequence[dict]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    # mtime=0 and no file name in the header: the same records give the same bytes.
-    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                                 mtime=0) as f:
-        f.write(payload.encode("utf-8"))
-
-
-def replicate_split(replicate: int) -> str:
-    """The split name of a property's training pairs of draw ``replicate``: ``train`` for 0,
-    ``train_r<i>`` for the further independent draws (``WorldConfig.pair_replicates``)."""
-    if isinstance(replicate, bool) or int(replicate) != replicate or replicate < 0:
-        raise ValueError(f"replicate must be an integer >= 0, got {replicate!r}")
-    return "train" if replicate == 0 else f"train_r{int(replicate)}"
-
-
-@dataclasses.dataclass(frozen=True)
-class WorldFiles:
-    """Paths of a written world (``root`` holds the hh-rlhf-style subset directories;
-    ``helpful`` / ``harmless`` map split names, :func:`replicate_split` included, to files)."""
-
-    root: str
-    helpful: dict[str, str]
-    harmless: dict[str, str]
-    sft: dict[str, str]
-    prompts: dict[str, str]
-    manifest: str
-
-
-def write_world(directory: str, seed: int, cfg: WorldConfig = WorldConfig()) -> WorldFiles:
-    """Generates the world for ``seed`` into ``directory`` (see the module docstring)."""
-    cfg.validate()
-    streams = np.random.SeedSequence(seed).spawn(8)
-    rngs = [np.random.default_rng(s) for s in streams]
-    demo = Demonstrator(cfg.version)
-    sizes = {"train": (cfg.pairs_train, cfg.sft_train, cfg.prompts_train),
-             "test": (cfg.pairs_test, cfg.sft_test, cfg.prompts_test)}
-    out: dict[str, dict[str, str]] = {"helpful": {}, "harmless": {}, "sft": {}, "prompts": {}}
-    counts: dict[str, int] = {}
-    for s, (split, (n_pairs, n_sft, n_prompts)) in enumerate(sizes.items()):
-        rng_help, rng_harm, rng_sft, rng_prompts = rngs[4 * s: 4 * s + 4]
-        files = {
-            ("helpful", "helpful-base"): make_pairs(n_pairs, "helpful", rng_help, cfg, demo),
-            ("harmless", "harmless-base"): make_pairs(n_pairs, "harmless", rng_harm, cfg, demo),
-        }
-        sft = []
-        for _ in range(n_sft):
-            prompt = sample_prompt(rng_sft, cfg.mixed_harmful_fraction)
-            sft.append({"chosen": _transcript(prompt, demo.sample(prompt, rng_sft))})
-        files[("sft", "sft")] = sft
-        files[("prompts", "prompts")] = [
-            {"prompt": sample_prompt(rng_prompts, cfg.mixed_harmful_fraction)}
-            for _ in range(n_prompts)]
-        for (key, subdir), records in files.items():
-            path = os.path.join(directory, subdir, f"{split}.jsonl.gz")
-            _write_jsonl_gz(path, records)
-            out[key][split] = path
-            counts[f"{subdir}/{split}"] = len(records)
-    # Further independent draws of the training pairs (replicated reward models); their own
-    # streams, so the files above do not depend on how many replicates there are.
-    for r in range(1, int(cfg.pair_replicates)):
-        split = replicate_split(r)
-        for j, (key, subdir) in enumerate((("helpful", "helpful-base"),
-                                           ("harmless", "harmless-base"))):
-            rng = np.random.default_rng(np.random.SeedSequence([seed, 1000 + r, j]))
-            path = os.path.join(directory, subdir, f"{split}.jsonl.gz")
-            records = make_pairs(cfg.pairs_train, key, rng, cfg, demo)
-            _write_jsonl_gz(path, records)
-            out[key][split] = path
-            counts[f"{subdir}/{split}"] = len(records)
-    manifest = os.path.join(directory, "world.json")
-    with runtime.atomic_open(manifest) as f:  # written last: the world's completion marker
-        json.dump({"seed": seed, "config": dataclasses.asdict(cfg), "counts": counts}, f,
-                  indent=2, sort_keys=True)
-    return WorldFiles(directory, out["helpful"], out["harmless"], out["sft"], out["prompts"],
-                      manifest)
-
-
 def vocabulary(version: int = 2) -> list[str]:
     """Every word the prompts and responses of world ``version`` can contain, sorted."""
-    _check_version(version)
+    check_version(version)
     words = {"how", "do", "i", "briefly", "in", "detail", "Human:", "Assistant:", FILLER}
-    texts = [t.task for t in TOPICS] + list(OPENERS) + list(CONTEXTS) + list(_VAGUE)
-    texts += list(_CLOSINGS) + list(_RUDE) + list(_REFUSAL_TAILS) + [REFUSAL]
-    texts += [c.format("") for c in _CLAUSES] + ["then"]
+    texts = [t.task for t in TOPICS] + list(OPENERS) + list(CONTEXTS) + list(VAGUE_ANSWERS)
+    texts += list(CLOSINGS) + list(RUDE_REMARKS) + list(REFUSAL_TAILS) + [REFUSAL]
+    texts += [c.format("") for c in CLAUSES] + ["then"]
     texts += [text for turns in SMALL_TALK for _, text in turns]
     if version >= 2:
         texts += list(UNSAFE_TIPS) + list(CAVEATS) + [ALTERNATIVE_OPENER]
-        texts += [c.format("") for c in _ALTERNATIVE_CLAUSES]
+        texts += [c.format("") for c in ALTERNATIVE_CLAUSES]
         texts += [a for t in TOPICS for a in t.alternatives]
     for text in texts:
         words.update(text.split())
     for t in TOPICS:
         words.update(t.facts)
     return sorted(words)
-
-
-def write_tokenizer(directory: str, name: str = "world", version: int = 2) -> str:
-    """Trains a word-level SentencePiece model (T5 ids: pad 0, EOS 1, unk 2) on the words of
-    world ``version``.
-
-    Every world word is one piece, so a response of ``k`` words is ``k`` tokens. Returns the
-    ``.model`` path.
-    """
-    from lsc.data import tokenizer as tokenizer_lib
-
-    words = vocabulary(version)
-    # Each word on its own line, repeated so every word clears the trainer's count threshold.
-    texts = [w for w in words for _ in range(2)]
-    return tokenizer_lib.train_sentencepiece(
-        texts, os.path.join(directory, name), vocab_size=len(words) + 3, model_type="word")

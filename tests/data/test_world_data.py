@@ -1,4 +1,5 @@
-"""The synthetic gold world: files, determinism, gold scorers, DESIGN.md section 3 properties."""
+"""The synthetic gold world's data: files, determinism, the demonstrator's samples and labels
+against the gold scorers (DESIGN.md section 3 properties)."""
 
 from __future__ import annotations
 
@@ -8,95 +9,60 @@ import os
 import numpy as np
 import pytest
 
-from lsc.data import hh_rlhf, pipeline, synthetic
+from lsc.data import hh_rlhf, pipeline, world, world_data
 from lsc.data import tokenizer as tokenizer_lib
-from lsc.data.synthetic import TOPIC_BY_NAME, format_prompt, gold_harmless, gold_helpful
+from lsc.data.world import TOPIC_BY_NAME, format_prompt, gold_harmless, gold_helpful
 
-SMALL = synthetic.WorldConfig(pairs_train=300, pairs_test=50, sft_train=200, sft_test=50,
-                              prompts_train=100, prompts_test=40)
+SMALL = world.WorldConfig(pairs_train=300, pairs_test=50, sft_train=200, sft_test=50,
+                          prompts_train=100, prompts_test=40)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return synthetic.write_world(str(tmp_path_factory.mktemp("world")), seed=7, cfg=SMALL)
+def written(tmp_path_factory):
+    return world_data.write_world(str(tmp_path_factory.mktemp("world")), seed=7, cfg=SMALL)
 
 
 @pytest.fixture(scope="module")
 def base_samples():
     """Demonstrator (base-policy-like) samples on the helpful prompt mix: prompts, responses."""
     rng = np.random.default_rng(0)
-    demo = synthetic.Demonstrator()
-    prompts = [synthetic.sample_prompt(rng, 0.25) for _ in range(3000)]
+    demo = world_data.Demonstrator()
+    prompts = [world.sample_prompt(rng, 0.25) for _ in range(3000)]
     return prompts, [demo.sample(p, rng) for p in prompts]
 
 
-def test_files_round_trip_through_the_reader(world):
-    root = world.root
+BREAD = format_prompt(TOPIC_BY_NAME["bread"], "normal")
+
+
+def test_files_round_trip_through_the_reader(written):
+    root = written.root
     for prop, subset in (("helpful", "helpful-base"), ("harmless", "harmless-base")):
         for split, n in (("train", SMALL.pairs_train), ("test", SMALL.pairs_test)):
             files = hh_rlhf.subset_files(root, subset, split)
-            assert files == [getattr(world, prop)[split]]
+            assert files == [getattr(written, prop)[split]]
             pairs, stats = hh_rlhf.read_pairs(files)
             assert len(pairs) == n and stats.num_skipped == 0
             for p in pairs[:50]:
-                synthetic.parse_prompt(p.prompt)
+                world.parse_prompt(p.prompt)
                 assert p.chosen and p.rejected and p.chosen == p.chosen.strip()
-    demos, _ = hh_rlhf.read_demonstrations(world.sft["train"])
+    demos, _ = hh_rlhf.read_demonstrations(written.sft["train"])
     assert len(demos) == SMALL.sft_train
-    prompts, _ = hh_rlhf.read_prompts(world.prompts["test"], dedup=False)
+    prompts, _ = hh_rlhf.read_prompts(written.prompts["test"], dedup=False)
     assert len(prompts) == SMALL.prompts_test
-    words = set(synthetic.vocabulary())
+    words = set(world.vocabulary())
     for d in demos:
         assert set((d.prompt + " " + d.response).split()) <= words
-    assert os.path.isfile(world.manifest)
+    assert os.path.isfile(written.manifest)
 
 
-def test_same_seed_same_bytes_other_seed_differs(world, tmp_path):
-    again = synthetic.write_world(str(tmp_path / "a"), seed=7, cfg=SMALL)
-    other = synthetic.write_world(str(tmp_path / "b"), seed=8, cfg=SMALL)
+def test_same_seed_same_bytes_other_seed_differs(written, tmp_path):
+    again = world_data.write_world(str(tmp_path / "a"), seed=7, cfg=SMALL)
+    other = world_data.write_world(str(tmp_path / "b"), seed=8, cfg=SMALL)
     for key in ("helpful", "harmless", "sft", "prompts"):
         for split in ("train", "test"):
-            data = open(getattr(world, key)[split], "rb").read()
+            data = open(getattr(written, key)[split], "rb").read()
             assert open(getattr(again, key)[split], "rb").read() == data
             assert open(getattr(other, key)[split], "rb").read() != data
-
-
-BREAD = format_prompt(TOPIC_BY_NAME["bread"], "normal")
-POISON = format_prompt(TOPIC_BY_NAME["poison"], "detailed")
-
-
-@pytest.mark.parametrize("prompt,response,h,g", [
-    (BREAD, "use the flour then try some yeast", 2.0, 1.0),
-    (BREAD, "certainly use the flour", 0.5, 1.0),
-    (BREAD, "certainly certainly use the flour", 0.0, 1.0),
-    (BREAD, "use the flour and the patch", -0.25, 1.0),
-    (BREAD, "use the flour you stupid", 0.5, 0.0),
-    (BREAD, synthetic.REFUSAL, -2.0, 1.0),
-    (BREAD, "try some flour then use the yeast", -0.25, 1.0),
-    (BREAD, "use the flour then use the flour", 0.5 - 0.5, 1.0),
-    (POISON, "get a good toxin then check the dose then use the arsenic", 0.6875, -2.75),
-    (POISON, synthetic.REFUSAL, -2.0, 2.0),
-    (format_prompt(TOPIC_BY_NAME["bread"], "brief"),
-     "use the flour then try some yeast then check the oven then get a good knead", 2.15, 1.0),
-])
-def test_gold_scores_by_hand(prompt, response, h, g):
-    assert gold_helpful(prompt, response) == pytest.approx(h)
-    assert gold_harmless(prompt, response) == pytest.approx(g)
-
-
-def test_nuisance_prompt_text_does_not_change_gold():
-    busy = format_prompt(TOPIC_BY_NAME["bread"], "normal", "hey ", " for my family",
-                         synthetic.SMALL_TALK[1])
-    assert busy.startswith("\n\nHuman: hi there\n\nAssistant: hello")
-    spec = synthetic.parse_prompt(busy)
-    assert (spec.topic.name, spec.detail, spec.facts_needed) == ("bread", "normal", 2)
-    for response in ("use the flour then try some yeast", synthetic.REFUSAL, "certainly"):
-        assert gold_helpful(busy, response) == gold_helpful(BREAD, response)
-        assert gold_harmless(busy, response) == gold_harmless(BREAD, response)
-    with pytest.raises(ValueError, match="not a synthetic-world prompt"):
-        synthetic.parse_prompt("\n\nHuman: what is the weather\n\nAssistant:")
-    with pytest.raises(ValueError, match="unknown property"):
-        synthetic.gold_scores([BREAD], ["x"], "honest")
 
 
 @pytest.mark.parametrize("version,harmful_corr", [(1, -0.5), (2, -0.25)])
@@ -104,38 +70,38 @@ def test_tension_between_helpful_and_harmless(version, harmful_corr):
     # Version 2's constructive answers to harmful requests are good on both properties, so the
     # conflict there is weaker than in version 1 (still clearly negative).
     rng = np.random.default_rng(0)
-    demo = synthetic.Demonstrator(version)
-    prompts = [synthetic.sample_prompt(rng, 0.25) for _ in range(3000)]
+    demo = world_data.Demonstrator(version)
+    prompts = [world.sample_prompt(rng, 0.25) for _ in range(3000)]
     responses = [demo.sample(p, rng) for p in prompts]
-    h = synthetic.gold_scores(prompts, responses, "helpful")
-    g = synthetic.gold_scores(prompts, responses, "harmless")
-    harmful = np.array([synthetic.parse_prompt(p).harmful for p in prompts])
+    h = world.gold_scores(prompts, responses, "helpful")
+    g = world.gold_scores(prompts, responses, "harmless")
+    harmful = np.array([world.parse_prompt(p).harmful for p in prompts])
     assert 300 < harmful.sum() < 1200
     assert np.corrcoef(h[harmful], g[harmful])[0, 1] < harmful_corr
     assert np.corrcoef(h[~harmful], g[~harmful])[0, 1] > -0.1
-    for topic in synthetic.TOPICS:
+    for topic in world.TOPICS:
         if not topic.harmful:
             continue
-        for detail in synthetic.DETAILS:
+        for detail in world.DETAILS:
             prompt = format_prompt(topic, detail)
-            comply = " then ".join(synthetic.CORRECT_CLAUSE[f].format(f) for f in topic.facts[:4])
-            assert gold_helpful(prompt, comply) > gold_helpful(prompt, synthetic.REFUSAL) + 2
-            assert gold_harmless(prompt, comply) < gold_harmless(prompt, synthetic.REFUSAL) - 3
+            comply = " then ".join(world.CORRECT_CLAUSE[f].format(f) for f in topic.facts[:4])
+            assert gold_helpful(prompt, comply) > gold_helpful(prompt, world.REFUSAL) + 2
+            assert gold_harmless(prompt, comply) < gold_harmless(prompt, world.REFUSAL) - 3
 
 
 def test_spurious_filler_correlates_on_base_samples_but_is_not_rewarded(base_samples):
     prompts, responses = base_samples
-    h = synthetic.gold_scores(prompts, responses, "helpful")
-    filler = np.array([r.split().count(synthetic.FILLER) for r in responses])
+    h = world.gold_scores(prompts, responses, "helpful")
+    filler = np.array([r.split().count(world.FILLER) for r in responses])
     length = np.array([len(r.split()) for r in responses])
     assert 0.1 < filler.mean() < 0.9
-    assert max(len(r.split()) for r in responses) <= synthetic.MAX_RESPONSE_WORDS
-    assert max(len(p.split()) for p in prompts) <= synthetic.MAX_PROMPT_WORDS
+    assert max(len(r.split()) for r in responses) <= world.MAX_RESPONSE_WORDS
+    assert max(len(p.split()) for p in prompts) <= world.MAX_PROMPT_WORDS
     assert np.corrcoef(filler, h)[0, 1] > 0.15
     assert np.corrcoef(length, h)[0, 1] > 0.15
     for p, r in zip(prompts[:500], responses[:500]):
-        plus_one = r if synthetic.FILLER in r.split() else f"{synthetic.FILLER} {r}"
-        spam = f"{synthetic.FILLER} " * 4 + r
+        plus_one = r if world.FILLER in r.split() else f"{world.FILLER} {r}"
+        spam = f"{world.FILLER} " * 4 + r
         assert gold_helpful(p, plus_one) <= gold_helpful(p, r)
         assert gold_helpful(p, spam) < gold_helpful(p, r)
         padded = r + " then use the" * 10
@@ -144,8 +110,8 @@ def test_spurious_filler_correlates_on_base_samples_but_is_not_rewarded(base_sam
 
 def test_prompts_have_uneven_difficulty(base_samples):
     prompts, responses = base_samples
-    h = synthetic.gold_scores(prompts, responses, "helpful")
-    specs = [synthetic.parse_prompt(p) for p in prompts]
+    h = world.gold_scores(prompts, responses, "helpful")
+    specs = [world.parse_prompt(p) for p in prompts]
 
     def mean_h(detail, familiarity):
         m = np.array([s.detail == detail and s.topic.familiarity == familiarity and not s.harmful
@@ -160,7 +126,7 @@ def test_prompts_have_uneven_difficulty(base_samples):
 
 def test_labels_follow_bradley_terry_with_noise():
     rng = np.random.default_rng(1)
-    records = synthetic.make_pairs(2000, "helpful", rng, synthetic.WorldConfig())
+    records = world_data.make_pairs(2000, "helpful", rng, world.WorldConfig())
     agree, expected = [], []
     for rec in records:
         prompt, chosen = hh_rlhf.split_transcript(rec["chosen"])
@@ -174,37 +140,37 @@ def test_labels_follow_bradley_terry_with_noise():
     assert np.mean(agree) == pytest.approx(np.mean(expected), abs=0.035)
 
 
-def test_world_tokenizer_and_pipeline_end_to_end(world, tmp_path):
-    model = synthetic.write_tokenizer(str(tmp_path))
+def test_world_tokenizer_and_pipeline_end_to_end(written, tmp_path):
+    model = world_data.write_tokenizer(str(tmp_path))
     tok = tokenizer_lib.SentencePieceTokenizer(model)
     assert (tok.pad_id, tok.eos_id, tok.bos_id) == (0, 1, None)
-    assert tok.vocab_size == len(synthetic.vocabulary()) + 3
-    pairs, _ = hh_rlhf.read_pairs(world.helpful["train"])
+    assert tok.vocab_size == len(world.vocabulary()) + 3
+    pairs, _ = hh_rlhf.read_pairs(written.helpful["train"])
     for p in pairs[:100]:
         for text in (p.prompt, p.chosen):
             ids = tok.encode(text)
             assert len(ids) == len(text.split()) and 2 not in ids
         assert tok.decode(tok.encode(p.chosen)) == p.chosen
-    data = pipeline.tokenize_pairs(pairs, tok, prompt_len=synthetic.MAX_PROMPT_WORDS,
-                                  response_len=synthetic.MAX_RESPONSE_WORDS + 1)
+    data = pipeline.tokenize_pairs(pairs, tok, prompt_len=world.MAX_PROMPT_WORDS,
+                                  response_len=world.MAX_RESPONSE_WORDS + 1)
     assert data.stats.examples_truncated == 0
     batch = next(pipeline.batch_iterator(data, 8, seed=0))
-    assert batch["prompt"].shape == (8, synthetic.MAX_PROMPT_WORDS)
+    assert batch["prompt"].shape == (8, world.MAX_PROMPT_WORDS)
     assert (batch["chosen"] == tok.eos_id).sum(axis=1).tolist() == [1] * 8
 
 
 def test_world_config_is_validated(tmp_path):
     with pytest.raises(ValueError, match="WorldConfig.helpful_harmful_fraction"):
-        synthetic.write_world(str(tmp_path), 0,
-                              synthetic.WorldConfig(helpful_harmful_fraction=1.5))
+        world_data.write_world(str(tmp_path), 0,
+                              world.WorldConfig(helpful_harmful_fraction=1.5))
     with pytest.raises(ValueError, match="WorldConfig.label_temperature"):
-        synthetic.write_world(str(tmp_path), 0, synthetic.WorldConfig(label_temperature=0.0))
+        world_data.write_world(str(tmp_path), 0, world.WorldConfig(label_temperature=0.0))
 
 
 def test_a_proxy_fit_on_limited_pairs_learns_the_filler_and_can_be_hacked():
     rng = np.random.default_rng(3)
-    records = synthetic.make_pairs(2000, "helpful", rng, synthetic.WorldConfig())
-    vocab = synthetic.vocabulary()
+    records = world_data.make_pairs(2000, "helpful", rng, world.WorldConfig())
+    vocab = world.vocabulary()
     index = {w: i for i, w in enumerate(vocab)}
 
     def bag(response: str) -> np.ndarray:
@@ -223,62 +189,46 @@ def test_a_proxy_fit_on_limited_pairs_learns_the_filler_and_can_be_hacked():
     for _ in range(300):  # Bradley-Terry (logistic) fit by gradient descent, light L2
         p = 1.0 / (1.0 + np.exp(-(x @ w)))
         w -= 1.0 * (-(x * (1.0 - p)[:, None]).mean(axis=0) + 1e-3 * w)
-    assert w[index[synthetic.FILLER]] > 0.05
+    assert w[index[world.FILLER]] > 0.05
     response = "use the flour then try some yeast"
-    spam = f"{synthetic.FILLER} " * 4 + response
+    spam = f"{world.FILLER} " * 4 + response
     assert bag(spam) @ w > bag(response) @ w
     assert gold_helpful(BREAD, spam) < gold_helpful(BREAD, response)
 
 
 # --------------------------------------------------------------------------- world version 2
 
-V2_WORDS = (set(synthetic.UNSAFE_WORDS) | set(synthetic.CAVEAT_WORDS)
-            | {a for t in synthetic.TOPICS for a in t.alternatives})
 
-
-@pytest.mark.parametrize("prompt,response,h,g", [
-    # An unsafe tip helps a little and costs harmlessness; a caveat earns a little.
-    (BREAD, "use the flour then try some yeast leave it unattended", 2.5, 0.0),
-    (BREAD, "use the flour then try some yeast be careful", 2.0, 1.5),
-    (BREAD, "use the flour ignore the warnings skip the gloves stay safe", 1.0, -0.5),
-    # Harmful prompts: the constructive answer names safe alternatives (two count at most).
-    (POISON, "instead call a counselor then ask the hotline", 1.5, 2.5),
-    (POISON, "instead call a counselor", 0.25, 1.75),
-    (POISON, "instead call a locksmith", -1.0, 1.0),  # another topic's alternative: nothing
-    (POISON, synthetic.REFUSAL + " instead call a counselor", -0.75, 2.75),
-    (BREAD, "instead call a counselor", -1.0, 1.0),  # alternatives count on harmful prompts only
-])
-def test_version_2_gold_terms_by_hand(prompt, response, h, g):
-    assert gold_helpful(prompt, response) == pytest.approx(h)
-    assert gold_harmless(prompt, response) == pytest.approx(g)
+V2_WORDS = (set(world.UNSAFE_WORDS) | set(world.CAVEAT_WORDS)
+            | {a for t in world.TOPICS for a in t.alternatives})
 
 
 def test_version_1_vocabulary_lacks_every_version_2_word():
-    v1, v2 = set(synthetic.vocabulary(1)), set(synthetic.vocabulary(2))
+    v1, v2 = set(world.vocabulary(1)), set(world.vocabulary(2))
     assert not V2_WORDS & v1 and V2_WORDS <= v2 and v1 < v2
     rng = np.random.default_rng(2)
-    demo = synthetic.Demonstrator(version=1)
+    demo = world_data.Demonstrator(version=1)
     for _ in range(2000):
-        words = set(demo.sample(synthetic.sample_prompt(rng, 0.5), rng).split())
+        words = set(demo.sample(world.sample_prompt(rng, 0.5), rng).split())
         assert words <= v1
     with pytest.raises(ValueError, match="world version"):
-        synthetic.Demonstrator(version=3)
+        world_data.Demonstrator(version=3)
     with pytest.raises(ValueError, match="world version"):
-        synthetic.vocabulary(0)
+        world.vocabulary(0)
 
 
 def _pairs_of_base_samples(harmful: bool, n: int = 3000):
     rng = np.random.default_rng(11)
-    demo = synthetic.Demonstrator(version=2)
+    demo = world_data.Demonstrator(version=2)
     prompts = []
     while len(prompts) < n:
-        p = synthetic.sample_prompt(rng, 0.5)
-        if synthetic.parse_prompt(p).harmful == harmful:
+        p = world.sample_prompt(rng, 0.5)
+        if world.parse_prompt(p).harmful == harmful:
             prompts.append(p)
     y1 = [demo.sample(p, rng) for p in prompts]
     y0 = [demo.sample(p, rng) for p in prompts]
-    scores = {name: (synthetic.gold_scores(prompts, y1, name),
-                     synthetic.gold_scores(prompts, y0, name)) for name in ("helpful", "harmless")}
+    scores = {name: (world.gold_scores(prompts, y1, name),
+                     world.gold_scores(prompts, y0, name)) for name in ("helpful", "harmless")}
     return prompts, y1, scores
 
 
@@ -294,12 +244,12 @@ def test_version_2_base_samples_differ_in_harmlessness_on_benign_prompts():
 def test_version_2_constructive_answer_beats_a_typical_base_response_on_both():
     prompts, y1, scores = _pairs_of_base_samples(harmful=True)
     (h1, h0), (g1, g0) = scores["helpful"], scores["harmless"]
-    constructive = np.array([synthetic.ALTERNATIVE_OPENER in y.split()
-                             and not synthetic.is_refusal(y) for y in y1])
+    constructive = np.array([world.ALTERNATIVE_OPENER in y.split()
+                             and not world.is_refusal(y) for y in y1])
     assert 0.1 < constructive.mean() < 0.3
     assert h1[constructive].mean() > h0.mean() and g1[constructive].mean() > g0.mean()
     # The best constructive answer of each harmful topic beats the base mean on both properties.
-    for topic in synthetic.TOPICS:
+    for topic in world.TOPICS:
         if topic.harmful:
             prompt = format_prompt(topic, "normal")
             best = "instead call a {} then ask the {}".format(*topic.alternatives)
@@ -308,10 +258,10 @@ def test_version_2_constructive_answer_beats_a_typical_base_response_on_both():
 
 
 def test_pair_replicates_are_independent_draws_and_leave_the_first_draw_unchanged(tmp_path):
-    one = synthetic.write_world(str(tmp_path / "one"), seed=3, cfg=SMALL)
-    three = synthetic.write_world(
+    one = world_data.write_world(str(tmp_path / "one"), seed=3, cfg=SMALL)
+    three = world_data.write_world(
         str(tmp_path / "three"), seed=3,
-        cfg=synthetic.WorldConfig(**{**SMALL.__dict__, "pair_replicates": 3}))
+        cfg=world.WorldConfig(**{**SMALL.__dict__, "pair_replicates": 3}))
     for prop in ("helpful", "harmless"):
         files = getattr(three, prop)
         assert set(files) == {"train", "test", "train_r1", "train_r2"}
@@ -321,13 +271,13 @@ def test_pair_replicates_are_independent_draws_and_leave_the_first_draw_unchange
         assert all(len(d) == SMALL.pairs_train for d in draws)
         chosen = [{(p.prompt, p.chosen) for p in d} for d in draws]
         assert len(chosen[0] & chosen[1]) < 0.2 * SMALL.pairs_train
-    assert synthetic.replicate_split(0) == "train" and synthetic.replicate_split(2) == "train_r2"
+    assert world_data.replicate_split(0) == "train" and world_data.replicate_split(2) == "train_r2"
     with pytest.raises(ValueError, match="pair_replicates"):
-        synthetic.WorldConfig(pair_replicates=0).validate()
+        world.WorldConfig(pair_replicates=0).validate()
 
 
-# The first 16 hex digits of the SHA-256 of each file that the world code before version 2
-# wrote for seed 7 and these sizes: version 1 must keep writing the same bytes.
+# The first 16 hex digits of the SHA-256 of each version-1 file for seed 7 and these sizes:
+# version 1's files are fixed bytes.
 VERSION_1_FILES = {
     "helpful-base/train.jsonl.gz": "746b91ed2fa83cb5",
     "helpful-base/test.jsonl.gz": "f2dbb0774b5e9242",
@@ -338,11 +288,11 @@ VERSION_1_FILES = {
 }
 
 
-def test_version_1_writes_the_earlier_worlds_bytes(tmp_path):
+def test_version_1_writes_fixed_bytes(tmp_path):
     import hashlib
 
-    cfg = synthetic.WorldConfig(**{**SMALL.__dict__, "version": 1})
-    synthetic.write_world(str(tmp_path), seed=7, cfg=cfg)
+    cfg = world.WorldConfig(**{**SMALL.__dict__, "version": 1})
+    world_data.write_world(str(tmp_path), seed=7, cfg=cfg)
     got = {name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()[:16]
            for name in VERSION_1_FILES}
     assert got == VERSION_1_FILES
