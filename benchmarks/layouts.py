@@ -1,16 +1,17 @@
-"""Two layout choices of ``lsc.models.layers``, each against its previous form, in one run.
+"""Two layout choices of ``lsc.models.layers``, each against its alternative form, in one run.
 
 1. **Attention** (the reward-model train step). :func:`lsc.models.layers.dot_product_attention`
    computes multi-head attention (one query head per key/value head) with ``[B, L, H, D]``
-   einsums; grouped-query attention keeps a group axis, ``[B, L, K, G, D]``. Before, every model
-   went through the grouped form, with ``G = 1`` for multi-head attention. The train step of
-   ``benchmarks/train_step.py`` (``--setting``, default ``t5-enc-mini``: T5.1.1 encoder d256 L4,
-   8 pairs of 128 tokens) is built twice in one process, with the grouped form for every model
-   (``grouped``, patched in below) and with the library's function (``current``); both must give
-   the same losses; they are timed in alternating windows of ``--steps`` steps.
+   einsums; grouped-query attention keeps a group axis, ``[B, L, K, G, D]``. The alternative
+   sends every model through the grouped form, with ``G = 1`` for multi-head attention. The
+   train step of ``benchmarks/train_step.py`` (``--setting``, default ``t5-enc-mini``: T5.1.1
+   encoder d256 L4, 8 pairs of 128 tokens) is built twice in one process, with the grouped form
+   for every model (``grouped``, patched in below) and with the library's function
+   (``current``); both must give the same losses; they are timed in alternating windows of
+   ``--steps`` steps.
 2. **Projections** (sampling at batch 1). :class:`lsc.models.layers.Einsum` computes an
    equation that is a matmul over merged axes (``'BLE,EHD->BLHD'``, ``'BLHD,HDE->BLE'``) as one
-   2-D ``jnp.dot``; before, it was ``jnp.einsum``. The KV-cache sampler
+   2-D ``jnp.dot``; the alternative is ``jnp.einsum``. The KV-cache sampler
    (:func:`lsc.models.sampling.sample`) on the 8M decoder of ``benchmarks/sampling.py``
    (``small-8M``: batch 1, 32 prompt + 64 greedy tokens) runs with the einsum (``einsum``,
    patched in) and with the library's module (``current``), alternating; each switch clears

@@ -30,9 +30,8 @@ from lsc.parallel import distributed
 
 class _Functions(Mapping):
     """``name -> function`` from ``name -> "module:function"``, each module imported on first
-    access: a run imports its own job's modules only (the reproduction's figures and exact arm,
-    matplotlib and scipy among them, cost an ``rlhf`` or ``train_rm`` run about 2 s of start-up
-    otherwise)."""
+    access: a run imports its own job's modules only (an ``rlhf`` or ``train_rm`` run does not
+    import the reproduction's figures and exact arm, nor matplotlib and scipy with them)."""
 
     def __init__(self, paths: Dict[str, str]):
         self._paths = dict(paths)

@@ -7,8 +7,7 @@ Usage::
   python -m lsc.main --config=configs/repro/synthetic_hh.py:tiny --workdir=/tmp/repro_tiny
 
 ``:large`` is a bigger world with more samples, steps and seeds, for tighter results; ``:tiny``
-runs every stage at toy sizes (a smoke test of the pipeline, about two minutes; its numbers mean
-nothing).
+runs every stage at toy sizes (a smoke test of the pipeline; its numbers mean nothing).
 
 Sections (see ``lsc/repro/`` for how each stage reads them):
 
@@ -128,7 +127,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.exact.bootstrap_resamples = 200 if tiny else 2000
     config.exact.rematch_resamples = 10 if tiny else 50  # gamma re-solved in each resample
 
-    # RLHF (the RL arm, issue "decisive reproduction, part 2"): PPO shared by every run
+    # RLHF (the RL arm): PPO shared by every run
     # (configs/rlhf/synthetic.py fields), one run per entry of rlhf.runs and per RL seed. The
     # seeds (rl.seed) are separate from the world seed; for a given seed every method sees the
     # same prompt order and sampling keys (common random numbers). One gamma per method, chosen
@@ -138,7 +137,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     rl = ml_collections.ConfigDict(rlhf_synthetic.get_config("helpful_raw").rl.to_dict())
     rl.seed = (0, 1, 2, 3, 4) if large else (0, 1) if tiny else (0, 1, 2)
     rl.num_steps = 200 if large else 6 if tiny else 100
-    # 12 prompts a step (a first full run at 16 took 15 min 4 s, over the main job's budget).
+    # 12 prompts a step in the default variant keeps the RLHF stage within the main job's time
+    # budget.
     rl.batch_size = 16 if large else 8 if tiny else 12
     # One PPO pass of two epochs over the whole rollout (no mini-batches), and a policy learning
     # rate twice the standalone config's: trajectories reach the high-KL regime in 100 steps.
@@ -160,10 +160,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # per prompt), computed once per run before RL; the harmless reference is the refusal's.
     num_ref = int(pred.reference.num_samples)
     # gamma per method: the LSC utility is bounded above and its policy moves less per step at
-    # the same gamma (seed-0 runs of the previous RL arm: KL 4.8 for LSC vs 7.7 for raw at 0.01
-    # after 200 steps), hence a smaller gamma for LSC (pilot runs on the seed-0 world, judged on
-    # the training KL only: 6.2 nats for raw at 0.01 and 6.4 for LSC at 0.003 after 200 steps
-    # at the standalone learning rate).
+    # the same gamma, hence a smaller gamma for LSC; the two values bring raw and LSC to about the
+    # same training KL (chosen on the seed-0 world by the training KL alone).
     gammas = {"helpful_raw": 0.01, "helpful_lsc": 0.003, "hh_raw_sum": 0.01, "hh_lsc_sum": 0.003}
     for variant in common.RLHF_VARIANTS:  # helpful_raw, helpful_lsc, hh_raw_sum, hh_lsc_sum
         run = ml_collections.ConfigDict()
@@ -186,9 +184,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     # The independent jobs of a stage (replicates, predictors, RLHF runs): this many at a time,
     # each in its own process when > 1 (lsc.repro.jobs); workers = 0 means two on the CPU backend
-    # with at least two cores, else one (lsc.repro.jobs.default_workers): on 2 cores the RLHF
-    # stage takes 0.78x the time with two workers and the results are the same (BENCHMARKS.md,
-    # "A stage's jobs"). threads_per_worker: XLA's CPU threads per worker (0: XLA's default).
+    # with at least two cores, else one (lsc.repro.jobs.default_workers); the results are the
+    # same either way (BENCHMARKS.md, "A stage's jobs", has the times).
+    # threads_per_worker: XLA's CPU threads per worker (0: XLA's default).
     config.workers = 0
     config.threads_per_worker = 0
     # The RLHF jobs' workers (0: config.workers).

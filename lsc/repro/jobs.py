@@ -5,7 +5,7 @@ reference predictors, the RLHF runs). :func:`run_jobs` runs them with ``workers`
 
 * ``workers = 1``: one after another in this process;
 * ``workers > 1``: each job in a fresh *spawned* Python process (JAX is not fork-safe), at most
-  ``workers`` at a time. On a small CPU machine one job keeps about 1.5 of 2 cores busy (small
+  ``workers`` at a time. On a small CPU machine one job does not keep every core busy (small
   matrices, per-step host work), so two jobs side by side use the machine better
   (``benchmarks/parallel_jobs.py`` measures it). Each worker process sets XLA's CPU
   threads with ``threads_per_worker`` (0: XLA's default) and shares the persistent compilation
@@ -21,8 +21,9 @@ with :class:`JobStopped` after the jobs already started have finished, and the n
 every unfinished job from its checkpoints. A SIGTERM to the stage's process while workers run is
 passed to them: running jobs write their preemption checkpoint and stop, jobs not yet started
 never start, and the stage stops with the preempted exit code. Results are the same either way
-(same seeds, same data), up to XLA's last-bit differences between thread counts. Each job is reported to the job's
-progress (:func:`lsc.progress.current`): ``run i of n`` as it starts, or as each worker finishes.
+(same seeds, same data), up to XLA's last-bit differences between thread counts. Each job is
+reported to the job's progress (:func:`lsc.progress.current`): ``run i of n`` as it starts, or as
+each worker finishes.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ class Job:
 
 def default_workers() -> int:
     """Workers for ``workers = 0``: 2 on the CPU backend of a single-process run that may use at
-    least two cores (``os.sched_getaffinity``), else 1. On two cores the RLHF stage of the main
-    job takes 0.78x the time with two workers, with the same results (BENCHMARKS.md)."""
+    least two cores (``os.sched_getaffinity``), else 1 (BENCHMARKS.md, "A stage's jobs", has the
+    RLHF stage's times with one and two workers)."""
     import jax
 
     if jax.default_backend() != "cpu" or jax.process_count() > 1:

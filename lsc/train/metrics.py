@@ -66,7 +66,7 @@ class MetricsState:
 def _summary_writer_class():
     """tensorboardX's ``SummaryWriter``, imported without PyTorch. tensorboardX imports torch
     whenever it is installed (the ``hf`` extra), only to also accept torch tensors, which the jobs
-    never log; that import cost every job about 1.3 s of start-up. While tensorboardX loads,
+    never log, and that import would lengthen every job's start-up. While tensorboardX loads,
     ``import torch`` fails (``sys.modules['torch'] = None``), which it handles; a torch already
     imported is left alone."""
     if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
