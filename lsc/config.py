@@ -61,7 +61,7 @@ def existing_path(when: Callable[[ml_collections.ConfigDict], bool] = lambda c: 
 
 
 def _needs_data_path(config) -> bool:
-    return config.get("data", {}).get("source", "synthetic") != "synthetic"
+    return config.get("data", {}).get("source", "synthetic") == "hh_rlhf"
 
 
 def _method_rule(value, config) -> Optional[str]:

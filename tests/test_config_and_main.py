@@ -10,6 +10,7 @@ import pytest
 
 from lsc import config as config_lib
 from lsc import stages as stages_lib
+from lsc.data import DATA_SOURCES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPRO = os.path.join(ROOT, "configs", "repro", "synthetic_hh.py")
@@ -53,6 +54,7 @@ def test_shipped_configs_validate(arg):
         ("exact.ks", (1, 0, 4), "0 is not allowed; must be an integer >= 1"),
         ("seed", -1, "must be an integer in [0,"),
         ("data.on_error", "ignore", "choose one of: raise, skip"),
+        ("data.source", "hf_parquet", "choose one of: synthetic, hh_rlhf"),
         ("data.max_skip_fraction", 1.5, "in [0.0, 1.0]"),
     ],
 )
@@ -83,6 +85,38 @@ def test_missing_data_path_only_matters_for_real_data(tmp_path):
         config_lib.validate(config)
     config.data.path = str(tmp_path)
     config_lib.validate(config)
+
+
+@pytest.mark.parametrize("source", DATA_SOURCES)
+def test_every_data_source_that_validates_is_read_by_the_training_jobs(source, tmp_path):
+    """A value ``data.source`` accepts is one the jobs read: the synthetic world, and hh-rlhf from
+    a ``datasets`` parquet export (the rows written here)."""
+    from lsc.train import common as train_common
+
+    config = load(arg="tiny")
+    written = {}
+    if source == "hh_rlhf":
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+
+        export = tmp_path / "data" / "helpful-base"
+        export.mkdir(parents=True)
+        for split, n in (("train", 40), ("test", 6)):
+            rows = [(f"\n\nHuman: question {split} {i}\n\nAssistant:", f" answer {i}", " no")
+                    for i in range(n)]
+            written[split] = {(p, c.strip()) for p, c, _ in rows}
+            pq.write_table(pa.table({"chosen": [p + c for p, c, _ in rows],
+                                     "rejected": [p + r for p, _, r in rows]}),
+                           str(export / f"{split}-00000-of-00001.parquet"))
+        config.data.source = source
+        config.data.path = str(tmp_path / "data")
+    config_lib.validate(config, jobs=("repro",))
+    train, test, _ = train_common.read_pairs_for(config, str(tmp_path / "job"), "helpful")
+    if source == "hh_rlhf":
+        assert {(p.prompt, p.chosen) for p in test} == written["test"]
+        assert 0 < len(train) < 40 and {(p.prompt, p.chosen) for p in train} <= written["train"]
+    else:
+        assert (len(train), len(test)) == (config.world.pairs_train, config.world.pairs_test)
 
 
 def test_unknown_job_lists_the_known_ones():

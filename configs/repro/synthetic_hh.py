@@ -62,7 +62,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "synthetic"
-    config.data.path = ""  # only for real data (hh_rlhf / hf_parquet)
+    config.data.path = ""  # only for real data (hh_rlhf)
     config.data.on_error = "raise"  # or "skip": skip bad records and count them
     config.data.prompt_len = 32
     config.data.response_len = 24  # R: the response budget of every policy sample

@@ -9,8 +9,10 @@
 * :mod:`lsc.data.pipeline` -- tokenised tables and checkpointable Grain batch iterators.
 * :mod:`lsc.data.seqio_tasks` -- optional seqio Tasks (the ``seqio`` extra).
 
-:data:`DATA_SOURCES` are the values of ``config.data.source`` (the jobs read ``synthetic`` and
-``hh_rlhf``).
+:data:`DATA_SOURCES` are the values of ``config.data.source``, each read by every job:
+``synthetic`` (the world under the workdir) and ``hh_rlhf`` (``config.data.path``: the published
+``.jsonl[.gz]`` files or a Hugging Face ``datasets`` parquet / Arrow export of them,
+:func:`lsc.data.hh_rlhf.subset_files`).
 """
 
-DATA_SOURCES = ("synthetic", "hh_rlhf", "hf_parquet")
+DATA_SOURCES = ("synthetic", "hh_rlhf")
