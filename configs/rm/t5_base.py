@@ -9,8 +9,6 @@ Usage::
 
 ``model.init_from`` is a Hugging Face ``google/t5-v1_1-base`` directory (imported with
 ``lsc.models.hf_t5``); left empty the model starts from random weights.
-``configs/rm/t5_base_helpful.py`` and ``t5_base_harmless.py`` are this file with the argument
-given.
 
 Sections as in ``configs/rm/synthetic_helpful.py``.
 """
