@@ -33,7 +33,7 @@ from typing import Optional
 
 from flax import nnx
 
-from lsc.models import hf_decoder, hf_reward
+from lsc.models import hf_decoder, hf_io, hf_reward
 from lsc.models.decoder import DecoderConfig
 
 # Seed recorded in a converted workdir's config.json (nothing random is drawn from it).
@@ -73,7 +73,7 @@ def _write_run_dir(model: nnx.Module, cfg, checkpoint: str, workdir: str, archit
 def _architecture(hf: dict) -> str:
     archs = hf.get("architectures") or []
     if len(archs) != 1:
-        raise hf_decoder.CheckpointError(
+        raise hf_io.CheckpointError(
             f"config.json: architectures={archs!r}; one architecture is needed to tell a causal "
             "LM from a sequence classifier")
     return archs[0]
@@ -82,10 +82,10 @@ def _architecture(hf: dict) -> str:
 def convert_causal_lm(checkpoint: str, workdir: str, *, pad_id: Optional[int] = None,
                       dtype: str = "float32", param_dtype: str = "float32") -> str:
     """Writes ``workdir`` as a ``train_sft``-like run of causal-LM ``checkpoint``."""
-    hf = hf_decoder.read_hf_config(checkpoint)
+    hf = hf_io.read_hf_config(checkpoint)
     arch = _architecture(hf)
     if not arch.endswith("ForCausalLM"):
-        raise hf_decoder.CheckpointError(f"config.json: architectures=[{arch!r}] is not a causal "
+        raise hf_io.CheckpointError(f"config.json: architectures=[{arch!r}] is not a causal "
                                          "LM (...ForCausalLM)")
     model, cfg = hf_decoder.load_decoder(checkpoint, pad_id=pad_id, dtype=dtype,
                                          param_dtype=param_dtype)
@@ -96,7 +96,7 @@ def convert_reward_model(checkpoint: str, workdir: str, *, pad_id: Optional[int]
                          dtype: str = "float32", param_dtype: str = "float32") -> str:
     """Writes ``workdir`` as a ``train_rm``-like run of sequence-classification ``checkpoint``
     (``model.pooling='last'``: the reward at the last non-pad token, as transformers)."""
-    arch = hf_reward.architecture(hf_decoder.read_hf_config(checkpoint))
+    arch = hf_reward.architecture(hf_io.read_hf_config(checkpoint))
     model, cfg = hf_reward.load_reward_model(checkpoint, pad_id=pad_id, dtype=dtype,
                                              param_dtype=param_dtype)
     return _write_run_dir(model, cfg, checkpoint, workdir, arch, reward=True)
@@ -104,12 +104,12 @@ def convert_reward_model(checkpoint: str, workdir: str, *, pad_id: Optional[int]
 
 def convert(checkpoint: str, workdir: str, **kwargs) -> str:
     """:func:`convert_causal_lm` or :func:`convert_reward_model`, by ``architectures``."""
-    arch = _architecture(hf_decoder.read_hf_config(checkpoint))
+    arch = _architecture(hf_io.read_hf_config(checkpoint))
     if arch.endswith("ForCausalLM"):
         return convert_causal_lm(checkpoint, workdir, **kwargs)
     if arch.endswith("ForSequenceClassification"):
         return convert_reward_model(checkpoint, workdir, **kwargs)
-    raise hf_decoder.CheckpointError(
+    raise hf_io.CheckpointError(
         f"config.json: architectures=[{arch!r}] is neither a causal LM (...ForCausalLM; model "
         f"types {hf_decoder.SUPPORTED_MODEL_TYPES}) nor a supported reward model "
         f"({sorted(hf_reward.ARCHITECTURES) + [hf_reward.T5_ARCHITECTURE]})")
