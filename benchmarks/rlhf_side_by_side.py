@@ -24,7 +24,7 @@ Both sides run the same step on the same weights, the same shapes and in the sam
   ``torch.optim.AdamW`` and ``clip_grad_norm_``.
 
 Weights: a random-weight ``LlamaForCausalLM`` is the base policy (``save_pretrained`` and
-:func:`lsc.models.hf_llama.load_llama`); a second one (another seed) is the reward model's
+:func:`lsc.models.hf_decoder.load_decoder`); a second one (another seed) is the reward model's
 backbone; the reward head is drawn on our side and copied to PyTorch; both value models are a copy
 of ``pi0``'s backbone with a zero head. The reward model's scores and the policy's
 log-probabilities of the same tokens are compared before timing (``check`` line).
@@ -94,7 +94,7 @@ import transformers  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from lsc.align import rlhf, utility  # noqa: E402
-from lsc.models import heads, hf_llama  # noqa: E402
+from lsc.models import heads, hf_decoder  # noqa: E402
 from lsc.parallel import mesh as mesh_lib  # noqa: E402
 from lsc.parallel import partitioning  # noqa: E402
 from lsc.train import optim  # noqa: E402
@@ -141,8 +141,8 @@ def prompts_for(batch, length, vocab, seed=0):
 
 
 def build_ours(paths, args, mesh, time_phases):
-    pi0, cfg = hf_llama.load_llama(paths["pi0"])
-    rm_backbone, _ = hf_llama.load_llama(paths["rm"])
+    pi0, cfg = hf_decoder.load_decoder(paths["pi0"])
+    rm_backbone, _ = hf_decoder.load_decoder(paths["rm"])
     rm = heads.RewardModel(rm_backbone, rngs=nnx.Rngs(6), head_init=nnx.initializers.normal(0.1))
     spec = utility.UtilitySpec("lsc", ("helpful",),
                                (utility.ReferenceSpec("quantile", QUANTILE, args.ref_k),))

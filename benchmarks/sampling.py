@@ -2,7 +2,7 @@
 
 All three run the *same weights*: a random-weight ``LlamaForCausalLM`` (or
 ``T5ForConditionalGeneration``, when ``lsc.models.t5`` is present) is built with PyTorch
-`transformers`, saved, and imported with ``lsc.models.hf_llama.load_llama`` (``hf_t5.load_t5``).
+`transformers`, saved, and imported with ``lsc.models.hf_decoder.load_decoder`` (``hf_t5.load_t5``).
 For T5, (b) reruns the encoder and the decoder over the whole prefix at every step. For every
 (model, batch, k, prompt length, new tokens) setting the script measures, in the same run,
 
@@ -63,7 +63,7 @@ import numpy as np  # noqa: E402
 import bench_util  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from lsc.models import hf_llama, sampling  # noqa: E402
+from lsc.models import hf_decoder, sampling  # noqa: E402
 
 MODELS = {
     # decoder (Llama architecture): (vocab, d_model, layers, heads, kv_heads, mlp)
@@ -116,7 +116,7 @@ def build(name, path):
     )
     hf = transformers.LlamaForCausalLM(cfg).eval()
     hf.save_pretrained(path)
-    model, our_cfg = hf_llama.load_llama(path)
+    model, our_cfg = hf_decoder.load_decoder(path)
     return hf, model, our_cfg
 
 

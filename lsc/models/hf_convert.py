@@ -12,8 +12,9 @@ The alignment and evaluation jobs read a finished run's ``config.json`` (``model
   ``rewards.properties.<name>.rm_workdir`` (and ``reference.rm_workdir``), so LSC and
   sigma_AND / sigma_OR run on a published reward model with no training.
 
-``config.json`` also records ``source`` (the checkpoint directory and its architecture). The
-checkpoint's tokenizer files are copied to ``<workdir>/tokenizer``; the jobs tokenize with
+``config.json`` also records ``source`` (the checkpoint directory and its architecture). Those
+of the tokenizer files :data:`TOKENIZER_FILES` that the checkpoint has are copied to
+``<workdir>/tokenizer`` (:func:`copy_tokenizer_files`); the jobs tokenize with
 ``data.tokenizer``, which must give the same ids as the checkpoint's tokenizer.
 
 Command line (the kind is read from ``config.json``'s ``architectures``)::
@@ -29,17 +30,30 @@ import dataclasses
 import json
 import os
 import shutil
-from typing import Optional
+from typing import List, Optional
 
 from flax import nnx
 
-from lsc.models import hf_decoder, hf_reward
+from lsc.models import hf_decoder, hf_io, hf_reward
 from lsc.models.decoder import DecoderConfig
 
 # Seed recorded in a converted workdir's config.json (nothing random is drawn from it).
 CONVERTED_SEED = 0
+# The tokenizer files copied from a checkpoint (those it has) into <workdir>/TOKENIZER_DIR.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
                    "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja")
+TOKENIZER_DIR = "tokenizer"
+
+
+def copy_tokenizer_files(checkpoint: str, workdir: str) -> List[str]:
+    """Copies those of :data:`TOKENIZER_FILES` that directory ``checkpoint`` has into
+    ``<workdir>/tokenizer`` (created only when there is one); returns their names."""
+    found = [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(checkpoint, f))]
+    if found:
+        os.makedirs(os.path.join(workdir, TOKENIZER_DIR), exist_ok=True)
+        for f in found:
+            shutil.copyfile(os.path.join(checkpoint, f), os.path.join(workdir, TOKENIZER_DIR, f))
+    return found
 
 
 def _write_run_dir(model: nnx.Module, cfg, checkpoint: str, workdir: str, architecture: str,
@@ -49,11 +63,7 @@ def _write_run_dir(model: nnx.Module, cfg, checkpoint: str, workdir: str, archit
     os.makedirs(workdir, exist_ok=True)
     _, params, rest = nnx.split(model, nnx.Param, ...)
     checkpoint_lib.export_model(workdir, params, rest)
-    found = [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(checkpoint, f))]
-    if found:
-        os.makedirs(os.path.join(workdir, "tokenizer"), exist_ok=True)
-        for f in found:
-            shutil.copyfile(os.path.join(checkpoint, f), os.path.join(workdir, "tokenizer", f))
+    copy_tokenizer_files(checkpoint, workdir)
     kind = "decoder" if isinstance(cfg, DecoderConfig) else "t5_classifier"
     model_section = {"kind": kind, "init_from": "", "arch": dataclasses.asdict(cfg)}
     if reward:
@@ -73,7 +83,7 @@ def _write_run_dir(model: nnx.Module, cfg, checkpoint: str, workdir: str, archit
 def _architecture(hf: dict) -> str:
     archs = hf.get("architectures") or []
     if len(archs) != 1:
-        raise hf_decoder.CheckpointError(
+        raise hf_io.CheckpointError(
             f"config.json: architectures={archs!r}; one architecture is needed to tell a causal "
             "LM from a sequence classifier")
     return archs[0]
@@ -82,10 +92,10 @@ def _architecture(hf: dict) -> str:
 def convert_causal_lm(checkpoint: str, workdir: str, *, pad_id: Optional[int] = None,
                       dtype: str = "float32", param_dtype: str = "float32") -> str:
     """Writes ``workdir`` as a ``train_sft``-like run of causal-LM ``checkpoint``."""
-    hf = hf_decoder.read_hf_config(checkpoint)
+    hf = hf_io.read_hf_config(checkpoint)
     arch = _architecture(hf)
     if not arch.endswith("ForCausalLM"):
-        raise hf_decoder.CheckpointError(f"config.json: architectures=[{arch!r}] is not a causal "
+        raise hf_io.CheckpointError(f"config.json: architectures=[{arch!r}] is not a causal "
                                          "LM (...ForCausalLM)")
     model, cfg = hf_decoder.load_decoder(checkpoint, pad_id=pad_id, dtype=dtype,
                                          param_dtype=param_dtype)
@@ -96,7 +106,7 @@ def convert_reward_model(checkpoint: str, workdir: str, *, pad_id: Optional[int]
                          dtype: str = "float32", param_dtype: str = "float32") -> str:
     """Writes ``workdir`` as a ``train_rm``-like run of sequence-classification ``checkpoint``
     (``model.pooling='last'``: the reward at the last non-pad token, as transformers)."""
-    arch = hf_reward.architecture(hf_decoder.read_hf_config(checkpoint))
+    arch = hf_reward.architecture(hf_io.read_hf_config(checkpoint))
     model, cfg = hf_reward.load_reward_model(checkpoint, pad_id=pad_id, dtype=dtype,
                                              param_dtype=param_dtype)
     return _write_run_dir(model, cfg, checkpoint, workdir, arch, reward=True)
@@ -104,21 +114,28 @@ def convert_reward_model(checkpoint: str, workdir: str, *, pad_id: Optional[int]
 
 def convert(checkpoint: str, workdir: str, **kwargs) -> str:
     """:func:`convert_causal_lm` or :func:`convert_reward_model`, by ``architectures``."""
-    arch = _architecture(hf_decoder.read_hf_config(checkpoint))
+    arch = _architecture(hf_io.read_hf_config(checkpoint))
     if arch.endswith("ForCausalLM"):
         return convert_causal_lm(checkpoint, workdir, **kwargs)
     if arch.endswith("ForSequenceClassification"):
         return convert_reward_model(checkpoint, workdir, **kwargs)
-    raise hf_decoder.CheckpointError(
+    raise hf_io.CheckpointError(
         f"config.json: architectures=[{arch!r}] is neither a causal LM (...ForCausalLM; model "
         f"types {hf_decoder.SUPPORTED_MODEL_TYPES}) nor a supported reward model "
         f"({sorted(hf_reward.ARCHITECTURES) + [hf_reward.T5_ARCHITECTURE]})")
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="a save_pretrained directory")
-    parser.add_argument("--workdir", required=True, help="the run directory to write")
+    parser = argparse.ArgumentParser(
+        prog="python -m lsc.models.hf_convert",
+        description=__doc__.split("\n\n")[0],
+        epilog=(f"Besides the model, copies into WORKDIR/{TOKENIZER_DIR}/ those of the tokenizer "
+                f"files {', '.join(TOKENIZER_FILES)} that CHECKPOINT has (no other file). The "
+                "jobs tokenize with data.tokenizer, which must give the same ids."))
+    parser.add_argument("--checkpoint", required=True,
+                        help="a save_pretrained directory (config.json, safetensors weights)")
+    parser.add_argument("--workdir", required=True,
+                        help=f"the run directory to write (config.json, model/, {TOKENIZER_DIR}/)")
     parser.add_argument("--pad_id", type=int, default=None,
                         help="padding id (default: the checkpoint's pad_token_id)")
     parser.add_argument("--dtype", default="float32", help="compute dtype")

@@ -1,8 +1,8 @@
 """Import of Hugging Face decoder-only causal LMs into :class:`lsc.models.decoder.DecoderLM`.
 
 A checkpoint is a directory written by ``save_pretrained``: ``config.json`` plus either
-``model.safetensors`` or shards listed in ``model.safetensors.index.json``. Tensors are read one
-at a time with ``safetensors`` in numpy mode (no torch needed; bfloat16 via ``ml_dtypes``).
+``model.safetensors`` or shards listed in ``model.safetensors.index.json``, read with
+:mod:`lsc.models.hf_io` (which checks the files and the tensors' dtypes).
 
 Supported ``model_type`` values and what each maps to (:class:`DecoderConfig` fields):
 
@@ -31,8 +31,8 @@ Every field of ``config.json`` is accounted for: each model type has the fields 
 (dropout rates, initialisation, generation and bookkeeping fields; Gemma's legacy ``hidden_act``,
 which transformers ignores in favour of ``hidden_activation``). Any other field, or a value that
 is not implemented (a ``rope_type``, an activation, bidirectional attention, ...), raises
-:class:`CheckpointError` naming the field; tensors that are missing, unexpected or of the wrong
-shape are named too.
+:class:`lsc.models.hf_io.CheckpointError` naming the field; tensors that are missing, unexpected
+or of the wrong shape are named too.
 
 Weight layout (Hugging Face ``nn.Linear`` weights are ``[out, in]``):
 
@@ -55,17 +55,14 @@ Weight layout (Hugging Face ``nn.Linear`` weights are ``[out, in]``):
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-import jax.numpy as jnp
-import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy for safetensors)
 import numpy as np
 from flax import nnx
-from safetensors import safe_open
 
+from lsc.models import hf_io
 from lsc.models.decoder import DecoderConfig, DecoderLM
+from lsc.models.hf_io import CheckpointError
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")
 
@@ -105,75 +102,6 @@ _ROPE_TYPES = ("default", "linear", "llama3")
 _ROPE_KEYS = frozenset({"rope_type", "type", "rope_theta", "factor", "low_freq_factor",
                         "high_freq_factor", "original_max_position_embeddings"})
 _GEMMA_ACTIVATIONS = {"gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be imported (unsupported, incomplete or mismatched)."""
-
-
-def read_hf_config(path: str) -> dict:
-    """The parsed ``config.json`` of checkpoint directory ``path``."""
-    cfg_path = os.path.join(path, "config.json")
-    if not os.path.isfile(cfg_path):
-        raise CheckpointError(f"{cfg_path}: no config.json in checkpoint directory")
-    with open(cfg_path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from None
-
-
-class TensorReader:
-    """Lazy access to the tensors of a checkpoint directory (single file or sharded with
-    ``model.safetensors.index.json``): names and shapes without loading, one tensor at a time
-    on request, so peak host memory stays near the size of the converted model. bfloat16 tensors
-    are read through ``ml_dtypes``."""
-
-    def __init__(self, path: str):
-        self.path = path
-        index_path = os.path.join(path, "model.safetensors.index.json")
-        single = os.path.join(path, "model.safetensors")
-        if os.path.isfile(index_path):
-            with open(index_path, encoding="utf-8") as f:
-                weight_map = json.load(f)["weight_map"]
-            files = sorted(set(weight_map.values()))
-        elif os.path.isfile(single):
-            files = ["model.safetensors"]
-        else:
-            raise CheckpointError(
-                f"{path}: no model.safetensors or model.safetensors.index.json "
-                "(only safetensors weights are read)"
-            )
-        self._file_of: Dict[str, str] = {}
-        self._shapes: Dict[str, Tuple[int, ...]] = {}
-        for name in files:
-            file = os.path.join(path, name)
-            if not os.path.isfile(file):
-                raise CheckpointError(f"{path}: shard {name} listed in the index is missing")
-            with safe_open(file, framework="numpy") as f:
-                for key in f.keys():
-                    self._file_of[key] = file
-                    self._shapes[key] = tuple(f.get_slice(key).get_shape())
-        if os.path.isfile(index_path):
-            missing = sorted(set(weight_map) - set(self._file_of))
-            if missing:
-                raise CheckpointError(f"{index_path}: tensors listed but not in any shard: {missing}")
-
-    def names(self):
-        return list(self._shapes)
-
-    def shape(self, name: str) -> Tuple[int, ...]:
-        return self._shapes[name]
-
-    def get(self, name: str) -> np.ndarray:
-        with safe_open(self._file_of[name], framework="numpy") as f:
-            return f.get_tensor(name)
-
-
-def read_safetensors(path: str) -> Dict[str, np.ndarray]:
-    """All tensors of checkpoint directory ``path`` as numpy arrays (sharded or single file)."""
-    reader = TensorReader(path)
-    return {name: reader.get(name) for name in reader.names()}
 
 
 def _first(value):
@@ -462,47 +390,21 @@ def _ignorable(name: str, cfg: DecoderConfig) -> bool:
     return name.endswith("rotary_emb.inv_freq") or (cfg.tie_embeddings and name == "lm_head.weight")
 
 
-def _accessors(tensors: Any):
-    if isinstance(tensors, TensorReader):
-        return set(tensors.names()), tensors.shape, tensors.get
-    return (set(tensors), lambda n: tuple(tensors[n].shape),  # noqa: E731
-            tensors.__getitem__)
-
-
-def check_tensors(tensors: Any, expected: Mapping[str, Tuple[int, ...]],
-                  ignorable=lambda name: False) -> None:
-    """Raises :class:`CheckpointError` listing missing or unexpected tensors of ``tensors`` (a
-    mapping or :class:`TensorReader`), or naming the first whose shape differs from
-    ``expected``."""
-    names, shape_of, _ = _accessors(tensors)
-    missing = sorted(set(expected) - names)
-    extra = sorted(n for n in names - set(expected) if not ignorable(n))
-    if missing or extra:
-        raise CheckpointError(
-            "checkpoint tensors do not match the config: "
-            + (f"missing {missing}" if missing else "")
-            + ("; " if missing and extra else "")
-            + (f"unexpected {extra}" if extra else "")
-        )
-    for name, shape in expected.items():
-        got = tuple(shape_of(name))
-        if got != shape:
-            raise CheckpointError(f"tensor {name}: shape {got} does not match expected {shape}")
-
-
 def convert_tensors(tensors: Any, cfg: DecoderConfig, *, prefix: str = "model.",
-                    lm_head: bool = True, check: bool = True) -> dict:
+                    lm_head: bool = True, check: bool = True, source: str = "checkpoint"
+                    ) -> dict:
     """Maps Hugging Face tensors to the pure-dict state of ``DecoderLM(cfg)``.
 
-    ``tensors``: a name -> numpy array mapping, or a :class:`TensorReader` (read lazily). Values
-    are ``float32`` numpy arrays (``bfloat16`` checkpoints are widened exactly). The backbone's
-    tensors are named under ``prefix``; ``lm_head`` says whether an untied ``lm_head.weight``
-    is read. With ``check`` the names and shapes are checked first (:func:`check_tensors`).
+    ``tensors``: a name -> numpy array mapping, or a :class:`lsc.models.hf_io.TensorReader`
+    (read lazily). Values are ``float32`` numpy arrays (``bfloat16`` checkpoints are widened
+    exactly). The backbone's tensors are named under ``prefix``; ``lm_head`` says whether an
+    untied ``lm_head.weight`` is read. With ``check`` the names and shapes are checked first
+    (:func:`lsc.models.hf_io.check_tensors`; ``source`` names the checkpoint in its errors).
     """
     if check:
-        check_tensors(tensors, expected_tensors(cfg, prefix=prefix, lm_head=lm_head),
-                      lambda n: _ignorable(n, cfg))
-    _, _, get = _accessors(tensors)
+        hf_io.check_tensors(tensors, expected_tensors(cfg, prefix=prefix, lm_head=lm_head),
+                            ignorable=lambda n: _ignorable(n, cfg), source=source)
+    _, _, get = hf_io.accessors(tensors)
     e, h, k, d = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     t = lambda name: np.asarray(get(name), dtype=np.float32)  # noqa: E731
     out: dict = {
@@ -546,30 +448,6 @@ def convert_tensors(tensors: Any, cfg: DecoderConfig, *, prefix: str = "model.",
     return out
 
 
-def fill_module(create, pure: Mapping):
-    """``create()`` built abstractly (``nnx.eval_shape``) and filled with ``pure``, a nested dict
-    of numpy arrays or a flat one keyed by path tuples, each cast to its parameter's dtype; raises
-    :class:`CheckpointError` naming a parameter with no value or a different shape. No random
-    initialisation is run."""
-    abstract = nnx.eval_shape(create)
-    graphdef, state = nnx.split(abstract)
-    flat = bool(pure) and all(isinstance(k, tuple) for k in pure)
-    given = dict(pure) if flat else _flatten(pure)
-    values = {}
-    for path, var in nnx.to_flat_state(state):
-        key = tuple(path)
-        if key not in given:
-            raise CheckpointError(f"no checkpoint tensor for parameter {'.'.join(map(str, key))}")
-        if tuple(given[key].shape) != tuple(var.shape):
-            raise CheckpointError(
-                f"parameter {'.'.join(map(str, key))}: converted shape {given[key].shape} != "
-                f"model shape {var.shape}"
-            )
-        values[key] = jnp.asarray(given[key], dtype=var.dtype)
-    nnx.replace_by_pure_dict(state, _unflatten(values))
-    return nnx.merge(graphdef, state)
-
-
 def load_decoder(
     path: str,
     *,
@@ -579,27 +457,8 @@ def load_decoder(
 ) -> Tuple[DecoderLM, DecoderConfig]:
     """Loads causal-LM checkpoint directory ``path`` into a new :class:`DecoderLM`; returns
     (model, config). Parameters are cast to ``param_dtype``; ``dtype`` is the compute dtype."""
-    cfg = config_from_hf(read_hf_config(path), pad_id=pad_id, dtype=dtype, param_dtype=param_dtype)
-    pure = convert_tensors(TensorReader(path), cfg)
-    model = fill_module(lambda: DecoderLM(cfg, rngs=nnx.Rngs(0)), pure)
+    cfg = config_from_hf(hf_io.read_hf_config(path), pad_id=pad_id, dtype=dtype,
+                         param_dtype=param_dtype)
+    pure = convert_tensors(hf_io.TensorReader(path), cfg, source=path)
+    model = hf_io.fill_module(lambda: DecoderLM(cfg, rngs=nnx.Rngs(0)), pure, source=path)
     return model, cfg
-
-
-def _flatten(tree: Mapping, prefix: Tuple = ()) -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, prefix + (k,)))
-        else:
-            out[prefix + (k,)] = v
-    return out
-
-
-def _unflatten(flat: Mapping[Tuple, Any]) -> dict:
-    out: dict = {}
-    for key, value in flat.items():
-        node = out
-        for k in key[:-1]:
-            node = node.setdefault(k, {})
-        node[key[-1]] = value
-    return out

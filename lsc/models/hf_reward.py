@@ -20,7 +20,7 @@ Supported architectures: :data:`ARCHITECTURES` (the decoder families of
 features are ``tanh(dense(h))`` at the last EOS of the text, and ``out_proj`` as the head; see
 that module). Anything else, more than one label, or a decoder checkpoint without a
 ``pad_token_id`` (transformers cannot batch it either; pass ``pad_id``) raises
-:class:`lsc.models.hf_decoder.CheckpointError` naming the field.
+:class:`lsc.models.hf_io.CheckpointError` naming the field.
 
 Use in the alignment jobs: :func:`lsc.models.hf_convert.convert_reward_model` (or ``python -m
 lsc.models.hf_convert --checkpoint=DIR --workdir=DIR``) writes a directory laid out like a
@@ -35,18 +35,10 @@ from typing import Any, Mapping, Optional, Tuple
 import numpy as np
 from flax import nnx
 
-from lsc.models import heads
+from lsc.models import heads, hf_io
 from lsc.models.decoder import DecoderConfig, DecoderLM
-from lsc.models.hf_decoder import (
-    CheckpointError,
-    TensorReader,
-    check_tensors,
-    config_from_hf,
-    convert_tensors,
-    expected_tensors,
-    fill_module,
-    read_hf_config,
-)
+from lsc.models.hf_decoder import config_from_hf, convert_tensors, expected_tensors
+from lsc.models.hf_io import CheckpointError
 
 T5_ARCHITECTURE = "T5ForSequenceClassification"
 T5_HEAD_TENSORS = ("classification_head.dense.weight", "classification_head.dense.bias",
@@ -127,18 +119,20 @@ def load_reward_model(
     backbone config)`` (a :class:`DecoderConfig`, or a :class:`lsc.models.t5.T5Config` for
     T5). ``model(prompt int32[B, P], response int32[B, R]) -> float32[B]``. ``pad_id`` is
     ignored for T5 (its ``pad_token_id`` is used)."""
-    if architecture(read_hf_config(path)) == T5_ARCHITECTURE:
+    hf = hf_io.read_hf_config(path)
+    if architecture(hf) == T5_ARCHITECTURE:
         return load_t5_classifier(path, dtype=dtype, param_dtype=param_dtype)
-    cfg, _ = reward_config_from_hf(read_hf_config(path), pad_id=pad_id, dtype=dtype,
-                                   param_dtype=param_dtype)
-    reader = TensorReader(path)
+    cfg, _ = reward_config_from_hf(hf, pad_id=pad_id, dtype=dtype, param_dtype=param_dtype)
+    reader = hf_io.TensorReader(path)
     expected = expected_tensors(cfg, lm_head=False)
     expected["score.weight"] = (1, cfg.d_model)
-    check_tensors(reader, expected, lambda n: n.endswith("rotary_emb.inv_freq"))
+    hf_io.check_tensors(reader, expected, ignorable=lambda n: n.endswith("rotary_emb.inv_freq"),
+                        source=path)
     backbone = convert_tensors(reader, cfg, lm_head=False, check=False)
     score = np.asarray(reader.get("score.weight"), np.float32)
     head = {"proj": {"kernel": score.T, "bias": np.zeros((1,), np.float32)}}
-    model = fill_module(lambda: create_reward_model(cfg), {"backbone": backbone, "head": head})
+    model = hf_io.fill_module(lambda: create_reward_model(cfg),
+                              {"backbone": backbone, "head": head}, source=path)
     return model, cfg
 
 
@@ -174,21 +168,16 @@ def load_t5_classifier(path: str, *, dtype: str = "float32", param_dtype: str = 
     from lsc.models import hf_t5
 
     arch = (T5_ARCHITECTURE,)
-    try:
-        hf = hf_t5.read_hf_config(path, arch)
-        _check_one_label(hf)
-        cfg = hf_t5.load_t5_config(path, architectures=arch, dtype=dtype,
-                                   param_dtype=param_dtype)
-        reader = hf_t5._TensorReader(path)
-        rest = sorted(n for n in reader.names() if not n.startswith("transformer."))
-        missing = sorted(set(T5_HEAD_TENSORS) - set(rest))
-        extra = sorted(set(rest) - set(T5_HEAD_TENSORS))
-        if missing or extra:
-            raise CheckpointError(f"{path}: classification head tensors do not match: "
-                                  f"missing {missing}, unexpected {extra}")
-        params = hf_t5.convert_tensors(_Prefixed(reader, "transformer."), cfg, source=path)
-    except hf_t5.CheckpointError as e:
-        raise CheckpointError(str(e)) from None
+    _check_one_label(hf_t5.read_t5_config(path, arch))
+    cfg = hf_t5.load_t5_config(path, architectures=arch, dtype=dtype, param_dtype=param_dtype)
+    reader = hf_io.TensorReader(path)
+    rest = sorted(n for n in reader.names() if not n.startswith("transformer."))
+    missing = sorted(set(T5_HEAD_TENSORS) - set(rest))
+    extra = sorted(set(rest) - set(T5_HEAD_TENSORS))
+    if missing or extra:
+        raise CheckpointError(f"{path}: classification head tensors do not match: "
+                              f"missing {missing}, unexpected {extra}")
+    params = hf_t5.convert_tensors(_Prefixed(reader, "transformer."), cfg, source=path)
     d = cfg.d_model
     t = lambda n: np.asarray(reader.get(n), np.float32)  # noqa: E731
     for name, shape in zip(T5_HEAD_TENSORS, ((d, d), (d,), (1, d), (1,))):
@@ -202,4 +191,4 @@ def load_t5_classifier(path: str, *, dtype: str = "float32", param_dtype: str = 
         ("head", "proj", "kernel"): t("classification_head.out_proj.weight").T,
         ("head", "proj", "bias"): t("classification_head.out_proj.bias"),
     })
-    return fill_module(lambda: create_t5_classifier(cfg), flat), cfg
+    return hf_io.fill_module(lambda: create_t5_classifier(cfg), flat, source=path), cfg

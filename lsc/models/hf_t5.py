@@ -1,9 +1,8 @@
 """Import Hugging Face ``T5ForConditionalGeneration`` checkpoints into :class:`lsc.models.t5.T5`.
 
-Reads a directory written by ``save_pretrained``: ``config.json`` plus ``model.safetensors`` or
-sharded ``model-00001-of-00002.safetensors``-style files with ``model.safetensors.index.json``. Tensors
-are read one at a time with ``safetensors`` in numpy mode (no torch needed); bfloat16 tensors are
-read through ``ml_dtypes`` (a jax dependency).
+Reads a directory written by ``save_pretrained`` (``config.json`` plus ``model.safetensors`` or
+shards listed in ``model.safetensors.index.json``) with :mod:`lsc.models.hf_io`, which checks the
+files and the tensors' dtypes.
 
 Supported: ``model_type == "t5"`` with architecture ``T5ForConditionalGeneration`` (or the legacy
 ``T5WithLMHeadModel``), gated (``gated-gelu``: t5-v1_1, flan-t5; ``gated-silu``) or plain
@@ -24,22 +23,20 @@ Embedding / head conventions across ``transformers`` versions:
 
 Anything else that does not fit (wrong model type or architecture, unsupported feed-forward, a
 missing or unexpected tensor, a shape mismatch, a non-float tensor) raises
-:class:`CheckpointError` naming the file or tensor.
+:class:`lsc.models.hf_io.CheckpointError` naming the file or tensor.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Dict, Iterator, List, Mapping, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
-import jax.numpy as jnp
-import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy for safetensors)
 import numpy as np
 from flax import nnx
-from safetensors import safe_open
 
+from lsc.models import hf_io
 from lsc.models import t5 as t5_lib
+from lsc.models.hf_io import CheckpointError
 
 SUPPORTED_ARCHITECTURES = ("T5ForConditionalGeneration", "T5WithLMHeadModel")
 IGNORED_TENSORS = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",)
@@ -60,28 +57,18 @@ _CONFIG_KEYS = {
 }
 
 
-class CheckpointError(ValueError):
-    """A Hugging Face checkpoint that does not fit :class:`lsc.models.t5.T5`."""
-
-
 # ----------------------------------------------------------------------------------------------
-# Reading the directory
+# config.json
 # ----------------------------------------------------------------------------------------------
 
 
-def read_hf_config(path: str, architectures: Tuple[str, ...] = SUPPORTED_ARCHITECTURES) -> dict:
+def read_t5_config(path: str, architectures: Tuple[str, ...] = SUPPORTED_ARCHITECTURES) -> dict:
     """The parsed ``config.json`` of the checkpoint directory ``path``, checked to be a
     supported T5 encoder-decoder with an LM head (or, with ``architectures``, another of the
     T5 architectures, e.g. ``('T5ForSequenceClassification',)`` for
     :mod:`lsc.models.hf_reward`)."""
+    cfg = hf_io.read_hf_config(path)
     cfg_path = os.path.join(path, "config.json")
-    if not os.path.isfile(cfg_path):
-        raise CheckpointError(f"{cfg_path}: no config.json (expected a save_pretrained directory)")
-    try:
-        with open(cfg_path, encoding="utf-8") as f:
-            cfg = json.load(f)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from e
     model_type = cfg.get("model_type")
     if model_type != "t5":
         raise CheckpointError(
@@ -108,61 +95,6 @@ def read_hf_config(path: str, architectures: Tuple[str, ...] = SUPPORTED_ARCHITE
     return cfg
 
 
-class _TensorReader:
-    """Lazy access to the tensors of a safetensors checkpoint (single file or sharded)."""
-
-    def __init__(self, path: str):
-        self.path = path
-        single = os.path.join(path, "model.safetensors")
-        index = os.path.join(path, "model.safetensors.index.json")
-        if os.path.isfile(index):
-            try:
-                with open(index, encoding="utf-8") as f:
-                    weight_map = json.load(f)["weight_map"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise CheckpointError(
-                    f"{index}: not a safetensors index (no 'weight_map'): {e}"
-                ) from e
-            self.files = {name: os.path.join(path, fname) for name, fname in weight_map.items()}
-            for fname in sorted(set(self.files.values())):
-                if not os.path.isfile(fname):
-                    raise CheckpointError(f"{index}: lists shard {fname}, which does not exist")
-        elif os.path.isfile(single):
-            with safe_open(single, framework="np") as f:
-                self.files = {name: single for name in f.keys()}
-        else:
-            others = [n for n in os.listdir(path) if n.endswith((".bin", ".pt", ".h5", ".msgpack"))]
-            hint = f" (found {sorted(others)}; only safetensors is supported)" if others else ""
-            raise CheckpointError(
-                f"{path}: no model.safetensors or model.safetensors.index.json{hint}"
-            )
-        self._handles: Dict[str, Any] = {}
-
-    def names(self) -> List[str]:
-        return sorted(self.files)
-
-    def _handle(self, name: str):
-        fname = self.files[name]
-        if fname not in self._handles:
-            self._handles[fname] = safe_open(fname, framework="np")
-        return self._handles[fname]
-
-    def shape(self, name: str) -> Tuple[int, ...]:
-        return tuple(self._handle(name).get_slice(name).get_shape())
-
-    def get(self, name: str) -> np.ndarray:
-        try:
-            arr = self._handle(name).get_tensor(name)
-        except Exception as e:  # safetensors raises plain exceptions for undecodable dtypes
-            raise CheckpointError(f"{self.files[name]}: cannot read tensor {name!r}: {e}") from e
-        if not np.issubdtype(arr.dtype, np.floating) and arr.dtype != ml_dtypes.bfloat16:
-            raise CheckpointError(
-                f"{self.files[name]}: tensor {name!r} has dtype {arr.dtype}; a float dtype is "
-                "required (quantized checkpoints are not supported)"
-            )
-        return arr
-
-
 def load_t5_config(path: str, *, architectures: Tuple[str, ...] = SUPPORTED_ARCHITECTURES,
                    **overrides: Any) -> t5_lib.T5Config:
     """The :class:`~lsc.models.t5.T5Config` of the checkpoint directory ``path``.
@@ -174,14 +106,14 @@ def load_t5_config(path: str, *, architectures: Tuple[str, ...] = SUPPORTED_ARCH
     ``dropout_rate=0.1`` to fine-tune with T5's usual rate). ``overrides`` (e.g.
     ``dtype='bfloat16'``, ``dropout_rate=0.1``) replace any field.
     """
-    cfg = read_hf_config(path, architectures)
+    cfg = read_t5_config(path, architectures)
     kwargs: Dict[str, Any] = {}
     for hf_key, key in _CONFIG_KEYS.items():
         if hf_key in cfg and cfg[hf_key] is not None:
             kwargs[key] = cfg[hf_key]
     kwargs.setdefault("feed_forward_proj", "relu")  # the transformers default
     try:
-        names = set(_TensorReader(path).names())
+        names = set(hf_io.TensorReader(path).names())
         tie = "lm_head.weight" not in names
     except CheckpointError:
         tie = cfg.get("tie_word_embeddings", True) is not False
@@ -268,46 +200,25 @@ def _entries(c: t5_lib.T5Config) -> List[_Entry]:
 
 
 def convert_tensors(
-    reader_or_tensors: Any, config: t5_lib.T5Config, *, source: str = "checkpoint"
+    tensors: Any, config: t5_lib.T5Config, *, source: str = "checkpoint"
 ) -> Dict[Tuple[Any, ...], np.ndarray]:
     """Maps Hugging Face tensors to our parameter paths and layouts.
 
-    ``reader_or_tensors``: a mapping ``name -> np.ndarray`` or a lazy reader. Returns ``{path
-    tuple (as in ``nnx.to_flat_state``): np.ndarray in our layout}``. Raises
-    :class:`CheckpointError` listing missing and unexpected tensors, or naming a tensor whose
-    shape does not fit ``config``.
+    ``tensors``: a mapping ``name -> np.ndarray`` or a lazy reader
+    (:func:`lsc.models.hf_io.accessors`). Returns ``{path tuple (as in ``nnx.to_flat_state``):
+    np.ndarray in our layout}``. Raises :class:`CheckpointError` (naming ``source``) listing
+    missing and unexpected tensors, naming a tensor whose shape does not fit ``config``, or an
+    embedding copy that differs from ``shared.weight``.
     """
-    if isinstance(reader_or_tensors, Mapping):
-        tensors = reader_or_tensors
-        names = set(tensors)
-        shape_of = lambda n: tuple(np.shape(tensors[n]))  # noqa: E731
-        get = lambda n: np.asarray(tensors[n])  # noqa: E731
-    else:
-        reader = reader_or_tensors
-        names = set(reader.names())
-        shape_of, get = reader.shape, reader.get
+    names, _, get = hf_io.accessors(tensors)
     entries = _entries(config)
-    expected = {hf for _, hf, _, _ in entries}
-    missing = sorted(expected - names)
     allowed_extra = set(IGNORED_TENSORS) | set(EMBEDDING_COPIES)
-    unexpected = sorted(names - expected - allowed_extra)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing tensors {missing}")
-        if unexpected:
-            parts.append(f"unexpected tensors {unexpected}")
-        raise CheckpointError(
-            f"{source}: does not match a T5 with {config.num_layers} encoder / "
-            f"{config.num_decoder_layers} decoder layers and "
-            f"{'gated' if config.is_gated else 'plain'} feed-forward: " + "; ".join(parts)
-        )
-    for _, name, hf_shape, _ in entries:
-        got = shape_of(name)
-        if got != hf_shape:
-            raise CheckpointError(
-                f"{source}: tensor {name!r} has shape {got}, expected {hf_shape} from config.json"
-            )
+    hf_io.check_tensors(
+        tensors, {hf: hf_shape for _, hf, hf_shape, _ in entries},
+        ignorable=allowed_extra.__contains__, source=source,
+        model=(f"a T5 with {config.num_layers} encoder / {config.num_decoder_layers} decoder "
+               f"layers and {'gated' if config.is_gated else 'plain'} feed-forward"),
+    )
     params: Dict[Tuple[Any, ...], np.ndarray] = {}
     for path, hf, _, convert in entries:
         params[path] = np.ascontiguousarray(convert(get(hf)))
@@ -323,47 +234,14 @@ def convert_tensors(
     return params
 
 
-def _fill_state(
-    abstract_state: nnx.State, params: Mapping[Tuple[Any, ...], np.ndarray], source: str
-) -> nnx.State:
-    flat = []
-    seen = set()
-    for path, var in nnx.to_flat_state(abstract_state):
-        if path not in params:
-            raise CheckpointError(f"{source}: no tensor for parameter {'.'.join(map(str, path))}")
-        target = var.get_value()
-        value = params[path]
-        if tuple(value.shape) != tuple(target.shape):
-            raise CheckpointError(
-                f"{source}: parameter {'.'.join(map(str, path))} would get shape {value.shape}, "
-                f"expected {target.shape}"
-            )
-        flat.append((path, var.replace(jnp.asarray(value, dtype=target.dtype))))
-        seen.add(path)
-    extra = sorted(".".join(map(str, p)) for p in set(params) - seen)
-    if extra:
-        raise CheckpointError(f"{source}: converted tensors without a parameter: {extra}")
-    return nnx.from_flat_state(flat)
-
-
 def load_t5(path: str, **config_overrides: Any) -> t5_lib.T5:
     """A :class:`~lsc.models.t5.T5` with the weights of the checkpoint directory ``path``.
 
     ``config_overrides`` replace :class:`~lsc.models.t5.T5Config` fields (e.g.
     ``param_dtype='bfloat16'``, ``dtype='bfloat16'``, ``dropout_rate=0.1``); parameters are cast
     to ``param_dtype``. The model is built abstractly (no random initialisation) and filled
-    tensor by tensor.
+    tensor by tensor (:func:`lsc.models.hf_io.fill_module`).
     """
     config = load_t5_config(path, **config_overrides)
-    reader = _TensorReader(path)
-    params = convert_tensors(reader, config, source=path)
-    abstract = nnx.eval_shape(lambda: t5_lib.T5(config, rngs=nnx.Rngs(0)))
-    graphdef, abstract_state = nnx.split(abstract)
-    return nnx.merge(graphdef, _fill_state(abstract_state, params, path))
-
-
-def load_t5_reward_model(path: str, *, rngs: nnx.Rngs, **config_overrides: Any):
-    """A reward model (:func:`lsc.models.t5.make_reward_model`) whose T5 backbone has the
-    checkpoint's weights and whose scalar head is freshly initialised from ``rngs``."""
-    backbone = load_t5(path, **config_overrides)
-    return t5_lib.make_reward_model(backbone.config, rngs=rngs, backbone=backbone)
+    params = convert_tensors(hf_io.TensorReader(path), config, source=path)
+    return hf_io.fill_module(lambda: t5_lib.T5(config, rngs=nnx.Rngs(0)), params, source=path)

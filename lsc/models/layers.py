@@ -167,10 +167,9 @@ class Linear(nnx.Module):
         kernel = self.kernel[...].astype(dtype)
         x = x.astype(dtype)
         if x.ndim > 2:
-            # One 2-D matmul over the flattened leading dims: the same product, but its weight
-            # gradient is then a plain [in, rows] x [rows, out] matmul, which XLA's CPU backend
-            # runs several times faster than the batched contraction of a [..., in] input
-            # (benchmarks/rlhf_side_by_side.py).
+            # One 2-D matmul over the flattened leading dims: the same product, and its weight
+            # gradient is a plain [in, rows] x [rows, out] matmul rather than a batched
+            # contraction of a [..., in] input.
             y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel).reshape(x.shape[:-1] + (-1,))
         else:
             y = jnp.dot(x, kernel)
@@ -399,8 +398,7 @@ def dot_product_attention(
         raise ValueError(f"{h} query heads are not a multiple of {kh} key/value heads")
     g, s = h // kh, k.shape[1]
     # Logits [B, H, L, S]. With one query head per key/value head (MHA) the einsums skip the
-    # group axis: the same products, without the transposes that the 5-D layout costs XLA's
-    # CPU backend (3-5% of a T5 train step, benchmarks/layouts.py).
+    # group axis: the same products, without the transposes of the 5-D layout.
     if g == 1:
         logits = jnp.einsum("blhd,bshd->bhls", q, k, preferred_element_type=jnp.float32)
     else:
@@ -428,7 +426,7 @@ def dot_product_attention(
 # Dropout randomness. A public ``dropout_rng`` is a PRNG key; inside a model it travels as a
 # stream ``(key, site)`` where ``site`` is a static integer naming one dropout location (stack,
 # layer, sub-layer). Masks come from XLA's RngBitGenerator (Philox) keyed by the key's words mixed
-# with the site, which compiles far faster than one threefry computation per location.
+# with the site.
 DropoutStream = Optional[Tuple[Array, int]]
 
 

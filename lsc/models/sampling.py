@@ -355,12 +355,6 @@ def sample_without_cache(
     return SampleOutput(tokens.reshape(shape), logprobs.reshape(shape), mask.reshape(shape))
 
 
-def sample_model(model: nnx.Module, prompt_tokens: Array, key: Array, **kwargs) -> SampleOutput:
-    """:func:`sample` for a module (splits it first); same keyword arguments."""
-    graphdef, state = nnx.split(model)
-    return sample(graphdef, state, prompt_tokens, key, **kwargs)
-
-
 def compilation_counts() -> dict:
     """Number of compiled variants of the jitted prefill and decode functions (for tests)."""
     return {"prefill": _prefill._cache_size(), "decode": _decode._cache_size()}

@@ -35,9 +35,8 @@ Parameters carry logical axis names (``out_sharding`` metadata, not applied eage
 
 :class:`T5` implements :class:`lsc.models.protocol.Autoregressive` (``init_cache`` /
 ``prefill`` / ``decode_step``) for ``lsc.models.sampling``, and the reward/value backbone
-interface of the decoder-only model (``reward_features`` / ``response_features``).
-:func:`make_reward_model` (a :class:`lsc.models.heads.RewardModel` on :class:`T5`) with
-:func:`score` is a Bradley-Terry reward model.
+interface of the decoder-only model (``reward_features`` / ``response_features``): a
+:class:`lsc.models.heads.RewardModel` on :class:`T5` is a Bradley-Terry reward model.
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ import numpy as np
 from flax import nnx
 
 from lsc import schema
-from lsc.models import heads, layers
+from lsc.models import layers
 from lsc.models.layers import DropoutStream, last_true_index
 from lsc.models.layers import dropout as _dropout
 from lsc.models.layers import dropout_keep_mask  # noqa: F401  (part of this module's API)
@@ -784,46 +783,3 @@ class T5(nnx.Module):
             "encoder_mask": cache["encoder_mask"],
             "layers": tuple(entries),
         }
-
-
-def forward(
-    graphdef: nnx.GraphDef,
-    state: nnx.State,
-    encoder_tokens: Array,
-    decoder_input_tokens: Array,
-    encoder_mask: Optional[Array] = None,
-    decoder_mask: Optional[Array] = None,
-) -> Array:
-    """Pure full forward (float32 logits ``[B, L, vocab]``) of ``nnx.merge(graphdef, state)``,
-    a :class:`T5`; jittable (a graphdef is a pytree without leaves)."""
-    model = nnx.merge(graphdef, state)
-    return model(encoder_tokens, decoder_input_tokens, encoder_mask, decoder_mask)
-
-
-# ----------------------------------------------------------------------------------------------
-# Reward model
-# ----------------------------------------------------------------------------------------------
-
-
-def make_reward_model(
-    config: T5Config, *, rngs: nnx.Rngs, backbone: Optional[T5] = None
-) -> heads.RewardModel:
-    """A Bradley-Terry reward model on T5: :class:`lsc.models.heads.RewardModel` over a
-    :class:`T5` backbone (``backbone`` if given, e.g. an imported checkpoint, else a fresh one).
-
-    ``reward = head(backbone.reward_features(prompt, response))``: the encoder reads the
-    prompt, the decoder reads ``[start] + response``, and the scalar head reads the decoder's
-    final-normed state at the last non-pad response token (see :meth:`T5.reward_features`). The
-    backbone's LM head is kept (so pretrained checkpoints load unchanged) and unused by the
-    reward. Call it as ``model(prompt_tokens[B, P], response_tokens[B, R]) -> float32[B]``, or
-    split it and use :func:`score`.
-    """
-    if backbone is None:
-        backbone = T5(config, rngs=rngs)
-    return heads.RewardModel(backbone, rngs=rngs)
-
-
-score = heads.score
-"""``score(graphdef, state, prompt_tokens int32[B, P], response_tokens int32[B, R]) ->
-float32[B]``: rewards of a model from :func:`make_reward_model` split with ``nnx.split``; jitted
-(graphdef static), pure. This is :func:`lsc.models.heads.score`."""

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.hf
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from lsc.models import hf_llama, sampling  # noqa: E402
+from lsc.models import hf_decoder, hf_io, sampling  # noqa: E402
 
 BASE = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=4, pad_token_id=0, eos_token_id=1, bos_token_id=2,
@@ -60,7 +60,7 @@ def pair(request, tmp_path_factory):
     # One case is written as several shards with an index file.
     kwargs = {"max_shard_size": "20KB"} if case == "gqa_tied" else {}
     hf.save_pretrained(path, **kwargs)
-    model, cfg = hf_llama.load_llama(path)
+    model, cfg = hf_decoder.load_decoder(path)
     return case, hf, model, cfg, path
 
 
@@ -143,8 +143,8 @@ def test_wrong_model_type(saved, tmp_path):
     cfg = json.load(open(os.path.join(path, "config.json")))
     cfg["model_type"] = "gpt2"
     json.dump(cfg, open(os.path.join(path, "config.json"), "w"))
-    with pytest.raises(hf_llama.CheckpointError, match="model_type='gpt2'"):
-        hf_llama.load_llama(path)
+    with pytest.raises(hf_io.CheckpointError, match="model_type='gpt2'"):
+        hf_decoder.load_decoder(path)
 
 
 def test_unsupported_activation(saved, tmp_path):
@@ -152,47 +152,47 @@ def test_unsupported_activation(saved, tmp_path):
     cfg = json.load(open(os.path.join(path, "config.json")))
     cfg["hidden_act"] = "gelu"
     json.dump(cfg, open(os.path.join(path, "config.json"), "w"))
-    with pytest.raises(hf_llama.CheckpointError, match="hidden_act"):
-        hf_llama.load_llama(path)
+    with pytest.raises(hf_io.CheckpointError, match="hidden_act"):
+        hf_decoder.load_decoder(path)
 
 
 def test_missing_tensor_is_named(saved, tmp_path):
     path = _copy(saved, tmp_path)
     _edit_tensors(path, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
-    with pytest.raises(hf_llama.CheckpointError, match=r"missing.*model\.layers\.1\.mlp\.up_proj"):
-        hf_llama.load_llama(path)
+    with pytest.raises(hf_io.CheckpointError, match=r"missing.*model\.layers\.1\.mlp\.up_proj"):
+        hf_decoder.load_decoder(path)
 
 
 def test_extra_tensor_is_named(saved, tmp_path):
     path = _copy(saved, tmp_path)
     _edit_tensors(path, lambda t: t.update({"model.layers.2.mlp.up_proj.weight":
                                             np.zeros((64, 32), np.float32)}))
-    with pytest.raises(hf_llama.CheckpointError, match=r"unexpected.*model\.layers\.2"):
-        hf_llama.load_llama(path)
+    with pytest.raises(hf_io.CheckpointError, match=r"unexpected.*model\.layers\.2"):
+        hf_decoder.load_decoder(path)
 
 
 def test_shape_mismatch_is_named(saved, tmp_path):
     path = _copy(saved, tmp_path)
     _edit_tensors(path, lambda t: t.update({"model.layers.0.self_attn.k_proj.weight":
                                             np.zeros((8, 32), np.float32)}))
-    with pytest.raises(hf_llama.CheckpointError, match=r"model\.layers\.0\.self_attn\.k_proj"):
-        hf_llama.load_llama(path)
+    with pytest.raises(hf_io.CheckpointError, match=r"model\.layers\.0\.self_attn\.k_proj"):
+        hf_decoder.load_decoder(path)
 
 
 def test_bfloat16_checkpoint(tmp_path):
     hf = _hf_model("gqa_tied", seed=1).to(torch.bfloat16)
     hf.save_pretrained(str(tmp_path))
-    model, cfg = hf_llama.load_llama(str(tmp_path))  # widened to float32 exactly
+    model, cfg = hf_decoder.load_decoder(str(tmp_path))  # widened to float32 exactly
     ours = np.asarray(model(jnp.asarray(PROMPTS)))
     want = _hf_logits(hf.float(), PROMPTS)
     mask = PROMPTS != 0
     np.testing.assert_allclose(ours[mask], want[mask], atol=1e-4, rtol=1e-4)
-    low, _ = hf_llama.load_llama(str(tmp_path), dtype="bfloat16", param_dtype="bfloat16")
+    low, _ = hf_decoder.load_decoder(str(tmp_path), dtype="bfloat16", param_dtype="bfloat16")
     assert low.embed.embedding[...].dtype == jnp.bfloat16
     got = np.asarray(low(jnp.asarray(PROMPTS)))
     assert np.abs(got[mask] - want[mask]).max() < 0.1 * np.abs(want[mask]).max()
 
 
 def test_missing_files(tmp_path):
-    with pytest.raises(hf_llama.CheckpointError, match="config.json"):
-        hf_llama.load_llama(str(tmp_path))
+    with pytest.raises(hf_io.CheckpointError, match="config.json"):
+        hf_decoder.load_decoder(str(tmp_path))

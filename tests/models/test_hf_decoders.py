@@ -14,7 +14,7 @@ pytestmark = pytest.mark.hf
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from lsc.models import hf_convert, hf_decoder, hf_llama, sampling  # noqa: E402
+from lsc.models import hf_convert, hf_decoder, hf_io, sampling  # noqa: E402
 from lsc.train import checkpoint as checkpoint_lib  # noqa: E402
 from lsc.train import common as train_common  # noqa: E402
 
@@ -163,11 +163,6 @@ def test_converted_policy_workdir(tmp_path):
     np.testing.assert_allclose(ours[MASK], _hf_logits(hf, PROMPTS)[MASK], atol=1e-4, rtol=1e-4)
 
 
-def test_old_import_path():
-    assert hf_llama.load_llama is hf_decoder.load_decoder
-    assert hf_llama.CheckpointError is hf_decoder.CheckpointError
-
-
 # -- refusals (config dicts; no torch needed) -----------------------------------------------------
 
 
@@ -196,7 +191,7 @@ def _config(case):
 def test_unsupported_fields_are_refused(case, field, value, match):
     hf = _config(case)
     hf[field] = value
-    with pytest.raises(hf_decoder.CheckpointError, match=match):
+    with pytest.raises(hf_io.CheckpointError, match=match):
         hf_decoder.config_from_hf(hf)
 
 

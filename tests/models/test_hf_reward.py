@@ -13,7 +13,7 @@ pytestmark = pytest.mark.hf
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from lsc.models import hf_convert, hf_decoder, hf_reward  # noqa: E402
+from lsc.models import hf_convert, hf_io, hf_reward  # noqa: E402
 from lsc.train import checkpoint as checkpoint_lib  # noqa: E402
 from lsc.train import common as train_common  # noqa: E402
 
@@ -105,15 +105,15 @@ def test_refusals(tmp_path):
     path = str(tmp_path / "llama")
     _hf_model("llama").save_pretrained(path)
     bad = _edit_config(path, tmp_path, architectures=["LlamaForTokenClassification"])
-    with pytest.raises(hf_decoder.CheckpointError, match="architectures"):
+    with pytest.raises(hf_io.CheckpointError, match="architectures"):
         hf_reward.load_reward_model(bad)
     (tmp_path / "b").mkdir()
     bad = _edit_config(path, tmp_path / "b", id2label={"0": "a", "1": "b"})
-    with pytest.raises(hf_decoder.CheckpointError, match="2 labels"):
+    with pytest.raises(hf_io.CheckpointError, match="2 labels"):
         hf_reward.load_reward_model(bad)
     (tmp_path / "c").mkdir()
     bad = _edit_config(path, tmp_path / "c", pad_token_id=None)
-    with pytest.raises(hf_decoder.CheckpointError, match="pad_token_id"):
+    with pytest.raises(hf_io.CheckpointError, match="pad_token_id"):
         hf_reward.load_reward_model(bad)
     hf_reward.load_reward_model(bad, pad_id=0)  # an explicit pad id is accepted
 
@@ -121,16 +121,16 @@ def test_refusals(tmp_path):
 def test_causal_lm_checkpoint_is_not_a_reward_model(tmp_path):
     cfg = transformers.LlamaConfig(**{k: v for k, v in BASE.items() if k != "num_labels"})
     transformers.LlamaForCausalLM(cfg).save_pretrained(str(tmp_path))
-    with pytest.raises(hf_decoder.CheckpointError, match="LlamaForCausalLM"):
+    with pytest.raises(hf_io.CheckpointError, match="LlamaForCausalLM"):
         hf_reward.load_reward_model(str(tmp_path))
-    with pytest.raises(hf_decoder.CheckpointError, match="LlamaForCausalLM"):
+    with pytest.raises(hf_io.CheckpointError, match="LlamaForCausalLM"):
         hf_convert.convert_reward_model(str(tmp_path), str(tmp_path / "rm"))
 
 
 def test_unsupported_architecture_is_refused(tmp_path):
     cfg = transformers.LlamaConfig(**BASE)
     transformers.LlamaForTokenClassification(cfg).save_pretrained(str(tmp_path))
-    with pytest.raises(hf_decoder.CheckpointError, match="LlamaForTokenClassification"):
+    with pytest.raises(hf_io.CheckpointError, match="LlamaForTokenClassification"):
         hf_convert.convert(str(tmp_path), str(tmp_path / "out"))
 
 

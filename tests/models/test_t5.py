@@ -1,18 +1,14 @@
-"""T5 model: cached decoding vs the full forward pass, padding, reward scoring, dropout, configs
-and checkpoint-import errors (no PyTorch needed)."""
-
-import json
-import os
+"""T5 model: cached decoding vs the full forward pass, padding, reward scoring, dropout and
+configs (no PyTorch needed). Checkpoint import errors: tests/models/test_hf_io.py."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from safetensors.numpy import save_file
 
 from configs.models import t5_1_1
-from lsc.models import hf_t5, layers, sampling, t5
+from lsc.models import heads, layers, sampling, t5
 from lsc.parallel import mesh as mesh_lib
 from lsc.parallel import partitioning
 
@@ -27,7 +23,9 @@ def _model(config, seed=0):
     return t5.T5(config, rngs=nnx.Rngs(seed))
 
 
-_forward = jax.jit(t5.forward)
+@jax.jit
+def _forward(graphdef, state, enc, dec):
+    return nnx.merge(graphdef, state)(enc, dec)
 
 
 def forward(model, enc, dec):
@@ -159,8 +157,15 @@ def test_prompt_padding_does_not_change_outputs():
 # ----------------------------------------------------------------------------------------------
 
 
+def _t5_reward_model(config, seed=0):
+    """A reward model on a T5 backbone, built as the reward-model jobs build it
+    (:func:`lsc.train.common.reward_model_factory`: backbone from ``seed``, head from
+    ``seed + 1``, ``pooling='last'``)."""
+    return heads.RewardModel(t5.T5(config, rngs=nnx.Rngs(seed)), rngs=nnx.Rngs(seed + 1))
+
+
 def _reward_model(seed=0):
-    rm = t5.make_reward_model(MINI, rngs=nnx.Rngs(seed))
+    rm = _t5_reward_model(MINI, seed)
     rm.head.proj.kernel.set_value(
         jax.random.normal(jax.random.key(seed), (MINI.d_model, 1), jnp.float32))
     rm.head.proj.bias.set_value(jnp.asarray([0.5], jnp.float32))
@@ -177,13 +182,13 @@ def test_score_shape_dtype_jit_and_padding_invariance():
     responses[1, 1:] = 0
     responses[2, 0:] = 0  # empty response
     responses[3, 4] = MINI.eos_id
-    r = t5.score(graphdef, state, jnp.asarray(prompts), jnp.asarray(responses))
+    r = heads.score(graphdef, state, jnp.asarray(prompts), jnp.asarray(responses))
     assert r.shape == (4,) and r.dtype == jnp.float32
     assert np.isfinite(np.asarray(r)).all()
     # more padding on both sides changes nothing
     more_p = np.concatenate([np.zeros((4, 3), np.int32), prompts], axis=1)
     more_r = np.concatenate([responses, np.zeros((4, 4), np.int32)], axis=1)
-    r2 = t5.score(graphdef, state, jnp.asarray(more_p), jnp.asarray(more_r))
+    r2 = heads.score(graphdef, state, jnp.asarray(more_p), jnp.asarray(more_r))
     np.testing.assert_allclose(np.asarray(r2), np.asarray(r), atol=2e-5, rtol=1e-5)
     # the un-jitted module call agrees with the jitted pure function
     np.testing.assert_allclose(np.asarray(rm(jnp.asarray(prompts), jnp.asarray(responses))),
@@ -197,7 +202,7 @@ def test_score_reads_the_state_at_the_last_response_token():
     graphdef, state = nnx.split(rm)
     prompts = np.array([[0, 0, 7, 8, 9], [3, 4, 5, 6, 7]], np.int32)
     responses = np.array([[12, 13, 1, 0], [14, 15, 16, 1]], np.int32)
-    r = np.asarray(t5.score(graphdef, state, jnp.asarray(prompts), jnp.asarray(responses)))
+    r = np.asarray(heads.score(graphdef, state, jnp.asarray(prompts), jnp.asarray(responses)))
     w = np.asarray(rm.head.proj.kernel[...])[:, 0]
     t5_graphdef, t5_state = nnx.split(rm.backbone)
 
@@ -216,7 +221,7 @@ def test_score_reads_the_state_at_the_last_response_token():
     # changing the response's last token changes the reward; changing a pad does not matter
     changed = responses.copy()
     changed[0, 1] = 40
-    r3 = np.asarray(t5.score(graphdef, state, jnp.asarray(prompts), jnp.asarray(changed)))
+    r3 = np.asarray(heads.score(graphdef, state, jnp.asarray(prompts), jnp.asarray(changed)))
     assert abs(r3[0] - r[0]) > 1e-6 and r3[1] == pytest.approx(r[1], abs=1e-6)
 
 
@@ -225,11 +230,11 @@ def test_score_with_repeated_prompts_is_per_row():
     rng = np.random.default_rng(5)
     prompts = _prompts(rng, 2, 5, MINI.vocab_size)
     responses = rng.integers(2, MINI.vocab_size, (6, 4)).astype(np.int32)
-    batched = t5.score(graphdef, state, jnp.asarray(np.repeat(prompts, 3, axis=0)),
-                       jnp.asarray(responses))
+    batched = heads.score(graphdef, state, jnp.asarray(np.repeat(prompts, 3, axis=0)),
+                          jnp.asarray(responses))
     for i in range(6):
-        single = t5.score(graphdef, state, jnp.asarray(prompts[i // 3][None]),
-                          jnp.asarray(responses[i][None]))
+        single = heads.score(graphdef, state, jnp.asarray(prompts[i // 3][None]),
+                             jnp.asarray(responses[i][None]))
         assert float(batched[i]) == pytest.approx(float(single[0]), abs=2e-5)
 
 
@@ -252,14 +257,14 @@ def test_sharded_forward_score_and_greedy_sampling_match_single_device(axes, wit
     responses = jnp.asarray(rng.integers(2, MINI.vocab_size, (4, 5)), jnp.int32)
     dec = t5.shift_right(responses)
     ref_logits = forward(model, prompts, dec)
-    ref_scores = t5.score(*nnx.split(rm), prompts, responses)
+    ref_scores = heads.score(*nnx.split(rm), prompts, responses)
 
     mesh = mesh_lib.make_mesh(axes)
     graphdef, state = partitioning.shard_model(rm, mesh)
     assert any(len(x.sharding.device_set) > 1 and not x.sharding.is_fully_replicated
                for x in jax.tree.leaves(state))
     p, r, d = partitioning.shard_batch((prompts, responses, dec), mesh)
-    scores = t5.score(graphdef, state, p, r)
+    scores = heads.score(graphdef, state, p, r)
     t5_graphdef, t5_state = partitioning.shard_model(model, mesh)
     logits = _forward(t5_graphdef, t5_state, p, d)
     np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), atol=2e-5, rtol=1e-5)
@@ -343,7 +348,7 @@ def test_dropout_masks_have_the_rate_and_are_independent_across_sites_and_keys()
 def test_every_parameter_has_logical_axes():
     for config in (MINI, TINY_TIED, t5.T5Config.from_dict(
             dict(t5_1_1.get_config("tiny").to_dict(), feed_forward_proj="relu"))):
-        model = nnx.eval_shape(lambda: t5.make_reward_model(config, rngs=nnx.Rngs(0)))
+        model = nnx.eval_shape(lambda: _t5_reward_model(config))
         for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
             axes = var.get_metadata().get("out_sharding")
             assert axes is not None, path
@@ -377,119 +382,3 @@ def test_config_errors_name_the_field():
         t5_1_1.get_config("huge")
     assert t5.T5Config(feed_forward_proj="gated-gelu").activation == "gelu_new"
     assert t5.T5Config(num_layers=3).num_decoder_layers == 3
-
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoint-import errors (checkpoints written with numpy in the Hugging Face layout)
-# ----------------------------------------------------------------------------------------------
-
-_D, _H, _K, _F, _V, _NB = 16, 2, 8, 24, 40, 8
-
-
-def _hf_tensors(gated=True, layers_=1):
-    """Tensor names and shapes of a Hugging Face T5ForConditionalGeneration state dict."""
-    inner = _H * _K
-    rng = np.random.default_rng(0)
-    shapes = {"shared.weight": (_V, _D), "lm_head.weight": (_V, _D),
-              "encoder.final_layer_norm.weight": (_D,), "decoder.final_layer_norm.weight": (_D,)}
-    ffn = {"wi_0": (_F, _D), "wi_1": (_F, _D), "wo": (_D, _F)} if gated else {
-        "wi": (_F, _D), "wo": (_D, _F)}
-    attn = {"q": (inner, _D), "k": (inner, _D), "v": (inner, _D), "o": (_D, inner)}
-    for stack in ("encoder", "decoder"):
-        for i in range(layers_):
-            sub = [("SelfAttention", 0)] + ([("EncDecAttention", 1)] if stack == "decoder" else [])
-            for name, j in sub:
-                for w, s in attn.items():
-                    shapes[f"{stack}.block.{i}.layer.{j}.{name}.{w}.weight"] = s
-                shapes[f"{stack}.block.{i}.layer.{j}.layer_norm.weight"] = (_D,)
-            j = len(sub)
-            for w, s in ffn.items():
-                shapes[f"{stack}.block.{i}.layer.{j}.DenseReluDense.{w}.weight"] = s
-            shapes[f"{stack}.block.{i}.layer.{j}.layer_norm.weight"] = (_D,)
-        shapes[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = (_NB, _H)
-    return {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
-
-
-def _hf_config(**overrides):
-    cfg = dict(model_type="t5", architectures=["T5ForConditionalGeneration"], vocab_size=_V,
-               d_model=_D, d_kv=_K, d_ff=_F, num_layers=1, num_heads=_H,
-               relative_attention_num_buckets=_NB, relative_attention_max_distance=16,
-               feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0,
-               eos_token_id=1, decoder_start_token_id=0)
-    cfg.update(overrides)
-    return cfg
-
-
-def _write(path, tensors, config):
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(config, f)
-    save_file(tensors, os.path.join(path, "model.safetensors"))
-    return str(path)
-
-
-def test_valid_numpy_checkpoint_loads_with_the_expected_layout(tmp_path):
-    tensors = _hf_tensors()
-    model = hf_t5.load_t5(_write(tmp_path / "ok", tensors, _hf_config()))
-    q = tensors["decoder.block.0.layer.1.EncDecAttention.q.weight"]  # [heads * d_kv, d_model]
-    np.testing.assert_array_equal(np.asarray(model.decoder.layers[0].cross_attn.q.kernel[...]),
-                                  q.T.reshape(_D, _H, _K))
-    o = tensors["encoder.block.0.layer.0.SelfAttention.o.weight"]  # [d_model, heads * d_kv]
-    np.testing.assert_array_equal(np.asarray(model.encoder.layers[0].self_attn.o.kernel[...]),
-                                  o.T.reshape(_H, _K, _D))
-    np.testing.assert_array_equal(np.asarray(model.lm_head.kernel[...]), tensors["lm_head.weight"].T)
-    np.testing.assert_array_equal(np.asarray(model.decoder.layers[0].cross_attn_norm.scale[...]),
-                                  tensors["decoder.block.0.layer.1.layer_norm.weight"])
-    # the relu variant and tolerated extras: embedding copies and the unused cross-attention bias
-    relu = _hf_tensors(gated=False)
-    relu["encoder.embed_tokens.weight"] = relu["shared.weight"].copy()
-    relu["decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"] = np.zeros(
-        (_NB, _H), np.float32)
-    model = hf_t5.load_t5(_write(tmp_path / "relu", relu, _hf_config(feed_forward_proj="relu")))
-    assert not model.config.is_gated and model.config.activation == "relu"
-
-
-@pytest.mark.parametrize(
-    "case, match",
-    [
-        ("model_type", "model_type is 'bart'"),
-        ("architecture", "T5EncoderModel"),
-        ("feed_forward", "unsupported feed_forward_proj"),
-        ("missing", r"missing tensors \['decoder.block.0.layer.2.DenseReluDense.wo.weight'\]"),
-        ("extra", r"unexpected tensors \['encoder.block.1.layer.0.layer_norm.weight'\]"),
-        ("shape", r"'encoder.block.0.layer.1.DenseReluDense.wi_1.weight' has shape \(25, 16\)"),
-        ("gated_mismatch", r"missing tensors .*wi_0"),
-        ("embedding_copy", "decoder.embed_tokens.weight' differs"),
-        ("int_tensor", "dtype int32"),
-        ("no_config", "no config.json"),
-        ("torch_only", "only safetensors is supported"),
-    ],
-)
-def test_bad_checkpoints_raise_clear_errors(tmp_path, case, match):
-    tensors, config = _hf_tensors(), _hf_config()
-    if case == "model_type":
-        config["model_type"] = "bart"
-    elif case == "architecture":
-        config["architectures"] = ["T5EncoderModel"]
-    elif case == "feed_forward":
-        config["feed_forward_proj"] = "gated-tanh"
-    elif case == "missing":
-        del tensors["decoder.block.0.layer.2.DenseReluDense.wo.weight"]
-    elif case == "extra":
-        tensors["encoder.block.1.layer.0.layer_norm.weight"] = np.ones(_D, np.float32)
-    elif case == "shape":
-        tensors["encoder.block.0.layer.1.DenseReluDense.wi_1.weight"] = np.ones((25, _D), np.float32)
-    elif case == "gated_mismatch":
-        tensors = _hf_tensors(gated=False)  # plain feed-forward weights, gated config
-    elif case == "embedding_copy":
-        tensors["decoder.embed_tokens.weight"] = tensors["shared.weight"] + 1.0
-    elif case == "int_tensor":
-        tensors["encoder.final_layer_norm.weight"] = np.ones(_D, np.int32)
-    path = _write(tmp_path / case, tensors, config)
-    if case == "no_config":
-        os.remove(os.path.join(path, "config.json"))
-    elif case == "torch_only":
-        os.remove(os.path.join(path, "model.safetensors"))
-        open(os.path.join(path, "pytorch_model.bin"), "wb").close()
-    with pytest.raises(hf_t5.CheckpointError, match=match):
-        hf_t5.load_t5(path)

@@ -27,6 +27,12 @@ pytestmark = pytest.mark.hf
 ATOL = 1e-4
 
 
+@jax.jit
+def _forward(graphdef, state, enc, dec, enc_mask=None, dec_mask=None):
+    """Full forward pass of the split :class:`lsc.models.t5.T5`: float32 logits ``[B, L, V]``."""
+    return nnx.merge(graphdef, state)(enc, dec, enc_mask, dec_mask)
+
+
 def _randomize(model, seed):
     """Moderately scaled random weights everywhere (layer-norm scales around 1), so that every
     tensor, norms included, influences the output and a swapped tensor would show."""
@@ -126,9 +132,8 @@ def test_logits_match_transformers(tmp_path, name, untie, config_kwargs):
             decoder_input_ids=torch.tensor(dec),
             decoder_attention_mask=torch.tensor(dec_mask.astype(np.int64)),
         ).logits.numpy()
-    got = jax.jit(t5.forward)(*nnx.split(model), jnp.asarray(enc, jnp.int32),
-                              jnp.asarray(dec, jnp.int32), jnp.asarray(mask),
-                              jnp.asarray(dec_mask))
+    got = _forward(*nnx.split(model), jnp.asarray(enc, jnp.int32), jnp.asarray(dec, jnp.int32),
+                   jnp.asarray(mask), jnp.asarray(dec_mask))
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(got), expected, atol=ATOL, rtol=1e-5)
 
@@ -156,8 +161,7 @@ def test_sharded_checkpoint_import(tmp_path):
         expected = ref.double()(input_ids=torch.tensor(enc),
                        attention_mask=torch.tensor((enc != 0).astype(np.int64)),
                        decoder_input_ids=torch.tensor(dec)).logits.numpy()
-    got = jax.jit(t5.forward)(*nnx.split(model), jnp.asarray(enc, jnp.int32),
-                              jnp.asarray(dec, jnp.int32))
+    got = _forward(*nnx.split(model), jnp.asarray(enc, jnp.int32), jnp.asarray(dec, jnp.int32))
     np.testing.assert_allclose(np.asarray(got), expected, atol=ATOL, rtol=1e-5)
 
 
@@ -177,7 +181,7 @@ def test_reward_features_match_transformers_hidden_states(tmp_path):
     """The reward reads the final decoder state at the last response token: the same state as
     transformers' ``T5Model`` decoder output for decoder input ``[start] + response``."""
     ref, path = _write_checkpoint(tmp_path, "rm", untie=True, seed=5)
-    rm = hf_t5.load_t5_reward_model(path, rngs=nnx.Rngs(0))
+    rm = heads.RewardModel(hf_t5.load_t5(path), rngs=nnx.Rngs(0))  # as reward_model_factory
     graphdef, state = nnx.split(rm)
     # give the zero-initialised head non-trivial weights
     state["head"]["proj"]["kernel"].set_value(
@@ -187,8 +191,8 @@ def test_reward_features_match_transformers_hidden_states(tmp_path):
 
     prompts = np.array([[0, 0, 0, 7, 8, 9], [3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 11]])
     responses = np.array([[12, 13, 1, 0, 0], [14, 15, 16, 17, 1], [1, 0, 0, 0, 0]])
-    got = t5.score(graphdef, state, jnp.asarray(prompts, jnp.int32),
-                   jnp.asarray(responses, jnp.int32))
+    got = heads.score(graphdef, state, jnp.asarray(prompts, jnp.int32),
+                      jnp.asarray(responses, jnp.int32))
     assert got.shape == (3,) and got.dtype == jnp.float32
 
     base = transformers.T5Model.from_pretrained(path).eval().double()
@@ -255,8 +259,8 @@ def test_mean_pooled_reward_matches_transformers_hidden_states(tmp_path):
     graphdef, state = nnx.split(rm)
     prompts = np.array([[0, 0, 0, 7, 8, 9], [3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 11]])
     responses = np.array([[12, 13, 1, 0, 0], [14, 15, 16, 17, 1], [0, 0, 0, 0, 0]])
-    got = np.asarray(t5.score(graphdef, state, jnp.asarray(prompts, jnp.int32),
-                              jnp.asarray(responses, jnp.int32)))
+    got = np.asarray(heads.score(graphdef, state, jnp.asarray(prompts, jnp.int32),
+                                 jnp.asarray(responses, jnp.int32)))
 
     base = transformers.T5Model.from_pretrained(path).eval().double()
     expected = []
