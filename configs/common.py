@@ -98,7 +98,7 @@ def parallel() -> ml_collections.ConfigDict:
 RLHF_VARIANTS = ("helpful_raw", "helpful_lsc", "hh_raw_sum", "hh_lsc_sum")
 # The refusal of the configs on real hh-rlhf data (configs/rlhf/paper.py, configs/best_of_k/
 # paper.py). The synthetic world's case-sensitive word-level tokenizer does not know its words
-# (they tokenise to <unk>, which lsc.align.reference.fixed_response_tokens refuses), so the
+# (they tokenise to <unk>, which lsc.align.references.fixed_response_tokens refuses), so the
 # synthetic configs use the world's own refusal, lsc.data.world.REFUSAL.
 HH_REFUSAL = "I'm sorry, but I can't help with that."
 
@@ -128,7 +128,7 @@ def rewards(variant: str, num_samples: int, refusal: str = world_lib.REFUSAL
         raise ValueError(f"unknown variant {variant!r}; choose one of {RLHF_VARIANTS}")
     out = ml_collections.ConfigDict()
     out.weights = ()
-    # Base-policy samples of the quantile references (a base_samples.npz of the reference
+    # Base-policy samples of the quantile references (a reference_samples.npz of the reference
     # predictors, lsc.train.reference_predictor); empty: drawn from pi0 before RL.
     out.reference_samples = ""
     out.properties = ml_collections.ConfigDict()

@@ -121,7 +121,7 @@ def test_fixed_responses_are_in_the_words_of_the_data(tmp_path):
     """The harmlessness refusal is the synthetic world's own (its word-level tokenizer knows
     every word) on synthetic data and the hh-rlhf sentence on real data."""
     from configs import common
-    from lsc.align import reference
+    from lsc.align import references
     from lsc.align import utility
     from lsc.data import tokenizer as tokenizer_lib
     from lsc.data import world, world_data
@@ -142,7 +142,7 @@ def test_fixed_responses_are_in_the_words_of_the_data(tmp_path):
                 if is_synthetic:  # the tokenizer the job will use accepts it
                     spec = utility.UtilitySpec("lsc_sum", ("harmless",),
                                                (utility.ReferenceSpec(**ref.to_dict()),))
-                    reference.fixed_response_tokens(spec, world_tok, int(config.data.response_len))
+                    references.fixed_response_tokens(spec, world_tok, int(config.data.response_len))
     assert fixed["synthetic"] >= 4 and fixed["real"] >= 2, fixed  # every hh_lsc_sum
     assert tokenizer_lib.unknown_pieces(world_tok, common.HH_REFUSAL)  # why it is not used there
     assert common.rewards("hh_lsc_sum", 4).properties.harmless.reference.response == (

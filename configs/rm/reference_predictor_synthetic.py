@@ -28,8 +28,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.reference = ml_collections.ConfigDict()
     config.reference.rm_workdir = ""  # a finished train_rm run
     config.reference.policy_workdir = ""  # a finished train_sft run (the base policy)
-    # Base-policy samples shared by several predictors (lsc.train.reference_predictor.
-    # write_base_samples); empty: the job draws its own.
+    # Base-policy samples shared by several predictors (a reference_samples.npz of
+    # lsc.train.reference_predictor.write_reference_samples); empty: the job draws its own.
     config.reference.samples_path = ""
     config.reference.quantile = 0.5  # the median
     config.reference.num_samples = 16  # base-policy samples per prompt

@@ -7,8 +7,8 @@ shape). Ties go to the lowest sample index, so with ``k = 1`` the result is the 
 sample itself.
 
 The job :func:`run` (``job = 'best_of_k'``) estimates the references of the evaluation prompts
-(:mod:`lsc.align.reference`, with a key independent of the selection samples), runs best-of-k for
-every ``k`` of ``best_of_k.ks`` and writes ``<workdir>/best_of_k/k<k>.jsonl`` (one line per
+(:mod:`lsc.align.references`, with a key independent of the selection samples), runs best-of-k
+for every ``k`` of ``best_of_k.ks`` and writes ``<workdir>/best_of_k/k<k>.jsonl`` (one line per
 prompt: the prompt, the chosen response, its per-property rewards, references, utility and the
 chosen index; on the synthetic world also the gold scores) and ``<workdir>/results.json``
 (per k: mean utility, mean rewards, mean gold scores).
@@ -30,7 +30,7 @@ from flax import nnx
 
 from lsc import runtime
 from lsc.align import common
-from lsc.align import reference as reference_lib
+from lsc.align import references as reference_lib
 from lsc.align import utility as utility_lib
 from lsc.data import pipeline
 from lsc.models import sampling

@@ -64,7 +64,7 @@ REFERENCE_RULES = {
 
 @dataclasses.dataclass(frozen=True)
 class ReferenceSpec:
-    """How ``r_ref(x)`` of one property is obtained (see :mod:`lsc.align.reference`).
+    """How ``r_ref(x)`` of one property is obtained (see :mod:`lsc.align.references`).
 
     Attributes:
       source: 'quantile' (q-quantile of the reward of ``num_samples`` samples from the frozen

@@ -40,7 +40,7 @@ from flax import nnx
 
 from lsc import runtime
 from lsc.align import common as align_common
-from lsc.align import reference as reference_lib
+from lsc.align import references as reference_lib
 from lsc.align import rlhf as align_rlhf
 from lsc.align import utility as utility_lib
 from lsc.data import hh_rlhf, pipeline, world
@@ -53,10 +53,11 @@ from lsc.repro import exact_arm
 from lsc.repro.samples import PromptSet, Samples
 from lsc.repro.subconfigs import PROPERTIES
 from lsc.rewards import names
+from lsc.rewards.reference import quantile_numpy
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import common as train_common
 
-BASE_SAMPLES = "base_samples.npz"
+SCORED_BASE_SAMPLES = "scored_base_samples.npz"
 SETS = ("judge", "base", "reference", "bank", "opponents")
 _KEYS = {"judge": 1, "base": 2, "reference": 3, "predict": 5, "bank": 6, "opponents": 7,
          "policy": 10}
@@ -151,7 +152,8 @@ def _predict(ctx: Context) -> np.ndarray:
 
 def draw_base_samples(ctx: Context, config: ml_collections.ConfigDict, path: str
                       ) -> Dict[str, Any]:
-    """Draws, scores and saves the base samples (module docstring) to ``path`` (``.npz``)."""
+    """Draws, scores and saves the base samples (module docstring) to ``path``
+    (:data:`SCORED_BASE_SAMPLES`, ``.npz``)."""
     key = jax.random.key(int(config.seed))
     props = config.rewards.properties
     k_ref = max(int(props[p].reference.num_samples) for p in PROPERTIES)
@@ -174,15 +176,15 @@ def draw_base_samples(ctx: Context, config: ml_collections.ConfigDict, path: str
     arrays["refusal/gold"] = gold(ctx.prompts.texts, [[world.REFUSAL]] * len(ctx.prompts))
     ref_rewards = arrays["reference/rewards"]
     oracle = np.stack([
-        np.quantile(ref_rewards[:, :int(props[p].reference.num_samples), j],
-                    float(props[p].reference.quantile), axis=1)
+        quantile_numpy(ref_rewards[:, :int(props[p].reference.num_samples), j],
+                       float(props[p].reference.quantile), axis=1)
         for j, p in enumerate(PROPERTIES)], axis=-1).astype(np.float32)
     arrays["oracle_median"] = oracle
     if ctx.predictors:
         pred = _predict(ctx)  # [P, R * m], replicate-major like the rewards
         arrays["predict_median"] = pred
         m = len(PROPERTIES)
-        medians = np.quantile(ref_rewards, 0.5, axis=1)  # [P, R * m]
+        medians = quantile_numpy(ref_rewards, 0.5, axis=1)  # [P, R * m]
         info["predictor_mae"] = {
             p: [float(np.abs(pred[:, c] - medians[:, c]).mean())
                 for c in range(j, pred.shape[1], m)] for j, p in enumerate(PROPERTIES)}

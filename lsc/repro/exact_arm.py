@@ -48,6 +48,7 @@ from lsc.data import world
 from lsc.eval import exact
 from lsc.repro.subconfigs import PROPERTIES
 from lsc.rewards.aggregate import aggregate
+from lsc.rewards.reference import quantile_numpy
 
 METRICS = ("harmless", "helpful", "and", "or", "helpful_not_below")
 GOLD = "gold"
@@ -134,10 +135,11 @@ def utilities(utility: Utility, rewards: np.ndarray, refs: Mapping[str, np.ndarr
 
 def references(reference_scores: np.ndarray, refusal_scores: np.ndarray,
                predicted: np.ndarray = None) -> Dict[str, np.ndarray]:
-    """``{name: float[P, m]}``: quantiles of ``reference_scores[P, K, m]``, the refusal's
+    """``{name: float[P, m]}``: quantiles of ``reference_scores[P, K, m]`` (the on-device
+    quantile's float64 host twin, :func:`lsc.rewards.reference.quantile_numpy`), the refusal's
     ``refusal_scores[P, m]`` and (when given) the predicted ``predicted[P, m]``."""
     ref = np.asarray(reference_scores, np.float64)
-    out = {"p85": np.quantile(ref, 0.85, axis=1), "median": np.quantile(ref, 0.5, axis=1),
+    out = {"p85": quantile_numpy(ref, 0.85, axis=1), "median": quantile_numpy(ref, 0.5, axis=1),
            "refusal": np.asarray(refusal_scores, np.float64)}
     if predicted is not None:
         out["predicted"] = np.asarray(predicted, np.float64)

@@ -11,7 +11,7 @@ reference_predictor    one ``train_reference`` run per reward model (the note's 
 base_samples           ``pi0`` on the evaluation prompts: judging samples, a second independent
                        set (the base entry), reference samples, the exact arm's banks and
                        opponents and the refusal, scored by every proxy reward model and the gold
-                       judge (``base_samples.npz``)
+                       judge (``scored_base_samples.npz``)
 exact                  the exact arm: every utility's KL-regularised optimum and best-of-k on the
                        banks, per reward-model replicate and with gold scores (``exact.npz``)
 rlhf                   one ``rlhf`` job per ``rlhf.runs`` entry (raw vs LSC; raw sum vs LSC sum):
@@ -42,6 +42,7 @@ from absl import logging
 from lsc import runtime
 from lsc import stages as stages_lib
 from lsc.align import rlhf as align_rlhf
+from lsc.align.references import pi0_samples
 from lsc.data import hh_rlhf, world, world_data
 from lsc.repro import evaluation, exact_arm, figures, subconfigs
 from lsc.repro import jobs as jobs_lib
@@ -147,14 +148,16 @@ def sft_stage(config, stage_dir, earlier):
 def reference_predictor_stage(config, stage_dir, earlier):
     """One predictor of the median proxy reward under ``pi0`` per reward model (same layout as
     the reward models' stage), all trained on targets from one shared draw of base-policy
-    samples (``base_samples.npz`` in the stage directory)."""
+    samples (``reference_samples.npz`` in the stage directory,
+    :mod:`lsc.align.references.pi0_samples`)."""
     policy = earlier["sft"]["workdir"]
     rms = {p: earlier["reward_models"][p]["replicates"] for p in PROPERTIES}
     # One draw of base-policy samples for every predictor (they differ by reward model only).
-    samples = os.path.join(stage_dir, "base_samples.npz")
+    samples = os.path.join(stage_dir, pi0_samples.FILE)
     if not os.path.exists(samples):
-        train_reference.write_base_samples(subconfigs.reference_predictor(config, "", policy),
-                                           os.path.join(stage_dir, "samples"), samples)
+        train_reference.write_reference_samples(
+            subconfigs.reference_predictor(config, "", policy),
+            os.path.join(stage_dir, "samples"), samples)
     _run_jobs(config, stage_dir, [
         jobs_lib.Job(train_reference.run,
                      subconfigs.reference_predictor(config, rm["workdir"], policy, samples),
@@ -175,7 +178,7 @@ def reference_predictor_stage(config, stage_dir, earlier):
 def base_samples_stage(config, stage_dir, earlier):
     """``pi0`` on the evaluation prompts (see :mod:`lsc.repro.evaluation`)."""
     ctx = evaluation.Context.load(config, earlier, os.path.dirname(stage_dir))
-    path = os.path.join(stage_dir, evaluation.BASE_SAMPLES)
+    path = os.path.join(stage_dir, evaluation.SCORED_BASE_SAMPLES)
     info = evaluation.draw_base_samples(ctx, config, path)
     return {"path": path, **info}
 
@@ -201,7 +204,7 @@ def rlhf_stage(config, stage_dir, earlier):
     samples; returns each method's workdir, gammas and seeds."""
     rms = {p: earlier["reward_models"][p]["workdir"] for p in PROPERTIES}
     preds = {p: earlier["reference_predictor"][p]["workdir"] for p in PROPERTIES}
-    samples = os.path.join(_stage_dir(stage_dir, "reference_predictor"), "base_samples.npz")
+    samples = os.path.join(_stage_dir(stage_dir, "reference_predictor"), pi0_samples.FILE)
     subs = {name: subconfigs.rlhf(config, name, rms, earlier["sft"]["workdir"], preds,
                                   samples if os.path.exists(samples) else "")
             for name in config.rlhf.runs}

@@ -22,10 +22,10 @@ from flax import nnx
 
 from lsc import runtime
 from lsc.align import common as align_common
-from lsc.align import reference as reference_lib
+from lsc.align import references as reference_lib
+from lsc.align.references import pi0_samples
 from lsc.data import pipeline
 from lsc.models import decoder as decoder_lib
-from lsc.models import sampling
 
 
 @dataclasses.dataclass
@@ -130,17 +130,17 @@ class PromptSet:
         None: ``pi0``), batch ``i`` drawn with ``fold_in(key, i)``. ``log_probs=False`` skips the
         teacher-forced log-probabilities (``logp`` and ``logp0`` are then zeros),
         ``rewards=False`` the reward models (``rewards`` is then zeros); ``num_reward_models``
-        scores with the first that many reward models only (``rewards[..., :n]``)."""
+        scores with the first that many reward models only (``rewards[..., :n]``). The samples
+        are drawn by :func:`lsc.align.references.pi0_samples.draw_batches`."""
         rms = self.rms if num_reward_models is None else self.rms[:int(num_reward_models)]
         split = self.pi0 if policy is None else (
             policy if isinstance(policy, tuple) else nnx.split(policy))
         gd, st = split
         k = int(num_samples)
         parts = {n: [] for n in ("tokens", "mask", "logp", "logp0", "rewards")}
-        for i, (start, real, chunk) in enumerate(self.batches()):
-            out = sampling.sample(gd, st, chunk, jax.random.fold_in(key, i),
-                                  max_new_tokens=self.response_len, num_samples=k,
-                                  temperature=self.temperature)
+        for _, real, chunk, out in pi0_samples.draw_batches(
+                gd, st, self.prompts, key, num_samples=k, max_new_tokens=self.response_len,
+                temperature=self.temperature, batch_size=self.batch_size):
             b, r = chunk.shape[0], self.response_len
             rows = jnp.repeat(chunk, k, axis=0)
             flat = out.tokens.reshape(b * k, r)

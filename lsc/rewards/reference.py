@@ -4,6 +4,10 @@ The note (Wang et al. 2023, theorem 3.1) shows that subtracting the q-quantile o
 reward distribution under the base policy turns a Bradley-Terry reward into the logit of "better
 than the q-quantile response". The paper uses the median (note, 60 extra samples) and the 85th
 percentile (Wang et al. 2024, helpfulness).
+
+:func:`quantile_reference` computes it on device (jnp, any float dtype); :func:`quantile_numpy` is
+its host twin on numpy arrays (the dtype kept, e.g. float64), the same definition: numpy's linear
+interpolation between order statistics.
 """
 
 from __future__ import annotations
@@ -22,6 +26,25 @@ def _check_q(q) -> None:
     q_np = np.asarray(q)
     if q_np.size and (np.any(~np.isfinite(q_np)) or np.any(q_np < 0) or np.any(q_np > 1)):
         raise ValueError(f"quantile q must lie in [0, 1], got {q!r}")
+
+
+def quantile_numpy(rewards: np.ndarray, q: float, axis: int = -1) -> np.ndarray:
+    """The q-quantile of ``rewards`` over ``axis`` on the host (numpy), in the rewards' dtype.
+
+    The definition of :func:`quantile_reference` (numpy's ``method="linear"``: with the sorted
+    values ``v_0 <= ... <= v_{n-1}`` and ``h = q (n - 1)``, ``v_floor(h) + (h - floor(h))
+    (v_ceil(h) - v_floor(h))``) for host code that keeps float64, e.g. the exact arm.
+
+    Args:
+      rewards: ``float[..., k, ...]`` rewards with the samples along ``axis``.
+      q: the quantile in [0, 1].
+      axis: the samples' axis.
+
+    Returns:
+      ``rewards`` with ``axis`` reduced, ``float64`` for float64 input.
+    """
+    _check_q(q)
+    return np.quantile(np.asarray(rewards), q, axis=axis, method="linear")
 
 
 def quantile_reference(

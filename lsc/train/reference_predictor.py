@@ -1,13 +1,11 @@
 """The reference predictor (the note's "predict median"): ``r_ref(x)`` from the prompt alone.
 
 Targets. For each prompt ``x`` the oracle reference is the ``q``-quantile of a reward model's
-scores of ``k`` samples ``y ~ pi_0(. | x)`` from the base policy, computed on device a batch of
-prompts at a time: :func:`sample_base` draws the ``k`` samples (``lsc.models.sampling.sample``,
-KV cache, jitted), and :func:`score_quantiles` scores the ``B * k`` (prompt, sample) rows with the
-reward model in one jitted function that also takes ``lsc.rewards.quantile_reference`` over the
-``k`` samples of each prompt (:func:`oracle_quantiles` does both). The samples depend on the
-base policy, the prompts and the seed only, so the predictors of several reward models can share
-one draw: :func:`write_base_samples` writes it, ``reference.samples_path`` reads it (the
+scores of ``k`` samples ``y ~ pi_0(. | x)`` from the base policy
+(:func:`lsc.align.references.pi0_samples.score_quantiles`). The samples depend on the base
+policy, the prompts and the seed only, so the predictors of several reward models can share one
+draw: :func:`write_reference_samples` writes it (a reference-samples file,
+:mod:`lsc.align.references.pi0_samples`), ``reference.samples_path`` reads it (the
 reproduction's predictor stage draws once for its six predictors).
 
 Predictor. A :class:`lsc.models.heads.RewardModel` on a decoder backbone called with the prompt
@@ -21,103 +19,27 @@ The job :func:`run` (``job = 'train_reference'``) reads the reward model and the
 exported by finished ``train_rm`` and ``train_sft`` runs (``reference.rm_workdir``,
 ``reference.policy_workdir``; models rebuilt from their ``config.json``), and the shared samples
 from ``reference.samples_path`` when set (checked against the prompts and the sampling settings),
-else draws its own into ``<workdir>/base_samples.npz``.
+else draws its own into ``<workdir>/reference_samples.npz``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, Tuple
+from typing import Dict
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from flax import nnx
 
-from lsc import rewards, runtime
+from lsc import runtime
+from lsc.align.references import pi0_samples
 from lsc.data import hh_rlhf, pipeline
 from lsc.data.tokenizer import TruncationStats
-from lsc.models import sampling
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import common, loop
-
-
-@jax.jit
-def _score_quantile(rm_graphdef_state, prompts, samples, q):
-    graphdef, state = rm_graphdef_state
-    b, k, r = samples.shape
-    rows = jnp.repeat(prompts, k, axis=0)
-    scores = nnx.merge(graphdef, state)(rows, samples.reshape(b * k, r)).astype(jnp.float32)
-    return rewards.quantile_reference(scores.reshape(b, k), q), scores.reshape(b, k)
-
-
-def sample_base(policy: nnx.Module, prompts: np.ndarray, key: jax.Array, *, num_samples: int,
-                max_new_tokens: int, batch_size: int = 64, temperature: float = 1.0
-                ) -> np.ndarray:
-    """``int32[N, k, R]``: ``k = num_samples`` base-policy responses per prompt.
-
-    Args:
-      policy: an ``Autoregressive`` decoder (the base policy).
-      prompts: ``int32[N, P]`` left-padded prompts.
-      key: sampling key; batch ``i`` uses ``fold_in(key, i)``.
-      max_new_tokens, temperature: ``R`` and the sampling temperature.
-      batch_size: prompts per device batch (the last batch is padded by repeating row 0 and
-        trimmed, so every batch has one shape).
-    """
-    prompts = np.asarray(prompts, np.int32)
-    if prompts.shape[0] == 0:
-        raise ValueError("sample_base needs at least one prompt")
-    pg, ps = nnx.split(policy)
-    out = []
-    for i, (_, real, chunk) in enumerate(pipeline.padded_batches(prompts, batch_size)):
-        sampled = sampling.sample(pg, ps, jnp.asarray(chunk), jax.random.fold_in(key, i),
-                                  max_new_tokens=max_new_tokens, num_samples=num_samples,
-                                  temperature=temperature)
-        out.append(np.asarray(sampled.tokens)[:real])
-    return np.concatenate(out).astype(np.int32)
-
-
-def score_quantiles(reward_model: nnx.Module, prompts: np.ndarray, samples: np.ndarray, *,
-                    quantile: float, batch_size: int = 64) -> Tuple[np.ndarray, np.ndarray]:
-    """``(float32[N], float32[N, k])``: the ``q``-quantile over each prompt's ``k`` samples of
-    the reward and the scores themselves, ``samples`` ``int32[N, k, R]`` scored on device a batch
-    of prompts at a time (padded as in :func:`sample_base`)."""
-    prompts = np.asarray(prompts, np.int32)
-    samples = np.asarray(samples, np.int32)
-    if samples.ndim != 3 or samples.shape[0] != prompts.shape[0] or prompts.shape[0] == 0:
-        raise ValueError(f"samples must have shape [N, k, R] with N = {prompts.shape[0]} >= 1 "
-                         f"prompts, got {samples.shape}")
-    rm_split = nnx.split(reward_model)
-    idx = np.arange(prompts.shape[0])
-    qs, all_scores = [], []
-    for _, real, rows in pipeline.padded_batches(idx, batch_size):
-        q, scores = _score_quantile(rm_split, jnp.asarray(prompts[rows]),
-                                    jnp.asarray(samples[rows]), jnp.float32(quantile))
-        qs.append(np.asarray(q)[:real])
-        all_scores.append(np.asarray(scores)[:real])
-    return (np.concatenate(qs).astype(np.float32),
-            np.concatenate(all_scores).astype(np.float32))
-
-
-def oracle_quantiles(policy: nnx.Module, reward_model: nnx.Module, prompts: np.ndarray,
-                     key: jax.Array, *, num_samples: int, quantile: float, max_new_tokens: int,
-                     batch_size: int = 64, temperature: float = 1.0,
-                     return_scores: bool = False):
-    """``float32[N]`` q-quantiles of the reward over ``num_samples`` policy samples per prompt
-    (:func:`sample_base` then :func:`score_quantiles`); with ``return_scores`` also the
-    ``float32[N, k]`` scores."""
-    samples = sample_base(policy, prompts, key, num_samples=num_samples,
-                          max_new_tokens=max_new_tokens, batch_size=batch_size,
-                          temperature=temperature)
-    targets, scores = score_quantiles(reward_model, prompts, samples, quantile=quantile,
-                                      batch_size=batch_size)
-    return (targets, scores) if return_scores else targets
-
-
-SPLITS = ("train", "test")
 
 
 def _prompt_arrays(config: ml_collections.ConfigDict, workdir: str):
@@ -127,7 +49,7 @@ def _prompt_arrays(config: ml_collections.ConfigDict, workdir: str):
     tok = common.load_tokenizer(config, tok_path)
     p_len = int(config.data.prompt_len)
     out = {}
-    for split in SPLITS:
+    for split in pi0_samples.SPLITS:
         texts, _ = hh_rlhf.read_prompts(files.prompts[split], config.data.on_error)
         out[split] = pipeline.tokenize_prompts(texts, tok, p_len).arrays["prompt"]
     return tok, out
@@ -140,14 +62,13 @@ def _sampling_settings(config: ml_collections.ConfigDict) -> Dict[str, float]:
             "temperature": float(ref.temperature)}
 
 
-def write_base_samples(config: ml_collections.ConfigDict, workdir: str, path: str
-                       ) -> Dict[str, np.ndarray]:
+def write_reference_samples(config: ml_collections.ConfigDict, workdir: str, path: str
+                            ) -> Dict[str, np.ndarray]:
     """Draws the base-policy samples every predictor of ``config`` would draw (the policy of
-    ``reference.policy_workdir``; split ``s`` with key ``fold_in(key(seed), s)``) and writes them
-    to ``path`` (``<split>_prompts int32[N, P]``, ``<split>_samples int32[N, k, R]`` and the
-    sampling settings), so that the predictors of several reward models share one draw
-    (``reference.samples_path``). ``workdir`` receives the world's files. Returns the samples,
-    ``{split: int32[N, k, R]}``."""
+    ``reference.policy_workdir``; :func:`lsc.align.references.pi0_samples.draw_splits` with
+    ``config.seed``) and writes them to the reference-samples file ``path``, so that the
+    predictors of several reward models share one draw (``reference.samples_path``). ``workdir``
+    receives the world's files. Returns the samples, ``{split: int32[N, k, R]}``."""
     ref = config.reference
     if not ref.get("policy_workdir"):
         raise ValueError("config.reference.policy_workdir is empty; give the workdir of a "
@@ -157,36 +78,12 @@ def write_base_samples(config: ml_collections.ConfigDict, workdir: str, path: st
     pol_create, _, _ = common.backbone_factory(pol_cfg.model, tok.vocab_size, int(pol_cfg.seed))
     policy = checkpoint_lib.load_model(ref.policy_workdir, pol_create)
     settings = _sampling_settings(config)
-    key = jax.random.key(settings["seed"])
-    arrays = {}
-    for s, split in enumerate(SPLITS):
-        arrays[f"{split}_prompts"] = prompts[split]
-        arrays[f"{split}_samples"] = sample_base(
-            policy, prompts[split], jax.random.fold_in(key, s),
-            num_samples=settings["num_samples"], max_new_tokens=settings["max_new_tokens"],
-            batch_size=int(ref.sample_batch_size), temperature=settings["temperature"])
-    runtime.write_npz_atomic(path, **arrays, **{k: np.asarray(v) for k, v in settings.items()})
-    return {split: arrays[f"{split}_samples"] for split in SPLITS}
-
-
-def read_base_samples(path: str, config: ml_collections.ConfigDict,
-                      prompts: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """``{split: int32[N, k, R]}`` from ``path`` (written by :func:`write_base_samples`), after
-    checking that it was drawn for these prompts with this config's sampling settings (a mismatch
-    names ``config.reference.samples_path``)."""
-    with np.load(path) as saved:
-        for name, want in _sampling_settings(config).items():
-            got = saved[name].item() if name in saved else None
-            if got != want:
-                raise ValueError(f"config.reference.samples_path={path}: drawn with {name}={got}, "
-                                 f"but this config has {want}")
-        out = {}
-        for split in SPLITS:
-            if not np.array_equal(saved[f"{split}_prompts"], prompts[split]):
-                raise ValueError(f"config.reference.samples_path={path}: its {split} prompts "
-                                 "differ from this config's world")
-            out[split] = saved[f"{split}_samples"]
-    return out
+    samples = pi0_samples.draw_splits(
+        policy, prompts, settings["seed"], num_samples=settings["num_samples"],
+        max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"],
+        batch_size=int(ref.sample_batch_size))
+    pi0_samples.write_file(path, prompts, samples, settings)
+    return samples
 
 
 def prompt_only(prompts: jax.Array) -> jax.Array:
@@ -256,13 +153,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
         train_y, test_y = saved["train"], saved["test"]
     else:
         if ref.get("samples_path"):
-            samples = read_base_samples(ref.samples_path, config, prompts)
+            samples = pi0_samples.read_splits(ref.samples_path, prompts,
+                                              _sampling_settings(config),
+                                              field="config.reference.samples_path")
         else:
-            samples = write_base_samples(config, workdir,
-                                         os.path.join(workdir, "base_samples.npz"))
+            samples = write_reference_samples(config, workdir,
+                                              os.path.join(workdir, pi0_samples.FILE))
         kw = dict(quantile=float(ref.quantile), batch_size=int(ref.sample_batch_size))
-        train_y, _ = score_quantiles(reward_model, train_x, samples["train"], **kw)
-        test_y, _ = score_quantiles(reward_model, test_x, samples["test"], **kw)
+        train_y, _ = pi0_samples.score_quantiles(reward_model, train_x, samples["train"], **kw)
+        test_y, _ = pi0_samples.score_quantiles(reward_model, test_x, samples["test"], **kw)
         runtime.write_npz_atomic(targets_path, train=train_y, test=test_y)
     train_mean = float(np.mean(train_y))
     logging.info("oracle %.2f-quantiles over %d samples: train mean %.4f std %.4f",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lsc.align import reference, utility
+from lsc.align import references, utility
 from lsc.models import heads, sampling
 
 import align_fixtures as fx
@@ -28,7 +28,7 @@ def test_quantile_reference_equals_numpy_quantile(models):
          utility.ReferenceSpec("quantile", quantile=0.5, num_samples=4)))
     prompts = fx.prompts(5)
     key = jax.random.key(3)
-    est = reference.ReferenceEstimator(spec, pg, [g for g, _ in rms], max_new_tokens=fx.R)
+    est = references.ReferenceEstimator(spec, pg, [g for g, _ in rms], max_new_tokens=fx.R)
     out = est(ps, [s for _, s in rms], prompts, key)
     # Independent: the sampler on the same key, the reward models' own score function, numpy.
     smp = sampling.sample(pg, ps, jnp.asarray(prompts), key, max_new_tokens=fx.R, num_samples=7)
@@ -55,7 +55,7 @@ def test_fixed_response_predictor_and_zero(models):
     prompts = fx.prompts(4)
     rm3 = rms + [rms[0]]
     fn = lambda p: jnp.sum(p, axis=1).astype(jnp.float32) / 10.0  # noqa: E731
-    est = reference.ReferenceEstimator(spec, None, [g for g, _ in rm3], max_new_tokens=fx.R,
+    est = references.ReferenceEstimator(spec, None, [g for g, _ in rm3], max_new_tokens=fx.R,
                                        fixed_tokens=fixed, predictor_fns=(None, fn, None))
     out = est(None, [s for _, s in rm3], prompts, jax.random.key(0))
     want0 = heads.score(rms[0][0], rms[0][1], prompts, np.repeat(fixed[:1], 4, axis=0))
@@ -73,7 +73,7 @@ def test_cache_reads_table_and_skips_estimation():
         return jnp.broadcast_to(jax.random.normal(key, (prompts.shape[0], 1)),
                                 (prompts.shape[0], 2))
 
-    f = jax.jit(lambda t, fl, s, p, k: reference.cached_reference(estimate, t, fl, s, p, k))
+    f = jax.jit(lambda t, fl, s, p, k: references.cached_reference(estimate, t, fl, s, p, k))
     table = jnp.zeros((6, 2))
     filled = jnp.zeros((6,), bool)
     p = jnp.zeros((3, 4), jnp.int32)
@@ -92,12 +92,12 @@ def test_cache_reads_table_and_skips_estimation():
 
 
 def test_prompt_slots():
-    slots = reference.PromptSlots(np.array([50, 7, 1234]))
+    slots = references.PromptSlots(np.array([50, 7, 1234]))
     np.testing.assert_array_equal(slots(np.array([1234, 50, 7, 7])), [2, 0, 1, 1])
     with pytest.raises(KeyError):
         slots(np.array([8]))
     with pytest.raises(ValueError, match="distinct"):
-        reference.PromptSlots(np.array([1, 1]))
+        references.PromptSlots(np.array([1, 1]))
 
 
 def _harmless_fixed(response):
@@ -117,18 +117,18 @@ def test_fixed_response_must_be_in_the_world_tokenizer_vocabulary(tmp_path):
     # The hh-rlhf refusal: case-sensitive word-level pieces the world never uses -> <unk>.
     assert 2 in tok.encode(common.HH_REFUSAL)
     with pytest.raises(ValueError) as e:
-        reference.fixed_response_tokens(_harmless_fixed(common.HH_REFUSAL), tok, 12)
+        references.fixed_response_tokens(_harmless_fixed(common.HH_REFUSAL), tok, 12)
     message = str(e.value)
     assert message.startswith("config.rewards.properties.harmless.reference.response: ")
     assert "unknown token" in message and "<unk> id 2" in message and tok.path in message
     assert repr(world.REFUSAL) in message  # what to use instead
     with pytest.raises(ValueError, match=r"^config\.rlhf\.runs\.hh_lsc_sum\.rewards\.properties"
                                          r"\.harmless\.reference\.response: "):
-        reference.fixed_response_tokens(_harmless_fixed(common.HH_REFUSAL), tok, 12,
+        references.fixed_response_tokens(_harmless_fixed(common.HH_REFUSAL), tok, 12,
                                         field="config.rlhf.runs.hh_lsc_sum.rewards")
 
     # The world's refusal is accepted: the tokenizer's own encoding, EOS, then padding.
-    out = reference.fixed_response_tokens(_harmless_fixed(world.REFUSAL), tok, 12)
+    out = references.fixed_response_tokens(_harmless_fixed(world.REFUSAL), tok, 12)
     ids = tok.encode(world.REFUSAL)
     assert tok.unk_id not in ids and len(ids) + 1 <= 12
     want = np.full((2, 12), tok.pad_id, np.int32)
@@ -151,6 +151,6 @@ def test_fixed_response_unknown_tokens_under_a_tokenizer_json(tmp_path):
     assert tok.unk_id == 2
     with pytest.raises(ValueError, match=r"harmless\.reference\.response: 'no sorry thanks' has 1 "
                                          r"unknown token \(<unk> id 2: 'sorry'\)"):
-        reference.fixed_response_tokens(_harmless_fixed("no sorry thanks"), tok, 5)
-    out = reference.fixed_response_tokens(_harmless_fixed("no thanks"), tok, 5)
+        references.fixed_response_tokens(_harmless_fixed("no sorry thanks"), tok, 5)
+    out = references.fixed_response_tokens(_harmless_fixed("no thanks"), tok, 5)
     np.testing.assert_array_equal(out[0], [3, 4, 1, 0, 0])

@@ -1,6 +1,6 @@
 """``rl.seed`` and the reference bank of the ``rlhf`` job.
 
-* The bank (:mod:`lsc.align.reference_bank`) equals numpy quantiles of the reward model's scores of
+* The bank (:mod:`lsc.align.references.bank`) equals numpy quantiles of the reward model's scores of
   the given base-policy samples, and the samples file is matched to the prompts by their rows.
 * A job computes its bank once, before RL, whatever its number of seeds and gammas, and never
   estimates a reference inside the loop.
@@ -16,7 +16,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lsc.align import reference_bank, rlhf, utility
+from lsc.align import rlhf, utility
+from lsc.align.references import bank as reference_bank
+from lsc.align.references import pi0_samples
 from lsc.align.rlhf import rollout as rl_rollout
 from tests.compile_log import compile_log
 
@@ -63,22 +65,22 @@ def test_read_samples_matches_prompt_rows_and_checks_settings(tmp_path):
     path = str(tmp_path / "s.npz")
     _write_samples(path, prompts, samples)
     order = np.array([7, 2, 9, 0, 5])
-    got = reference_bank.read_samples(path, prompts[order], num_samples=2, response_len=fx.R,
-                                      temperature=1.0)
+    got = pi0_samples.read_rows(path, prompts[order], num_samples=2, response_len=fx.R,
+                                temperature=1.0)
     np.testing.assert_array_equal(got, samples[order])
     with pytest.raises(ValueError, match="reference_samples.*3 samples per prompt.*need 4"):
-        reference_bank.read_samples(path, prompts, num_samples=4, response_len=fx.R,
-                                    temperature=1.0)
+        pi0_samples.read_rows(path, prompts, num_samples=4, response_len=fx.R,
+                              temperature=1.0)
     with pytest.raises(ValueError, match="temperature 1.0, but rl.temperature is 0.7"):
-        reference_bank.read_samples(path, prompts, num_samples=2, response_len=fx.R,
-                                    temperature=0.7)
+        pi0_samples.read_rows(path, prompts, num_samples=2, response_len=fx.R,
+                              temperature=0.7)
     with pytest.raises(ValueError, match="data.response_len is 9"):
-        reference_bank.read_samples(path, prompts, num_samples=2, response_len=9,
-                                    temperature=1.0)
+        pi0_samples.read_rows(path, prompts, num_samples=2, response_len=9,
+                              temperature=1.0)
     other = fx.prompts(3, seed=99)
     with pytest.raises(ValueError, match="3 of 3 alignment prompts have no samples"):
-        reference_bank.read_samples(path, other, num_samples=2, response_len=fx.R,
-                                    temperature=1.0)
+        pi0_samples.read_rows(path, other, num_samples=2, response_len=fx.R,
+                              temperature=1.0)
 
 
 # --------------------------------------------------------------------------- the job

@@ -4,7 +4,7 @@ falls, and the rollout's reference coming from the frozen base policy."""
 import numpy as np
 import pytest
 
-from lsc.align import advantages, reference, rlhf, utility
+from lsc.align import advantages, references, rlhf, utility
 from lsc.align.rlhf import rollout as rl_rollout
 from lsc.parallel import mesh as mesh_lib
 from lsc.parallel import partitioning
@@ -118,7 +118,7 @@ def test_rollout_reference_is_the_base_policy_quantile():
     batch = {"prompt": prompts, "slot": np.arange(BATCH, dtype=np.int32)}
     _, ro = trainer.rollout(state, batch, 0.01)
     ref_key = rl_rollout.keys(state)[0]
-    est = reference.ReferenceEstimator(trainer.spec, trainer.pi0_graphdef, trainer.rm_graphdefs,
+    est = references.ReferenceEstimator(trainer.spec, trainer.pi0_graphdef, trainer.rm_graphdefs,
                                        max_new_tokens=fx.R)
     want = est(trainer.frozen.pi0, trainer.frozen.rms, prompts, ref_key).r_ref
     np.testing.assert_allclose(np.asarray(ro.r_ref), np.asarray(want), rtol=1e-5, atol=1e-5)

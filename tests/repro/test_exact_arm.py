@@ -205,6 +205,23 @@ def test_references_against_np_quantile():
             assert out["median"][i, q] == pytest.approx(np.median(ref[i, :, q]), abs=1e-14)
 
 
+@pytest.mark.parametrize("k", [1, 2, 16, 60])
+def test_references_agree_with_the_on_device_quantile(k):
+    """The exact arm's host quantiles (float64) and :func:`lsc.rewards.quantile_reference` (on
+    device, float32) on the same float32 scores: equal up to float32 rounding."""
+    import jax.numpy as jnp
+
+    from lsc.rewards import quantile_reference
+
+    rng = np.random.default_rng(k)
+    ref = rng.normal(size=(5, k, 2)).astype(np.float32)
+    out = exact_arm.references(ref, np.zeros((5, 2)))
+    on_device = jnp.moveaxis(jnp.asarray(ref), 1, -1)  # [P, m, K]
+    for name, q in (("p85", 0.85), ("median", 0.5)):
+        got = np.asarray(quantile_reference(on_device, q), np.float64)
+        np.testing.assert_allclose(out[name], got, rtol=1e-6, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- policies
 
 # N=3 with a tie at the top of prompt 0 and a tie below the top of prompt 1.

@@ -1,4 +1,5 @@
-"""quantile_reference against numpy.quantile, with and without masks."""
+"""quantile_reference against numpy.quantile, with and without masks; its host twin
+quantile_numpy against numpy.quantile and against quantile_reference."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from lsc.rewards import quantile_reference
+from lsc.rewards.reference import quantile_numpy
 
 
 @pytest.mark.parametrize("q", [0.0, 0.15, 0.5, 0.85, 1.0])
@@ -75,3 +77,20 @@ def test_rejects_quantile_outside_unit_interval(q):
 def test_rejects_empty_sample_axis():
     with pytest.raises(ValueError, match="at least one sample"):
         quantile_reference(jnp.zeros((2, 0)), 0.5)
+
+
+@pytest.mark.parametrize("q", [0.0, 0.15, 0.5, 0.85, 1.0])
+@pytest.mark.parametrize("k", [1, 2, 7, 60])
+def test_host_twin_is_numpy_linear_quantile_and_agrees_on_device(q, k):
+    rng = np.random.default_rng(k)
+    x64 = rng.normal(size=(4, k, 3))
+    # float64 kept, any axis: numpy's linear interpolation, bitwise.
+    got = quantile_numpy(x64, q, axis=1)
+    assert got.dtype == np.float64 and got.shape == (4, 3)
+    np.testing.assert_array_equal(got, np.quantile(x64, q, axis=1, method="linear"))
+    # The same float32 arrays on device: equal up to float32 rounding.
+    x32 = x64.astype(np.float32)
+    on_device = quantile_reference(jnp.moveaxis(jnp.asarray(x32), 1, -1), q)
+    np.testing.assert_allclose(quantile_numpy(x32, q, axis=1), on_device, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        quantile_numpy(x64, 1.5)

@@ -167,8 +167,8 @@ def test_rm_sft_reference_chain(tmp_path):
     # Shared samples (as the reproduction's predictor stage draws them once for every reward
     # model) give the same targets as the job's own draw; a file drawn otherwise is refused.
     shared = str(tmp_path / "shared.npz")
-    reference_predictor.write_base_samples(ref_cfg, str(tmp_path / "draw"), shared)
-    with np.load(shared) as a, np.load(os.path.join(ref_dir, "base_samples.npz")) as b:
+    reference_predictor.write_reference_samples(ref_cfg, str(tmp_path / "draw"), shared)
+    with np.load(shared) as a, np.load(os.path.join(ref_dir, "reference_samples.npz")) as b:
         assert a["train_samples"].shape[1:] == (4, ref_cfg.data.response_len)
         np.testing.assert_array_equal(a["train_samples"], b["train_samples"])
     ref_cfg.reference.samples_path = shared
@@ -178,7 +178,7 @@ def test_rm_sft_reference_chain(tmp_path):
     got = np.load(os.path.join(shared_dir, "oracle_targets.npz"))
     for split in ("train", "test"):
         np.testing.assert_array_equal(got[split], own[split])
-    assert not os.path.exists(os.path.join(shared_dir, "base_samples.npz"))
+    assert not os.path.exists(os.path.join(shared_dir, "reference_samples.npz"))
     ref_cfg.seed = int(ref_cfg.seed) + 1
     with pytest.raises(ValueError, match="samples_path=.*seed"):
         main_lib.JOBS["train_reference"](ref_cfg, str(tmp_path / "ref_other_seed"))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from lsc.align.references import pi0_samples
 from lsc.data import pipeline
 from lsc.models import decoder, heads, sampling
 from lsc.parallel import mesh as mesh_lib
@@ -32,8 +33,9 @@ def test_oracle_quantiles_match_row_by_row_reference():
                                      rngs=nnx.Rngs(2), head_init=nnx.initializers.normal(1.0))
     x = prompts(5)
     key = jax.random.key(7)
-    got, scores = rp.oracle_quantiles(policy, reward_model, x, key, num_samples=6, quantile=0.7,
-                                      max_new_tokens=4, batch_size=3, return_scores=True)
+    got, scores = pi0_samples.oracle_quantiles(policy, reward_model, x, key, num_samples=6,
+                                               quantile=0.7, max_new_tokens=4, batch_size=3,
+                                               return_scores=True)
     assert got.shape == (5,) and scores.shape == (5, 6)
     g, s = nnx.split(policy)
     for b, start in enumerate((0, 3)):

@@ -4,8 +4,8 @@ Dr. GRPO.
 One RL step is
 
 1. **rollout** (one jitted call): reference rewards of the prompt batch (looked up in the bank
-   computed before RL, :mod:`lsc.align.reference_bank`, or estimated from the frozen base policy
-   ``pi0`` through the per-prompt cache, :mod:`lsc.align.reference`) -> ``k`` samples per
+   computed before RL, :mod:`lsc.align.references.bank`, or estimated from the frozen base policy
+   ``pi0`` through the per-prompt cache, :mod:`lsc.align.references`) -> ``k`` samples per
    prompt from the current policy (``lsc.models.sampling``) -> every reward model's score ->
    the utility (:mod:`lsc.align.utility`) -> log-probabilities under the policy and ``pi0``,
    per-token KL estimates (``k1`` or ``k3``), the value head's values (PPO);
@@ -72,8 +72,8 @@ The package, by concern (imports run one way, top to bottom):
 from lsc.align.rlhf.config import (ALGORITHMS, GROUP_ALGORITHMS, KL_PENALTIES, RL_RULES,
                                    RLConfig)
 from lsc.align.rlhf.gold import gold_evaluation
-from lsc.align.rlhf.job import (RLResult, gamma_workdir, kl_coefs, make_trainer,
-                                reference_table, rl_seeds, run, run_workdir, train_rlhf)
+from lsc.align.rlhf.job import (RLResult, gamma_workdir, kl_coefs, make_trainer, rl_seeds, run,
+                                run_workdir, train_rlhf)
 from lsc.align.rlhf.snapshots import (SNAPSHOT_DIR, export_snapshot, snapshot_dir,
                                       snapshot_steps)
 from lsc.align.rlhf.state import Frozen, Models, RLState, Rollout, Static
@@ -81,7 +81,7 @@ from lsc.align.rlhf.trainer import RLTrainer
 
 __all__ = [
     "ALGORITHMS", "GROUP_ALGORITHMS", "KL_PENALTIES", "RL_RULES", "RLConfig", "gold_evaluation",
-    "RLResult", "gamma_workdir", "kl_coefs", "make_trainer", "reference_table", "rl_seeds", "run",
+    "RLResult", "gamma_workdir", "kl_coefs", "make_trainer", "rl_seeds", "run",
     "run_workdir", "train_rlhf", "SNAPSHOT_DIR", "export_snapshot", "snapshot_dir",
     "snapshot_steps", "Frozen", "Models", "RLState", "Rollout", "Static", "RLTrainer",
 ]

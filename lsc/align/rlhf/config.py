@@ -68,7 +68,7 @@ class RLConfig:
       snapshot_every: every this many steps export the policy to
         ``<workdir>/snapshots/<step>/model`` (kept; for curves along training); 0: never.
       reference_bank: compute every prompt's reference once before the first run
-        (:mod:`lsc.align.reference_bank`) and only look references up in the loop; False:
+        (:mod:`lsc.align.references.bank`) and only look references up in the loop; False:
         estimate them inside the loop, through the cache when ``reference_cache``.
 
     ``config.rl.seed`` (read by :func:`run`, not a field here) seeds the RL randomness only --

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import time
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
@@ -25,8 +24,8 @@ from jax.sharding import Mesh
 
 from lsc import runtime
 from lsc.align import common
-from lsc.align import reference as reference_lib
-from lsc.align import reference_bank
+from lsc.align import references as reference_lib
+from lsc.align.references import bank as reference_bank
 from lsc.align import utility as utility_lib
 from lsc.align.rlhf import gold as gold_lib
 from lsc.align.rlhf import snapshots
@@ -106,7 +105,7 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
       fixed_tokens: ``int32[m, R0]`` fixed responses of fixed_response references.
       reference: the reference cache a fresh run starts from (:meth:`RLTrainer.init_state`);
         ignored when resuming (the checkpoint holds the cache). A complete one (every prompt
-        filled, e.g. :mod:`lsc.align.reference_bank`) is only looked up.
+        filled, e.g. :mod:`lsc.align.references.bank`) is only looked up.
       trainer: a trainer of an earlier run of the same job (same utility, ``rl_config`` up to
         ``kl_coef``, models and prompts) to reuse with its compiled steps; None builds one
         (:func:`make_trainer`).
@@ -192,39 +191,10 @@ def run_workdir(workdir: str, seed: int, gamma: float, seeds: Sequence[int],
     return gamma_workdir(base, gamma, gammas)
 
 
-def reference_table(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,
-                    models: Models, prompts: np.ndarray, fixed: np.ndarray
-                    ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """The reference bank of a job (:mod:`lsc.align.reference_bank`): ``(float32[N, m],
-    bool[N])`` for :func:`train_rlhf`'s ``reference``, or None when the utility uses no
-    reference or ``rl.reference_bank`` is off. Quantile sources read
-    ``config.rewards.reference_samples`` when set, else draw from ``pi0`` with a key of
-    ``config.seed`` (not ``rl.seed``: every run of the job sees the same references)."""
-    if not spec.uses_reference or not bool(config.rl.get("reference_bank", True)):
-        return None
-    r_len = int(config.data.response_len)
-    temperature = float(config.rl.get("temperature", 1.0))
-    path = config.rewards.get("reference_samples", "") or ""
-    k = reference_lib.quantile_samples(spec)
-    samples = (reference_bank.read_samples(path, prompts, num_samples=k, response_len=r_len,
-                                           temperature=temperature) if path and k else None)
-    start = time.perf_counter()
-    table = reference_bank.compute(
-        spec, models.pi0, models.reward_models, prompts, response_len=r_len,
-        temperature=temperature, key=jax.random.fold_in(jax.random.key(int(config.seed)), 11),
-        samples=samples, fixed_tokens=fixed, predictors=models.predictors,
-        predictor_fns=models.predictor_fns)
-    logging.info("reference bank: %d prompts x %d properties in %.1fs (%s); mean %s",
-                 table.shape[0], table.shape[1], time.perf_counter() - start,
-                 f"samples of {path}" if samples is not None else "estimated here",
-                 np.round(table.mean(axis=0), 4).tolist())
-    return table, np.ones((table.shape[0],), bool)
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     """The ``rlhf`` job: one run per ``rl.seed`` x ``rl.kl_coef`` (tuples sweep; each run in
     :func:`run_workdir`). Every prompt's reference is computed once before the first run
-    (:func:`reference_table`). Exit code 0, 1 (non-finite loss) or
+    (:func:`lsc.align.references.bank.reference_table`). Exit code 0, 1 (non-finite loss) or
     :data:`lsc.train.loop.PREEMPTED_EXIT_CODE`."""
     spec = utility_lib.spec_from_config(config.rewards)
     tok, table, _ = common.tokenizer_and_prompts(config, workdir, "train")
@@ -236,7 +206,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     mesh, rules = train_common.make_mesh(config)
     gammas, seeds = kl_coefs(config), rl_seeds(config)
     results = {}
-    reference = reference_table(config, spec, models, table.arrays["prompt"], fixed)
+    reference = reference_bank.reference_table(config, spec, models, table.arrays["prompt"],
+                                               fixed)
     # One trainer (compiled steps) per gamma, shared by the seeds (rebuilt per seed only when
     # references are estimated in the loop, whose cache flag it fixes); its value head is
     # initialised from the world seed, so a seed's run does not depend on the job's other seeds.

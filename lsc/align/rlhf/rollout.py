@@ -1,6 +1,6 @@
 """One rollout, as pure functions of ``(static, state, frozen, batch)``: reference rewards of
 the prompt batch (looked up in the bank or estimated from ``pi0`` through the per-prompt cache,
-:mod:`lsc.align.reference`) -> ``k`` samples per prompt from the current policy -> every reward
+:mod:`lsc.align.references`) -> ``k`` samples per prompt from the current policy -> every reward
 model's score -> the reward pipeline (:mod:`lsc.align.utility`) -> log-probabilities under the
 policy and ``pi0``, per-token KL estimates, the value head's values (PPO).
 
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lsc.align import losses
-from lsc.align import reference as reference_lib
+from lsc.align import references as reference_lib
 from lsc.align import reward_pipeline
 from lsc.align import utility as utility_lib
 from lsc.align.rlhf.state import Frozen, RLState, Rollout, Static, merge_params, policy_full_state

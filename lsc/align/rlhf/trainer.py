@@ -50,7 +50,8 @@ class RLTrainer:
       mesh, rules: the device mesh and logical-axis rules.
       num_prompts: ``N`` prompt slots of the reference cache.
       response_len: ``R``, the response budget of every sample.
-      fixed_tokens: ``int32[m, R0]`` fixed responses (:func:`reference.fixed_response_tokens`).
+      fixed_tokens: ``int32[m, R0]`` fixed responses
+        (:func:`lsc.align.references.fixed_response_tokens`).
       seed: the value head's initialisation and the default RNG seed of :meth:`init_state`.
       reference_lookup_only: the state's reference table is complete (a bank): the rollout looks
         references up and never estimates one.

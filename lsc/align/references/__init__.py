@@ -1,12 +1,12 @@
-"""Reference rewards ``r_ref(x)`` for a batch of prompts, on device, one property per column.
+"""Reference rewards ``r_ref(x)``: the one home of the four kinds, their estimation and the bank.
 
-Sources (``config.rewards.properties.<name>.reference.source``; :class:`ReferenceSpec`):
+Kinds (``config.rewards.properties.<name>.reference.source``; :class:`ReferenceSpec`):
 
 * ``quantile`` -- draw ``k`` samples per prompt from the **frozen base policy** ``pi0`` (never the
   policy being trained), score them with the property's reward model and take
   :func:`lsc.rewards.quantile_reference` per prompt. All quantile properties share one batch of
   ``K = max_i k_i`` samples (property ``i`` uses the first ``k_i`` of them), drawn with
-  :func:`lsc.models.sampling.sample` on ``key`` (``B`` prompts, ``K`` samples each).
+  :func:`lsc.models.sampling.sample` on ``key`` (``B`` prompts, ``K`` samples each), or given.
 * ``fixed_response`` -- the reward of one fixed response (a refusal: on the synthetic world
   :data:`lsc.data.world.REFUSAL`, "sorry i can not help with that"; on hh-rlhf
   ``configs.common.HH_REFUSAL``) paired with every prompt. Its text must be in the tokenizer's
@@ -25,6 +25,17 @@ per-prompt cache (``table float32[N, m]``, ``filled bool[N]``, indexed by a prom
 state carries both, so the cache is saved with checkpoints): prompts already estimated are read
 from the table, and when every prompt of the batch is cached the estimation is skipped on device
 (``lax.cond``). :class:`PromptSlots` maps prompt ids to slots on the host.
+
+Submodules:
+
+* :mod:`lsc.align.references.pi0_samples` -- the one loop drawing ``pi0`` samples on a prompt
+  table (every caller passes its key), the oracle quantile targets of the reference predictor,
+  and the reference-samples file (``reference_samples.npz``);
+* :mod:`lsc.align.references.bank` -- every alignment prompt's references computed once before
+  RL (the ``rlhf`` job's table).
+
+The quantile's host twin for numpy code (float64 kept) is
+:func:`lsc.rewards.reference.quantile_numpy`.
 """
 
 from __future__ import annotations
@@ -131,7 +142,7 @@ def estimate_reference(
         predictor model is given for that property.
       samples: ``int32[B, K', R]`` base-policy samples drawn beforehand (``K' >= K``; the first
         ``K`` are used) instead of sampling ``pi0`` here (``key`` is then unused), e.g. the
-        shared draw of :mod:`lsc.align.reference_bank`.
+        shared draw of :mod:`lsc.align.references.bank`.
 
     Returns:
       :class:`ReferenceOutput`.
