@@ -146,7 +146,7 @@ def build_ours(paths, args, mesh, time_phases):
     rm = heads.RewardModel(rm_backbone, rngs=nnx.Rngs(6), head_init=nnx.initializers.normal(0.1))
     spec = utility.UtilitySpec("lsc", ("helpful",),
                                (utility.ReferenceSpec("quantile", QUANTILE, args.ref_k),))
-    rl_cfg = rlhf.RLConfig(
+    rl_cfg = rlhf.rl_config(
         num_steps=1000, batch_size=args.batch, algorithm="ppo", num_samples=args.k,
         kl_coef=KL_COEF, kl_estimator="k1", temperature=TEMPERATURE, ppo_epochs=args.epochs,
         num_minibatches=args.minibatches, clip_eps=CLIP_EPS, value_clip_eps=VALUE_CLIP_EPS,

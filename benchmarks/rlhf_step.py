@@ -109,9 +109,9 @@ def make_trainer(b, k, r, ref_k, steps, mesh, reference_cache=False):
     rm = heads.RewardModel(decoder.DecoderLM(arch(), rngs=nnx.Rngs(5)), rngs=nnx.Rngs(6),
                            head_init=nnx.initializers.normal(1.0))
     models = rlhf.Models(pi0=decoder.DecoderLM(arch(), rngs=nnx.Rngs(0)), reward_models=[rm])
-    cfg = rlhf.RLConfig(num_steps=steps + 2, batch_size=b, algorithm="ppo", num_samples=k,
-                        kl_coef=KL_COEF, ppo_epochs=1, num_minibatches=1, time_phases=True,
-                        reference_cache=reference_cache, progress=False)
+    cfg = rlhf.rl_config(num_steps=steps + 2, batch_size=b, algorithm="ppo", num_samples=k,
+                         kl_coef=KL_COEF, ppo_epochs=1, num_minibatches=1, time_phases=True,
+                         reference_cache=reference_cache, progress=False)
     tx = optim.make_optimizer(dict(learning_rate=1e-4), steps + 2)
     trainer = rlhf.RLTrainer(spec, cfg, models, tx, tx, mesh, partitioning.DEFAULT_RULES,
                              num_prompts=b, response_len=r)

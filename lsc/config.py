@@ -249,8 +249,9 @@ def _as_field_error(section: str, error: Exception) -> Tuple[str, str]:
 
 def typed_section_errors(config: ml_collections.ConfigDict) -> List[Tuple[str, str]]:
     """Builds the typed configs of the sections ``config`` has, as the jobs will
-    (:class:`lsc.train.loop.TrainConfig` from ``train``, :class:`lsc.align.rlhf.RLConfig` from
-    ``rl`` for every ``kl_coef`` of a sweep, :class:`lsc.align.utility.UtilitySpec` from
+    (:class:`lsc.train.loop.TrainConfig` from ``train``, the typed ``rl``
+    (:func:`lsc.align.rlhf.rl_config`) for every ``kl_coef`` and ``seed`` of a sweep,
+    :class:`lsc.align.utility.UtilitySpec` from
     ``rewards``), so their checks across fields (``rl.algorithm='rloo'`` needs
     ``rl.num_samples >= 2``, ``train.grad_accum_steps`` divides ``train.batch_size``, a
     ``fixed_response`` reference has a response) fail before anything runs. Returns
@@ -260,8 +261,9 @@ def typed_section_errors(config: ml_collections.ConfigDict) -> List[Tuple[str, s
         builders.append(("train", lambda: loop.TrainConfig.from_mapping(config.train)))
     if "rl" in config:
         builders.extend(
-            ("rl", lambda gamma=gamma: rlhf.RLConfig.from_mapping(config.rl, kl_coef=gamma))
-            for gamma in rlhf.kl_coefs(config))
+            ("rl", lambda gamma=gamma, seed=seed: rlhf.rl_config(config.rl, kl_coef=gamma,
+                                                                   seed=seed))
+            for gamma in rlhf.kl_coefs(config) for seed in rlhf.rl_seeds(config))
     if "rewards" in config and config.rewards.get("properties"):
         builders.append(("rewards", lambda: utility.spec_from_config(config.rewards)))
     errors: List[Tuple[str, str]] = []

@@ -82,7 +82,7 @@ def check(values: Mapping[str, Any], rules: Mapping[str, Rule], prefix: str) -> 
 
 
 def from_mapping(cls: Type[T], mapping: Mapping[str, Any], *, unknown: Optional[str] = None,
-                 drop: Iterable[str] = (), overrides: Optional[Mapping[str, Any]] = None) -> T:
+                 overrides: Optional[Mapping[str, Any]] = None) -> T:
     """``cls(**mapping)`` for a config dataclass ``cls``.
 
     Args:
@@ -90,7 +90,6 @@ def from_mapping(cls: Type[T], mapping: Mapping[str, Any], *, unknown: Optional[
       mapping: a dict or ``ml_collections.ConfigDict`` of field values.
       unknown: how the error for keys that are not fields begins (default
         ``'unknown <cls> fields'``); the keys and the known fields follow.
-      drop: keys of ``mapping`` that belong to the section but not to ``cls`` (ignored).
       overrides: field values that replace those of ``mapping``.
 
     Raises:
@@ -98,8 +97,7 @@ def from_mapping(cls: Type[T], mapping: Mapping[str, Any], *, unknown: Optional[
     """
     if hasattr(mapping, "to_dict"):
         mapping = mapping.to_dict()
-    drop = set(drop)
-    values = {k: v for k, v in dict(mapping).items() if k not in drop}
+    values = dict(mapping)
     values.update(overrides or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     extra = sorted(set(values) - set(fields))

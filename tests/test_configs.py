@@ -101,7 +101,7 @@ def test_a_typed_config_refuses_a_sweep_where_one_value_belongs():
     with pytest.raises(ValueError, match=r"train.num_steps: \(1, 2\) is not allowed here"):
         loop.TrainConfig(num_steps=(1, 2), batch_size=8)
     with pytest.raises(ValueError, match="rl.algorithm"):
-        rlhf.RLConfig(num_steps=10, batch_size=4, algorithm=("ppo", "rloo"))
+        rlhf.rl_config(num_steps=10, batch_size=4, algorithm=("ppo", "rloo"))
     with pytest.raises(ValueError, match="train.batch_size"):
         loop.TrainConfig(num_steps=10, batch_size=(4, 8))
 

@@ -33,8 +33,10 @@ Sections:
   property's ``rm_workdir`` is empty);
 * ``rewards`` -- ``method`` and per property ``rm_workdir`` and ``reference`` (see
   ``lsc/align/utility.py``);
-* ``rl`` -- :class:`lsc.align.rlhf.RLConfig` fields plus ``policy_optim`` / ``value_optim``
-  (``lsc.train.optim`` fields); ``rl.kl_coef`` is a tuple: one run per value (a gamma sweep);
+* ``rl`` -- the fields of the typed config of ``rl.algorithm`` (``lsc.align.rlhf.rl_config``:
+  ``PPOConfig`` or ``GroupConfig``; ``policy_optim`` / ``value_optim`` are ``lsc.train.optim``
+  fields); the PPO fields stay when ``--config.rl.algorithm`` picks a group algorithm, which
+  does not read them; ``rl.kl_coef`` is a tuple: one run per value (a gamma sweep);
 * ``best_of_k`` -- ``ks``, ``num_prompts``, ``batch_size``, ``split`` (read by the best-of-k
   job, ``configs/best_of_k/synthetic.py``, which is this config with ``job = 'best_of_k'``);
 * ``mesh``, ``parallel`` -- device mesh, multi-process start-up.

@@ -1,10 +1,17 @@
-"""Group advantage estimators of the critic-free policy-gradient family, registered by name, and
-their token-level losses.
+"""Advantage estimators of the policy-gradient algorithms, registered by name in
+:data:`ESTIMATORS`; every update of :mod:`lsc.align.rlhf.updates` obtains its advantages here.
 
-A prompt's ``k`` samples form a group. ``returns float[B, k]`` are the sequence returns (the
-utility, minus ``gamma`` times the sequence KL when the KL is a reward penalty); ``valid bool[B,
-k]`` marks the samples that count (a masked sample gets advantage 0 and enters no group
-statistic). With ``m`` the group's valid count, mean and std over its valid samples:
+``gae`` (PPO; Schulman et al. 2016): per-token advantages ``float32[N, R]`` from per-token rewards
+(:func:`token_rewards`: ``-gamma * kl_t`` plus the utility at the response's last token) and the
+value head's estimates, ``gae(rewards, values, mask, discount, lam) -> (advantages, returns)``;
+:func:`whiten` normalises them over the rollout's tokens.
+
+The group estimators of the critic-free family (:data:`GROUP_ESTIMATORS`), ``estimator(returns,
+valid=None) -> float32[B, k]``: a prompt's ``k`` samples form a group. ``returns float[B, k]``
+are the sequence returns (the utility, minus ``gamma`` times the sequence KL when the KL is a
+reward penalty); ``valid bool[B, k]`` marks the samples that count (a masked sample gets
+advantage 0 and enters no group statistic). With ``m`` the group's valid count, mean and std over
+its valid samples:
 
 * ``rloo`` (Kool et al. 2019; Ahmadian et al. 2024): ``R_i - mean_{j != i} R_j``;
 * ``grpo`` (Shao et al. 2024, DeepSeekMath): ``(R_i - mean) / (std + eps)``, ``std`` with
@@ -13,25 +20,76 @@ statistic). With ``m`` the group's valid count, mean and std over its valid samp
 * ``dr_grpo`` (Liu et al. 2025, "Understanding R1-Zero-like training"): ``R_i - mean``, no
   division by the group's std.
 
-A group with fewer than 2 valid samples has no baseline: every estimator gives its samples 0.
-Groups of one sample (``k = 1``) are refused.
-
-Losses (``N = B * k`` sequences, ``R`` tokens, ``mask [N, R]``), PPO's clipped ratio per token with
-the sequence's advantage: :func:`policy_loss` normalises per sequence length (``grpo``: the mean
-over a sequence's tokens, then over sequences) or by a constant (``dr_grpo``: the token sum over
-``N * R``, so long and short responses weigh by their tokens); :func:`kl_loss` is GRPO's ``k3``
-KL as a loss term with the same normalisation.
+A group with fewer than 2 valid samples has no baseline: every group estimator gives its samples
+0. Groups of one sample (``k = 1``) are refused.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
 
+from lsc.align.losses import as_float32, masked_mean
+
 Array = jax.Array
 EPS = 1e-6
+
+
+def token_rewards(utility: Array, kl: Array, mask: Array, kl_coef) -> Array:
+    """PPO's per-token rewards ``float32[N, R]``: ``-kl_coef * kl`` on every response token plus
+    ``utility[N]`` on the last real token of each row (a row with no real token gets nothing)."""
+    m = as_float32(mask)
+    r = -as_float32(kl_coef) * as_float32(kl) * m
+    length = jnp.sum(m > 0, axis=1).astype(jnp.int32)
+    last = jnp.clip(length - 1, 0, m.shape[1] - 1)
+    at_last = jax.nn.one_hot(last, m.shape[1], dtype=jnp.float32) * (length > 0)[:, None]
+    return r + at_last * as_float32(utility)[:, None]
+
+
+def gae(rewards: Array, values: Array, mask: Array, discount: float = 1.0,
+        lam: float = 0.95) -> Tuple[Array, Array]:
+    """Generalised advantage estimation over right-padded sequences.
+
+    ``delta_t = r_t + discount * V_{t+1} - V_t`` with ``V`` past the last real token taken as 0,
+    ``A_t = delta_t + discount * lam * A_{t+1}``; padding positions get ``A = 0`` and do not
+    propagate.
+
+    Args:
+      rewards, values: ``float32[N, R]``.
+      mask: ``[N, R]``, 1 on real tokens (a prefix of each row).
+      discount, lam: the discount and the GAE lambda.
+
+    Returns:
+      ``(advantages, returns)``, both ``float32[N, R]``, with ``returns = advantages + values``
+      (0 on padding).
+    """
+    m = as_float32(mask)
+    r = as_float32(rewards) * m
+    v = as_float32(values) * m
+    next_v = jnp.concatenate([v[:, 1:], jnp.zeros_like(v[:, :1])], axis=1)
+    next_m = jnp.concatenate([m[:, 1:], jnp.zeros_like(m[:, :1])], axis=1)
+    delta = (r + discount * next_v * next_m - v) * m
+
+    def step(carry, xs):
+        d, mt, nm = xs
+        a = d + discount * lam * carry * nm
+        a = a * mt
+        return a, a
+
+    xs = (delta.T, m.T, next_m.T)
+    _, adv_t = jax.lax.scan(step, jnp.zeros(r.shape[0], jnp.float32), xs, reverse=True)
+    adv = adv_t.T
+    return adv, (adv + v) * m
+
+
+def whiten(x: Array, mask: Array, eps: float = 1e-8) -> Array:
+    """``(x - mean) / sqrt(var + eps)`` over the valid entries (0 elsewhere)."""
+    m = as_float32(mask)
+    mean = masked_mean(x, m)
+    var = masked_mean((as_float32(x) - mean) ** 2, m)
+    return (as_float32(x) - mean) * jax.lax.rsqrt(var + eps) * m
 
 
 def _prepare(returns, valid) -> Tuple[Array, Array, Array]:
@@ -108,48 +166,19 @@ def dr_grpo(returns, valid=None) -> Array:
     return jnp.where((count >= 2) & (w > 0), d, 0.0)
 
 
-ESTIMATORS: Dict[str, Callable[..., Array]] = {"rloo": rloo, "grpo": grpo, "dr_grpo": dr_grpo}
-LENGTH_NORMALISED = {"rloo": True, "grpo": True, "dr_grpo": False}
+ESTIMATORS: Dict[str, Callable[..., Any]] = {"gae": gae, "rloo": rloo, "grpo": grpo,
+                                            "dr_grpo": dr_grpo}
+"""Every advantage estimator by name (module docstring: ``gae`` and the group estimators)."""
+GROUP_ESTIMATORS = ("rloo", "grpo", "dr_grpo")
 
 
 def group_advantages(name: str, returns, valid=None) -> Array:
-    """``float32[B, k]`` advantages of estimator ``name`` (:data:`ESTIMATORS`)."""
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown advantage estimator {name!r}; choose one of "
-                         f"{sorted(ESTIMATORS)}")
+    """``float32[B, k]`` advantages of group estimator ``name`` (:data:`GROUP_ESTIMATORS`,
+    looked up in :data:`ESTIMATORS`)."""
+    if name not in GROUP_ESTIMATORS:
+        raise ValueError(f"unknown group advantage estimator {name!r}; choose one of "
+                         f"{list(GROUP_ESTIMATORS)}")
     return ESTIMATORS[name](returns, valid)
-
-
-def _reduce(per_token: Array, mask: Array, length_normalised: bool) -> Array:
-    m = jnp.asarray(mask, jnp.float32)
-    if length_normalised:
-        per_seq = jnp.sum(per_token * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
-        return jnp.mean(per_seq)
-    return jnp.sum(per_token * m) / (m.shape[0] * m.shape[1])
-
-
-def policy_loss(logp, old_logp, advantages, mask, clip_eps: float,
-                length_normalised: bool = True) -> Tuple[Array, Array]:
-    """PPO's clipped surrogate with one advantage per sequence (``advantages [N]``, constants).
-
-    Returns ``(loss, clip_fraction)``: per token ``max(-A r, -A clip(r, 1 - eps, 1 + eps))`` with
-    ``r = exp(logp - old_logp)``, reduced by :func:`_reduce` (``length_normalised``: GRPO's mean
-    per sequence; else Dr. GRPO's constant ``N * R``); the clip fraction over valid tokens.
-    """
-    ratio = jnp.exp(jnp.asarray(logp, jnp.float32) - jnp.asarray(old_logp, jnp.float32))
-    a = jax.lax.stop_gradient(jnp.asarray(advantages, jnp.float32))[:, None]
-    unclipped = -a * ratio
-    clipped = -a * jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
-    m = jnp.asarray(mask, jnp.float32)
-    frac = jnp.sum((clipped > unclipped) * m) / jnp.maximum(jnp.sum(m), 1.0)
-    return _reduce(jnp.maximum(unclipped, clipped), mask, length_normalised), frac
-
-
-def kl_loss(logp, logp_ref, mask, length_normalised: bool = True) -> Array:
-    """GRPO's KL term: ``k3 = exp(log_ref - log) - (log_ref - log) - 1`` per token, reduced as
-    :func:`policy_loss` reduces its surrogate."""
-    d = jnp.asarray(logp_ref, jnp.float32) - jnp.asarray(logp, jnp.float32)
-    return _reduce(jnp.exp(d) - d - 1.0, mask, length_normalised)
 
 
 def group_stats(returns, valid=None) -> Dict[str, Array]:

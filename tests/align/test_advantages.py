@@ -1,6 +1,8 @@
-"""Group advantage estimators and their losses against hand-computed numpy references: groups
-with zero std, masked samples, groups left with one valid sample, one-sample groups refused."""
+"""Advantage estimators against hand-computed values and numpy references: GAE and PPO's token
+rewards; the group estimators on groups with zero std, masked samples, groups left with one valid
+sample, one-sample groups refused."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -30,7 +32,7 @@ def reference(name, returns, valid, eps=adv_lib.EPS):
     return out
 
 
-@pytest.mark.parametrize("name", sorted(adv_lib.ESTIMATORS))
+@pytest.mark.parametrize("name", adv_lib.GROUP_ESTIMATORS)
 def test_estimators_match_numpy(name):
     got = np.asarray(adv_lib.group_advantages(name, RETURNS, VALID))
     want = reference(name, RETURNS, VALID)
@@ -51,36 +53,47 @@ def test_hand_values_and_refusals():
     with pytest.raises(ValueError, match=r"at least 2 samples per prompt \(rl.num_samples\), "
                                          r"got k=1"):
         adv_lib.grpo(np.ones((3, 1)))
-    with pytest.raises(ValueError, match="unknown advantage estimator 'ppo'"):
-        adv_lib.group_advantages("ppo", RETURNS)
+    with pytest.raises(ValueError, match="unknown group advantage estimator 'gae'"):
+        adv_lib.group_advantages("gae", RETURNS)
     with pytest.raises(ValueError, match="shape of returns"):
         adv_lib.rloo(RETURNS, VALID[:, :2])
 
 
-def test_losses_normalise_per_sequence_or_by_a_constant():
-    rng = np.random.default_rng(0)
-    n, r = 4, 5
-    logp = rng.normal(-1.0, 0.3, (n, r))
-    old = logp + rng.normal(0.0, 0.3, (n, r))
-    ref = logp + rng.normal(0.0, 0.5, (n, r))
-    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 1, 1, 0]], float)
-    a = np.array([0.5, -1.0, 2.0, 0.0])
-    eps = 0.2
-    ratio = np.exp(logp - old)
-    per_tok = np.maximum(-a[:, None] * ratio, -a[:, None] * np.clip(ratio, 1 - eps, 1 + eps))
-    per_seq = (per_tok * mask).sum(1) / mask.sum(1)
-    loss, frac = adv_lib.policy_loss(logp, old, a, mask, eps, length_normalised=True)
-    np.testing.assert_allclose(float(loss), per_seq.mean(), rtol=1e-5)
-    loss_dr, _ = adv_lib.policy_loss(logp, old, a, mask, eps, length_normalised=False)
-    np.testing.assert_allclose(float(loss_dr), (per_tok * mask).sum() / (n * r), rtol=1e-5)
-    clipped = (-a[:, None] * np.clip(ratio, 1 - eps, 1 + eps)) > (-a[:, None] * ratio)
-    np.testing.assert_allclose(float(frac), (clipped * mask).sum() / mask.sum(), rtol=1e-6)
-    d = ref - logp
-    k3 = np.exp(d) - d - 1
-    np.testing.assert_allclose(float(adv_lib.kl_loss(logp, ref, mask)),
-                               ((k3 * mask).sum(1) / mask.sum(1)).mean(), rtol=1e-5)
-    np.testing.assert_allclose(float(adv_lib.kl_loss(logp, ref, mask, length_normalised=False)),
-                               (k3 * mask).sum() / (n * r), rtol=1e-5)
+def test_gae_hand_computed():
+    rewards = jnp.array([[0.0, 0.0, 1.0], [0.0, 1.0, 7.0]])
+    values = jnp.array([[0.5, 0.6, 0.7], [0.5, 0.6, 9.0]])
+    mask = jnp.array([[1, 1, 1], [1, 1, 0]])
+    adv, ret = adv_lib.gae(rewards, values, mask, discount=1.0, lam=0.9)
+    # row 0: deltas 0.1, 0.1, 0.3 -> A2 = 0.3, A1 = 0.1 + 0.9 * 0.3, A0 = 0.1 + 0.9 * A1
+    a1 = 0.1 + 0.9 * 0.3
+    np.testing.assert_allclose(np.asarray(adv[0]), [0.1 + 0.9 * a1, a1, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(ret[0]), [0.1 + 0.9 * a1 + 0.5, a1 + 0.6, 1.0],
+                               rtol=1e-6)
+    # row 1: the last real token is 1; the padded value 9 and reward 7 are ignored.
+    np.testing.assert_allclose(np.asarray(adv[1]), [0.1 + 0.9 * 0.4, 0.4, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(ret[1]), [0.46 + 0.5, 1.0, 0.0], rtol=1e-6)
+
+
+def test_token_rewards_hand_computed():
+    r = adv_lib.token_rewards(jnp.array([2.0, 3.0]), jnp.array([[0.1, 0.2, 0.3], [0.1, 0.1, 0.1]]),
+                             jnp.array([[1, 1, 0], [1, 1, 1]]), kl_coef=0.5)
+    np.testing.assert_allclose(np.asarray(r), [[-0.05, -0.1 + 2.0, 0.0],
+                                               [-0.05, -0.05, -0.05 + 3.0]], rtol=1e-6)
+
+
+def test_rloo_hand_computed():
+    adv = adv_lib.rloo(jnp.array([[1.0, 2.0, 3.0, 6.0]]))
+    np.testing.assert_allclose(np.asarray(adv), [[1 - 11 / 3, 2 - 10 / 3, 0.0, 4.0]], rtol=1e-6)
+    with pytest.raises(ValueError, match="at least 2"):
+        adv_lib.rloo(jnp.ones((3, 1)))
+
+
+def test_whiten():
+    w = adv_lib.whiten(jnp.array([[1.0, 3.0, 100.0]]), jnp.array([[1, 1, 0]]))
+    np.testing.assert_allclose(np.asarray(w), [[-1.0, 1.0, 0.0]], rtol=1e-5)
+
+
+def test_group_stats():
     stats = adv_lib.group_stats(RETURNS[:2])
     np.testing.assert_allclose(float(stats["group_std"]), np.sqrt(2) / 2, rtol=1e-6)
     assert float(stats["zero_std_fraction"]) == 0.5

@@ -1,4 +1,4 @@
-"""RL losses and KL estimators against hand-computed values and exact KL divergences."""
+"""RL losses and KL estimators against hand-computed values, numpy and exact KL divergences."""
 
 import jax
 import jax.numpy as jnp
@@ -35,42 +35,50 @@ def test_ppo_value_loss_hand_computed():
     np.testing.assert_allclose(float(frac), 0.5)
 
 
-def test_gae_hand_computed():
-    rewards = jnp.array([[0.0, 0.0, 1.0], [0.0, 1.0, 7.0]])
-    values = jnp.array([[0.5, 0.6, 0.7], [0.5, 0.6, 9.0]])
-    mask = jnp.array([[1, 1, 1], [1, 1, 0]])
-    adv, ret = losses.gae(rewards, values, mask, discount=1.0, lam=0.9)
-    # row 0: deltas 0.1, 0.1, 0.3 -> A2 = 0.3, A1 = 0.1 + 0.9 * 0.3, A0 = 0.1 + 0.9 * A1
-    a1 = 0.1 + 0.9 * 0.3
-    np.testing.assert_allclose(np.asarray(adv[0]), [0.1 + 0.9 * a1, a1, 0.3], rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(ret[0]), [0.1 + 0.9 * a1 + 0.5, a1 + 0.6, 1.0],
-                               rtol=1e-6)
-    # row 1: the last real token is 1; the padded value 9 and reward 7 are ignored.
-    np.testing.assert_allclose(np.asarray(adv[1]), [0.1 + 0.9 * 0.4, 0.4, 0.0], rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(ret[1]), [0.46 + 0.5, 1.0, 0.0], rtol=1e-6)
-
-
-def test_token_rewards_hand_computed():
-    r = losses.token_rewards(jnp.array([2.0, 3.0]), jnp.array([[0.1, 0.2, 0.3], [0.1, 0.1, 0.1]]),
-                             jnp.array([[1, 1, 0], [1, 1, 1]]), kl_coef=0.5)
-    np.testing.assert_allclose(np.asarray(r), [[-0.05, -0.1 + 2.0, 0.0],
-                                               [-0.05, -0.05, -0.05 + 3.0]], rtol=1e-6)
-
-
-def test_rloo_hand_computed():
-    returns = jnp.array([[1.0, 2.0, 3.0, 6.0]])
-    adv = losses.rloo_advantages(returns)
-    np.testing.assert_allclose(np.asarray(adv), [[1 - 11 / 3, 2 - 10 / 3, 0.0, 4.0]], rtol=1e-6)
+def test_rloo_loss_hand_computed():
+    a = jnp.array([1 - 11 / 3, 2 - 10 / 3, 0.0, 4.0])
     logp = jnp.array([[-1.0, 0.0], [-1.5, -0.5], [-0.5, -9.0], [-1.0, -2.0]])
     mask = jnp.array([[1, 0], [1, 1], [1, 0], [1, 1]])  # sequence log-probs -1, -2, -0.5, -3
-    a = adv.reshape(-1)
     loss = losses.rloo_loss(logp, mask, a)
     np.testing.assert_allclose(float(loss), -(8 / 3 + 8 / 3 + 0.0 - 12.0) / 4, rtol=1e-6)
     grad = jax.grad(losses.rloo_loss)(logp, mask, a)
     np.testing.assert_allclose(np.asarray(grad), -np.asarray(a)[:, None] / 4 * np.asarray(mask),
                                rtol=1e-6)
-    with pytest.raises(ValueError, match="at least 2"):
-        losses.rloo_advantages(jnp.ones((3, 1)))
+
+
+def test_clipped_surrogate_and_kl_loss_reduce_per_token_per_sequence_or_by_a_constant():
+    """Sequence advantages ``[N]`` broadcast over tokens; PPO's token mean, GRPO's mean per
+    sequence and Dr. GRPO's constant ``N * R`` (numpy)."""
+    rng = np.random.default_rng(0)
+    n, r = 4, 5
+    logp = rng.normal(-1.0, 0.3, (n, r))
+    old = logp + rng.normal(0.0, 0.3, (n, r))
+    ref = logp + rng.normal(0.0, 0.5, (n, r))
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 1, 1, 0]], float)
+    a = np.array([0.5, -1.0, 2.0, 0.0])
+    eps = 0.2
+    ratio = np.exp(logp - old)
+    per_tok = np.maximum(-a[:, None] * ratio, -a[:, None] * np.clip(ratio, 1 - eps, 1 + eps))
+    per_seq = (per_tok * mask).sum(1) / mask.sum(1)
+    loss, frac = losses.ppo_policy_loss(logp, old, a, mask, eps, reduction="sequence")
+    np.testing.assert_allclose(float(loss), per_seq.mean(), rtol=1e-5)
+    loss_dr, _ = losses.ppo_policy_loss(logp, old, a, mask, eps, reduction="constant")
+    np.testing.assert_allclose(float(loss_dr), (per_tok * mask).sum() / (n * r), rtol=1e-5)
+    loss_tok, frac_tok = losses.ppo_policy_loss(logp, old, np.repeat(a[:, None], r, 1), mask,
+                                                eps)
+    np.testing.assert_allclose(float(loss_tok), (per_tok * mask).sum() / mask.sum(), rtol=1e-5)
+    assert float(frac_tok) == float(frac)
+    clipped = (-a[:, None] * np.clip(ratio, 1 - eps, 1 + eps)) > (-a[:, None] * ratio)
+    np.testing.assert_allclose(float(frac), (clipped * mask).sum() / mask.sum(), rtol=1e-6)
+    d = ref - logp
+    k3 = np.exp(d) - d - 1
+    np.testing.assert_allclose(float(losses.kl_loss(logp, ref, mask, "sequence")),
+                               ((k3 * mask).sum(1) / mask.sum(1)).mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(losses.kl_loss(logp, ref, mask, "constant")),
+                               (k3 * mask).sum() / (n * r), rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown reduction"):
+        losses.reduce_tokens(per_tok, mask, "mean")
+
 
 
 def _categoricals(seed, n=6):
@@ -102,10 +110,7 @@ def test_kl_estimator_rejects_unknown():
         losses.kl_estimate(jnp.zeros(2), jnp.zeros(2), "k2")
 
 
-def test_entropy_and_whiten():
+def test_entropy():
     logits = jnp.log(jnp.array([[[0.5, 0.5], [0.9, 0.1]]]))
     ent = losses.entropy(logits, jnp.array([[1, 0]]))
     np.testing.assert_allclose(float(ent), np.log(2), rtol=1e-6)
-    x = jnp.array([[1.0, 3.0, 100.0]])
-    w = losses.whiten(x, jnp.array([[1, 1, 0]]))
-    np.testing.assert_allclose(np.asarray(w), [[-1.0, 1.0, 0.0]], rtol=1e-5)

@@ -1,6 +1,7 @@
 """RLHF on tiny models: compilation counts, objectives that improve, KL that grows as gamma
 falls, and the rollout's reference coming from the frozen base policy."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -16,15 +17,15 @@ NUM_PROMPTS, BATCH = 16, 8
 
 
 def _trainer(method, source, *, algorithm="ppo", k=2, time_phases=False, steps=30, lr=3e-3,
-             cache=True, kl_penalty="reward"):
+             cache=True, kl_penalty="reward", **fields):
     spec = utility.UtilitySpec(method, ("a",),
                                (utility.ReferenceSpec(source, quantile=0.5, num_samples=4),))
     models = rlhf.Models(pi0=fx.policy(0), reward_models=[fx.reward_model(10)])
-    cfg = rlhf.RLConfig(num_steps=steps, batch_size=BATCH, algorithm=algorithm, num_samples=k,
-                        kl_coef=0.1, ppo_epochs=2,
-                        num_minibatches=1 if algorithm == "rloo" else 2,
-                        time_phases=time_phases, reference_cache=cache, progress=False,
-                        kl_penalty=kl_penalty)
+    cfg = rlhf.rl_config(num_steps=steps, batch_size=BATCH, algorithm=algorithm, num_samples=k,
+                         kl_coef=0.1, ppo_epochs=2,
+                         num_minibatches=1 if algorithm == "rloo" else 2,
+                         time_phases=time_phases, reference_cache=cache, progress=False,
+                         kl_penalty=kl_penalty, **fields)
     tx_p = optim.make_optimizer(dict(learning_rate=lr), steps * cfg.updates_per_step)
     tx_v = optim.make_optimizer(dict(learning_rate=1e-2), steps * cfg.updates_per_step)
     mesh = mesh_lib.make_mesh({"data": -1})
@@ -142,24 +143,6 @@ def test_a_run_started_from_a_reference_cache_estimates_nothing():
         trainer.init_state((table[:4], np.ones(4, bool)))
 
 
-def test_rl_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="num_samples >= 2"):
-        rlhf.RLConfig(num_steps=1, batch_size=2, algorithm="rloo", num_samples=1)
-    with pytest.raises(ValueError, match=r"'grpo' needs rl.num_samples >= 2 \(a group"):
-        rlhf.RLConfig(num_steps=1, batch_size=2, algorithm="grpo", num_samples=1)
-    with pytest.raises(ValueError, match="kl_penalty='loss' needs rl.algorithm in"):
-        rlhf.RLConfig(num_steps=1, batch_size=2, algorithm="ppo", kl_penalty="loss")
-    with pytest.raises(ValueError, match="kl_penalty"):
-        rlhf.RLConfig(num_steps=1, batch_size=2, algorithm="grpo", num_samples=2,
-                      kl_penalty="both")
-    with pytest.raises(ValueError, match="num_minibatches"):
-        rlhf.RLConfig(num_steps=1, batch_size=3, num_minibatches=2)
-    with pytest.raises(ValueError, match="kl_estimator"):
-        rlhf.RLConfig(num_steps=1, batch_size=2, kl_estimator="k2")
-    with pytest.raises(ValueError, match="unknown fields"):
-        rlhf.RLConfig.from_mapping({"num_steps": 1, "batch_size": 2, "bogus": 1})
-
-
 def test_rollout_logs_the_pipeline_stages_and_advantage_statistics():
     """``transformed/<property>`` is the mean LSC transform of the rollout's rewards against its
     references (numpy), and group advantages average 0 (RLOO and GRPO)."""
@@ -195,3 +178,29 @@ def test_gdpo_rollout_utility_is_the_group_normalised_reward():
     np.testing.assert_allclose(np.asarray(ro.utility).reshape(BATCH, k), want, rtol=1e-4,
                                atol=1e-5)
     np.testing.assert_allclose(float(ro.metrics["transformed/a"]), want.mean(), atol=1e-5)
+
+
+@pytest.mark.parametrize("algorithm", rlhf.ALGORITHMS)
+def test_every_update_takes_its_advantages_from_the_estimator_registry(monkeypatch, algorithm):
+    """An estimator registered under the algorithm's name in ``advantages.ESTIMATORS`` (``gae``
+    for PPO) is what the update uses: its constant advantages are the logged ones."""
+    calls = []
+
+    def constant_group(returns, valid=None):
+        calls.append(algorithm)
+        return jnp.full(jnp.shape(returns), 0.25, jnp.float32)
+
+    def constant_gae(rewards, values, mask, discount, lam):
+        calls.append(algorithm)
+        return jnp.full(jnp.shape(rewards), 0.25, jnp.float32), rewards
+
+    ppo = algorithm == "ppo"
+    extra = {"whiten_advantages": False} if ppo else {}
+    trainer = _trainer("raw", "zero", algorithm=algorithm, k=1 if ppo else 4, steps=1, **extra)
+    name = trainer.cfg.estimator
+    assert name == ("gae" if ppo else algorithm)
+    monkeypatch.setitem(advantages.ESTIMATORS, name, constant_gae if ppo else constant_group)
+    _, hist = _run(trainer, 0.1, 1)
+    assert calls == [algorithm]
+    np.testing.assert_allclose(hist[0]["advantage_mean"], 0.25, rtol=1e-6)
+    np.testing.assert_allclose(hist[0]["advantage_abs_mean"], 0.25, rtol=1e-6)

@@ -56,12 +56,14 @@ only).
 
 The package, by concern (imports run one way, top to bottom):
 
-* :mod:`~lsc.align.rlhf.config` -- ``config.rl``'s rules and :class:`RLConfig`;
+* :mod:`~lsc.align.rlhf.config` -- ``config.rl``'s rules and its typed config per algorithm
+  family (:func:`rl_config`: :class:`PPOConfig`, :class:`GroupConfig`);
 * :mod:`~lsc.align.rlhf.state` -- the pytrees (:class:`RLState`, :class:`Frozen`,
   :class:`Rollout`, :class:`Models`, the closed-over :class:`Static`);
 * :mod:`~lsc.align.rlhf.rollout` -- sample, score, reference lookup (pure functions);
-* :mod:`~lsc.align.rlhf.updates` -- the update of each algorithm, registered by name; the
-  advantage estimators are :mod:`lsc.align.advantages`, the losses :mod:`lsc.align.losses`;
+* :mod:`~lsc.align.rlhf.updates` -- the update of each algorithm, registered by name; every
+  update takes its advantages from the estimator registry of :mod:`lsc.align.advantages`, its
+  losses from :mod:`lsc.align.losses`;
 * :mod:`~lsc.align.rlhf.trainer` -- :class:`RLTrainer`: shardings, jitting, timings;
 * :mod:`~lsc.align.rlhf.snapshots`, :mod:`~lsc.align.rlhf.gold` -- policy snapshots and a quick
   gold look;
@@ -69,8 +71,9 @@ The package, by concern (imports run one way, top to bottom):
   (:mod:`lsc.train.runner`) and the ``rlhf`` job (:func:`run`).
 """
 
-from lsc.align.rlhf.config import (ALGORITHMS, GROUP_ALGORITHMS, KL_PENALTIES, RL_RULES,
-                                   RLConfig)
+from lsc.align.rlhf.config import (ALGORITHMS, CLIPPED_GROUP_ALGORITHMS, FAMILIES,
+                                   KL_PENALTIES, RL_RULES, GroupConfig, PPOConfig, RLConfig,
+                                   rl_config)
 from lsc.align.rlhf.gold import gold_evaluation
 from lsc.align.rlhf.job import (RLResult, gamma_workdir, kl_coefs, make_trainer, rl_seeds, run,
                                 run_workdir, train_rlhf)
@@ -80,7 +83,8 @@ from lsc.align.rlhf.state import Frozen, Models, RLState, Rollout, Static
 from lsc.align.rlhf.trainer import RLTrainer
 
 __all__ = [
-    "ALGORITHMS", "GROUP_ALGORITHMS", "KL_PENALTIES", "RL_RULES", "RLConfig", "gold_evaluation",
+    "ALGORITHMS", "CLIPPED_GROUP_ALGORITHMS", "FAMILIES", "KL_PENALTIES", "RL_RULES",
+    "GroupConfig", "PPOConfig", "RLConfig", "rl_config", "gold_evaluation",
     "RLResult", "gamma_workdir", "kl_coefs", "make_trainer", "rl_seeds", "run",
     "run_workdir", "train_rlhf", "SNAPSHOT_DIR", "export_snapshot", "snapshot_dir",
     "snapshot_steps", "Frozen", "Models", "RLState", "Rollout", "Static", "RLTrainer",

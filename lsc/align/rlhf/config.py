@@ -1,22 +1,34 @@
-"""``config.rl``: the RL algorithms, their fields' rules and :class:`RLConfig`."""
+"""``config.rl``: the RL algorithms, their fields' rules and their typed configs.
+
+One typed config per algorithm family, chosen by ``rl.algorithm`` (:data:`FAMILIES`), each a
+frozen dataclass validated on construction:
+
+* :class:`RLConfig`, the base: the fields every algorithm reads;
+* :class:`PPOConfig` (``'ppo'``): plus the clipped update's passes, the value head and GAE;
+* :class:`GroupConfig` (``'rloo'``, ``'grpo'``, ``'dr_grpo'``): plus the clipped update's passes
+  (GRPO, Dr. GRPO) and where the KL goes (``kl_penalty``).
+
+:func:`rl_config` builds the family's config from ``config.rl`` and drops no key: a key of the
+family is a field; a key of another family (one config file serves every algorithm, switched with
+``--config.rl.algorithm``) is checked against its rule and listed in the config's ``unread``
+(the job logs it); any other key is an error.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type
 
 from lsc import schema
 from lsc.align import advantages as advantages_lib
 from lsc.align import losses
 
-ALGORITHMS = ("ppo",) + tuple(advantages_lib.ESTIMATORS)  # ppo, rloo, grpo, dr_grpo
-GROUP_ALGORITHMS = ("grpo", "dr_grpo")  # clipped updates on group advantages, no value head
 KL_PENALTIES = ("reward", "loss")
 
-# The rules of config.rl's fields (lsc.schema): RLConfig's, and gold_eval_prompts (read by run).
-# A tuple rl.kl_coef in a config is a sweep, one run per value.
+# The rules of config.rl's fields (lsc.schema), of every family. A tuple rl.kl_coef or rl.seed in
+# a config is a sweep, one run per value.
 RL_RULES = {
-    "algorithm": schema.one_of(ALGORITHMS),
+    "algorithm": schema.one_of(("ppo",) + advantages_lib.GROUP_ESTIMATORS),
     "num_steps": schema.number_in(1, integer=True),
     "batch_size": schema.number_in(1, integer=True),
     "num_samples": schema.number_in(1, integer=True),
@@ -39,28 +51,29 @@ RL_RULES = {
 }
 
 
+def _optim_field():
+    """An optimiser section (:mod:`lsc.train.optim` fields, a mapping; None: the defaults)."""
+    return dataclasses.field(default=None, hash=False)
+
+
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
-    """``config.rl`` (validated on construction against :data:`RL_RULES`; ``kl_coef`` may be a
-    tuple, a sweep, in the config file, and is a single float here).
+    """The fields every algorithm reads (validated on construction against :data:`RL_RULES`;
+    ``kl_coef`` and ``seed`` may be tuples, sweeps, in the config file, and are one value here).
+    Built by :func:`rl_config` as the family of ``algorithm`` (:data:`FAMILIES`).
 
     Attributes:
-      algorithm: 'ppo', 'rloo', 'grpo' or 'dr_grpo' (:mod:`lsc.align.advantages`: the group of a
-        prompt's ``k`` samples gives the baseline; PPO's clipped update, no value head).
+      algorithm: 'ppo' (:class:`PPOConfig`), 'rloo', 'grpo' or 'dr_grpo' (:class:`GroupConfig`).
       num_steps: RL steps (one rollout and one update each).
       batch_size: prompts per step ``B``.
-      num_samples: samples per prompt ``k`` (RLOO needs ``k >= 2``); ``N = B * k`` rows.
+      num_samples: samples per prompt ``k`` (the group algorithms need ``k >= 2``); ``N = B * k``
+        rows.
       kl_coef: ``gamma``.
       kl_estimator: 'k1' or 'k3' (:func:`lsc.align.losses.kl_estimate`).
       kl_penalty: 'reward' (``gamma`` times the sequence KL subtracted from the return) or
         'loss' (GRPO's form: ``gamma`` times the ``k3`` KL to ``pi0`` added to the policy loss;
         'grpo' and 'dr_grpo' only).
       temperature: sampling temperature of the policy and of ``pi0``'s reference samples.
-      ppo_epochs, num_minibatches: passes over the rollout and mini-batches per pass (PPO);
-        ``num_minibatches`` must divide ``N``.
-      clip_eps, value_clip_eps: PPO's ratio and value clipping.
-      gae_lambda, discount: GAE parameters.
-      whiten_advantages: normalise PPO advantages over the rollout's tokens.
       reference_cache: keep each prompt's reference for the whole run (estimated once).
       time_phases: run the rollout as separately timed phases.
       log_every, save_every, keep_checkpoints: logging and checkpointing cadence.
@@ -70,12 +83,17 @@ class RLConfig:
       reference_bank: compute every prompt's reference once before the first run
         (:mod:`lsc.align.references.bank`) and only look references up in the loop; False:
         estimate them inside the loop, through the cache when ``reference_cache``.
-
-    ``config.rl.seed`` (read by :func:`run`, not a field here) seeds the RL randomness only --
-    prompt order, sampling keys, the value head's initialisation -- separately from
-    ``config.seed`` (the world, the reward models, the base policy); a tuple runs one training per
-    seed. Two runs with the same ``rl.seed`` see the same prompt order and sampling keys whatever
-    their utility (common random numbers).
+      gold_eval_prompts: on the synthetic world, judge the final policy against ``pi0`` on this
+        many test prompts with the gold rewards (``gold.json``); 0: never.
+      seed: seeds the RL randomness only -- prompt order, sampling keys -- separately from
+        ``config.seed`` (the world, the reward models, the base policy, the value head's
+        initialisation); a tuple in the config file runs one training per seed. Two runs with
+        the same ``seed`` see the same prompt order and sampling keys whatever their utility
+        (common random numbers).
+      policy_optim: the policy optimiser's :mod:`lsc.train.optim` fields (its schedule counts
+        :attr:`updates_per_step` updates per RL step).
+      unread: the keys of ``config.rl`` that this algorithm does not read (another family's
+        fields, and for 'rloo' the clipped update's), sorted; checked by their rules.
     """
 
     num_steps: int
@@ -86,13 +104,6 @@ class RLConfig:
     kl_estimator: str = "k1"
     kl_penalty: str = "reward"
     temperature: float = 1.0
-    ppo_epochs: int = 1
-    num_minibatches: int = 1
-    clip_eps: float = 0.2
-    value_clip_eps: float = 0.2
-    gae_lambda: float = 0.95
-    discount: float = 1.0
-    whiten_advantages: bool = True
     reference_cache: bool = True
     time_phases: bool = True
     log_every: int = 10
@@ -101,33 +112,162 @@ class RLConfig:
     progress: bool = True
     snapshot_every: int = 0
     reference_bank: bool = True
+    gold_eval_prompts: int = 0
+    seed: int = 0
+    policy_optim: Optional[Mapping[str, Any]] = _optim_field()
+    unread: Tuple[str, ...] = ()
 
     def __post_init__(self):
-        if isinstance(self.kl_coef, (tuple, list)):
-            raise ValueError(f"rl.kl_coef must be one number >= 0 here, got {self.kl_coef!r}")
+        for name in ("kl_coef", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, (tuple, list)):
+                raise ValueError(f"rl.{name} must be one number here, got {value!r}")
         schema.check(vars(self), RL_RULES, "rl")
-        if self.algorithm in ("rloo",) + GROUP_ALGORITHMS and self.num_samples < 2:
-            raise ValueError(f"rl.algorithm={self.algorithm!r} needs rl.num_samples >= 2 (a "
-                             f"group of samples per prompt), got {self.num_samples}")
-        if self.kl_penalty == "loss" and self.algorithm not in GROUP_ALGORITHMS:
-            raise ValueError(f"rl.kl_penalty='loss' needs rl.algorithm in {GROUP_ALGORITHMS}, "
-                             f"got {self.algorithm!r}")
-        n = self.batch_size * self.num_samples
-        if self.algorithm in ("ppo",) + GROUP_ALGORITHMS and n % self.num_minibatches:
-            raise ValueError(f"rl.num_minibatches={self.num_minibatches} must divide "
-                             f"rl.batch_size * rl.num_samples = {n}")
+        family = FAMILIES[self.algorithm]
+        if type(self) is not family:
+            raise ValueError(f"rl.algorithm={self.algorithm!r} is configured by "
+                             f"{family.__name__}, not {type(self).__name__} (build it with "
+                             "lsc.align.rlhf.rl_config)")
+        if self.kl_penalty == "loss" and self.algorithm not in CLIPPED_GROUP_ALGORITHMS:
+            raise ValueError(f"rl.kl_penalty='loss' needs rl.algorithm in "
+                             f"{CLIPPED_GROUP_ALGORITHMS}, got {self.algorithm!r}")
 
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any], **overrides) -> "RLConfig":
-        """From ``config.rl`` minus the optimiser sections; unknown fields are errors."""
-        return schema.from_mapping(cls, mapping, unknown="rl: unknown fields", overrides=overrides,
-                                   drop=("policy_optim", "value_optim", "gold_eval_prompts", "seed"))
+    @property
+    def estimator(self) -> str:
+        """The name of the algorithm's advantage estimator in
+        :data:`lsc.align.advantages.ESTIMATORS`."""
+        raise NotImplementedError
 
     @property
     def updates_per_step(self) -> int:
         """Optimiser updates per RL step (the optimisers' schedules count these)."""
-        if self.algorithm in ("ppo",) + GROUP_ALGORITHMS:
+        raise NotImplementedError
+
+    @classmethod
+    def reads(cls, algorithm: str) -> Tuple[str, ...]:
+        """The fields of ``cls`` that ``algorithm`` reads."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "unread")
+
+
+def _check_minibatches(cfg) -> None:
+    n = cfg.batch_size * cfg.num_samples
+    if n % cfg.num_minibatches:
+        raise ValueError(f"rl.num_minibatches={cfg.num_minibatches} must divide "
+                         f"rl.batch_size * rl.num_samples = {n}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig(RLConfig):
+    """``rl.algorithm='ppo'``: per-token rewards, GAE advantages over a value head, clipped policy
+    and value updates (:func:`lsc.align.rlhf.updates.gae_update`). The fields of
+    :class:`RLConfig`, and:
+
+    Attributes:
+      ppo_epochs, num_minibatches: passes over the rollout and mini-batches per pass;
+        ``num_minibatches`` must divide ``N``.
+      clip_eps, value_clip_eps: the ratio's and the value's clipping.
+      gae_lambda, discount: GAE parameters.
+      whiten_advantages: normalise the advantages over the rollout's tokens.
+      value_optim: the value head's optimiser (:mod:`lsc.train.optim` fields).
+    """
+
+    ppo_epochs: int = 1
+    num_minibatches: int = 1
+    clip_eps: float = 0.2
+    value_clip_eps: float = 0.2
+    gae_lambda: float = 0.95
+    discount: float = 1.0
+    whiten_advantages: bool = True
+    value_optim: Optional[Mapping[str, Any]] = _optim_field()
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_minibatches(self)
+
+    @property
+    def estimator(self) -> str:
+        return "gae"
+
+    @property
+    def updates_per_step(self) -> int:
+        return self.ppo_epochs * self.num_minibatches
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupConfig(RLConfig):
+    """``rl.algorithm`` 'rloo', 'grpo' or 'dr_grpo': the baseline of a sample is its group, the
+    prompt's ``k >= 2`` samples (:mod:`lsc.align.advantages`); no value head. 'rloo' takes one
+    REINFORCE step per rollout (:func:`lsc.align.rlhf.updates.rloo_update`); 'grpo' and
+    'dr_grpo' take clipped updates (:func:`lsc.align.rlhf.updates.group_update`). The fields of
+    :class:`RLConfig`, and:
+
+    Attributes:
+      ppo_epochs, num_minibatches: passes over the rollout and mini-batches per pass ('grpo',
+        'dr_grpo'; ``num_minibatches`` must divide ``N``).
+      clip_eps: the ratio's clipping ('grpo', 'dr_grpo').
+    """
+
+    ppo_epochs: int = 1
+    num_minibatches: int = 1
+    clip_eps: float = 0.2
+
+    CLIPPED_UPDATE: ClassVar[Tuple[str, ...]] = ("ppo_epochs", "num_minibatches", "clip_eps")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_samples < 2:
+            raise ValueError(f"rl.algorithm={self.algorithm!r} needs rl.num_samples >= 2 (a "
+                             f"group of samples per prompt), got {self.num_samples}")
+        if self.algorithm in CLIPPED_GROUP_ALGORITHMS:
+            _check_minibatches(self)
+
+    @property
+    def estimator(self) -> str:
+        return self.algorithm
+
+    @property
+    def updates_per_step(self) -> int:
+        if self.algorithm in CLIPPED_GROUP_ALGORITHMS:
             return self.ppo_epochs * self.num_minibatches
         return 1
 
+    @classmethod
+    def reads(cls, algorithm: str) -> Tuple[str, ...]:
+        fields = super().reads(algorithm)
+        if algorithm in CLIPPED_GROUP_ALGORITHMS:
+            return fields
+        return tuple(f for f in fields if f not in cls.CLIPPED_UPDATE)
 
+
+FAMILIES: Dict[str, Type[RLConfig]] = {"ppo": PPOConfig, "rloo": GroupConfig,
+                                       "grpo": GroupConfig, "dr_grpo": GroupConfig}
+"""The typed config of each ``rl.algorithm``."""
+ALGORITHMS = tuple(FAMILIES)  # ppo, rloo, grpo, dr_grpo
+CLIPPED_GROUP_ALGORITHMS = ("grpo", "dr_grpo")  # clipped updates on group advantages
+_FIELDS = {f.name for family in set(FAMILIES.values()) for f in dataclasses.fields(family)
+           } - {"unread"}
+
+
+def rl_config(mapping: Optional[Mapping[str, Any]] = None, **overrides) -> RLConfig:
+    """The typed config of ``config.rl`` (``mapping``, a dict or ``ConfigDict``, with
+    ``overrides`` replacing its values): the family of its ``algorithm`` (:data:`FAMILIES`),
+    the other families' keys listed in ``unread`` (module docstring).
+
+    Raises:
+      ValueError: ``rl.<field>: ...`` for a bad value (of any key with a rule), ``rl: unknown
+        fields`` for a key of no family, and the family's checks across fields.
+    """
+    if hasattr(mapping, "to_dict"):
+        mapping = mapping.to_dict()
+    values = dict(mapping or {})
+    values.update(overrides)
+    extra = sorted(set(values) - _FIELDS)
+    if extra:
+        raise ValueError(f"rl: unknown fields {extra}; known: {sorted(_FIELDS)}")
+    schema.check(values, RL_RULES, "rl")
+    algorithm = values.get("algorithm", "ppo")
+    family = FAMILIES[algorithm]
+    own = {f.name for f in dataclasses.fields(family)} - {"unread"}
+    reads = family.reads(algorithm)
+    unread = tuple(sorted(k for k in values if k not in reads))
+    return family(**{k: v for k, v in values.items() if k in own}, unread=unread)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import jax
 import ml_collections
@@ -29,7 +29,7 @@ from lsc.align.references import bank as reference_bank
 from lsc.align import utility as utility_lib
 from lsc.align.rlhf import gold as gold_lib
 from lsc.align.rlhf import snapshots
-from lsc.align.rlhf.config import RLConfig
+from lsc.align.rlhf.config import PPOConfig, RLConfig, rl_config
 from lsc.align.rlhf.state import Models, RLState
 from lsc.align.rlhf.trainer import RLTrainer
 from lsc.data import pipeline
@@ -68,15 +68,16 @@ class _SlotBatches:
 
 
 def make_trainer(spec: utility_lib.UtilitySpec, cfg: RLConfig, models: Models, num_prompts: int,
-                 response_len: int, policy_optim: Mapping | None, value_optim: Mapping | None,
-                 mesh: Mesh, rules=partitioning.DEFAULT_RULES, *, seed: int = 0,
+                 response_len: int, mesh: Mesh, rules=partitioning.DEFAULT_RULES, *, seed: int = 0,
                  fixed_tokens: Optional[np.ndarray] = None,
                  reference: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> RLTrainer:
-    """The :class:`RLTrainer` of :func:`train_rlhf` (optimisers scheduled over
-    ``cfg.num_steps * cfg.updates_per_step`` updates; references only looked up when
-    ``reference`` is complete); ``seed`` initialises the value head."""
+    """The :class:`RLTrainer` of :func:`train_rlhf` (optimisers of ``cfg.policy_optim`` and, for
+    PPO, ``cfg.value_optim`` scheduled over ``cfg.num_steps * cfg.updates_per_step`` updates;
+    references only looked up when ``reference`` is complete); ``seed`` initialises the value
+    head."""
     total_updates = cfg.num_steps * cfg.updates_per_step
-    tx_p = optim.make_optimizer(policy_optim, total_updates)
+    value_optim = cfg.value_optim if isinstance(cfg, PPOConfig) else None
+    tx_p = optim.make_optimizer(cfg.policy_optim, total_updates)
     tx_v = optim.make_optimizer(value_optim, total_updates)
     complete = reference is not None and bool(np.all(np.asarray(reference[1])))
     return RLTrainer(spec, cfg, models, tx_p, tx_v, mesh, rules, num_prompts=num_prompts,
@@ -85,10 +86,8 @@ def make_trainer(spec: utility_lib.UtilitySpec, cfg: RLConfig, models: Models, n
 
 
 def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConfig,
-               models: Models, prompts: pipeline.TokenizedData, response_len: int,
-               policy_optim: Mapping | None, value_optim: Mapping | None, mesh: Mesh,
-               rules=partitioning.DEFAULT_RULES, seed: int = 0,
-               fixed_tokens: Optional[np.ndarray] = None,
+               models: Models, prompts: pipeline.TokenizedData, response_len: int, mesh: Mesh,
+               rules=partitioning.DEFAULT_RULES, fixed_tokens: Optional[np.ndarray] = None,
                reference: Optional[Tuple[np.ndarray, np.ndarray]] = None,
                trainer: Optional[RLTrainer] = None) -> RLResult:
     """Runs RLHF to ``rl_config.num_steps`` (resuming from ``<workdir>/checkpoints``).
@@ -96,12 +95,11 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
     Args:
       workdir: output directory (``checkpoints/``, ``tensorboard/``, ``summary.json``,
         ``reference_cache.json``, ``model/`` with the final policy).
-      spec: the utility; rl_config: :class:`RLConfig`; models: :class:`Models`.
+      spec: the utility; rl_config: the typed ``config.rl`` (:func:`rl_config`; its ``seed``
+        is the run's); models: :class:`Models`.
       prompts: the alignment prompt table (kind 'prompts', with ``prompt_id``).
       response_len: ``R``.
-      policy_optim, value_optim: :mod:`lsc.train.optim` fields of the two optimisers (their
-        schedules count optimiser updates: ``rl_config.updates_per_step`` per RL step).
-      mesh, rules: device mesh and logical-axis rules; seed: the run's seed (``rl.seed``).
+      mesh, rules: device mesh and logical-axis rules.
       fixed_tokens: ``int32[m, R0]`` fixed responses of fixed_response references.
       reference: the reference cache a fresh run starts from (:meth:`RLTrainer.init_state`);
         ignored when resuming (the checkpoint holds the cache). A complete one (every prompt
@@ -116,10 +114,9 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
     cfg = rl_config
     slots = reference_lib.PromptSlots(prompts.arrays["prompt_id"])
     if trainer is None:
-        trainer = make_trainer(spec, cfg, models, len(slots), response_len, policy_optim,
-                               value_optim, mesh, rules, seed=seed, fixed_tokens=fixed_tokens,
-                               reference=reference)
-    data = _SlotBatches(train_common.train_iterator(prompts, cfg.batch_size, seed), slots)
+        trainer = make_trainer(spec, cfg, models, len(slots), response_len, mesh, rules,
+                               seed=cfg.seed, fixed_tokens=fixed_tokens, reference=reference)
+    data = _SlotBatches(train_common.train_iterator(prompts, cfg.batch_size, cfg.seed), slots)
 
     def step_fn(state, batch):
         timings: Dict[str, float] = {}
@@ -135,7 +132,8 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
             snapshots.export_snapshot(workdir, trainer, state, step)
 
     out = runner.run(
-        workdir=workdir, init=lambda fresh: trainer.init_state(reference, seed=seed), data=data,
+        workdir=workdir, init=lambda fresh: trainer.init_state(reference, seed=cfg.seed),
+        data=data,
         step_fn=step_fn,
         cadence=runner.Cadence(cfg.num_steps, cfg.log_every, cfg.save_every,
                                cfg.keep_checkpoints, cfg.progress, "rl.num_steps"),
@@ -219,19 +217,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
         for gamma in gammas:
             run_dir = run_workdir(workdir, seed, gamma, seeds, gammas)
             key = f"{gamma:g}" if len(seeds) == 1 else f"{seed}/{gamma:g}"
-            cfg = RLConfig.from_mapping(config.rl, kl_coef=gamma)
+            cfg = rl_config(config.rl, kl_coef=gamma, seed=seed)
+            if cfg.unread:
+                logging.info("rl.algorithm=%r reads none of rl.%s", cfg.algorithm,
+                             ", rl.".join(cfg.unread))
             if gamma not in trainers or (reference is None and spec.uses_reference):
                 trainers[gamma] = make_trainer(
-                    spec, cfg, models, len(table.arrays["prompt_id"]), r_len,
-                    config.rl.get("policy_optim"), config.rl.get("value_optim"), mesh, rules,
+                    spec, cfg, models, len(table.arrays["prompt_id"]), r_len, mesh, rules,
                     seed=int(config.seed), fixed_tokens=fixed, reference=cache)
             try:
                 res = train_rlhf(workdir=run_dir, spec=spec, rl_config=cfg, models=models,
-                                 prompts=table, response_len=r_len,
-                                 policy_optim=config.rl.get("policy_optim"),
-                                 value_optim=config.rl.get("value_optim"), mesh=mesh,
-                                 rules=rules, seed=seed, fixed_tokens=fixed, reference=cache,
-                                 trainer=trainers[gamma])
+                                 prompts=table, response_len=r_len, mesh=mesh, rules=rules,
+                                 fixed_tokens=fixed, reference=cache, trainer=trainers[gamma])
             except runner.NonFiniteLossError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 1
@@ -240,9 +237,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
             if reference is None:
                 cache = jax.device_get((res.state.ref_table, res.state.ref_filled))
             results[key] = dict(res.summary["train"])
-            if config.data.source == "synthetic" and int(config.rl.get("gold_eval_prompts", 0)):
+            if config.data.source == "synthetic" and cfg.gold_eval_prompts:
                 _, test_table, test_texts = common.tokenizer_and_prompts(config, workdir, "test")
-                n = min(int(config.rl.gold_eval_prompts), len(test_texts))
+                n = min(cfg.gold_eval_prompts, len(test_texts))
                 gold = gold_lib.gold_evaluation(res.trainer.policy_model(res.state), models.pi0, tok,
                                        test_table.arrays["prompt"][:n], test_texts[:n],
                                        spec.properties, response_len=r_len,

@@ -8,14 +8,17 @@ metrics)`` that :class:`lsc.align.rlhf.trainer.RLTrainer` jits once.
   optimiser) and the clipped value loss (value optimiser);
 * ``rloo`` (:func:`rloo_update`): sequence returns ``u - gamma * sum_t kl_t``, leave-one-out
   advantages over the ``k >= 2`` samples of each prompt, one REINFORCE step;
-* ``grpo`` / ``dr_grpo`` (:func:`group_update`): group advantages of the same returns
-  (:mod:`lsc.align.advantages`), then ``ppo_epochs`` x ``num_minibatches`` clipped policy
-  updates (no value head), normalised per sequence length (GRPO) or by a constant (Dr. GRPO);
-  with ``kl_penalty='loss'`` the KL leaves the return and enters the loss as ``gamma`` times the
+* ``grpo`` / ``dr_grpo`` (:func:`group_update`): group advantages of the same returns, then
+  ``ppo_epochs`` x ``num_minibatches`` clipped policy updates (no value head), normalised per
+  sequence length (GRPO) or by a constant (Dr. GRPO) (:data:`REDUCTION`); with
+  ``kl_penalty='loss'`` the KL leaves the return and enters the loss as ``gamma`` times the
   ``k3`` KL to ``pi0``.
 
-Every update logs the advantage statistics ``advantage_mean``, ``advantage_std`` and
-``advantage_abs_mean`` (over the rollout's sequences; PPO over its tokens).
+Every update obtains its advantages from the estimator registry,
+``lsc.align.advantages.ESTIMATORS[cfg.estimator]`` (``gae`` for PPO, else the algorithm's name);
+the losses are :mod:`lsc.align.losses`. Every update logs the advantage statistics
+``advantage_mean``, ``advantage_std`` and ``advantage_abs_mean`` (over the rollout's sequences;
+PPO over its tokens).
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ from lsc.align import losses
 from lsc.align.rlhf.state import Frozen, RLState, Rollout, Static, merge_params
 from lsc.align.rlhf.rollout import keys
 from lsc.models import decoder as decoder_lib
+
+
+REDUCTION = {"grpo": "sequence", "dr_grpo": "constant"}
+"""How :func:`group_update` reduces its per-token losses (:func:`lsc.align.losses.reduce_tokens`):
+GRPO's mean per sequence, Dr. GRPO's constant ``N * R``."""
 
 
 def _minibatch_order(key, n: int, epochs: int, num_minibatches: int):
@@ -59,7 +67,7 @@ def rloo_update(st: Static, state: RLState, frozen: Frozen, ro: Rollout, kl_coef
     metrics = {}
     seq_kl = jnp.sum(ro.kl, axis=1)
     returns = (ro.utility - kl_coef * seq_kl).reshape(-1, cfg.num_samples)
-    adv = losses.rloo_advantages(returns).reshape(-1)
+    adv = advantages_lib.group_advantages(cfg.estimator, returns).reshape(-1)
 
     def loss_fn(params):
         lp = new_logp(params, ro.prompts, ro.tokens, ro.mask)
@@ -81,10 +89,11 @@ def gae_update(st: Static, state: RLState, frozen: Frozen, ro: Rollout, kl_coef,
     cfg = st.cfg
     vgd = st.value_graphdef
     metrics = {}
-    rewards_tok = losses.token_rewards(ro.utility, ro.kl, ro.mask, kl_coef)
-    adv, ret = losses.gae(rewards_tok, ro.values, ro.mask, cfg.discount, cfg.gae_lambda)
+    rewards_tok = advantages_lib.token_rewards(ro.utility, ro.kl, ro.mask, kl_coef)
+    adv, ret = advantages_lib.ESTIMATORS[cfg.estimator](rewards_tok, ro.values, ro.mask,
+                                                        cfg.discount, cfg.gae_lambda)
     if cfg.whiten_advantages:
-        adv = losses.whiten(adv, ro.mask)
+        adv = advantages_lib.whiten(adv, ro.mask)
     order = _minibatch_order(update_key, ro.tokens.shape[0], cfg.ppo_epochs, cfg.num_minibatches)
 
     def policy_loss(params, idx):
@@ -122,22 +131,23 @@ def gae_update(st: Static, state: RLState, frozen: Frozen, ro: Rollout, kl_coef,
 def group_update(st: Static, state: RLState, frozen: Frozen, ro: Rollout, kl_coef, new_logp,
                  update_key):
     """GRPO / Dr. GRPO: group advantages of the returns (:mod:`lsc.align.advantages`), then
-    ``ppo_epochs`` passes of ``num_minibatches`` clipped updates of the policy; the KL to
-    ``pi0`` in the return (``kl_penalty='reward'``) or as a ``k3`` loss term ('loss')."""
+    ``ppo_epochs`` passes of ``num_minibatches`` clipped updates of the policy, reduced by
+    :data:`REDUCTION`; the KL to ``pi0`` in the return (``kl_penalty='reward'``) or as a ``k3``
+    loss term ('loss')."""
     cfg = st.cfg
-    length_norm = advantages_lib.LENGTH_NORMALISED[cfg.algorithm]
+    reduction = REDUCTION[cfg.algorithm]
     in_loss = cfg.kl_penalty == "loss"
     seq_kl = jnp.sum(ro.kl, axis=1)
     returns = ro.utility if in_loss else ro.utility - kl_coef * seq_kl
     grouped = returns.reshape(-1, cfg.num_samples)
-    adv = advantages_lib.group_advantages(cfg.algorithm, grouped).reshape(-1)
+    adv = advantages_lib.group_advantages(cfg.estimator, grouped).reshape(-1)
     order = _minibatch_order(update_key, ro.tokens.shape[0], cfg.ppo_epochs, cfg.num_minibatches)
 
     def loss_fn(params, idx):
         lp = new_logp(params, ro.prompts[idx], ro.tokens[idx], ro.mask[idx])
-        pl, frac = advantages_lib.policy_loss(lp, ro.logp[idx], adv[idx], ro.mask[idx],
-                                              cfg.clip_eps, length_norm)
-        kl = advantages_lib.kl_loss(lp, ro.logp0[idx], ro.mask[idx], length_norm)
+        pl, frac = losses.ppo_policy_loss(lp, ro.logp[idx], adv[idx], ro.mask[idx],
+                                          cfg.clip_eps, reduction)
+        kl = losses.kl_loss(lp, ro.logp0[idx], ro.mask[idx], reduction)
         total = pl + kl_coef * kl if in_loss else pl
         return total, (pl, frac, kl)
 
