@@ -23,7 +23,7 @@ Config fields read here (see ``configs/rlhf/synthetic.py`` for a complete exampl
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import jax
 import ml_collections
@@ -200,15 +200,6 @@ def split_models(models) -> Tuple[tuple, tuple]:
             gds.append(gd)
             sts.append(st)
     return tuple(gds), tuple(sts)
-
-
-def place(state: Any, mesh, rules) -> Any:
-    """``state`` on ``mesh`` by its logical axes (None stays None)."""
-    from lsc.parallel import partitioning
-
-    if state is None:
-        return None
-    return partitioning.shard_state(state, mesh, rules)
 
 
 def decode(tok, tokens: np.ndarray) -> List[str]:

@@ -242,14 +242,6 @@ def reward_model_factory(model_config: ml_collections.ConfigDict, vocab_size: in
     return create, initial
 
 
-def host_batch_size(global_batch: int) -> int:
-    """This host's share of a global batch (must divide evenly)."""
-    n = jax.process_count()
-    if global_batch % n:
-        raise ValueError(f"batch size {global_batch} is not divisible by {n} hosts")
-    return global_batch // n
-
-
 def train_iterator(data: pipeline.TokenizedData, global_batch: int, seed: int):
     """Endless shuffled batches, this host's rows of each global batch
     (:func:`lsc.data.pipeline.global_batch_iterator`: the same global batches on any number of

@@ -42,7 +42,7 @@ from lsc.data import hh_rlhf, pipeline
 from lsc.data.tokenizer import TruncationStats
 from lsc.models import sampling
 from lsc.train import checkpoint as checkpoint_lib
-from lsc.train import common, loop
+from lsc.train import common, loop, runner
 
 
 @jax.jit
@@ -231,7 +231,7 @@ def target_table(prompts: np.ndarray, targets: np.ndarray) -> pipeline.Tokenized
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
-    """The ``train_reference`` job; exit code 0, :data:`loop.PREEMPTED_EXIT_CODE` or 1."""
+    """The ``train_reference`` job; exit code 0, :data:`lsc.train.runner.PREEMPTED_EXIT_CODE` or 1."""
     ref = config.reference
     for field in ("rm_workdir", "policy_workdir"):
         if not ref.get(field):
@@ -292,8 +292,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
                                                    "train_mean": train_mean,
                                                    "train_std": float(np.std(train_y)),
                                                    "test_std": float(np.std(test_y))}})
-    except loop.NonFiniteLossError as e:
+    except runner.NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    return loop.PREEMPTED_EXIT_CODE if result.preempted else 0
+    return runner.PREEMPTED_EXIT_CODE if result.preempted else 0
 

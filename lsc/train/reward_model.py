@@ -42,7 +42,7 @@ from absl import logging
 from flax import nnx
 
 from lsc.data import pipeline, synthetic
-from lsc.train import common, loop
+from lsc.train import common, loop, runner
 
 LOSSES = ("bradley_terry", "pointwise")
 REPLICATE_SEED_STRIDE = 1_000_003
@@ -217,7 +217,7 @@ def _rm_evaluator(test: pipeline.TokenizedData, batch_size: int, num_bins: int) 
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     """The ``train_rm`` job: trains a reward model; returns the process exit code.
 
-    0 when done (``summary.json`` written), :data:`lsc.train.loop.PREEMPTED_EXIT_CODE` after a
+    0 when done (``summary.json`` written), :data:`lsc.train.runner.PREEMPTED_EXIT_CODE` after a
     SIGTERM checkpoint, 1 on a non-finite loss (the error names the step).
     """
     prop = config.rm.property
@@ -272,10 +272,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
             train_config=train_cfg, optim_config=config.optim, mesh=mesh, rules=rules,
             seed=seed, evaluator=evaluator, initial_model=initial,
             summary_extra=extra)
-    except loop.NonFiniteLossError as e:
+    except runner.NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if result.preempted:
-        return loop.PREEMPTED_EXIT_CODE
+        return runner.PREEMPTED_EXIT_CODE
     logging.info("reward model done: %s", os.path.join(workdir, "summary.json"))
     return 0

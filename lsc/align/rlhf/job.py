@@ -225,7 +225,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     """The ``rlhf`` job: one run per ``rl.seed`` x ``rl.kl_coef`` (tuples sweep; each run in
     :func:`run_workdir`). Every prompt's reference is computed once before the first run
     (:func:`reference_table`). Exit code 0, 1 (non-finite loss) or
-    :data:`lsc.train.loop.PREEMPTED_EXIT_CODE`."""
+    :data:`lsc.train.runner.PREEMPTED_EXIT_CODE`."""
     spec = utility_lib.spec_from_config(config.rewards)
     tok, table, _ = common.tokenizer_and_prompts(config, workdir, "train")
     r_len = int(config.data.response_len)
