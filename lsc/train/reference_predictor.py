@@ -41,8 +41,7 @@ from lsc import rewards, runtime
 from lsc.data import hh_rlhf, pipeline
 from lsc.data.tokenizer import TruncationStats
 from lsc.models import sampling
-from lsc.train import checkpoint as checkpoint_lib
-from lsc.train import common, loop, runner
+from lsc.train import common, loop, run_models, runner
 
 
 @jax.jit
@@ -153,9 +152,8 @@ def write_base_samples(config: ml_collections.ConfigDict, workdir: str, path: st
         raise ValueError("config.reference.policy_workdir is empty; give the workdir of a "
                          "finished train_sft run")
     tok, prompts = _prompt_arrays(config, workdir)
-    pol_cfg = common.load_run_config(ref.policy_workdir)
-    pol_create, _, _ = common.backbone_factory(pol_cfg.model, tok.vocab_size, int(pol_cfg.seed))
-    policy = checkpoint_lib.load_model(ref.policy_workdir, pol_create)
+    policy = run_models.load_run_model("policy", "reference.policy_workdir", ref.policy_workdir,
+                                       tok.vocab_size, reward=False).model
     settings = _sampling_settings(config)
     key = jax.random.key(settings["seed"])
     arrays = {}
@@ -246,9 +244,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     tok, prompts = _prompt_arrays(config, workdir)
     train_x, test_x = prompts["train"], prompts["test"]
 
-    rm_cfg = common.load_run_config(ref.rm_workdir)
-    rm_create, _ = common.reward_model_factory(rm_cfg.model, tok.vocab_size, int(rm_cfg.seed))
-    reward_model = checkpoint_lib.load_model(ref.rm_workdir, rm_create)
+    loaded = run_models.load_run_model("reward_model", "reference.rm_workdir", ref.rm_workdir,
+                                       tok.vocab_size, reward=True)
+    reward_model = loaded.model
+    records = [loaded.record, run_models.describe_run_model(
+        "policy", "reference.policy_workdir", ref.policy_workdir, tok.vocab_size, reward=False)[1]]
 
     targets_path = os.path.join(workdir, "oracle_targets.npz")
     if os.path.exists(targets_path):
@@ -272,7 +272,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     test_data = target_table(test_x, test_y)
     train_cfg = loop.TrainConfig.from_mapping(config.train)
     mesh, rules = common.make_mesh(config)
-    create, _ = common.reward_model_factory(config.model, tok.vocab_size, int(config.seed))
+    create, _, rec = run_models.describe_config_model("model", "model", config.model,
+                                                      tok.vocab_size, int(config.seed), reward=True)
+    run_models.record(workdir, config, records + [rec])
 
     def outputs(model, batch):
         return {"pred": model(batch["prompt"], prompt_only(batch["prompt"])).astype(jnp.float32),

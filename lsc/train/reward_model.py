@@ -42,7 +42,7 @@ from absl import logging
 from flax import nnx
 
 from lsc.data import pipeline, synthetic
-from lsc.train import common, loop, runner
+from lsc.train import common, loop, run_models, runner
 
 LOSSES = ("bradley_terry", "pointwise")
 REPLICATE_SEED_STRIDE = 1_000_003
@@ -244,7 +244,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
 
     train_cfg = loop.TrainConfig.from_mapping(config.train)
     mesh, rules = common.make_mesh(config)
-    create, initial = common.reward_model_factory(config.model, tok.vocab_size, seed)
+    create, initial, rec = run_models.describe_config_model("model", "model", config.model,
+                                                            tok.vocab_size, seed, reward=True)
+    run_models.record(workdir, config, [rec])
     eval_batch = int(config.eval.batch_size)
     num_bins = int(config.eval.calibration_bins)
     evaluator = _rm_evaluator(test_data, eval_batch, num_bins)

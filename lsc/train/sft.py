@@ -28,7 +28,7 @@ from flax import nnx
 
 from lsc.data import hh_rlhf, pipeline, synthetic
 from lsc.models import decoder as decoder_lib
-from lsc.train import common, loop, runner
+from lsc.train import common, loop, run_models, runner
 
 
 def response_token_nll(model: nnx.Module, batch: Mapping[str, jax.Array]):
@@ -129,7 +129,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     test_data = pipeline.tokenize_sft(test_demos, tok, p_len, r_len)
     train_cfg = loop.TrainConfig.from_mapping(config.train)
     mesh, rules = common.make_mesh(config)
-    create, _, _ = common.backbone_factory(config.model, tok.vocab_size, int(config.seed))
+    create, _, rec = run_models.describe_config_model("model", "model", config.model,
+                                                      tok.vocab_size, int(config.seed))
+    run_models.record(workdir, config, [rec])
     evaluator = loop.Evaluator(common.eval_iterator_factory(test_data, int(config.eval.batch_size)),
                                _eval_outputs, _finalize)
 
