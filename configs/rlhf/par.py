@@ -15,11 +15,11 @@ Usage (one GPU machine; ``launch/README.md`` for SLURM and TPU)::
   python -m lsc.models.hf_convert --checkpoint=/ckpt/reward-model --workdir=runs/rm_hf
   launch/gpu_single_node.sh configs/rlhf/par.py:helpful_lsc runs/par_lsc \\
       --config.data.path=/data/hh-rlhf \\
-      --config.data.tokenizer=runs/gemma2_2b/tokenizer/tokenizer.json \\
       --config.policy.workdir=runs/gemma2_2b \\
       --config.rewards.properties.helpful.rm_workdir=runs/rm_hf
 
-The prompts are rendered through the policy's chat template (``data.chat_template='auto'``: the
+The tokenizer is the policy's own (``runs/gemma2_2b/tokenizer``, used when ``data.tokenizer`` is
+empty). The prompts are rendered through the policy's chat template (``data.chat_template='auto'``: the
 template ``hf_convert`` copied to ``runs/gemma2_2b/tokenizer``; ``'none'`` keeps the hh-rlhf
 transcripts). The reward model must tokenize like the policy (same ``tokenizer.json``): the project scores the
 policy's token ids. Hyperparameters are this project's choices for a 2B policy (policy lr 1e-6,

@@ -11,7 +11,8 @@ The job :func:`run` (``job = 'best_of_k'``) estimates the references of the eval
 for every ``k`` of ``best_of_k.ks`` and writes ``<workdir>/best_of_k/k<k>.jsonl`` (one line per
 prompt: the prompt, the chosen response, its per-property rewards, references, utility and the
 chosen index; on the synthetic world also the gold scores) and ``<workdir>/results.json``
-(per k: mean utility, mean rewards, mean gold scores).
+(per k: mean utility, mean rewards, mean gold scores); ``<workdir>/config.json`` records the models
+that ran (:mod:`lsc.train.run_models`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from lsc.align import references as reference_lib
 from lsc.align import utility as utility_lib
 from lsc.data import pipeline
 from lsc.models import sampling
+from lsc.train import run_models
 
 Array = jax.Array
 
@@ -125,12 +127,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     r_len = int(config.data.response_len)
     temperature = float(config.get("sampling", {}).get("temperature", 1.0))
 
-    pi0 = common.load_policy(config, tok.vocab_size)
-    rms = common.load_reward_models(config, spec, tok.vocab_size)
-    preds = common.load_predictors(spec, tok.vocab_size)
-    pi0_gd, pi0_st = nnx.split(pi0)
-    rm_gds, rm_sts = common.split_models(rms)
-    pr_gds, pr_sts = common.split_models(preds)
+    loaded = common.job_models(config, spec, tok.vocab_size)
+    run_models.record(workdir, config, loaded.records)
+    pi0_gd, pi0_st = nnx.split(loaded.pi0)
+    rm_gds, rm_sts = common.split_models(loaded.reward_models)
+    pr_gds, pr_sts = common.split_models(loaded.predictors)
     estimator = reference_lib.ReferenceEstimator(
         spec, pi0_gd, rm_gds, max_new_tokens=r_len, temperature=temperature,
         fixed_tokens=reference_lib.fixed_response_tokens(spec, tok, r_len),

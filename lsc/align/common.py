@@ -3,8 +3,9 @@ the tokenizer and the prompt tables, built from a config.
 
 Config fields read here (see ``configs/rlhf/synthetic.py`` for a complete example):
 
-* ``data.source`` ('synthetic' | 'hh_rlhf'), ``data.path``, ``data.on_error``, ``data.tokenizer``,
-  ``data.prompt_len``, ``data.response_len`` (the response budget ``R`` of every sample),
+* ``data.source`` ('synthetic' | 'hh_rlhf'), ``data.path``, ``data.on_error``, ``data.tokenizer``
+  (empty: the policy's own, ``<policy.workdir>/tokenizer`` of a converted checkpoint, when it holds
+  one, else the synthetic world's; see :func:`default_tokenizer`), ``data.prompt_len``, ``data.response_len`` (the response budget ``R`` of every sample),
   ``data.chat_template`` (``'auto'``, the default: the policy's own template when
   ``policy.workdir`` is a converted checkpoint whose ``tokenizer/`` holds one, else none;
   ``'none'`` or empty: prompts are tokenized as hh-rlhf transcripts; a checkpoint directory:
@@ -23,7 +24,7 @@ Config fields read here (see ``configs/rlhf/synthetic.py`` for a complete exampl
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import jax
 import ml_collections
@@ -34,14 +35,31 @@ from flax import nnx
 from lsc.align import utility as utility_lib
 from lsc.data import chat_template as chat_template_lib
 from lsc.data import hh_rlhf, pipeline
-from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import common as train_common
+from lsc.train import run_models
 
 RANDOM_RM_SEED_OFFSET = 100
 PROMPT_SPLITS = ("train", "test")  # the ``split`` of tokenizer_and_prompts
+POLICY_TOKENIZER_DIR = "tokenizer"  # where lsc.models.hf_convert copies a checkpoint's tokenizer
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model")  # what load_tokenizer reads
 
 
-load_run_config = train_common.load_run_config
+def policy_tokenizer_dir(config: ml_collections.ConfigDict) -> str:
+    """``<policy.workdir>/tokenizer`` when it exists (empty otherwise)."""
+    policy = config.get("policy")
+    workdir = (policy.get("workdir", "") if policy is not None else "") or ""
+    candidate = os.path.join(workdir, POLICY_TOKENIZER_DIR) if workdir else ""
+    return candidate if candidate and os.path.isdir(candidate) else ""
+
+
+def default_tokenizer(config: ml_collections.ConfigDict, source_default: str) -> str:
+    """The tokenizer used when ``data.tokenizer`` is empty: the policy's
+    (:func:`policy_tokenizer_dir`, when it holds one of :data:`TOKENIZER_FILES`), else
+    ``source_default`` (the data source's: the synthetic world's model, or empty)."""
+    directory = policy_tokenizer_dir(config)
+    if directory and any(os.path.isfile(os.path.join(directory, f)) for f in TOKENIZER_FILES):
+        return directory
+    return source_default
 
 
 def tokenizer_and_prompts(config: ml_collections.ConfigDict, workdir: str, split: str):
@@ -69,7 +87,10 @@ def tokenizer_and_prompts(config: ml_collections.ConfigDict, workdir: str, split
                         write=jax.process_index() == 0)
     if not prompts:
         raise ValueError(f"no {split} prompts for data.source={source!r}")
+    tok_path = default_tokenizer(config, tok_path)
     tok = train_common.load_tokenizer(config, tok_path)
+    logging.log_first_n(logging.INFO, "tokenizer %s (vocabulary %d)", 1,
+                        config.data.get("tokenizer", "") or tok_path, tok.vocab_size)
     table = pipeline.tokenize_prompts(render_chat_prompts(config, prompts, tok), tok,
                                       int(config.data.prompt_len))
     return tok, table, list(prompts)
@@ -77,7 +98,6 @@ def tokenizer_and_prompts(config: ml_collections.ConfigDict, workdir: str, split
 
 CHAT_TEMPLATE_AUTO = "auto"
 CHAT_TEMPLATE_NONE = ("", "none")
-POLICY_TOKENIZER_DIR = "tokenizer"  # where lsc.models.hf_convert copies a checkpoint's tokenizer
 
 
 def chat_template_dir(config: ml_collections.ConfigDict) -> str:
@@ -94,12 +114,8 @@ def chat_template_dir(config: ml_collections.ConfigDict) -> str:
         return ""
     if value.lower() != CHAT_TEMPLATE_AUTO:
         return value
-    policy = config.get("policy")
-    workdir = (policy.get("workdir", "") if policy is not None else "") or ""
-    if not workdir:
-        return ""
-    candidate = os.path.join(workdir, POLICY_TOKENIZER_DIR)
-    if not os.path.isdir(candidate):
+    candidate = policy_tokenizer_dir(config)
+    if not candidate:
         return ""
     try:
         chat_template_lib.load_chat_template(candidate)
@@ -131,61 +147,76 @@ def render_chat_prompts(config: ml_collections.ConfigDict, prompts, tok) -> List
         raise ValueError(f"config.data.chat_template={path!r}: {e}") from e
 
 
-def load_policy(config: ml_collections.ConfigDict, vocab_size: int) -> nnx.Module:
-    """The base policy ``pi0``: the model exported by ``policy.workdir``, else random init."""
-    workdir = config.policy.get("workdir", "") or ""
-    if workdir:
-        run_cfg = load_run_config(workdir)
-        create, _, _ = train_common.backbone_factory(run_cfg.model, vocab_size, int(run_cfg.seed))
-        return checkpoint_lib.load_model(workdir, create)
-    logging.warning("policy.workdir is empty: the base policy is a RANDOMLY INITIALISED %s "
-                    "(smoke tests and benchmarks only)", config.policy.model.kind)
-    create, _, _ = train_common.backbone_factory(config.policy.model, vocab_size,
-                                                 int(config.seed))
-    return create()
+class JobModels(NamedTuple):
+    """The models of an alignment job and their records (:mod:`lsc.train.run_models`, in the
+    order policy, reward models, predictors). Without loading, the models are None."""
+
+    pi0: Optional[nnx.Module]
+    reward_models: List[Optional[nnx.Module]]
+    predictors: List[Optional[nnx.Module]]
+    records: List[run_models.ModelRecord]
 
 
-def random_reward_model(model_config, vocab_size: int, seed: int) -> nnx.Module:
-    """A randomly initialised reward model whose head is not zero (so rewards vary)."""
-    create, _ = train_common.reward_model_factory(model_config, vocab_size, seed,
-                                                  head_init=nnx.initializers.normal(1.0))
-    return create()
+def job_models(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,
+               vocab_size: int, *, load: bool = True) -> JobModels:
+    """The base policy ``pi0`` (``policy.workdir``, else a random ``policy.model``), one reward
+    model per property (``rm_workdir``, else a random ``rm_model`` with seed
+    ``seed + RANDOM_RM_SEED_OFFSET + i`` and a non-zero head, so rewards vary) and per property
+    the reference predictor of ``reference.predictor_workdir`` or None; each logged once.
 
+    ``load=False`` reads no weights and builds nothing (only the run directories'
+    ``config.json`` and abstract models, for the records). Errors name the config field and the
+    run directory at fault; ``vocab_size`` is the tokenizer's (0: not checked)."""
+    records: List[run_models.ModelRecord] = []
 
-def load_reward_models(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,
-                       vocab_size: int) -> List[nnx.Module]:
-    """One reward model per property (``rm_workdir`` or random init, see the module doc)."""
-    out = []
+    def run_dir(role, source, workdir, reward):
+        if load:
+            built = run_models.load_run_model(role, source, workdir, vocab_size, reward=reward)
+            records.append(built.record)
+            return built.model
+        records.append(run_models.describe_run_model(role, source, workdir, vocab_size,
+                                                     reward=reward)[1])
+        return None
+
+    def random(role, source, model_config, seed, **kwargs):
+        create, _, rec = run_models.describe_config_model(role, source, model_config, vocab_size,
+                                                          seed, **kwargs)
+        records.append(rec)
+        if not load:
+            return None
+        logging.info("built %s", rec.summary())
+        return create()
+
+    policy_dir = config.policy.get("workdir", "") or ""
+    if policy_dir:
+        pi0 = run_dir("policy", "policy.workdir", policy_dir, False)
+    else:
+        if load:
+            logging.warning("policy.workdir is empty: the base policy is a RANDOMLY INITIALISED "
+                            "%s (smoke tests and benchmarks only)", config.policy.model.kind)
+        pi0 = random("policy", "policy.model", config.policy.model, int(config.seed))
+    rms: List[Optional[nnx.Module]] = []
     for i, (name, workdir) in enumerate(zip(spec.properties, spec.rm_workdirs)):
+        role = f"reward_model/{name}"
         if workdir:
-            run_cfg = load_run_config(workdir)
-            create, _ = train_common.reward_model_factory(run_cfg.model, vocab_size,
-                                                          int(run_cfg.seed))
-            out.append(checkpoint_lib.load_model(workdir, create))
-        else:
+            rms.append(run_dir(role, f"rewards.properties.{name}.rm_workdir", workdir, True))
+            continue
+        if load:
             logging.warning("rewards.properties.%s.rm_workdir is empty: a RANDOMLY INITIALISED "
                             "reward model scores %r (smoke tests and benchmarks only)", name, name)
-            out.append(random_reward_model(config.rm_model, vocab_size,
-                                           int(config.seed) + RANDOM_RM_SEED_OFFSET + i))
-    return out
-
-
-def load_predictors(spec: utility_lib.UtilitySpec, vocab_size: int
-                    ) -> List[Optional[nnx.Module]]:
-    """Per property, the reference predictor of ``reference.predictor_workdir`` or None."""
-    out: List[Optional[nnx.Module]] = []
+        rms.append(random(role, "rm_model", config.rm_model,
+                          int(config.seed) + RANDOM_RM_SEED_OFFSET + i, reward=True,
+                          head_init=nnx.initializers.normal(1.0)))
+    preds: List[Optional[nnx.Module]] = []
     for name, ref in zip(spec.properties, spec.references):
         if ref.source != "predictor":
-            out.append(None)
+            preds.append(None)
             continue
+        source = f"rewards.properties.{name}.reference.predictor_workdir"
         if not ref.predictor_workdir:
-            raise ValueError(f"config.rewards.properties.{name}.reference.predictor_workdir is "
-                             "empty; give a finished train_reference run")
-        run_cfg = load_run_config(ref.predictor_workdir)
-        create, _ = train_common.reward_model_factory(run_cfg.model, vocab_size,
-                                                      int(run_cfg.seed))
-        out.append(checkpoint_lib.load_model(ref.predictor_workdir, create))
-    return out
+            raise ValueError(f"config.{source} is empty; give a finished train_reference run")
+        preds.append(run_dir(f"predictor/{name}", source, ref.predictor_workdir, True))
+    return JobModels(pi0, rms, preds, records)
 
 
 def split_models(models) -> Tuple[tuple, tuple]:
@@ -200,15 +231,6 @@ def split_models(models) -> Tuple[tuple, tuple]:
             gds.append(gd)
             sts.append(st)
     return tuple(gds), tuple(sts)
-
-
-def place(state: Any, mesh, rules) -> Any:
-    """``state`` on ``mesh`` by its logical axes (None stays None)."""
-    from lsc.parallel import partitioning
-
-    if state is None:
-        return None
-    return partitioning.shard_state(state, mesh, rules)
 
 
 def decode(tok, tokens: np.ndarray) -> List[str]:

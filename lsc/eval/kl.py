@@ -32,7 +32,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from lsc.align.losses import KL_ESTIMATORS as ESTIMATORS  # the names of the RL loss's estimators
+from lsc.align import losses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +68,9 @@ def sequence_kl(logp, logp0, mask, estimator: str = "k1") -> np.ndarray:
     Returns:
       ``float64[S]`` one estimate per sequence, ``S`` the product of the leading dimensions.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown KL estimator {estimator!r}; choose one of {ESTIMATORS}")
+    if estimator not in losses.KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {estimator!r}; choose one of "
+                         f"{losses.KL_ESTIMATORS}")
     lp = np.asarray(logp, dtype=np.float64)
     lp0 = np.asarray(logp0, dtype=np.float64)
     m = np.asarray(mask)

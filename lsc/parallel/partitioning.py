@@ -80,16 +80,6 @@ def logical_to_spec(
     return PartitionSpec(*spec)
 
 
-def logical_sharding(
-    logical_axes: Sequence[Optional[str]],
-    mesh: Mesh,
-    rules: Rules = DEFAULT_RULES,
-    shape: Optional[Sequence[int]] = None,
-) -> NamedSharding:
-    """``NamedSharding`` on ``mesh`` for an array with ``logical_axes`` (see ``logical_to_spec``)."""
-    return NamedSharding(mesh, logical_to_spec(logical_axes, rules, mesh, shape))
-
-
 def _is_var(x) -> bool:
     return isinstance(x, nnx.Variable)
 

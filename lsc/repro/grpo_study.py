@@ -44,6 +44,7 @@ from lsc import runtime
 from lsc import stages as stages_lib
 from lsc.eval import plots
 from lsc.repro import evaluation, exact_arm, figures, grpo_exact
+from lsc.repro import jobs as jobs_lib
 from lsc.repro import pipeline
 from lsc.repro import rl_arm
 from lsc.repro.rl_arm import MATCHED, RLClaim
@@ -216,7 +217,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     pipeline.compilation_cache(workdir)
     try:
         stages_lib.run_stages(STAGES, config, workdir)
-    except pipeline.JobStopped as e:
+    except jobs_lib.JobStopped as e:
         logging.warning("%s; rerun the same command to resume", e)
         return e.exit_code
     if jax.process_index() == 0:

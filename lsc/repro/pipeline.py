@@ -53,8 +53,6 @@ from lsc.train import reward_model as train_reward_model
 from lsc.train import sft as train_sft
 
 
-JobStopped = jobs_lib.JobStopped
-
 
 def _world_dir(stage_dir: str) -> str:
     return _stage_dir(stage_dir, "world")
@@ -298,7 +296,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     compilation_cache(workdir)
     try:
         stages_lib.run_stages(STAGES, config, workdir)
-    except JobStopped as e:
+    except jobs_lib.JobStopped as e:
         logging.warning("%s; rerun the same command to resume", e)
         return e.exit_code
     if jax.process_index() == 0:

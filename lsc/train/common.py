@@ -156,22 +156,25 @@ def make_mesh(config: ml_collections.ConfigDict):
     return mesh, rules
 
 
-def backbone_factory(model_config: ml_collections.ConfigDict, vocab_size: int, seed: int
+def backbone_factory(model_config: ml_collections.ConfigDict, vocab_size: int, seed: int,
+                     where: str = "config.model"
                      ) -> Tuple[Callable[[], nnx.Module], Optional[Callable[[], nnx.Module]], Any]:
     """``(create, load_pretrained or None, arch_config)`` for the model's backbone.
 
     ``create()`` builds a randomly initialised backbone (parameters from ``seed``);
     ``load_pretrained()`` the imported checkpoint of ``model.init_from`` (T5 only).
-    ``vocab_size`` is the tokenizer's; the model's vocabulary must hold it.
+    ``vocab_size`` is the tokenizer's; the model's vocabulary must hold it. ``where`` names
+    ``model_config`` in errors: its dotted field, or the run directory whose ``config.json``
+    holds it.
     """
     kind = model_config.kind
     if kind not in MODEL_KINDS:
-        raise ValueError(f"config.model.kind must be one of {MODEL_KINDS}, got {kind!r}")
+        raise ValueError(f"{where}.kind must be one of {MODEL_KINDS}, got {kind!r}")
     init_from = model_config.get("init_from", "") or ""
     arch = model_config.arch.to_dict()
     if kind in ("decoder", "t5_classifier"):
         if init_from:
-            raise ValueError("config.model.init_from is only supported for model.kind='t5'")
+            raise ValueError(f"{where}.init_from is only supported for model.kind='t5'")
         if kind == "decoder":
             cfg = decoder_lib.DecoderConfig.from_mapping(arch)
             create = lambda: decoder_lib.DecoderLM(cfg, rngs=nnx.Rngs(seed))  # noqa: E731
@@ -195,8 +198,10 @@ def backbone_factory(model_config: ml_collections.ConfigDict, vocab_size: int, s
         create = lambda: t5_lib.T5(cfg, rngs=nnx.Rngs(seed))  # noqa: E731
     model_vocab = cfg.vocab_size
     if model_vocab < vocab_size:
-        raise ValueError(f"config.model.arch.vocab_size={model_vocab} is smaller than the "
-                         f"tokenizer's vocabulary ({vocab_size})")
+        field = (f"{where}.init_from={init_from!r} (its config.json vocab_size)" if init_from
+                 else f"{where}.arch.vocab_size")
+        raise ValueError(f"{field}={model_vocab} is smaller than the tokenizer's vocabulary "
+                         f"({vocab_size})")
     return _limit_sampling(create, vocab_size), _limit_sampling(load, vocab_size), cfg
 
 
@@ -215,21 +220,22 @@ def _limit_sampling(build: Optional[Callable[[], nnx.Module]], vocab_size: int):
     return limited
 
 
-def reward_pooling(model_config: ml_collections.ConfigDict) -> str:
+def reward_pooling(model_config: ml_collections.ConfigDict, where: str = "config.model") -> str:
     """``model.pooling`` (``'last'`` when absent), checked against
-    :data:`lsc.models.heads.POOLINGS`."""
+    :data:`lsc.models.heads.POOLINGS`; ``where`` as for :func:`backbone_factory`."""
     pooling = model_config.get("pooling", "last") or "last"
     if pooling not in heads.POOLINGS:
-        raise ValueError(f"config.model.pooling must be one of {heads.POOLINGS}, got {pooling!r}")
+        raise ValueError(f"{where}.pooling must be one of {heads.POOLINGS}, got {pooling!r}")
     return pooling
 
 
 def reward_model_factory(model_config: ml_collections.ConfigDict, vocab_size: int, seed: int,
-                         head_init=None):
+                         head_init=None, where: str = "config.model"):
     """``(create, initial or None)`` for a :class:`lsc.models.heads.RewardModel` with the
-    config's backbone and ``model.pooling``; a saved run's config rebuilds the same model."""
-    create_bb, load_bb, _ = backbone_factory(model_config, vocab_size, seed)
-    pooling = reward_pooling(model_config)
+    config's backbone and ``model.pooling``; a saved run's config rebuilds the same model.
+    ``where`` as for :func:`backbone_factory`."""
+    create_bb, load_bb, _ = backbone_factory(model_config, vocab_size, seed, where)
+    pooling = reward_pooling(model_config, where)
 
     def create():
         return heads.RewardModel(create_bb(), rngs=nnx.Rngs(seed + 1), head_init=head_init,
@@ -241,14 +247,6 @@ def reward_model_factory(model_config: ml_collections.ConfigDict, vocab_size: in
             return heads.RewardModel(load_bb(), rngs=nnx.Rngs(seed + 1), head_init=head_init,
                                      pooling=pooling)
     return create, initial
-
-
-def host_batch_size(global_batch: int) -> int:
-    """This host's share of a global batch (must divide evenly)."""
-    n = jax.process_count()
-    if global_batch % n:
-        raise ValueError(f"batch size {global_batch} is not divisible by {n} hosts")
-    return global_batch // n
 
 
 def train_iterator(data: pipeline.TokenizedData, global_batch: int, seed: int):

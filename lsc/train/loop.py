@@ -20,9 +20,9 @@ A job supplies a model constructor, a loss and data; the loop owns everything el
   data-iterator position and metrics history), TensorBoard logging (``<workdir>/tensorboard``),
   the progress bar, checkpoints every ``save_every`` steps and at the end (written in the
   background, :mod:`lsc.train.checkpoint`), SIGTERM (a checkpoint,
-  then ``preempted=True``; jobs exit with :data:`PREEMPTED_EXIT_CODE`) and the non-finite loss
-  stop (:class:`NonFiniteLossError`). Here it adds the evaluation every ``eval_every`` steps and
-  at the end, and writes ``<workdir>/summary.json`` and the final model (``<workdir>/model``,
+  then ``preempted=True``; jobs exit with :data:`lsc.train.runner.PREEMPTED_EXIT_CODE`) and the
+  non-finite loss stop (:class:`lsc.train.runner.NonFiniteLossError`). Here it adds the evaluation
+  every ``eval_every`` steps and at the end, and writes ``<workdir>/summary.json`` and the final model (``<workdir>/model``,
   :func:`lsc.train.checkpoint.load_model`). Everything in ``summary.json`` is a function of the
   seed and config (no timings), so a killed-and-resumed run writes the same file as an
   uninterrupted one.
@@ -55,7 +55,6 @@ from lsc.parallel import partitioning
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import metrics as metrics_lib
 from lsc.train import optim, runner
-from lsc.train.runner import PREEMPTED_EXIT_CODE, NonFiniteLossError  # noqa: F401
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -414,7 +413,8 @@ def train(
       :class:`TrainResult`; ``preempted`` is True when SIGTERM stopped the run early.
 
     Raises:
-      NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
+      lsc.train.runner.NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is
+        kept).
     """
     cfg = train_config
     tx = optim.make_optimizer(optim_config, cfg.num_steps)

@@ -38,8 +38,7 @@ from lsc import runtime
 from lsc.align.references import pi0_samples
 from lsc.data import hh_rlhf, pipeline
 from lsc.data.tokenizer import TruncationStats
-from lsc.train import checkpoint as checkpoint_lib
-from lsc.train import common, loop
+from lsc.train import common, loop, run_models, runner
 
 
 def _prompt_arrays(config: ml_collections.ConfigDict, workdir: str):
@@ -74,9 +73,8 @@ def write_reference_samples(config: ml_collections.ConfigDict, workdir: str, pat
         raise ValueError("config.reference.policy_workdir is empty; give the workdir of a "
                          "finished train_sft run")
     tok, prompts = _prompt_arrays(config, workdir)
-    pol_cfg = common.load_run_config(ref.policy_workdir)
-    pol_create, _, _ = common.backbone_factory(pol_cfg.model, tok.vocab_size, int(pol_cfg.seed))
-    policy = checkpoint_lib.load_model(ref.policy_workdir, pol_create)
+    policy = run_models.load_run_model("policy", "reference.policy_workdir", ref.policy_workdir,
+                                       tok.vocab_size, reward=False).model
     settings = _sampling_settings(config)
     samples = pi0_samples.draw_splits(
         policy, prompts, settings["seed"], num_samples=settings["num_samples"],
@@ -128,7 +126,7 @@ def target_table(prompts: np.ndarray, targets: np.ndarray) -> pipeline.Tokenized
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
-    """The ``train_reference`` job; exit code 0, :data:`loop.PREEMPTED_EXIT_CODE` or 1."""
+    """The ``train_reference`` job; exit code 0, :data:`lsc.train.runner.PREEMPTED_EXIT_CODE` or 1."""
     ref = config.reference
     for field in ("rm_workdir", "policy_workdir"):
         if not ref.get(field):
@@ -143,9 +141,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     tok, prompts = _prompt_arrays(config, workdir)
     train_x, test_x = prompts["train"], prompts["test"]
 
-    rm_cfg = common.load_run_config(ref.rm_workdir)
-    rm_create, _ = common.reward_model_factory(rm_cfg.model, tok.vocab_size, int(rm_cfg.seed))
-    reward_model = checkpoint_lib.load_model(ref.rm_workdir, rm_create)
+    loaded = run_models.load_run_model("reward_model", "reference.rm_workdir", ref.rm_workdir,
+                                       tok.vocab_size, reward=True)
+    reward_model = loaded.model
+    records = [loaded.record, run_models.describe_run_model(
+        "policy", "reference.policy_workdir", ref.policy_workdir, tok.vocab_size, reward=False)[1]]
 
     targets_path = os.path.join(workdir, "oracle_targets.npz")
     if os.path.exists(targets_path):
@@ -171,7 +171,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     test_data = target_table(test_x, test_y)
     train_cfg = loop.TrainConfig.from_mapping(config.train)
     mesh, rules = common.make_mesh(config)
-    create, _ = common.reward_model_factory(config.model, tok.vocab_size, int(config.seed))
+    create, _, rec = run_models.describe_config_model("model", "model", config.model,
+                                                      tok.vocab_size, int(config.seed), reward=True)
+    run_models.record(workdir, config, records + [rec])
 
     def outputs(model, batch):
         return {"pred": model(batch["prompt"], prompt_only(batch["prompt"])).astype(jnp.float32),
@@ -191,8 +193,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
                                                    "train_mean": train_mean,
                                                    "train_std": float(np.std(train_y)),
                                                    "test_std": float(np.std(test_y))}})
-    except loop.NonFiniteLossError as e:
+    except runner.NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    return loop.PREEMPTED_EXIT_CODE if result.preempted else 0
+    return runner.PREEMPTED_EXIT_CODE if result.preempted else 0
 

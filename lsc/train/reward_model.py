@@ -42,7 +42,7 @@ from absl import logging
 from flax import nnx
 
 from lsc.data import pipeline, world
-from lsc.train import common, loop
+from lsc.train import common, loop, run_models, runner
 
 LOSSES = ("bradley_terry", "pointwise")
 REPLICATE_SEED_STRIDE = 1_000_003
@@ -217,7 +217,7 @@ def _rm_evaluator(test: pipeline.TokenizedData, batch_size: int, num_bins: int) 
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     """The ``train_rm`` job: trains a reward model; returns the process exit code.
 
-    0 when done (``summary.json`` written), :data:`lsc.train.loop.PREEMPTED_EXIT_CODE` after a
+    0 when done (``summary.json`` written), :data:`lsc.train.runner.PREEMPTED_EXIT_CODE` after a
     SIGTERM checkpoint, 1 on a non-finite loss (the error names the step).
     """
     prop = config.rm.property
@@ -244,7 +244,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
 
     train_cfg = loop.TrainConfig.from_mapping(config.train)
     mesh, rules = common.make_mesh(config)
-    create, initial = common.reward_model_factory(config.model, tok.vocab_size, seed)
+    create, initial, rec = run_models.describe_config_model("model", "model", config.model,
+                                                            tok.vocab_size, seed, reward=True)
+    run_models.record(workdir, config, [rec])
     eval_batch = int(config.eval.batch_size)
     num_bins = int(config.eval.calibration_bins)
     evaluator = _rm_evaluator(test_data, eval_batch, num_bins)
@@ -272,10 +274,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
             train_config=train_cfg, optim_config=config.optim, mesh=mesh, rules=rules,
             seed=seed, evaluator=evaluator, initial_model=initial,
             summary_extra=extra)
-    except loop.NonFiniteLossError as e:
+    except runner.NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if result.preempted:
-        return loop.PREEMPTED_EXIT_CODE
+        return runner.PREEMPTED_EXIT_CODE
     logging.info("reward model done: %s", os.path.join(workdir, "summary.json"))
     return 0

@@ -28,7 +28,7 @@ from flax import nnx
 
 from lsc.data import hh_rlhf, pipeline, world
 from lsc.models import decoder as decoder_lib
-from lsc.train import common, loop
+from lsc.train import common, loop, run_models, runner
 
 
 def response_token_nll(model: nnx.Module, batch: Mapping[str, jax.Array]):
@@ -119,7 +119,7 @@ def sample_gold_scores(graphdef, state, tok, demos, prompt_len: int, max_new_tok
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
-    """The ``train_sft`` job; exit code 0, :data:`lsc.train.loop.PREEMPTED_EXIT_CODE` or 1."""
+    """The ``train_sft`` job; exit code 0, :data:`lsc.train.runner.PREEMPTED_EXIT_CODE` or 1."""
     if config.model.kind != "decoder":
         raise ValueError("train_sft trains a decoder-only policy; set config.model.kind='decoder'")
     train_demos, test_demos, tok_default = _demonstrations(config, workdir)
@@ -129,7 +129,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     test_data = pipeline.tokenize_sft(test_demos, tok, p_len, r_len)
     train_cfg = loop.TrainConfig.from_mapping(config.train)
     mesh, rules = common.make_mesh(config)
-    create, _, _ = common.backbone_factory(config.model, tok.vocab_size, int(config.seed))
+    create, _, rec = run_models.describe_config_model("model", "model", config.model,
+                                                      tok.vocab_size, int(config.seed))
+    run_models.record(workdir, config, [rec])
     evaluator = loop.Evaluator(common.eval_iterator_factory(test_data, int(config.eval.batch_size)),
                                _eval_outputs, _finalize)
 
@@ -150,8 +152,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
             train_data=common.train_iterator(train_data, train_cfg.batch_size, int(config.seed)),
             train_config=train_cfg, optim_config=config.optim, mesh=mesh, rules=rules,
             seed=int(config.seed), evaluator=evaluator, summary_extra=extra)
-    except loop.NonFiniteLossError as e:
+    except runner.NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    return loop.PREEMPTED_EXIT_CODE if result.preempted else 0
+    return runner.PREEMPTED_EXIT_CODE if result.preempted else 0
 

@@ -14,7 +14,7 @@ from flax import nnx
 from lsc.data import pipeline
 from lsc.parallel import mesh as mesh_lib
 from lsc.train import checkpoint as checkpoint_lib
-from lsc.train import loop
+from lsc.train import loop, runner
 from lsc.train import reward_model as rm
 from train_fixtures import (OPTIM, ListIterator, create_rm, flat_params, tiny_pairs,
                             train_config)
@@ -107,7 +107,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
         loss, count, sums = LOSS(model, batch, rng)
         return loss * jnp.where(jnp.any(batch["nan"] > 0), jnp.nan, 1.0), count, sums
 
-    with pytest.raises(loop.NonFiniteLossError, match=r"at step 7.*last good checkpoint is step 6"):
+    with pytest.raises(runner.NonFiniteLossError, match=r"at step 7.*last good checkpoint is step 6"):
         loop.train(workdir=str(tmp_path), create_model=create_rm(), loss_fn=nan_loss,
                    train_data=ListIterator(batches), train_config=train_config(num_steps=8),
                    optim_config=OPTIM, mesh=one_device_mesh())
@@ -117,7 +117,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     assert not (tmp_path / "summary.json").exists()
     # Resuming restores step 6 (finite) and the data position after 6 batches.
     it = ListIterator(batches)
-    with pytest.raises(loop.NonFiniteLossError, match="at step 7"):
+    with pytest.raises(runner.NonFiniteLossError, match="at step 7"):
         loop.train(workdir=str(tmp_path), create_model=create_rm(), loss_fn=nan_loss,
                    train_data=it, train_config=train_config(num_steps=8),
                    optim_config=OPTIM, mesh=one_device_mesh())
@@ -139,7 +139,7 @@ def test_a_failed_last_save_never_hides_the_error_that_stopped_the_run(tmp_path,
         loss, count, sums = LOSS(model, batch, rng)
         return loss * jnp.nan, count, sums
 
-    with pytest.raises(loop.NonFiniteLossError, match="at step 1"):
+    with pytest.raises(runner.NonFiniteLossError, match="at step 1"):
         loop.train(workdir=str(tmp_path / "nan"), create_model=create_rm(), loss_fn=nan_loss,
                    train_data=ListIterator(batches), train_config=train_config(num_steps=2),
                    optim_config=OPTIM, mesh=one_device_mesh())

@@ -41,7 +41,7 @@ and the metrics history every ``rl.save_every`` steps, at the end and on SIGTERM
 any point and restarted with the same workdir continues to the same parameters (bitwise on CPU)
 and writes the same ``summary.json`` (which holds no timings). ``pi0`` and the reward models are
 frozen and rebuilt from their sources. A non-finite loss stops the run with
-:class:`lsc.train.loop.NonFiniteLossError`.
+:class:`lsc.train.runner.NonFiniteLossError`.
 
 Metrics per step: ``utility``, ``objective`` (``utility - gamma * kl``), ``reward/<property>``,
 ``r_ref/<property>``, ``transformed/<property>`` (the reward pipeline's per-property transformed

@@ -2,15 +2,31 @@
 (:func:`lsc.train.runner.run`: resume, cadence, SIGTERM, NaN stop, progress), with the reference
 bank computed once before the first run.
 
-Per run, ``<workdir>[/seed_<s>][/kl_<gamma>]`` (:func:`run_workdir`) holds ``checkpoints/``,
-``tensorboard/``, ``summary.json`` (no timings: a killed-and-resumed run writes the same file),
-``reference_cache.json``, ``model/`` (the final policy), ``snapshots/<step>/model`` with
-``rl.snapshot_every`` and ``gold.json`` with ``rl.gold_eval_prompts`` on the synthetic world.
+The workdir, for any number of seeds and KL coefficients:
+
+* ``config.json`` -- the config, with the models that ran (:mod:`lsc.train.run_models`:
+  ``models.policy``, ``models.value`` (PPO), ``models["reward_model/<property>"]``,
+  ``models["predictor/<property>"]``; ``policy.model`` and ``rm_model`` hold the loaded
+  checkpoints' sections);
+* ``results.json`` -- ``{"seeds": [s, ...], "kl_coefs": [gamma, ...], "runs": [{"seed": s,
+  "kl_coef": gamma, "dir": <the run's directory relative to the workdir, "." for a single run>,
+  "train": <the run's last logged training metrics>, "gold": <gold.json without its examples;
+  only with rl.gold_eval_prompts on the synthetic world>}, ...]}``, one entry per run, seeds in
+  the outer loop (:func:`collect_results`);
+* per run, ``<workdir>[/seed_<s>][/kl_<gamma>]`` (:func:`run_workdir`; a level only when that
+  sweep has several values): ``checkpoints/``, ``tensorboard/``, ``summary.json`` (no timings: a
+  killed-and-resumed run writes the same file), ``reference_cache.json``, ``model/`` (the final
+  policy), ``snapshots/<step>/model`` with ``rl.snapshot_every`` and ``gold.json`` with
+  ``rl.gold_eval_prompts`` on the synthetic world.
+
+A rerun whose runs have all finished (:func:`finished`) loads nothing and computes nothing: it
+rewrites ``config.json``'s model records and ``results.json`` from the files and returns.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from typing import Dict, Optional, Sequence, Tuple
@@ -36,7 +52,7 @@ from lsc.data import pipeline
 from lsc.parallel import partitioning
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import common as train_common
-from lsc.train import optim, runner
+from lsc.train import optim, run_models, runner
 
 
 @dataclasses.dataclass
@@ -189,21 +205,87 @@ def run_workdir(workdir: str, seed: int, gamma: float, seeds: Sequence[int],
     return gamma_workdir(base, gamma, gammas)
 
 
+def _gold_evaluated(config: ml_collections.ConfigDict) -> bool:
+    return config.data.source == "synthetic" and bool(int(config.rl.get("gold_eval_prompts", 0)))
+
+
+def _read_json(path: str) -> Optional[dict]:
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def finished(config: ml_collections.ConfigDict, workdir: str) -> bool:
+    """True when every run of the job has its ``summary.json`` at ``rl.num_steps`` (and its
+    ``gold.json`` when the gold evaluation is on)."""
+    gammas, seeds = kl_coefs(config), rl_seeds(config)
+    for seed in seeds:
+        for gamma in gammas:
+            run_dir = run_workdir(workdir, seed, gamma, seeds, gammas)
+            summary = _read_json(os.path.join(run_dir, "summary.json"))
+            if summary is None or int(summary["step"]) < int(config.rl.num_steps):
+                return False
+            if _gold_evaluated(config) and not os.path.exists(os.path.join(run_dir, "gold.json")):
+                return False
+    return True
+
+
+def collect_results(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """The job's ``results.json`` (layout in the module docstring) from its runs'
+    ``summary.json`` and ``gold.json``."""
+    gammas, seeds = kl_coefs(config), rl_seeds(config)
+    runs = []
+    for seed in seeds:
+        for gamma in gammas:
+            run_dir = run_workdir(workdir, seed, gamma, seeds, gammas)
+            entry = {"seed": seed, "kl_coef": gamma, "dir": os.path.relpath(run_dir, workdir),
+                     "train": _read_json(os.path.join(run_dir, "summary.json"))["train"]}
+            if _gold_evaluated(config):
+                gold = _read_json(os.path.join(run_dir, "gold.json"))
+                entry["gold"] = {k: v for k, v in gold.items() if k != "examples"}
+            runs.append(entry)
+    return {"seeds": seeds, "kl_coefs": gammas, "runs": runs}
+
+
+def _write_results(config: ml_collections.ConfigDict, workdir: str) -> None:
+    if jax.process_index() == 0:
+        runtime.write_json_atomic(os.path.join(workdir, "results.json"),
+                                  collect_results(config, workdir))
+
+
+def _record_models(config: ml_collections.ConfigDict, workdir: str,
+                   records: Sequence[run_models.ModelRecord]) -> None:
+    """``config.json``'s model records (:func:`lsc.train.run_models.record`), with PPO's value
+    model after the policy."""
+    records = list(records)
+    if config.rl.get("algorithm", "ppo") == "ppo":
+        records.insert(1, run_models.value_record(records[0]))
+        logging.info("built %s", records[1].summary())
+    run_models.record(workdir, config, records)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     """The ``rlhf`` job: one run per ``rl.seed`` x ``rl.kl_coef`` (tuples sweep; each run in
     :func:`run_workdir`). Every prompt's reference is computed once before the first run
-    (:func:`lsc.align.references.bank.reference_table`). Exit code 0, 1 (non-finite loss) or
-    :data:`lsc.train.loop.PREEMPTED_EXIT_CODE`."""
+    (:func:`lsc.align.references.bank.reference_table`); a job whose runs have all finished does nothing
+    (:func:`finished`). Exit code 0, 1 (non-finite loss) or
+    :data:`lsc.train.runner.PREEMPTED_EXIT_CODE`."""
     spec = utility_lib.spec_from_config(config.rewards)
+    if finished(config, workdir):
+        logging.info("rlhf: every run in %s has finished; nothing to do", workdir)
+        _record_models(config, workdir, common.job_models(config, spec, 0, load=False).records)
+        _write_results(config, workdir)
+        return 0
     tok, table, _ = common.tokenizer_and_prompts(config, workdir, "train")
     r_len = int(config.data.response_len)
-    models = Models(pi0=common.load_policy(config, tok.vocab_size),
-                    reward_models=common.load_reward_models(config, spec, tok.vocab_size),
-                    predictors=common.load_predictors(spec, tok.vocab_size))
+    loaded = common.job_models(config, spec, tok.vocab_size)
+    _record_models(config, workdir, loaded.records)
+    models = Models(pi0=loaded.pi0, reward_models=loaded.reward_models,
+                    predictors=loaded.predictors)
     fixed = reference_lib.fixed_response_tokens(spec, tok, r_len)
     mesh, rules = train_common.make_mesh(config)
     gammas, seeds = kl_coefs(config), rl_seeds(config)
-    results = {}
     reference = reference_bank.reference_table(config, spec, models, table.arrays["prompt"],
                                                fixed)
     # One trainer (compiled steps) per gamma, shared by the seeds (rebuilt per seed only when
@@ -216,7 +298,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
         cache = reference
         for gamma in gammas:
             run_dir = run_workdir(workdir, seed, gamma, seeds, gammas)
-            key = f"{gamma:g}" if len(seeds) == 1 else f"{seed}/{gamma:g}"
             cfg = rl_config(config.rl, kl_coef=gamma, seed=seed)
             if cfg.unread:
                 logging.info("rl.algorithm=%r reads none of rl.%s", cfg.algorithm,
@@ -236,8 +317,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
                 return runner.PREEMPTED_EXIT_CODE
             if reference is None:
                 cache = jax.device_get((res.state.ref_table, res.state.ref_filled))
-            results[key] = dict(res.summary["train"])
-            if config.data.source == "synthetic" and cfg.gold_eval_prompts:
+            if _gold_evaluated(config):
                 _, test_table, test_texts = common.tokenizer_and_prompts(config, workdir, "test")
                 n = min(cfg.gold_eval_prompts, len(test_texts))
                 gold = gold_lib.gold_evaluation(res.trainer.policy_model(res.state), models.pi0, tok,
@@ -246,11 +326,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
                                        seed=int(config.seed) + 1)
                 if jax.process_index() == 0:
                     runtime.write_json_atomic(os.path.join(run_dir, "gold.json"), gold)
-                results[key]["gold"] = {k: v for k, v in gold.items() if k != "examples"}
                 logging.info("gold evaluation (seed %d, gamma %g): %s", seed, gamma,
-                             results[key]["gold"])
-    if jax.process_index() == 0:
-        single = len(gammas) == 1 and len(seeds) == 1
-        runtime.write_json_atomic(
-            os.path.join(workdir, "results.json" if single else "sweep.json"), results)
+                             {k: v for k, v in gold.items() if k != "examples"})
+    _write_results(config, workdir)
     return 0

@@ -115,7 +115,9 @@ class RLTrainer:
             value=v_sh,
             value_opt=partitioning.opt_state_shardings(tx_value, value_params, v_sh, mesh),
             rng=self.replicated, ref_table=self.replicated, ref_filled=self.replicated)
-        self._initial = (policy_params, value_params)
+        # On the mesh already: a loaded pi0 (lsc.train.checkpoint.load_model) sits on one device,
+        # which the initial state's jit with mesh-wide out_shardings does not take.
+        self._initial = jax.device_put((policy_params, value_params), (p_sh, v_sh))
         self._init_jit = None
         self._rollout_jit = None
         self._phase_jits = None
