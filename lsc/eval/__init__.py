@@ -10,14 +10,17 @@ Modules (numpy-first; import the one you need):
 * :mod:`lsc.eval.diagnostics` -- underfitting (improvement by base-score quartile), reward
   hacking (proxy vs gold along training) and shortcut features of responses.
 * :mod:`lsc.eval.exact` -- exact evaluation on sample banks: KL-regularised optima (weights,
-  KL, gamma for a target KL by bisection) and best-of-k with ties in closed form.
+  KL, gamma for a target KL by root finding, the optimum at every point of a KL grid) and
+  best-of-k with ties in closed form.
+* :mod:`lsc.eval.trajectory` -- training trajectories read at matched KL (first crossing),
+  paired by seed.
 * :mod:`lsc.eval.decision` -- per-replicate and pooled intervals of paired per-prompt
-  differences and the decision rule of a claim (reproduces / does not / inconclusive, with the
-  practical-size threshold delta).
+  differences, the decision rule of a comparison (reproduces / does not / inconclusive, with the
+  practical-size threshold delta) and the combination of a claim's comparisons.
 * :mod:`lsc.eval.plots` -- the paper's figures as PNG (matplotlib, Agg).
 * :mod:`lsc.eval.entries` -- the results-entry schema: validation, loading, selection.
-* :mod:`lsc.eval.claims` -- claims over entries: comparisons matched at equal k or KL,
-  difference intervals, the verdict rule and the sanity checks (callers pass the claims).
+* :mod:`lsc.eval.claims` -- checks on results entries (the base policy at chance; callers pass
+  the list).
 * :mod:`lsc.eval.report` -- ``report.md``: the decided claims, then one table per claim over
   entries.
 

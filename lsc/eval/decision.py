@@ -20,7 +20,8 @@ its interval lies above 0 on every replicate; it **does not reproduce** when on 
 its interval lies below 0 or inside ``(-delta, delta)`` (no effect of practical size); otherwise
 it is **inconclusive**. An interval can lie above 0 and inside ``(-delta, delta)`` at once (an
 effect, but below practical size): it counts towards "reproduces" when every replicate lies above
-0, and towards "does not reproduce" otherwise.
+0, and towards "does not reproduce" otherwise. A claim of several comparisons (:func:`combine`)
+reproduces when all of them do, does not when any does not, and is inconclusive otherwise.
 
 Revision: the first implementation classified each replicate on its own, "above 0" first, and
 required every replicate to get the same class, so replicates that all lay inside
@@ -63,11 +64,6 @@ def replicated_intervals(diffs, strata=None, *, num_resamples: int = 2000,
     plo, phi = win_rate.percentile_interval(pooled_samples, confidence)
     pooled = {"value": float(d.mean()), "ci_low": float(plo), "ci_high": float(phi)}
     return {"replicates": reps, "pooled": pooled}
-
-
-def interval_verdict(interval: Mapping[str, float], delta: float) -> str:
-    """One replicate's verdict on its own: :func:`decide` with a single replicate."""
-    return decide([interval], delta)[0]
 
 
 def decide(intervals: Sequence[Mapping[str, float]], delta: float) -> Tuple[str, str]:

@@ -1,4 +1,4 @@
-"""Results entries: the schema of one evaluated run, its validation, loading and selection.
+"""Results entries: the schema of one evaluated run, its validation and loading.
 
 Results entry schema
 --------------------
@@ -31,20 +31,16 @@ Required fields:
 ``proxy_reward`` ``{<property>: float}`` mean proxy reward of the policy's samples.
 ``gold``         ``{<property>: float}`` mean gold score of the policy's samples.
 
-Optional fields read by the claim checks (:mod:`lsc.eval.claims`): ``underfitting``
-(``lsc.eval.diagnostics.underfitting`` output; ``per_prompt`` may be dropped), ``reward_hacking``
-(``diagnostics.reward_hacking`` output for the run's training curve), ``shortcuts``
-(``diagnostics.shortcut_features``), ``seed``, ``num_prompts``, ``seeds``
+Optional fields: ``underfitting`` (``lsc.eval.diagnostics.underfitting`` output; ``per_prompt``
+may be dropped), ``reward_hacking`` (``diagnostics.reward_hacking`` output for the run's training
+curve), ``shortcuts`` (``diagnostics.shortcut_features``), ``seed``, ``num_prompts``, ``seeds``
 (``win_rate.across_seeds`` output), ``kl_analytic`` (best-of-k: ``log k - (k-1)/k``, when ``kl``
-holds an estimate). Other fields are kept and ignored. For best-of-k, recording the plug-in
-estimate (``lsc.eval.kl.best_of_k_kl_plugin``) as ``kl`` and the analytic value as ``kl_analytic``
-makes the KL-bound sanity check meaningful; the analytic value overstates the KL when utilities tie
-(identical responses, discrete judges).
+holds an estimate such as ``lsc.eval.kl.best_of_k_kl_plugin``; the analytic value overstates the
+KL when utilities tie: identical responses, discrete judges). Other fields are kept and ignored.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -164,53 +160,3 @@ def load_entries(path: str) -> List[Dict[str, Any]]:
         raise ValueError(f"{path}: expected a list of entries or {{'entries': [...]}}")
     validate_entries(entries)
     return entries
-
-
-# --------------------------------------------------------------------------- selection
-
-
-@dataclasses.dataclass(frozen=True)
-class Selector:
-    """Entries of one ``procedure`` whose normalised method is in ``methods``, reference in
-    ``references`` (None: any) and number of optimised rewards is ``num_rewards`` (None: any)."""
-
-    procedure: str
-    methods: Tuple[str, ...]
-    references: Optional[Tuple[str, ...]] = None
-    num_rewards: Optional[int] = None
-
-    def select(self, entries: Sequence[Mapping[str, Any]]) -> Dict[str, List[Mapping]]:
-        """Matching entries grouped by :func:`label`."""
-        out: Dict[str, List[Mapping]] = {}
-        for e in entries:
-            if e.get("procedure") != self.procedure:
-                continue
-            m, r = normalized(e)
-            if m not in self.methods:
-                continue
-            if self.references is not None and r not in self.references:
-                continue
-            if self.num_rewards is not None and len(e.get("rewards", ())) != self.num_rewards:
-                continue
-            out.setdefault(label(e), []).append(e)
-        return out
-
-    def describe(self) -> str:
-        refs = "" if self.references is None else f", reference {'/'.join(self.references)}"
-        n = "" if self.num_rewards is None else f", {self.num_rewards} reward(s)"
-        return f"{self.procedure}: {'/'.join(self.methods)}{refs}{n}"
-
-
-def metric_interval(entry: Mapping[str, Any], metric: str) -> Optional[Dict[str, float]]:
-    """The ``{value, ci_low, ci_high}`` at dotted path ``metric`` (e.g. ``win_rate.and``,
-    ``underfitting.worst_group``); None when absent."""
-    node: Any = entry
-    for part in metric.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    if not isinstance(node, Mapping) or any(k not in node for k in ("value", "ci_low",
-                                                                    "ci_high")):
-        return None
-    return {k: float(node[k]) for k in ("value", "ci_low", "ci_high")}
-

@@ -206,18 +206,32 @@ def weighted_win(weights, scores) -> np.ndarray:
     return np.einsum("pn,pnc->pc", w, s)
 
 
-def frontier(u, scores, kl_grid: Sequence[float]) -> Dict[str, np.ndarray]:
-    """The KL-regularised optimum of ``u`` at each target KL of ``kl_grid``.
+def frontier(u, scores, kl_grid: Sequence[float], *, tol: float = 1e-7
+             ) -> Dict[str, np.ndarray]:
+    """The KL-regularised optimum of ``u`` ``float[P, N]`` at each target KL of ``kl_grid``
+    (``G`` points), judged by the per-candidate ``scores`` ``float[P, N, c]`` (:func:`win_scores`).
+
+    One ``gamma`` for all prompts, solved by :func:`gamma_for_kl` to ``tol``. A target the bank
+    cannot reach, outside ``(lowest, highest - 1e-6)`` of :func:`kl_range`, is NaN.
 
     Returns ``{"gamma": float64[G], "kl": float64[G], "win": float64[G, P, c]}``: the coefficient,
-    the mean KL it reaches and the per-prompt win rates (keep them per prompt for paired
-    differences between utilities on the same banks).
+    the mean KL it reaches and the per-prompt win rates (kept per prompt for paired differences
+    between utilities on the same banks).
     """
-    gammas, kls, wins = [], [], []
-    for target in kl_grid:
-        gamma = gamma_for_kl(u, target)
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 3:
+        raise ValueError(f"scores must have shape [P, N, c], got {scores.shape}")
+    low, top = kl_range(u)
+    p, _, c = scores.shape
+    win = np.full((len(kl_grid), p, c), np.nan)
+    gammas = np.full(len(kl_grid), np.nan)
+    kls = np.full(len(kl_grid), np.nan)
+    for g, target in enumerate(kl_grid):
+        if not low < target < top - 1e-6:
+            continue
+        gamma = gamma_for_kl(u, target, tol=tol)
         w = tilted_weights(u, gamma)
-        gammas.append(gamma)
-        kls.append(float(bank_kl(w).mean()))
-        wins.append(weighted_win(w, scores))
-    return {"gamma": np.asarray(gammas), "kl": np.asarray(kls), "win": np.stack(wins)}
+        win[g] = weighted_win(w, scores)
+        gammas[g] = gamma
+        kls[g] = float(bank_kl(w).mean())
+    return {"gamma": gammas, "kl": kls, "win": win}

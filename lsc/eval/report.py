@@ -1,5 +1,6 @@
-"""``report.md``: markdown rendering of results entries (:mod:`lsc.eval.entries`) judged by a
-list of claims (:mod:`lsc.eval.claims`) that the caller passes in.
+"""``report.md``: markdown rendering of decided claims (:mod:`lsc.eval.decision`, as written by
+:mod:`lsc.repro.claims`) and of results entries (:mod:`lsc.eval.entries`) judged by a list of
+checks (:mod:`lsc.eval.claims`) that the caller passes in.
 
 The report holds a summary (one line per claim with its verdict), one table per claim (its
 matched points: ``A``, ``B`` and ``A - B`` as ``value [ci_low, ci_high]``) and a table of all
@@ -13,7 +14,8 @@ import os
 from typing import Any, List, Mapping, Optional, Sequence
 
 from lsc import runtime
-from lsc.eval.claims import INCONCLUSIVE, NO, SANITY, YES, Claim, ClaimResult, Row, check_claims
+from lsc.eval.claims import SANITY, Claim, ClaimResult, Row, check_claims
+from lsc.eval.decision import INCONCLUSIVE, NO, YES
 from lsc.eval.entries import normalized
 
 _VERDICT_TEXT = {YES: "**yes** (reproduces)", NO: "**NO** (does not reproduce)",
@@ -144,7 +146,7 @@ def render_report(entries: Sequence[Mapping[str, Any]], claims: Sequence[Claim],
     """The markdown text of the report: the decided claims (when given, :func:`render_decided`),
     then ``sections`` (further markdown lines), then a summary of ``claims`` on the entries, one
     table per claim, all runs."""
-    results = check_claims(entries, claims, confidence)
+    results = check_claims(entries, claims)
     pct = f"{100 * confidence:g}%"
     out = [f"# {title}", ""]
     if preamble:
@@ -165,8 +167,7 @@ def render_report(entries: Sequence[Mapping[str, Any]], claims: Sequence[Claim],
     out += ["", f"Claims: {count[YES]} reproduce, {count[NO]} do not, {count[INCONCLUSIVE]} "
             f"inconclusive. Sanity checks: "
             f"{'failed: ' + ', '.join(failed) if failed else 'none failed'}. Intervals are "
-            f"{pct} (bootstrap over prompts for win rates; A - B from the two intervals, "
-            f"treated as independent).", ""]
+            f"{pct} (bootstrap over prompts).", ""]
     for i, r in enumerate(results, 1):
         out += [f"## Claim {i}: {r.claim.key}", "",
                 f"**Claim** ({r.claim.source}): {r.claim.text}", "",

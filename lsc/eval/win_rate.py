@@ -51,7 +51,6 @@ Judge = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 """``judge(prompts, responses) -> float[N, m]`` scores of ``N`` responses on ``m`` properties."""
 
 AND, OR = "and", "or"
-INTERVAL_KEYS = ("value", "ci_low", "ci_high")
 _MAX_BOOTSTRAP_ELEMENTS = 4_000_000  # per chunk of resample counts
 
 

@@ -1,17 +1,22 @@
 """The claims the reproduction checks, written before the runs they judge.
 
-Two lists:
+Three lists; the decision rule and the combination of a claim's comparisons are those of
+:mod:`lsc.eval.decision`:
 
 * :data:`EXACT_CLAIMS` -- the decided claims, on the exact arm (:mod:`lsc.repro.exact_arm`):
   each a list of :class:`ExactComparison` (``A`` expected better than ``B`` on one metric), with
   one primary statistic per comparison, declared here: the mean over prompts of the paired
   per-prompt difference ``A - B``, averaged over the whole KL grid (``tilt``: the
   KL-regularised optima at ``exact.kl_grid``, points both reach) or over ``exact.primary_ks``
-  (``bok``: best-of-k). Decided by :func:`lsc.eval.decision.decide` on every reward-model
-  replicate with ``delta = exact.delta``; the gold control (the same utilities on gold scores)
-  and non-decisive comparisons are shown beside them.
-* :data:`RL_CLAIMS` -- the sanity check on results entries (:mod:`lsc.eval.claims`); the RL arm's
-  decided claims (trajectories at matched KL, paired by RL seed) are in :mod:`lsc.repro.rl_arm`.
+  (``bok``: best-of-k). Decided by :func:`evaluate_exact_claims` with
+  :func:`lsc.eval.decision.decide` on every reward-model replicate and ``delta = exact.delta``;
+  the gold control (the same utilities on gold scores) and non-decisive comparisons are shown
+  beside them. :func:`sanity_checks` are the exact arm's checks (:data:`SANITY_CHECKS`).
+* :data:`RL_ARM_CLAIMS` -- the decided claims on the RL arm: :class:`RLClaim` s comparing two
+  ``rlhf.runs`` methods' PPO trajectories at matched KL, paired by RL seed (the statistic and
+  its evaluation: :func:`lsc.repro.rl_arm.evaluate_rl_claims`; rule :data:`RL_RULE`).
+* :data:`ENTRY_CHECKS` -- the sanity check on the results entries (:mod:`lsc.eval.claims`): the
+  base policy judged against independent base samples is at chance.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from lsc.eval.claims import SANITY, Claim, check_base_is_chance
 from lsc.eval import decision
 from lsc.repro import exact_arm
 
-RL_CLAIMS: Tuple[Claim, ...] = (
+ENTRY_CHECKS: Tuple[Claim, ...] = (
     Claim("base_is_chance", SANITY,
           "The base policy judged against independent base samples wins half the time "
           "(per property).",
@@ -126,6 +131,56 @@ EXACT_RULE = (
     "does not when any decisive comparison does not, and is inconclusive otherwise. (Revised "
     "after the first two runs: replicates were first classified one by one, above 0 first, and "
     "had to agree; see the README)")
+
+
+# --------------------------------------------------------------------------- the RL arm
+
+MATCHED, UNDERFITTING, HACKING = "matched", "underfitting", "hacking"
+
+
+@dataclasses.dataclass(frozen=True)
+class RLClaim:
+    """``a`` expected better than ``b`` (names of ``rlhf.runs``) on ``metric`` (of
+    :data:`lsc.repro.exact_arm.METRICS`) by a comparison of ``kind``: ``matched`` (the metric
+    at matched KL), ``underfitting`` (the metric at matched KL on the prompts of the lowest
+    quartile of base-policy gold helpfulness) or ``hacking`` (the drop of the metric after its
+    peak along KL, ``b``'s drop minus ``a``'s); :mod:`lsc.repro.rl_arm` computes each."""
+
+    key: str
+    source: str
+    text: str
+    a: str
+    b: str
+    kind: str
+    metric: str
+
+
+RL_ARM_CLAIMS: Tuple[RLClaim, ...] = (
+    RLClaim("rl_lsc_vs_raw", "paper (RLHF, helpfulness)",
+            "PPO on the LSC-transformed reward (85th-percentile reference) reaches a higher "
+            "helpfulness win rate than PPO on the raw reward at the same KL.",
+            "helpful_lsc", "helpful_raw", MATCHED, "helpful"),
+    RLClaim("rl_lsc_sum_vs_sum", "paper (RLHF, helpful and harmless)",
+            "PPO on the sum of LSC rewards (helpful: 85th percentile; harmless: the refusal) "
+            "reaches a higher AND win rate than PPO on the raw sum at the same KL.",
+            "hh_lsc_sum", "hh_raw_sum", MATCHED, "and"),
+    RLClaim("rl_reward_hacking", "paper (RLHF, helpfulness)",
+            "LSC mitigates reward hacking: along KL, the gold-judged helpfulness win rate drops "
+            "less after its peak under LSC than under the raw reward.",
+            "helpful_lsc", "helpful_raw", HACKING, "helpful"),
+    RLClaim("rl_underfitting", "paper (RLHF, helpfulness)",
+            "LSC mitigates underfitting: at the same KL, the prompts where the base policy is "
+            "least helpful (lowest quartile of base gold helpfulness) gain more under LSC.",
+            "helpful_lsc", "helpful_raw", UNDERFITTING, "helpful"),
+)
+RL_RULE = ("per RL seed, the percentile-bootstrap interval over prompts (stratified by topic x "
+           "detail) of the seed-paired difference at matched KL (mean over the grid points every "
+           "trajectory of both methods reaches); yes when it lies above 0 on every seed; no when "
+           "on every seed it lies below 0 or inside +-delta; otherwise inconclusive. The pooled "
+           "interval (two-level bootstrap over prompts and seeds) is shown beside")
+
+
+# --------------------------------------------------------------------------- deciding the exact arm
 
 
 def _per_prompt(arrays: Mapping[str, np.ndarray], source: str, comp: ExactComparison,

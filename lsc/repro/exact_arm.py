@@ -154,26 +154,14 @@ def policies(u: np.ndarray, scores: np.ndarray, kl_grid: Sequence[float], ks: Se
     float64[K, P, C], "bok_kl": float64[K]}`` (``bok_kl``: best-of-k's exact KL on the bank);
     unreachable targets are NaN.
     """
-    low, top = exact.kl_range(u)
-    p, _, c = scores.shape
-    tilt = np.full((len(kl_grid), p, c), np.nan)
-    gammas = np.full(len(kl_grid), np.nan)
-    kls = np.full(len(kl_grid), np.nan)
-    for g, target in enumerate(kl_grid):
-        if not low < target < top - 1e-6:
-            continue
-        gamma = exact.gamma_for_kl(u, target, tol=1e-7)
-        w = exact.tilted_weights(u, gamma)
-        tilt[g] = exact.weighted_win(w, scores)
-        gammas[g] = gamma
-        kls[g] = float(exact.bank_kl(w).mean())
+    front = exact.frontier(u, scores, kl_grid)
     bok, bok_kl = [], []
     for k in ks:
         w = exact.best_of_k_weights(u, int(k))
         bok.append(exact.weighted_win(w, scores))
         bok_kl.append(float(exact.bank_kl(w).mean()))
-    return {"tilt": tilt, "gamma": gammas, "kl": kls, "bok": np.stack(bok),
-            "bok_kl": np.asarray(bok_kl)}
+    return {"tilt": front["win"], "gamma": front["gamma"], "kl": front["kl"],
+            "bok": np.stack(bok), "bok_kl": np.asarray(bok_kl)}
 
 
 def stratified_resample(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -196,19 +184,11 @@ def rematched_statistic(u_a: np.ndarray, u_b: np.ndarray, scores: np.ndarray, me
     out = []
     for _ in range(int(num_resamples)):
         idx = stratified_resample(strata, rng)
-        stats = []
-        for target in kl_grid:
-            wins = []
-            for u in (u_a, u_b):
-                uu = u[idx]
-                low, top = exact.kl_range(uu)
-                if not low < target < top - 1e-6:
-                    break
-                w = exact.tilted_weights(uu, exact.gamma_for_kl(uu, target, tol=1e-5))
-                wins.append(exact.weighted_win(w, scores[idx][..., c:c + 1])[:, 0].mean())
-            if len(wins) == 2:
-                stats.append(wins[0] - wins[1])
-        out.append(float(np.mean(stats)) if stats else np.nan)
+        win = scores[idx][..., c:c + 1]
+        a, b = (exact.frontier(u[idx], win, kl_grid, tol=1e-5)["win"][..., 0].mean(axis=1)
+                for u in (u_a, u_b))  # [G] each
+        stats = (a - b)[~(np.isnan(a) | np.isnan(b))]  # the targets both reach
+        out.append(float(np.mean(stats)) if stats.size else np.nan)
     return np.asarray(out)
 
 

@@ -1,8 +1,9 @@
-"""The reproduction's outputs: ``results.json``, the figures and ``report.md``.
+"""The reproduction's figures (PNG, ``<workdir>/figures/``), drawn by :mod:`lsc.eval.plots` from
+already-decided results (the exact arm's frontiers as written to ``results.json``) and the arms'
+arrays; the report stage (:mod:`lsc.repro.results`) calls them.
 
-Figures (PNG, ``<workdir>/figures/``), drawn by :mod:`lsc.eval.plots`. The exact arm (points:
-the mean over the reward-model replicates; error bars: their range; a series ``<utility> (gold)``:
-the same utility on gold scores):
+The exact arm (points: the mean over the reward-model replicates; error bars: their range; a
+series ``<utility> (gold)``: the same utility on gold scores):
 
 * ``exact_helpful_vs_kl.png`` -- helpfulness win rate of the KL-regularised optima vs KL: raw and
   LSC with each reference (the paper's single-reward figure, exact on the banks);
@@ -26,27 +27,14 @@ evaluation prompts):
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List, Mapping
 
-import ml_collections
-
-from lsc import runtime
-from lsc import stages as stages_lib
-from lsc.eval import plots
-from lsc.eval import report as report_lib
 import numpy as np
 
-from lsc.repro import claims as repro_claims
-from lsc.repro import evaluation, exact_arm, rl_arm
+from lsc.eval import plots
+from lsc.repro import exact_arm, rl_arm
 from lsc.repro.subconfigs import PROPERTIES
-
-
-def _load(path: str):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
 
 _RL_PAIRS = (("helpful_raw", "helpful_lsc"), ("hh_raw_sum", "hh_lsc_sum"))
 
@@ -101,38 +89,6 @@ def draw_rl_figures(trajs, front: Mapping[str, Any], out_dir: str) -> List[str]:
                                                  metric=label, title=title,
                                                  chance_line=chance))
     return paths
-
-
-def _preamble(config: ml_collections.ConfigDict, earlier: Mapping[str, Any],
-              stage_seconds: Mapping[str, float]) -> str:
-    rm = earlier.get("reward_models", {})
-    lines = [
-        "Synthetic gold world (`configs/repro/synthetic_hh.py`), seed "
-        f"{int(config.seed)}: {int(config.world.pairs_train)} preference pairs per property, "
-        f"{int(config.world.sft_train)} demonstrations, {int(config.world.prompts_train)} "
-        f"alignment prompts, {int(config.world.prompts_test)} evaluation prompts. The judge is "
-        "the world's gold scorer; every policy is judged against independent base-policy "
-        "samples (ties count one half).",
-        "",
-        "Proxy reward models, one per replicate (held-out pairwise accuracy; gold-label "
-        "ceiling): " + "; ".join(
-            f"{p} " + ", ".join(f"{r.get('accuracy') or float('nan'):.3f}"
-                                for r in v.get("replicates", [v]))
-            + f" ({v.get('gold_ceiling') or float('nan'):.3f})" for p, v in rm.items()) + ".",
-    ]
-    stats = earlier.get("exact", {}).get("world_stats")
-    if stats:
-        lines += ["", f"World version {int(config.world.version)}, base-policy banks: "
-                  + "; ".join(f"{k}: harmlessness ties {v['harmless_tie']:.2f}, helpfulness "
-                              f"ties {v['helpful_tie']:.2f}, corr(helpful, harmless) "
-                              f"{v['corr']:.2f} ({v['prompts']} prompts)"
-                              for k, v in stats.items()) + "."]
-    if stage_seconds:
-        total = sum(stage_seconds.values())
-        lines += ["", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in
-                                                      stage_seconds.items())
-                  + f"; total {total / 60:.1f} min."]
-    return "\n".join(lines)
 
 
 def _band(front: Mapping[str, Any], reps: List[str], name: str, arm: str, metric: str,
@@ -207,90 +163,3 @@ def draw_exact_figures(front: Mapping[str, Any], arrays: Mapping[str, np.ndarray
                 bars, os.path.join(out_dir, "exact_and_or_bars.png"), base=base,
                 title=f"Best-of-{k} on the banks: AND / OR win rates per reward-model replicate"))
     return paths
-
-
-def low_quartile(base: Mapping[str, Any]) -> np.ndarray:
-    """``bool[P]``: the evaluation prompts in the lowest quartile of the base policy's gold
-    helpfulness (mean over the reference samples, independent of the judging samples)."""
-    h = PROPERTIES.index("helpful")
-    strata = np.asarray(base["reference"]["gold"])[:, :, h].mean(axis=1)
-    return strata <= np.quantile(strata, 0.25)
-
-
-def rl_results(config: ml_collections.ConfigDict, earlier: Mapping[str, Any], trajs,
-               arrays: Mapping[str, np.ndarray], boot: Mapping[str, Any]) -> Dict[str, Any]:
-    """The RL arm's part of ``results.json``: the decided claims, PPO against the exact optima,
-    the final shortcut rates and the settings."""
-    base = evaluation.load_base_samples(earlier["base_samples"]["path"])
-    claims = rl_arm.evaluate_rl_claims(
-        trajs, kl_grid=[float(x) for x in config.rl_arm.kl_grid], strata=arrays["strata"],
-        low_quartile=low_quartile(base), delta=float(config.exact.delta), **boot)
-    return {"claims": claims, "ppo_vs_exact": rl_arm.ppo_vs_exact(trajs, arrays),
-            "shortcuts": rl_arm.final_shortcuts(trajs),
-            "kl_grid": [float(x) for x in config.rl_arm.kl_grid],
-            "seeds": {m: sorted(int(s) for s in runs) for m, runs in trajs.items()},
-            "kl_coef": {m: float(config.rlhf.runs[m].get("kl_coef", float("nan")))
-                        for m in trajs if m in config.rlhf.runs}}
-
-
-def write_outputs(config: ml_collections.ConfigDict, earlier: Mapping[str, Any], workdir: str
-                  ) -> Dict[str, Any]:
-    """Decides the claims and writes ``results.json``, ``figures/*.png`` and ``report.md``;
-    returns their paths."""
-    entries = list(_load(earlier["evaluate"]["entries"]))
-    entries.sort(key=lambda e: ({"base": 0, "best_of_k": 1, "rlhf": 2}[e["procedure"]], e["name"]))
-    status = stages_lib.load_status(workdir)
-    seconds = {k: float(v.get("seconds", 0.0)) for k, v in status.items()}
-    ex = config.exact
-    arrays = exact_arm.load(earlier["exact"]["path"])
-    boot = dict(confidence=float(ex.confidence), num_resamples=int(ex.bootstrap_resamples),
-                seed=int(config.seed))
-    claims = repro_claims.evaluate_exact_claims(
-        arrays, primary_ks=[int(k) for k in ex.primary_ks], delta=float(ex.delta), **boot)
-    sanity = repro_claims.sanity_checks(arrays, **boot)
-    front = exact_arm.frontiers(arrays)
-    exact_out: Dict[str, Any] = {
-        "bank_size": int(ex.bank_size), "num_opponents": int(ex.num_opponents),
-        "kl_grid": [float(x) for x in ex.kl_grid], "ks": [int(k) for k in ex.ks],
-        "primary_ks": [int(k) for k in ex.primary_ks], "delta": float(ex.delta),
-        "confidence": float(ex.confidence), "replicates": exact_arm.sources(arrays),
-        "claims": claims, "sanity": sanity, "frontiers": front,
-        "base": {m: float(arrays["base"][:, c].mean()) for c, m in enumerate(exact_arm.METRICS)}}
-    if "rematch" in arrays:
-        a, b, metric = exact_arm.REMATCH
-        samples = arrays["rematch"][np.isfinite(arrays["rematch"])]
-        alpha = (1.0 - float(ex.confidence)) / 2.0
-        fixed = next(c for cl in claims for c in cl["comparisons"]
-                     if (c["a"], c["b"], c["metric"], c["arm"]) == (a, b, metric, "tilt"))
-        exact_out["rematch"] = {
-            "comparison": f"{a} vs {b} on {metric} (replicate r0)",
-            "resamples": int(samples.size),
-            "rematched": {"ci_low": float(np.quantile(samples, alpha)),
-                          "ci_high": float(np.quantile(samples, 1 - alpha))},
-            "fixed_gamma": fixed["replicates"][0] if fixed["replicates"] else None}
-    results = {"job": "repro", "complete": True, "seed": int(config.seed),
-               "stage_seconds": seconds,
-               "world": {"version": int(config.world.version),
-                         "stats": earlier.get("exact", {}).get("world_stats", {})},
-               "reward_models": earlier.get("reward_models", {}),
-               "reference_predictors": earlier.get("reference_predictor", {}),
-               "exact": exact_out,
-               "entries": entries}
-    results_path = os.path.join(workdir, "results.json")
-    runtime.write_json_atomic(results_path, results)
-    fig_dir = os.path.join(workdir, "figures")
-    figures = draw_exact_figures(front, arrays, ex.primary_ks, fig_dir)
-    sections: List[str] = []
-    traj_path = earlier["evaluate"].get("trajectories")
-    if traj_path and os.path.exists(traj_path):
-        trajs = rl_arm.load(traj_path)
-        results["rl"] = rl_results(config, earlier, trajs, arrays, boot)
-        runtime.write_json_atomic(results_path, results)
-        figures += draw_rl_figures(trajs, front, fig_dir)
-        sections = rl_arm.render(results["rl"]["claims"], results["rl"]["ppo_vs_exact"],
-                                 results["rl"]["shortcuts"])
-    report_path = report_lib.write_report(
-        entries, os.path.join(workdir, "report.md"), repro_claims.RL_CLAIMS,
-        title="Reproduction report", preamble=_preamble(config, earlier, seconds),
-        decided=exact_out, sections=sections)
-    return {"results": results_path, "report": report_path, "figures": figures}

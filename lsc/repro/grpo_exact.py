@@ -9,8 +9,8 @@ group of samples. In the KL-regularised optimum this is a per-prompt temperature
 per-prompt shift). Dr. GRPO, RLOO and PPO keep ``s(x) = 1``: the plain optimum of
 :mod:`lsc.eval.exact`. On the bank, the scaled optimum is the plain tilt of the scaled utilities
 ``u / s`` (:func:`group_scaled`), with one ``gamma`` for all prompts solved so that the mean KL
-over prompts hits the target (:func:`lsc.eval.exact.gamma_for_kl`), exactly as the exact arm
-does (:func:`lsc.repro.exact_arm.policies`). A prompt with ``s(x) = 0`` (every candidate has the
+over prompts hits the target: :func:`lsc.eval.exact.frontier`, as the exact arm does it
+(:func:`lsc.repro.exact_arm.policies`). A prompt with ``s(x) = 0`` (every candidate has the
 same utility: GRPO's advantages are all 0) stays at ``pi0``: uniform weights.
 
 :func:`analogue` does this for the exact arm's decisive ``lsc_vs_raw`` comparison
@@ -69,35 +69,6 @@ def group_scaled(u) -> np.ndarray:
     ok = np.isfinite(s) & (s > 0)
     out = np.zeros_like(a)
     out[ok] = a[ok] / s[ok, None]
-    return out
-
-
-def tilt_frontier(u, win, kl_grid: Sequence[float], tol: float = 1e-7
-                  ) -> Dict[str, np.ndarray]:
-    """The KL-regularised optimum of ``u`` ``float[P, N]`` at each target KL, judged by the
-    per-candidate metric ``win`` ``float[P, N]``, as :func:`lsc.repro.exact_arm.policies` does it
-    (one ``gamma`` for all prompts; targets outside ``(lowest, highest - 1e-6)`` of
-    :func:`lsc.eval.exact.kl_range` are NaN).
-
-    Returns ``{"gamma": float64[G], "kl": float64[G], "win": float64[G, P]}`` (per-prompt win
-    rates, kept per prompt for paired differences).
-    """
-    u = np.asarray(u, dtype=np.float64)
-    win = np.asarray(win, dtype=np.float64)
-    if win.shape != u.shape:
-        raise ValueError(f"u and win must have the same shape [P, N], got {u.shape}, {win.shape}")
-    low, top = exact.kl_range(u)
-    g = len(kl_grid)
-    out = {"gamma": np.full(g, np.nan), "kl": np.full(g, np.nan),
-           "win": np.full((g, u.shape[0]), np.nan)}
-    for i, target in enumerate(kl_grid):
-        if not low < target < top - 1e-6:
-            continue
-        gamma = exact.gamma_for_kl(u, target, tol=tol)
-        w = exact.tilted_weights(u, gamma)
-        out["gamma"][i] = gamma
-        out["kl"][i] = float(exact.bank_kl(w).mean())
-        out["win"][i] = np.einsum("pn,pn->p", w, win)
     return out
 
 
@@ -170,11 +141,13 @@ def analogue(base: Mapping[str, Any], kl_grid: Sequence[float],
             per_u: Dict[str, Any] = {
                 "zero_std_prompts": int(np.sum(~(np.isfinite(s) & (s > 0))))}
             for variant, uu in (("plain", u), ("scaled", group_scaled(u))):
-                f = tilt_frontier(uu, win, grid)
-                fronts[name, variant] = f["win"]
-                per_u[variant] = {"gamma": f["gamma"], "kl": f["kl"], "win": f["win"].mean(axis=1)}
+                f = exact.frontier(uu, win[..., None], grid)
+                per_prompt_win = f["win"][..., 0]  # [G, P]
+                fronts[name, variant] = per_prompt_win
+                per_u[variant] = {"gamma": f["gamma"], "kl": f["kl"],
+                                  "win": per_prompt_win.mean(axis=1)}
                 if per_prompt:
-                    per_u[variant]["win_per_prompt"] = f["win"]
+                    per_u[variant]["win_per_prompt"] = per_prompt_win
             entry[name] = per_u
         entry["diff"] = {}
         for variant in VARIANTS:

@@ -12,12 +12,13 @@ Declared before any run (the comparison grid, the statistic and the rule):
   return, the main job's gamma per utility), 12 sequences a step, 100 steps, the main job's RL
   seeds; two properties under GRPO: LSC sum vs sigma_AND vs GDPO (normalise each reward within
   the group, then sum).
-* **Statistic and rule**: those of the main job's RL arm (:mod:`lsc.repro.rl_arm`): per RL seed,
-  the paired difference ``A - B`` of the gold win rate at matched KL (the helpfulness win rate
-  for one property, the AND win rate for two), averaged over the points of ``rl_arm.kl_grid``
-  every trajectory of both methods reaches; per-seed bootstrap intervals over prompts; yes when
-  every seed's interval lies above 0, no when every seed's lies below 0 or inside
-  ``+-exact.delta``, else inconclusive (:data:`STUDY_CLAIMS`).
+* **Statistic and rule**: those of the main job's RL arm (:mod:`lsc.repro.rl_arm`,
+  :data:`lsc.repro.claims.RL_RULE`): per RL seed, the paired difference ``A - B`` of the gold
+  win rate at matched KL (the helpfulness win rate for one property, the AND win rate for two),
+  averaged over the points of ``rl_arm.kl_grid`` every trajectory of both methods reaches;
+  per-seed bootstrap intervals over prompts; yes when every seed's interval lies above 0, no
+  when every seed's lies below 0 or inside ``+-exact.delta``, else inconclusive
+  (:data:`STUDY_CLAIMS`).
 * **"Group normalisation undoes LSC"** is read as: LSC vs raw is *yes* under PPO, RLOO or
   Dr. GRPO and *not yes* under GRPO. Any other pattern is reported as it is.
 * **Exact analogue** (shown, not decided; :mod:`lsc.repro.grpo_exact`): GRPO's per-group std
@@ -47,7 +48,7 @@ from lsc.repro import evaluation, exact_arm, figures, grpo_exact
 from lsc.repro import jobs as jobs_lib
 from lsc.repro import pipeline
 from lsc.repro import rl_arm
-from lsc.repro.rl_arm import MATCHED, RLClaim
+from lsc.repro.claims import MATCHED, RL_RULE, RLClaim
 
 ALGORITHMS = ("ppo", "rloo", "grpo", "dr_grpo")
 LABELS = {"ppo": "PPO", "rloo": "RLOO", "grpo": "GRPO", "dr_grpo": "Dr. GRPO"}
@@ -123,7 +124,7 @@ def render(claims, undone: Mapping[str, Any], exact: Mapping[str, Any],
            seconds: Mapping[str, float]) -> str:
     """``study.md``."""
     lines = ["# GRPO study: does group normalisation undo LSC?", "",
-             f"**Rule**: {rl_arm.RL_RULE}.", "",
+             f"**Rule**: {RL_RULE}.", "",
              f"**Reading (declared)**: {undone['text']}", ""]
     lines += rl_arm.render(claims, {}, {}, header=False)
     if exact:
@@ -147,7 +148,7 @@ def study_stage(config: ml_collections.ConfigDict, stage_dir: str, earlier: Dict
     ex = config.exact
     claims = rl_arm.evaluate_rl_claims(
         trajs, kl_grid=[float(x) for x in config.rl_arm.kl_grid], strata=arrays["strata"],
-        low_quartile=figures.low_quartile(base), delta=float(ex.delta),
+        low_quartile=rl_arm.low_quartile(base), delta=float(ex.delta),
         confidence=float(ex.confidence), num_resamples=int(ex.bootstrap_resamples),
         seed=int(config.seed), claims=STUDY_CLAIMS)
     undone = undone_verdict(claims)

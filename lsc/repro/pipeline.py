@@ -20,8 +20,8 @@ rlhf                   one ``rlhf`` job per ``rlhf.runs`` entry (raw vs LSC; raw
 evaluate               every RLHF run judged along training (its snapshots: KL, win rates against
                        the exact arm's opponents, proxy and gold, shortcut rates;
                        ``trajectories.npz``) and its final policy (``entries.json``)
-report                 the claims (:mod:`lsc.repro.claims`), ``results.json``, the figures and
-                       ``report.md`` in the workdir
+report                 every claim decided into ``results.json`` (:mod:`lsc.repro.results`,
+                       written once), then the figures and ``report.md`` in the workdir
 =====================  ==========================================================================
 
 Each stage runs once: its status is kept in ``<workdir>/stages.json`` and a rerun skips finished
@@ -44,7 +44,7 @@ from lsc import stages as stages_lib
 from lsc.align import rlhf as align_rlhf
 from lsc.align.references import pi0_samples
 from lsc.data import hh_rlhf, world, world_data
-from lsc.repro import evaluation, exact_arm, figures, subconfigs
+from lsc.repro import evaluation, exact_arm, results, subconfigs
 from lsc.repro import jobs as jobs_lib
 from lsc.repro.subconfigs import PROPERTIES
 from lsc.train import common as train_common
@@ -255,7 +255,7 @@ def evaluate_stage(config, stage_dir, earlier):
 def report_stage(config, stage_dir, earlier):
     """``results.json``, figures and ``report.md`` in the workdir."""
     workdir = os.path.dirname(stage_dir)
-    return figures.write_outputs(config, earlier, workdir)
+    return results.write_outputs(config, earlier, workdir)
 
 
 # Weights: the stages' seconds in the README's run (seed 0), for the job's progress and ETA.

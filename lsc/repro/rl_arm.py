@@ -1,4 +1,5 @@
-"""The RL arm's decided claims: PPO trajectories compared at matched KL, paired by RL seed.
+"""The RL arm: PPO trajectories compared at matched KL, paired by RL seed, deciding the claims of
+:data:`lsc.repro.claims.RL_ARM_CLAIMS` (:func:`evaluate_rl_claims`).
 
 Declared before the runs they judge (``configs/repro/synthetic_hh.py``, section ``rl_arm``):
 
@@ -6,21 +7,22 @@ Declared before the runs they judge (``configs/repro/synthetic_hh.py``, section 
   seed, every method sees the same prompt order and sampling keys). Its snapshots (every
   ``rl.snapshot_every`` steps, and ``pi0`` at step 0) are judged on the evaluation prompts against
   the exact arm's ``M`` base opponents (:func:`lsc.repro.evaluation.trajectory`).
-* **Primary statistic** of a comparison ``A`` vs ``B`` (:data:`RL_CLAIMS`): per seed and prompt,
-  ``A - B`` at matched KL, read on each trajectory at the points of ``rl_arm.kl_grid`` by linear
+* **Primary statistic** of a comparison ``A`` vs ``B``: per seed and prompt, ``A - B`` at
+  matched KL, read on each trajectory at the points of ``rl_arm.kl_grid`` by linear
   interpolation at the first crossing, averaged over the grid points that every trajectory of
   both methods reaches (:func:`lsc.eval.trajectory.paired_differences`); the mean over prompts.
 * **Intervals**: per seed, the percentile bootstrap over prompts (stratified by topic x detail);
   pooled, the two-level bootstrap over prompts and seeds (:mod:`lsc.eval.decision`).
-* **Rule**: the exact arm's (:func:`lsc.eval.decision.decide` with ``exact.delta``), with the RL
-  seeds as the replicates: yes when the interval lies above 0 on every seed; no when on every
-  seed it lies below 0 or inside +-delta; otherwise inconclusive.
+* **Rule** (:data:`lsc.repro.claims.RL_RULE`): the exact arm's
+  (:func:`lsc.eval.decision.decide` with ``exact.delta``), with the RL seeds as the replicates:
+  yes when the interval lies above 0 on every seed; no when on every seed it lies below 0 or
+  inside +-delta; otherwise inconclusive.
 
 Kinds of comparison: ``matched`` (a win-rate metric), ``underfitting`` (the helpfulness win rate
-on the prompts of the lowest quartile of base-policy gold helpfulness), ``hacking`` (the drop of
-the helpfulness win rate after its peak along KL, ``B``'s drop minus ``A``'s, measured at the
-largest grid point every trajectory reaches: positive when ``A`` loses less; the peak is read on
-the grid per trajectory).
+on the prompts of the lowest quartile of base-policy gold helpfulness, :func:`low_quartile`),
+``hacking`` (the drop of the helpfulness win rate after its peak along KL, ``B``'s drop minus
+``A``'s, measured at the largest grid point every trajectory reaches: positive when ``A`` loses
+less; the peak is read on the grid per trajectory).
 
 Not decided, reported: PPO against the exact optimum of the same utility
 (:func:`ppo_vs_exact`): the exact arm's value at each point of ``exact.kl_grid`` minus the
@@ -29,7 +31,6 @@ trajectory's value there, per seed.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -37,47 +38,9 @@ import numpy as np
 from lsc.eval import decision
 from lsc.eval import trajectory as traj_lib
 from lsc.repro import exact_arm
+from lsc.repro.claims import MATCHED, RL_ARM_CLAIMS, RL_RULE, UNDERFITTING, RLClaim
+from lsc.repro.subconfigs import PROPERTIES
 
-MATCHED, UNDERFITTING, HACKING = "matched", "underfitting", "hacking"
-
-
-@dataclasses.dataclass(frozen=True)
-class RLClaim:
-    """``a`` expected better than ``b`` (names of ``rlhf.runs``) on ``metric`` (of
-    :data:`lsc.repro.exact_arm.METRICS`) by a comparison of ``kind``."""
-
-    key: str
-    source: str
-    text: str
-    a: str
-    b: str
-    kind: str
-    metric: str
-
-
-RL_CLAIMS: Tuple[RLClaim, ...] = (
-    RLClaim("rl_lsc_vs_raw", "paper (RLHF, helpfulness)",
-            "PPO on the LSC-transformed reward (85th-percentile reference) reaches a higher "
-            "helpfulness win rate than PPO on the raw reward at the same KL.",
-            "helpful_lsc", "helpful_raw", MATCHED, "helpful"),
-    RLClaim("rl_lsc_sum_vs_sum", "paper (RLHF, helpful and harmless)",
-            "PPO on the sum of LSC rewards (helpful: 85th percentile; harmless: the refusal) "
-            "reaches a higher AND win rate than PPO on the raw sum at the same KL.",
-            "hh_lsc_sum", "hh_raw_sum", MATCHED, "and"),
-    RLClaim("rl_reward_hacking", "paper (RLHF, helpfulness)",
-            "LSC mitigates reward hacking: along KL, the gold-judged helpfulness win rate drops "
-            "less after its peak under LSC than under the raw reward.",
-            "helpful_lsc", "helpful_raw", HACKING, "helpful"),
-    RLClaim("rl_underfitting", "paper (RLHF, helpfulness)",
-            "LSC mitigates underfitting: at the same KL, the prompts where the base policy is "
-            "least helpful (lowest quartile of base gold helpfulness) gain more under LSC.",
-            "helpful_lsc", "helpful_raw", UNDERFITTING, "helpful"),
-)
-RL_RULE = ("per RL seed, the percentile-bootstrap interval over prompts (stratified by topic x "
-           "detail) of the seed-paired difference at matched KL (mean over the grid points every "
-           "trajectory of both methods reaches); yes when it lies above 0 on every seed; no when "
-           "on every seed it lies below 0 or inside +-delta; otherwise inconclusive. The pooled "
-           "interval (two-level bootstrap over prompts and seeds) is shown beside")
 # Each RLHF method's utility in the exact arm (PPO against the exact optimum).
 EXACT_UTILITY = {"helpful_raw": "raw", "helpful_lsc": "lsc_p85", "hh_raw_sum": "sum",
                  "hh_lsc_sum": "lsc_sum"}
@@ -91,6 +54,16 @@ def load(path: str) -> Dict[str, Dict[int, Dict[str, np.ndarray]]]:
             method, seed, field = key.rsplit("/", 2)
             out.setdefault(method, {}).setdefault(int(seed[len("seed"):]), {})[field] = f[key]
     return out
+
+
+def low_quartile(base: Mapping[str, Any]) -> np.ndarray:
+    """``bool[P]``: the evaluation prompts in the lowest quartile of the base policy's gold
+    helpfulness (mean over the reference samples, independent of the judging samples); the
+    prompts of the ``underfitting`` comparisons. ``base``:
+    :func:`lsc.repro.evaluation.load_base_samples` output."""
+    h = PROPERTIES.index("helpful")
+    strata = np.asarray(base["reference"]["gold"])[:, :, h].mean(axis=1)
+    return strata <= np.quantile(strata, 0.25)
 
 
 def _column(metric: str) -> int:
@@ -143,7 +116,7 @@ def _clean(x) -> list:
 def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], strata: np.ndarray,
                        low_quartile: np.ndarray, delta: float, confidence: float = 0.95,
                        num_resamples: int = 2000, seed: int = 0,
-                       claims: Sequence[RLClaim] = RL_CLAIMS) -> List[Dict[str, Any]]:
+                       claims: Sequence[RLClaim] = RL_ARM_CLAIMS) -> List[Dict[str, Any]]:
     """Every RL claim with per-seed and pooled intervals and its verdict (plain dicts, as
     written to ``results.json``).
 

@@ -6,10 +6,7 @@ import numpy as np
 
 from lsc.eval import diagnostics, kl, win_rate
 from lsc.eval import entries as entries_lib
-from lsc.eval.claims import (SANITY, Claim, Comparison, check_base_is_chance,
-                             check_best_of_k_kl_bound, check_reward_hacking)
-from lsc.eval.entries import Selector
-from lsc.rewards import names
+from lsc.eval.claims import SANITY, Claim, check_base_is_chance
 
 PROPS = ("harmless", "helpful")
 
@@ -32,11 +29,8 @@ def hacking_curve(drop, steps=20):
 
 
 def entries():
-    """A base entry, a best-of-k grid, and an RLHF sweep of raw vs LSC (helpfulness).
-
-    Built so that: the base covers 0.5; sigma_AND beats sum on AND; sigma_OR is *worse* than sum
-    on OR (a claim that does not reproduce); LSC beats raw at matched KL; raw hacks, LSC barely.
-    """
+    """A base entry (its per-property CIs cover 0.5), a best-of-k grid, and an RLHF sweep of raw
+    vs LSC (helpfulness)."""
     rng = np.random.default_rng(0)
     n = 600
     b1 = rng.normal(size=(n, 2))
@@ -82,95 +76,12 @@ def entries():
     return out
 
 
-# --------------------------------------------------------------------------- a claim list
+# --------------------------------------------------------------------------- a check list
 
-# The claims of the earlier reproduction (RLHF and the sampled best-of-k grid), kept here as a
-# claim list that exercises every part of the claim model (lsc.eval.claims) on entries.
-
-MEDIAN_REFS = ("oracle_median",)
-NO_REFS = (names.NO_REFERENCE,)
-_RULE = ("match runs at equal KL (RLHF) or k (best-of-k); yes when the 95% CI of A - B excludes "
-         "0 above at some point and below at none; no in the mirror case; else inconclusive")
-
-
-def _rl(methods, n, refs=None):
-    return Selector("rlhf", tuple(methods), None if refs is None else tuple(refs), n)
-
-
-def _bok(methods, refs=None, n=2):
-    return Selector("best_of_k", tuple(methods), None if refs is None else tuple(refs), n)
-
-
-CLAIMS: Tuple[Claim, ...] = (
+CHECKS: Tuple[Claim, ...] = (
     Claim("base_is_chance", SANITY,
           "The base policy judged against independent base samples wins half the time "
           "(per property).",
           "yes when every per-property 95% CI covers 0.5 (AND/OR shown, not expected at 0.5)",
           check=check_base_is_chance),
-    Claim("bok_kl_bound", SANITY,
-          "Best-of-k KL estimates respect the analytic bound log k - (k-1)/k.",
-          "yes when every estimate minus 2 SE is at most the bound",
-          check=check_best_of_k_kl_bound),
-    Claim("lsc_vs_raw", "paper (RLHF, helpfulness)",
-          "Aligning to the LSC-transformed reward log sigma(r - r_ref) gives a higher "
-          "helpfulness win rate than the raw reward at the same KL.",
-          _RULE,
-          (Comparison(_rl(names.LSC_NAMES, 1), _rl(names.RAW_NAMES, 1), "win_rate.helpful"),)),
-    Claim("lsc_sum_vs_sum", "paper (RLHF, helpful and harmless)",
-          "The sum of LSC-transformed rewards (a logical AND) beats the raw sum: higher win rate "
-          "on both properties at once (AND) at the same KL.",
-          _RULE,
-          (Comparison(_rl(names.LSC_NAMES, 2), _rl(names.RAW_NAMES, 2, NO_REFS),
-                      "win_rate.and"),
-           Comparison(_rl(names.LSC_NAMES, 2), _rl(names.RAW_NAMES, 2, NO_REFS),
-                      "win_rate.helpful", decisive=False),
-           Comparison(_rl(names.LSC_NAMES, 2), _rl(names.RAW_NAMES, 2, NO_REFS),
-                      "win_rate.harmless", decisive=False))),
-    Claim("underfitting", "paper (RLHF, helpfulness)",
-          "LSC mitigates underfitting: it improves the worst-served prompts (lowest base "
-          "gold-score quartile) more than the raw reward at the same KL.",
-          _RULE + "; metric: underfitting.worst_group (mean gold improvement of quartile 1)",
-          (Comparison(_rl(names.LSC_NAMES, 1), _rl(names.RAW_NAMES, 1),
-                      "underfitting.worst_group"),)),
-    Claim("reward_hacking", "paper (RLHF, helpfulness)",
-          "LSC mitigates reward hacking: under strong optimisation the raw reward's proxy keeps "
-          "rising while gold falls; LSC loses much less gold.",
-          "at the smallest common kl_coef: yes when raw is flagged hacking and LSC's gold drop "
-          "after its peak is at most half of raw's; no when LSC drops as much or more; "
-          "inconclusive when raw shows no hacking (point values, no CI)",
-          check=check_reward_hacking),
-    Claim("and_beats_sum", "note, claim 1 (best-of-k)",
-          "sigma_AND implements logical AND: with the median reference it beats the raw sum on "
-          "the AND win rate.",
-          _RULE,
-          (Comparison(_bok(["sigma_and"], MEDIAN_REFS), _bok(["sum"], NO_REFS),
-                      "win_rate.and"),)),
-    Claim("or_beats_sum", "note, claim 1 (best-of-k)",
-          "sigma_OR implements logical OR: with the median reference it beats the raw sum on "
-          "the OR win rate.",
-          _RULE,
-          (Comparison(_bok(["sigma_or"], MEDIAN_REFS), _bok(["sum"], NO_REFS),
-                      "win_rate.or"),)),
-    Claim("and_or_differ", "note, claim 1 (best-of-k)",
-          "sigma_AND and sigma_OR are not interchangeable: sigma_AND wins more on AND, "
-          "sigma_OR more on OR.",
-          _RULE + "; both comparisons must reproduce",
-          (Comparison(_bok(["sigma_and"], MEDIAN_REFS), _bok(["sigma_or"], MEDIAN_REFS),
-                      "win_rate.and"),
-           Comparison(_bok(["sigma_or"], MEDIAN_REFS), _bok(["sigma_and"], MEDIAN_REFS),
-                      "win_rate.or"))),
-    Claim("reference_matters", "note, claim 2 (best-of-k)",
-          "The reference matters: subtracting the base policy's median reward beats no "
-          "subtraction (sigma_AND on AND, sigma_OR on OR); a predicted median is shown too.",
-          _RULE + "; the oracle-median comparisons decide, predicted-median rows are shown",
-          (Comparison(_bok(["sigma_and"], MEDIAN_REFS), _bok(["sigma_and"], NO_REFS),
-                      "win_rate.and"),
-           Comparison(_bok(["sigma_or"], MEDIAN_REFS), _bok(["sigma_or"], NO_REFS),
-                      "win_rate.or"),
-           Comparison(_bok(["sigma_and"], ["predict_median"]), _bok(["sigma_and"], NO_REFS),
-                      "win_rate.and", decisive=False),
-           Comparison(_bok(["sigma_or"], ["predict_median"]), _bok(["sigma_or"], NO_REFS),
-                      "win_rate.or", decisive=False))),
 )
-
-

@@ -167,8 +167,8 @@ def _iv(lo, hi):
     (-0.3, 0.0, 0.5, "no"),            # touching 0 from below but inside +-0.5
     (-0.3, 0.0, 0.0, "inconclusive"),  # delta 0: nothing is inside
 ])
-def test_interval_verdict_every_branch(lo, hi, delta, expected):
-    assert decision.interval_verdict(_iv(lo, hi), delta) == expected
+def test_one_replicate_every_branch(lo, hi, delta, expected):
+    assert decision.decide([_iv(lo, hi)], delta)[0] == expected
 
 
 def test_decide_all_above_zero_is_yes():

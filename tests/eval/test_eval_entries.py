@@ -1,4 +1,4 @@
-"""Results entries: schema validation, loading, labels and metric lookup."""
+"""Results entries: schema validation, loading and labels."""
 
 import json
 
@@ -45,7 +45,4 @@ def test_labels_and_normalisation():
     assert entries_lib.label({"method": "sigma_or", "reference": "zero"}) == "sigma_or"
     assert entries_lib.label({"method": "sigma_or", "reference": "predict_median"}) \
         == "sigma_or_predict_median"
-    e = entries()[-1]
-    assert entries_lib.metric_interval(e, "underfitting.worst_group")["value"] == pytest.approx(0.6)
-    assert entries_lib.metric_interval(e, "underfitting.missing") is None
 

@@ -108,11 +108,22 @@ def test_weighted_win_and_frontier():
     np.testing.assert_allclose(exact.weighted_win(w, scores),
                                [[np.dot(w[p], scores[p, :, c]) for c in range(3)]
                                 for p in range(2)])
-    f = exact.frontier(U, scores, [0.15, 0.3])
+    f = exact.frontier(U, scores, [0.15, 0.3], tol=1e-10)
     assert f["win"].shape == (2, 2, 3)
     np.testing.assert_allclose(f["kl"], [0.15, 0.3], atol=1e-7)
     np.testing.assert_allclose(f["win"][1], exact.weighted_win(
         exact.tilted_weights(U, f["gamma"][1]), scores))
+
+
+def test_frontier_targets_the_bank_cannot_reach_are_nan():
+    rng = np.random.default_rng(3)
+    u = rng.normal(size=(5, 4))
+    scores = rng.uniform(size=(5, 4, 2))
+    front = exact.frontier(u, scores, [0.2, np.log(4.0) + 0.1, 8.0])  # KL <= log N = log 4
+    assert np.isfinite(front["win"][0]).all()
+    np.testing.assert_allclose(front["kl"][0], 0.2, atol=1e-6)
+    assert np.isnan(front["win"][1:]).all() and np.isnan(front["gamma"][1:]).all()
+    assert np.isnan(front["kl"][1:]).all()
 
 
 def test_bad_inputs_are_refused():

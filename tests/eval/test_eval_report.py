@@ -1,20 +1,27 @@
-"""report.md: the rendered summary, per-claim tables and the table of all runs."""
+"""report.md: the rendered summary, per-check tables and the table of all runs."""
 
 from lsc.eval import report
-from eval_fixtures import CLAIMS, entries
+from eval_fixtures import CHECKS, entries, iv
 
 
-def test_report_markdown_states_non_reproducing_claims_plainly(tmp_path):
-    path = report.write_report(entries(), str(tmp_path / "out" / "report.md"),
-                               CLAIMS, preamble="Simulated entries.")
+def test_report_markdown_states_a_failing_check_plainly(tmp_path):
+    es = entries()
+    es[0]["win_rate"]["helpful"] = iv(0.6, 0.02)  # the base CI misses 0.5
+    path = report.write_report(es, str(tmp_path / "out" / "report.md"), CHECKS,
+                               preamble="Simulated entries.")
     text = open(path, encoding="utf-8").read()
     assert text.startswith("# Reproduction report")
-    assert text.count("## Claim ") == len(CLAIMS)
+    assert "Simulated entries." in text
+    assert text.count("## Claim ") == len(CHECKS)
     summary = text.split("## Claim 1")[0]
-    or_row = [l for l in summary.splitlines() if "beats the raw sum on the OR" in l]
-    assert len(or_row) == 1 and "**NO** (does not reproduce)" in or_row[0]
+    row = [l for l in summary.splitlines() if "wins half the time" in l]
+    assert len(row) == 1 and "**NO** (fails)" in row[0]
+    assert "Sanity checks: failed: base_is_chance" in summary
     assert "| comparison (A vs B) | metric | at | A | B | A - B | outcome |" in text
-    assert "sigma_or_oracle_median vs sum" in text and "A worse" in text
-    assert "lsc/lsc_sum vs raw/sum" in text and "A loses less gold" in text
-    assert "_No runs to compare._" in text  # the missing lsc_sum vs sum runs
+    assert "CI excludes 0.5" in text and "not expected at 0.5" in text
     assert "## All runs" in text and "rlhf/lsc/g0.03" in text
+
+
+def test_report_without_entries_to_check_says_so(tmp_path):
+    text = report.render_report(entries()[1:], CHECKS)
+    assert "_No runs to compare._" in text

@@ -105,7 +105,7 @@ def test_results_hold_the_decided_claims_per_replicate(repro):
     assert results["world"]["version"] == 2
     assert "benign" in results["world"]["stats"]
     rl = results["rl"]
-    assert [c["key"] for c in rl["claims"]] == [c.key for c in rl_arm.RL_CLAIMS]
+    assert [c["key"] for c in rl["claims"]] == [c.key for c in repro_claims.RL_ARM_CLAIMS]
     seeds = json.loads((workdir / "config.json").read_text())["rl"]["seed"]
     for claim in rl["claims"]:
         assert claim["verdict"] in ("yes", "no", "inconclusive")
@@ -124,9 +124,9 @@ def test_figures_and_report_are_written(repro):
     text = (workdir / "report.md").read_text()
     assert "## Decided claims (exact arm)" in text and "## All runs" in text
     assert "## RL arm (decided" in text
-    for claim in repro_claims.EXACT_CLAIMS + repro_claims.RL_CLAIMS:
+    for claim in repro_claims.EXACT_CLAIMS + repro_claims.ENTRY_CHECKS:
         assert f": {claim.key}" in text
-    for claim in rl_arm.RL_CLAIMS:
+    for claim in repro_claims.RL_ARM_CLAIMS:
         assert f"**{claim.key}**" in text
 
 
@@ -159,7 +159,7 @@ def test_the_reload_notebook_redraws_the_figures_from_the_workdir(repro, monkeyp
     for name in FIGURES:
         assert (workdir / "figures_redrawn" / name).read_bytes()[:4] == b"\x89PNG"
     assert [r.claim.key for r in ns["results90"]] == [c.key for c in
-                                                      repro_claims.RL_CLAIMS]
+                                                      repro_claims.ENTRY_CHECKS]
     assert (workdir / "report_90.md").exists()
 
 

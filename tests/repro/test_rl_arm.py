@@ -3,6 +3,7 @@ and the reward-hacking drop, against direct computations."""
 
 import numpy as np
 
+from lsc.repro import claims as repro_claims
 from lsc.repro import exact_arm, rl_arm
 
 P, C = 40, len(exact_arm.METRICS)
@@ -34,7 +35,7 @@ def _trajs(shift_a, drop_a=0.0, drop_b=0.0, seeds=(0, 1, 2)):
 
 
 def _decide(trajs, **kw):
-    claims = [c for c in rl_arm.RL_CLAIMS if c.a == "helpful_lsc"]
+    claims = [c for c in repro_claims.RL_ARM_CLAIMS if c.a == "helpful_lsc"]
     args = dict(kl_grid=[1.0, 2.0, 3.0, 8.0], strata=np.arange(P) % 4,
                 low_quartile=np.arange(P) < P // 4, delta=0.01, num_resamples=300)
     args.update(kw)
@@ -76,6 +77,16 @@ def test_render_without_header_starts_at_the_table():
     claims = list(_decide(_trajs(0.05)).values())
     full = rl_arm.render(claims, {}, {})
     bare = rl_arm.render(claims, {}, {}, header=False)
-    assert full[0].startswith("## RL arm") and any(rl_arm.RL_RULE in line for line in full)
-    assert bare[0].startswith("| claim |") and not any(rl_arm.RL_RULE in line for line in bare)
+    assert full[0].startswith("## RL arm") and any(repro_claims.RL_RULE in line for line in full)
+    assert bare[0].startswith("| claim |") and not any(repro_claims.RL_RULE in line for line in bare)
     assert full[-len(bare):] == bare
+
+
+def test_low_quartile_is_the_quarter_of_prompts_least_helpful_at_base():
+    rng = np.random.default_rng(5)
+    gold = rng.normal(size=(P, 6, 2))  # [P, K_ref, (harmless, helpful)]
+    got = rl_arm.low_quartile({"reference": {"gold": gold}})
+    means = [sum(gold[p, k, 1] for k in range(6)) / 6 for p in range(P)]
+    cut = sorted(means)[P // 4 - 1]  # P = 40: the 10th smallest is below the 25th percentile
+    assert got.tolist() == [m <= cut for m in means]
+    assert got.sum() == P // 4
