@@ -19,6 +19,7 @@ transformers = pytest.importorskip("transformers")
 from lsc import main as main_lib  # noqa: E402
 from lsc.align import common as align_common  # noqa: E402
 from lsc.align import rlhf  # noqa: E402
+from lsc.align.references import bank as reference_bank  # noqa: E402
 from lsc.align.rlhf import job as rlhf_job  # noqa: E402
 from lsc.models import hf_convert  # noqa: E402
 
@@ -144,7 +145,7 @@ def test_sweep_results_tokenizer_record_and_finished_rerun(world, monkeypatch):
         raise AssertionError("a finished job must do no work")
 
     monkeypatch.setattr(align_common, "tokenizer_and_prompts", fail)
-    monkeypatch.setattr(rlhf_job, "reference_table", fail)
+    monkeypatch.setattr(reference_bank, "reference_table", fail)
     monkeypatch.setattr(rlhf_job, "train_rlhf", fail)
     assert _run_like_main(config, workdir) == 0
     assert json.load(open(os.path.join(workdir, "results.json"))) == results

@@ -54,7 +54,7 @@ def test_large_data_variant_leaves_the_default_unchanged():
 
 @pytest.mark.parametrize("prop", ["helpful", "harmless"])
 def test_t5_base_configs_need_the_data_path(prop, tmp_path):
-    config = load(f"rm/t5_base_{prop}.py")
+    config = load("rm/t5_base.py", prop)
     assert config.model.kind == "t5" and config.model.arch.d_model == 768
     assert config.rm.property == prop
     with pytest.raises(config_lib.ConfigError, match="config.data.path"):
