@@ -1,5 +1,5 @@
 """The synthetic gold world's model: its grammar and the gold scorers that play the human
-(DESIGN.md section 3).
+(docs/design.md §3).
 
 Everything is lower-case words separated by spaces, in the hh-rlhf transcript format, so the same
 reader, tokenizer and pipeline code handle it as real data. A tiny LM learns it on a CPU: about

@@ -1,5 +1,5 @@
 """The synthetic gold world's data: base-policy-like responses, labelled pairs and the files in the
-hh-rlhf format (DESIGN.md section 3; the grammar and the gold scorers are :mod:`lsc.data.world`'s).
+hh-rlhf format (docs/design.md §3; the grammar and the gold scorers are :mod:`lsc.data.world`'s).
 
 The demonstrator (base-policy-like responses)
 ---------------------------------------------

@@ -1,4 +1,4 @@
-"""lsc.eval: judging aligned policies against the base policy (DESIGN.md section 1).
+"""lsc.eval: judging aligned policies against the base policy (docs/design.md §1).
 
 Modules (numpy-first; import the one you need):
 

@@ -1,4 +1,4 @@
-"""Underfitting, reward-hacking and shortcut-feature diagnostics (DESIGN.md sections 1 and 3).
+"""Underfitting, reward-hacking and shortcut-feature diagnostics (docs/design.md §1 and §3).
 
 Underfitting (:func:`underfitting`)
     Per prompt, the improvement of the aligned policy's gold score over the base policy's; its

@@ -2,7 +2,7 @@
 
 For each of ``P`` prompts a *bank* of ``N`` candidates ``y_1..y_N ~ pi0(.|x)`` and, drawn
 independently, ``M`` opponents ``o_1..o_M ~ pi0(.|x)``, all scored by the judge on ``m``
-properties (DESIGN.md section 7). On the bank the empirical base policy puts ``1/N`` on each
+properties (docs/design.md §4). On the bank the empirical base policy puts ``1/N`` on each
 candidate, and what a procedure does to it is a reweighting ``w[P, N]`` (rows summing to 1):
 
 * the KL-regularised optimum of a utility ``u`` with coefficient ``gamma``,

@@ -1,6 +1,6 @@
 """Win rates of a policy's samples against independent base-policy samples, with bootstrap CIs.
 
-Protocol (DESIGN.md section 1, the note's section 4.1): for each of ``N`` prompts draw one response
+Protocol (docs/design.md §1, the note's section 4.1): for each of ``N`` prompts draw one response
 ``y1`` from the evaluated policy and one response ``y0`` from the base policy, *independently*
 (for the base policy judged against itself, two independent base samples, never the same one),
 and score both with a judge on ``m`` properties (the synthetic world's gold scorers,

@@ -1,4 +1,4 @@
-"""Judging the reproduction's policies with the gold judge (DESIGN.md section 1).
+"""Judging the reproduction's policies with the gold judge (docs/design.md §1).
 
 Base samples (:func:`draw_base_samples`, once per reproduction, independent keys):
 

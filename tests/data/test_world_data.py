@@ -1,5 +1,5 @@
 """The synthetic gold world's data: files, determinism, the demonstrator's samples and labels
-against the gold scorers (DESIGN.md section 3 properties)."""
+against the gold scorers (docs/design.md §3 properties)."""
 
 from __future__ import annotations
 
