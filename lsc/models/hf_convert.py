@@ -14,8 +14,9 @@ The alignment and evaluation jobs read a finished run's ``config.json`` (``model
 
 ``config.json`` also records ``source`` (the checkpoint directory and its architecture). Those
 of the tokenizer files :data:`TOKENIZER_FILES` that the checkpoint has are copied to
-``<workdir>/tokenizer`` (:func:`copy_tokenizer_files`); the jobs tokenize with
-``data.tokenizer``, which must give the same ids as the checkpoint's tokenizer.
+``<workdir>/tokenizer`` (:func:`copy_tokenizer_files`). An alignment job whose ``policy.workdir``
+is such a directory tokenizes with that tokenizer unless ``data.tokenizer`` names another, which
+must then give the same ids.
 
 Command line (the kind is read from ``config.json``'s ``architectures``)::
 
@@ -40,8 +41,9 @@ from lsc.models.decoder import DecoderConfig
 # Seed recorded in a converted workdir's config.json (nothing random is drawn from it).
 CONVERTED_SEED = 0
 # The tokenizer files copied from a checkpoint (those it has) into <workdir>/TOKENIZER_DIR.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
-                   "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model",
+                   "added_tokens.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                   "chat_template.jinja")
 TOKENIZER_DIR = "tokenizer"
 
 
@@ -130,8 +132,9 @@ def main(argv=None) -> None:
         prog="python -m lsc.models.hf_convert",
         description=__doc__.split("\n\n")[0],
         epilog=(f"Besides the model, copies into WORKDIR/{TOKENIZER_DIR}/ those of the tokenizer "
-                f"files {', '.join(TOKENIZER_FILES)} that CHECKPOINT has (no other file). The "
-                "jobs tokenize with data.tokenizer, which must give the same ids."))
+                f"files {', '.join(TOKENIZER_FILES)} that CHECKPOINT has (no other file). An "
+                "alignment job whose policy.workdir is WORKDIR tokenizes with it unless "
+                "data.tokenizer names another tokenizer, which must give the same ids."))
     parser.add_argument("--checkpoint", required=True,
                         help="a save_pretrained directory (config.json, safetensors weights)")
     parser.add_argument("--workdir", required=True,

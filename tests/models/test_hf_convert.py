@@ -9,8 +9,9 @@ import sys
 from lsc.models import hf_convert
 
 # The tokenizer files of a save_pretrained directory that a converted run directory keeps.
-COPIED = ["tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-          "vocab.json", "merges.txt", "chat_template.jinja"]
+COPIED = ["tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model",
+          "added_tokens.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+          "chat_template.jinja"]
 
 
 def _help_text() -> str:
@@ -33,9 +34,8 @@ def test_help_says_which_tokenizer_files_are_copied_and_where():
 def test_exactly_the_listed_tokenizer_files_are_copied(tmp_path):
     ckpt, workdir = tmp_path / "ckpt", tmp_path / "run"
     ckpt.mkdir()
-    others = ["config.json", "model.safetensors", "spiece.model", "added_tokens.json",
-              "generation_config.json"]
-    present = COPIED[::2]  # tokenizer.json, tokenizer.model, vocab.json, chat_template.jinja
+    others = ["config.json", "model.safetensors", "generation_config.json", "pytorch_model.bin"]
+    present = COPIED[::2]  # tokenizer.json, tokenizer.model, added_tokens.json, vocab.json, ...
     for name in present + others:
         (ckpt / name).write_text(f"contents of {name}")
     assert hf_convert.copy_tokenizer_files(str(ckpt), str(workdir)) == present
