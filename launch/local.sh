@@ -16,15 +16,7 @@ set -euo pipefail
 usage() {
   echo "usage: [LSC_CPU_DEVICES=N] $0 CONFIG[:ARG] WORKDIR [--config.field=value ...]"
 }
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-  usage
-  exit 0
-fi
-if [[ $# -lt 2 ]]; then
-  usage >&2
-  exit 2
-fi
-config=$1 workdir=$2
+source "$(dirname "$0")/args.sh"
 shift 2
 if [[ -n "${LSC_CPU_DEVICES:-}" ]]; then
   if ! [[ "$LSC_CPU_DEVICES" =~ ^[1-9][0-9]*$ ]]; then
