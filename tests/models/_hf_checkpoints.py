@@ -2,6 +2,11 @@
 
 import copy
 
+# The config fields every tiny decoder of the parity tests shares.
+BASE = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+            initializer_range=0.1, rms_norm_eps=1e-5)
+
 
 def tiny_model(cases, base, case, seed=0):
     """``transformers`` model ``case`` of ``cases`` (``{case: (config class, model class, extra

@@ -17,9 +17,7 @@ transformers = pytest.importorskip("transformers")
 
 from lsc.models import hf_decoder, hf_io, sampling  # noqa: E402
 
-BASE = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-            initializer_range=0.1, rms_norm_eps=1e-5)
+from _hf_checkpoints import BASE  # noqa: E402
 
 CASES = {
     "mha_untied": dict(num_key_value_heads=4, tie_word_embeddings=False),

@@ -18,11 +18,8 @@ from lsc.models import hf_convert, hf_decoder, hf_io, sampling  # noqa: E402
 from lsc.train import checkpoint as checkpoint_lib  # noqa: E402
 from lsc.train import common as train_common  # noqa: E402
 
-from _hf_checkpoints import tiny_model  # noqa: E402
+from _hf_checkpoints import BASE, tiny_model  # noqa: E402
 
-BASE = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-            initializer_range=0.1, rms_norm_eps=1e-5)
 
 # (config class, model class, extra config fields). Windows of 3 tokens and small soft-caps so
 # that each feature changes the logits of these short sequences.
