@@ -43,7 +43,8 @@ CASES = [(module, arg) for module in JOB_CONFIGS
 def test_every_config_file_is_found():
     assert {"configs.repro.synthetic_hh", "configs.repro.grpo_study", "configs.rlhf.par",
             "configs.rm.t5_base", "configs.sft.synthetic"} <= set(JOB_CONFIGS)
-    assert set(PRESETS) == {"configs.models.decoder", "configs.models.t5_1_1"}
+    assert "configs.models.decoder" in PRESETS
+    assert all(m.startswith("configs.models.") for m in PRESETS), PRESETS
 
 
 @pytest.mark.parametrize("module", PRESETS)
