@@ -9,7 +9,8 @@ from notebooks import run_notebook
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # reload_workdir.ipynb and grpo_study.ipynb need a workdir of the main job / of the GRPO study:
-# tests/repro/test_repro_end_to_end.py runs them on the workdirs of its runs.
+# tests/repro/test_repro_end_to_end.py and tests/repro/test_grpo_study_end_to_end.py run them on
+# the workdirs of their runs.
 ON_A_WORKDIR = ("reload_workdir.ipynb", "grpo_study.ipynb")
 ALL_NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "colabs", "*.ipynb")))
 NOTEBOOKS = [p for p in ALL_NOTEBOOKS if os.path.basename(p) not in ON_A_WORKDIR]

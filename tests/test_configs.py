@@ -1,37 +1,63 @@
 """Every shipped config file builds with each of its arguments and passes validation.
 
-The paper configs point at data and checkpoints that only exist on a user's machine, so their
-only allowed errors are the empty paths the user fills in on the command line.
+A job config file (``configs/**/*.py``) declares its arguments in a module-level ``VARIANTS``
+tuple (``("",)`` for a file that takes none); the model presets of ``configs/models/`` have a
+``get_config`` too, but their configs name no ``job``. The paper configs point at data and
+checkpoints that only exist on a user's machine, so their only allowed errors are the empty
+paths the user fills in on the command line.
 """
 
+import glob
 import importlib
+import os
 
 import pytest
 
 from lsc import config as config_lib
 from lsc import main
 
-# config module -> its arguments ("" is the default).
-EXPERIMENTS = {
-    "configs.rm.synthetic_helpful": ["", "decoder", "t5", "large_data"],
-    "configs.rm.synthetic_harmless": ["", "t5"],
-    "configs.rm.t5_base": ["helpful", "harmless"],
-    "configs.rm.reference_predictor_synthetic": [""],
-    "configs.sft.synthetic": [""],
-    "configs.rlhf.synthetic": ["", "helpful_raw", "helpful_lsc", "hh_raw_sum", "hh_lsc_sum"],
-    "configs.rlhf.paper": ["", "helpful_raw", "hh_lsc_sum"],
-    "configs.rlhf.par": ["", "helpful_raw"],
-    "configs.best_of_k.synthetic": ["", "hh_lsc_sum"],
-    "configs.best_of_k.paper": ["", "hh_raw_sum"],
-    "configs.repro.synthetic_hh": ["", "large", "tiny"],
-}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOT_CONFIGS = ("__init__.py", "common.py")  # packages and the shared helpers
+
+
+def _config_modules():
+    """Module names of every ``configs/**/*.py`` with a ``get_config``."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)):
+        if os.path.basename(path) in NOT_CONFIGS:
+            continue
+        name = os.path.relpath(path, ROOT)[:-len(".py")].replace(os.sep, ".")
+        if hasattr(importlib.import_module(name), "get_config"):
+            out.append(name)
+    return out
+
+
+MODULES = _config_modules()
+JOB_CONFIGS = [m for m in MODULES if hasattr(importlib.import_module(m), "VARIANTS")]
+PRESETS = [m for m in MODULES if m not in JOB_CONFIGS]
 USER_PATHS = {"data.path"}  # empty in the paper configs until the user gives them
-CASES = [(module, arg) for module, args in EXPERIMENTS.items() for arg in args]
+CASES = [(module, arg) for module in JOB_CONFIGS
+         for arg in importlib.import_module(module).VARIANTS]
+
+
+def test_every_config_file_is_found():
+    assert {"configs.repro.synthetic_hh", "configs.repro.grpo_study", "configs.rlhf.par",
+            "configs.rm.t5_base", "configs.sft.synthetic"} <= set(JOB_CONFIGS)
+    assert "configs.models.decoder" in PRESETS
+    assert all(m.startswith("configs.models.") for m in PRESETS), PRESETS
+
+
+@pytest.mark.parametrize("module", PRESETS)
+def test_a_file_without_variants_is_a_model_preset(module):
+    """A config file that declares no ``VARIANTS`` is not run as a job (it would be left out of
+    the checks here): its default config has no ``job``."""
+    assert "job" not in importlib.import_module(module).get_config()
 
 
 @pytest.mark.parametrize("module,arg", CASES)
 def test_shipped_config_builds_and_validates(module, arg):
     config = importlib.import_module(module).get_config(arg)
+    assert config.job in main.JOBS
     try:
         config_lib.validate(config, jobs=tuple(main.JOBS))
         if config.job in main.VALIDATORS:
@@ -39,6 +65,27 @@ def test_shipped_config_builds_and_validates(module, arg):
     except config_lib.ConfigError as e:
         assert {field for field, _ in e.errors} <= USER_PATHS, str(e)
         assert config.data.source != "synthetic"
+
+
+@pytest.mark.parametrize("module", JOB_CONFIGS)
+def test_no_argument_is_one_of_the_variants_or_refused(module):
+    """``--config=FILE`` without ``:arg`` builds one of the declared variants (so the cases above
+    cover it), or is refused where the argument is required."""
+    mod = importlib.import_module(module)
+    if "" in mod.VARIANTS:
+        return
+    try:
+        default = mod.get_config("").to_dict()
+    except ValueError as e:
+        assert "unknown" in str(e)
+        return
+    assert any(default == mod.get_config(v).to_dict() for v in mod.VARIANTS), module
+
+
+@pytest.mark.parametrize("module", JOB_CONFIGS)
+def test_an_argument_outside_the_variants_is_refused(module):
+    with pytest.raises(ValueError, match="unknown|takes no argument"):
+        importlib.import_module(module).get_config("no_such_variant")
 
 
 @pytest.mark.parametrize("module,bad", [("configs.rm.synthetic_helpful", "large"),
@@ -128,10 +175,7 @@ def test_fixed_responses_are_in_the_words_of_the_data(tmp_path):
 
     world_tok = tokenizer_lib.load_tokenizer(world_data.write_tokenizer(str(tmp_path)))
     fixed = {"synthetic": 0, "real": 0}
-    alignment = ("configs.rlhf.synthetic", "configs.rlhf.paper", "configs.best_of_k.synthetic",
-                 "configs.best_of_k.paper")
-    cases = dict.fromkeys(CASES + [(m, v) for m in alignment for v in common.RLHF_VARIANTS])
-    for module, arg in cases:
+    for module, arg in CASES:
         config = importlib.import_module(module).get_config(arg)
         is_synthetic = config.data.source == "synthetic"
         want = world.REFUSAL if is_synthetic else common.HH_REFUSAL

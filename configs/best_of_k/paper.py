@@ -14,6 +14,8 @@ import ml_collections
 
 from configs.rlhf import paper as rlhf_paper
 
+VARIANTS = rlhf_paper.VARIANTS  # '' is 'helpful_lsc'
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config = rlhf_paper.get_config(arg)

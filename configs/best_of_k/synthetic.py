@@ -14,6 +14,8 @@ import ml_collections
 
 from configs.rlhf import synthetic as rlhf_synthetic
 
+VARIANTS = rlhf_synthetic.VARIANTS  # '' is 'helpful_lsc'
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config = rlhf_synthetic.get_config(arg)

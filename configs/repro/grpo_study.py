@@ -31,6 +31,7 @@ from configs.repro import synthetic_hh
 ALGORITHMS = ("ppo", "rloo", "grpo", "dr_grpo")
 GAMMAS = {"raw": 0.01, "lsc": 0.003}  # the main job's gamma per utility
 GROUP_SIZE = 4
+VARIANTS = synthetic_hh.VARIANTS  # the main job's sizes
 
 
 def _rl(algorithm: str, batch: int) -> ml_collections.ConfigDict:

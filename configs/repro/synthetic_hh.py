@@ -37,7 +37,7 @@ from configs.rlhf import synthetic as rlhf_synthetic
 from configs.rm import reference_predictor_synthetic, synthetic_helpful
 from configs.sft import synthetic as sft_synthetic
 
-VARIANTS = ("default", "large", "tiny")
+VARIANTS = ("default", "large", "tiny")  # '' is 'default'
 SHARED = ("job", "seed", "world", "parallel")  # set by the reproduction, not per stage
 
 

@@ -19,6 +19,8 @@ from configs import common
 from configs.models import decoder, t5_1_1
 from configs.rlhf import synthetic
 
+VARIANTS = synthetic.VARIANTS  # '' is 'helpful_lsc'
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     variant = arg or "helpful_lsc"

@@ -33,7 +33,7 @@ from configs import common
 from configs.models import decoder
 from configs.rlhf import paper
 
-VARIANTS = ("helpful_raw", "helpful_lsc")
+VARIANTS = ("helpful_raw", "helpful_lsc")  # '' is 'helpful_lsc'
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

@@ -46,6 +46,8 @@ import ml_collections
 
 from configs import common
 
+VARIANTS = common.RLHF_VARIANTS  # '' is 'helpful_lsc'
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     variant = arg or "helpful_lsc"

@@ -14,6 +14,8 @@ import ml_collections
 
 from configs.rm import synthetic_helpful
 
+VARIANTS = ("",)  # takes no argument
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     if arg:

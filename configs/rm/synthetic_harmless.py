@@ -16,9 +16,11 @@ import ml_collections
 
 from configs.rm import synthetic_helpful
 
+VARIANTS = ("decoder", "t5")  # '' is 'decoder'
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    if arg not in ("", "decoder", "t5"):
+    if (arg or "decoder") not in VARIANTS:
         raise ValueError(f"configs/rm/synthetic_harmless.py: unknown argument {arg!r}; use "
                          "'decoder' (the default) or 't5'")
     config = synthetic_helpful.get_config(arg)

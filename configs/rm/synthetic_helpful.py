@@ -32,7 +32,7 @@ import ml_collections
 from configs import common
 from configs.models import t5_1_1
 
-VARIANTS = ("decoder", "t5", "large_data")
+VARIANTS = ("decoder", "t5", "large_data")  # '' is 'decoder'
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

@@ -18,13 +18,13 @@ import ml_collections
 from configs import common
 from configs.models import t5_1_1
 
-PROPERTIES = ("helpful", "harmless")
+VARIANTS = ("helpful", "harmless")  # the argument: the reward model's property
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    if arg not in PROPERTIES:
+    if arg not in VARIANTS:
         raise ValueError(f"configs/rm/t5_base.py: unknown argument {arg!r}; give the property, "
-                         f"one of {PROPERTIES} (e.g. configs/rm/t5_base.py:helpful)")
+                         f"one of {VARIANTS} (e.g. configs/rm/t5_base.py:helpful)")
     config = ml_collections.ConfigDict()
     config.job = "train_rm"
     config.seed = 0

@@ -12,6 +12,8 @@ import ml_collections
 
 from configs import common
 
+VARIANTS = ("",)  # takes no argument
+
 
 def get_config(arg: str = ""):
     if arg:
