@@ -21,6 +21,7 @@ CORE = [
     "tqdm>=4.66",
     "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
     "ml-dtypes>=0.5",  # bf16 safetensors
+    "cmeel-mimalloc>=3.4",  # the entry point's allocator without a system tcmalloc (lsc.allocator)
 ]
 
 # PyTorch `transformers` reference code: parity tests and side-by-side benchmarks.

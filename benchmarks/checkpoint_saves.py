@@ -4,10 +4,10 @@ Runs the same job, ``python -m lsc.main --config=configs/rm/synthetic_helpful.py
 ``--steps`` training steps and a checkpoint every ``--save-every`` steps from an empty workdir, as
 a child process whose ``lsc.train.checkpoint.Checkpointer`` saves synchronously
 (``async_save=False``, the loop waits for each write) or in the background (the default),
-alternating ``--repeats`` times. tcmalloc is preloaded in both (``lsc.allocator``) when installed.
-Reported per
-setting (medians): wall time of the child, its user and system CPU time, and the seconds the
-training loop spent inside ``Checkpointer.save`` (including the wait for the previous save).
+alternating ``--repeats`` times, both under the entry point's allocator (``lsc.allocator``).
+Reported per setting (medians): wall time of the child, its user and system CPU time, and the
+seconds the training loop spent inside ``Checkpointer.save`` (including the wait for the previous
+save).
 Every run must write the same ``summary.json``; the script exits with an error when they differ.
 
 Usage: ``python benchmarks/checkpoint_saves.py [--steps 200] [--save-every 10] [--repeats 2]``.
@@ -57,7 +57,7 @@ def _child(workdir: str, steps: int, save_every: int, mode: str) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     stats = workdir + ".json"
-    env = dict(os.environ) if allocator.preloaded() else allocator.with_tcmalloc(os.environ)
+    env = allocator.with_allocator(os.environ)
     subprocess.run([sys.executable, "-c", CHILD, mode, stats,
                     "--config=configs/rm/synthetic_helpful.py", f"--workdir={workdir}",
                     f"--config.train.num_steps={steps}", f"--config.train.save_every={save_every}",

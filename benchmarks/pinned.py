@@ -18,16 +18,18 @@ never mixes two sittings. Threads follow the core set: on one core XLA runs sing
 thread; on ``n`` cores XLA keeps its thread pool, which takes its size from the cores
 ``taskset`` leaves it, and PyTorch gets ``n`` threads.
 
-Allocators (``--allocators``): ``tcmalloc`` (the default) preloads tcmalloc into every
-benchmark process, as the project's entry points do (``lsc.allocator``), so both frameworks run
-under it; ``system`` keeps glibc's malloc for both. The allocator is a row of the table.
+Allocators (``--allocators``): ``tcmalloc`` or ``mimalloc`` preloads that allocator into every
+benchmark process, as the project's entry points do (``lsc.allocator``; the default is the one
+they choose), so both frameworks run under it; ``system`` keeps glibc's malloc for both. The
+allocator is a row of the table.
 
 A variant is a name and XLA flags added to ``XLA_FLAGS`` (``name=--flag=value,--flag2=value``);
 ``default`` adds none. The variants explored in BENCHMARKS.md ("XLA's CPU options") are in
 ``VARIANTS``.
 
 Usage: ``python benchmarks/pinned.py [--cores 0 0,1] [--variants default ynn_off ...]
-[--allocators tcmalloc system] [--repeats 5] [--out FILE.md]``. Needs ``taskset`` (util-linux) and the ``hf`` extra.
+[--allocators tcmalloc mimalloc system] [--repeats 5] [--out FILE.md]``. Needs ``taskset``
+(util-linux) and the ``hf`` extra.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ import argparse
 import itertools
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -70,8 +71,8 @@ def _parse_args(argv=None):
                         help="core sets for taskset -c, one run each")
     parser.add_argument("--variants", nargs="+", default=["default"],
                         help=f"names from {sorted(VARIANTS)} or name=--flag,--flag")
-    parser.add_argument("--allocators", nargs="+", default=["tcmalloc"],
-                        choices=["tcmalloc", "system"],
+    parser.add_argument("--allocators", nargs="+", default=[allocator.chosen()],
+                        choices=allocator.CHOICES,
                         help="malloc of the benchmark processes, one run each")
     parser.add_argument("--train-setting", default="t5-enc-mini")
     parser.add_argument("--sampling-setting", default="small-8M:1:1")
@@ -90,24 +91,9 @@ def variant_flags(spec: str):
     return spec, VARIANTS[spec]
 
 
-def allocator_env(env, choice):
-    """``env`` with tcmalloc preloaded (``choice`` 'tcmalloc') or without it ('system')."""
-    kept = [p for p in re.split(r"[:\s]+", env.get("LD_PRELOAD", "")) if p and "tcmalloc" not in p]
-    env = {k: v for k, v in env.items() if k != "LD_PRELOAD"}
-    if kept:
-        env["LD_PRELOAD"] = " ".join(kept)
-    env[allocator.ENV] = choice
-    if choice == "system":
-        return env
-    if allocator.find_tcmalloc() is None:
-        raise SystemExit("error: tcmalloc is not installed (bash launch/install_tcmalloc.sh); "
-                         "run with --allocators system")
-    return allocator.with_tcmalloc(env)
-
-
 def _run(script, args, cores, flags, malloc, out_json):
     threads = len(cores.split(","))
-    env = allocator_env(dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(
+    env = allocator.with_allocator(dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(
         [os.environ.get("XLA_FLAGS", ""), *flags]).strip()), malloc)
     cmd = ["taskset", "-c", cores, sys.executable, os.path.join(HERE, script),
            "--threads", str(threads), "--json", out_json, *args]
@@ -131,7 +117,7 @@ def matmul_rates(cores, flags, malloc, out_json):
     """GFLOP/s of a 1024^3 ``jnp`` matmul in float32 and bfloat16 (best of 10,
     :func:`bench_util.matmul_peak`) on ``cores``."""
     single = (bench_util.SINGLE_THREAD_XLA_FLAGS.split() if len(cores.split(",")) == 1 else [])
-    env = allocator_env(dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(
+    env = allocator.with_allocator(dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(
         [os.environ.get("XLA_FLAGS", ""), *flags, *single]).strip()), malloc)
     subprocess.run(["taskset", "-c", cores, sys.executable, "-c", MATMUL, out_json, HERE],
                    env=env, check=True)

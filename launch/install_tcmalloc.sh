@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs tcmalloc (Debian/Ubuntu package libtcmalloc-minimal4) when it is missing and apt-get can
-# install it here (root, or passwordless sudo); otherwise says how, and exits 0 either way: lsc
-# runs without it, only slower on CPU. The entry point (lsc/allocator.py) preloads it when present:
-# XLA's CPU temporaries then reuse pages instead of being mapped and zeroed on every step
-# (BENCHMARKS.md, "glibc malloc vs tcmalloc"). Used by launch/local.sh and .ci/run.
+# Optional: installs tcmalloc (Debian/Ubuntu package libtcmalloc-minimal4) when it is missing and
+# apt-get can install it here (root, or passwordless sudo); otherwise says how, and exits 0 either
+# way. The entry point (lsc/allocator.py) preloads tcmalloc when installed, else mimalloc from the
+# cmeel-mimalloc wheel that `pip install` brings: either way XLA's CPU temporaries reuse pages
+# instead of being mapped and zeroed on every step (benchmarks/allocator.py compares them).
+# Run by .ci/run.
 set -uo pipefail
 if ldconfig -p 2> /dev/null | grep -q "libtcmalloc_minimal\.so\|libtcmalloc\.so"; then
   exit 0

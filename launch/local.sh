@@ -7,10 +7,9 @@
 #   LSC_CPU_DEVICES=N  simulate N CPU devices (JAX_PLATFORMS=cpu), to try a sharded config
 #                      without accelerators
 #   LSC_PYTHON         Python interpreter (default python)
-#   LSC_ALLOCATOR      'system' keeps glibc's malloc; by default the entry point restarts with
-#                      tcmalloc when installed (lsc/allocator.py: CPU jobs about 15% faster);
-#                      this script installs it first when it is missing and apt-get can
-#                      (launch/install_tcmalloc.sh)
+#   LSC_ALLOCATOR      the entry point's malloc (lsc/allocator.py): unset, tcmalloc when installed,
+#                      else mimalloc from the cmeel-mimalloc wheel (a core dependency);
+#                      'tcmalloc', 'mimalloc' or 'system' (glibc's)
 set -euo pipefail
 
 usage() {
@@ -25,8 +24,5 @@ if [[ -n "${LSC_CPU_DEVICES:-}" ]]; then
   fi
   export JAX_PLATFORMS=cpu
   export JAX_NUM_CPU_DEVICES="$LSC_CPU_DEVICES"
-fi
-if [[ "${LSC_ALLOCATOR:-tcmalloc}" != system ]]; then
-  bash "$(dirname "$0")/install_tcmalloc.sh"
 fi
 exec "${LSC_PYTHON:-python}" -m lsc.main --config="$config" --workdir="$workdir" "$@"

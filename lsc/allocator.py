@@ -1,66 +1,140 @@
-"""The entry point's memory allocator: tcmalloc when the system has it.
+"""The entry point's memory allocator: tcmalloc when the system has it, else the pip mimalloc.
 
 XLA's CPU runtime allocates and frees the temporaries of every step; with glibc's malloc, large
 blocks are fresh ``mmap`` s that the kernel must clear and fault in each time, so a small
-training job spends a quarter of its CPU time in the kernel. tcmalloc keeps and reuses those
-pages (``benchmarks/allocator.py``, BENCHMARKS.md: a reward-model run 15% faster in wall time,
-system time from 23 s to 3 s). :func:`reexec_with_tcmalloc` restarts the process once with tcmalloc preloaded when
-the shared library is installed (Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4``); without
-it nothing changes. ``LSC_ALLOCATOR=system`` keeps glibc's allocator.
+training job spends a large share of its CPU time in the kernel. tcmalloc and mimalloc keep and
+reuse those pages (``benchmarks/allocator.py`` measures the three side by side).
+:func:`reexec_with_allocator` restarts the process once with the chosen allocator preloaded.
 
-This module imports nothing heavy: it must run before JAX is loaded.
+``LSC_ALLOCATOR`` chooses:
+
+* unset or empty (auto): tcmalloc when installed (Debian/Ubuntu package
+  ``libtcmalloc-minimal4``, optional), else mimalloc from the ``cmeel-mimalloc`` wheel (a core
+  dependency); an allocator already in ``LD_PRELOAD`` is kept;
+* ``tcmalloc`` or ``mimalloc``: that one, an error when it is not installed;
+* ``system``: glibc's malloc.
+
+The allocator changes where memory comes from, never what is computed. This module imports
+nothing heavy: it must run before JAX is loaded.
 """
 
 from __future__ import annotations
 
 import ctypes.util
 import os
+import re
 import sys
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
-ENV = "LSC_ALLOCATOR"  # "tcmalloc" (default: when installed) or "system"
-_MARK = "LSC_ALLOCATOR_REEXEC"
-LIBRARIES = ("tcmalloc_minimal", "tcmalloc")
+ENV = "LSC_ALLOCATOR"
+CHOICES = ("tcmalloc", "mimalloc", "system")  # or unset/empty: auto
+AUTO = ("tcmalloc", "mimalloc")  # auto's order of preference
+MARK = "LSC_ALLOCATOR_REEXEC"  # set in the restarted process: the allocator it runs under
+TCMALLOC_NAMES = ("tcmalloc_minimal", "tcmalloc")
+MIMALLOC_DISTRIBUTION = "cmeel-mimalloc"
+_MIMALLOC_FILE = re.compile(r"libmimalloc\.so(\.\d+)?$")  # libmimalloc.so.3, not .so.3.4
 
 
 def find_tcmalloc() -> Optional[str]:
-    """The soname of an installed tcmalloc (``libtcmalloc_minimal.so.4``), or None."""
-    for name in LIBRARIES:
+    """The soname of a system tcmalloc (``libtcmalloc_minimal.so.4``), or None."""
+    for name in TCMALLOC_NAMES:
         found = ctypes.util.find_library(name)
         if found:
             return found
     return None
 
 
-def preloaded() -> bool:
-    """True when a tcmalloc is already in ``LD_PRELOAD``."""
-    return "tcmalloc" in os.environ.get("LD_PRELOAD", "")
+def find_mimalloc() -> Optional[str]:
+    """The absolute path of mimalloc from the ``cmeel-mimalloc`` wheel
+    (``.../site-packages/cmeel.prefix/lib/libmimalloc.so.3``), or None when it is not installed."""
+    from importlib import metadata  # standard library only: no import of the wheel itself
+
+    try:
+        files = metadata.distribution(MIMALLOC_DISTRIBUTION).files or []
+    except metadata.PackageNotFoundError:
+        return None
+    named = sorted((f for f in files if _MIMALLOC_FILE.search(str(f))), key=lambda f: -len(str(f)))
+    for file in named:  # the soname first (libmimalloc.so.3), then libmimalloc.so
+        path = os.path.abspath(str(file.locate()))
+        if os.path.isfile(path):
+            return path
+    return None
 
 
-def with_tcmalloc(env: Mapping[str, str], library: Optional[str] = None) -> Dict[str, str]:
-    """A copy of ``env`` whose ``LD_PRELOAD`` starts with ``library`` (default: the installed
-    tcmalloc, :func:`find_tcmalloc`), then ``env``'s own entries; an unchanged copy when no
-    tcmalloc is installed."""
-    library = library or find_tcmalloc()
+FINDERS: Dict[str, Callable[[], Optional[str]]] = {
+    "tcmalloc": find_tcmalloc, "mimalloc": find_mimalloc}
+
+
+def requested(env: Mapping[str, str]) -> Optional[str]:
+    """``env``'s ``LSC_ALLOCATOR``: one of :data:`CHOICES`, or None for auto (unset or empty).
+    Raises SystemExit naming the allowed values for anything else."""
+    value = env.get(ENV, "")
+    if value and value not in CHOICES:
+        raise SystemExit(f"error: {ENV}={value!r}; use one of {', '.join(CHOICES)}, "
+                         "or leave it unset for tcmalloc when installed, else mimalloc")
+    return value or None
+
+
+def _entries(env: Mapping[str, str]):
+    return [p for p in re.split(r"[:\s]+", env.get("LD_PRELOAD", "")) if p]
+
+
+def _allocator_of(entry: str) -> Optional[str]:
+    return next((name for name in AUTO if name in os.path.basename(entry)), None)
+
+
+def preloaded(env: Mapping[str, str] = os.environ) -> Optional[str]:
+    """The name of the first allocator of :data:`AUTO` in ``env``'s ``LD_PRELOAD``, or None."""
+    return next(filter(None, map(_allocator_of, _entries(env))), None)
+
+
+def chosen(env: Mapping[str, str] = os.environ) -> str:
+    """The allocator that ``env`` runs the entry point under: its ``LSC_ALLOCATOR``, or in auto
+    the allocator already in ``LD_PRELOAD``, else the first of :data:`AUTO` installed, else
+    ``system``."""
+    name = requested(env) or preloaded(env)
+    return name or next((n for n in AUTO if FINDERS[n]()), "system")
+
+
+def with_allocator(env: Mapping[str, str], name: Optional[str] = None) -> Dict[str, str]:
+    """A copy of ``env`` that runs under allocator ``name`` (one of :data:`CHOICES`; default:
+    :func:`chosen`, from ``env``'s ``LSC_ALLOCATOR``).
+
+    ``LD_PRELOAD`` starts with that allocator's library, then ``env``'s own entries other than
+    an allocator of :data:`AUTO`; for ``system`` it holds only those. When it already holds the
+    allocator chosen, it is kept as it is. A ``name`` given here is also written to
+    ``LSC_ALLOCATOR``, so an entry point started with the copy keeps that allocator. Raises
+    SystemExit for an unknown name or a named allocator that is not installed.
+    """
     env = dict(env)
-    if library:
-        env["LD_PRELOAD"] = " ".join(p for p in (library, env.get("LD_PRELOAD", "")) if p)
+    if name is not None:
+        requested({ENV: name})
+        env[ENV] = name
+    name = chosen(env)
+    if preloaded(env) == name:
+        return env
+    library = None if name == "system" else FINDERS[name]()
+    if name != "system" and library is None:
+        raise SystemExit(f"error: {ENV}={name}, but {name} is not installed (tcmalloc: apt-get "
+                         f"install libtcmalloc-minimal4; mimalloc: pip install "
+                         f"{MIMALLOC_DISTRIBUTION})")
+    entries = [library] * bool(library) + [p for p in _entries(env) if not _allocator_of(p)]
+    env.pop("LD_PRELOAD", None)
+    if entries:
+        env["LD_PRELOAD"] = " ".join(entries)
     return env
 
 
-def reexec_with_tcmalloc(module: str, argv: Sequence[str]) -> None:
-    """Replaces this process with ``python -m <module> <argv[1:]>`` with tcmalloc preloaded, when
-    tcmalloc is installed, not yet preloaded, not turned off (``LSC_ALLOCATOR=system``), and this
-    process was not already restarted; otherwise returns and nothing changes."""
-    choice = os.environ.get(ENV, "tcmalloc")
-    if choice not in ("tcmalloc", "system"):
-        raise SystemExit(f"error: {ENV}={choice!r}; use 'tcmalloc' or 'system'")
-    if choice == "system" or preloaded() or os.environ.get(_MARK):
+def reexec_with_allocator(module: str, argv: Sequence[str]) -> None:
+    """Replaces this process with ``python -m <module> <argv[1:]>`` under the allocator that
+    ``LSC_ALLOCATOR`` chooses (:func:`with_allocator`), with :data:`MARK` set to its name; returns
+    and changes nothing when the process already runs under it or was already restarted."""
+    if os.environ.get(MARK):
         return
-    library = find_tcmalloc()
-    if library is None:
+    env = with_allocator(os.environ)
+    if env.get("LD_PRELOAD") == os.environ.get("LD_PRELOAD"):
         return
-    env = dict(with_tcmalloc(os.environ, library), **{_MARK: "1"})
+    env[MARK] = chosen(env)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, "-m", module, *argv[1:]], env)

@@ -16,8 +16,8 @@ from typing import Callable, Dict, Iterator, Mapping
 
 from lsc import allocator
 
-if __name__ == "__main__":  # before JAX loads: restart once with tcmalloc when installed
-    allocator.reexec_with_tcmalloc("lsc.main", sys.argv)
+if __name__ == "__main__":  # before JAX loads: restart once under tcmalloc or mimalloc
+    allocator.reexec_with_allocator("lsc.main", sys.argv)
 
 import ml_collections
 from absl import app, flags, logging

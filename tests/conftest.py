@@ -1,7 +1,7 @@
 """Test-wide setup: 8 simulated CPU devices, float32 matmuls at full precision, XLA's quick CPU
-compilation, each xdist worker on its own share of the cores, tcmalloc for the worker processes
-when installed, and one persistent XLA compilation cache shared by every worker and subprocess of
-the session.
+compilation, each xdist worker on its own share of the cores, the entry point's allocator for the
+worker processes (``lsc.allocator``), and one persistent XLA compilation cache shared by every
+worker and subprocess of the session.
 
 Why (BENCHMARKS.md, "The test suite"): the tests' programs are small and run a few steps, so
 compiling them is much of the suite's CPU time. ``jax_subprocess.TEST_XLA_FLAGS`` asks LLVM for
@@ -25,10 +25,11 @@ if os.environ.get("LSC_TEST_FAST_COMPILE", "1") != "0":
 
 from lsc import allocator  # noqa: E402  (imports nothing heavy)
 
-_TCMALLOC = (allocator.find_tcmalloc() if os.environ.get(allocator.ENV, "tcmalloc") == "tcmalloc"
-             and not allocator.preloaded() else None)
-if _TCMALLOC:  # only processes started from here on (the xdist workers, subprocesses) load it
-    os.environ["LD_PRELOAD"] = allocator.with_tcmalloc(os.environ, _TCMALLOC)["LD_PRELOAD"]
+# The entry point's allocator (LSC_ALLOCATOR, default tcmalloc when installed, else mimalloc): only
+# processes started from here on (the xdist workers, subprocesses) load it.
+_ALLOCATOR_ENV = allocator.with_allocator(os.environ)
+os.environ.pop("LD_PRELOAD", None)
+os.environ.update(_ALLOCATOR_ENV)
 
 # One core set per xdist worker (tests/jax_subprocess.pin_worker_cores): the worker, XLA's thread
 # pool in it and its subprocesses stay on their own cores instead of each worker's threads
