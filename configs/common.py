@@ -129,7 +129,7 @@ def rewards(variant: str, num_samples: int, refusal: str = world_lib.REFUSAL
     out = ml_collections.ConfigDict()
     out.weights = ()
     # Base-policy samples of the quantile references (a reference_samples.npz of the reference
-    # predictors, lsc.train.reference_predictor); empty: drawn from pi0 before RL.
+    # predictors, lsc.train.predictor); empty: drawn from pi0 before RL.
     out.reference_samples = ""
     out.properties = ml_collections.ConfigDict()
     lsc = variant.endswith("lsc") or variant.endswith("lsc_sum")

@@ -16,7 +16,7 @@ EXPERIMENTS = {
     "configs.rm.synthetic_helpful": ["", "decoder", "t5", "large_data"],
     "configs.rm.synthetic_harmless": ["", "t5"],
     "configs.rm.t5_base": ["helpful", "harmless"],
-    "configs.rm.reference_predictor_synthetic": [""],
+    "configs.predictor.synthetic": [""],
     "configs.sft.synthetic": [""],
     "configs.rlhf.synthetic": ["", "helpful_raw", "helpful_lsc", "hh_raw_sum", "hh_lsc_sum"],
     "configs.rlhf.paper": ["", "helpful_raw", "hh_lsc_sum"],

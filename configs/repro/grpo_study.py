@@ -48,7 +48,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.job = "grpo_study"
     config.study = ml_collections.ConfigDict()
     config.study.reuse_workdir = ""  # a finished main job's workdir: reuse its first six stages
-    num_ref = int(config.reference_predictor.reference.num_samples)
+    num_ref = int(config.predictor.reference.num_samples)
     batch = int(config.rl.batch_size)
     runs = ml_collections.ConfigDict()
     for algorithm in ALGORITHMS:

@@ -32,7 +32,7 @@ Config (``config.rewards``; :func:`spec_from_config`)::
   rewards.properties.<name>.reference.quantile     # q of the quantile source
   rewards.properties.<name>.reference.num_samples  # k base-policy samples of the quantile source
   rewards.properties.<name>.reference.response     # the fixed response text
-  rewards.properties.<name>.reference.predictor_workdir  # a finished train_reference run
+  rewards.properties.<name>.reference.predictor_workdir  # a finished train_predictor run
 
 Properties are ordered by name (``ml_collections`` does not keep insertion order); that order is
 the last axis of every rewards array. :data:`REFERENCE_RULES` are the rules of a reference's
@@ -73,7 +73,7 @@ class ReferenceSpec:
       quantile: ``q`` in [0, 1] of the quantile source.
       num_samples: ``k >= 1`` base-policy samples per prompt of the quantile source.
       response: the fixed response text of the fixed_response source.
-      predictor_workdir: the workdir of a finished ``train_reference`` run (predictor source).
+      predictor_workdir: the workdir of a finished ``train_predictor`` run (predictor source).
     """
 
     source: str = "zero"

@@ -12,7 +12,7 @@ Base samples (:func:`draw_base_samples`, once per reproduction, independent keys
   prompt, for the exact arm (:mod:`lsc.repro.exact_arm`);
 * ``refusal``: the world's refusal (:data:`lsc.data.world.REFUSAL`) as one response per
   prompt, for the refusal reference;
-* ``predict_median``: every reference predictor's output per prompt.
+* ``predict_median``: every predictor's output per prompt.
 
 Proxy rewards have one column per reward model, replicate-major: with ``R`` replicates of the
 ``m`` properties (:data:`PROPERTIES` order), columns ``r * m .. r * m + m - 1`` are replicate
@@ -87,7 +87,7 @@ def _load_run_model(workdir: str, vocab_size: int, reward_model: bool):
 
 @dataclasses.dataclass
 class Context:
-    """Evaluation prompts, tokenizer, ``pi0``, proxy reward models and reference predictors."""
+    """Evaluation prompts, tokenizer, ``pi0``, proxy reward models and predictors."""
 
     prompts: PromptSet
     policy_create: Any
@@ -103,7 +103,7 @@ class Context:
         rms = [_load_run_model(w, tok.vocab_size, True)[0]
                for w in replicate_workdirs(earlier["reward_models"])]
         preds = tuple(_load_run_model(w, tok.vocab_size, True)[0]
-                      for w in replicate_workdirs(earlier.get("reference_predictor", {})))
+                      for w in replicate_workdirs(earlier.get("predictor", {})))
         ps = PromptSet(rows, texts, tok, pi0, rms, response_len=int(config.data.response_len),
                        batch_size=int(config.evaluate.batch_size))
         return cls(ps, create, preds)

@@ -19,7 +19,7 @@ gold helpfulness is at least the prompt's base median, the median over the oppon
 the lower tail).
 
 References (per prompt, per replicate): ``p85`` and ``median`` are quantiles of the proxy reward
-of the ``K_ref`` independent reference samples; ``predicted`` the reference predictor trained for
+of the ``K_ref`` independent reference samples; ``predicted`` the predictor trained for
 that replicate's reward model; ``refusal`` the reward of the world's refusal; ``zero`` no
 subtraction. The gold controls use the same quantiles of the reference samples' gold scores and
 the refusal's gold score (no predictor: utilities with a predicted reference have no control).

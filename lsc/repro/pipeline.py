@@ -7,7 +7,7 @@ world                  the synthetic gold world and its tokenizer, read back thr
 reward_models          ``train_rm`` runs on the limited preference data: ``world.pair_replicates``
                        per property, each on its own draw of the pairs and initialisation
 sft                    the base policy ``pi0`` (``train_sft`` on the demonstrations)
-reference_predictor    one ``train_reference`` run per reward model (the note's "predict median")
+predictor              one ``train_predictor`` run per reward model (the note's "predict median")
 base_samples           ``pi0`` on the evaluation prompts: judging samples, a second independent
                        set (the base entry), reference samples, the exact arm's banks and
                        opponents and the refusal, scored by every proxy reward model and the gold
@@ -48,7 +48,7 @@ from lsc.repro import evaluation, exact_arm, results, subconfigs
 from lsc.repro import jobs as jobs_lib
 from lsc.repro.subconfigs import PROPERTIES
 from lsc.train import common as train_common
-from lsc.train import reference_predictor as train_reference
+from lsc.train import predictor as train_predictor
 from lsc.train import reward_model as train_reward_model
 from lsc.train import sft as train_sft
 
@@ -143,7 +143,7 @@ def sft_stage(config, stage_dir, earlier):
     return {"workdir": workdir, "eval": summary.get("eval", {})}
 
 
-def reference_predictor_stage(config, stage_dir, earlier):
+def predictor_stage(config, stage_dir, earlier):
     """One predictor of the median proxy reward under ``pi0`` per reward model (same layout as
     the reward models' stage), all trained on targets from one shared draw of base-policy
     samples (``reference_samples.npz`` in the stage directory,
@@ -153,12 +153,12 @@ def reference_predictor_stage(config, stage_dir, earlier):
     # One draw of base-policy samples for every predictor (they differ by reward model only).
     samples = os.path.join(stage_dir, pi0_samples.FILE)
     if not os.path.exists(samples):
-        train_reference.write_reference_samples(
-            subconfigs.reference_predictor(config, "", policy),
+        train_predictor.write_reference_samples(
+            subconfigs.predictor(config, "", policy),
             os.path.join(stage_dir, "samples"), samples)
     _run_jobs(config, stage_dir, [
-        jobs_lib.Job(train_reference.run,
-                     subconfigs.reference_predictor(config, rm["workdir"], policy, samples),
+        jobs_lib.Job(train_predictor.run,
+                     subconfigs.predictor(config, rm["workdir"], policy, samples),
                      _replicate_dir(stage_dir, prop, r))
         for prop in PROPERTIES for r, rm in enumerate(rms[prop])])
     out = {}
@@ -168,7 +168,7 @@ def reference_predictor_stage(config, stage_dir, earlier):
             workdir = _replicate_dir(stage_dir, prop, r)
             reps.append({"workdir": workdir,
                          "eval": evaluation.run_summary(workdir).get("eval", {})})
-            logging.info("reference predictor %s replicate %d: %s", prop, r, reps[-1]["eval"])
+            logging.info("predictor %s replicate %d: %s", prop, r, reps[-1]["eval"])
         out[prop] = dict(reps[0], replicates=reps)
     return out
 
@@ -201,8 +201,8 @@ def rlhf_stage(config, stage_dir, earlier):
     replicate 0's reward models, with the references of the predictors' shared base-policy
     samples; returns each method's workdir, gammas and seeds."""
     rms = {p: earlier["reward_models"][p]["workdir"] for p in PROPERTIES}
-    preds = {p: earlier["reference_predictor"][p]["workdir"] for p in PROPERTIES}
-    samples = os.path.join(_stage_dir(stage_dir, "reference_predictor"), pi0_samples.FILE)
+    preds = {p: earlier["predictor"][p]["workdir"] for p in PROPERTIES}
+    samples = os.path.join(_stage_dir(stage_dir, "predictor"), pi0_samples.FILE)
     subs = {name: subconfigs.rlhf(config, name, rms, earlier["sft"]["workdir"], preds,
                                   samples if os.path.exists(samples) else "")
             for name in config.rlhf.runs}
@@ -264,8 +264,8 @@ STAGES: List[stages_lib.Stage] = [
     stages_lib.Stage("reward_models", "train the proxy reward models", reward_models_stage,
                      weight=243),
     stages_lib.Stage("sft", "SFT the base policy", sft_stage, weight=38),
-    stages_lib.Stage("reference_predictor", "train the reference-median predictors",
-                     reference_predictor_stage, weight=97),
+    stages_lib.Stage("predictor", "train the reference-median predictors",
+                     predictor_stage, weight=97),
     stages_lib.Stage("base_samples", "sample and score the base policy on the evaluation prompts",
                      base_samples_stage, weight=167),
     stages_lib.Stage("exact", "exact optima and best-of-k on the banks", exact_stage, weight=12),

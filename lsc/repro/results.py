@@ -89,7 +89,7 @@ def decide_results(config: ml_collections.ConfigDict, earlier: Mapping[str, Any]
 
     Args:
       config: the job's config.
-      earlier: the earlier stages' results (``reward_models``, ``reference_predictor``,
+      earlier: the earlier stages' results (``reward_models``, ``predictor``,
         ``base_samples``, ``exact``, ``evaluate``).
       arrays: ``exact.npz`` (:func:`lsc.repro.exact_arm.load`).
       trajs: ``trajectories.npz`` (:func:`lsc.repro.rl_arm.load`), or None without an RL arm
@@ -104,7 +104,7 @@ def decide_results(config: ml_collections.ConfigDict, earlier: Mapping[str, Any]
                "world": {"version": int(config.world.version),
                          "stats": earlier.get("exact", {}).get("world_stats", {})},
                "reward_models": earlier.get("reward_models", {}),
-               "reference_predictors": earlier.get("reference_predictor", {}),
+               "predictors": earlier.get("predictor", {}),
                "exact": exact_results(config, arrays),
                "entries": entries}
     if trajs is not None:

@@ -178,7 +178,7 @@ def test_grpo_study_reuses_the_workdir_and_decides_its_comparisons(repro, tmp_pa
          "--config.rl.seed=(0,)"], cwd=ROOT, capture_output=True, text=True, timeout=900,
         env=_env())
     assert proc.returncode == 0, proc.stderr[-5000:]
-    for name in ("world", "reward_models", "sft", "reference_predictor", "base_samples",
+    for name in ("world", "reward_models", "sft", "predictor", "base_samples",
                  "exact"):
         assert f"{name}: done in an earlier run, skipped" in proc.stderr, name
     from lsc.repro import grpo_study
