@@ -64,7 +64,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         run.rewards.method = method
         if method == "gdpo":  # per-prompt references cancel under group normalisation
             for prop in run.rewards.properties:
-                run.rewards.properties[prop].reference.source = "zero"
+                run.rewards.properties[prop].reference.source = "none"
         run.kl_coef = GAMMAS["lsc"]
         run.rl = _rl("grpo", batch)
         runs[f"hh_{name}_grpo"] = run

@@ -109,12 +109,14 @@ def world_stage(config: ml_collections.ConfigDict, stage_dir: str, earlier: Dict
 
 
 def _replicate_dir(stage_dir: str, prop: str, replicate: int) -> str:
-    return os.path.join(stage_dir, prop if replicate == 0 else f"{prop}_r{replicate}")
+    """``<stage_dir>/<prop>/r<replicate>``: a replicate's run (reward model or predictor)."""
+    return os.path.join(stage_dir, prop, subconfigs.replicate_name(replicate))
 
 
 def reward_models_stage(config, stage_dir, earlier):
-    """``world.pair_replicates`` ``train_rm`` runs per property; returns, per property, replicate
-    0's workdir and metrics (what the RLHF runs use) and ``replicates``: every replicate's."""
+    """``world.pair_replicates`` ``train_rm`` runs per property; returns, per property and
+    replicate (``r<i>``, :func:`lsc.repro.subconfigs.replicate_name`), its workdir and metrics
+    (the RLHF runs use ``r0``)."""
     n = subconfigs.replicates(config)
     _run_jobs(config, stage_dir, [
         jobs_lib.Job(train_reward_model.run, subconfigs.reward_model(config, prop, r),
@@ -131,7 +133,7 @@ def reward_models_stage(config, stage_dir, earlier):
                          "held_out": held_out})
             logging.info("reward model %s replicate %d: held-out accuracy %s, gold-label "
                          "ceiling %s", prop, r, reps[-1]["accuracy"], reps[-1]["gold_ceiling"])
-        out[prop] = dict(reps[0], replicates=reps)
+        out[prop] = {subconfigs.replicate_name(r): rep for r, rep in enumerate(reps)}
     return out
 
 
@@ -149,7 +151,7 @@ def predictor_stage(config, stage_dir, earlier):
     samples (``reference_samples.npz`` in the stage directory,
     :mod:`lsc.align.references.pi0_samples`)."""
     policy = earlier["sft"]["workdir"]
-    rms = {p: earlier["reward_models"][p]["replicates"] for p in PROPERTIES}
+    rms = {p: evaluation.replicate_runs(earlier["reward_models"][p]) for p in PROPERTIES}
     # One draw of base-policy samples for every predictor (they differ by reward model only).
     samples = os.path.join(stage_dir, pi0_samples.FILE)
     if not os.path.exists(samples):
@@ -169,7 +171,7 @@ def predictor_stage(config, stage_dir, earlier):
             reps.append({"workdir": workdir,
                          "eval": evaluation.run_summary(workdir).get("eval", {})})
             logging.info("predictor %s replicate %d: %s", prop, r, reps[-1]["eval"])
-        out[prop] = dict(reps[0], replicates=reps)
+        out[prop] = {subconfigs.replicate_name(r): rep for r, rep in enumerate(reps)}
     return out
 
 
@@ -200,8 +202,9 @@ def rlhf_stage(config, stage_dir, earlier):
     """One ``rlhf`` job per ``rlhf.runs`` entry (a run per RL seed at the method's gamma), on
     replicate 0's reward models, with the references of the predictors' shared base-policy
     samples; returns each method's workdir, gammas and seeds."""
-    rms = {p: earlier["reward_models"][p]["workdir"] for p in PROPERTIES}
-    preds = {p: earlier["predictor"][p]["workdir"] for p in PROPERTIES}
+    first = subconfigs.replicate_name(0)
+    rms = {p: earlier["reward_models"][p][first]["workdir"] for p in PROPERTIES}
+    preds = {p: earlier["predictor"][p][first]["workdir"] for p in PROPERTIES}
     samples = os.path.join(_stage_dir(stage_dir, "predictor"), pi0_samples.FILE)
     subs = {name: subconfigs.rlhf(config, name, rms, earlier["sft"]["workdir"], preds,
                                   samples if os.path.exists(samples) else "")
@@ -219,8 +222,9 @@ TRAJECTORIES = "trajectories.npz"
 
 def evaluate_stage(config, stage_dir, earlier):
     """Judges every RLHF run along training (:func:`evaluation.trajectory`, all in
-    ``trajectories.npz``: ``<method>/seed<s>/<field>``) and its final policy (``entries.json``:
-    the base entry and one entry per method and seed)."""
+    ``trajectories.npz``: ``<run key>/<field>``, :func:`evaluation.run_key`) and its final policy
+    (``entries.json``: the base entry and one entry ``rlhf/<run key>`` per method, seed and
+    gamma)."""
     ctx = evaluation.Context.load(config, earlier, os.path.dirname(stage_dir))
     base = evaluation.load_base_samples(earlier["base_samples"]["path"])
     entries: List[Dict[str, Any]] = [evaluation.base_entry(base, config)]
@@ -231,12 +235,12 @@ def evaluate_stage(config, stage_dir, earlier):
         gammas, seeds = run["kl_coefs"], run.get("seeds") or [int(config.seed)]
         for seed in seeds:
             for gamma in gammas:
-                label = name if len(gammas) == 1 else f"{name}@{gamma:g}"
+                key = evaluation.run_key(name, seed, gamma, gammas)
                 rdir = align_rlhf.run_workdir(run["workdir"], seed, gamma, seeds, gammas)
                 traj, final, final_gold = evaluation.trajectory(ctx, config, base, rdir)
                 for field, value in traj.items():
-                    arrays[f"{label}/seed{seed}/{field}"] = value
-                entry, curve = evaluation.rlhf_entry(ctx, config, base, label, run_cfg, gamma,
+                    arrays[f"{key}/{field}"] = value
+                entry, curve = evaluation.rlhf_entry(ctx, config, base, key, run_cfg, gamma,
                                                      seed, traj, final, final_gold)
                 entries.append(entry)
                 curves[entry["name"]] = curve

@@ -22,6 +22,7 @@ from lsc import stages as stages_lib
 from lsc.eval import report as report_lib
 from lsc.repro import claims as repro_claims
 from lsc.repro import evaluation, exact_arm, figures, rl_arm
+from lsc.repro.subconfigs import replicate_name
 
 _PROCEDURE_ORDER = {"base": 0, "best_of_k": 1, "rlhf": 2}
 
@@ -55,7 +56,7 @@ def exact_results(config: ml_collections.ConfigDict, arrays: Mapping[str, np.nda
         samples = arrays["rematch"][np.isfinite(arrays["rematch"])]
         alpha = (1.0 - float(ex.confidence)) / 2.0
         fixed = next(c for cl in claims for c in cl["comparisons"]
-                     if (c["a"], c["b"], c["metric"], c["arm"]) == (a, b, metric, "tilt"))
+                     if (c["a"], c["b"], c["metric"], c["arm"]) == (a, b, metric, repro_claims.OPTIMUM))
         out["rematch"] = {
             "comparison": f"{a} vs {b} on {metric} (replicate r0)",
             "resamples": int(samples.size),
@@ -126,8 +127,9 @@ def _preamble(config: ml_collections.ConfigDict, earlier: Mapping[str, Any],
         "Proxy reward models, one per replicate (held-out pairwise accuracy; gold-label "
         "ceiling): " + "; ".join(
             f"{p} " + ", ".join(f"{r.get('accuracy') or float('nan'):.3f}"
-                                for r in v.get("replicates", [v]))
-            + f" ({v.get('gold_ceiling') or float('nan'):.3f})" for p, v in rm.items()) + ".",
+                                for r in evaluation.replicate_runs(v))
+            + f" ({v[replicate_name(0)].get('gold_ceiling') or float('nan'):.3f})"
+            for p, v in rm.items()) + ".",
     ]
     stats = earlier.get("exact", {}).get("world_stats")
     if stats:

@@ -41,6 +41,12 @@ def replicates(config: ml_collections.ConfigDict) -> int:
     return int(config.world.get("pair_replicates", 1))
 
 
+def replicate_name(replicate: int) -> str:
+    """``r<replicate>``: a reward-model replicate's (and its predictor's) directory under its
+    property, its key in the results and its source name in the exact arm."""
+    return f"r{int(replicate)}"
+
+
 def reward_model(config: ml_collections.ConfigDict, prop: str, replicate: int = 0
                  ) -> ml_collections.ConfigDict:
     """The ``train_rm`` config of property ``prop``, replicate ``replicate``."""

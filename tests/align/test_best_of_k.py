@@ -18,7 +18,7 @@ def _setup():
     rms = [nnx.split(fx.reward_model(10)), nnx.split(fx.reward_model(20))]
     spec = utility.UtilitySpec("lsc_sum", ("helpful", "harmless"),
                                (utility.ReferenceSpec("quantile"),
-                                utility.ReferenceSpec("zero")))
+                                utility.ReferenceSpec("none")))
     return spec, pg, ps, rms
 
 

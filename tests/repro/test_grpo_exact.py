@@ -118,7 +118,7 @@ def test_scaled_frontier_against_independent_bisection():
         assert gamma == pytest.approx(gamma_ref, rel=1e-7)
         assert front["gamma"][g] == pytest.approx(gamma_ref, rel=1e-7)
         assert front["kl"][g] == pytest.approx(target, abs=1e-9)
-        w = exact.tilted_weights(scaled, gamma)
+        w = exact.optimum_weights(scaled, gamma)
         np.testing.assert_allclose(w, w_ref, atol=1e-8)
         np.testing.assert_allclose(w[3], 1.0 / k, atol=1e-15)
         np.testing.assert_allclose(front["win"][g], win_ref, atol=1e-8)

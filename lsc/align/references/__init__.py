@@ -16,7 +16,7 @@ Kinds (``config.rewards.properties.<name>.reference.source``; :class:`ReferenceS
   (:mod:`lsc.train.predictor`): a ``RewardModel`` called with the prompt and an empty
   response. Any other traceable function ``prompts int32[B, P] -> float32[B]`` can be given instead
   (``predictor_fns``).
-* ``zero`` -- 0.
+* ``none`` -- 0 (no subtraction).
 
 :func:`estimate_reference` is a pure function of the models' ``(graphdef, state)`` pairs: one
 device computation for the whole batch (sampling, scoring, sorting), no Python loop over prompts,
