@@ -81,9 +81,10 @@ def test_bad_fields_are_named_by_their_path_in_the_reproduction_config():
 
 @pytest.mark.parametrize("variant,expected", [
     ("helpful_raw", ("raw", "none", ["helpful"])),
-    ("helpful_lsc", ("lsc", "oracle_p85", ["helpful"])),
-    ("hh_raw_sum", ("sum", "none", ["harmless", "helpful"])),
-    ("hh_lsc_sum", ("lsc_sum", "harmless:refusal+helpful:oracle_p85", ["harmless", "helpful"])),
+    ("helpful_lsc", ("lsc", "p85", ["helpful"])),
+    ("hh_raw_sum", ("raw_sum", "none", ["harmless", "helpful"])),
+    ("hh_lsc_sum", ("lsc_sum", "harmless:fixed_response+helpful:p85",
+                    ["harmless", "helpful"])),
 ])
 def test_rlhf_runs_are_labelled_in_the_reports_words(variant, expected):
     config = load("large")

@@ -21,8 +21,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONFIG = os.path.join(ROOT, "configs", "repro", "synthetic_hh.py")
 FIGURES = ("rl_helpful_vs_kl.png", "rl_hh_and_vs_kl.png", "rl_proxy_vs_kl.png",
            "rl_gold_vs_kl.png", "rl_filler_vs_kl.png", "rl_offtopic_vs_kl.png")
-EXACT_FIGURES = ("exact_helpful_vs_kl.png", "exact_and_vs_kl.png", "exact_bok_and_vs_k.png",
-                 "exact_bok_or_vs_k.png", "exact_and_or_bars.png", "exact_lower_tail_vs_kl.png")
+EXACT_FIGURES = ("exact_helpful_vs_kl.png", "exact_and_vs_kl.png",
+                 "exact_best_of_k_and_vs_k.png", "exact_best_of_k_or_vs_k.png",
+                 "exact_and_or_bars.png", "exact_lower_tail_vs_kl.png")
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,7 @@ def test_results_hold_every_run_of_every_seed(repro):
     assert "base" in names
     seeds = config["rl"]["seed"]
     assert len(seeds) >= 2
-    assert {f"rlhf/{r}/seed{s}" for r in config["rlhf"]["runs"] for s in seeds} <= names
+    assert {f"rlhf/{r}/seed_{s}" for r in config["rlhf"]["runs"] for s in seeds} <= names
     for e in entries:
         for iv in e["win_rate"].values():
             assert 0.0 <= iv["ci_low"] <= iv["value"] <= iv["ci_high"] <= 1.0
@@ -77,11 +78,16 @@ def test_results_hold_every_run_of_every_seed(repro):
 
     replicates = config["world"]["pair_replicates"]
     assert set(results["reward_models"]) == {"harmless", "helpful"}
-    for rm in results["reward_models"].values():
-        assert len(rm["replicates"]) == replicates
-        assert len({r["workdir"] for r in rm["replicates"]}) == replicates
-        for rep in rm["replicates"]:
+    for prop, rm in results["reward_models"].items():
+        assert sorted(rm) == [f"r{i}" for i in range(replicates)]
+        for r, rep in rm.items():
+            assert rep["workdir"] == str(workdir / "reward_models" / prop / r)
             assert 0.0 <= rep["accuracy"] <= 1.0 and 0.5 <= rep["gold_ceiling"] <= 1.0
+    assert set(results["predictors"]) == {"harmless", "helpful"}
+    for prop, pred in results["predictors"].items():
+        assert sorted(pred) == [f"r{i}" for i in range(replicates)]
+        assert all(rep["workdir"] == str(workdir / "predictor" / prop / r)
+                   for r, rep in pred.items())
 
 
 def test_results_hold_the_decided_claims_per_replicate(repro):
@@ -100,7 +106,7 @@ def test_results_hold_the_decided_claims_per_replicate(repro):
             for iv in comp["replicates"] + [comp["pooled"]]:
                 assert iv["ci_low"] <= iv["value"] <= iv["ci_high"]
     sanity = {c["key"]: c["verdict"] for c in exact["sanity"]}
-    assert sanity["bok_same_pick"] == "yes"
+    assert sanity["best_of_k_same_pick"] == "yes"
     assert set(exact["frontiers"]) == {f"r{i}" for i in range(replicates)} | {"gold"}
     assert results["world"]["version"] == 2
     assert "benign" in results["world"]["stats"]
