@@ -181,7 +181,8 @@ def best_of_k_kl_plugin(base_utilities, k: int,
       valid: optional ``bool[N, M]``; False entries are left out of their prompt's sample.
 
     Returns:
-      A :class:`KLEstimate` (mean and standard error over prompts), estimator ``'best_of_k_plugin'``.
+      A :class:`KLEstimate` (mean and standard error over prompts), estimator
+      ``'best_of_k_plugin'``.
     """
     u = np.asarray(base_utilities, dtype=np.float64)
     if u.ndim != 2 or u.shape[1] == 0:

@@ -33,7 +33,8 @@ Outputs (``exact.npz``): ``optimum/<source>/<utility>`` ``float64[G, P, C]`` and
 ``best_of_k/<source>/<utility>`` ``float64[K, P, C]`` per-prompt metrics,
 ``gamma/<source>/<utility>`` and ``kl/<source>/<utility>`` ``float64[G]``,
 ``best_of_k_kl/<source>/<utility>`` ``float64[K]``, ``base`` ``float64[P, C]`` (the base policy:
-uniform weights), ``strata`` ``int64[P]`` (prompt class: topic x detail), where ``source`` is ``r<i>``
+uniform weights), ``strata`` ``int64[P]`` (prompt class: topic x detail), where ``source`` is
+``r<i>``
 (replicate ``i``) or ``gold``. A target KL that a utility cannot reach on the bank (ties at the
 top, discrete gold scores) is NaN for that utility.
 """
@@ -206,8 +207,8 @@ def compute(base: Mapping[str, object], texts: Sequence[str], replicates: int,
 
     Args:
       base: :func:`lsc.repro.evaluation.load_base_samples` output with the ``bank``,
-        ``opponents``, ``reference`` and ``fixed_response`` sets; proxy rewards have ``R * m`` columns,
-        replicate-major (columns ``r * m .. r * m + m - 1`` are replicate ``r``).
+        ``opponents``, ``reference`` and ``fixed_response`` sets; proxy rewards have ``R * m``
+        columns, replicate-major (columns ``r * m .. r * m + m - 1`` are replicate ``r``).
       texts: the ``P`` prompt texts (strata).
       replicates: ``R``.
       rematch_resamples: resamples of :func:`rematched_statistic` for :data:`REMATCH` on

@@ -8,8 +8,8 @@ series ``<utility> (gold)``: the same utility on gold scores):
 * ``exact_helpful_vs_kl.png`` -- helpfulness win rate of the KL-regularised optima vs KL: raw and
   LSC with each reference (the paper's single-reward figure, exact on the banks);
 * ``exact_and_vs_kl.png`` -- the AND win rate vs KL: raw sum, LSC sum, sigma_AND, sigma_OR;
-* ``exact_best_of_k_and_vs_k.png``, ``exact_best_of_k_or_vs_k.png`` -- best-of-k along k (x: its exact KL on
-  the bank) for the note's utilities;
+* ``exact_best_of_k_and_vs_k.png``, ``exact_best_of_k_or_vs_k.png`` -- best-of-k along k (x: its
+  exact KL on the bank) for the note's utilities;
 * ``exact_and_or_bars.png`` -- the note's figure 1: AND / OR win rates at the largest primary k,
   one bar group per utility and replicate;
 * ``exact_lower_tail_vs_kl.png`` -- P(gold helpfulness >= the prompt's base median) vs KL.
@@ -129,10 +129,12 @@ def draw_exact_figures(front: Mapping[str, Any], arrays: Mapping[str, np.ndarray
          "helpfulness win rate", "KL-regularised optima on the banks: raw vs LSC"),
         ("exact_and_vs_kl.png", series(pair, "optimum", "and", "kl", control=False),
          "AND win rate", "KL-regularised optima: helpful and harmless"),
-        ("exact_best_of_k_and_vs_k.png", series(note, "best_of_k", "and", "best_of_k_kl", control=False),
+        ("exact_best_of_k_and_vs_k.png",
+         series(note, "best_of_k", "and", "best_of_k_kl", control=False),
          "AND win rate", "Best-of-k (k = " + ", ".join(str(int(k)) for k in arrays["ks"])
          + "; x: exact KL on the bank)"),
-        ("exact_best_of_k_or_vs_k.png", series(note, "best_of_k", "or", "best_of_k_kl", control=False),
+        ("exact_best_of_k_or_vs_k.png",
+         series(note, "best_of_k", "or", "best_of_k_kl", control=False),
          "OR win rate", "Best-of-k (x: exact KL on the bank)"),
         ("exact_lower_tail_vs_kl.png",
          series(["raw", "lsc_p85", "lsc_median"], "optimum", "helpful_not_below", "kl"),

@@ -56,7 +56,8 @@ def exact_results(config: ml_collections.ConfigDict, arrays: Mapping[str, np.nda
         samples = arrays["rematch"][np.isfinite(arrays["rematch"])]
         alpha = (1.0 - float(ex.confidence)) / 2.0
         fixed = next(c for cl in claims for c in cl["comparisons"]
-                     if (c["a"], c["b"], c["metric"], c["arm"]) == (a, b, metric, repro_claims.OPTIMUM))
+                     if (c["a"], c["b"], c["metric"], c["arm"])
+                     == (a, b, metric, repro_claims.OPTIMUM))
         out["rematch"] = {
             "comparison": f"{a} vs {b} on {metric} (replicate r0)",
             "resamples": int(samples.size),

@@ -126,7 +126,8 @@ def target_table(prompts: np.ndarray, targets: np.ndarray) -> pipeline.Tokenized
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
-    """The ``train_predictor`` job; exit code 0, :data:`lsc.train.runner.PREEMPTED_EXIT_CODE` or 1."""
+    """The ``train_predictor`` job; exit code 0, :data:`lsc.train.runner.PREEMPTED_EXIT_CODE`
+    or 1."""
     ref = config.reference
     for field in ("rm_workdir", "policy_workdir"):
         if not ref.get(field):

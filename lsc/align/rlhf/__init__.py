@@ -86,6 +86,7 @@ __all__ = [
     "ALGORITHMS", "CLIPPED_GROUP_ALGORITHMS", "FAMILIES", "KL_PENALTIES", "RL_RULES",
     "GroupConfig", "PPOConfig", "RLConfig", "rl_config", "gold_evaluation",
     "RLResult", "gamma_workdir", "kl_coefs", "kl_dir", "make_trainer", "rl_seeds", "run",
-    "run_workdir", "SEED_PREFIX", "seed_dir", "train_rlhf", "SNAPSHOT_DIR", "export_snapshot", "snapshot_dir",
+    "run_workdir", "SEED_PREFIX", "seed_dir", "train_rlhf", "SNAPSHOT_DIR", "export_snapshot",
+    "snapshot_dir",
     "snapshot_steps", "Frozen", "Models", "RLState", "Rollout", "Static", "RLTrainer",
 ]
