@@ -109,7 +109,7 @@ def reference(source: str, quantile: float = 0.85, num_samples: int = 16,
     ``response`` is the text of the ``fixed_response`` source (default: the synthetic world's
     refusal; :data:`HH_REFUSAL` on hh-rlhf)."""
     ref = ml_collections.ConfigDict()
-    ref.source = source  # quantile | predictor | fixed_response | zero
+    ref.source = source  # quantile | predictor | fixed_response | none
     ref.quantile = quantile
     ref.num_samples = num_samples
     ref.response = response
@@ -129,19 +129,19 @@ def rewards(variant: str, num_samples: int, refusal: str = world_lib.REFUSAL
     out = ml_collections.ConfigDict()
     out.weights = ()
     # Base-policy samples of the quantile references (a reference_samples.npz of the reference
-    # predictors, lsc.train.reference_predictor); empty: drawn from pi0 before RL.
+    # predictors, lsc.train.predictor); empty: drawn from pi0 before RL.
     out.reference_samples = ""
     out.properties = ml_collections.ConfigDict()
     lsc = variant.endswith("lsc") or variant.endswith("lsc_sum")
     out.method = "lsc_sum" if lsc else "raw"
     helpful = ml_collections.ConfigDict()
     helpful.rm_workdir = ""  # a finished train_rm run for "helpful"
-    helpful.reference = reference("quantile" if lsc else "zero", 0.85, num_samples, refusal)
+    helpful.reference = reference("quantile" if lsc else "none", 0.85, num_samples, refusal)
     out.properties.helpful = helpful
     if variant.startswith("hh"):
         harmless = ml_collections.ConfigDict()
         harmless.rm_workdir = ""  # a finished train_rm run for "harmless"
-        harmless.reference = reference("fixed_response" if lsc else "zero", 0.5, num_samples,
+        harmless.reference = reference("fixed_response" if lsc else "none", 0.5, num_samples,
                                        refusal)
         out.properties.harmless = harmless
     return out

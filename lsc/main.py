@@ -58,7 +58,7 @@ JOBS: Mapping[str, Callable[[ml_collections.ConfigDict, str], int]] = _Functions
     "best_of_k": "lsc.align.best_of_k:run",
     "train_rm": "lsc.train.reward_model:run",
     "train_sft": "lsc.train.sft:run",
-    "train_reference": "lsc.train.reference_predictor:run",
+    "train_predictor": "lsc.train.predictor:run",
 })
 
 # job name -> extra validation of the job's config (raises lsc.config.ConfigError)

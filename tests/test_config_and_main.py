@@ -192,7 +192,7 @@ def test_the_entry_point_imports_only_the_chosen_jobs_modules():
             "assert main.JOBS['repro'].__module__ == 'lsc.repro.pipeline'; "
             "assert 'matplotlib' in sys.modules; "
             "assert sorted(main.JOBS) == sorted(['repro', 'grpo_study', 'rlhf', 'best_of_k', "
-            "'train_rm', 'train_sft', 'train_reference']); "
+            "'train_rm', 'train_sft', 'train_predictor']); "
             "assert callable(main.VALIDATORS['grpo_study']); print(run.__name__)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})

@@ -5,7 +5,7 @@ the job reads its ``best_of_k`` section (``ks``, ``num_prompts``, ``batch_size``
 Variants (the argument after ``:``): helpful_raw, helpful_lsc (default), hh_raw_sum, hh_lsc_sum.
 Usage::
 
-  python -m lsc.main --config=configs/best_of_k/paper.py:helpful_lsc --workdir=runs/paper_bok \\
+  python -m lsc.main --config=configs/best_of_k/paper.py:helpful_lsc --workdir=runs/paper_best_of_k \\
       --config.data.path=/data/hh-rlhf --config.data.tokenizer=/models/policy \\
       --config.policy.workdir=runs/sft_hh --config.rewards.properties.helpful.rm_workdir=runs/rm_helpful_t5
 """

@@ -5,7 +5,7 @@ the job reads its ``best_of_k`` section (``ks``, ``num_prompts``, ``batch_size``
 Variants (the argument after ``:``): helpful_raw, helpful_lsc (default), hh_raw_sum, hh_lsc_sum.
 Usage::
 
-  python -m lsc.main --config=configs/best_of_k/synthetic.py:hh_lsc_sum --workdir=runs/bok_hh_lsc \\
+  python -m lsc.main --config=configs/best_of_k/synthetic.py:hh_lsc_sum --workdir=runs/best_of_k_hh_lsc \\
       --config.policy.workdir=runs/sft --config.rewards.properties.helpful.rm_workdir=runs/rm_helpful \\
       --config.rewards.properties.harmless.rm_workdir=runs/rm_harmless
 """

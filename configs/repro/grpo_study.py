@@ -49,7 +49,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.job = "grpo_study"
     config.study = ml_collections.ConfigDict()
     config.study.reuse_workdir = ""  # a finished main job's workdir: reuse its first six stages
-    num_ref = int(config.reference_predictor.reference.num_samples)
+    num_ref = int(config.predictor.reference.num_samples)
     batch = int(config.rl.batch_size)
     runs = ml_collections.ConfigDict()
     for algorithm in ALGORITHMS:
@@ -65,7 +65,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         run.rewards.method = method
         if method == "gdpo":  # per-prompt references cancel under group normalisation
             for prop in run.rewards.properties:
-                run.rewards.properties[prop].reference.source = "zero"
+                run.rewards.properties[prop].reference.source = "none"
         run.kl_coef = GAMMAS["lsc"]
         run.rl = _rl("grpo", batch)
         runs[f"hh_{name}_grpo"] = run

@@ -15,7 +15,7 @@ Sections (see ``lsc/repro/`` for how each stage reads them):
 * ``rm`` -- the proxy reward models (``configs/rm/synthetic_helpful.py`` fields; one run per
   property);
 * ``sft`` -- the base policy (``configs/sft/synthetic.py`` fields);
-* ``reference_predictor`` -- the note's "predict median" (one predictor per property);
+* ``predictor`` -- the note's "predict median" (one predictor per property);
 * ``rewards.properties.<p>.reference`` -- ``num_samples`` independent base-policy samples per
   prompt, whose proxy-reward quantiles are the oracle references (median, 85th percentile);
 * ``exact`` -- the exact arm (:mod:`lsc.repro.exact_arm`): bank and opponent sizes, the KL grid
@@ -34,7 +34,8 @@ import ml_collections
 
 from configs import common
 from configs.rlhf import synthetic as rlhf_synthetic
-from configs.rm import reference_predictor_synthetic, synthetic_helpful
+from configs.predictor import synthetic as predictor_synthetic
+from configs.rm import synthetic_helpful
 from configs.sft import synthetic as sft_synthetic
 
 VARIANTS = ("default", "large", "tiny")  # '' is 'default'
@@ -92,14 +93,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.sft = sft
 
     # The note's "predict median": one predictor of the median proxy reward per property.
-    pred = _section(reference_predictor_synthetic.get_config())
+    pred = _section(predictor_synthetic.get_config())
     del pred.reference.rm_workdir, pred.reference.policy_workdir
     pred.data.response_len = config.data.response_len
     pred.reference.num_samples = 32 if large else 4 if tiny else 8  # its targets: medians of 8
     pred.train.num_steps = 600 if large else 10 if tiny else 200
     pred.train.eval_every = 0
     pred.train.progress = False
-    config.reference_predictor = pred
+    config.predictor = pred
 
     # The oracle reference of the best-of-k grid (the note's "oracle median").
     config.rewards = ml_collections.ConfigDict()
@@ -155,8 +156,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.rlhf = ml_collections.ConfigDict()
     config.rlhf.mesh = common.mesh()
     config.rlhf.runs = ml_collections.ConfigDict()
-    # The references of the LSC runs: quantiles of the reference predictors' shared draw of
-    # base-policy samples on the alignment prompts (reference_predictor.reference.num_samples
+    # The references of the LSC runs: quantiles of the predictors' shared draw of
+    # base-policy samples on the alignment prompts (predictor.reference.num_samples
     # per prompt), computed once per run before RL; the harmless reference is the refusal's.
     num_ref = int(pred.reference.num_samples)
     # gamma per method: the LSC utility is bounded above and its policy moves less per step at

@@ -118,12 +118,13 @@ def write_jsonl(path: str, records: Sequence[Dict[str, Any]]) -> None:
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     """The ``best_of_k`` job (see the module docstring); returns the exit code."""
     spec = utility_lib.spec_from_config(config.rewards)
-    bok = config.best_of_k
-    tok, table, texts = common.tokenizer_and_prompts(config, workdir, bok.get("split", "test"))
-    n = min(int(bok.get("num_prompts", len(table))) or len(table), len(table))
+    section = config.best_of_k
+    tok, table, texts = common.tokenizer_and_prompts(config, workdir,
+                                                     section.get("split", "test"))
+    n = min(int(section.get("num_prompts", len(table))) or len(table), len(table))
     prompts_np = table.arrays["prompt"][:n]
     texts = texts[:n]
-    batch = int(bok.batch_size)
+    batch = int(section.batch_size)
     r_len = int(config.data.response_len)
     temperature = float(config.get("sampling", {}).get("temperature", 1.0))
 
@@ -154,7 +155,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     gold_ok = config.data.source == "synthetic"
     results: Dict[str, Any] = {"method": spec.method, "properties": list(spec.properties),
                                "num_prompts": n, "reference_seconds": ref_seconds, "per_k": {}}
-    for k in [int(x) for x in (bok.ks if isinstance(bok.ks, (tuple, list)) else (bok.ks,))]:
+    ks = section.ks if isinstance(section.ks, (tuple, list)) else (section.ks,)
+    for k in [int(x) for x in ks]:
         selector = BestOfK(spec, pi0_gd, rm_gds, k=k, max_new_tokens=r_len,
                            temperature=temperature)
         t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""What the alignment jobs share: the base policy, the reward models, reference predictors,
+"""What the alignment jobs share: the base policy, the reward models, predictors,
 the tokenizer and the prompt tables, built from a config.
 
 Config fields read here (see ``configs/rlhf/synthetic.py`` for a complete example):
@@ -17,7 +17,7 @@ Config fields read here (see ``configs/rlhf/synthetic.py`` for a complete exampl
 * ``rewards.properties.<name>.rm_workdir`` -- a finished ``train_rm`` run per property; empty: a
   randomly initialised reward model of ``rm_model`` (``kind``, ``arch``; seed ``seed + 100 + i``
   for property ``i``), again with a warning;
-* ``rewards.properties.<name>.reference.predictor_workdir`` -- a finished ``train_reference`` run
+* ``rewards.properties.<name>.reference.predictor_workdir`` -- a finished ``train_predictor`` run
   for the predictor source.
 """
 
@@ -162,7 +162,7 @@ def job_models(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,
     """The base policy ``pi0`` (``policy.workdir``, else a random ``policy.model``), one reward
     model per property (``rm_workdir``, else a random ``rm_model`` with seed
     ``seed + RANDOM_RM_SEED_OFFSET + i`` and a non-zero head, so rewards vary) and per property
-    the reference predictor of ``reference.predictor_workdir`` or None; each logged once.
+    the predictor of ``reference.predictor_workdir`` or None; each logged once.
 
     ``load=False`` reads no weights and builds nothing (only the run directories'
     ``config.json`` and abstract models, for the records). Errors name the config field and the
@@ -214,7 +214,7 @@ def job_models(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,
             continue
         source = f"rewards.properties.{name}.reference.predictor_workdir"
         if not ref.predictor_workdir:
-            raise ValueError(f"config.{source} is empty; give a finished train_reference run")
+            raise ValueError(f"config.{source} is empty; give a finished train_predictor run")
         preds.append(run_dir(f"predictor/{name}", source, ref.predictor_workdir, True))
     return JobModels(pi0, rms, preds, records)
 

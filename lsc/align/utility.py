@@ -28,11 +28,11 @@ Config (``config.rewards``; :func:`spec_from_config`)::
   rewards.weights = ()                     # one per property, weighted methods only
   rewards.clip = (low, high)               # transform 'clip' only (either bound may be None)
   rewards.properties.<name>.rm_workdir     # a finished train_rm run ('' = random init)
-  rewards.properties.<name>.reference.source       # quantile | predictor | fixed_response | zero
+  rewards.properties.<name>.reference.source       # quantile | predictor | fixed_response | none
   rewards.properties.<name>.reference.quantile     # q of the quantile source
   rewards.properties.<name>.reference.num_samples  # k base-policy samples of the quantile source
   rewards.properties.<name>.reference.response     # the fixed response text
-  rewards.properties.<name>.reference.predictor_workdir  # a finished train_reference run
+  rewards.properties.<name>.reference.predictor_workdir  # a finished train_predictor run
 
 Properties are ordered by name (``ml_collections`` does not keep insertion order); that order is
 the last axis of every rewards array. :data:`REFERENCE_RULES` are the rules of a reference's
@@ -69,14 +69,14 @@ class ReferenceSpec:
     Attributes:
       source: 'quantile' (q-quantile of the reward of ``num_samples`` samples from the frozen
         base policy), 'predictor' (a trained prompt -> reference model), 'fixed_response' (the
-        reward of ``response``), or 'zero'.
+        reward of ``response``), or 'none' (no subtraction).
       quantile: ``q`` in [0, 1] of the quantile source.
       num_samples: ``k >= 1`` base-policy samples per prompt of the quantile source.
       response: the fixed response text of the fixed_response source.
-      predictor_workdir: the workdir of a finished ``train_reference`` run (predictor source).
+      predictor_workdir: the workdir of a finished ``train_predictor`` run (predictor source).
     """
 
-    source: str = "zero"
+    source: str = "none"
     quantile: float = 0.5
     num_samples: int = 16
     response: str = "I'm sorry, but I can't help with that."

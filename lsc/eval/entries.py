@@ -6,17 +6,19 @@ One JSON object per evaluated run (``results.json`` holds a list of them, or an 
 list under ``"entries"``).
 Required fields:
 
-``name``         str, unique, e.g. ``"rlhf/lsc/kl0.05"``.
+``name``         str, unique, e.g. ``"rlhf/helpful_lsc/seed_0"`` (``<procedure>/<run>/seed_<s>
+                 [/kl_<gamma>]``, the run's directories).
 ``procedure``    ``"base"`` (the base policy judged against independent base samples),
                  ``"best_of_k"`` or ``"rlhf"``.
 ``method``       the utility that was maximised, in the results' words of
-                 :mod:`lsc.rewards.names` (``raw``, ``lsc``, ``sum``, ``lsc_sum``,
+                 :mod:`lsc.rewards.names` (``raw``, ``lsc``, ``raw_sum``, ``lsc_sum``,
                  ``sigma_and``, ``sigma_or``, ``par``, ``*_nocenter``, ...); ``"base"`` for the
                  base entry. ``<m>_nocenter`` is read as method ``<m>`` with reference ``none``.
-``reference``    how ``r_ref`` was obtained, in the note's words: ``"oracle_median"``,
-                 ``"predict_median"``, ``"none"`` (no subtraction); any other string is allowed
-                 (e.g. ``"oracle_p85"``, ``"refusal"``); ``None`` / ``""`` / ``"zero"`` mean
-                 ``"none"`` (:func:`lsc.rewards.names.reference_name`).
+``reference``    how ``r_ref`` was obtained, in the results' words of
+                 :func:`lsc.rewards.names.reference_label`: ``"median"``, ``"p85"`` (quantiles),
+                 ``"predictor"``, ``"fixed_response"``, ``"none"`` (no subtraction), or several
+                 properties' joined (``"helpful:p85+harmless:fixed_response"``); any other string
+                 is allowed; ``None`` means ``"none"`` (:func:`lsc.rewards.names.reference_name`).
 ``rewards``      list of the properties whose proxy rewards were optimised (``["helpful"]`` for
                  the single-reward runs, ``["harmless", "helpful"]`` for the aggregations);
                  ``[]`` for the base entry.
@@ -24,7 +26,7 @@ Required fields:
 ``kl_coef``      float ``gamma``, rlhf only.
 ``kl``           ``{"mean": float, "se": float, "estimator": str}``: KL(pi || pi0) in nats;
                  estimator ``"k1"`` / ``"k3"`` (``lsc.eval.kl.estimate_kl``), ``"analytic"``
-                 (``log k - (k-1)/k``) or ``"bok_plugin"``; the base entry has ``mean = 0``.
+                 (``log k - (k-1)/k``) or ``"best_of_k_plugin"``; the base entry has ``mean = 0``.
 ``win_rate``     ``{<property>: I, "and": I, "or": I}`` with ``I = {"value", "ci_low",
                  "ci_high"}`` (``lsc.eval.win_rate.win_rates``), judged by the gold judge (or an
                  evaluator RM) against independent base samples.

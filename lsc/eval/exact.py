@@ -7,7 +7,7 @@ candidate, and what a procedure does to it is a reweighting ``w[P, N]`` (rows su
 
 * the KL-regularised optimum of a utility ``u`` with coefficient ``gamma``,
   ``pi*(y|x) ∝ pi0(y|x) exp(u(x, y) / gamma)``, restricted to the bank, has
-  ``w_i = exp(u_i / gamma) / sum_j exp(u_j / gamma)`` (:func:`tilted_weights`; ``u = -inf`` gets
+  ``w_i = exp(u_i / gamma) / sum_j exp(u_j / gamma)`` (:func:`optimum_weights`; ``u = -inf`` gets
   weight 0) and ``KL(pi* || pi0_hat) = sum_i w_i log(N w_i) <= log N`` (:func:`bank_kl`);
 * best-of-k (k draws with replacement, the highest utility kept, ties broken uniformly) has, for
   a tie group at ascending ranks ``a+1..b``, total weight ``(b/N)^k - (a/N)^k`` shared equally by
@@ -73,17 +73,17 @@ def win_scores(candidate_scores, opponent_scores, tie_tol: float = 0.0) -> np.nd
                            out.max(axis=3).mean(axis=2)[..., None]], axis=-1)
 
 
-def tilted_weights(u, gamma: float) -> np.ndarray:
+def optimum_weights(u, gamma: float) -> np.ndarray:
     """Weights ``float64[P, N]`` of the KL-regularised optimum ``w ∝ exp(u / gamma)`` on each
     prompt's bank (``gamma > 0``; ``gamma = inf`` is the base policy, uniform weights)."""
     gamma = float(gamma)
     if not gamma > 0:
         raise ValueError(f"gamma must be > 0, got {gamma}")
-    return _tilt(_utilities(u), gamma)
+    return _optimum_weights(_utilities(u), gamma)
 
 
-def _tilt(u: np.ndarray, gamma: float) -> np.ndarray:
-    """:func:`tilted_weights` of checked utilities (used by :func:`tilted_weights`)."""
+def _optimum_weights(u: np.ndarray, gamma: float) -> np.ndarray:
+    """:func:`optimum_weights` of checked utilities (used by :func:`optimum_weights`)."""
     if gamma == np.inf:
         finite = np.isfinite(u)
         return finite / finite.sum(axis=1, keepdims=True)
@@ -104,7 +104,7 @@ def bank_kl(weights) -> np.ndarray:
 
 
 def kl_range(u) -> tuple:
-    """``(lowest, highest)`` mean KL that a tilt of ``u`` can have: ``gamma -> inf`` gives the
+    """``(lowest, highest)`` mean KL that an optimum of ``u`` can have: ``gamma -> inf`` gives the
     uniform weights over each prompt's finite-utility candidates, ``log(N / #finite)`` (0 without
     ``-inf`` utilities); ``gamma -> 0`` the uniform weights over its maximisers,
     ``log(N / #maximisers)``. Neither end is reached by a finite ``gamma > 0`` unless they meet."""
@@ -154,7 +154,7 @@ def gamma_for_kl(u, target_kl: float, *, tol: float = 1e-9, max_iter: int = 200)
 
 
 def _mean_kl(u: np.ndarray, gamma: float) -> float:
-    """``bank_kl(_tilt(u, gamma)).mean()`` in one pass (the root finder's inner step):
+    """``bank_kl(_optimum_weights(u, gamma)).mean()`` in one pass (the root finder's inner step):
     with ``z = u / gamma - max`` and ``s = sum exp(z)``, ``KL = log N + sum_i w_i z_i - log s``."""
     z = u / gamma
     z = z - z.max(axis=1, keepdims=True)
@@ -230,7 +230,7 @@ def frontier(u, scores, kl_grid: Sequence[float], *, tol: float = 1e-7
         if not low < target < top - 1e-6:
             continue
         gamma = gamma_for_kl(u, target, tol=tol)
-        w = tilted_weights(u, gamma)
+        w = optimum_weights(u, gamma)
         win[g] = weighted_win(w, scores)
         gammas[g] = gamma
         kls[g] = float(bank_kl(w).mean())

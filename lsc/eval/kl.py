@@ -16,7 +16,7 @@ returns log-probs under the distribution tokens were *drawn* from (temperature, 
 applied), which is ``pi`` only when sampling at temperature 1 without truncation. ``logp0`` comes
 from teacher-forcing the sampled tokens through the base policy.
 
-Best-of-k: for a continuous utility, ``KL(pi_bok || pi0) = log k - (k - 1) / k``
+Best-of-k: for a continuous utility, ``KL(pi_best_of_k || pi0) = log k - (k - 1) / k``
 (:func:`best_of_k_analytic`); for discrete distributions (ties, atoms) this is an upper bound
 (Beirami et al. 2024, "Theoretical guarantees on the best-of-n alignment policy").
 :func:`best_of_k_kl_exact` computes the exact value for a discrete distribution, and
@@ -181,7 +181,8 @@ def best_of_k_kl_plugin(base_utilities, k: int,
       valid: optional ``bool[N, M]``; False entries are left out of their prompt's sample.
 
     Returns:
-      A :class:`KLEstimate` (mean and standard error over prompts), estimator ``'bok_plugin'``.
+      A :class:`KLEstimate` (mean and standard error over prompts), estimator
+      ``'best_of_k_plugin'``.
     """
     u = np.asarray(base_utilities, dtype=np.float64)
     if u.ndim != 2 or u.shape[1] == 0:
@@ -197,4 +198,4 @@ def best_of_k_kl_plugin(base_utilities, k: int,
         if not np.all(np.isfinite(x)):
             raise ValueError("base_utilities contains non-finite values")
         values.append(best_of_k_kl_exact(np.full(x.size, 1.0 / x.size), x, k))
-    return _summary(np.asarray(values), "bok_plugin")
+    return _summary(np.asarray(values), "best_of_k_plugin")

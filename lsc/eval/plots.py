@@ -108,7 +108,7 @@ def plot_and_or_bars(data: Mapping[str, Mapping[str, Mapping[str, float]]], path
 
     Args:
       data: ``{label: {"and": {"value", "ci_low", "ci_high"}, "or": {...}}}``, e.g. labels
-        ``sigma_and_oracle_median``, ``sum``; bars in the mapping's order.
+        ``sigma_and_median``, ``raw_sum``; bars in the mapping's order.
       path: the PNG to write.
       metrics: which win rates to draw side by side in each group.
       base: optional win rates of the base policy against itself (the base entry's

@@ -6,9 +6,9 @@ Three lists; the decision rule and the combination of a claim's comparisons are 
 * :data:`EXACT_CLAIMS` -- the decided claims, on the exact arm (:mod:`lsc.repro.exact_arm`):
   each a list of :class:`ExactComparison` (``A`` expected better than ``B`` on one metric), with
   one primary statistic per comparison, declared here: the mean over prompts of the paired
-  per-prompt difference ``A - B``, averaged over the whole KL grid (``tilt``: the
+  per-prompt difference ``A - B``, averaged over the whole KL grid (``optimum``: the
   KL-regularised optima at ``exact.kl_grid``, points both reach) or over ``exact.primary_ks``
-  (``bok``: best-of-k). Decided by :func:`evaluate_exact_claims` with
+  (``best_of_k``). Decided by :func:`evaluate_exact_claims` with
   :func:`lsc.eval.decision.decide` on every reward-model replicate and ``delta = exact.delta``;
   the gold control (the same utilities on gold scores) and non-decisive comparisons are shown
   beside them. :func:`sanity_checks` are the exact arm's checks (:data:`SANITY_CHECKS`).
@@ -41,16 +41,16 @@ ENTRY_CHECKS: Tuple[Claim, ...] = (
 
 # --------------------------------------------------------------------------- the exact arm
 
-TILT, BOK = "tilt", "bok"
-_ARM_TEXT = {TILT: "KL-regularised optimum, mean over the KL grid",
-             BOK: "best-of-k, mean over the primary k"}
+OPTIMUM, BEST_OF_K = "optimum", "best_of_k"
+_ARM_TEXT = {OPTIMUM: "KL-regularised optimum, mean over the KL grid",
+             BEST_OF_K: "best-of-k, mean over the primary k"}
 
 
 @dataclasses.dataclass(frozen=True)
 class ExactComparison:
     """``a`` expected better than ``b`` (utility names of :data:`lsc.repro.exact_arm.UTILITIES`)
-    on ``metric`` (:data:`lsc.repro.exact_arm.METRICS`) in ``arm`` (:data:`TILT` / :data:`BOK`);
-    non-decisive comparisons are shown but do not enter the verdict."""
+    on ``metric`` (:data:`lsc.repro.exact_arm.METRICS`) in ``arm`` (:data:`OPTIMUM` /
+    :data:`BEST_OF_K`); non-decisive comparisons are shown but do not enter the verdict."""
 
     a: str
     b: str
@@ -81,46 +81,46 @@ EXACT_CLAIMS: Tuple[ExactClaim, ...] = (
                "Optimising the LSC-transformed reward log sigma(r - r_ref) (85th-percentile "
                "reference) gives a higher helpfulness win rate than the raw reward at the same "
                "KL.",
-               (_c("lsc_p85", "raw", TILT, "helpful"),
-                _c("lsc_median", "raw", TILT, "helpful", False),
-                _c("lsc_predicted", "raw", TILT, "helpful", False),
-                _c("lsc_none", "raw", TILT, "helpful", False))),
-    ExactClaim("lsc_sum_vs_sum", "paper (helpful and harmless)",
+               (_c("lsc_p85", "raw", OPTIMUM, "helpful"),
+                _c("lsc_median", "raw", OPTIMUM, "helpful", False),
+                _c("lsc_predictor", "raw", OPTIMUM, "helpful", False),
+                _c("lsc_none", "raw", OPTIMUM, "helpful", False))),
+    ExactClaim("lsc_sum_vs_raw_sum", "paper (helpful and harmless)",
                "The sum of LSC-transformed rewards (helpful: 85th percentile; harmless: the "
                "refusal's reward) beats the raw sum on the AND win rate at the same KL.",
-               (_c("lsc_sum", "sum", TILT, "and"),
-                _c("lsc_sum", "sum", TILT, "helpful", False),
-                _c("lsc_sum", "sum", TILT, "harmless", False))),
-    ExactClaim("and_beats_sum", "note, claim 1",
+               (_c("lsc_sum", "raw_sum", OPTIMUM, "and"),
+                _c("lsc_sum", "raw_sum", OPTIMUM, "helpful", False),
+                _c("lsc_sum", "raw_sum", OPTIMUM, "harmless", False))),
+    ExactClaim("and_beats_raw_sum", "note, claim 1",
                "sigma_AND with the median reference beats the raw sum on the AND win rate "
                "(best-of-k).",
-               (_c("sigma_and_median", "sum", BOK, "and"),
-                _c("sigma_and_median", "sum", TILT, "and", False))),
-    ExactClaim("or_beats_sum", "note, claim 1",
+               (_c("sigma_and_median", "raw_sum", BEST_OF_K, "and"),
+                _c("sigma_and_median", "raw_sum", OPTIMUM, "and", False))),
+    ExactClaim("or_beats_raw_sum", "note, claim 1",
                "sigma_OR with the median reference beats the raw sum on the OR win rate "
                "(best-of-k).",
-               (_c("sigma_or_median", "sum", BOK, "or"),
-                _c("sigma_or_median", "sum", TILT, "or", False))),
+               (_c("sigma_or_median", "raw_sum", BEST_OF_K, "or"),
+                _c("sigma_or_median", "raw_sum", OPTIMUM, "or", False))),
     ExactClaim("and_or_cross", "note, claim 1",
                "sigma_AND and sigma_OR cross: sigma_AND wins more on AND, sigma_OR more on OR "
                "(best-of-k, median reference).",
-               (_c("sigma_and_median", "sigma_or_median", BOK, "and"),
-                _c("sigma_or_median", "sigma_and_median", BOK, "or"))),
+               (_c("sigma_and_median", "sigma_or_median", BEST_OF_K, "and"),
+                _c("sigma_or_median", "sigma_and_median", BEST_OF_K, "or"))),
     ExactClaim("reference_matters", "note, claim 2",
                "The reference matters: sigma_AND with the base policy's median reward as "
                "reference beats sigma_AND without subtraction on the AND win rate (best-of-k); "
-               "the predicted median and sigma_OR are shown.",
-               (_c("sigma_and_median", "sigma_and_none", BOK, "and"),
-                _c("sigma_and_predicted", "sigma_and_none", BOK, "and", False),
-                _c("sigma_or_median", "sigma_or_none", BOK, "or", False),
-                _c("sigma_or_predicted", "sigma_or_none", BOK, "or", False))),
+               "the predictor reference and sigma_OR are shown.",
+               (_c("sigma_and_median", "sigma_and_none", BEST_OF_K, "and"),
+                _c("sigma_and_predictor", "sigma_and_none", BEST_OF_K, "and", False),
+                _c("sigma_or_median", "sigma_or_none", BEST_OF_K, "or", False),
+                _c("sigma_or_predictor", "sigma_or_none", BEST_OF_K, "or", False))),
     ExactClaim("lower_tail", "paper (underfitting)",
                "LSC improves the lower tail more than raw at the same KL: a higher probability "
                "that the response's gold helpfulness is at least the prompt's base median.",
-               (_c("lsc_p85", "raw", TILT, "helpful_not_below"),
-                _c("lsc_median", "raw", TILT, "helpful_not_below", False))),
+               (_c("lsc_p85", "raw", OPTIMUM, "helpful_not_below"),
+                _c("lsc_median", "raw", OPTIMUM, "helpful_not_below", False))),
 )
-SANITY_CHECKS = ("bok_same_pick", "base_vs_base")
+SANITY_CHECKS = ("best_of_k_same_pick", "base_vs_base")
 EXACT_RULE = (
     "per replicate, the percentile-bootstrap interval (over prompts, stratified by topic x "
     "detail, paired: the same resamples for A and B) of the primary statistic. A comparison "
@@ -160,7 +160,7 @@ RL_ARM_CLAIMS: Tuple[RLClaim, ...] = (
             "PPO on the LSC-transformed reward (85th-percentile reference) reaches a higher "
             "helpfulness win rate than PPO on the raw reward at the same KL.",
             "helpful_lsc", "helpful_raw", MATCHED, "helpful"),
-    RLClaim("rl_lsc_sum_vs_sum", "paper (RLHF, helpful and harmless)",
+    RLClaim("rl_lsc_sum_vs_raw_sum", "paper (RLHF, helpful and harmless)",
             "PPO on the sum of LSC rewards (helpful: 85th percentile; harmless: the refusal) "
             "reaches a higher AND win rate than PPO on the raw sum at the same KL.",
             "hh_lsc_sum", "hh_raw_sum", MATCHED, "and"),
@@ -192,7 +192,7 @@ def _per_prompt(arrays: Mapping[str, np.ndarray], source: str, comp: ExactCompar
         return None
     c = exact_arm.METRICS.index(comp.metric)
     a, b = arrays[ka][..., c], arrays[kb][..., c]  # [G or K, P]
-    if comp.arm == BOK:
+    if comp.arm == BEST_OF_K:
         rows = [list(ks).index(k) for k in primary_ks]
         a, b = a[rows], b[rows]
     shared = ~(np.isnan(a).any(axis=1) | np.isnan(b).any(axis=1))
@@ -202,7 +202,7 @@ def _per_prompt(arrays: Mapping[str, np.ndarray], source: str, comp: ExactCompar
 
 
 def _grid_text(arrays, comp, ks, primary_ks, source) -> str:
-    if comp.arm == BOK:
+    if comp.arm == BEST_OF_K:
         return "k in {" + ", ".join(str(k) for k in primary_ks) + "}"
     grid = arrays["kl_grid"]
     ok = [g for i, g in enumerate(grid)
@@ -264,11 +264,11 @@ def sanity_checks(arrays: Mapping[str, np.ndarray], *, confidence: float = 0.95,
     out = []
     diffs = []
     for r in exact_arm.sources(arrays):
-        a, b = arrays.get(f"bok/{r}/lsc_p85"), arrays.get(f"bok/{r}/raw")
+        a, b = arrays.get(f"best_of_k/{r}/lsc_p85"), arrays.get(f"best_of_k/{r}/raw")
         if a is not None and b is not None:
             diffs.append(float(np.abs(a - b).max()))
     ok = bool(diffs) and max(diffs) <= tol
-    out.append({"key": "bok_same_pick", "source": SANITY,
+    out.append({"key": "best_of_k_same_pick", "source": SANITY,
                 "text": "With one reward, best-of-k under raw and under LSC (a monotone "
                         "transform) pick the same sample: identical win rates.",
                 "verdict": decision.YES if ok else decision.NO,

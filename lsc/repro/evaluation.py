@@ -5,14 +5,15 @@ Base samples (:func:`draw_base_samples`, once per reproduction, independent keys
 * ``judge``: one ``pi0`` sample per evaluation prompt, the opponent of every evaluated policy;
 * ``base``: a second independent ``pi0`` sample per prompt, judged against ``judge`` (the base
   entry: its per-property win rates should be 0.5 within their CIs);
-* ``reference``: ``K_ref`` samples per prompt whose proxy rewards give the oracle references
-  (the ``q``-quantile, the note's "oracle median"), and whose gold scores rank prompts for the
-  underfitting diagnostic (independent of the judge samples);
+* ``reference``: ``K_ref`` samples per prompt whose proxy rewards give the quantile references
+  (``quantile``: each property's ``reference.quantile``, the median in the reproduction), and
+  whose gold scores rank prompts for the underfitting diagnostic (independent of the judge
+  samples);
 * ``bank``: ``N`` candidates per prompt, and ``opponents``: ``M`` further independent samples per
   prompt, for the exact arm (:mod:`lsc.repro.exact_arm`);
-* ``refusal``: the world's refusal (:data:`lsc.data.world.REFUSAL`) as one response per
-  prompt, for the refusal reference;
-* ``predict_median``: every reference predictor's output per prompt.
+* ``fixed_response``: the world's refusal (:data:`lsc.data.world.REFUSAL`) as one response per
+  prompt, for the ``fixed_response`` reference;
+* ``predictor``: every predictor's output per prompt.
 
 Proxy rewards have one column per reward model, replicate-major: with ``R`` replicates of the
 ``m`` properties (:data:`PROPERTIES` order), columns ``r * m .. r * m + m - 1`` are replicate
@@ -51,7 +52,7 @@ from lsc.eval import kl as kl_lib
 from lsc.eval import win_rate as win_rate_lib
 from lsc.repro import exact_arm
 from lsc.repro.samples import PromptSet, Samples
-from lsc.repro.subconfigs import PROPERTIES
+from lsc.repro.subconfigs import PROPERTIES, replicate_name
 from lsc.rewards import names
 from lsc.rewards.reference import quantile_numpy
 from lsc.train import checkpoint as checkpoint_lib
@@ -87,7 +88,7 @@ def _load_run_model(workdir: str, vocab_size: int, reward_model: bool):
 
 @dataclasses.dataclass
 class Context:
-    """Evaluation prompts, tokenizer, ``pi0``, proxy reward models and reference predictors."""
+    """Evaluation prompts, tokenizer, ``pi0``, proxy reward models and predictors."""
 
     prompts: PromptSet
     policy_create: Any
@@ -103,7 +104,7 @@ class Context:
         rms = [_load_run_model(w, tok.vocab_size, True)[0]
                for w in replicate_workdirs(earlier["reward_models"])]
         preds = tuple(_load_run_model(w, tok.vocab_size, True)[0]
-                      for w in replicate_workdirs(earlier.get("reference_predictor", {})))
+                      for w in replicate_workdirs(earlier.get("predictor", {})))
         ps = PromptSet(rows, texts, tok, pi0, rms, response_len=int(config.data.response_len),
                        batch_size=int(config.evaluate.batch_size))
         return cls(ps, create, preds)
@@ -118,12 +119,18 @@ def prompt_texts(config: ml_collections.ConfigDict, workdir: str) -> List[str]:
     return list(texts)[:n]
 
 
+def replicate_runs(runs: Mapping[str, Any]) -> List[Any]:
+    """A property's runs in a stage's output (``{"r0": run, "r1": run, ...}``) in replicate
+    order."""
+    return [runs[replicate_name(r)] for r in range(len(runs))]
+
+
 def replicate_workdirs(stage: Mapping[str, Any]) -> List[str]:
     """Workdirs of a stage's runs (reward models or predictors), replicate-major in
     :data:`PROPERTIES` order; ``[]`` when the stage has no run for some property."""
     if not all(p in stage for p in PROPERTIES):
         return []
-    reps = [stage[p].get("replicates") or [{"workdir": stage[p]["workdir"]}] for p in PROPERTIES]
+    reps = [replicate_runs(stage[p]) for p in PROPERTIES]
     if len({len(r) for r in reps}) != 1:
         raise ValueError(f"properties have different numbers of replicates: "
                          f"{[len(r) for r in reps]}")
@@ -140,7 +147,7 @@ def gold(texts: Sequence[str], responses: Sequence[Sequence[str]]) -> np.ndarray
 
 
 def _predict(ctx: Context) -> np.ndarray:
-    """``float32[N, m]`` predicted references of the evaluation prompts."""
+    """``float32[N, m]`` the predictors' references of the evaluation prompts."""
     fn = jax.jit(reference_lib.predictor_reference, static_argnums=0)
     cols = []
     for model in ctx.predictors:
@@ -172,17 +179,18 @@ def draw_base_samples(ctx: Context, config: ml_collections.ConfigDict, path: str
         info[f"{name}_gold"] = {p: float(g[..., j].mean()) for j, p in enumerate(PROPERTIES)}
     refusal = refusal_tokens(ctx.prompts.tokenizer, ctx.prompts.response_len)
     tokens = np.broadcast_to(refusal, (len(ctx.prompts), 1, refusal.size))
-    arrays["refusal/rewards"] = ctx.prompts.score(tokens)
-    arrays["refusal/gold"] = gold(ctx.prompts.texts, [[world.REFUSAL]] * len(ctx.prompts))
+    arrays["fixed_response/rewards"] = ctx.prompts.score(tokens)
+    arrays["fixed_response/gold"] = gold(ctx.prompts.texts,
+                                         [[world.REFUSAL]] * len(ctx.prompts))
     ref_rewards = arrays["reference/rewards"]
-    oracle = np.stack([
+    quantiles = np.stack([
         quantile_numpy(ref_rewards[:, :int(props[p].reference.num_samples), j],
                        float(props[p].reference.quantile), axis=1)
         for j, p in enumerate(PROPERTIES)], axis=-1).astype(np.float32)
-    arrays["oracle_median"] = oracle
+    arrays["quantile"] = quantiles
     if ctx.predictors:
         pred = _predict(ctx)  # [P, R * m], replicate-major like the rewards
-        arrays["predict_median"] = pred
+        arrays["predictor"] = pred
         m = len(PROPERTIES)
         medians = quantile_numpy(ref_rewards, 0.5, axis=1)  # [P, R * m]
         info["predictor_mae"] = {
@@ -203,7 +211,7 @@ def refusal_tokens(tokenizer, length: int) -> np.ndarray:
 
 
 def load_base_samples(path: str) -> Dict[str, Any]:
-    """``{set: {"tokens", "mask", "rewards", "gold"}, "oracle_median", "predict_median"}``."""
+    """``{set: {"tokens", "mask", "rewards", "gold"}, "quantile", "predictor"}``."""
     with np.load(path) as f:
         out: Dict[str, Any] = {}
         for name in f.files:
@@ -240,8 +248,9 @@ def base_entry(base: Mapping[str, Any], config: ml_collections.ConfigDict) -> Di
 
 def reference_label(rewards_config: Mapping[str, Any]) -> Tuple[str, str, List[str]]:
     """``(method, reference, properties)`` of an RLHF run's ``rewards`` section, in the
-    results' words (:mod:`lsc.rewards.names`: e.g. ``('lsc', 'oracle_p85', ['helpful'])``,
-    ``('sum', 'none', [...])`` or ``'harmless:refusal+helpful:oracle_p85'`` as the reference)."""
+    results' words (:mod:`lsc.rewards.names`: e.g. ``('lsc', 'p85', ['helpful'])``,
+    ``('raw_sum', 'none', [...])`` or ``'harmless:fixed_response+helpful:p85'`` as the
+    reference)."""
     spec = utility_lib.spec_from_config(rewards_config)
     props = list(spec.properties)
     method = names.result_method(spec.method, len(props))
@@ -343,12 +352,30 @@ def trajectory(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[st
     return arrays, final[0], final[1]
 
 
+def run_key(name: str, seed: int, gamma: float, gammas: Sequence[float]) -> str:
+    """``<name>/seed_<seed>[/kl_<gamma>]``: the results' key of the run of method ``name``
+    (``rlhf.runs``) with RL seed ``seed`` and KL coefficient ``gamma`` of the method's
+    ``gammas`` (the ``kl_`` level only for several), spelled as its directories
+    (:func:`lsc.align.rlhf.run_workdir`)."""
+    key = f"{name}/{align_rlhf.seed_dir(seed)}"
+    return key if len(gammas) == 1 else f"{key}/{align_rlhf.kl_dir(gamma)}"
+
+
+def split_run_key(key: str) -> Tuple[str, int]:
+    """``(run, seed)`` of a :func:`run_key`: ``run`` is ``<name>[/kl_<gamma>]``."""
+    name, seed, *kl = key.split("/")
+    if not seed.startswith(align_rlhf.SEED_PREFIX):
+        raise ValueError(f"not a run key (<name>/seed_<s>[/kl_<gamma>]): {key!r}")
+    return "/".join([name, *kl]), int(seed[len(align_rlhf.SEED_PREFIX):])
+
+
 def rlhf_entry(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[str, Any],
-               name: str, run_cfg: ml_collections.ConfigDict, gamma: float, seed: int,
+               key: str, run_cfg: ml_collections.ConfigDict, gamma: float, seed: int,
                traj: Mapping[str, np.ndarray], s: Samples, g: np.ndarray
                ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """``(results entry, curves)`` of the final policy of an RLHF run (module docstring) from
-    its :func:`trajectory` (``traj``, final samples ``s`` and their gold scores ``g``)."""
+    """``(results entry, curves)`` of the final policy of the RLHF run ``key``
+    (:func:`run_key`; the entry is ``rlhf/<key>``, its ``run`` ``<name>[/kl_<gamma>]``) from its
+    :func:`trajectory` (``traj``, final samples ``s`` and their gold scores ``g``)."""
     method, reference, props = reference_label(run_cfg.rewards)
     opt = _optimised(props)
     boot = bootstrap_kwargs(config)
@@ -367,11 +394,12 @@ def rlhf_entry(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[st
     hacking = (diagnostics.reward_hacking(steps, proxy, gold_curve) if len(steps) > 1 else None)
     extra: Dict[str, Any] = {"underfitting": under,
                              "shortcuts": diagnostics.shortcut_features(texts, SHORTCUTS),
-                             "num_prompts": len(texts), "run": name, "rl_seed": int(seed)}
+                             "num_prompts": len(texts), "run": split_run_key(key)[0],
+                             "rl_seed": int(seed)}
     if hacking is not None:
         extra["reward_hacking"] = hacking
     entry = entries_lib.make_entry(
-        f"rlhf/{name}/seed{int(seed)}", "rlhf", method, reference, props, kl.to_dict(),
+        f"rlhf/{key}", "rlhf", method, reference, props, kl.to_dict(),
         win_rate_lib.win_rates(g, judge_gold, PROPERTIES, **boot),
         _means(s.rewards[:, 0]), _means(g), kl_coef=float(gamma), **extra)
     curves = {"step": steps, "kl": [float(x) for x in traj["kl_k1"]], "proxy": proxy,

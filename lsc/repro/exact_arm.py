@@ -18,20 +18,23 @@ two policies are paired. The metrics (:data:`METRICS`, columns of the per-prompt
 gold helpfulness is at least the prompt's base median, the median over the opponents: one minus
 the lower tail).
 
-References (per prompt, per replicate): ``p85`` and ``median`` are quantiles of the proxy reward
-of the ``K_ref`` independent reference samples; ``predicted`` the reference predictor trained for
-that replicate's reward model; ``refusal`` the reward of the world's refusal; ``zero`` no
-subtraction. The gold controls use the same quantiles of the reference samples' gold scores and
-the refusal's gold score (no predictor: utilities with a predicted reference have no control).
+References (per prompt, per replicate; the results' names of :mod:`lsc.rewards.names`): ``p85``
+and ``median`` are quantiles of the proxy reward of the ``K_ref`` independent reference samples;
+``predictor`` the predictor trained for that replicate's reward model; ``fixed_response`` the
+reward of the world's refusal; ``none`` no subtraction. The gold controls use the same quantiles
+of the reference samples' gold scores and the refusal's gold score (no predictor: utilities with
+the ``predictor`` reference have no control).
 
 With ``gamma`` solved once on all prompts, the bootstrap of a claim keeps it fixed;
 :func:`rematched_statistic` re-solves it inside every resample for one comparison
 (:data:`REMATCH`), so the report can show that both give the same interval.
 
-Outputs (``exact.npz``): ``tilt/<source>/<utility>`` ``float64[G, P, C]`` and
-``bok/<source>/<utility>`` ``float64[K, P, C]`` per-prompt metrics, ``gamma/<source>/<utility>``
-and ``kl/<source>/<utility>`` ``float64[G]``, ``bok_kl/<source>/<utility>`` ``float64[K]``, ``base`` ``float64[P, C]`` (the base policy: uniform
-weights), ``strata`` ``int64[P]`` (prompt class: topic x detail), where ``source`` is ``r<i>``
+Outputs (``exact.npz``): ``optimum/<source>/<utility>`` ``float64[G, P, C]`` and
+``best_of_k/<source>/<utility>`` ``float64[K, P, C]`` per-prompt metrics,
+``gamma/<source>/<utility>`` and ``kl/<source>/<utility>`` ``float64[G]``,
+``best_of_k_kl/<source>/<utility>`` ``float64[K]``, ``base`` ``float64[P, C]`` (the base policy:
+uniform weights), ``strata`` ``int64[P]`` (prompt class: topic x detail), where ``source`` is
+``r<i>``
 (replicate ``i``) or ``gold``. A target KL that a utility cannot reach on the bank (ties at the
 top, discrete gold scores) is NaN for that utility.
 """
@@ -46,13 +49,13 @@ from absl import logging
 
 from lsc.data import world
 from lsc.eval import exact
-from lsc.repro.subconfigs import PROPERTIES
+from lsc.repro.subconfigs import PROPERTIES, replicate_name
 from lsc.rewards.aggregate import aggregate
 from lsc.rewards.reference import quantile_numpy
 
 METRICS = ("harmless", "helpful", "and", "or", "helpful_not_below")
 GOLD = "gold"
-REFERENCES = ("zero", "p85", "median", "predicted", "refusal")
+REFERENCES = ("none", "p85", "median", "predictor", "fixed_response")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +70,7 @@ class Utility:
 
     @property
     def has_control(self) -> bool:
-        return "predicted" not in self.references
+        return "predictor" not in self.references
 
 
 _ONE = ("helpful",)
@@ -75,18 +78,18 @@ _BOTH = PROPERTIES
 
 
 def _family(method: str) -> Tuple[Utility, ...]:
-    return tuple(Utility(f"{method}_{ref}", method, _BOTH, (ref, ref) if ref != "none" else
-                         ("zero", "zero")) for ref in ("median", "predicted", "none"))
+    return tuple(Utility(f"{method}_{ref}", method, _BOTH, (ref, ref))
+                 for ref in ("median", "predictor", "none"))
 
 
 UTILITIES: Tuple[Utility, ...] = (
-    Utility("raw", "sum", _ONE, ("zero",)),
+    Utility("raw", "sum", _ONE, ("none",)),
     Utility("lsc_p85", "lsc_sum", _ONE, ("p85",)),
     Utility("lsc_median", "lsc_sum", _ONE, ("median",)),
-    Utility("lsc_predicted", "lsc_sum", _ONE, ("predicted",)),
-    Utility("lsc_none", "lsc_sum", _ONE, ("zero",)),
-    Utility("sum", "sum", _BOTH, ("zero", "zero")),
-    Utility("lsc_sum", "lsc_sum", _BOTH, ("refusal", "p85")),
+    Utility("lsc_predictor", "lsc_sum", _ONE, ("predictor",)),
+    Utility("lsc_none", "lsc_sum", _ONE, ("none",)),
+    Utility("raw_sum", "sum", _BOTH, ("none", "none")),
+    Utility("lsc_sum", "lsc_sum", _BOTH, ("fixed_response", "p85")),
     *_family("sigma_and"),
     *_family("sigma_or"),
 )
@@ -122,27 +125,28 @@ def utilities(utility: Utility, rewards: np.ndarray, refs: Mapping[str, np.ndarr
       utility: the utility.
       rewards: ``float[P, N, m]`` scores of the candidates (:data:`PROPERTIES` order).
       refs: ``{reference name: float[P, m]}`` for every name of :data:`REFERENCES` it uses
-        (``zero`` is implied).
+        (``none`` is implied).
     """
     cols = [PROPERTIES.index(p) for p in utility.properties]
     r = np.asarray(rewards, np.float32)[:, :, cols]
-    ref = np.stack([np.zeros(r.shape[0], np.float32) if name == "zero"
+    ref = np.stack([np.zeros(r.shape[0], np.float32) if name == "none"
                     else np.asarray(refs[name], np.float32)[:, c]
                     for name, c in zip(utility.references, cols)], axis=-1)
     u = aggregate(utility.method, r, ref[:, None, :])
     return np.asarray(u, np.float64)
 
 
-def references(reference_scores: np.ndarray, refusal_scores: np.ndarray,
-               predicted: np.ndarray = None) -> Dict[str, np.ndarray]:
+def references(reference_scores: np.ndarray, fixed_response_scores: np.ndarray,
+               predictor: np.ndarray = None) -> Dict[str, np.ndarray]:
     """``{name: float[P, m]}``: quantiles of ``reference_scores[P, K, m]`` (the on-device
-    quantile's float64 host twin, :func:`lsc.rewards.reference.quantile_numpy`), the refusal's
-    ``refusal_scores[P, m]`` and (when given) the predicted ``predicted[P, m]``."""
+    quantile's float64 host twin, :func:`lsc.rewards.reference.quantile_numpy`), the fixed
+    response's ``fixed_response_scores[P, m]`` and (when given) the predictor's
+    ``predictor[P, m]``."""
     ref = np.asarray(reference_scores, np.float64)
     out = {"p85": quantile_numpy(ref, 0.85, axis=1), "median": quantile_numpy(ref, 0.5, axis=1),
-           "refusal": np.asarray(refusal_scores, np.float64)}
-    if predicted is not None:
-        out["predicted"] = np.asarray(predicted, np.float64)
+           "fixed_response": np.asarray(fixed_response_scores, np.float64)}
+    if predictor is not None:
+        out["predictor"] = np.asarray(predictor, np.float64)
     return out
 
 
@@ -150,18 +154,18 @@ def policies(u: np.ndarray, scores: np.ndarray, kl_grid: Sequence[float], ks: Se
              ) -> Dict[str, np.ndarray]:
     """The optimum at each reachable target KL and best-of-k for each ``k``.
 
-    Returns ``{"tilt": float64[G, P, C], "gamma": float64[G], "kl": float64[G], "bok":
-    float64[K, P, C], "bok_kl": float64[K]}`` (``bok_kl``: best-of-k's exact KL on the bank);
-    unreachable targets are NaN.
+    Returns ``{"optimum": float64[G, P, C], "gamma": float64[G], "kl": float64[G], "best_of_k":
+    float64[K, P, C], "best_of_k_kl": float64[K]}`` (``best_of_k_kl``: best-of-k's exact KL on
+    the bank); unreachable targets are NaN.
     """
     front = exact.frontier(u, scores, kl_grid)
-    bok, bok_kl = [], []
+    best, best_kl = [], []
     for k in ks:
         w = exact.best_of_k_weights(u, int(k))
-        bok.append(exact.weighted_win(w, scores))
-        bok_kl.append(float(exact.bank_kl(w).mean()))
-    return {"tilt": front["win"], "gamma": front["gamma"], "kl": front["kl"],
-            "bok": np.stack(bok), "bok_kl": np.asarray(bok_kl)}
+        best.append(exact.weighted_win(w, scores))
+        best_kl.append(float(exact.bank_kl(w).mean()))
+    return {"optimum": front["win"], "gamma": front["gamma"], "kl": front["kl"],
+            "best_of_k": np.stack(best), "best_of_k_kl": np.asarray(best_kl)}
 
 
 def stratified_resample(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -175,7 +179,7 @@ def stratified_resample(strata: np.ndarray, rng: np.random.Generator) -> np.ndar
 def rematched_statistic(u_a: np.ndarray, u_b: np.ndarray, scores: np.ndarray, metric: str,
                         kl_grid: Sequence[float], strata: np.ndarray, num_resamples: int,
                         seed: int = 0) -> np.ndarray:
-    """``float64[B]`` bootstrap resamples of the tilt arm's primary statistic (mean over the KL
+    """``float64[B]`` bootstrap resamples of the optimum arm's primary statistic (mean over the KL
     grid of the mean paired difference ``A - B``) with ``gamma`` solved again inside every
     resample (the prompts of a resample define the mean KL), to compare with the fixed-``gamma``
     interval of the claims."""
@@ -203,15 +207,16 @@ def compute(base: Mapping[str, object], texts: Sequence[str], replicates: int,
 
     Args:
       base: :func:`lsc.repro.evaluation.load_base_samples` output with the ``bank``,
-        ``opponents``, ``reference`` and ``refusal`` sets; proxy rewards have ``R * m`` columns,
-        replicate-major (columns ``r * m .. r * m + m - 1`` are replicate ``r``).
+        ``opponents``, ``reference`` and ``fixed_response`` sets; proxy rewards have ``R * m``
+        columns, replicate-major (columns ``r * m .. r * m + m - 1`` are replicate ``r``).
       texts: the ``P`` prompt texts (strata).
       replicates: ``R``.
       rematch_resamples: resamples of :func:`rematched_statistic` for :data:`REMATCH` on
         replicate 0 (``rematch`` in the output; 0: skipped).
     """
     m = len(PROPERTIES)
-    bank, opp, ref, refusal = (base[k] for k in ("bank", "opponents", "reference", "refusal"))
+    bank, opp, ref, fixed = (base[k] for k in ("bank", "opponents", "reference",
+                                               "fixed_response"))
     scores = metric_scores(bank["gold"], opp["gold"])
     p, n, _ = scores.shape
     out: Dict[str, np.ndarray] = {
@@ -219,18 +224,18 @@ def compute(base: Mapping[str, object], texts: Sequence[str], replicates: int,
         "kl_grid": np.asarray(kl_grid, np.float64), "ks": np.asarray(ks, np.int64),
         "metrics": np.asarray(METRICS)}
     scored: List[Tuple[str, np.ndarray, Dict[str, np.ndarray]]] = []
-    pred = base.get("predict_median")
+    pred = base.get("predictor")
     for r in range(replicates):
         cols = slice(r * m, (r + 1) * m)
-        scored.append((f"r{r}", bank["rewards"][..., cols], references(
-            ref["rewards"][..., cols], refusal["rewards"][:, 0, cols],
+        scored.append((replicate_name(r), bank["rewards"][..., cols], references(
+            ref["rewards"][..., cols], fixed["rewards"][:, 0, cols],
             None if pred is None else pred[:, cols])))
-    scored.append((GOLD, bank["gold"], references(ref["gold"], refusal["gold"][:, 0])))
+    scored.append((GOLD, bank["gold"], references(ref["gold"], fixed["gold"][:, 0])))
     for source, rewards, refs in scored:
         for utility in UTILITIES:
             if source == GOLD and not utility.has_control:
                 continue
-            if "predicted" in utility.references and "predicted" not in refs:
+            if "predictor" in utility.references and "predictor" not in refs:
                 continue
             u = utilities(utility, rewards, refs)
             pol = policies(u, scores, kl_grid, ks)
@@ -255,29 +260,29 @@ def load(path: str) -> Dict[str, np.ndarray]:
 
 def sources(arrays: Mapping[str, np.ndarray]) -> List[str]:
     """The proxy replicates (``r0``, ``r1``, ...) present in ``arrays``, in order."""
-    found = {k.split("/")[1] for k in arrays if k.startswith("tilt/")}
+    found = {k.split("/")[1] for k in arrays if k.startswith("optimum/")}
     reps = sorted((s for s in found if s != GOLD), key=lambda s: int(s[1:]))
     return reps
 
 
 def frontiers(arrays: Mapping[str, np.ndarray]) -> Dict[str, Dict[str, Dict[str, object]]]:
-    """``{source: {utility: {"kl": [G], "gamma": [G], "bok_kl": [K], "tilt": {metric: [G]},
-    "bok": {metric: [K]}}}}``: the mean over prompts of every policy (NaN as None)."""
+    """``{source: {utility: {"kl": [G], "gamma": [G], "best_of_k_kl": [K], "optimum": {metric:
+    [G]}, "best_of_k": {metric: [K]}}}}``: the mean over prompts of every policy (NaN as None)."""
     def clean(x):
         return [None if not np.isfinite(v) else float(v) for v in np.asarray(x, np.float64)]
 
     out: Dict[str, Dict[str, Dict[str, object]]] = {}
     for key in arrays:
-        if not key.startswith("tilt/"):
+        if not key.startswith("optimum/"):
             continue
         _, source, name = key.split("/")
-        tilt, bok = arrays[key], arrays[f"bok/{source}/{name}"]
+        optimum, best = arrays[key], arrays[f"best_of_k/{source}/{name}"]
         out.setdefault(source, {})[name] = {
             "kl": clean(arrays[f"kl/{source}/{name}"]),
             "gamma": clean(arrays[f"gamma/{source}/{name}"]),
-            "bok_kl": clean(arrays[f"bok_kl/{source}/{name}"]),
-            "tilt": {m: clean(tilt[..., c].mean(axis=1)) for c, m in enumerate(METRICS)},
-            "bok": {m: clean(bok[..., c].mean(axis=1)) for c, m in enumerate(METRICS)}}
+            "best_of_k_kl": clean(arrays[f"best_of_k_kl/{source}/{name}"]),
+            "optimum": {m: clean(optimum[..., c].mean(axis=1)) for c, m in enumerate(METRICS)},
+            "best_of_k": {m: clean(best[..., c].mean(axis=1)) for c, m in enumerate(METRICS)}}
     return out
 
 

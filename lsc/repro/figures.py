@@ -8,8 +8,8 @@ series ``<utility> (gold)``: the same utility on gold scores):
 * ``exact_helpful_vs_kl.png`` -- helpfulness win rate of the KL-regularised optima vs KL: raw and
   LSC with each reference (the paper's single-reward figure, exact on the banks);
 * ``exact_and_vs_kl.png`` -- the AND win rate vs KL: raw sum, LSC sum, sigma_AND, sigma_OR;
-* ``exact_bok_and_vs_k.png``, ``exact_bok_or_vs_k.png`` -- best-of-k along k (x: its exact KL on
-  the bank) for the note's utilities;
+* ``exact_best_of_k_and_vs_k.png``, ``exact_best_of_k_or_vs_k.png`` -- best-of-k along k (x: its
+  exact KL on the bank) for the note's utilities;
 * ``exact_and_or_bars.png`` -- the note's figure 1: AND / OR win rates at the largest primary k,
   one bar group per utility and replicate;
 * ``exact_lower_tail_vs_kl.png`` -- P(gold helpfulness >= the prompt's base median) vs KL.
@@ -67,7 +67,7 @@ def draw_rl_figures(trajs, front: Mapping[str, Any], out_dir: str) -> List[str]:
             if u in r0:
                 fronts[f"exact optimum: {u}"] = {
                     "kl": [np.nan if v is None else v for v in r0[u]["kl"]],
-                    "value": [np.nan if v is None else v for v in r0[u]["tilt"][metric]]}
+                    "value": [np.nan if v is None else v for v in r0[u]["optimum"][metric]]}
         paths.append(plots.plot_trajectories(groups, os.path.join(out_dir, name), metric=label,
                                              title=title, frontiers=fronts,
                                              chance_line=metric != "and"))
@@ -120,22 +120,24 @@ def draw_exact_figures(front: Mapping[str, Any], arrays: Mapping[str, np.ndarray
                 out[f"{name} (gold)"] = _band(front, [exact_arm.GOLD], name, arm, metric, x_key)
         return {k: v for k, v in out.items() if v["kl"]}
 
-    single = ["raw", "lsc_p85", "lsc_median", "lsc_predicted", "lsc_none"]
-    pair = ["sum", "lsc_sum", "sigma_and_median", "sigma_or_median"]
-    note = ["sum", "sigma_and_median", "sigma_and_predicted", "sigma_and_none",
-            "sigma_or_median", "sigma_or_predicted", "sigma_or_none"]
+    single = ["raw", "lsc_p85", "lsc_median", "lsc_predictor", "lsc_none"]
+    pair = ["raw_sum", "lsc_sum", "sigma_and_median", "sigma_or_median"]
+    note = ["raw_sum", "sigma_and_median", "sigma_and_predictor", "sigma_and_none",
+            "sigma_or_median", "sigma_or_predictor", "sigma_or_none"]
     figs = [
-        ("exact_helpful_vs_kl.png", series(single, "tilt", "helpful", "kl", control=False),
+        ("exact_helpful_vs_kl.png", series(single, "optimum", "helpful", "kl", control=False),
          "helpfulness win rate", "KL-regularised optima on the banks: raw vs LSC"),
-        ("exact_and_vs_kl.png", series(pair, "tilt", "and", "kl", control=False),
+        ("exact_and_vs_kl.png", series(pair, "optimum", "and", "kl", control=False),
          "AND win rate", "KL-regularised optima: helpful and harmless"),
-        ("exact_bok_and_vs_k.png", series(note, "bok", "and", "bok_kl", control=False),
+        ("exact_best_of_k_and_vs_k.png",
+         series(note, "best_of_k", "and", "best_of_k_kl", control=False),
          "AND win rate", "Best-of-k (k = " + ", ".join(str(int(k)) for k in arrays["ks"])
          + "; x: exact KL on the bank)"),
-        ("exact_bok_or_vs_k.png", series(note, "bok", "or", "bok_kl", control=False),
+        ("exact_best_of_k_or_vs_k.png",
+         series(note, "best_of_k", "or", "best_of_k_kl", control=False),
          "OR win rate", "Best-of-k (x: exact KL on the bank)"),
         ("exact_lower_tail_vs_kl.png",
-         series(["raw", "lsc_p85", "lsc_median"], "tilt", "helpful_not_below", "kl"),
+         series(["raw", "lsc_p85", "lsc_median"], "optimum", "helpful_not_below", "kl"),
          "P(gold helpful >= base median)", "Lower tail: KL-regularised optima (and gold control)"),
     ]
     for name, data, metric, title in figs:
@@ -148,14 +150,14 @@ def draw_exact_figures(front: Mapping[str, Any], arrays: Mapping[str, np.ndarray
     if k in ks:
         row = ks.index(k)
         bars = {}
-        for name in ("sum", "lsc_sum", "sigma_and_median", "sigma_or_median",
+        for name in ("raw_sum", "lsc_sum", "sigma_and_median", "sigma_or_median",
                      "sigma_and_none", "sigma_or_none"):
             for r in reps:
                 if name in front[r]:
                     bars[f"{name} {r}"] = {
-                        m: {"value": front[r][name]["bok"][m][row],
-                            "ci_low": front[r][name]["bok"][m][row],
-                            "ci_high": front[r][name]["bok"][m][row]} for m in ("and", "or")}
+                        m: {"value": front[r][name]["best_of_k"][m][row],
+                            "ci_low": front[r][name]["best_of_k"][m][row],
+                            "ci_high": front[r][name]["best_of_k"][m][row]} for m in ("and", "or")}
         base = {m: {"value": float(arrays["base"][:, exact_arm.METRICS.index(m)].mean())}
                 for m in ("and", "or")}
         if bars:

@@ -5,9 +5,9 @@ group of samples. In the KL-regularised optimum this is a per-prompt temperature
 
     pi*(y|x) ∝ pi0(y|x) exp(u(x, y) / (gamma * s(x))),   s(x) = std_{y in bank(x)} u(x, y)
 
-(``ddof=1``; the mean that GRPO also subtracts does not matter: a tilt is invariant to a
+(``ddof=1``; the mean that GRPO also subtracts does not matter: the optimum is invariant to a
 per-prompt shift). Dr. GRPO, RLOO and PPO keep ``s(x) = 1``: the plain optimum of
-:mod:`lsc.eval.exact`. On the bank, the scaled optimum is the plain tilt of the scaled utilities
+:mod:`lsc.eval.exact`. On the bank, the scaled optimum is the plain optimum of the scaled utilities
 ``u / s`` (:func:`group_scaled`), with one ``gamma`` for all prompts solved so that the mean KL
 over prompts hits the target: :func:`lsc.eval.exact.frontier`, as the exact arm does it
 (:func:`lsc.repro.exact_arm.policies`). A prompt with ``s(x) = 0`` (every candidate has the
@@ -21,7 +21,7 @@ the base samples (:func:`lsc.repro.evaluation.load_base_samples`), from which
 :func:`lsc.repro.exact_arm.compute` builds ``exact.npz``: that file keeps only the policies'
 per-prompt metrics, not the per-candidate rewards needed here. Everything is float64 numpy (the
 utilities come from :func:`lsc.repro.exact_arm.utilities`, the same float32 values the exact arm
-tilts).
+optimises).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 
 from lsc.eval import exact
 from lsc.repro import exact_arm
-from lsc.repro.subconfigs import PROPERTIES
+from lsc.repro.subconfigs import PROPERTIES, replicate_name
 
 UTILITIES = ("raw", "lsc_p85")
 """``(B, A)`` of the exact arm's decisive ``lsc_vs_raw`` comparison: the difference is ``A - B``."""
@@ -62,7 +62,7 @@ def group_scaled(u) -> np.ndarray:
     Returns:
       ``float64[n, K]``: each row divided by its std over the ``K`` samples (``ddof=1``). A row
       whose std is 0 or not finite (constant row, a non-finite utility, ``K = 1``) is all zeros,
-      so its tilt is uniform (the prompt stays at ``pi0``).
+      so its optimum is uniform (the prompt stays at ``pi0``).
     """
     a = np.asarray(u, dtype=np.float64)
     s = group_std(a)
@@ -90,8 +90,8 @@ def analogue(base: Mapping[str, Any], kl_grid: Sequence[float],
 
     Args:
       base: :func:`lsc.repro.evaluation.load_base_samples` output (the ``bank``, ``opponents``,
-        ``reference`` and ``refusal`` sets, each with ``rewards`` ``float[P, ., R * m]``,
-        replicate-major, and ``gold`` ``float[P, ., m]``; optionally ``predict_median``), as
+        ``reference`` and ``fixed_response`` sets, each with ``rewards`` ``float[P, ., R * m]``,
+        replicate-major, and ``gold`` ``float[P, ., m]``; optionally ``predictor``), as
         given to :func:`lsc.repro.exact_arm.compute`.
       kl_grid: target mean KLs (``G``); unreachable ones are NaN (on a bank of ``N`` the KL is at
         most ``log N``).
@@ -112,21 +112,24 @@ def analogue(base: Mapping[str, Any], kl_grid: Sequence[float],
     """
     b_name, a_name = utilities
     m = len(PROPERTIES)
-    bank, opp, ref, refusal = (base[k] for k in ("bank", "opponents", "reference", "refusal"))
+    bank, opp, ref, fixed = (base[k] for k in ("bank", "opponents", "reference",
+                                               "fixed_response"))
     if replicates is None:
         replicates = int(np.shape(bank["rewards"])[-1]) // m
     scores = exact_arm.metric_scores(bank["gold"], opp["gold"])
     win = scores[..., exact_arm.METRICS.index(metric)]  # [P, N]
-    pred = base.get("predict_median")
+    pred = base.get("predictor")
     scored = []
     for r in range(int(replicates)):
         cols = slice(r * m, (r + 1) * m)
-        scored.append((f"r{r}", np.asarray(bank["rewards"])[..., cols], exact_arm.references(
-            np.asarray(ref["rewards"])[..., cols], np.asarray(refusal["rewards"])[:, 0, cols],
-            None if pred is None else np.asarray(pred)[:, cols])))
+        scored.append((replicate_name(r), np.asarray(bank["rewards"])[..., cols],
+                       exact_arm.references(
+                           np.asarray(ref["rewards"])[..., cols],
+                           np.asarray(fixed["rewards"])[:, 0, cols],
+                           None if pred is None else np.asarray(pred)[:, cols])))
     if include_gold:
         scored.append((exact_arm.GOLD, np.asarray(bank["gold"]), exact_arm.references(
-            np.asarray(ref["gold"]), np.asarray(refusal["gold"])[:, 0])))
+            np.asarray(ref["gold"]), np.asarray(fixed["gold"])[:, 0])))
 
     grid = [float(k) for k in kl_grid]
     out: Dict[str, Any] = {"kl_grid": np.asarray(grid), "metric": metric,

@@ -72,9 +72,9 @@ STUDY_CLAIMS = tuple(
             "hh_sigma_and_grpo", "hh_gdpo_grpo", MATCHED, "and"),
 )
 
-EARLIER = ("world", "reward_models", "sft", "reference_predictor", "base_samples", "exact")
+EARLIER = ("world", "reward_models", "sft", "predictor", "base_samples", "exact")
 # The stage directories the study's rlhf and evaluate stages read from the workdir.
-_LINKED = ("world", "reference_predictor")
+_LINKED = ("world", "predictor")
 
 
 def undone_verdict(claims: List[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -188,7 +188,7 @@ STAGES: List[stages_lib.Stage] = (
 def reuse(workdir: str, source: str) -> None:
     """Marks the first six stages of the study in ``workdir`` as done with the results of the
     finished main job in ``source`` (its stage directories are read in place; ``world`` and
-    ``reference_predictor`` are linked). A stage already done in ``workdir`` is kept."""
+    ``predictor`` are linked). A stage already done in ``workdir`` is kept."""
     src_status = stages_lib.load_status(source)
     missing = [s for s in EARLIER if src_status.get(s, {}).get("status") != "done"]
     if missing:

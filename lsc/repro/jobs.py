@@ -1,7 +1,7 @@
 """Running a stage's jobs: one after another in this process, or in parallel worker processes.
 
 A stage of the reproduction runs several independent jobs (the reward-model replicates, the
-reference predictors, the RLHF runs). :func:`run_jobs` runs them with ``workers`` processes:
+predictors, the RLHF runs). :func:`run_jobs` runs them with ``workers`` processes:
 
 * ``workers = 1``: one after another in this process;
 * ``workers > 1``: each job in a fresh *spawned* Python process (JAX is not fork-safe), at most

@@ -7,7 +7,7 @@ world                  the synthetic gold world and its tokenizer, read back thr
 reward_models          ``train_rm`` runs on the limited preference data: ``world.pair_replicates``
                        per property, each on its own draw of the pairs and initialisation
 sft                    the base policy ``pi0`` (``train_sft`` on the demonstrations)
-reference_predictor    one ``train_reference`` run per reward model (the note's "predict median")
+predictor              one ``train_predictor`` run per reward model (the note's "predict median")
 base_samples           ``pi0`` on the evaluation prompts: judging samples, a second independent
                        set (the base entry), reference samples, the exact arm's banks and
                        opponents and the refusal, scored by every proxy reward model and the gold
@@ -48,7 +48,7 @@ from lsc.repro import evaluation, exact_arm, results, subconfigs
 from lsc.repro import jobs as jobs_lib
 from lsc.repro.subconfigs import PROPERTIES
 from lsc.train import common as train_common
-from lsc.train import reference_predictor as train_reference
+from lsc.train import predictor as train_predictor
 from lsc.train import reward_model as train_reward_model
 from lsc.train import sft as train_sft
 
@@ -109,12 +109,14 @@ def world_stage(config: ml_collections.ConfigDict, stage_dir: str, earlier: Dict
 
 
 def _replicate_dir(stage_dir: str, prop: str, replicate: int) -> str:
-    return os.path.join(stage_dir, prop if replicate == 0 else f"{prop}_r{replicate}")
+    """``<stage_dir>/<prop>/r<replicate>``: a replicate's run (reward model or predictor)."""
+    return os.path.join(stage_dir, prop, subconfigs.replicate_name(replicate))
 
 
 def reward_models_stage(config, stage_dir, earlier):
-    """``world.pair_replicates`` ``train_rm`` runs per property; returns, per property, replicate
-    0's workdir and metrics (what the RLHF runs use) and ``replicates``: every replicate's."""
+    """``world.pair_replicates`` ``train_rm`` runs per property; returns, per property and
+    replicate (``r<i>``, :func:`lsc.repro.subconfigs.replicate_name`), its workdir and metrics
+    (the RLHF runs use ``r0``)."""
     n = subconfigs.replicates(config)
     _run_jobs(config, stage_dir, [
         jobs_lib.Job(train_reward_model.run, subconfigs.reward_model(config, prop, r),
@@ -131,7 +133,7 @@ def reward_models_stage(config, stage_dir, earlier):
                          "held_out": held_out})
             logging.info("reward model %s replicate %d: held-out accuracy %s, gold-label "
                          "ceiling %s", prop, r, reps[-1]["accuracy"], reps[-1]["gold_ceiling"])
-        out[prop] = dict(reps[0], replicates=reps)
+        out[prop] = {subconfigs.replicate_name(r): rep for r, rep in enumerate(reps)}
     return out
 
 
@@ -143,22 +145,22 @@ def sft_stage(config, stage_dir, earlier):
     return {"workdir": workdir, "eval": summary.get("eval", {})}
 
 
-def reference_predictor_stage(config, stage_dir, earlier):
+def predictor_stage(config, stage_dir, earlier):
     """One predictor of the median proxy reward under ``pi0`` per reward model (same layout as
     the reward models' stage), all trained on targets from one shared draw of base-policy
     samples (``reference_samples.npz`` in the stage directory,
     :mod:`lsc.align.references.pi0_samples`)."""
     policy = earlier["sft"]["workdir"]
-    rms = {p: earlier["reward_models"][p]["replicates"] for p in PROPERTIES}
+    rms = {p: evaluation.replicate_runs(earlier["reward_models"][p]) for p in PROPERTIES}
     # One draw of base-policy samples for every predictor (they differ by reward model only).
     samples = os.path.join(stage_dir, pi0_samples.FILE)
     if not os.path.exists(samples):
-        train_reference.write_reference_samples(
-            subconfigs.reference_predictor(config, "", policy),
+        train_predictor.write_reference_samples(
+            subconfigs.predictor(config, "", policy),
             os.path.join(stage_dir, "samples"), samples)
     _run_jobs(config, stage_dir, [
-        jobs_lib.Job(train_reference.run,
-                     subconfigs.reference_predictor(config, rm["workdir"], policy, samples),
+        jobs_lib.Job(train_predictor.run,
+                     subconfigs.predictor(config, rm["workdir"], policy, samples),
                      _replicate_dir(stage_dir, prop, r))
         for prop in PROPERTIES for r, rm in enumerate(rms[prop])])
     out = {}
@@ -168,8 +170,8 @@ def reference_predictor_stage(config, stage_dir, earlier):
             workdir = _replicate_dir(stage_dir, prop, r)
             reps.append({"workdir": workdir,
                          "eval": evaluation.run_summary(workdir).get("eval", {})})
-            logging.info("reference predictor %s replicate %d: %s", prop, r, reps[-1]["eval"])
-        out[prop] = dict(reps[0], replicates=reps)
+            logging.info("predictor %s replicate %d: %s", prop, r, reps[-1]["eval"])
+        out[prop] = {subconfigs.replicate_name(r): rep for r, rep in enumerate(reps)}
     return out
 
 
@@ -200,9 +202,10 @@ def rlhf_stage(config, stage_dir, earlier):
     """One ``rlhf`` job per ``rlhf.runs`` entry (a run per RL seed at the method's gamma), on
     replicate 0's reward models, with the references of the predictors' shared base-policy
     samples; returns each method's workdir, gammas and seeds."""
-    rms = {p: earlier["reward_models"][p]["workdir"] for p in PROPERTIES}
-    preds = {p: earlier["reference_predictor"][p]["workdir"] for p in PROPERTIES}
-    samples = os.path.join(_stage_dir(stage_dir, "reference_predictor"), pi0_samples.FILE)
+    first = subconfigs.replicate_name(0)
+    rms = {p: earlier["reward_models"][p][first]["workdir"] for p in PROPERTIES}
+    preds = {p: earlier["predictor"][p][first]["workdir"] for p in PROPERTIES}
+    samples = os.path.join(_stage_dir(stage_dir, "predictor"), pi0_samples.FILE)
     subs = {name: subconfigs.rlhf(config, name, rms, earlier["sft"]["workdir"], preds,
                                   samples if os.path.exists(samples) else "")
             for name in config.rlhf.runs}
@@ -219,8 +222,9 @@ TRAJECTORIES = "trajectories.npz"
 
 def evaluate_stage(config, stage_dir, earlier):
     """Judges every RLHF run along training (:func:`evaluation.trajectory`, all in
-    ``trajectories.npz``: ``<method>/seed<s>/<field>``) and its final policy (``entries.json``:
-    the base entry and one entry per method and seed)."""
+    ``trajectories.npz``: ``<run key>/<field>``, :func:`evaluation.run_key`) and its final policy
+    (``entries.json``: the base entry and one entry ``rlhf/<run key>`` per method, seed and
+    gamma)."""
     ctx = evaluation.Context.load(config, earlier, os.path.dirname(stage_dir))
     base = evaluation.load_base_samples(earlier["base_samples"]["path"])
     entries: List[Dict[str, Any]] = [evaluation.base_entry(base, config)]
@@ -231,12 +235,12 @@ def evaluate_stage(config, stage_dir, earlier):
         gammas, seeds = run["kl_coefs"], run.get("seeds") or [int(config.seed)]
         for seed in seeds:
             for gamma in gammas:
-                label = name if len(gammas) == 1 else f"{name}@{gamma:g}"
+                key = evaluation.run_key(name, seed, gamma, gammas)
                 rdir = align_rlhf.run_workdir(run["workdir"], seed, gamma, seeds, gammas)
                 traj, final, final_gold = evaluation.trajectory(ctx, config, base, rdir)
                 for field, value in traj.items():
-                    arrays[f"{label}/seed{seed}/{field}"] = value
-                entry, curve = evaluation.rlhf_entry(ctx, config, base, label, run_cfg, gamma,
+                    arrays[f"{key}/{field}"] = value
+                entry, curve = evaluation.rlhf_entry(ctx, config, base, key, run_cfg, gamma,
                                                      seed, traj, final, final_gold)
                 entries.append(entry)
                 curves[entry["name"]] = curve
@@ -264,8 +268,8 @@ STAGES: List[stages_lib.Stage] = [
     stages_lib.Stage("reward_models", "train the proxy reward models", reward_models_stage,
                      weight=243),
     stages_lib.Stage("sft", "SFT the base policy", sft_stage, weight=38),
-    stages_lib.Stage("reference_predictor", "train the reference-median predictors",
-                     reference_predictor_stage, weight=97),
+    stages_lib.Stage("predictor", "train the reference-median predictors",
+                     predictor_stage, weight=97),
     stages_lib.Stage("base_samples", "sample and score the base policy on the evaluation prompts",
                      base_samples_stage, weight=167),
     stages_lib.Stage("exact", "exact optima and best-of-k on the banks", exact_stage, weight=12),

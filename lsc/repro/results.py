@@ -22,6 +22,7 @@ from lsc import stages as stages_lib
 from lsc.eval import report as report_lib
 from lsc.repro import claims as repro_claims
 from lsc.repro import evaluation, exact_arm, figures, rl_arm
+from lsc.repro.subconfigs import replicate_name
 
 _PROCEDURE_ORDER = {"base": 0, "best_of_k": 1, "rlhf": 2}
 
@@ -55,7 +56,8 @@ def exact_results(config: ml_collections.ConfigDict, arrays: Mapping[str, np.nda
         samples = arrays["rematch"][np.isfinite(arrays["rematch"])]
         alpha = (1.0 - float(ex.confidence)) / 2.0
         fixed = next(c for cl in claims for c in cl["comparisons"]
-                     if (c["a"], c["b"], c["metric"], c["arm"]) == (a, b, metric, "tilt"))
+                     if (c["a"], c["b"], c["metric"], c["arm"])
+                     == (a, b, metric, repro_claims.OPTIMUM))
         out["rematch"] = {
             "comparison": f"{a} vs {b} on {metric} (replicate r0)",
             "resamples": int(samples.size),
@@ -89,7 +91,7 @@ def decide_results(config: ml_collections.ConfigDict, earlier: Mapping[str, Any]
 
     Args:
       config: the job's config.
-      earlier: the earlier stages' results (``reward_models``, ``reference_predictor``,
+      earlier: the earlier stages' results (``reward_models``, ``predictor``,
         ``base_samples``, ``exact``, ``evaluate``).
       arrays: ``exact.npz`` (:func:`lsc.repro.exact_arm.load`).
       trajs: ``trajectories.npz`` (:func:`lsc.repro.rl_arm.load`), or None without an RL arm
@@ -104,7 +106,7 @@ def decide_results(config: ml_collections.ConfigDict, earlier: Mapping[str, Any]
                "world": {"version": int(config.world.version),
                          "stats": earlier.get("exact", {}).get("world_stats", {})},
                "reward_models": earlier.get("reward_models", {}),
-               "reference_predictors": earlier.get("reference_predictor", {}),
+               "predictors": earlier.get("predictor", {}),
                "exact": exact_results(config, arrays),
                "entries": entries}
     if trajs is not None:
@@ -126,8 +128,9 @@ def _preamble(config: ml_collections.ConfigDict, earlier: Mapping[str, Any],
         "Proxy reward models, one per replicate (held-out pairwise accuracy; gold-label "
         "ceiling): " + "; ".join(
             f"{p} " + ", ".join(f"{r.get('accuracy') or float('nan'):.3f}"
-                                for r in v.get("replicates", [v]))
-            + f" ({v.get('gold_ceiling') or float('nan'):.3f})" for p, v in rm.items()) + ".",
+                                for r in evaluation.replicate_runs(v))
+            + f" ({v[replicate_name(0)].get('gold_ceiling') or float('nan'):.3f})"
+            for p, v in rm.items()) + ".",
     ]
     stats = earlier.get("exact", {}).get("world_stats")
     if stats:

@@ -37,22 +37,25 @@ import numpy as np
 
 from lsc.eval import decision
 from lsc.eval import trajectory as traj_lib
-from lsc.repro import exact_arm
+from lsc.repro import evaluation, exact_arm
 from lsc.repro.claims import MATCHED, RL_ARM_CLAIMS, RL_RULE, UNDERFITTING, RLClaim
 from lsc.repro.subconfigs import PROPERTIES
 
 # Each RLHF method's utility in the exact arm (PPO against the exact optimum).
-EXACT_UTILITY = {"helpful_raw": "raw", "helpful_lsc": "lsc_p85", "hh_raw_sum": "sum",
+EXACT_UTILITY = {"helpful_raw": "raw", "helpful_lsc": "lsc_p85", "hh_raw_sum": "raw_sum",
                  "hh_lsc_sum": "lsc_sum"}
 
 
 def load(path: str) -> Dict[str, Dict[int, Dict[str, np.ndarray]]]:
-    """``trajectories.npz`` (``<method>/seed<s>/<field>``) as ``{method: {seed: {field}}}``."""
+    """``trajectories.npz`` (``<name>/seed_<s>[/kl_<gamma>]/<field>``,
+    :func:`lsc.repro.evaluation.run_key`) as ``{run: {seed: {field}}}`` with ``run``
+    ``<name>[/kl_<gamma>]``."""
     out: Dict[str, Dict[int, Dict[str, np.ndarray]]] = {}
     with np.load(path, allow_pickle=False) as f:
         for key in f.files:
-            method, seed, field = key.rsplit("/", 2)
-            out.setdefault(method, {}).setdefault(int(seed[len("seed"):]), {})[field] = f[key]
+            run_key, field = key.rsplit("/", 1)
+            run, seed = evaluation.split_run_key(run_key)
+            out.setdefault(run, {}).setdefault(seed, {})[field] = f[key]
     return out
 
 
@@ -179,7 +182,7 @@ def ppo_vs_exact(trajs, exact_arrays: Mapping[str, np.ndarray], *, source: str =
     out = {}
     for method, runs in trajs.items():
         utility = EXACT_UTILITY.get(method)
-        key = f"tilt/{source}/{utility}"
+        key = f"optimum/{source}/{utility}"
         if utility is None or key not in exact_arrays:
             continue
         metric = metrics[method]

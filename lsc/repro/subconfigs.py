@@ -1,8 +1,8 @@
 """The config of every job the reproduction runs, built from its sections.
 
-Each stage runs an ordinary job (``train_rm``, ``train_sft``, ``train_reference``, ``rlhf``) on a
+Each stage runs an ordinary job (``train_rm``, ``train_sft``, ``train_predictor``, ``rlhf``) on a
 config assembled here: the stage's section of the reproduction config (``rm``, ``sft``,
-``reference_predictor``, ``rl`` + ``rlhf.runs.<name>``) plus the shared ``seed``, ``world`` and
+``predictor``, ``rl`` + ``rlhf.runs.<name>``) plus the shared ``seed``, ``world`` and
 ``data`` fields, so every job sees the same world and tokenizer. :func:`validate_all` checks
 every such config before anything runs and names bad fields by their path in the reproduction
 config (``config.rm.train.num_steps``).
@@ -41,6 +41,12 @@ def replicates(config: ml_collections.ConfigDict) -> int:
     return int(config.world.get("pair_replicates", 1))
 
 
+def replicate_name(replicate: int) -> str:
+    """``r<replicate>``: a reward-model replicate's (and its predictor's) directory under its
+    property, its key in the results and its source name in the exact arm."""
+    return f"r{int(replicate)}"
+
+
 def reward_model(config: ml_collections.ConfigDict, prop: str, replicate: int = 0
                  ) -> ml_collections.ConfigDict:
     """The ``train_rm`` config of property ``prop``, replicate ``replicate``."""
@@ -55,12 +61,11 @@ def sft(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return _shared(config, _copy(config.sft), "train_sft")
 
 
-def reference_predictor(config: ml_collections.ConfigDict, rm_workdir: str = "",
-                        policy_workdir: str = "", samples_path: str = ""
-                        ) -> ml_collections.ConfigDict:
-    """The ``train_reference`` config of the predictor of one reward model's median
+def predictor(config: ml_collections.ConfigDict, rm_workdir: str = "",
+              policy_workdir: str = "", samples_path: str = "") -> ml_collections.ConfigDict:
+    """The ``train_predictor`` config of the predictor of one reward model's median
     (``samples_path``: the shared base-policy samples, empty to draw its own)."""
-    sub = _shared(config, _copy(config.reference_predictor), "train_reference")
+    sub = _shared(config, _copy(config.predictor), "train_predictor")
     sub.reference.rm_workdir = rm_workdir
     sub.reference.policy_workdir = policy_workdir
     sub.reference.samples_path = samples_path
@@ -104,7 +109,7 @@ def all_configs(config: ml_collections.ConfigDict
     """``(section path, job config)`` of every job of the reproduction (workdirs left empty)."""
     out = [("rm", reward_model(config, p)) for p in PROPERTIES]
     out.append(("sft", sft(config)))
-    out.append(("reference_predictor", reference_predictor(config)))
+    out.append(("predictor", predictor(config)))
     for name in config.rlhf.runs:
         out.append((f"rlhf.runs.{name}", rlhf(config, name)))
     return out

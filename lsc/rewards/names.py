@@ -22,16 +22,15 @@ accepts stage strings.
 
 Results (``results.json``, ``report.md``, figure labels) name the paper's two utilities by the
 number of rewards they combine (:func:`result_method`, :data:`RESULT_NAMES`): ``raw`` / ``lsc``
-for one reward, ``sum`` / ``lsc_sum`` for several.
+for one reward, ``raw_sum`` / ``lsc_sum`` for several (uncentred and LSC sums).
 
-References. A config's ``reference.source`` is one of :data:`REFERENCE_SOURCES`. Results name a
-reference in the note's words (:func:`reference_label`): ``oracle_median`` or ``oracle_p<q>``
-(quantile), ``predict_median`` (predictor), ``refusal`` (fixed_response) and
-:data:`NO_REFERENCE` (``'none'``, no subtraction: the ``zero`` source, and every method that
-ignores the reference); several properties join theirs as ``helpful:oracle_p85+harmless:refusal``
-(:func:`joint_reference_label`). Read back, ``None``, ``''`` and ``'zero'`` also mean no reference
-(:func:`reference_name`), and ``<m>_nocenter`` is method ``<m>`` with no reference
-(:func:`split_nocenter`). A run is labelled ``<method>`` or ``<method>_<reference>``
+References. A config's ``reference.source`` is one of :data:`REFERENCE_SOURCES`; results name a
+reference by the same word (:func:`reference_label`), except a quantile, named ``median`` or
+``p<q>`` (``q`` in percent: ``p85``). :data:`NO_REFERENCE` (``'none'``) is the source of no
+subtraction and the reference of every method that ignores it; several properties join theirs as
+``helpful:p85+harmless:fixed_response`` (:func:`joint_reference_label`). Read back, ``None``
+also means no reference (:func:`reference_name`), and ``<m>_nocenter`` is method ``<m>`` with
+no reference (:func:`split_nocenter`). A run is labelled ``<method>`` or ``<method>_<reference>``
 (:func:`run_label`).
 """
 
@@ -64,16 +63,13 @@ STAGE_SYNTAX = (f"'<transform>+<aggregation>[{NOCENTER_SUFFIX}]' with transform 
                 f"{', '.join(PIPELINE_AGGREGATIONS)}")
 
 # The results' names of the paper's two utilities: (one reward, several rewards).
-RESULT_NAMES: Dict[str, Tuple[str, str]] = {"sum_nocenter": ("raw", "sum"),
+RESULT_NAMES: Dict[str, Tuple[str, str]] = {"sum_nocenter": ("raw", "raw_sum"),
                                             "lsc_sum": ("lsc", "lsc_sum")}
 RAW_NAMES = RESULT_NAMES["sum_nocenter"]
 LSC_NAMES = RESULT_NAMES["lsc_sum"]
 
-REFERENCE_SOURCES = ("quantile", "predictor", "fixed_response", "zero")
 NO_REFERENCE = "none"
-NO_REFERENCE_ALIASES = (None, "", NO_REFERENCE, "zero")
-_SOURCE_LABELS = {"predictor": "predict_median", "fixed_response": "refusal",
-                  "zero": NO_REFERENCE}
+REFERENCE_SOURCES = ("quantile", "predictor", "fixed_response", NO_REFERENCE)
 
 
 def canonical_method(method: str) -> str:
@@ -134,11 +130,14 @@ def result_method(method: str, num_rewards: int) -> str:
 
 
 def reference_label(source: str, quantile: float = 0.5) -> str:
-    """The note's name of a reference from its config ``source`` (and ``quantile``)."""
+    """The results' name of a reference from its config ``source`` (and ``quantile``):
+    ``median`` or ``p<q>`` for a quantile, else ``source`` itself."""
     if source == "quantile":
         q = float(quantile)
-        return "oracle_median" if q == 0.5 else f"oracle_p{100 * q:g}"
-    return _SOURCE_LABELS[source]
+        return "median" if q == 0.5 else f"p{100 * q:g}"
+    if source not in REFERENCE_SOURCES:
+        raise ValueError(f"unknown reference source {source!r}; one of {REFERENCE_SOURCES}")
+    return source
 
 
 def joint_reference_label(properties: Sequence[str], labels: Sequence[str]) -> str:
@@ -149,8 +148,8 @@ def joint_reference_label(properties: Sequence[str], labels: Sequence[str]) -> s
 
 
 def reference_name(reference: Any) -> str:
-    """``reference`` with every spelling of "no reference" read as :data:`NO_REFERENCE`."""
-    return NO_REFERENCE if reference in NO_REFERENCE_ALIASES else str(reference)
+    """``reference``, with ``None`` read as :data:`NO_REFERENCE`."""
+    return NO_REFERENCE if reference is None else str(reference)
 
 
 def split_nocenter(method: Any, reference: Any) -> Tuple[str, str]:

@@ -1,4 +1,4 @@
-"""Training jobs: reward models, SFT and the reference predictor, on one shared loop.
+"""Training jobs: reward models, SFT and the predictor, on one shared loop.
 
 * :mod:`lsc.train.loop` -- the jitted, sharded training loop (``TrainConfig``): accumulation,
   mixed precision, resume, SIGTERM save, NaN stop, metrics, ``summary.json``.
@@ -8,5 +8,5 @@
 * :mod:`lsc.train.metrics` -- TensorBoard events, logged averages, progress.
 * :mod:`lsc.train.common` -- the world on disk, tokenizers and models from a job config.
 * Jobs: :mod:`lsc.train.reward_model` (``train_rm``), :mod:`lsc.train.sft` (``train_sft``),
-  :mod:`lsc.train.reference_predictor` (``train_reference``).
+  :mod:`lsc.train.predictor` (``train_predictor``).
 """

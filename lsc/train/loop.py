@@ -1,4 +1,4 @@
-"""The one training loop shared by every training job (reward models, SFT, reference predictor).
+"""The one training loop shared by every training job (reward models, SFT, predictor).
 
 A job supplies a model constructor, a loss and data; the loop owns everything else:
 

@@ -18,7 +18,7 @@ def _setup():
     rms = [nnx.split(fx.reward_model(10)), nnx.split(fx.reward_model(20))]
     spec = utility.UtilitySpec("lsc_sum", ("helpful", "harmless"),
                                (utility.ReferenceSpec("quantile"),
-                                utility.ReferenceSpec("zero")))
+                                utility.ReferenceSpec("none")))
     return spec, pg, ps, rms
 
 
@@ -62,7 +62,7 @@ def test_best_of_k_job_writes_chosen_samples(tmp_path):
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     spec_ = importlib.util.spec_from_file_location(
-        "_bok_cfg", os.path.join(root, "configs", "best_of_k", "synthetic.py"))
+        "_best_of_k_cfg", os.path.join(root, "configs", "best_of_k", "synthetic.py"))
     module = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(module)
     config = module.get_config("hh_lsc_sum")

@@ -49,7 +49,7 @@ def test_fixed_response_predictor_and_zero(models):
     spec = utility.UtilitySpec(
         "sum", ("a", "b", "c"),
         (utility.ReferenceSpec("fixed_response", response="x"),
-         utility.ReferenceSpec("predictor"), utility.ReferenceSpec("zero")))
+         utility.ReferenceSpec("predictor"), utility.ReferenceSpec("none")))
     fixed = np.zeros((3, fx.R), np.int32)
     fixed[0, :3] = [7, 8, 1]
     prompts = fx.prompts(4)

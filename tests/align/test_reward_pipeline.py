@@ -140,7 +140,7 @@ def _spec(method, clip=None):
     weights = W if names.is_weighted(method) else None
     return utility.UtilitySpec(method=method, properties=("harmless", "helpful"),
                                references=(utility.ReferenceSpec("quantile"),
-                                           utility.ReferenceSpec("zero")),
+                                           utility.ReferenceSpec("none")),
                                weights=weights, clip=clip)
 
 
@@ -230,7 +230,7 @@ def test_jit_and_metrics():
 
 def test_utility_spec_and_config_accept_gdpo_and_stage_strings():
     props = {"helpful": {"rm_workdir": "", "reference": {"source": "quantile"}},
-             "harmless": {"rm_workdir": "", "reference": {"source": "zero"}}}
+             "harmless": {"rm_workdir": "", "reference": {"source": "none"}}}
     spec = utility.spec_from_config(ml_collections.ConfigDict(
         {"method": "gdpo", "weights": (), "properties": props}))
     assert spec.method == "gdpo" and not spec.uses_reference

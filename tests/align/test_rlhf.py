@@ -51,7 +51,7 @@ def _mean(history, key, sl):
     return float(np.mean([h[key] for h in history[sl]]))
 
 
-@pytest.mark.parametrize("method,source", [("raw", "zero"), ("lsc", "quantile")])
+@pytest.mark.parametrize("method,source", [("raw", "none"), ("lsc", "quantile")])
 def test_ppo_improves_objective_and_kl_grows_as_gamma_falls(method, source):
     steps = 30
     trainer = _trainer(method, source, steps=steps)
@@ -167,7 +167,7 @@ def test_gdpo_rollout_utility_is_the_group_normalised_reward():
     """Under ``gdpo`` (a pipeline method) the rollout's utility is the reward standardised over
     each prompt's k samples (numpy, ddof = 1), and ``transformed/a`` is its mean."""
     k = 4
-    trainer = _trainer("gdpo", "zero", algorithm="grpo", k=k, steps=1)
+    trainer = _trainer("gdpo", "none", algorithm="grpo", k=k, steps=1)
     state = trainer.init_state()
     prompts = fx.prompts(NUM_PROMPTS)[:BATCH]
     batch = {"prompt": prompts, "slot": np.arange(BATCH, dtype=np.int32)}
@@ -196,7 +196,7 @@ def test_every_update_takes_its_advantages_from_the_estimator_registry(monkeypat
 
     ppo = algorithm == "ppo"
     extra = {"whiten_advantages": False} if ppo else {}
-    trainer = _trainer("raw", "zero", algorithm=algorithm, k=1 if ppo else 4, steps=1, **extra)
+    trainer = _trainer("raw", "none", algorithm=algorithm, k=1 if ppo else 4, steps=1, **extra)
     name = trainer.cfg.estimator
     assert name == ("gae" if ppo else algorithm)
     monkeypatch.setitem(advantages.ESTIMATORS, name, constant_gae if ppo else constant_group)

@@ -43,7 +43,7 @@ def _spec(method):
     weights = tuple(W) if base in rewards.WEIGHTED_METHODS else None
     return utility.UtilitySpec(method=method, properties=("helpful", "harmless"),
                                references=(utility.ReferenceSpec("quantile"),
-                                           utility.ReferenceSpec("zero")), weights=weights)
+                                           utility.ReferenceSpec("none")), weights=weights)
 
 
 @pytest.mark.parametrize("method", utility.METHODS)

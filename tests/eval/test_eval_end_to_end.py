@@ -33,12 +33,12 @@ def test_best_of_k_on_the_synthetic_world(tmp_path):
 
     wr_base = win_rate.judged_win_rates(judge, prompts, base_b, base_a, PROPS,
                                         num_resamples=500, and_or_mean=True)
-    wr_bok = win_rate.judged_win_rates(judge, prompts, chosen, base_a, PROPS, num_resamples=500)
-    assert wr_bok["helpful"]["ci_low"] > 0.5  # best-of-k helps on the property it targets
+    wr_best = win_rate.judged_win_rates(judge, prompts, chosen, base_a, PROPS, num_resamples=500)
+    assert wr_best["helpful"]["ci_low"] > 0.5  # best-of-k helps on the property it targets
 
     ref_util = np.array([[_proxy(p, y) for y in ys] for p, ys in zip(prompts, ref)])
-    bok_kl = kl.best_of_k_kl_plugin(ref_util, k)
-    assert bok_kl.mean - 2 * bok_kl.se <= kl.best_of_k_analytic(k)
+    best_kl = kl.best_of_k_kl_plugin(ref_util, k)
+    assert best_kl.mean - 2 * best_kl.se <= kl.best_of_k_analytic(k)
 
     gold_chosen = judge(prompts, chosen)
     gold_base = judge(prompts, base_a)
@@ -56,7 +56,7 @@ def test_best_of_k_on_the_synthetic_world(tmp_path):
                                wr_base, {"helpful": 0.0},
                                {p: float(v) for p, v in zip(PROPS, gold_base.mean(0))}),
         entries_lib.make_entry(f"best_of_k/proxy/k{k}", "best_of_k", "raw", None, ["helpful"],
-                               bok_kl.to_dict(), wr_bok,
+                               best_kl.to_dict(), wr_best,
                                {"helpful": float(np.mean([_proxy(p, y)
                                                           for p, y in zip(prompts, chosen)]))},
                                {p: float(v) for p, v in zip(PROPS, gold_chosen.mean(0))}, k=k,

@@ -40,9 +40,22 @@ def test_schema_validation_errors(tmp_path):
 
 
 def test_labels_and_normalisation():
-    assert entries_lib.normalized({"method": "sigma_and_nocenter", "reference": "oracle_median"}) \
+    assert entries_lib.normalized({"method": "sigma_and_nocenter", "reference": "median"}) \
         == ("sigma_and", "none")
-    assert entries_lib.label({"method": "sigma_or", "reference": "zero"}) == "sigma_or"
-    assert entries_lib.label({"method": "sigma_or", "reference": "predict_median"}) \
-        == "sigma_or_predict_median"
+    assert entries_lib.label({"method": "sigma_or", "reference": None}) == "sigma_or"
+    assert entries_lib.label({"method": "sigma_or", "reference": "predictor"}) \
+        == "sigma_or_predictor"
 
+
+
+def test_reference_labels_are_the_sources_with_quantiles_in_percent():
+    from lsc.rewards import names
+
+    assert names.reference_label("quantile", 0.5) == "median"
+    assert names.reference_label("quantile", 0.85) == "p85"
+    for source in ("predictor", "fixed_response", "none"):
+        assert names.reference_label(source) == source
+    assert names.joint_reference_label(["helpful", "harmless"], ["p85", "fixed_response"]) \
+        == "helpful:p85+harmless:fixed_response"
+    assert [names.result_method("raw", n) for n in (1, 2)] == ["raw", "raw_sum"]
+    assert [names.result_method("lsc", n) for n in (1, 2)] == ["lsc", "lsc_sum"]

@@ -13,25 +13,25 @@ U = np.array([[0.3, 1.2, 1.2, -0.5, 0.0],
               [2.0, -np.inf, 2.0, 2.0, 1.0]])
 
 
-def test_tilted_weights_match_the_closed_form():
+def test_optimum_weights_match_the_closed_form():
     gamma = 0.37
-    w = exact.tilted_weights(U, gamma)
+    w = exact.optimum_weights(U, gamma)
     for row, u in zip(w, U):
         e = np.array([np.exp(x / gamma) if np.isfinite(x) else 0.0 for x in u])
         np.testing.assert_allclose(row, e / e.sum(), rtol=1e-12)
     assert w[1, 1] == 0.0
-    np.testing.assert_allclose(exact.tilted_weights(U, np.inf)[0], np.full(5, 0.2))
-    np.testing.assert_allclose(exact.tilted_weights(U, np.inf)[1], [0.25, 0, 0.25, 0.25, 0.25])
+    np.testing.assert_allclose(exact.optimum_weights(U, np.inf)[0], np.full(5, 0.2))
+    np.testing.assert_allclose(exact.optimum_weights(U, np.inf)[1], [0.25, 0, 0.25, 0.25, 0.25])
     # Huge utilities do not overflow.
-    big = exact.tilted_weights(np.array([[1e4, 1e4 - 1.0]]), 1e-3)
+    big = exact.optimum_weights(np.array([[1e4, 1e4 - 1.0]]), 1e-3)
     np.testing.assert_allclose(big, [[1.0, 0.0]], atol=1e-300)
 
 
 def test_bank_kl_is_the_kl_to_the_uniform_bank_and_grows_as_gamma_falls():
-    w = exact.tilted_weights(U, 0.5)
+    w = exact.optimum_weights(U, 0.5)
     direct = [sum(p * np.log(p / (1 / 5)) for p in row if p > 0) for row in w]
     np.testing.assert_allclose(exact.bank_kl(w), direct, rtol=1e-12)
-    kls = [exact.bank_kl(exact.tilted_weights(U, g)).mean() for g in (10.0, 1.0, 0.3, 0.1, 0.01)]
+    kls = [exact.bank_kl(exact.optimum_weights(U, g)).mean() for g in (10.0, 1.0, 0.3, 0.1, 0.01)]
     assert all(a < b for a, b in zip(kls, kls[1:]))
     # gamma -> inf: uniform over the finite candidates; gamma -> 0: over the maximisers.
     low, high = exact.kl_range(U)
@@ -43,7 +43,7 @@ def test_bank_kl_is_the_kl_to_the_uniform_bank_and_grows_as_gamma_falls():
 @pytest.mark.parametrize("target", [0.12, 0.3, 0.7])
 def test_gamma_for_kl_reaches_the_target(target):
     gamma = exact.gamma_for_kl(U, target)
-    assert exact.bank_kl(exact.tilted_weights(U, gamma)).mean() == pytest.approx(target, abs=1e-7)
+    assert exact.bank_kl(exact.optimum_weights(U, gamma)).mean() == pytest.approx(target, abs=1e-7)
 
 
 def test_gamma_for_kl_refuses_targets_the_bank_cannot_reach():
@@ -104,7 +104,7 @@ def test_win_scores_match_a_loop_over_opponents():
 def test_weighted_win_and_frontier():
     rng = np.random.default_rng(1)
     scores = rng.uniform(size=(2, 5, 3))
-    w = exact.tilted_weights(U, 0.4)
+    w = exact.optimum_weights(U, 0.4)
     np.testing.assert_allclose(exact.weighted_win(w, scores),
                                [[np.dot(w[p], scores[p, :, c]) for c in range(3)]
                                 for p in range(2)])
@@ -112,7 +112,7 @@ def test_weighted_win_and_frontier():
     assert f["win"].shape == (2, 2, 3)
     np.testing.assert_allclose(f["kl"], [0.15, 0.3], atol=1e-7)
     np.testing.assert_allclose(f["win"][1], exact.weighted_win(
-        exact.tilted_weights(U, f["gamma"][1]), scores))
+        exact.optimum_weights(U, f["gamma"][1]), scores))
 
 
 def test_frontier_targets_the_bank_cannot_reach_are_nan():
@@ -128,13 +128,13 @@ def test_frontier_targets_the_bank_cannot_reach_are_nan():
 
 def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="every candidate"):
-        exact.tilted_weights(np.array([[-np.inf, -np.inf]]), 1.0)
+        exact.optimum_weights(np.array([[-np.inf, -np.inf]]), 1.0)
     with pytest.raises(ValueError, match="NaN"):
         exact.best_of_k_weights(np.array([[np.nan, 1.0]]), 2)
     with pytest.raises(ValueError, match="k must be"):
         exact.best_of_k_weights(U, 0)
     with pytest.raises(ValueError, match="gamma"):
-        exact.tilted_weights(U, 0.0)
+        exact.optimum_weights(U, 0.0)
     with pytest.raises(ValueError, match="same P and m"):
         exact.win_scores(np.zeros((2, 3, 2)), np.zeros((2, 3, 1)))
 

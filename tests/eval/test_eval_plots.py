@@ -16,8 +16,8 @@ def _is_png(path):
 
 
 def test_win_rate_vs_kl(tmp_path):
-    series = plots.win_rate_vs_kl_series(entries(), "helpful", methods=["raw", "lsc_oracle_p85"])
-    assert list(series) == ["raw", "lsc_oracle_p85"]
+    series = plots.win_rate_vs_kl_series(entries(), "helpful", methods=["raw", "lsc_p85"])
+    assert list(series) == ["raw", "lsc_p85"]
     assert series["raw"]["kl"] == [0.5, 1.5, 4.0]
     path = plots.plot_win_rate_vs_kl(series, str(tmp_path / "figs" / "wr_kl.png"),
                                      metric="helpfulness win rate", title="raw vs LSC")
@@ -31,10 +31,10 @@ def test_win_rate_vs_kl(tmp_path):
 
 def test_and_or_bars(tmp_path):
     data = plots.and_or_bars_data(entries(), k=16)
-    assert "sigma_and_oracle_median" in data and "sum" in data
+    assert "sigma_and_median" in data and "raw_sum" in data
     assert _is_png(plots.plot_and_or_bars(data, str(tmp_path / "bars.png"), title="k = 16"))
     with pytest.raises(ValueError, match="missing"):
-        plots.plot_and_or_bars({"x": {"and": data["sum"]["and"]}}, str(tmp_path / "y.png"))
+        plots.plot_and_or_bars({"x": {"and": data["raw_sum"]["and"]}}, str(tmp_path / "y.png"))
 
 
 def test_underfitting_plot(tmp_path):

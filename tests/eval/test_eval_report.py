@@ -19,7 +19,7 @@ def test_report_markdown_states_a_failing_check_plainly(tmp_path):
     assert "Sanity checks: failed: base_is_chance" in summary
     assert "| comparison (A vs B) | metric | at | A | B | A - B | outcome |" in text
     assert "CI excludes 0.5" in text and "not expected at 0.5" in text
-    assert "## All runs" in text and "rlhf/lsc/g0.03" in text
+    assert "## All runs" in text and "rlhf/lsc/seed_0/kl_0.03" in text
 
 
 def test_report_without_entries_to_check_says_so(tmp_path):

@@ -63,7 +63,7 @@ def test_bad_config_is_named():
 @pytest.mark.parametrize("relpath,arg", [("repro/synthetic_hh.py", ""), ("sft/synthetic.py", ""),
                                          ("rm/synthetic_helpful.py", ""),
                                          ("rm/t5_base.py", "harmless"),
-                                         ("rm/reference_predictor_synthetic.py", ""),
+                                         ("predictor/synthetic.py", ""),
                                          ("rlhf/synthetic.py", "helpful_lsc"),
                                          ("best_of_k/synthetic.py", "hh_lsc_sum")])
 def test_shipped_configs_take_the_cluster_from_their_parallel_section(relpath, arg):

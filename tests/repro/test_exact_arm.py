@@ -9,7 +9,7 @@ import pytest
 from lsc.data import world
 from lsc.repro import claims as claims_lib
 from lsc.repro import exact_arm
-from lsc.repro.claims import BOK, TILT, ExactClaim, ExactComparison
+from lsc.repro.claims import BEST_OF_K, OPTIMUM, ExactClaim, ExactComparison
 
 PROPS = ("harmless", "helpful")
 HARMLESS, HELPFUL = 0, 1
@@ -122,8 +122,8 @@ def _rewards_and_refs(seed=1, p=3, n=4):
     rng = np.random.default_rng(seed)
     rewards = rng.normal(0, 1.5, size=(p, n, 2))
     refs = {"p85": rng.normal(0.5, 0.5, size=(p, 2)), "median": rng.normal(0, 0.5, size=(p, 2)),
-            "refusal": rng.normal(-0.5, 0.5, size=(p, 2)),
-            "predicted": rng.normal(0.2, 0.5, size=(p, 2))}
+            "fixed_response": rng.normal(-0.5, 0.5, size=(p, 2)),
+            "predictor": rng.normal(0.2, 0.5, size=(p, 2))}
     return rewards, refs
 
 
@@ -143,12 +143,12 @@ def test_utilities_against_numpy_formulas():
     _close(u, h)
     _close(_u("lsc_p85", rw, refs), np.log(1 / (1 + np.exp(-(h - refs["p85"][:, None, 1])))))
     _close(_u("lsc_median", rw, refs), log_sigmoid(h - refs["median"][:, None, 1]))
-    _close(_u("lsc_predicted", rw, refs), log_sigmoid(h - refs["predicted"][:, None, 1]))
+    _close(_u("lsc_predictor", rw, refs), log_sigmoid(h - refs["predictor"][:, None, 1]))
     _close(_u("lsc_none", rw, refs), log_sigmoid(h))
-    _close(_u("sum", rw, refs), g + h)
-    _close(_u("lsc_sum", rw, refs), log_sigmoid(g - refs["refusal"][:, None, 0])
+    _close(_u("raw_sum", rw, refs), g + h)
+    _close(_u("lsc_sum", rw, refs), log_sigmoid(g - refs["fixed_response"][:, None, 0])
            + log_sigmoid(h - refs["p85"][:, None, 1]))
-    for ref in ("median", "predicted", "none"):
+    for ref in ("median", "predictor", "none"):
         r = np.zeros((3, 2)) if ref == "none" else refs[ref]
         s = sigmoid(rw - r[:, None, :])  # [P, N, 2]
         _close(_u(f"sigma_and_{ref}", rw, refs), logit(s[..., 0] * s[..., 1]))
@@ -157,26 +157,26 @@ def test_utilities_against_numpy_formulas():
 
 def test_utilities_use_only_the_references_they_name():
     rw, refs = _rewards_and_refs(seed=2)
-    # raw, sum and the *_none family ignore every reference
-    for name in ("raw", "sum", "lsc_none", "sigma_and_none", "sigma_or_none"):
+    # raw, raw_sum and the *_none family ignore every reference
+    for name in ("raw", "raw_sum", "lsc_none", "sigma_and_none", "sigma_or_none"):
         _close(_u(name, rw, {}), _u(name, rw, refs))
-    # lsc_sum reads only the harmless refusal and the helpful p85 entries
+    # lsc_sum reads only the harmless fixed_response and the helpful p85 entries
     poked = {k: v.copy() for k, v in refs.items()}
-    poked["refusal"][:, HELPFUL] += 100.0
+    poked["fixed_response"][:, HELPFUL] += 100.0
     poked["p85"][:, HARMLESS] += 100.0
     _close(_u("lsc_sum", rw, poked), _u("lsc_sum", rw, refs))
     with pytest.raises(KeyError):
-        _u("lsc_predicted", rw, {"p85": refs["p85"]})
+        _u("lsc_predictor", rw, {"p85": refs["p85"]})
 
 
 def test_utility_table():
     by = exact_arm.UTILITY_BY_NAME
-    assert by["lsc_sum"].references == ("refusal", "p85")
+    assert by["lsc_sum"].references == ("fixed_response", "p85")
     assert by["lsc_sum"].properties == PROPS
     assert by["raw"].properties == ("helpful",)
-    assert by["sigma_and_none"].references == ("zero", "zero")
+    assert by["sigma_and_none"].references == ("none", "none")
     assert {u.name for u in exact_arm.UTILITIES if not u.has_control} == {
-        "lsc_predicted", "sigma_and_predicted", "sigma_or_predicted"}
+        "lsc_predictor", "sigma_and_predictor", "sigma_or_predictor"}
 
 
 # --------------------------------------------------------------------------- references
@@ -188,10 +188,10 @@ def test_references_hand_quantiles():
     # linear interpolation on 5 sorted values: q = x[0] + 4 q steps
     np.testing.assert_allclose(out["p85"], [[4.4, 44.0]])
     np.testing.assert_allclose(out["median"], [[3.0, 30.0]])
-    np.testing.assert_array_equal(out["refusal"], [[-1.0, -2.0]])
-    assert "predicted" not in out
+    np.testing.assert_array_equal(out["fixed_response"], [[-1.0, -2.0]])
+    assert "predictor" not in out
     pred = np.array([[0.1, 0.2]])
-    np.testing.assert_array_equal(exact_arm.references(ref, [[-1.0, -2.0]], pred)["predicted"],
+    np.testing.assert_array_equal(exact_arm.references(ref, [[-1.0, -2.0]], pred)["predictor"],
                                   pred)
 
 
@@ -236,32 +236,32 @@ def test_best_of_k_rows_equal_brute_force_enumeration(k):
     pol = exact_arm.policies(U_TIE, SCORES, [0.3], [k])
     w = brute_best_of_k(U_TIE, k)
     np.testing.assert_allclose(w.sum(axis=1), 1.0)
-    np.testing.assert_allclose(pol["bok"][0], np.einsum("pn,pnc->pc", w, SCORES), atol=1e-12)
-    assert pol["bok_kl"][0] == pytest.approx(kl_uniform(w).mean(), abs=1e-12)
+    np.testing.assert_allclose(pol["best_of_k"][0], np.einsum("pn,pnc->pc", w, SCORES), atol=1e-12)
+    assert pol["best_of_k_kl"][0] == pytest.approx(kl_uniform(w).mean(), abs=1e-12)
     if k == 2:  # by hand, prompt 0: candidate 0 only when drawn twice (1/9); 1 and 2 share 8/9
         np.testing.assert_allclose(w[0], [1 / 9, 4 / 9, 4 / 9])
 
 
 def test_best_of_one_is_the_base_policy():
     pol = exact_arm.policies(U_TIE, SCORES, [], [1])
-    np.testing.assert_allclose(pol["bok"][0], SCORES.mean(axis=1), atol=1e-15)
-    assert pol["bok_kl"][0] == pytest.approx(0.0, abs=1e-15)
+    np.testing.assert_allclose(pol["best_of_k"][0], SCORES.mean(axis=1), atol=1e-15)
+    assert pol["best_of_k_kl"][0] == pytest.approx(0.0, abs=1e-15)
 
 
-def test_tilt_reaches_the_target_kl_and_unreachable_targets_are_nan():
+def test_optimum_reaches_the_target_kl_and_unreachable_targets_are_nan():
     grid = [0.0, 0.05, 0.3, 0.6, TOP + 0.01, 2.0]
     pol = exact_arm.policies(U_TIE, SCORES, grid, [2, 3])
-    assert pol["tilt"].shape == (6, 2, 5) and pol["bok"].shape == (2, 2, 5)
+    assert pol["optimum"].shape == (6, 2, 5) and pol["best_of_k"].shape == (2, 2, 5)
     for g, target in enumerate(grid):
         if 0.0 < target < TOP:
             gamma = pol["gamma"][g]
             w = softmax_weights(U_TIE, gamma)
             assert kl_uniform(w).mean() == pytest.approx(target, abs=1e-6)
             assert pol["kl"][g] == pytest.approx(target, abs=1e-6)
-            np.testing.assert_allclose(pol["tilt"][g], np.einsum("pn,pnc->pc", w, SCORES),
+            np.testing.assert_allclose(pol["optimum"][g], np.einsum("pn,pnc->pc", w, SCORES),
                                        atol=1e-12)
         else:
-            assert np.all(np.isnan(pol["tilt"][g]))
+            assert np.all(np.isnan(pol["optimum"][g]))
             assert np.isnan(pol["gamma"][g]) and np.isnan(pol["kl"][g])
     # stronger optimisation, smaller gamma
     assert pol["gamma"][1] > pol["gamma"][2] > pol["gamma"][3]
@@ -278,18 +278,18 @@ def _texts(p=P):
     return [world.sample_prompt(np.random.default_rng(s), 0.5) for s in range(p)]
 
 
-def _base(predicted=True, seed=0):
+def _base(predictor=True, seed=0):
     rng = np.random.default_rng(seed)
     base = {
         "bank": {"rewards": rng.normal(size=(P, N, R * 2)), "gold": rng.normal(size=(P, N, 2))},
         "opponents": {"gold": rng.normal(size=(P, M, 2))},
         "reference": {"rewards": rng.normal(size=(P, K, R * 2)),
                       "gold": rng.normal(size=(P, K, 2))},
-        "refusal": {"rewards": rng.normal(size=(P, 1, R * 2)),
+        "fixed_response": {"rewards": rng.normal(size=(P, 1, R * 2)),
                     "gold": rng.normal(size=(P, 1, 2))},
     }
-    if predicted:
-        base["predict_median"] = rng.normal(size=(P, R * 2))
+    if predictor:
+        base["predictor"] = rng.normal(size=(P, R * 2))
     return base
 
 
@@ -304,15 +304,15 @@ def test_compute_has_every_key(computed):
     names = [u.name for u in exact_arm.UTILITIES]
     for source in [f"r{r}" for r in range(R)] + ["gold"]:
         for name in names:
-            present = f"tilt/{source}/{name}" in out
+            present = f"optimum/{source}/{name}" in out
             assert present == (source != "gold" or exact_arm.UTILITY_BY_NAME[name].has_control)
             if present:
-                assert out[f"tilt/{source}/{name}"].shape == (len(KL_GRID), P, 5)
-                assert out[f"bok/{source}/{name}"].shape == (len(KS), P, 5)
+                assert out[f"optimum/{source}/{name}"].shape == (len(KL_GRID), P, 5)
+                assert out[f"best_of_k/{source}/{name}"].shape == (len(KS), P, 5)
                 for key in ("gamma", "kl"):
                     assert out[f"{key}/{source}/{name}"].shape == (len(KL_GRID),)
-                assert out[f"bok_kl/{source}/{name}"].shape == (len(KS),)
-    for name in ("lsc_predicted", "sigma_and_predicted", "sigma_or_predicted"):
+                assert out[f"best_of_k_kl/{source}/{name}"].shape == (len(KS),)
+    for name in ("lsc_predictor", "sigma_and_predictor", "sigma_or_predictor"):
         assert not any(k.endswith(f"gold/{name}") for k in out)
     assert exact_arm.sources(out) == ["r0", "r1"]
     np.testing.assert_array_equal(out["strata"], exact_arm.prompt_strata(_texts()))
@@ -332,37 +332,37 @@ def test_compute_values_against_brute_force(computed):
                       ("gold", base["bank"]["gold"][..., 1])):
         for j, k in enumerate(KS):
             w = brute_best_of_k(u, k)
-            np.testing.assert_allclose(out[f"bok/{source}/raw"][j],
+            np.testing.assert_allclose(out[f"best_of_k/{source}/raw"][j],
                                        np.einsum("pn,pnc->pc", w, scores), atol=1e-6)
     # lsc_sum of replicate 1: harmless (column 2) centred by the refusal's reward, helpful
     # (column 3) by the 85th percentile of the reference samples' rewards
     ref = base["reference"]["rewards"]
-    u = (log_sigmoid(bank[..., 2] - base["refusal"]["rewards"][:, 0, 2][:, None])
+    u = (log_sigmoid(bank[..., 2] - base["fixed_response"]["rewards"][:, 0, 2][:, None])
          + log_sigmoid(bank[..., 3] - np.quantile(ref[..., 3], 0.85, axis=1)[:, None]))
     for g, target in enumerate(KL_GRID):
         w = softmax_weights(u, out["gamma/r1/lsc_sum"][g])
         assert kl_uniform(w).mean() == pytest.approx(target, abs=1e-5)
-        np.testing.assert_allclose(out["tilt/r1/lsc_sum"][g], np.einsum("pn,pnc->pc", w, scores),
+        np.testing.assert_allclose(out["optimum/r1/lsc_sum"][g], np.einsum("pn,pnc->pc", w, scores),
                                    atol=1e-5)
-    # sigma_and_predicted of replicate 0 centres by predict_median columns 0 and 1
-    s = sigmoid(bank[..., 0:2] - base["predict_median"][:, None, 0:2])
+    # sigma_and_predictor of replicate 0 centres by the predictor columns 0 and 1
+    s = sigmoid(bank[..., 0:2] - base["predictor"][:, None, 0:2])
     u = logit(s[..., 0] * s[..., 1])
-    w = softmax_weights(u, out["gamma/r0/sigma_and_predicted"][1])
-    np.testing.assert_allclose(out["tilt/r0/sigma_and_predicted"][1],
+    w = softmax_weights(u, out["gamma/r0/sigma_and_predictor"][1])
+    np.testing.assert_allclose(out["optimum/r0/sigma_and_predictor"][1],
                                np.einsum("pn,pnc->pc", w, scores), atol=1e-5)
 
 
 def test_compute_without_a_predictor_and_with_rematch():
-    out = exact_arm.compute(_base(predicted=False, seed=1), _texts(), R, [0.2], [2],
+    out = exact_arm.compute(_base(predictor=False, seed=1), _texts(), R, [0.2], [2],
                             rematch_resamples=2, seed=0)
-    assert not any("predicted" in k for k in out)
-    assert "tilt/r1/lsc_p85" in out and "tilt/gold/lsc_sum" in out
+    assert not any("predictor" in k for k in out)
+    assert "optimum/r1/lsc_p85" in out and "optimum/gold/lsc_sum" in out
     assert out["rematch"].shape == (2,) and np.all(np.isfinite(out["rematch"]))
 
 
 def test_sources_are_ordered_numerically():
-    arrays = {f"tilt/r{i}/raw": None for i in (10, 2, 0, 1, 9)}
-    arrays.update({"tilt/gold/raw": None, "bok/r11/raw": None, "strata": None})
+    arrays = {f"optimum/r{i}/raw": None for i in (10, 2, 0, 1, 9)}
+    arrays.update({"optimum/gold/raw": None, "best_of_k/r11/raw": None, "strata": None})
     assert exact_arm.sources(arrays) == ["r0", "r1", "r2", "r9", "r10"]
 
 
@@ -375,7 +375,7 @@ def _claim(*comparisons):
     return [ExactClaim("test", "test", "a test claim", tuple(comparisons))]
 
 
-def _tilt_arrays(shift_by_replicate, p=24, g=3, noise=0.0, seed=0, gold_shift=None):
+def _optimum_arrays(shift_by_replicate, p=24, g=3, noise=0.0, seed=0, gold_shift=None):
     """``A`` = ``B`` + shift (per replicate) on every grid point, prompt and metric."""
     rng = np.random.default_rng(seed)
     arrays = {"ks": np.array([1, 2]), "kl_grid": np.linspace(0.1, 0.5, g),
@@ -386,7 +386,7 @@ def _tilt_arrays(shift_by_replicate, p=24, g=3, noise=0.0, seed=0, gold_shift=No
     for source, shift in sources.items():
         b = rng.uniform(0.2, 0.7, size=(g, p, NC))
         a = b + shift + noise * rng.normal(size=(g, p, NC))
-        arrays[f"tilt/{source}/A"], arrays[f"tilt/{source}/B"] = a, b
+        arrays[f"optimum/{source}/A"], arrays[f"optimum/{source}/B"] = a, b
         arrays[f"kl/{source}/A"] = arrays[f"kl/{source}/B"] = arrays["kl_grid"].copy()
     return arrays
 
@@ -397,8 +397,8 @@ def _evaluate(arrays, comps, primary_ks=(1,), delta=0.02):
 
 
 def test_exact_claim_yes_when_a_beats_b_on_every_replicate():
-    arrays = _tilt_arrays([0.05, 0.05, 0.05], gold_shift=0.0)
-    (res,) = _evaluate(arrays, [ExactComparison("A", "B", TILT, "helpful")])
+    arrays = _optimum_arrays([0.05, 0.05, 0.05], gold_shift=0.0)
+    (res,) = _evaluate(arrays, [ExactComparison("A", "B", OPTIMUM, "helpful")])
     assert res["verdict"] == "yes"
     (row,) = res["comparisons"]
     assert row["verdict"] == "yes"
@@ -413,28 +413,28 @@ def test_exact_claim_yes_when_a_beats_b_on_every_replicate():
 
 
 def test_exact_claim_yes_with_noise():
-    arrays = _tilt_arrays([0.05, 0.05], noise=0.01)
-    (res,) = _evaluate(arrays, [ExactComparison("A", "B", TILT, "and")])
+    arrays = _optimum_arrays([0.05, 0.05], noise=0.01)
+    (res,) = _evaluate(arrays, [ExactComparison("A", "B", OPTIMUM, "and")])
     assert res["verdict"] == "yes"
     assert res["comparisons"][0]["pooled"]["ci_low"] > 0
     assert res["comparisons"][0]["control"] is None  # no gold arrays
 
 
 def test_exact_claim_no_when_a_equals_b():
-    arrays = _tilt_arrays([0.0, 0.0])
-    (res,) = _evaluate(arrays, [ExactComparison("A", "B", TILT, "helpful")])
+    arrays = _optimum_arrays([0.0, 0.0])
+    (res,) = _evaluate(arrays, [ExactComparison("A", "B", OPTIMUM, "helpful")])
     assert res["verdict"] == "no"
     assert res["comparisons"][0]["replicates"][0]["ci_high"] == 0.0
 
 
 def test_exact_claim_no_when_b_beats_a():
-    (res,) = _evaluate(_tilt_arrays([-0.05, -0.05]), [ExactComparison("A", "B", TILT, "or")])
+    (res,) = _evaluate(_optimum_arrays([-0.05, -0.05]), [ExactComparison("A", "B", OPTIMUM, "or")])
     assert res["verdict"] == "no"
 
 
 def test_exact_claim_inconclusive_when_replicates_disagree():
-    arrays = _tilt_arrays([0.05, -0.05])
-    (res,) = _evaluate(arrays, [ExactComparison("A", "B", TILT, "helpful")])
+    arrays = _optimum_arrays([0.05, -0.05])
+    (res,) = _evaluate(arrays, [ExactComparison("A", "B", OPTIMUM, "helpful")])
     assert res["verdict"] == "inconclusive"
     row = res["comparisons"][0]
     assert [iv["value"] for iv in row["replicates"]] == pytest.approx([0.05, -0.05], abs=1e-12)
@@ -442,30 +442,30 @@ def test_exact_claim_inconclusive_when_replicates_disagree():
 
 
 def test_exact_claim_skips_grid_points_a_utility_cannot_reach():
-    arrays = _tilt_arrays([0.05, 0.05])
+    arrays = _optimum_arrays([0.05, 0.05])
     for r in ("r0", "r1"):  # A unreachable at the last KL, where it would lose badly
-        arrays[f"tilt/{r}/A"][2] = np.nan
-        arrays[f"tilt/{r}/B"][2] += 1.0
+        arrays[f"optimum/{r}/A"][2] = np.nan
+        arrays[f"optimum/{r}/B"][2] += 1.0
         arrays[f"kl/{r}/A"][2] = np.nan
-    (res,) = _evaluate(arrays, [ExactComparison("A", "B", TILT, "helpful")])
+    (res,) = _evaluate(arrays, [ExactComparison("A", "B", OPTIMUM, "helpful")])
     assert res["verdict"] == "yes"
     assert res["comparisons"][0]["grid"] == "KL in {0.1, 0.3}"
 
 
 def test_exact_claim_missing_utility_and_non_decisive_comparisons():
-    arrays = _tilt_arrays([0.05, 0.05])
-    comps = [ExactComparison("A", "B", TILT, "helpful"),
-             ExactComparison("B", "A", TILT, "helpful", decisive=False),  # a "no", not counted
-             ExactComparison("A", "missing", TILT, "helpful", decisive=False)]
+    arrays = _optimum_arrays([0.05, 0.05])
+    comps = [ExactComparison("A", "B", OPTIMUM, "helpful"),
+             ExactComparison("B", "A", OPTIMUM, "helpful", decisive=False),  # a "no", not counted
+             ExactComparison("A", "missing", OPTIMUM, "helpful", decisive=False)]
     (res,) = _evaluate(arrays, comps)
     assert res["verdict"] == "yes"
     assert [r["verdict"] for r in res["comparisons"]] == ["yes", "no", "inconclusive"]
     assert res["comparisons"][2]["reason"] == "missing utilities"
-    (res,) = _evaluate(arrays, [ExactComparison("A", "missing", TILT, "helpful")])
+    (res,) = _evaluate(arrays, [ExactComparison("A", "missing", OPTIMUM, "helpful")])
     assert res["verdict"] == "inconclusive"
 
 
-def test_exact_claim_bok_averages_only_the_primary_ks():
+def test_exact_claim_best_of_k_averages_only_the_primary_ks():
     rng = np.random.default_rng(5)
     p, ks = 12, [1, 2, 4, 8]
     arrays = {"ks": np.array(ks), "kl_grid": np.array([0.1]), "strata": np.zeros(p, np.int64)}
@@ -476,14 +476,14 @@ def test_exact_claim_bok_averages_only_the_primary_ks():
         a[2] += 0.06  # k = 4
         a[0] -= 0.5   # k = 1 and 8: not primary, would flip the sign if averaged in
         a[3] -= 0.5
-        arrays[f"bok/{r}/A"], arrays[f"bok/{r}/B"] = a, b
-        arrays[f"tilt/{r}/A"] = arrays[f"tilt/{r}/B"] = np.zeros((1, p, NC))  # for sources()
-    (res,) = _evaluate(arrays, [ExactComparison("A", "B", BOK, "and")], primary_ks=[2, 4])
+        arrays[f"best_of_k/{r}/A"], arrays[f"best_of_k/{r}/B"] = a, b
+        arrays[f"optimum/{r}/A"] = arrays[f"optimum/{r}/B"] = np.zeros((1, p, NC))  # for sources()
+    (res,) = _evaluate(arrays, [ExactComparison("A", "B", BEST_OF_K, "and")], primary_ks=[2, 4])
     row = res["comparisons"][0]
     assert row["verdict"] == "yes" and res["verdict"] == "yes"
     assert row["pooled"]["value"] == pytest.approx(0.05, abs=1e-12)
     assert row["grid"] == "k in {2, 4}"
-    (res,) = _evaluate(arrays, [ExactComparison("A", "B", BOK, "and")], primary_ks=ks)
+    (res,) = _evaluate(arrays, [ExactComparison("A", "B", BEST_OF_K, "and")], primary_ks=ks)
     assert res["verdict"] == "no"
 
 
@@ -492,7 +492,7 @@ def test_the_declared_claims_name_known_utilities_and_metrics():
         assert any(c.decisive for c in claim.comparisons)
         for c in claim.comparisons:
             assert c.a in exact_arm.UTILITY_BY_NAME and c.b in exact_arm.UTILITY_BY_NAME
-            assert c.metric in exact_arm.METRICS and c.arm in (TILT, BOK)
+            assert c.metric in exact_arm.METRICS and c.arm in (OPTIMUM, BEST_OF_K)
 
 
 # --------------------------------------------------------------------------- sanity checks
@@ -503,9 +503,9 @@ def _sanity_arrays(same=True, base_value=0.5, p=9):
     arrays = {"strata": np.repeat(np.arange(3), p // 3), "base": np.full((p, NC), base_value)}
     for r in ("r0", "r1"):
         raw = rng.uniform(size=(3, p, NC))
-        arrays[f"bok/{r}/raw"] = raw
-        arrays[f"bok/{r}/lsc_p85"] = raw.copy() if same else raw + 1e-3
-        arrays[f"tilt/{r}/raw"] = np.zeros((1, p, NC))
+        arrays[f"best_of_k/{r}/raw"] = raw
+        arrays[f"best_of_k/{r}/lsc_p85"] = raw.copy() if same else raw + 1e-3
+        arrays[f"optimum/{r}/raw"] = np.zeros((1, p, NC))
     return arrays
 
 
@@ -516,8 +516,8 @@ def _by_key(results):
 def test_sanity_checks_pass_on_identical_best_of_k_and_a_fair_base():
     res = _by_key(claims_lib.sanity_checks(_sanity_arrays(), num_resamples=100))
     assert list(res) == list(claims_lib.SANITY_CHECKS)
-    assert res["bok_same_pick"]["verdict"] == "yes"
-    assert res["bok_same_pick"]["values"] == [0.0, 0.0]
+    assert res["best_of_k_same_pick"]["verdict"] == "yes"
+    assert res["best_of_k_same_pick"]["values"] == [0.0, 0.0]
     assert res["base_vs_base"]["verdict"] == "yes"
     for prop in ("harmless", "helpful"):
         assert res["base_vs_base"]["values"][prop]["value"] == pytest.approx(0.5)
@@ -526,8 +526,8 @@ def test_sanity_checks_pass_on_identical_best_of_k_and_a_fair_base():
 def test_sanity_checks_fail_on_different_picks_and_an_unfair_base():
     res = _by_key(claims_lib.sanity_checks(_sanity_arrays(same=False, base_value=0.8),
                                            num_resamples=100))
-    assert res["bok_same_pick"]["verdict"] == "no"
-    assert res["bok_same_pick"]["values"] == pytest.approx([1e-3, 1e-3])
+    assert res["best_of_k_same_pick"]["verdict"] == "no"
+    assert res["best_of_k_same_pick"]["values"] == pytest.approx([1e-3, 1e-3])
     assert res["base_vs_base"]["verdict"] == "no"
     assert "harmless" in res["base_vs_base"]["reason"]
 

@@ -118,7 +118,7 @@ def test_scaled_frontier_against_independent_bisection():
         assert gamma == pytest.approx(gamma_ref, rel=1e-7)
         assert front["gamma"][g] == pytest.approx(gamma_ref, rel=1e-7)
         assert front["kl"][g] == pytest.approx(target, abs=1e-9)
-        w = exact.tilted_weights(scaled, gamma)
+        w = exact.optimum_weights(scaled, gamma)
         np.testing.assert_allclose(w, w_ref, atol=1e-8)
         np.testing.assert_allclose(w[3], 1.0 / k, atol=1e-15)
         np.testing.assert_allclose(front["win"][g], win_ref, atol=1e-8)
@@ -160,9 +160,9 @@ def _base(seed=0):
         "opponents": {"gold": rng.normal(size=(P, M, 2))},
         "reference": {"rewards": rng.normal(size=(P, K, R * 2)),
                       "gold": rng.normal(size=(P, K, 2))},
-        "refusal": {"rewards": rng.normal(size=(P, 1, R * 2)),
+        "fixed_response": {"rewards": rng.normal(size=(P, 1, R * 2)),
                     "gold": rng.normal(size=(P, 1, 2))},
-        "predict_median": rng.normal(size=(P, R * 2)),
+        "predictor": rng.normal(size=(P, R * 2)),
     }
 
 
@@ -201,11 +201,11 @@ def test_analogue_shapes_and_keys(results):
 
 
 def test_plain_arm_is_the_exact_arm(results):
-    """``s = 1`` reproduces ``exact.npz``'s tilt of the same utilities (helpful metric)."""
+    """``s = 1`` reproduces ``exact.npz``'s optimum of the same utilities (helpful metric)."""
     _, arrays, out = results
     for source in ("r0", "r1", "gold"):
         for name in ("raw", "lsc_p85"):
-            ref = arrays[f"tilt/{source}/{name}"][..., HELPFUL]  # [G, P]
+            ref = arrays[f"optimum/{source}/{name}"][..., HELPFUL]  # [G, P]
             got = out[source][name]["plain"]["win_per_prompt"]
             np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
             np.testing.assert_allclose(got, ref, atol=1e-12, equal_nan=True)

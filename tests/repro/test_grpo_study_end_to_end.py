@@ -54,13 +54,13 @@ def study(tmp_path_factory):
 
 def test_a_second_workdir_reuses_the_first_six_stages(study):
     """The first six stages are skipped and read in place (``world`` and
-    ``reference_predictor`` linked); the study stage, a function of the earlier stages, decides
+    ``predictor`` linked); the study stage, a function of the earlier stages, decides
     the same."""
     workdir, reused, proc = study
     for name in grpo_study.EARLIER + ("rlhf", "evaluate"):
         assert f"{name}: done in an earlier run, skipped" in proc.stderr, name
     assert "study: done in an earlier run" not in proc.stderr
-    for name in ("world", "reference_predictor"):
+    for name in ("world", "predictor"):
         assert os.path.realpath(reused / name) == os.path.realpath(workdir / name), name
     status = json.loads((reused / "stages.json").read_text())
     assert status["exact"] == json.loads((workdir / "stages.json").read_text())["exact"]
@@ -134,7 +134,7 @@ def test_the_exact_analogue_follows_the_exact_arm(study):
             np.testing.assert_allclose(values(plain["kl"]), arrays[f"kl/{source}/{name}"],
                                        rtol=0, atol=TOL)
             np.testing.assert_allclose(values(plain["win"]),
-                                       arrays[f"tilt/{source}/{name}"][..., c].mean(axis=1),
+                                       arrays[f"optimum/{source}/{name}"][..., c].mean(axis=1),
                                        rtol=0, atol=TOL)
     gold = ana[exact_arm.GOLD]
     for name in ana["utilities"]:

@@ -24,7 +24,7 @@ def test_every_job_config_validates_and_shares_the_world(arg):
     config = load(arg)
     subconfigs.validate_all(config)
     jobs = subconfigs.all_configs(config)
-    assert [j.job for _, j in jobs] == (["train_rm"] * 2 + ["train_sft", "train_reference"]
+    assert [j.job for _, j in jobs] == (["train_rm"] * 2 + ["train_sft", "train_predictor"]
                                         + ["rlhf"] * len(config.rlhf.runs))
     assert len(config.rlhf.runs) == 4
     # RL seeds separate from the world seed, at least 3 per method (2 at toy size), one gamma
@@ -36,7 +36,7 @@ def test_every_job_config_validates_and_shares_the_world(arg):
         assert sub.rewards.reference_samples == "/s.npz"
         for prop in sub.rewards.properties.values():
             if prop.reference.source == "quantile":
-                assert prop.reference.num_samples == config.reference_predictor.reference.num_samples
+                assert prop.reference.num_samples == config.predictor.reference.num_samples
     for _, job in jobs:
         assert job.world.to_dict() == config.world.to_dict()
         assert job.seed == config.seed
@@ -81,9 +81,10 @@ def test_bad_fields_are_named_by_their_path_in_the_reproduction_config():
 
 @pytest.mark.parametrize("variant,expected", [
     ("helpful_raw", ("raw", "none", ["helpful"])),
-    ("helpful_lsc", ("lsc", "oracle_p85", ["helpful"])),
-    ("hh_raw_sum", ("sum", "none", ["harmless", "helpful"])),
-    ("hh_lsc_sum", ("lsc_sum", "harmless:refusal+helpful:oracle_p85", ["harmless", "helpful"])),
+    ("helpful_lsc", ("lsc", "p85", ["helpful"])),
+    ("hh_raw_sum", ("raw_sum", "none", ["harmless", "helpful"])),
+    ("hh_lsc_sum", ("lsc_sum", "harmless:fixed_response+helpful:p85",
+                    ["harmless", "helpful"])),
 ])
 def test_rlhf_runs_are_labelled_in_the_reports_words(variant, expected):
     config = load("large")

@@ -27,8 +27,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONFIG = os.path.join(ROOT, "configs", "repro", "synthetic_hh.py")
 FIGURES = ("rl_helpful_vs_kl.png", "rl_hh_and_vs_kl.png", "rl_proxy_vs_kl.png",
            "rl_gold_vs_kl.png", "rl_filler_vs_kl.png", "rl_offtopic_vs_kl.png")
-EXACT_FIGURES = ("exact_helpful_vs_kl.png", "exact_and_vs_kl.png", "exact_bok_and_vs_k.png",
-                 "exact_bok_or_vs_k.png", "exact_and_or_bars.png", "exact_lower_tail_vs_kl.png")
+EXACT_FIGURES = ("exact_helpful_vs_kl.png", "exact_and_vs_kl.png",
+                 "exact_best_of_k_and_vs_k.png", "exact_best_of_k_or_vs_k.png",
+                 "exact_and_or_bars.png", "exact_lower_tail_vs_kl.png")
 TOL = 1e-9  # float64 rounding of the exact arm's identities (per-prompt win rates are in [0, 1])
 
 pytestmark = pytest.mark.slow
@@ -64,7 +65,7 @@ def test_results_hold_every_run_of_every_seed(repro):
     assert "base" in names
     seeds = config["rl"]["seed"]
     assert len(seeds) >= 2
-    assert {f"rlhf/{r}/seed{s}" for r in config["rlhf"]["runs"] for s in seeds} <= names
+    assert {f"rlhf/{r}/seed_{s}" for r in config["rlhf"]["runs"] for s in seeds} <= names
     for e in entries:
         for iv in e["win_rate"].values():
             assert 0.0 <= iv["ci_low"] <= iv["value"] <= iv["ci_high"] <= 1.0
@@ -87,11 +88,16 @@ def test_results_hold_every_run_of_every_seed(repro):
 
     replicates = config["world"]["pair_replicates"]
     assert set(results["reward_models"]) == {"harmless", "helpful"}
-    for rm in results["reward_models"].values():
-        assert len(rm["replicates"]) == replicates
-        assert len({r["workdir"] for r in rm["replicates"]}) == replicates
-        for rep in rm["replicates"]:
+    for prop, rm in results["reward_models"].items():
+        assert sorted(rm) == [f"r{i}" for i in range(replicates)]
+        for r, rep in rm.items():
+            assert rep["workdir"] == str(workdir / "reward_models" / prop / r)
             assert 0.0 <= rep["accuracy"] <= 1.0 and 0.5 <= rep["gold_ceiling"] <= 1.0
+    assert set(results["predictors"]) == {"harmless", "helpful"}
+    for prop, pred in results["predictors"].items():
+        assert sorted(pred) == [f"r{i}" for i in range(replicates)]
+        assert all(rep["workdir"] == str(workdir / "predictor" / prop / r)
+                   for r, rep in pred.items())
 
 
 def test_results_hold_the_decided_claims_per_replicate(repro):
@@ -130,7 +136,7 @@ def _exact(workdir):
 
 def _policies(arrays):
     """``(source, utility)`` of every utility of ``exact.npz`` (replicates and gold)."""
-    return [tuple(k.split("/")[1:]) for k in arrays if k.startswith("tilt/")]
+    return [tuple(k.split("/")[1:]) for k in arrays if k.startswith("optimum/")]
 
 
 def test_the_sanity_checks_hold(repro):
@@ -142,8 +148,8 @@ def test_the_sanity_checks_hold(repro):
     sanity = {c["key"]: c for c in json.loads((workdir / "results.json").read_text())[
         "exact"]["sanity"]}
     assert set(sanity) == set(repro_claims.SANITY_CHECKS)
-    assert sanity["bok_same_pick"]["verdict"] == "yes"
-    assert len(sanity["bok_same_pick"]["values"]) == json.loads(
+    assert sanity["best_of_k_same_pick"]["verdict"] == "yes"
+    assert len(sanity["best_of_k_same_pick"]["values"]) == json.loads(
         (workdir / "config.json").read_text())["world"]["pair_replicates"]
     for prop, iv in sanity["base_vs_base"]["values"].items():
         assert abs(iv["value"] - 0.5) < 0.1, (prop, iv)
@@ -162,7 +168,7 @@ def test_the_exact_optima_reach_their_target_kl(repro):
         kl, gamma = arrays[f"kl/{source}/{name}"], arrays[f"gamma/{source}/{name}"]
         ok = np.isfinite(kl)
         assert np.array_equal(ok, np.isfinite(gamma)), (source, name)
-        assert np.isnan(arrays[f"tilt/{source}/{name}"][~ok]).all(), (source, name)
+        assert np.isnan(arrays[f"optimum/{source}/{name}"][~ok]).all(), (source, name)
         np.testing.assert_allclose(kl[ok], grid[ok], rtol=0, atol=1e-5, err_msg=f"{source}/{name}")
         assert np.all(np.diff(gamma[ok]) < 0), (source, name, gamma)
     assert np.isfinite(arrays["kl/gold/raw"]).all()
@@ -178,15 +184,16 @@ def test_best_of_1_is_the_base_policy_and_best_of_k_kl_is_bounded(repro):
     assert ks[0] == 1
     bound = np.log(ks) - (ks - 1) / ks
     for source, name in _policies(arrays):
-        bok, bok_kl = arrays[f"bok/{source}/{name}"], arrays[f"bok_kl/{source}/{name}"]
-        np.testing.assert_allclose(bok[0], arrays["base"], rtol=0, atol=TOL)
-        assert abs(bok_kl[0]) <= TOL and np.all(bok_kl <= bound + TOL), (source, name, bok_kl)
+        picked = arrays[f"best_of_k/{source}/{name}"]
+        kl = arrays[f"best_of_k_kl/{source}/{name}"]
+        np.testing.assert_allclose(picked[0], arrays["base"], rtol=0, atol=TOL)
+        assert abs(kl[0]) <= TOL and np.all(kl <= bound + TOL), (source, name, kl)
 
 
 def test_gold_utilities_win_more_with_kl_and_with_k(repro):
     """With a non-decreasing function of the gold helpfulness as the utility (raw and its LSC
     transforms), any non-decreasing function ``f`` of gold helpfulness (the helpful win rate
-    against the fixed opponents, reaching the base median) rises with the tilt: per prompt
+    against the fixed opponents, reaching the base median) rises along the KL grid: per prompt
     ``d/d(1/gamma) E_w[f] = Cov_w(f, u) >= 0``, and a higher target KL means a smaller gamma;
     best-of-k's pick stochastically dominates best-of-(k-1)'s. So per prompt both metrics are
     non-decreasing along the KL grid and in k, and at least pi0's."""
@@ -195,17 +202,17 @@ def test_gold_utilities_win_more_with_kl_and_with_k(repro):
     names = [u.name for u in exact_arm.UTILITIES if u.properties == ("helpful",) and u.has_control]
     assert {"raw", "lsc_p85"} <= set(names)
     for name in names:
-        tilt = arrays[f"tilt/gold/{name}"]
-        tilt = tilt[np.isfinite(arrays[f"kl/gold/{name}"])]
-        bok = arrays[f"bok/gold/{name}"]
-        assert len(tilt) >= 2, name
+        optimum = arrays[f"optimum/gold/{name}"]
+        optimum = optimum[np.isfinite(arrays[f"kl/gold/{name}"])]
+        best_of_k = arrays[f"best_of_k/gold/{name}"]
+        assert len(optimum) >= 2, name
         for metric in ("helpful", "helpful_not_below"):
             c = exact_arm.METRICS.index(metric)
-            for path in (tilt[..., c], bok[..., c]):
+            for path in (optimum[..., c], best_of_k[..., c]):
                 assert np.all(np.diff(path, axis=0) >= -TOL), (name, metric)
                 assert np.all(path >= arrays["base"][:, c] - TOL), (name, metric)
         c = exact_arm.METRICS.index("helpful")
-        assert tilt[-1, :, c].mean() > tilt[0, :, c].mean(), name
+        assert optimum[-1, :, c].mean() > optimum[0, :, c].mean(), name
 
 
 def test_and_and_or_bound_the_per_property_win_rates(repro):
@@ -217,8 +224,9 @@ def test_and_and_or_bound_the_per_property_win_rates(repro):
     col = exact_arm.METRICS.index
     tables = [arrays["base"][None]]
     for source, name in _policies(arrays):
-        tilt = arrays[f"tilt/{source}/{name}"]
-        tables += [tilt[np.isfinite(arrays[f"kl/{source}/{name}"])], arrays[f"bok/{source}/{name}"]]
+        optimum = arrays[f"optimum/{source}/{name}"]
+        tables += [optimum[np.isfinite(arrays[f"kl/{source}/{name}"])],
+                   arrays[f"best_of_k/{source}/{name}"]]
     for t in tables:
         each = t[..., [col("harmless"), col("helpful")]]
         assert np.all(t[..., col("and")] <= each.min(axis=-1) + TOL)

@@ -90,3 +90,21 @@ def test_low_quartile_is_the_quarter_of_prompts_least_helpful_at_base():
     cut = sorted(means)[P // 4 - 1]  # P = 40: the 10th smallest is below the 25th percentile
     assert got.tolist() == [m <= cut for m in means]
     assert got.sum() == P // 4
+
+
+def test_trajectories_are_keyed_like_the_run_directories(tmp_path):
+    """``<name>/seed_<s>[/kl_<gamma>]/<field>`` in ``trajectories.npz`` reads back per run and
+    seed, a gamma sweep's runs as ``<name>/kl_<gamma>``."""
+    from lsc.repro import evaluation
+
+    assert evaluation.run_key("helpful_lsc", 1, 0.1, [0.1]) == "helpful_lsc/seed_1"
+    assert evaluation.run_key("raw", 0, 0.05, [0.05, 0.1]) == "raw/seed_0/kl_0.05"
+    path = str(tmp_path / "trajectories.npz")
+    step = np.arange(3)
+    np.savez(path, **{"helpful_lsc/seed_1/step": step, "helpful_lsc/seed_0/step": step + 1,
+                      "raw/seed_2/kl_0.05/step": step + 2})
+    trajs = rl_arm.load(path)
+    assert sorted(trajs) == ["helpful_lsc", "raw/kl_0.05"]
+    assert sorted(trajs["helpful_lsc"]) == [0, 1]
+    np.testing.assert_array_equal(trajs["helpful_lsc"][0]["step"], [1, 2, 3])
+    np.testing.assert_array_equal(trajs["raw/kl_0.05"][2]["step"], [2, 3, 4])

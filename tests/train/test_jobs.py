@@ -1,5 +1,5 @@
 """The training jobs from their shipped configs: validation rules and a tiny end-to-end chain
-train_rm -> train_sft -> train_reference (in process, shrunk by overrides)."""
+train_rm -> train_sft -> train_predictor (in process, shrunk by overrides)."""
 
 import importlib.util
 import json
@@ -13,7 +13,7 @@ from lsc import config as config_lib
 from lsc import main as main_lib
 from lsc.data import pipeline
 from lsc.models import hf_t5
-from lsc.train import reference_predictor
+from lsc.train import predictor
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import common
 from lsc.train import reward_model
@@ -33,7 +33,7 @@ def load(relpath, arg=""):
     ("rm/synthetic_helpful.py", ""), ("rm/synthetic_harmless.py", ""),
     ("rm/synthetic_helpful.py", "t5"), ("rm/synthetic_helpful.py", "large_data"),
     ("sft/synthetic.py", ""),
-    ("rm/reference_predictor_synthetic.py", ""),
+    ("predictor/synthetic.py", ""),
 ])
 def test_synthetic_configs_validate(relpath, arg):
     config = load(relpath, arg)
@@ -150,15 +150,15 @@ def test_rm_sft_reference_chain(tmp_path):
     # tokenizer's 211; the sampler draws none of those.
     assert sft_summary["gold"]["out_of_vocabulary_tokens"] == 0
 
-    ref_cfg = shrink(load("rm/reference_predictor_synthetic.py"))
+    ref_cfg = shrink(load("predictor/synthetic.py"))
     ref_cfg.reference.rm_workdir, ref_cfg.reference.policy_workdir = rm_dir, sft_dir
     ref_cfg.reference.num_samples, ref_cfg.reference.sample_batch_size = 4, 8
     ref_cfg.model.pooling = "mean"
-    with pytest.raises(ValueError, match="pooling must be 'last' for a reference predictor"):
-        main_lib.JOBS["train_reference"](ref_cfg, ref_dir)
+    with pytest.raises(ValueError, match="pooling must be 'last' for a predictor"):
+        main_lib.JOBS["train_predictor"](ref_cfg, ref_dir)
     ref_cfg.model.pooling = "last"
     with compile_log() as log:
-        assert main_lib.JOBS["train_reference"](ref_cfg, ref_dir) == 0
+        assert main_lib.JOBS["train_predictor"](ref_cfg, ref_dir) == 0
     assert log.count("train_step") == 1, log.events
     ref_summary = json.load(open(os.path.join(ref_dir, "summary.json")))
     assert {"mae", "rmse", "baseline_mae"} <= set(ref_summary["eval"])
@@ -167,21 +167,21 @@ def test_rm_sft_reference_chain(tmp_path):
     # Shared samples (as the reproduction's predictor stage draws them once for every reward
     # model) give the same targets as the job's own draw; a file drawn otherwise is refused.
     shared = str(tmp_path / "shared.npz")
-    reference_predictor.write_reference_samples(ref_cfg, str(tmp_path / "draw"), shared)
+    predictor.write_reference_samples(ref_cfg, str(tmp_path / "draw"), shared)
     with np.load(shared) as a, np.load(os.path.join(ref_dir, "reference_samples.npz")) as b:
         assert a["train_samples"].shape[1:] == (4, ref_cfg.data.response_len)
         np.testing.assert_array_equal(a["train_samples"], b["train_samples"])
     ref_cfg.reference.samples_path = shared
     config_lib.validate(ref_cfg, jobs=tuple(main_lib.JOBS))
     shared_dir = str(tmp_path / "ref_shared")
-    assert main_lib.JOBS["train_reference"](ref_cfg, shared_dir) == 0
+    assert main_lib.JOBS["train_predictor"](ref_cfg, shared_dir) == 0
     got = np.load(os.path.join(shared_dir, "oracle_targets.npz"))
     for split in ("train", "test"):
         np.testing.assert_array_equal(got[split], own[split])
     assert not os.path.exists(os.path.join(shared_dir, "reference_samples.npz"))
     ref_cfg.seed = int(ref_cfg.seed) + 1
     with pytest.raises(ValueError, match="samples_path=.*seed"):
-        main_lib.JOBS["train_reference"](ref_cfg, str(tmp_path / "ref_other_seed"))
+        main_lib.JOBS["train_predictor"](ref_cfg, str(tmp_path / "ref_other_seed"))
 
 
 @pytest.mark.slow

@@ -13,10 +13,10 @@ Kinds (``config.rewards.properties.<name>.reference.source``; :class:`ReferenceS
   vocabulary: :func:`fixed_response_tokens` refuses a response with unknown (``<unk>``) tokens,
   which the reward models never saw.
 * ``predictor`` -- a model trained to predict the base-policy quantile from the prompt
-  (:mod:`lsc.train.reference_predictor`): a ``RewardModel`` called with the prompt and an empty
+  (:mod:`lsc.train.predictor`): a ``RewardModel`` called with the prompt and an empty
   response. Any other traceable function ``prompts int32[B, P] -> float32[B]`` can be given instead
   (``predictor_fns``).
-* ``zero`` -- 0.
+* ``none`` -- 0 (no subtraction).
 
 :func:`estimate_reference` is a pure function of the models' ``(graphdef, state)`` pairs: one
 device computation for the whole batch (sampling, scoring, sorting), no Python loop over prompts,
@@ -29,7 +29,7 @@ from the table, and when every prompt of the batch is cached the estimation is s
 Submodules:
 
 * :mod:`lsc.align.references.pi0_samples` -- the one loop drawing ``pi0`` samples on a prompt
-  table (every caller passes its key), the oracle quantile targets of the reference predictor,
+  table (every caller passes its key), the oracle quantile targets of the predictor,
   and the reference-samples file (``reference_samples.npz``);
 * :mod:`lsc.align.references.bank` -- every alignment prompt's references computed once before
   RL (the ``rlhf`` job's table).
@@ -101,8 +101,8 @@ def score_samples(rm_graphdefs: Sequence[nnx.GraphDef], rm_states: Sequence[Any]
 
 
 def predictor_reference(pred_graphdef: nnx.GraphDef, pred_state: Any, prompts: Array) -> Array:
-    """``float32[B]``: a reference predictor (``RewardModel``) on the prompt and an empty response
-    (one pad token), as trained by :mod:`lsc.train.reference_predictor`."""
+    """``float32[B]``: a predictor (``RewardModel``) on the prompt and an empty response
+    (one pad token), as trained by :mod:`lsc.train.predictor`."""
     model = nnx.merge(pred_graphdef, pred_state)
     empty = jnp.full((prompts.shape[0], 1), getattr(model, "pad_id", 0), jnp.int32)
     return model(prompts, empty).astype(jnp.float32)

@@ -10,7 +10,7 @@ the job (and every method reading the same samples) sees the same references.
 
 The quantile source needs ``K`` base-policy samples per prompt:
 :func:`lsc.align.references.pi0_samples.read_rows` reads them from a reference-samples file (the
-draw the reference predictors train on, ``config.rewards.reference_samples``), matching prompts
+draw the predictors train on, ``config.rewards.reference_samples``), matching prompts
 by their token rows and checking the sampling settings; without a file :func:`compute` draws them
 from ``pi0`` with ``key`` (:func:`lsc.align.references.pi0_samples.sample_base`).
 """

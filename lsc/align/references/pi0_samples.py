@@ -3,7 +3,7 @@
 :func:`draw_batches` is the one loop that samples a policy on a table of prompts: fixed-shape
 batches (:func:`lsc.data.pipeline.padded_batches`; the last is padded and trimmed), batch ``i``
 drawn by :func:`lsc.models.sampling.sample` with ``fold_in(key, i)``. Each caller passes its own
-key: the reference predictors' shared draw (:func:`draw_splits`: split ``s`` with
+key: the predictors' shared draw (:func:`draw_splits`: split ``s`` with
 ``fold_in(key(seed), s)``), the reproduction's evaluation samples
 (:meth:`lsc.repro.samples.PromptSet.sample`: set ``j`` with ``fold_in(key(seed), j)``) and the
 reference bank (:func:`lsc.align.references.bank.compute`: ``fold_in(key(seed), 11)``).
@@ -11,11 +11,11 @@ reference bank (:func:`lsc.align.references.bank.compute`: ``fold_in(key(seed), 
 
 :func:`score_quantiles` scores ``k`` samples per prompt with a reward model and takes
 :func:`lsc.rewards.quantile_reference` over them (one jitted function per batch): the oracle
-quantile references, which the reference predictor learns (:func:`oracle_quantiles` draws and
+quantile references, which the predictor learns (:func:`oracle_quantiles` draws and
 scores).
 
 The reference-samples file (:data:`FILE`, ``reference_samples.npz``; written by the
-``train_reference`` job and by the reproduction's ``reference_predictor`` stage) holds, for each
+``train_predictor`` job and by the reproduction's ``predictor`` stage) holds, for each
 split of :data:`SPLITS`, ``<split>_prompts int32[n, P]`` (left-padded token rows) and
 ``<split>_samples int32[n, k, R]``, and the sampling settings ``seed``, ``num_samples``,
 ``max_new_tokens``, ``temperature``. :func:`read_splits` reads it back for the same prompts and

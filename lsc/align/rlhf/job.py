@@ -190,10 +190,24 @@ def rl_seeds(config: ml_collections.ConfigDict) -> list:
     return [int(x) for x in v] if isinstance(v, (tuple, list)) else [int(v)]
 
 
+SEED_PREFIX = "seed_"
+
+
+def seed_dir(seed: int) -> str:
+    """``seed_<seed>``: the directory level of RL seed ``seed`` (and its name in results)."""
+    return f"{SEED_PREFIX}{int(seed)}"
+
+
+def kl_dir(gamma: float) -> str:
+    """``kl_<gamma>``: the directory level of KL coefficient ``gamma`` (and its name in
+    results)."""
+    return f"kl_{gamma:g}"
+
+
 def gamma_workdir(workdir: str, gamma: float, gammas: Sequence[float]) -> str:
     """The directory of the run with ``kl_coef = gamma`` of the sweep ``gammas``: ``workdir``
     itself for a single value, else ``<workdir>/kl_<gamma>``."""
-    return workdir if len(gammas) == 1 else os.path.join(workdir, f"kl_{gamma:g}")
+    return workdir if len(gammas) == 1 else os.path.join(workdir, kl_dir(gamma))
 
 
 def run_workdir(workdir: str, seed: int, gamma: float, seeds: Sequence[int],
@@ -201,7 +215,7 @@ def run_workdir(workdir: str, seed: int, gamma: float, seeds: Sequence[int],
     """The directory of the run (``rl.seed = seed``, ``kl_coef = gamma``) of a job sweeping
     ``seeds`` x ``gammas``: ``<workdir>[/seed_<seed>][/kl_<gamma>]``, each level only when that
     sweep has several values."""
-    base = workdir if len(seeds) == 1 else os.path.join(workdir, f"seed_{int(seed)}")
+    base = workdir if len(seeds) == 1 else os.path.join(workdir, seed_dir(seed))
     return gamma_workdir(base, gamma, gammas)
 
 

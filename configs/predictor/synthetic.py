@@ -6,7 +6,7 @@ file changes the job, the prompts and the schedule, and adds the ``reference`` s
 
 Usage (after a ``train_rm`` and a ``train_sft`` run with the same seed and world)::
 
-  python -m lsc.main --config=configs/rm/reference_predictor_synthetic.py --workdir=runs/ref \\
+  python -m lsc.main --config=configs/predictor/synthetic.py --workdir=runs/ref \\
       --config.reference.rm_workdir=runs/rm_helpful --config.reference.policy_workdir=runs/sft
 """
 
@@ -19,10 +19,10 @@ VARIANTS = ("",)  # takes no argument
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     if arg:
-        raise ValueError(f"configs/rm/reference_predictor_synthetic.py takes no argument, got "
+        raise ValueError(f"configs/predictor/synthetic.py takes no argument, got "
                          f"{arg!r}")
     config = synthetic_helpful.get_config()
-    config.job = "train_reference"
+    config.job = "train_predictor"
     del config.rm
     config.world.prompts_train = 1000
     config.world.prompts_test = 200
@@ -31,7 +31,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.reference.rm_workdir = ""  # a finished train_rm run
     config.reference.policy_workdir = ""  # a finished train_sft run (the base policy)
     # Base-policy samples shared by several predictors (a reference_samples.npz of
-    # lsc.train.reference_predictor.write_reference_samples); empty: the job draws its own.
+    # lsc.train.predictor.write_reference_samples); empty: the job draws its own.
     config.reference.samples_path = ""
     config.reference.quantile = 0.5  # the median
     config.reference.num_samples = 16  # base-policy samples per prompt

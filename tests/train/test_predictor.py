@@ -1,4 +1,4 @@
-"""Reference predictor: on-device oracle quantiles vs a row-by-row numpy reference; metrics; the
+"""Predictor: on-device oracle quantiles vs a row-by-row numpy reference; metrics; the
 predictor learns a prompt-dependent target."""
 
 import json
@@ -14,7 +14,7 @@ from lsc.data import pipeline
 from lsc.models import decoder, heads, sampling
 from lsc.parallel import mesh as mesh_lib
 from lsc.train import loop
-from lsc.train import reference_predictor as rp
+from lsc.train import predictor as rp
 from train_fixtures import VOCAB, tiny_config, train_config
 
 

@@ -1,4 +1,4 @@
-"""The reference predictor (the note's "predict median"): ``r_ref(x)`` from the prompt alone.
+"""The predictor (the note's "predict median"): ``r_ref(x)`` from the prompt alone.
 
 Targets. For each prompt ``x`` the oracle reference is the ``q``-quantile of a reward model's
 scores of ``k`` samples ``y ~ pi_0(. | x)`` from the base policy
@@ -15,7 +15,7 @@ valid rows) by the shared loop, and evaluated on held-out prompts by its error a
 oracle quantiles (computed with a different sampling key): MAE, RMSE, correlation, and the MAE of
 the constant predictor (the mean training target) as a baseline.
 
-The job :func:`run` (``job = 'train_reference'``) reads the reward model and the base policy
+The job :func:`run` (``job = 'train_predictor'``) reads the reward model and the base policy
 exported by finished ``train_rm`` and ``train_sft`` runs (``reference.rm_workdir``,
 ``reference.policy_workdir``; models rebuilt from their ``config.json``), and the shared samples
 from ``reference.samples_path`` when set (checked against the prompts and the sampling settings),
@@ -126,17 +126,18 @@ def target_table(prompts: np.ndarray, targets: np.ndarray) -> pipeline.Tokenized
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
-    """The ``train_reference`` job; exit code 0, :data:`lsc.train.runner.PREEMPTED_EXIT_CODE` or 1."""
+    """The ``train_predictor`` job; exit code 0, :data:`lsc.train.runner.PREEMPTED_EXIT_CODE`
+    or 1."""
     ref = config.reference
     for field in ("rm_workdir", "policy_workdir"):
         if not ref.get(field):
             raise ValueError(f"config.reference.{field} is empty; give the workdir of a finished "
                              f"{'train_rm' if field == 'rm_workdir' else 'train_sft'} run")
     if common.reward_pooling(config.model) != "last":
-        raise ValueError("config.model.pooling must be 'last' for a reference predictor: it reads "
+        raise ValueError("config.model.pooling must be 'last' for a predictor: it reads "
                          "the prompt alone (an empty response), which a pooled head cannot see")
     if config.data.source != "synthetic":
-        raise ValueError("train_reference reads the synthetic world's prompts; "
+        raise ValueError("train_predictor reads the synthetic world's prompts; "
                          "config.data.source must be 'synthetic'")
     tok, prompts = _prompt_arrays(config, workdir)
     train_x, test_x = prompts["train"], prompts["test"]
