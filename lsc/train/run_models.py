@@ -86,7 +86,8 @@ class ModelRecord:
                   if self.kind == "t5" else f"{a.get('num_layers')} layers")
         shape = f"d_model {a.get('d_model')}, {layers}, {a.get('num_heads')} heads, " \
                 f"vocab {a.get('vocab_size')}"
-        origin = f"{self.source}={self.path}" if self.path else f"{self.source} (random init)"
+        origin = (f"from {self.source}={self.path}" if self.path
+                  else f"random init of config.{self.source}")
         return f"{self.role}: {self.kind} ({shape}), {self.parameters:,} parameters, {origin}"
 
 
@@ -151,7 +152,7 @@ def describe_config_model(role: str, source: str, model_config, vocab_size: int,
     init_from = model_config.get("init_from", "") or ""
     rec = _record(role, f"{source}.init_from" if init_from else source, init_from, model_config,
                   arch_cfg, nnx.eval_shape(create), reward, where)
-    logging.info("model %s", rec.summary())
+    logging.info("built %s", rec.summary())
     return create, initial, rec
 
 
