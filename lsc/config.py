@@ -12,7 +12,9 @@ The rules of a typed config section are declared once, next to the code that rea
 ``rl.value_optim.*`` (:data:`lsc.train.optim.RULES`), ``rl.*``
 (:data:`lsc.align.rlhf.RL_RULES`) and ``rewards.properties.*.reference.*``
 (:data:`lsc.align.utility.REFERENCE_RULES`); those typed configs check the same rules when they
-are built. Every list of choices is the constant of the module that uses it (e.g.
+are built. Precision is one field per model section (:data:`MODEL_SECTIONS`):
+``<section>.arch.compute_dtype`` (:data:`lsc.models.layers.COMPUTE_DTYPES`); the trained models
+(:data:`TRAINED_MODEL_SECTIONS`) keep ``arch.param_dtype='float32'`` master weights. Every list of choices is the constant of the module that uses it (e.g.
 :data:`lsc.models.heads.POOLINGS`, :data:`lsc.rewards.names.METHOD_CHOICES`,
 :data:`lsc.data.DATA_SOURCES`). The imports go one way: this module imports the domain modules,
 never the reverse.
