@@ -52,7 +52,7 @@ def cpu_train() -> ml_collections.ConfigDict:
     """``lsc.train.loop.TrainConfig`` fields for a run of about a minute on two CPU cores."""
     return ml_collections.ConfigDict(dict(
         num_steps=400, batch_size=32, grad_accum_steps=1, log_every=20, eval_every=200,
-        save_every=100, keep_checkpoints=2, compute_dtype="float32", progress=True))
+        save_every=100, keep_checkpoints=2, progress=True))
 
 
 def small_decoder() -> ml_collections.ConfigDict:

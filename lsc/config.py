@@ -12,7 +12,9 @@ The rules of a typed config section are declared once, next to the code that rea
 ``rl.value_optim.*`` (:data:`lsc.train.optim.RULES`), ``rl.*``
 (:data:`lsc.align.rlhf.RL_RULES`) and ``rewards.properties.*.reference.*``
 (:data:`lsc.align.utility.REFERENCE_RULES`); those typed configs check the same rules when they
-are built. Every list of choices is the constant of the module that uses it (e.g.
+are built. Precision is one field per model section (:data:`MODEL_SECTIONS`):
+``<section>.arch.compute_dtype`` (:data:`lsc.models.layers.COMPUTE_DTYPES`); the trained models
+(:data:`TRAINED_MODEL_SECTIONS`) keep ``arch.param_dtype='float32'`` master weights. Every list of choices is the constant of the module that uses it (e.g.
 :data:`lsc.models.heads.POOLINGS`, :data:`lsc.rewards.names.METHOD_CHOICES`,
 :data:`lsc.data.DATA_SOURCES`). The imports go one way: this module imports the domain modules,
 never the reverse.
@@ -29,7 +31,7 @@ import ml_collections
 from lsc.align import common as align_common
 from lsc.align import rlhf, utility
 from lsc.data import DATA_SOURCES, chat_template, hh_rlhf, world
-from lsc.models import heads
+from lsc.models import heads, layers
 from lsc.rewards import names
 from lsc.schema import Rule, number_in, one_of, prefixed
 from lsc.train import common as train_common
@@ -58,6 +60,20 @@ def existing_path(when: Callable[[ml_collections.ConfigDict], bool] = lambda c: 
         return None
 
     return rule
+
+
+def _float32_master_weights(value, config) -> Optional[str]:
+    """The parameters of a model that is trained are stored in float32 (bfloat16 compute is
+    ``<section>.arch.compute_dtype``)."""
+    if value != "float32":
+        return (f"{value!r} is not allowed; a trained model keeps float32 master weights "
+                "(set arch.compute_dtype='bfloat16' for bfloat16 compute)")
+    return None
+
+
+# The config sections that describe a model (``kind``, ``arch``, ``init_from``, ``pooling``).
+MODEL_SECTIONS = ("model", "policy.model", "rm_model")
+TRAINED_MODEL_SECTIONS = ("model", "policy.model")
 
 
 def _needs_data_path(config) -> bool:
@@ -167,6 +183,10 @@ RULES: Dict[str, Rule] = {
     "data.prompt_len": number_in(1, integer=True),
     "data.response_len": number_in(1, integer=True),
     "model.kind": one_of(train_common.MODEL_KINDS),
+    # Precision, one field per model: <section>.arch.compute_dtype (lsc.models.layers).
+    **{f"{s}.arch.compute_dtype": one_of(layers.COMPUTE_DTYPES) for s in MODEL_SECTIONS},
+    **{f"{s}.arch.param_dtype": _float32_master_weights for s in TRAINED_MODEL_SECTIONS},
+    "rm_model.arch.param_dtype": one_of(layers.PARAM_DTYPES),
     "model.pooling": one_of(heads.POOLINGS),
     "model.init_from": existing_path(when=lambda c: bool(c.model.get("init_from"))),
     "rm.property": one_of(hh_rlhf.SUBSET_GROUPS),

@@ -1,5 +1,5 @@
 """Best-of-k on hh-rlhf's evaluation prompts (the paper's setting): the config of
-``configs/rlhf/paper.py`` (same variants, models and ``rewards``) with ``job = 'best_of_k'``;
+``configs/rlhf/paper.py`` (same variants, models, bfloat16 compute and ``rewards``) with ``job = 'best_of_k'``;
 the job reads its ``best_of_k`` section (``ks``, ``num_prompts``, ``batch_size``, ``split``).
 
 Variants (the argument after ``:``): helpful_raw, helpful_lsc (default), hh_raw_sum, hh_lsc_sum.

@@ -22,6 +22,9 @@ xl      2048     32     24 + 24   5120    2.85B
 xxl     4096     64     24 + 24   10240   11.1B
 ======  =======  =====  ========  ======  =====
 
+Every preset computes in float32 (``compute_dtype``); the paper's configs set ``bfloat16``.
+Parameters are stored in float32 (``param_dtype``).
+
 ``tiny`` and ``mini`` are small random-weight shapes for tests (same architecture; ``mini`` has an
 unequal number of encoder and decoder layers and non-default relative-attention buckets).
 """
@@ -66,6 +69,6 @@ def get_config(size: str = "base") -> ml_collections.ConfigDict:
     config.pad_id = 0
     config.eos_id = 1
     config.decoder_start_id = 0
-    config.dtype = "float32"
+    config.compute_dtype = "float32"  # or "bfloat16": bf16 matmuls, float32 master weights
     config.param_dtype = "float32"
     return config

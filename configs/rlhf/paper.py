@@ -36,6 +36,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     config.policy.model = common.model("decoder", decoder.get_config("small"))
     config.rm_model = common.model("t5", t5_1_1.get_config("base"))
+    # bfloat16 matmuls and activations on float32 master weights, as the paper ran on TPU (the
+    # models of policy.workdir / rm_workdir run in the compute_dtype their config.json records).
+    config.policy.model.arch.compute_dtype = "bfloat16"
+    config.rm_model.arch.compute_dtype = "bfloat16"
     # hh-rlhf data: the hh-rlhf refusal (the synthetic config's default is the world's).
     config.rewards = common.rewards(variant, num_samples=64, refusal=common.HH_REFUSAL)
 

@@ -48,6 +48,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     config.policy.model = common.model("decoder", decoder.get_config("gemma2_2b"))
     config.rm_model = common.model("decoder", decoder.get_config("gemma2_2b"))
+    # bfloat16 compute on float32 master weights (the preset's; hf_convert --dtype=bfloat16
+    # records the same in a converted run directory).
+    config.policy.model.arch.compute_dtype = "bfloat16"
+    config.rm_model.arch.compute_dtype = "bfloat16"
     config.rm_model.pooling = "last"
     config.rewards = common.rewards(variant, num_samples=16, refusal=common.HH_REFUSAL)
 

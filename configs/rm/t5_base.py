@@ -44,6 +44,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.world = common.world(pairs=(4000, 1000), sft=(200, 50), prompts=(50, 50))
 
     config.model = common.model("t5", t5_1_1.get_config("base"))
+    # bfloat16 matmuls and activations on float32 master weights, as the paper ran on TPU.
+    config.model.arch.compute_dtype = "bfloat16"
     # model.init_from: a Hugging Face google/t5-v1_1-base directory
     config.model.pooling = "last"  # where the reward head reads: 'last' token, or 'mean' / 'sum'
 
@@ -55,7 +57,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     config.train = common.cpu_train()
     config.train.update(dict(num_steps=10_000, batch_size=64, log_every=50, eval_every=1000,
-                             save_every=500, keep_checkpoints=3, compute_dtype="bfloat16"))
+                             save_every=500, keep_checkpoints=3))
     config.optim = common.optim(name="adafactor", learning_rate=1e-4, warmup_steps=1000,
                                 schedule="constant", end_lr_fraction=0.1, b2=0.99,
                                 grad_clip_norm=1.0)

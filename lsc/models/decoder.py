@@ -54,7 +54,6 @@ from lsc.models.layers import last_true_index
 
 Array = jax.Array
 
-_DTYPES = ("float32", "bfloat16", "float16")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
@@ -88,7 +87,12 @@ class DecoderConfig:
       rope_local_theta: rotary base of the sliding-window layers, which then use no frequency
         scaling (0: the same rotary embedding as the full layers).
       pad_id, eos_id, bos_id: special tokens (``bos_id = -1`` when the vocabulary has none).
-      dtype: compute dtype; param_dtype: storage dtype ('float32', 'bfloat16', 'float16').
+      compute_dtype: dtype of the matmul operands and activations
+        (:data:`lsc.models.layers.COMPUTE_DTYPES`): the parameters are cast to it where they
+        are used and every product accumulates in float32; norm statistics, softmax, attention
+        logits and the returned logits are float32 either way.
+      param_dtype: dtype the parameters are stored in (:data:`lsc.models.layers.PARAM_DTYPES`;
+        float32 for a model that is trained).
       init_std: standard deviation of the embedding initialiser (``None``: ``d_model ** -0.5``).
     """
 
@@ -125,7 +129,7 @@ class DecoderConfig:
     pad_id: int = 0
     eos_id: int = 1
     bos_id: int = -1
-    dtype: str = "float32"
+    compute_dtype: str = "float32"
     param_dtype: str = "float32"
     init_std: Optional[float] = None
 
@@ -147,9 +151,11 @@ class DecoderConfig:
                 f"model.rope_scaling_type must be one of default, linear, llama3, got "
                 f"{self.rope_scaling_type!r}"
             )
-        for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in _DTYPES:
-                raise ValueError(f"model.{name} must be one of {_DTYPES}, got {getattr(self, name)!r}")
+        for name, choices in (("compute_dtype", layers.COMPUTE_DTYPES),
+                              ("param_dtype", layers.PARAM_DTYPES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"model.{name} must be one of {choices}, got "
+                                 f"{getattr(self, name)!r}")
         for name in ("pad_id", "eos_id"):
             value = getattr(self, name)
             if not 0 <= value < self.vocab_size:
@@ -244,7 +250,7 @@ class DecoderBlock(nnx.Module):
 
     def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs, sliding: bool = False):
         c = config
-        dtype, pdtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pdtype = jnp.dtype(c.compute_dtype), jnp.dtype(c.param_dtype)
         norm = dict(eps=c.norm_eps, zero_centered_scale=c.norm_zero_centered, dtype=dtype,
                     param_dtype=pdtype, rngs=rngs)
         self.parallel_block = c.parallel_block
@@ -291,7 +297,7 @@ class DecoderLM(nnx.Module):
         self.pad_id = c.pad_id
         self.eos_id = c.eos_id
         self.d_model = c.d_model
-        dtype, pdtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pdtype = jnp.dtype(c.compute_dtype), jnp.dtype(c.param_dtype)
         std = c.init_std if c.init_std is not None else c.d_model**-0.5
         self.embed = layers.Embedding(
             c.vocab_size, c.d_model, embedding_init=nnx.initializers.normal(stddev=std),
@@ -320,9 +326,9 @@ class DecoderLM(nnx.Module):
         """LM logits ``float32[..., V]`` from final-normed hidden states ``[..., E]`` (soft-capped
         when ``final_logit_softcap`` is set)."""
         if self.lm_head is None:
-            logits = self.embed.attend(h).astype(jnp.float32)
+            logits = self.embed.attend(h, jnp.float32)
         else:
-            logits = self.lm_head(h).astype(jnp.float32)
+            logits = self.lm_head(h, jnp.float32)
         cap = self.config.final_logit_softcap
         if cap:
             logits = jnp.tanh(logits / cap) * cap

@@ -41,7 +41,8 @@ Array = jax.Array
 
 class ScalarHead(nnx.Module):
     """``features[..., E] -> float32[...]``: a linear map to one number (kernel ``[embed, 1]`` and
-    a bias; zero-initialised kernel by default so a fresh head outputs its bias, 0)."""
+    a bias; zero-initialised kernel by default so a fresh head outputs its bias, 0). It computes
+    in float32 whatever the backbone's ``compute_dtype`` (bfloat16 features are widened)."""
 
     def __init__(
         self,

@@ -327,7 +327,7 @@ def config_from_hf(
             pad_id=0 if pad is None else int(pad),
             eos_id=0 if eos is None else int(eos),
             bos_id=-1 if bos is None else int(bos),
-            dtype=dtype,
+            compute_dtype=dtype,
             param_dtype=param_dtype,
             **rope,
             **extra,

@@ -169,7 +169,8 @@ def load_t5_classifier(path: str, *, dtype: str = "float32", param_dtype: str = 
 
     arch = (T5_ARCHITECTURE,)
     _check_one_label(hf_t5.read_t5_config(path, arch))
-    cfg = hf_t5.load_t5_config(path, architectures=arch, dtype=dtype, param_dtype=param_dtype)
+    cfg = hf_t5.load_t5_config(path, architectures=arch, compute_dtype=dtype,
+                               param_dtype=param_dtype)
     reader = hf_io.TensorReader(path)
     rest = sorted(n for n in reader.names() if not n.startswith("transformer."))
     missing = sorted(set(T5_HEAD_TENSORS) - set(rest))

@@ -104,7 +104,7 @@ def load_t5_config(path: str, *, architectures: Tuple[str, ...] = SUPPORTED_ARCH
     ``config.json``); ``scale_decoder_outputs`` as described in the module docstring.
     ``dropout_rate`` is 0 (the checkpoint's training dropout is not carried over; pass
     ``dropout_rate=0.1`` to fine-tune with T5's usual rate). ``overrides`` (e.g.
-    ``dtype='bfloat16'``, ``dropout_rate=0.1``) replace any field.
+    ``compute_dtype='bfloat16'``, ``dropout_rate=0.1``) replace any field.
     """
     cfg = read_t5_config(path, architectures)
     kwargs: Dict[str, Any] = {}
@@ -238,8 +238,8 @@ def load_t5(path: str, **config_overrides: Any) -> t5_lib.T5:
     """A :class:`~lsc.models.t5.T5` with the weights of the checkpoint directory ``path``.
 
     ``config_overrides`` replace :class:`~lsc.models.t5.T5Config` fields (e.g.
-    ``param_dtype='bfloat16'``, ``dtype='bfloat16'``, ``dropout_rate=0.1``); parameters are cast
-    to ``param_dtype``. The model is built abstractly (no random initialisation) and filled
+    ``param_dtype='bfloat16'``, ``compute_dtype='bfloat16'``, ``dropout_rate=0.1``); parameters
+    are cast to ``param_dtype``. The model is built abstractly (no random initialisation) and filled
     tensor by tensor (:func:`lsc.models.hf_io.fill_module`).
     """
     config = load_t5_config(path, **config_overrides)

@@ -13,10 +13,15 @@ Conventions used throughout:
 
 * activations are ``[batch, length, ...]``; attention heads are ``[B, L, heads, head_dim]``;
 * a boolean attention mask ``[B, L_q, L_kv]`` is ``True`` where a query may attend to a key;
-* parameters are stored in ``param_dtype`` and cast to the compute ``dtype`` when used; norms,
-  softmax and rotary angles are computed in float32.
+* precision follows flax's ``param_dtype`` / ``dtype`` convention: parameters are stored in
+  ``param_dtype`` (float32 master weights for anything trained) and cast to the compute ``dtype``
+  (:data:`COMPUTE_DTYPES`) where they are used, so under bfloat16 compute every matmul takes
+  bfloat16 operands and activations are bfloat16; every product accumulates in float32
+  (:func:`contract`, also in the gradient) and norm statistics, softmax, attention logits and
+  rotary angles are float32.
 
-Contents: :func:`param`, :class:`RMSNorm`, :class:`Linear`, :class:`Einsum`, :class:`Embedding`,
+Contents: :data:`COMPUTE_DTYPES`, :data:`PARAM_DTYPES`, :func:`contract`, :func:`param`,
+:class:`RMSNorm`, :class:`Linear`, :class:`Einsum`, :class:`Embedding`,
 rotary embeddings (:func:`rope_inv_freq`, :func:`apply_rope`), :func:`dot_product_attention`,
 :class:`Attention` (self- or cross-attention, optional rotary embeddings, optional additive bias,
 optional KV cache), :class:`GatedMLP`, KV-cache helpers (:func:`init_kv_cache`,
@@ -55,6 +60,81 @@ LOGICAL_AXIS_NAMES = (
 
 # Logical axes of the arrays in a KV cache entry ``k``/``v``: [B, T, kv_heads, head_dim].
 KV_CACHE_AXES: LogicalAxes = ("batch", "length", "kv_heads", "head_dim")
+
+# The compute dtypes a model can run in (``compute_dtype`` of the model configs) and the dtypes
+# its parameters can be stored in (``param_dtype``; float32 for anything trained).
+COMPUTE_DTYPES = ("float32", "bfloat16")
+PARAM_DTYPES = ("float32", "bfloat16")
+
+
+def _explicit(equation: str, x_ndim: int) -> str:
+    """``equation`` with an ellipsis of the first operand (and the output) spelled out."""
+    if "..." not in equation:
+        return equation
+    (lx, ly), out = equation.split("->")[0].split(","), equation.split("->")[1]
+    if "..." in ly:
+        raise ValueError(f"contract: only the first operand may have an ellipsis, got {equation!r}")
+    free = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in equation]
+    dots = "".join(free[: x_ndim - (len(lx) - 3)])
+    return f"{lx.replace('...', dots)},{ly}->{out.replace('...', dots)}"
+
+
+def _einsum_f32(equation: str, x: Array, y: Array) -> Array:
+    """``float32`` einsum of two bfloat16 operands, accumulated in float32
+    (``preferred_element_type``). XLA's CPU runtime has no bf16 x bf16 -> f32 kernel for every
+    layout, so on CPU the product is taken in bfloat16 (XLA:CPU accumulates it in float32 and
+    rounds the result) and widened."""
+    return jax.lax.platform_dependent(
+        x, y,
+        cpu=lambda x, y: jnp.einsum(equation, x, y).astype(jnp.float32),
+        default=lambda x, y: jnp.einsum(equation, x, y, preferred_element_type=jnp.float32))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _contract_low(equation: str, out_dtype: Any, x: Array, y: Array) -> Array:
+    return _einsum_f32(equation, x, y).astype(out_dtype)
+
+
+def _contract_low_fwd(equation, out_dtype, x, y):
+    return _contract_low(equation, out_dtype, x, y), (x, y)
+
+
+def _contract_low_bwd(equation, out_dtype, residuals, g):
+    x, y = residuals
+    (lx, ly), out = equation.split("->")[0].split(","), equation.split("->")[1]
+    g = g.astype(x.dtype)
+    dx = _einsum_f32(f"{out},{ly}->{lx}", g, y).astype(x.dtype)
+    dy = _einsum_f32(f"{lx},{out}->{ly}", x, g).astype(y.dtype)
+    return dx, dy
+
+
+_contract_low.defvjp(_contract_low_fwd, _contract_low_bwd)
+
+
+def contract(equation: str, x: Array, y: Array, out_dtype: Optional[Dtype] = None) -> Array:
+    """``jnp.einsum(equation, x, y)`` of two operands of one dtype, accumulated in float32 and
+    returned in ``out_dtype`` (default: the operands' dtype).
+
+    float32 operands: one einsum. Lower-precision (bfloat16) operands: the product accumulates in
+    float32 (``preferred_element_type``; on CPU see :func:`_einsum_f32`) and is cast to
+    ``out_dtype``; the gradient keeps the
+    operands' precision: the cotangent is cast to their dtype and both transposed products take
+    it as operands and accumulate in float32 (differentiating a ``preferred_element_type`` einsum
+    directly would give float32 products in the backward pass). Every index of each operand must
+    appear in the other operand or in the output; only ``x`` may carry an ellipsis.
+    """
+    if x.dtype != y.dtype:
+        raise ValueError(f"contract {equation!r}: operands of different dtypes {x.dtype} and "
+                         f"{y.dtype}; cast them to the compute dtype first")
+    out_dtype = jnp.dtype(out_dtype or x.dtype)
+    if x.dtype == jnp.float32:
+        y = jnp.einsum(equation, x, y, preferred_element_type=jnp.float32)
+        return y if out_dtype == jnp.float32 else y.astype(out_dtype)
+    equation = _explicit(equation.replace(" ", ""), x.ndim)
+    (lx, ly), out = equation.split("->")[0].split(","), equation.split("->")[1]
+    if set(lx) - set(ly + out) or set(ly) - set(lx + out):
+        raise ValueError(f"contract {equation!r}: an index summed within one operand")
+    return _contract_low(equation, out_dtype, x, y)
 
 
 def param(
@@ -137,7 +217,8 @@ class RMSNorm(nnx.Module):
 class Linear(nnx.Module):
     """Dense layer ``x @ kernel (+ bias)``; kernel ``[in, out]`` with logical ``axes``.
 
-    Input ``[..., in]``, output ``[..., out]`` in ``dtype`` (the input's dtype when None).
+    Input ``[..., in]``, output ``[..., out]`` in ``dtype`` (the input's dtype when None), or in
+    ``out_dtype`` when the call gives one (e.g. float32 logits of a bfloat16 model).
     """
 
     def __init__(
@@ -162,7 +243,7 @@ class Linear(nnx.Module):
             else None
         )
 
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, out_dtype: Optional[Dtype] = None) -> Array:
         dtype = self.dtype or x.dtype
         kernel = self.kernel[...].astype(dtype)
         x = x.astype(dtype)
@@ -170,11 +251,12 @@ class Linear(nnx.Module):
             # One 2-D matmul over the flattened leading dims: the same product, and its weight
             # gradient is a plain [in, rows] x [rows, out] matmul rather than a batched
             # contraction of a [..., in] input.
-            y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel).reshape(x.shape[:-1] + (-1,))
+            y = contract("mk,kn->mn", x.reshape(-1, x.shape[-1]), kernel, out_dtype)
+            y = y.reshape(x.shape[:-1] + (-1,))
         else:
-            y = jnp.dot(x, kernel)
+            y = contract("mk,kn->mn", x, kernel, out_dtype)
         if self.bias is not None:
-            y = y + self.bias[...].astype(dtype)
+            y = y + self.bias[...].astype(y.dtype)
         return y
 
 
@@ -205,7 +287,7 @@ class Einsum(nnx.Module):
     ``bias_shape``/``bias_axes`` (optional) give a bias added to the output (broadcast over the
     leading dims). Used for attention projections: e.g. ``'BLE,EHD->BLHD'`` with kernel
     ``[embed, heads, head_dim]``. An equation that is a matmul over merged axes
-    (:func:`matmul_split`) is computed as one 2-D ``jnp.dot``.
+    (:func:`matmul_split`) is computed as one 2-D product.
     """
 
     def __init__(
@@ -236,21 +318,21 @@ class Einsum(nnx.Module):
         x, kernel = x.astype(dtype), self.kernel[...].astype(dtype)
         split = matmul_split(self.equation)
         if split is None:
-            y = jnp.einsum(self.equation, x, kernel)
+            y = contract(self.equation, x, kernel)
         else:
             # A matmul in disguise (``x[..., C...] x kernel[C..., F...]``): one 2-D product over
             # merged axes. Left as an einsum, XLA's CPU backend may order the merged contracting
             # axes against the kernel's layout and transpose the whole kernel at every call
             # (every decoded token), and it runs the weight gradient of the batched contraction
             # slowly (see :class:`Linear`).
-            batch_shape, contract = x.shape[: x.ndim - split], kernel.shape[:split]
+            batch_shape, contracted = x.shape[: x.ndim - split], kernel.shape[:split]
             free = kernel.shape[split:]
             x_rank = len(self.equation.replace(" ", "").split(",")[0])
-            if x.ndim != x_rank or x.shape[x.ndim - split:] != contract:
+            if x.ndim != x_rank or x.shape[x.ndim - split:] != contracted:
                 raise ValueError(f"Einsum {self.equation!r}: input shape {x.shape} does not fit "
                                  f"the kernel's {kernel.shape}")
-            y = jnp.dot(x.reshape(-1, math.prod(contract)),
-                        kernel.reshape(math.prod(contract), -1)).reshape(batch_shape + free)
+            y = contract("mk,kn->mn", x.reshape(-1, math.prod(contracted)),
+                         kernel.reshape(math.prod(contracted), -1)).reshape(batch_shape + free)
         if self.bias is not None:
             y = y + self.bias[...].astype(dtype)
         return y
@@ -260,7 +342,8 @@ class Embedding(nnx.Module):
     """Token embedding table ``[vocab, embed]`` (logical axes ``('vocab', 'embed')``).
 
     ``__call__(ids int32[...]) -> [..., embed]`` looks tokens up; ``attend(x[..., embed]) ->
-    [..., vocab]`` computes logits against the table (tied output embedding).
+    [..., vocab]`` computes logits against the table (tied output embedding), in ``dtype`` or
+    in the ``out_dtype`` the call gives.
     """
 
     def __init__(
@@ -282,8 +365,9 @@ class Embedding(nnx.Module):
     def __call__(self, ids: Array) -> Array:
         return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
 
-    def attend(self, x: Array) -> Array:
-        return jnp.einsum("...e,ve->...v", x.astype(self.dtype), self.embedding[...].astype(self.dtype))
+    def attend(self, x: Array, out_dtype: Optional[Dtype] = None) -> Array:
+        return contract("...e,ve->...v", x.astype(self.dtype),
+                        self.embedding[...].astype(self.dtype), out_dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,10 +484,10 @@ def dot_product_attention(
     # Logits [B, H, L, S]. With one query head per key/value head (MHA) the einsums skip the
     # group axis: the same products, without the transposes of the 5-D layout.
     if g == 1:
-        logits = jnp.einsum("blhd,bshd->bhls", q, k, preferred_element_type=jnp.float32)
+        logits = contract("blhd,bshd->bhls", q, k, jnp.float32)
     else:
-        logits = jnp.einsum("blkgd,bskd->bkgls", q.reshape(b, l, kh, g, d), k,
-                            preferred_element_type=jnp.float32).reshape(b, h, l, s)
+        logits = contract("blkgd,bskd->bkgls", q.reshape(b, l, kh, g, d), k,
+                          jnp.float32).reshape(b, h, l, s)
     logits = logits * scale
     if softcap is not None:
         logits = jnp.tanh(logits / softcap) * softcap
@@ -414,8 +498,8 @@ def dot_product_attention(
         logits = jnp.where(mask[:, None, :, :], logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     if g == 1:
-        return jnp.einsum("bhls,bshd->blhd", probs, v)
-    out = jnp.einsum("bkgls,bskd->blkgd", probs.reshape(b, kh, g, l, s), v)
+        return contract("bhls,bshd->blhd", probs, v)
+    out = contract("bkgls,bskd->blkgd", probs.reshape(b, kh, g, l, s), v)
     return out.reshape(b, l, h, d)
 
 

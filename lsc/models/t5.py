@@ -73,8 +73,6 @@ _HF_ACTIVATIONS = {
     "swish": "silu",
 }
 
-_DTYPES = ("float32", "bfloat16", "float16")
-
 
 def activation_name(feed_forward_proj: str) -> Tuple[str, bool]:
     """Maps a T5 ``feed_forward_proj`` string to ``(Hugging Face activation name, is_gated)``.
@@ -104,9 +102,14 @@ class T5Config:
 
     ``num_decoder_layers=None`` means as many as ``num_layers``. ``scale_decoder_outputs=None``
     means ``tie_word_embeddings`` (original T5 scales by ``d_model ** -0.5`` before the tied
-    head; T5.1.1 has an untied head and no scaling). ``dtype`` is the activation dtype,
-    ``param_dtype`` the parameter dtype; attention logits, softmax and norm statistics are always
-    computed in float32 and logits are returned in float32.
+    head; T5.1.1 has an untied head and no scaling).
+
+    ``compute_dtype`` (:data:`lsc.models.layers.COMPUTE_DTYPES`) is the dtype of the matmul
+    operands and activations: the float32 parameters are cast to it where they are used and every
+    product accumulates in float32. Attention logits, softmax, norm statistics and the relative
+    position bias are float32 either way, and logits are returned in float32. ``param_dtype``
+    (:data:`lsc.models.layers.PARAM_DTYPES`) is the dtype the parameters are stored in: float32
+    for a model that is trained.
     """
 
     vocab_size: int = 32128
@@ -126,7 +129,7 @@ class T5Config:
     pad_id: int = 0
     eos_id: int = 1
     decoder_start_id: int = 0
-    dtype: str = "float32"
+    compute_dtype: str = "float32"
     param_dtype: str = "float32"
 
     def __post_init__(self):
@@ -168,10 +171,11 @@ class T5Config:
                     f"T5Config.{name} must be an integer in [0, vocab_size={self.vocab_size}), "
                     f"got {value!r}"
                 )
-        for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in _DTYPES:
+        for name, choices in (("compute_dtype", layers.COMPUTE_DTYPES),
+                              ("param_dtype", layers.PARAM_DTYPES)):
+            if getattr(self, name) not in choices:
                 raise ValueError(
-                    f"T5Config.{name} must be one of {_DTYPES}, got {getattr(self, name)!r}"
+                    f"T5Config.{name} must be one of {choices}, got {getattr(self, name)!r}"
                 )
 
     @property
@@ -227,13 +231,13 @@ def attention_with_dropout(
     if dropout is None or rate == 0.0:
         return layers.dot_product_attention(q, k, v, mask, scale=1.0, bias=bias)
     b, l, h, d = q.shape
-    logits = jnp.einsum("blhd,bshd->bhls", q, k, preferred_element_type=jnp.float32)
+    logits = layers.contract("blhd,bshd->bhls", q, k, jnp.float32)
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
     mask = jnp.broadcast_to(mask, (b, l, k.shape[1]))
     logits = jnp.where(mask[:, None], logits, jnp.finfo(jnp.float32).min)
     probs = _dropout(jax.nn.softmax(logits, axis=-1), rate, dropout).astype(v.dtype)
-    return jnp.einsum("bhls,bshd->blhd", probs, v)
+    return layers.contract("bhls,bshd->blhd", probs, v)
 
 
 @functools.lru_cache(maxsize=None)
@@ -322,7 +326,7 @@ class T5Attention(nnx.Module):
     def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
         d, h, k = config.d_model, config.num_heads, config.d_kv
         common = dict(
-            dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs
+            dtype=jnp.dtype(config.compute_dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs
         )
         in_axes = ("embed", "heads", "head_dim")
         self.dropout_rate = float(config.dropout_rate)
@@ -378,7 +382,7 @@ class T5FeedForward(nnx.Module):
     def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
         d, f = config.d_model, config.d_ff
         common = dict(
-            dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs
+            dtype=jnp.dtype(config.compute_dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs
         )
         self.gated = config.is_gated
         self.activation = _HF_ACTIVATIONS[config.activation]
@@ -405,7 +409,7 @@ def _norm(config: T5Config, rngs: nnx.Rngs) -> layers.RMSNorm:
     return layers.RMSNorm(
         config.d_model,
         eps=config.layer_norm_epsilon,
-        dtype=jnp.dtype(config.dtype),
+        dtype=jnp.dtype(config.compute_dtype),
         param_dtype=jnp.dtype(config.param_dtype),
         rngs=rngs,
     )
@@ -584,7 +588,7 @@ class T5(nnx.Module):
         self.pad_id = int(c.pad_id)
         self.eos_id = int(c.eos_id)
         self.decoder_start_id = int(c.decoder_start_id)
-        self.dtype = jnp.dtype(c.dtype)
+        self.dtype = jnp.dtype(c.compute_dtype)
         pdtype = jnp.dtype(c.param_dtype)
         self.shared = layers.Embedding(
             c.vocab_size, c.d_model, embedding_init=_normal(1.0), dtype=self.dtype,
@@ -640,9 +644,9 @@ class T5(nnx.Module):
             hidden = hidden * jnp.asarray(self.config.d_model**-0.5, hidden.dtype)
         if self.lm_head is None:
             w = self.shared.embedding[...].astype(self.dtype)
-            return jnp.einsum("...d,vd->...v", hidden, w, preferred_element_type=jnp.float32)
+            return layers.contract("...d,vd->...v", hidden, w, jnp.float32)
         w = self.lm_head.kernel[...].astype(self.dtype)
-        return jnp.einsum("...d,dv->...v", hidden, w, preferred_element_type=jnp.float32)
+        return layers.contract("...d,dv->...v", hidden, w, jnp.float32)
 
     def __call__(
         self,

@@ -41,8 +41,9 @@ class T5ClassifierBackbone(nnx.Module):
     def __init__(self, config: t5_lib.T5Config, *, rngs: nnx.Rngs):
         self.config = config
         self.t5 = t5_lib.T5(config, rngs=rngs)
+        # Part of the classification head: float32 whatever the backbone's compute dtype.
         self.dense = layers.Linear(config.d_model, config.d_model, axes=("embed", None),
-                                   use_bias=True, dtype=jnp.dtype(config.dtype),
+                                   use_bias=True, dtype=jnp.float32,
                                    param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
         self.d_model = int(config.d_model)
         self.pad_id = int(config.pad_id)

@@ -189,7 +189,8 @@ def backbone_factory(model_config: ml_collections.ConfigDict, vocab_size: int, s
         if init_from:
             from lsc.models import hf_t5
 
-            overrides = {k: arch[k] for k in ("dtype", "param_dtype", "dropout_rate") if k in arch}
+            overrides = {k: arch[k] for k in ("compute_dtype", "param_dtype", "dropout_rate")
+                         if k in arch}
             cfg = hf_t5.load_t5_config(init_from, **overrides)
             load = lambda: hf_t5.load_t5(init_from, **overrides)  # noqa: E731
         else:

@@ -13,8 +13,10 @@ A job supplies a model constructor, a loss and data; the loop owns everything el
   ``data``/``fsdp``) and the state donated. Gradient accumulation splits the batch into
   ``grad_accum_steps`` micro-batches (rows ``i, i + k, ...``) scanned with ``lax.scan``; losses
   are *sums* with an example count, so ``k`` micro-batches give the same update as one big batch.
-  With ``compute_dtype='bfloat16'`` floating parameters are cast to bfloat16 inside the loss (the
-  gradient flows back to the float32 master weights).
+  Precision is the model's: the state keeps the parameters in their stored dtype (float32 master
+  weights, and optimiser state of the same dtype), and a model whose ``compute_dtype`` is
+  bfloat16 casts them to bfloat16 where it uses them, so the gradient flows back to the float32
+  master weights (:mod:`lsc.models.layers`).
 * **Loop.** :func:`train` runs the step under :func:`lsc.train.runner.run`, the outer loop it
   shares with RLHF: resume from the newest checkpoint in ``<workdir>/checkpoints`` (state,
   data-iterator position and metrics history), TensorBoard logging (``<workdir>/tensorboard``),
@@ -56,8 +58,6 @@ from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import metrics as metrics_lib
 from lsc.train import optim, runner
 
-COMPUTE_DTYPES = ("float32", "bfloat16")
-
 TRAIN_RULES = {
     "num_steps": schema.number_in(1, integer=True),
     "batch_size": schema.number_in(1, integer=True),
@@ -66,7 +66,6 @@ TRAIN_RULES = {
     "eval_every": schema.number_in(0, integer=True),
     "save_every": schema.number_in(1, integer=True),
     "keep_checkpoints": schema.number_in(1, integer=True),
-    "compute_dtype": schema.one_of(COMPUTE_DTYPES),
 }
 
 Batch = Dict[str, Any]
@@ -96,7 +95,6 @@ class TrainConfig:
       eval_every: steps between evaluations (0: only at the end).
       save_every: steps between checkpoints (one is always written at the end).
       keep_checkpoints: number of recent checkpoints kept.
-      compute_dtype: 'float32' or 'bfloat16' (float32 master weights in both cases).
       progress: show a tqdm progress bar on stderr.
     """
 
@@ -107,7 +105,6 @@ class TrainConfig:
     eval_every: int = 0
     save_every: int = 100
     keep_checkpoints: int = 3
-    compute_dtype: str = "float32"
     progress: bool = True
 
     def __post_init__(self):
@@ -154,18 +151,6 @@ class TrainResult:
 # ----------------------------------------------------------------------------- pieces
 
 
-def cast_floating(tree: Any, dtype: Any) -> Any:
-    """``tree`` with every floating-point array cast to ``dtype`` (others unchanged)."""
-    dtype = jnp.dtype(dtype)
-
-    def cast(x):
-        if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != dtype:
-            return x.astype(dtype)
-        return x
-
-    return jax.tree.map(cast, tree)
-
-
 def _split_model(model: nnx.Module):
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
     return graphdef, params, model_state
@@ -182,20 +167,16 @@ def _micro_batches(batch: Batch, k: int) -> Batch:
 
 
 def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
-                    schedule: Callable[[Any], Any], *, grad_accum_steps: int = 1,
-                    compute_dtype: str = "float32") -> Callable[[TrainState, Batch],
-                                                                Tuple[TrainState, dict]]:
+                    schedule: Callable[[Any], Any], *, grad_accum_steps: int = 1
+                    ) -> Callable[[TrainState, Batch], Tuple[TrainState, dict]]:
     """The pure (un-jitted) train step ``step(state, batch) -> (state, metrics)``.
 
     ``metrics`` holds float32 scalars: ``loss``, the loss function's metrics, ``grad_norm`` (of
     the mean gradient, before clipping), ``learning_rate`` (of this update) and ``examples``
     (the count summed over micro-batches).
     """
-    cdtype = jnp.dtype(compute_dtype)
 
     def loss_of(params, model_state, batch, rng):
-        if cdtype != jnp.float32:
-            params = cast_floating(params, cdtype)
         model = nnx.merge(graphdef, params, model_state)
         loss_sum, count, sums = loss_fn(model, batch, rng)
         return loss_sum.astype(jnp.float32), (jnp.asarray(count, jnp.float32),
@@ -281,8 +262,7 @@ class _Trainer:
         self.state_shardings = state_shardings
         self.traces = 0
         pure = make_train_step(graphdef, loss_fn, tx, schedule,
-                               grad_accum_steps=cfg.grad_accum_steps,
-                               compute_dtype=cfg.compute_dtype)
+                               grad_accum_steps=cfg.grad_accum_steps)
 
         def train_step(state, batch):
             self.traces += 1
@@ -304,8 +284,7 @@ class _Trainer:
 
 
 def evaluate(evaluator: Evaluator, graphdef: nnx.GraphDef, params: Any, model_state: Any,
-             mesh: Mesh, compute_dtype: str = "float32",
-             cache: Optional[dict] = None) -> Dict[str, float]:
+             mesh: Mesh, cache: Optional[dict] = None) -> Dict[str, float]:
     """Runs ``evaluator`` over its whole data; returns ``finalize`` of the valid rows' outputs.
 
     ``cache``: a dict kept across calls to reuse the jitted evaluation function (one compile).
@@ -314,11 +293,8 @@ def evaluate(evaluator: Evaluator, graphdef: nnx.GraphDef, params: Any, model_st
     returns the same metrics, whatever the number of processes.
     """
     cache = cache if cache is not None else {}
-    cdtype = jnp.dtype(compute_dtype)
 
     def eval_step(params, model_state, batch):
-        if cdtype != jnp.float32:
-            params = cast_floating(params, cdtype)
         model = nnx.merge(graphdef, params, model_state)
         return evaluator.outputs(model, batch), batch["valid"]
 
@@ -436,7 +412,7 @@ def train(
 
     def run_eval(at: int, state: TrainState, ctx: runner.Run):
         metrics = evaluate(evaluator, built["graphdef"], state.params, state.model_state, mesh,
-                           cfg.compute_dtype, eval_cache)
+                           eval_cache)
         ctx.metrics.add_eval(at, metrics)
         ctx.writer.scalars(at, metrics, "eval")
         logging.info("step %d eval: %s", at,

@@ -255,7 +255,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
         final = loop.evaluate(
             loop.Evaluator(evaluator.data, pair_rewards, lambda out: pairwise_metrics(
                 out["r_chosen"], out["r_rejected"], num_bins, bins=True)),
-            graphdef, state.params, state.model_state, mesh, train_cfg.compute_dtype)
+            graphdef, state.params, state.model_state, mesh)
         out = {"held_out": final, "property": prop, "loss_kind": loss_kind,
                "train_examples": len(train_data)}
         if config.data.source == "synthetic":

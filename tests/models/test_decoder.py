@@ -92,7 +92,7 @@ def test_token_log_probs_and_jit_forward():
 
 def test_bfloat16_compute_is_close_to_float32():
     cfg, model = make("tiny")
-    low = DecoderLM(dataclasses.replace(cfg, dtype="bfloat16"), rngs=nnx.Rngs(0))
+    low = DecoderLM(dataclasses.replace(cfg, compute_dtype="bfloat16"), rngs=nnx.Rngs(0))
     a = np.asarray(model(jnp.asarray(TOKENS)))
     b = np.asarray(low(jnp.asarray(TOKENS)))
     assert b.dtype == np.float32  # logits are always float32

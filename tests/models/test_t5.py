@@ -114,7 +114,7 @@ def test_sampler_greedy_matches_greedy_full_forward_loop():
 
 def test_bfloat16_activations_and_cache_stay_close_to_float32():
     f32 = _model(MINI, seed=5)
-    bf16 = _model(t5.T5Config.from_dict(dict(MINI.to_dict(), dtype="bfloat16")), seed=5)
+    bf16 = _model(t5.T5Config.from_dict(dict(MINI.to_dict(), compute_dtype="bfloat16")), seed=5)
     rng = np.random.default_rng(8)
     prompts = jnp.asarray(_prompts(rng, 2, 6, MINI.vocab_size))
     dec = jnp.asarray(np.concatenate([np.zeros((2, 1)), rng.integers(2, 256, (2, 4))], 1),

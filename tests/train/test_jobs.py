@@ -68,7 +68,8 @@ def test_t5_base_configs_need_the_data_path(prop, tmp_path):
 
 @pytest.mark.parametrize("field,value,needle", [
     ("train.grad_accum_steps", 0, "an integer >= 1"),
-    ("train.compute_dtype", "float16", "choose one of: float32, bfloat16"),
+    ("model.arch.compute_dtype", "float16", "choose one of: float32, bfloat16"),
+    ("model.arch.param_dtype", "bfloat16", "a trained model keeps float32 master weights"),
     ("optim.name", "sgd", "choose one of: adamw, adafactor"),
     ("optim.schedule", "linear", "choose one of: constant, cosine"),
     ("rm.loss", "hinge", "choose one of: bradley_terry, pointwise"),
@@ -78,8 +79,11 @@ def test_t5_base_configs_need_the_data_path(prop, tmp_path):
 ])
 def test_bad_training_fields_name_the_dotted_field(field, value, needle):
     config = load("rm/synthetic_helpful.py")
-    section, name = field.split(".")
-    config[section][name] = value
+    *sections, name = field.split(".")
+    node = config
+    for section in sections:
+        node = node[section]
+    node[name] = value
     with pytest.raises(config_lib.ConfigError) as err:
         config_lib.validate(config, jobs=tuple(main_lib.JOBS))
     assert f"config.{field}" in str(err.value) and needle in str(err.value)

@@ -33,14 +33,16 @@ def tiny_pairs(n: int = 64, seed: int = 0) -> pipeline.TokenizedData:
     return pipeline.TokenizedData("pairwise", arrays, 0, TruncationStats(examples=n))
 
 
-def tiny_config() -> decoder.DecoderConfig:
+def tiny_config(compute_dtype: str = "float32") -> decoder.DecoderConfig:
     return decoder.DecoderConfig(vocab_size=VOCAB, d_model=16, num_layers=1, num_heads=2,
-                                 num_kv_heads=2, head_dim=8, mlp_dim=32, init_std=0.5)
+                                 num_kv_heads=2, head_dim=8, mlp_dim=32, init_std=0.5,
+                                 compute_dtype=compute_dtype)
 
 
-def create_rm(seed: int = 0):
+def create_rm(seed: int = 0, compute_dtype: str = "float32"):
     def create():
-        return heads.RewardModel(decoder.DecoderLM(tiny_config(), rngs=nnx.Rngs(seed)),
+        return heads.RewardModel(decoder.DecoderLM(tiny_config(compute_dtype),
+                                                   rngs=nnx.Rngs(seed)),
                                  rngs=nnx.Rngs(seed + 1),
                                  head_init=nnx.initializers.normal(0.5))
     return create
