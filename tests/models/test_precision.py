@@ -117,7 +117,7 @@ def rl_trainer(algorithm: str, compute_dtype: str) -> rlhf.RLTrainer:
     pi0 = decoder.DecoderLM(decoder_config(**cfg_kw), rngs=nnx.Rngs(0))
     rmodel = heads.RewardModel(decoder.DecoderLM(decoder_config(**cfg_kw), rngs=nnx.Rngs(10)),
                                rngs=nnx.Rngs(11), head_init=nnx.initializers.normal(1.0))
-    spec = utility.UtilitySpec("raw", ("a",), (utility.ReferenceSpec("zero"),))
+    spec = utility.UtilitySpec("raw", ("a",), (utility.ReferenceSpec("none"),))
     k = 1 if algorithm == "ppo" else 4
     cfg = rlhf.rl_config(num_steps=2, batch_size=B, algorithm=algorithm, num_samples=k,
                          kl_coef=0.1, ppo_epochs=1, num_minibatches=1, progress=False)
