@@ -23,6 +23,7 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+@pytest.mark.slow
 def test_notebook_runs(path):
     namespace = run_notebook(path)
     if os.path.basename(path) == "aggregation_ablation.ipynb":  # its best-of-k table

@@ -125,6 +125,7 @@ def test_without_a_terminal_stages_and_runs_are_log_lines(tmp_path, no_bar, log)
     assert lines[-1].endswith("ETA 0s")
 
 
+@pytest.mark.slow
 def test_worker_processes_report_each_finished_run(tmp_path, no_bar, log):
     world = _world(tmp_path)
     with progress.JobProgress(["many"]) as job:

@@ -4,6 +4,7 @@ samples."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from lsc.align import best_of_k, utility
@@ -55,6 +56,7 @@ def test_k4_picks_the_highest_utility():
     np.testing.assert_allclose(np.asarray(out.utility), u.max(1), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_best_of_k_job_writes_chosen_samples(tmp_path):
     import importlib.util
     import json

@@ -132,6 +132,7 @@ def _history(run_dir):
         return json.load(f)["history"]["train"]
 
 
+@pytest.mark.slow
 def test_seeds_bank_once_and_common_random_numbers(tmp_path, recorder):
     lsc_dir, raw_dir, again_dir = (str(tmp_path / n) for n in ("lsc", "raw", "again"))
     with compile_log() as log:

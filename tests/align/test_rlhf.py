@@ -52,6 +52,7 @@ def _mean(history, key, sl):
 
 
 @pytest.mark.parametrize("method,source", [("raw", "none"), ("lsc", "quantile")])
+@pytest.mark.slow
 def test_ppo_improves_objective_and_kl_grows_as_gamma_falls(method, source):
     steps = 30
     trainer = _trainer(method, source, steps=steps)
@@ -82,6 +83,7 @@ def test_rloo_improves_objective():
 
 
 @pytest.mark.parametrize("algorithm,penalty", [("grpo", "reward"), ("dr_grpo", "loss")])
+@pytest.mark.slow
 def test_group_algorithms_improve_the_objective_and_compile_once(algorithm, penalty):
     """GRPO (KL in the return) and Dr. GRPO (KL as a k3 loss term): no value head, the group of a
     prompt's 4 samples as baseline; the objective rises, one compilation for two gammas."""
@@ -110,6 +112,7 @@ def test_phased_rollout_compiles_once_and_times_every_phase():
     assert sum(h["reference_new"] for h in hist) <= NUM_PROMPTS
 
 
+@pytest.mark.slow
 def test_rollout_reference_is_the_base_policy_quantile():
     """After training moved the policy away from pi0, the rollout's references still equal the
     quantile of pi0's samples (the estimator on pi0 with the rollout's key)."""
@@ -181,6 +184,7 @@ def test_gdpo_rollout_utility_is_the_group_normalised_reward():
 
 
 @pytest.mark.parametrize("algorithm", rlhf.ALGORITHMS)
+@pytest.mark.slow
 def test_every_update_takes_its_advantages_from_the_estimator_registry(monkeypatch, algorithm):
     """An estimator registered under the algorithm's name in ``advantages.ESTIMATORS`` (``gae``
     for PPO) is what the update uses: its constant advantages are the logged ones."""

@@ -107,6 +107,7 @@ def _run_like_main(config, workdir):
     return rlhf.run(config, workdir)
 
 
+@pytest.mark.slow
 def test_sweep_results_tokenizer_record_and_finished_rerun(world, monkeypatch):
     config = _par_config(world)
     workdir = os.path.join(world["tmp"], "run")

@@ -28,6 +28,7 @@ def _record(question: str, good: str, bad: str) -> dict:
 
 
 @pytest.mark.seqio
+@pytest.mark.slow
 def test_hh_rlhf_seqio_tasks(tmp_path):
     seqio = pytest.importorskip("seqio")
     from lsc.data import seqio_tasks

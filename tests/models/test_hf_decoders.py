@@ -136,6 +136,7 @@ def _hf_greedy(hf, new):
     return np.pad(want, ((0, 0), (0, new - want.shape[1])), constant_values=0)
 
 
+@pytest.mark.slow
 def test_greedy_generation_matches_transformers(pair):
     _, hf, model, _ = pair
     new = 8

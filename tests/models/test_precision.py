@@ -204,6 +204,7 @@ REWARD_TOL = 0.03
 
 
 @pytest.mark.parametrize("kind", ["decoder", "t5"])
+@pytest.mark.slow
 def test_bfloat16_rewards_and_loss_are_close_to_float32_on_the_same_weights(kind):
     f32 = reward_model(kind, "float32", seed=3)
     graphdef16, _ = nnx.split(nnx.eval_shape(lambda: reward_model(kind, "bfloat16", seed=3)))

@@ -46,6 +46,7 @@ def _prompts(rng, batch, length, vocab, pads=(0, 3, 6, 1)):
 
 
 @pytest.mark.parametrize("config", [MINI, TINY_TIED], ids=["mini_untied", "tiny_tied_scaled"])
+@pytest.mark.slow
 def test_cached_decoding_matches_full_forward(config):
     model = _model(config)
     graphdef, state = nnx.split(model)
@@ -248,6 +249,7 @@ def test_score_with_repeated_prompts_is_per_row():
     [({"fsdp": 4, "tensor": 2}, True), ({"data": 2, "tensor": 4}, False)],
     ids=["fsdp4_tensor2", "data2_tensor4"],
 )
+@pytest.mark.slow
 def test_sharded_forward_score_and_greedy_sampling_match_single_device(axes, with_sampling):
     assert len(jax.devices()) == 8  # tests/conftest.py simulates 8 CPU devices
     rm = _reward_model(seed=6)

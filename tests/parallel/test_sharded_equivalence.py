@@ -41,6 +41,7 @@ def reference():
 
 
 @pytest.mark.parametrize("mesh_config", MESHES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+@pytest.mark.slow
 def test_sharded_matches_single_device(mesh_config, reference):
     mesh = meshlib.make_mesh(mesh_config)
     g, s = pt.sharded_init(create_lm, mesh)

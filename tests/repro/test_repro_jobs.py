@@ -67,6 +67,7 @@ def test_one_after_another_in_this_process(tmp_path, world):
         assert os.path.realpath(tmp_path / name / "world") == os.path.realpath(world)
 
 
+@pytest.mark.slow
 def test_workers_run_every_job_in_other_processes(tmp_path, world):
     jobs = [_job(tmp_path, f"j{i}", seed=i) for i in range(3)]
     jobs_lib.run_jobs(jobs, world, workers=2, threads_per_worker=1)
@@ -76,6 +77,7 @@ def test_workers_run_every_job_in_other_processes(tmp_path, world):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.slow
 def test_a_stopped_job_stops_the_stage_with_its_exit_code(tmp_path, world, workers):
     jobs = [_job(tmp_path, "ok"), _job(tmp_path, "preempted", code=42)]
     with pytest.raises(jobs_lib.JobStopped) as e:
@@ -84,6 +86,7 @@ def test_a_stopped_job_stops_the_stage_with_its_exit_code(tmp_path, world, worke
     assert _ran(tmp_path, "ok")["seed"] == 0  # the other job still ran
 
 
+@pytest.mark.slow
 def test_sigterm_reaches_the_workers_and_the_queued_jobs_never_start(tmp_path, world):
     config = ml_collections.ConfigDict({"job": "train_rm", "seed": 0})
     waiting = [jobs_lib.Job(wait_for_sigterm, config, str(tmp_path / n)) for n in ("a", "b")]
@@ -134,6 +137,7 @@ def test_a_stage_runs_default_workers_when_the_config_says_0(monkeypatch, tmp_pa
     assert seen == [7, 3, 2]
 
 
+@pytest.mark.slow
 def test_workers_log_in_the_parents_format(tmp_path, world, capfd):
     config = ml_collections.ConfigDict({"job": "train_rm", "seed": 0})
     jobs = [jobs_lib.Job(log_a_line, config, str(tmp_path / n)) for n in ("w1", "w2")]

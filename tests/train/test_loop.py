@@ -165,6 +165,7 @@ def single_device_runs(tmp_path_factory):
     ({"data": 2, "fsdp": 2, "tensor": 2}, "adamw"),
     ({"fsdp": 4, "tensor": 2}, "adafactor"),
 ], ids=["data8", "data2-fsdp2-tensor2", "fsdp4-tensor2-adafactor"])
+@pytest.mark.slow
 def test_sharded_matches_single_device(tmp_path, single_device_runs, mesh_config, name):
     single, single_train = single_device_runs[name]
     mesh = mesh_lib.make_mesh(mesh_config)

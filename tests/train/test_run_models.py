@@ -23,6 +23,7 @@ def _config(relpath, arg):
 
 
 @pytest.mark.hf
+@pytest.mark.slow
 def test_train_rm_records_the_architecture_of_init_from(tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
