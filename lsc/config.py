@@ -14,7 +14,9 @@ The rules of a typed config section are declared once, next to the code that rea
 (:data:`lsc.align.utility.REFERENCE_RULES`); those typed configs check the same rules when they
 are built. Precision is one field per model section (:data:`MODEL_SECTIONS`):
 ``<section>.arch.compute_dtype`` (:data:`lsc.models.layers.COMPUTE_DTYPES`); the trained models
-(:data:`TRAINED_MODEL_SECTIONS`) keep ``arch.param_dtype='float32'`` master weights. Every list of choices is the constant of the module that uses it (e.g.
+(:data:`TRAINED_MODEL_SECTIONS`) keep ``arch.param_dtype='float32'`` master weights;
+``<section>.arch.attention_impl`` (:data:`lsc.models.layers.ATTENTION_IMPLS`) picks XLA or
+cuDNN attention, and 'cudnn' where cuDNN cannot run is an error here. Every list of choices is the constant of the module that uses it (e.g.
 :data:`lsc.models.heads.POOLINGS`, :data:`lsc.rewards.names.METHOD_CHOICES`,
 :data:`lsc.data.DATA_SOURCES`). The imports go one way: this module imports the domain modules,
 never the reverse.
@@ -26,6 +28,7 @@ import os
 import re
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import jax
 import ml_collections
 
 from lsc.align import common as align_common
@@ -74,6 +77,34 @@ def _float32_master_weights(value, config) -> Optional[str]:
 # The config sections that describe a model (``kind``, ``arch``, ``init_from``, ``pooling``).
 MODEL_SECTIONS = ("model", "policy.model", "rm_model")
 TRAINED_MODEL_SECTIONS = ("model", "policy.model")
+
+
+def _attention_impl_rule(section: str) -> Rule:
+    """``<section>.arch.attention_impl``: one of :data:`lsc.models.layers.ATTENTION_IMPLS`;
+    'cudnn' only where cuDNN's kernel can run (:func:`lsc.models.layers.attention_impl` on this
+    process's default device, with the section's compute dtype, head dim, soft-capping and
+    dropout)."""
+
+    def rule(value, config) -> Optional[str]:
+        message = one_of(layers.ATTENTION_IMPLS)(value, config)
+        if message or value != "cudnn":
+            return message
+        arch = config
+        for part in f"{section}.arch".split("."):
+            arch = arch.get(part, {})
+        platform = jax.default_backend()
+        _, reason = layers.attention_impl(
+            "auto", platform=platform, dtype=arch.get("compute_dtype", "float32"),
+            head_dim=int(arch.get("head_dim", arch.get("d_kv", 0)) or 0),
+            max_head_dim=(layers.cudnn_max_head_dim() if platform in layers.CUDNN_PLATFORMS
+                          else 256),
+            softcap=arch.get("attn_logit_softcap", 0) > 0,
+            dropout=arch.get("dropout_rate", 0) > 0)
+        if reason:
+            return f"'cudnn' cannot run: {reason}; use 'auto' (xla where cuDNN cannot run) or 'xla'"
+        return None
+
+    return rule
 
 
 def _needs_data_path(config) -> bool:
@@ -187,6 +218,8 @@ RULES: Dict[str, Rule] = {
     **{f"{s}.arch.compute_dtype": one_of(layers.COMPUTE_DTYPES) for s in MODEL_SECTIONS},
     **{f"{s}.arch.param_dtype": _float32_master_weights for s in TRAINED_MODEL_SECTIONS},
     "rm_model.arch.param_dtype": one_of(layers.PARAM_DTYPES),
+    # Attention implementation, one field per model: <section>.arch.attention_impl.
+    **{f"{s}.arch.attention_impl": _attention_impl_rule(s) for s in MODEL_SECTIONS},
     "model.pooling": one_of(heads.POOLINGS),
     "model.init_from": existing_path(when=lambda c: bool(c.model.get("init_from"))),
     "rm.property": one_of(hh_rlhf.SUBSET_GROUPS),

@@ -20,8 +20,10 @@ The fields are exactly those of ``lsc.models.decoder.DecoderConfig`` (build the 
   without an output bias), ``tiny_mistral`` (sliding window on every layer), ``small``
   (benchmarks, ~8M parameters).
 
-The published families' presets compute in bfloat16 (``compute_dtype``), the small sizes in
-float32; every preset stores its parameters in float32 (``param_dtype``; master weights).
+The published families' presets compute in bfloat16 (``compute_dtype``) with
+``attention_impl='auto'`` (cuDNN's flash attention on a GPU where it can run, else XLA; Gemma 2's
+attention soft-capping keeps it on XLA), the small sizes in float32 with ``attention_impl='xla'``;
+every preset stores its parameters in float32 (``param_dtype``; master weights).
 
 Published weights are imported, with their own config, by ``lsc.models.hf_decoder`` (or turned
 into a run directory by ``python -m lsc.models.hf_convert``); these presets give the shapes for
@@ -62,6 +64,7 @@ _BASE = dict(
     compute_dtype="float32",
     param_dtype="float32",
     init_std=None,
+    attention_impl="xla",
 )
 
 
@@ -70,15 +73,16 @@ def _shape(vocab, d, layers, heads, kv, head_dim, mlp):
                 head_dim=head_dim, mlp_dim=mlp)
 
 
-_LLAMA = dict(norm_eps=1e-5, compute_dtype="bfloat16", bos_id=1, eos_id=2)
+_LLAMA = dict(norm_eps=1e-5, compute_dtype="bfloat16", attention_impl="auto", bos_id=1, eos_id=2)
 _LLAMA3 = dict(_LLAMA, rope_theta=500_000.0, bos_id=128000, eos_id=128001)
 _GEMMA = dict(activation="gelu_tanh", norm_zero_centered=True, embed_scale=True,
-              tie_embeddings=True, bos_id=2, eos_id=1, pad_id=0, compute_dtype="bfloat16")
+              tie_embeddings=True, bos_id=2, eos_id=1, pad_id=0, compute_dtype="bfloat16",
+              attention_impl="auto")
 _GEMMA2 = dict(_GEMMA, post_norms=True, query_scale=256**-0.5, attn_logit_softcap=50.0,
                final_logit_softcap=30.0, sliding_window=4096)
 _GEMMA3 = dict(_GEMMA, post_norms=True, qk_norm=True, query_scale=256**-0.5, sliding_window=512,
                rope_theta=1_000_000.0, rope_local_theta=10_000.0)
-_F32 = dict(compute_dtype="float32")
+_F32 = dict(compute_dtype="float32", attention_impl="xla")
 
 
 def _alternating(layers, period):
@@ -87,7 +91,8 @@ def _alternating(layers, period):
                  for i in range(layers))
 
 
-_PALM = dict(parallel_block=True, tie_embeddings=True, compute_dtype="bfloat16")
+_PALM = dict(parallel_block=True, tie_embeddings=True, compute_dtype="bfloat16",
+             attention_impl="auto")
 _TINY = dict(init_std=1.0)
 
 PRESETS = {

@@ -23,7 +23,9 @@ xxl     4096     64     24 + 24   10240   11.1B
 ======  =======  =====  ========  ======  =====
 
 Every preset computes in float32 (``compute_dtype``); the paper's configs set ``bfloat16``.
-Parameters are stored in float32 (``param_dtype``).
+Parameters are stored in float32 (``param_dtype``). The public sizes take
+``attention_impl='auto'`` (cuDNN's flash attention on a GPU under bfloat16 compute, else XLA);
+``tiny`` and ``mini`` take ``'xla'``.
 
 ``tiny`` and ``mini`` are small random-weight shapes for tests (same architecture; ``mini`` has an
 unequal number of encoder and decoder layers and non-default relative-attention buckets).
@@ -43,6 +45,7 @@ _SIZES = {
 }
 
 SIZES = tuple(_SIZES)
+_XLA_SIZES = ("tiny", "mini")  # test shapes: attention_impl='xla'; the public sizes 'auto'
 
 
 def get_config(size: str = "base") -> ml_collections.ConfigDict:
@@ -71,4 +74,5 @@ def get_config(size: str = "base") -> ml_collections.ConfigDict:
     config.decoder_start_id = 0
     config.compute_dtype = "float32"  # or "bfloat16": bf16 matmuls, float32 master weights
     config.param_dtype = "float32"
+    config.attention_impl = "xla" if size in _XLA_SIZES else "auto"
     return config

@@ -40,6 +40,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # models of policy.workdir / rm_workdir run in the compute_dtype their config.json records).
     config.policy.model.arch.compute_dtype = "bfloat16"
     config.rm_model.arch.compute_dtype = "bfloat16"
+    # cuDNN's flash attention on a GPU where it can run, else XLA (lsc.models.layers.attention_impl).
+    config.policy.model.arch.attention_impl = "auto"
+    config.rm_model.arch.attention_impl = "auto"
     # hh-rlhf data: the hh-rlhf refusal (the synthetic config's default is the world's).
     config.rewards = common.rewards(variant, num_samples=64, refusal=common.HH_REFUSAL)
 

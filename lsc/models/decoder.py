@@ -21,6 +21,13 @@ Options for the published decoder families (all off by default, which is Llama):
   positions, so padding does not use up the window; the KV cache keeps every slot;
 * a separate rotary base for sliding-window layers (``rope_local_theta``; Gemma 3).
 
+Attention runs through XLA (:func:`lsc.models.layers.dot_product_attention`) or cuDNN's flash
+kernel (:func:`lsc.models.layers.fused_attention`), chosen once per model by
+``attention_impl`` ('xla', 'cudnn' or 'auto'; :func:`lsc.models.layers.attention_impl`):
+causal, padding and sliding-window masks go to cuDNN as one boolean mask (the window counts
+rotary positions, which differ from slot indices when a row has padding inside it), and
+soft-capped logits keep a model on XLA.
+
 Token conventions follow :mod:`lsc.models.protocol`: ``mask`` defaults to ``tokens != pad_id``,
 positions are ``cumsum(mask) - 1`` (clipped at 0), prompts are left-padded and responses
 right-padded. The model implements the ``Autoregressive`` protocol:
@@ -94,6 +101,9 @@ class DecoderConfig:
       param_dtype: dtype the parameters are stored in (:data:`lsc.models.layers.PARAM_DTYPES`;
         float32 for a model that is trained).
       init_std: standard deviation of the embedding initialiser (``None``: ``d_model ** -0.5``).
+      attention_impl: 'xla', 'cudnn' (cuDNN's flash kernel; an error where it cannot run) or
+        'auto' (cudnn where it can run: a GPU, bfloat16 compute, no logit soft-capping; else xla
+        with one log line naming why); :func:`lsc.models.layers.attention_impl`.
     """
 
     vocab_size: int
@@ -132,6 +142,7 @@ class DecoderConfig:
     compute_dtype: str = "float32"
     param_dtype: str = "float32"
     init_std: Optional[float] = None
+    attention_impl: str = "xla"
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim",
@@ -146,6 +157,9 @@ class DecoderConfig:
         if self.head_dim % 2:
             raise ValueError(f"model.head_dim must be even for rotary embeddings, got {self.head_dim}")
         layers.activation_fn(self.activation)
+        if self.attention_impl not in layers.ATTENTION_IMPLS:
+            raise ValueError(f"model.attention_impl must be one of {layers.ATTENTION_IMPLS}, got "
+                             f"{self.attention_impl!r}")
         if self.rope_scaling_type not in ("default", "linear", "llama3"):
             raise ValueError(
                 f"model.rope_scaling_type must be one of default, linear, llama3, got "
@@ -246,9 +260,11 @@ class DecoderConfig:
 class DecoderBlock(nnx.Module):
     """One pre-norm block; ``__call__(x[B, L, E], mask, positions, cache=None, cache_index=None)
     -> (x[B, L, E], cache entry or None)``. ``sliding`` selects the rotary base of a
-    sliding-window layer (``rope_local_theta``); the caller passes that layer's mask."""
+    sliding-window layer (``rope_local_theta``); the caller passes that layer's mask.
+    ``attention_impl``: 'xla' or 'cudnn' (resolved by :func:`lsc.models.layers.attention_impl`)."""
 
-    def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs, sliding: bool = False):
+    def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs, sliding: bool = False,
+                 attention_impl: str = "xla"):
         c = config
         dtype, pdtype = jnp.dtype(c.compute_dtype), jnp.dtype(c.param_dtype)
         norm = dict(eps=c.norm_eps, zero_centered_scale=c.norm_zero_centered, dtype=dtype,
@@ -263,7 +279,7 @@ class DecoderBlock(nnx.Module):
             rope_scaling=None if local_rope else c.rope_scaling,
             qkv_bias=c.attention_bias, out_bias=c.out_bias,
             qk_norm=c.qk_norm, norm_eps=c.norm_eps, norm_zero_centered=c.norm_zero_centered,
-            logit_softcap=c.attn_logit_softcap or None,
+            logit_softcap=c.attn_logit_softcap or None, implementation=attention_impl,
             dtype=dtype, param_dtype=pdtype, rngs=rngs,
         )
         self.mlp_norm = None if c.parallel_block else layers.RMSNorm(c.d_model, **norm)
@@ -274,9 +290,10 @@ class DecoderBlock(nnx.Module):
         self.post_attn_norm = layers.RMSNorm(c.d_model, **norm) if c.post_norms else None
         self.post_mlp_norm = layers.RMSNorm(c.d_model, **norm) if c.post_norms else None
 
-    def __call__(self, x, mask, positions, cache=None, cache_index=None):
+    def __call__(self, x, mask, positions, cache=None, cache_index=None, causal=False):
         y = self.attn_norm(x)
-        attn_out, cache = self.attn(y, mask, positions=positions, cache=cache, cache_index=cache_index)
+        attn_out, cache = self.attn(y, mask, positions=positions, cache=cache,
+                                    cache_index=cache_index, causal=causal)
         if self.parallel_block:
             return x + attn_out + self.mlp(y), cache
         if self.post_attn_norm is not None:
@@ -303,7 +320,11 @@ class DecoderLM(nnx.Module):
             c.vocab_size, c.d_model, embedding_init=nnx.initializers.normal(stddev=std),
             dtype=dtype, param_dtype=pdtype, rngs=rngs,
         )
-        self.layers = nnx.List([DecoderBlock(c, rngs=rngs, sliding=c.layer_is_sliding(i))
+        impl = layers.select_attention_impl(
+            c.attention_impl, model="DecoderLM", field="model.attention_impl",
+            dtype=c.compute_dtype, head_dim=c.head_dim, softcap=c.attn_logit_softcap > 0)
+        self.layers = nnx.List([DecoderBlock(c, rngs=rngs, sliding=c.layer_is_sliding(i),
+                                             attention_impl=impl)
                                 for i in range(c.num_layers)])
         self.final_norm = layers.RMSNorm(
             c.d_model, eps=c.norm_eps, zero_centered_scale=c.norm_zero_centered, dtype=dtype,
@@ -358,7 +379,7 @@ class DecoderLM(nnx.Module):
         masks = self._layer_masks(attn_mask, positions, positions)
         x = self._embed(tokens)
         for block, block_mask in zip(self.layers, masks):
-            x, _ = block(x, block_mask, positions)
+            x, _ = block(x, block_mask, positions, causal=True)
         return self.final_norm(x)
 
     def __call__(self, tokens: Array, mask: Optional[Array] = None) -> Array:
@@ -420,7 +441,7 @@ class DecoderLM(nnx.Module):
         for block, entry, block_mask in zip(self.layers, cache["layers"], masks):
             dtype = entry["k"].dtype
             fresh = layers.init_kv_cache(b, p, self.config.num_kv_heads, self.config.head_dim, dtype)
-            x, fresh = block(x, block_mask, positions, cache=fresh, cache_index=0)
+            x, fresh = block(x, block_mask, positions, cache=fresh, cache_index=0, causal=True)
             new_layers.append({
                 "k": jnp.concatenate([fresh["k"], entry["k"]], axis=1),
                 "v": jnp.concatenate([fresh["v"], entry["v"]], axis=1),

@@ -23,6 +23,8 @@ Conventions used throughout:
 Contents: :data:`COMPUTE_DTYPES`, :data:`PARAM_DTYPES`, :func:`contract`, :func:`param`,
 :class:`RMSNorm`, :class:`Linear`, :class:`Einsum`, :class:`Embedding`,
 rotary embeddings (:func:`rope_inv_freq`, :func:`apply_rope`), :func:`dot_product_attention`,
+the choice of attention implementation (:data:`ATTENTION_IMPLS`, :func:`attention_impl`,
+:func:`select_attention_impl`) and cuDNN's fused kernel (:func:`fused_attention`),
 :class:`Attention` (self- or cross-attention, optional rotary embeddings, optional additive bias,
 optional KV cache), :class:`GatedMLP`, KV-cache helpers (:func:`init_kv_cache`,
 :func:`write_kv_cache`), :func:`last_true_index` (the last real token of a padded row), and
@@ -39,6 +41,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import nnx
 
 Array = jax.Array
@@ -503,6 +506,125 @@ def dot_product_attention(
     return out.reshape(b, l, h, d)
 
 
+# The attention implementations a model config can ask for (``attention_impl``): 'xla'
+# (:func:`dot_product_attention`), 'cudnn' (:func:`fused_attention`, cuDNN's flash kernel) or
+# 'auto' (cudnn where :func:`attention_impl` finds it can run, else xla).
+ATTENTION_IMPLS = ("xla", "cudnn", "auto")
+CUDNN_DTYPES = ("bfloat16", "float16")
+CUDNN_PLATFORMS = ("gpu", "cuda")
+
+
+def attention_impl(
+    requested: str,
+    *,
+    platform: str,
+    dtype: Any,
+    head_dim: int,
+    max_head_dim: int = 256,
+    softcap: bool = False,
+    dropout: bool = False,
+    field: str = "attention_impl",
+) -> Tuple[str, Optional[str]]:
+    """The attention implementation a model runs: ``(impl, reason)``.
+
+    ``impl`` is 'xla' or 'cudnn'; ``reason`` names what keeps cuDNN's kernel from running
+    (None when nothing does, or when 'xla' was asked for). 'cudnn' needs ``platform`` 'gpu'
+    (``jax.default_backend()``), a bfloat16 / float16 compute ``dtype``, ``head_dim`` a multiple
+    of 8 and at most ``max_head_dim`` (256 from Hopper on, 128 before; :func:`cudnn_max_head_dim`),
+    no logit soft-capping (``softcap``) and no dropout on the attention probabilities
+    (``dropout``). Additive biases (T5's relative positions), boolean masks (causal, padding,
+    sliding windows) and grouped keys/values (GQA, MQA) all run on it.
+
+    'auto' gives ``('cudnn', None)`` or ``('xla', reason)``; 'cudnn' that cannot run raises a
+    ``ValueError`` naming ``field`` and the reason.
+    """
+    if requested not in ATTENTION_IMPLS:
+        raise ValueError(f"{field} must be one of {ATTENTION_IMPLS}, got {requested!r}")
+    if requested == "xla":
+        return "xla", None
+    dtype = jnp.dtype(dtype).name
+    if platform not in CUDNN_PLATFORMS:
+        reason = f"cuDNN attention needs a GPU, the platform is {platform}"
+    elif dtype not in CUDNN_DTYPES:
+        reason = f"cuDNN attention takes {' or '.join(CUDNN_DTYPES)}, the compute dtype is {dtype}"
+    elif head_dim % 8 or not 8 <= head_dim <= max_head_dim:
+        reason = (f"cuDNN attention needs head_dim a multiple of 8 and at most {max_head_dim}, "
+                  f"got {head_dim}")
+    elif softcap:
+        reason = "cuDNN attention cannot soft-cap the attention logits (attn_logit_softcap)"
+    elif dropout:
+        reason = "cuDNN attention here has no dropout on the attention probabilities (dropout_rate)"
+    else:
+        return "cudnn", None
+    if requested == "cudnn":
+        raise ValueError(f"{field}='cudnn' cannot run: {reason}; use 'auto' (xla where cuDNN "
+                         "cannot run) or 'xla'")
+    return "xla", reason
+
+
+def cudnn_max_head_dim() -> int:
+    """The largest head_dim of cuDNN's flash attention on the default device: 256 from compute
+    capability 9.0 (Hopper) on, else 128."""
+    capability = getattr(jax.devices()[0], "compute_capability", None)
+    try:
+        return 256 if float(capability) >= 9.0 else 128
+    except (TypeError, ValueError):
+        return 128
+
+
+def select_attention_impl(requested: str, *, model: str, field: str, dtype: Any, head_dim: int,
+                          softcap: bool = False, dropout: bool = False) -> str:
+    """:func:`attention_impl` on this process's default device; logs one line naming what
+    forced xla when 'auto' falls back. ``model`` names the model in that line."""
+    platform = jax.default_backend()
+    max_head_dim = cudnn_max_head_dim() if platform in CUDNN_PLATFORMS else 256
+    impl, reason = attention_impl(requested, platform=platform, dtype=dtype, head_dim=head_dim,
+                                  max_head_dim=max_head_dim, softcap=softcap, dropout=dropout,
+                                  field=field)
+    if reason is not None:
+        logging.info("%s attention: xla (%s='auto': %s)", model, field, reason)
+    return impl
+
+
+def fused_attention(q: Array, k: Array, v: Array, mask: Optional[Array] = None, *, scale: float,
+                    bias: Optional[Array] = None, causal: bool = False,
+                    implementation: str = "cudnn") -> Array:
+    """:func:`dot_product_attention` (without soft-capping) through
+    ``jax.nn.dot_product_attention`` (cuDNN's flash kernel with ``implementation='cudnn'``).
+
+    Args:
+      q: ``[B, L, H, D]`` queries; k, v: ``[B, S, K, D]``, ``H`` a multiple of ``K``; one dtype.
+      mask: ``bool[B, L, S]`` (or broadcastable), True where attention is allowed.
+      scale: multiplies ``q . k``.
+      bias: additive logits ``[B or 1, H, L, S]``, cast to ``q.dtype``.
+      causal: ``mask`` hides every key after its query (``L == S``); the kernel then skips the
+        blocks above the diagonal.
+      implementation: 'cudnn', or 'xla' (jax's reference of the same call, e.g. on CPU).
+
+    ``L`` and ``S`` are padded to even lengths (cuDNN takes a bias only then): padded keys are
+    masked out and padded queries dropped. Returns ``[B, L, H, D]`` in ``q.dtype``.
+    """
+    b, l, h, _ = q.shape
+    s = k.shape[1]
+    if mask is not None:
+        mask = jnp.broadcast_to(mask, (b, l, s))
+    pad_l, pad_s = l % 2, s % 2
+    if pad_l or pad_s:
+        if mask is None:
+            mask = jnp.ones((b, l, s), bool)
+        mask = jnp.pad(mask, ((0, 0), (0, pad_l), (0, pad_s)))
+        q = jnp.pad(q, ((0, 0), (0, pad_l), (0, 0), (0, 0)))
+        k = jnp.pad(k, ((0, 0), (0, pad_s), (0, 0), (0, 0)))
+        v = jnp.pad(v, ((0, 0), (0, pad_s), (0, 0), (0, 0)))
+        if bias is not None:
+            bias = jnp.pad(bias, ((0, 0), (0, 0), (0, pad_l), (0, pad_s)))
+    out = jax.nn.dot_product_attention(
+        q, k, v, bias=None if bias is None else bias.astype(q.dtype),
+        mask=None if mask is None else mask[:, None], scale=scale, is_causal=causal,
+        implementation=implementation)
+    return out[:, :l]
+
+
 # ---------------------------------------------------------------------------------------------
 # Dropout.
 # ---------------------------------------------------------------------------------------------
@@ -599,7 +721,9 @@ class Attention(nnx.Module):
     ``qk_norm=True`` adds per-head RMSNorms ``q_norm``/``k_norm`` (scale ``[head_dim]``, epsilon
     ``norm_eps``, ``(1 + w)`` scales when ``norm_zero_centered``) applied to the projected queries
     and keys before the rotation (Qwen 3, Gemma 3). ``logit_softcap`` soft-caps the attention
-    logits (Gemma 2; see :func:`dot_product_attention`).
+    logits (Gemma 2; see :func:`dot_product_attention`). ``implementation`` (a resolved
+    :func:`attention_impl`: 'xla' or 'cudnn') picks :func:`dot_product_attention` or
+    :func:`fused_attention`.
     """
 
     def __init__(
@@ -619,12 +743,19 @@ class Attention(nnx.Module):
         norm_eps: float = 1e-6,
         norm_zero_centered: bool = False,
         logit_softcap: Optional[float] = None,
+        implementation: str = "xla",
         kernel_init: Optional[Initializer] = None,
         dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
         num_kv_heads = num_kv_heads or num_heads
+        if implementation not in ("xla", "cudnn"):
+            raise ValueError(f"Attention implementation must be 'xla' or 'cudnn', got "
+                             f"{implementation!r}")
+        if implementation == "cudnn" and logit_softcap is not None:
+            raise ValueError("cuDNN attention cannot soft-cap the attention logits")
+        self.implementation = implementation
         kv_embed_dim = kv_embed_dim or embed_dim
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads={num_heads} is not a multiple of num_kv_heads={num_kv_heads}")
@@ -692,6 +823,7 @@ class Attention(nnx.Module):
         bias: Optional[Array] = None,
         cache: Optional[Mapping[str, Array]] = None,
         cache_index: Optional[Array] = None,
+        causal: bool = False,
     ) -> Tuple[Array, Optional[dict]]:
         """Attention of ``x[B, L, E]`` over itself (or over ``kv_inputs[B, S, E']``).
 
@@ -704,6 +836,8 @@ class Attention(nnx.Module):
           bias: additive logits ``[B or 1, H, L, S]``.
           cache: ``{'k', 'v'}`` of ``[B, T, K, D]``; the new keys/values are written at slots
             ``cache_index ..`` and attention runs over all ``T`` slots (``mask`` is ``[B, L, T]``).
+          causal: ``mask`` hides every key after its query (self-attention, ``S = L``); the
+            cuDNN kernel then skips those blocks (see :func:`fused_attention`).
 
         Returns:
           ``(y[B, L, E], updated cache or None)``.
@@ -721,8 +855,11 @@ class Attention(nnx.Module):
         if cache is not None:
             new_cache = write_kv_cache(cache, k, v, cache_index)
             k, v = new_cache["k"].astype(q.dtype), new_cache["v"].astype(q.dtype)
-        out = dot_product_attention(q, k, v, mask, scale=self.scale, bias=bias,
-                                    softcap=self.logit_softcap)
+        if self.implementation == "cudnn":
+            out = fused_attention(q, k, v, mask, scale=self.scale, bias=bias, causal=causal)
+        else:
+            out = dot_product_attention(q, k, v, mask, scale=self.scale, bias=bias,
+                                        softcap=self.logit_softcap)
         return self.o(out), new_cache
 
 

@@ -110,6 +110,11 @@ class T5Config:
     position bias are float32 either way, and logits are returned in float32. ``param_dtype``
     (:data:`lsc.models.layers.PARAM_DTYPES`) is the dtype the parameters are stored in: float32
     for a model that is trained.
+
+    ``attention_impl`` (:data:`lsc.models.layers.ATTENTION_IMPLS`): 'xla', 'cudnn' (cuDNN's flash
+    kernel, relative position bias included; an error where it cannot run) or 'auto' (cudnn where
+    it can run: a GPU, bfloat16 compute, ``dropout_rate`` 0; else xla with one log line naming
+    why); :func:`lsc.models.layers.attention_impl`.
     """
 
     vocab_size: int = 32128
@@ -131,6 +136,7 @@ class T5Config:
     decoder_start_id: int = 0
     compute_dtype: str = "float32"
     param_dtype: str = "float32"
+    attention_impl: str = "xla"
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads"):
@@ -172,7 +178,8 @@ class T5Config:
                     f"got {value!r}"
                 )
         for name, choices in (("compute_dtype", layers.COMPUTE_DTYPES),
-                              ("param_dtype", layers.PARAM_DTYPES)):
+                              ("param_dtype", layers.PARAM_DTYPES),
+                              ("attention_impl", layers.ATTENTION_IMPLS)):
             if getattr(self, name) not in choices:
                 raise ValueError(
                     f"T5Config.{name} must be one of {choices}, got {getattr(self, name)!r}"
@@ -219,6 +226,8 @@ def attention_with_dropout(
     bias: Optional[Array],
     rate: float,
     dropout: DropoutStream,
+    implementation: str = "xla",
+    causal: bool = False,
 ) -> Array:
     """T5 attention (logit scale 1) with optional dropout on the attention probabilities.
 
@@ -226,9 +235,12 @@ def attention_with_dropout(
     S]``, ``bias`` float32 broadcastable to ``[B, H, L, S]`` or None; ``dropout``: ``(key,
     site)`` (see :func:`dropout_keep_mask`) or None. Returns ``[B, L, H, D]`` in ``q.dtype``.
     Without dropout (``dropout`` None or ``rate`` 0) this is
-    :func:`lsc.models.layers.dot_product_attention`.
+    :func:`lsc.models.layers.dot_product_attention`, or with ``implementation='cudnn'``
+    :func:`lsc.models.layers.fused_attention` (``causal``: ``mask`` is causal, ``S = L``).
     """
     if dropout is None or rate == 0.0:
+        if implementation == "cudnn":
+            return layers.fused_attention(q, k, v, mask, scale=1.0, bias=bias, causal=causal)
         return layers.dot_product_attention(q, k, v, mask, scale=1.0, bias=bias)
     b, l, h, d = q.shape
     logits = layers.contract("blhd,bshd->bhls", q, k, jnp.float32)
@@ -320,11 +332,13 @@ class T5Attention(nnx.Module):
     Parameters (:class:`lsc.models.layers.Einsum` kernels): ``q``, ``k``, ``v``: ``[d_model,
     heads, d_kv]`` on ``(embed, heads, head_dim)``; ``o``: ``[heads, d_kv, d_model]`` on
     ``(heads, head_dim, embed)``. Initialisation follows Mesh TensorFlow (the query's standard
-    deviation carries the ``d_kv ** -0.5`` factor).
+    deviation carries the ``d_kv ** -0.5`` factor). ``attention_impl``: 'xla' or 'cudnn'
+    (resolved by :func:`lsc.models.layers.attention_impl`).
     """
 
-    def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
+    def __init__(self, config: T5Config, *, rngs: nnx.Rngs, attention_impl: str = "xla"):
         d, h, k = config.d_model, config.num_heads, config.d_kv
+        self.attention_impl = attention_impl
         common = dict(
             dtype=jnp.dtype(config.compute_dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs
         )
@@ -359,15 +373,18 @@ class T5Attention(nnx.Module):
         mask: Array,
         bias: Optional[Array] = None,
         dropout: DropoutStream = None,
+        causal: bool = False,
     ) -> Array:
         """Queries from ``x[B, L, d_model]`` attend over ``k``/``v`` ``[B, S, heads, d_kv]``.
 
         ``mask`` bool broadcastable to ``[B, L, S]`` (True = attend); ``bias`` float32
-        broadcastable to ``[B, H, L, S]`` or None. Returns ``[B, L, d_model]``.
+        broadcastable to ``[B, H, L, S]`` or None; ``causal``: ``mask`` is causal (``S = L``).
+        Returns ``[B, L, d_model]``.
         """
         q = self.q(x)
         out = attention_with_dropout(
-            q, k.astype(q.dtype), v.astype(q.dtype), mask, bias, self.dropout_rate, dropout
+            q, k.astype(q.dtype), v.astype(q.dtype), mask, bias, self.dropout_rate, dropout,
+            self.attention_impl, causal,
         )
         return self.o(out)
 
@@ -423,10 +440,10 @@ def _norm(config: T5Config, rngs: nnx.Rngs) -> layers.RMSNorm:
 class T5EncoderLayer(nnx.Module):
     """Pre-norm self-attention + feed-forward block of the encoder."""
 
-    def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
+    def __init__(self, config: T5Config, *, rngs: nnx.Rngs, attention_impl: str = "xla"):
         self.dropout_rate = float(config.dropout_rate)
         self.self_attn_norm = _norm(config, rngs)
-        self.self_attn = T5Attention(config, rngs=rngs)
+        self.self_attn = T5Attention(config, rngs=rngs, attention_impl=attention_impl)
         self.ffn_norm = _norm(config, rngs)
         self.ffn = T5FeedForward(config, rngs=rngs)
 
@@ -446,12 +463,12 @@ class T5EncoderLayer(nnx.Module):
 class T5DecoderLayer(nnx.Module):
     """Pre-norm causal self-attention + cross-attention + feed-forward block of the decoder."""
 
-    def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
+    def __init__(self, config: T5Config, *, rngs: nnx.Rngs, attention_impl: str = "xla"):
         self.dropout_rate = float(config.dropout_rate)
         self.self_attn_norm = _norm(config, rngs)
-        self.self_attn = T5Attention(config, rngs=rngs)
+        self.self_attn = T5Attention(config, rngs=rngs, attention_impl=attention_impl)
         self.cross_attn_norm = _norm(config, rngs)
-        self.cross_attn = T5Attention(config, rngs=rngs)
+        self.cross_attn = T5Attention(config, rngs=rngs, attention_impl=attention_impl)
         self.ffn_norm = _norm(config, rngs)
         self.ffn = T5FeedForward(config, rngs=rngs)
 
@@ -466,6 +483,7 @@ class T5DecoderLayer(nnx.Module):
         cache: Optional[Mapping[str, Array]] = None,
         index: Optional[Array] = None,
         dropout: DropoutStream = None,
+        causal: bool = False,
     ) -> Tuple[Array, Optional[dict]]:
         """One decoder layer.
 
@@ -474,8 +492,8 @@ class T5DecoderLayer(nnx.Module):
         ``cross_mask`` bool ``[B, 1, P]``. Without ``cache``, ``S = L`` (keys are this call's
         tokens). With ``cache = {'k', 'v'}`` of shape ``[B, T, H, D]``, this call's keys/values
         are written at slots ``index ..`` (int32 scalar) and attention runs over all ``S = T``
-        slots (``self_mask`` hides unwritten ones). Returns the new ``x`` and the updated cache
-        entry (None without one).
+        slots (``self_mask`` hides unwritten ones). ``causal``: ``self_mask`` is causal (no
+        cache). Returns the new ``x`` and the updated cache entry (None without one).
         """
         h = self.self_attn_norm(x)
         k, v = self.self_attn.key_value(h)
@@ -483,7 +501,7 @@ class T5DecoderLayer(nnx.Module):
         if cache is not None:
             new_cache = layers.write_kv_cache(cache, k, v, index)
             k, v = new_cache["k"], new_cache["v"]
-        h = self.self_attn(h, k, v, self_mask, self_bias, _fold(dropout, 0))
+        h = self.self_attn(h, k, v, self_mask, self_bias, _fold(dropout, 0), causal=causal)
         x = x + _dropout(h, self.dropout_rate, _fold(dropout, 1))
         h = self.cross_attn_norm(x)
         h = self.cross_attn(h, cross_kv[0], cross_kv[1], cross_mask, None, _fold(dropout, 2))
@@ -495,11 +513,12 @@ class T5DecoderLayer(nnx.Module):
 class T5Encoder(nnx.Module):
     """Encoder stack: layers sharing one bidirectional relative position bias, final norm."""
 
-    def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
+    def __init__(self, config: T5Config, *, rngs: nnx.Rngs, attention_impl: str = "xla"):
         self.dropout_rate = float(config.dropout_rate)
         self.relative_bias = RelativePositionBias(config, bidirectional=True, rngs=rngs)
         self.layers = nnx.List(
-            [T5EncoderLayer(config, rngs=rngs) for _ in range(config.num_layers)]
+            [T5EncoderLayer(config, rngs=rngs, attention_impl=attention_impl)
+             for _ in range(config.num_layers)]
         )
         self.final_norm = _norm(config, rngs)
 
@@ -518,11 +537,12 @@ class T5Encoder(nnx.Module):
 class T5Decoder(nnx.Module):
     """Decoder stack: layers sharing one causal relative position bias, final norm."""
 
-    def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
+    def __init__(self, config: T5Config, *, rngs: nnx.Rngs, attention_impl: str = "xla"):
         self.dropout_rate = float(config.dropout_rate)
         self.relative_bias = RelativePositionBias(config, bidirectional=False, rngs=rngs)
         self.layers = nnx.List(
-            [T5DecoderLayer(config, rngs=rngs) for _ in range(config.num_decoder_layers)]
+            [T5DecoderLayer(config, rngs=rngs, attention_impl=attention_impl)
+             for _ in range(config.num_decoder_layers)]
         )
         self.final_norm = _norm(config, rngs)
 
@@ -549,7 +569,8 @@ class T5Decoder(nnx.Module):
         cross_mask = encoder_mask[:, None, :]
         x = _dropout(x, self.dropout_rate, _fold(dropout, 0))
         for i, (layer, kv) in enumerate(zip(self.layers, cross_kvs)):
-            x, _ = layer(x, bias, self_mask, kv, cross_mask, dropout=_fold(dropout, i + 1))
+            x, _ = layer(x, bias, self_mask, kv, cross_mask, dropout=_fold(dropout, i + 1),
+                         causal=True)
         x = self.final_norm(x)
         return _dropout(x, self.dropout_rate, _fold(dropout, len(self.layers) + 1))
 
@@ -594,8 +615,11 @@ class T5(nnx.Module):
             c.vocab_size, c.d_model, embedding_init=_normal(1.0), dtype=self.dtype,
             param_dtype=pdtype, rngs=rngs,
         )
-        self.encoder = T5Encoder(c, rngs=rngs)
-        self.decoder = T5Decoder(c, rngs=rngs)
+        impl = layers.select_attention_impl(
+            c.attention_impl, model="T5", field="T5Config.attention_impl", dtype=c.compute_dtype,
+            head_dim=c.d_kv, dropout=c.dropout_rate > 0)
+        self.encoder = T5Encoder(c, rngs=rngs, attention_impl=impl)
+        self.decoder = T5Decoder(c, rngs=rngs, attention_impl=impl)
         self.lm_head = None if c.tie_word_embeddings else layers.Linear(
             c.d_model, c.vocab_size, axes=("embed", "vocab"), kernel_init=_normal(1.0),
             dtype=self.dtype, param_dtype=pdtype, rngs=rngs,
