@@ -92,7 +92,7 @@ def _attention_impl_rule(section: str) -> Rule:
         arch = config
         for part in f"{section}.arch".split("."):
             arch = arch.get(part, {})
-        platform = jax.default_backend()
+        platform = layers.device_platform()
         _, reason = layers.attention_impl(
             "auto", platform=platform, dtype=arch.get("compute_dtype", "float32"),
             head_dim=int(arch.get("head_dim", arch.get("d_kv", 0)) or 0),

@@ -511,7 +511,7 @@ def dot_product_attention(
 # 'auto' (cudnn where :func:`attention_impl` finds it can run, else xla).
 ATTENTION_IMPLS = ("xla", "cudnn", "auto")
 CUDNN_DTYPES = ("bfloat16", "float16")
-CUDNN_PLATFORMS = ("gpu", "cuda")
+CUDNN_PLATFORMS = ("cuda",)  # NVIDIA GPUs (device_platform); not ROCm
 
 
 def attention_impl(
@@ -544,7 +544,7 @@ def attention_impl(
         return "xla", None
     dtype = jnp.dtype(dtype).name
     if platform not in CUDNN_PLATFORMS:
-        reason = f"cuDNN attention needs a GPU, the platform is {platform}"
+        reason = f"cuDNN attention needs an NVIDIA GPU, the platform is {platform}"
     elif dtype not in CUDNN_DTYPES:
         reason = f"cuDNN attention takes {' or '.join(CUDNN_DTYPES)}, the compute dtype is {dtype}"
     elif head_dim % 8 or not 8 <= head_dim <= max_head_dim:
@@ -562,6 +562,17 @@ def attention_impl(
     return "xla", reason
 
 
+def device_platform() -> str:
+    """``'cpu'``, ``'tpu'``, ``'cuda'`` or ``'rocm'``: the default backend, GPUs told apart by the
+    runtime their backend reports (``jax.default_backend()`` says ``'gpu'`` for both)."""
+    backend = jax.default_backend()
+    if backend != "gpu":
+        return backend
+    from jax.extend import backend as backend_lib  # noqa: PLC0415 (only on a GPU)
+
+    return "rocm" if "rocm" in backend_lib.get_backend().platform_version.lower() else "cuda"
+
+
 def cudnn_max_head_dim() -> int:
     """The largest head_dim of cuDNN's flash attention on the default device: 256 from compute
     capability 9.0 (Hopper) on, else 128."""
@@ -576,7 +587,7 @@ def select_attention_impl(requested: str, *, model: str, field: str, dtype: Any,
                           softcap: bool = False, dropout: bool = False) -> str:
     """:func:`attention_impl` on this process's default device; logs one line naming what
     forced xla when 'auto' falls back. ``model`` names the model in that line."""
-    platform = jax.default_backend()
+    platform = device_platform()
     max_head_dim = cudnn_max_head_dim() if platform in CUDNN_PLATFORMS else 256
     impl, reason = attention_impl(requested, platform=platform, dtype=dtype, head_dim=head_dim,
                                   max_head_dim=max_head_dim, softcap=softcap, dropout=dropout,

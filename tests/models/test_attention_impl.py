@@ -17,13 +17,13 @@ from lsc import config as config_lib
 from lsc.models import layers, t5
 from lsc.models.decoder import DecoderConfig, DecoderLM
 
-GPU = dict(platform="gpu", dtype="bfloat16", head_dim=64)
+GPU = dict(platform="cuda", dtype="bfloat16", head_dim=64)
 
 
 # -- selection ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("platform", ["cpu", "gpu", "tpu"])
+@pytest.mark.parametrize("platform", ["cpu", "cuda", "rocm", "tpu"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_xla_requested_is_xla_everywhere(platform, dtype):
     assert layers.attention_impl("xla", platform=platform, dtype=dtype, head_dim=12,
@@ -32,7 +32,7 @@ def test_xla_requested_is_xla_everywhere(platform, dtype):
 
 @pytest.mark.parametrize("requested", ["auto", "cudnn"])
 @pytest.mark.parametrize("overrides", [
-    {}, {"platform": "cuda"}, {"dtype": "float16"}, {"head_dim": 256}, {"head_dim": 8},
+    {}, {"dtype": "float16"}, {"head_dim": 256}, {"head_dim": 8},
     {"head_dim": 128, "max_head_dim": 128},
 ])
 def test_cudnn_where_it_can_run(requested, overrides):
@@ -40,8 +40,9 @@ def test_cudnn_where_it_can_run(requested, overrides):
 
 
 BLOCKERS = [
-    ({"platform": "cpu"}, "needs a GPU, the platform is cpu"),
-    ({"platform": "tpu"}, "needs a GPU, the platform is tpu"),
+    ({"platform": "cpu"}, "needs an NVIDIA GPU, the platform is cpu"),
+    ({"platform": "tpu"}, "needs an NVIDIA GPU, the platform is tpu"),
+    ({"platform": "rocm"}, "needs an NVIDIA GPU, the platform is rocm"),
     ({"dtype": "float32"}, "the compute dtype is float32"),
     ({"dtype": jnp.float32}, "the compute dtype is float32"),
     ({"head_dim": 12}, "multiple of 8 and at most 256, got 12"),
@@ -86,8 +87,8 @@ def test_select_logs_one_line_only_when_auto_falls_back():
                                             head_dim=64) == "xla"
     assert info.call_count == 1
     line = info.call_args[0][0] % info.call_args[0][1:]
-    assert line == "M attention: xla (f='auto': cuDNN attention needs a GPU, the platform is cpu)"
-    with pytest.raises(ValueError, match="f='cudnn' cannot run: cuDNN attention needs a GPU"):
+    assert line == "M attention: xla (f='auto': cuDNN attention needs an NVIDIA GPU, the platform is cpu)"
+    with pytest.raises(ValueError, match="f='cudnn' cannot run: cuDNN attention needs an NVIDIA GPU"):
         layers.select_attention_impl("cudnn", model="M", field="f", dtype="bfloat16", head_dim=64)
 
 
@@ -175,7 +176,7 @@ def test_config_validation_names_the_dotted_field(section):
     with pytest.raises(config_lib.ConfigError) as e:
         config_lib.validate(cfg)
     assert e.value.errors == [(f"{section}.arch.attention_impl",
-                               "'cudnn' cannot run: cuDNN attention needs a GPU, the platform is "
+                               "'cudnn' cannot run: cuDNN attention needs an NVIDIA GPU, the platform is "
                                "cpu; use 'auto' (xla where cuDNN cannot run) or 'xla'")]
     node.arch.attention_impl = "flash"
     with pytest.raises(config_lib.ConfigError, match=rf"config\.{section}\.arch\.attention_impl"):
