@@ -28,7 +28,6 @@ import os
 import re
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import jax
 import ml_collections
 
 from lsc.align import common as align_common
