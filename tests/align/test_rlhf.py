@@ -74,6 +74,7 @@ def test_ppo_improves_objective_and_kl_grows_as_gamma_falls(method, source):
         assert np.isfinite(low[-1][key]), key
 
 
+@pytest.mark.slow
 def test_rloo_improves_objective():
     steps = 25
     trainer = _trainer("lsc", "quantile", algorithm="rloo", k=4, steps=steps, lr=3e-3)
@@ -101,6 +102,7 @@ def test_group_algorithms_improve_the_objective_and_compile_once(algorithm, pena
     assert 0.0 <= hist[-1]["zero_std_fraction"] <= 1.0
 
 
+@pytest.mark.slow
 def test_phased_rollout_compiles_once_and_times_every_phase():
     trainer = _trainer("lsc", "quantile", time_phases=True, steps=4)
     _, hist = _run(trainer, 0.1, 4)
@@ -128,6 +130,7 @@ def test_rollout_reference_is_the_base_policy_quantile():
     np.testing.assert_allclose(np.asarray(ro.r_ref), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_run_started_from_a_reference_cache_estimates_nothing():
     """A sweep's later runs start from the earlier run's cache: a full cache is used as it is
     (rollout references read from it, nothing estimated); an empty one is filled."""

@@ -45,6 +45,7 @@ def log_softmax(x):
     return x - m - np.log(np.sum(np.exp(x - m), -1, keepdims=True))
 
 
+@pytest.mark.slow
 def test_shapes_and_logprobs_equal_full_forward(split):
     out = run(split, allow_pad=True)
     assert out.tokens.shape == (B, K, R) and out.tokens.dtype == jnp.int32

@@ -96,6 +96,7 @@ def test_cache_tree_structure_is_stable_across_steps():
     assert after_step["layers"][0]["k"].dtype == jnp.bfloat16
 
 
+@pytest.mark.slow
 def test_sampler_greedy_matches_greedy_full_forward_loop():
     """The sampler driving prefill/decode_step picks, step by step, the argmax of a full
     forward pass over the tokens chosen so far (no cache involved)."""
@@ -284,6 +285,7 @@ def test_sharded_forward_score_and_greedy_sampling_match_single_device(axes, wit
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dropout_only_with_a_key():
     config = t5.T5Config.from_dict(dict(t5_1_1.get_config("tiny").to_dict(), dropout_rate=0.3))
     model = _model(config)

@@ -29,6 +29,7 @@ def _set(batch_size=3):
                      batch_size=batch_size), prompts
 
 
+@pytest.mark.slow
 def test_base_policy_samples_have_zero_kl_and_direct_rewards():
     ps, prompts = _set()
     s = ps.sample(None, jax.random.key(0), num_samples=2)
@@ -55,6 +56,7 @@ def test_base_policy_samples_have_zero_kl_and_direct_rewards():
             assert s.texts[i][j] == " ".join(f"w{v}" for v in row[:stop])
 
 
+@pytest.mark.slow
 def test_log_probs_are_those_of_a_full_forward_pass():
     ps, prompts = _set(batch_size=5)
     policy = fx.policy(3)

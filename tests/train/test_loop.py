@@ -125,6 +125,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     assert it.pos == 7
 
 
+@pytest.mark.slow
 def test_a_failed_last_save_never_hides_the_error_that_stopped_the_run(tmp_path, monkeypatch):
     """Closing the checkpointer waits for its background save, which can fail (a full disk). A
     run already failing raises its own error (the save's is logged); a run that ended well raises
@@ -180,6 +181,7 @@ def test_sharded_matches_single_device(tmp_path, single_device_runs, mesh_config
     assert single_train["loss"] == pytest.approx(sharded_train["loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_grad_accumulation_equals_big_batch():
     mesh = one_device_mesh()
     tx = optax.sgd(0.5)

@@ -66,6 +66,7 @@ def test_predictor_metrics_match_numpy():
         rp.predictor_metrics(pred[:3], oracle, 0.0)
 
 
+@pytest.mark.slow
 def test_predictor_learns_prompt_dependent_target(tmp_path):
     x_train, x_test = prompts(96, seed=1), prompts(48, seed=2)
     target = lambda x: (x[:, -1] % 4) / 2.0 - 0.75  # noqa: E731  (depends on the prompt's tokens)
