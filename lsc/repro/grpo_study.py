@@ -45,7 +45,6 @@ from lsc import runtime
 from lsc import stages as stages_lib
 from lsc.eval import plots
 from lsc.repro import evaluation, exact_arm, figures, grpo_exact
-from lsc.repro import jobs as jobs_lib
 from lsc.repro import pipeline
 from lsc.repro import rl_arm
 from lsc.repro.claims import MATCHED, RL_RULE, RLClaim
@@ -215,12 +214,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     source = str(config.study.get("reuse_workdir", "") or "")
     if source:
         reuse(workdir, source)
-    pipeline.compilation_cache(workdir)
-    try:
-        stages_lib.run_stages(STAGES, config, workdir)
-    except jobs_lib.JobStopped as e:
-        logging.warning("%s; rerun the same command to resume", e)
-        return e.exit_code
+    code = pipeline.run_staged(STAGES, config, workdir)
+    if code:
+        return code
     if jax.process_index() == 0:
         print(open(os.path.join(workdir, "study.md")).read())
     return 0

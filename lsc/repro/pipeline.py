@@ -294,15 +294,25 @@ def compilation_cache(workdir: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> int:
-    """Runs the stages; returns the exit code (0, or a stopped job's code: preempted or
-    failed)."""
+def run_staged(stages: List[stages_lib.Stage], config: ml_collections.ConfigDict,
+               workdir: str) -> int:
+    """Runs ``stages`` with the workdir's compilation cache; returns 0, or a stopped job's exit
+    code (preempted or failed) after saying how to resume."""
     compilation_cache(workdir)
     try:
-        stages_lib.run_stages(STAGES, config, workdir)
+        stages_lib.run_stages(stages, config, workdir)
     except jobs_lib.JobStopped as e:
         logging.warning("%s; rerun the same command to resume", e)
         return e.exit_code
+    return 0
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> int:
+    """Runs the stages; returns the exit code (0, or a stopped job's code: preempted or
+    failed)."""
+    code = run_staged(STAGES, config, workdir)
+    if code:
+        return code
     if jax.process_index() == 0:
         logging.info("Reproduction complete: %s, %s and the figures in %s",
                      os.path.join(workdir, "results.json"), os.path.join(workdir, "report.md"),

@@ -27,3 +27,17 @@ def tiny_model(cases, base, case, seed=0):
             elif name.endswith(".bias"):
                 p.copy_(0.1 * torch.randn_like(p))
     return model
+
+
+def hf_logits(hf, tokens):
+    """``float32[B, T, V]`` logits of ``transformers`` model ``hf`` on left-padded ``tokens``
+    (pad id 0): attention mask and position ids as our decoders use them."""
+    import numpy as np
+    import torch
+
+    mask = tokens != 0
+    pos = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    with torch.no_grad():
+        out = hf(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask.astype(np.int64)),
+                 position_ids=torch.tensor(pos))
+    return out.logits.float().numpy()

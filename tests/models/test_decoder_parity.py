@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 
 from lsc.models import hf_decoder, hf_io, sampling  # noqa: E402
 
-from _hf_checkpoints import BASE  # noqa: E402
+from _hf_checkpoints import BASE, hf_logits  # noqa: E402
 
 CASES = {
     "mha_untied": dict(num_key_value_heads=4, tie_word_embeddings=False),
@@ -62,22 +62,13 @@ def pair(request, tmp_path_factory):
     return case, hf, model, cfg, path
 
 
-def _hf_logits(hf, tokens):
-    mask = tokens != 0
-    pos = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
-    with torch.no_grad():
-        out = hf(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask.astype(np.int64)),
-                 position_ids=torch.tensor(pos))
-    return out.logits.float().numpy()
-
-
 def test_logits_match_transformers(pair):
     case, hf, model, cfg, path = pair
     if case == "gqa_tied":
         assert os.path.exists(os.path.join(path, "model.safetensors.index.json"))
     assert cfg.num_kv_heads == CASES[case]["num_key_value_heads"]
     ours = np.asarray(model(jnp.asarray(PROMPTS)))
-    want = _hf_logits(hf, PROMPTS)
+    want = hf_logits(hf, PROMPTS)
     mask = PROMPTS != 0
     np.testing.assert_allclose(ours[mask], want[mask], atol=1e-4, rtol=1e-4)
 
@@ -183,7 +174,7 @@ def test_bfloat16_checkpoint(tmp_path):
     hf.save_pretrained(str(tmp_path))
     model, cfg = hf_decoder.load_decoder(str(tmp_path))  # widened to float32 exactly
     ours = np.asarray(model(jnp.asarray(PROMPTS)))
-    want = _hf_logits(hf.float(), PROMPTS)
+    want = hf_logits(hf.float(), PROMPTS)
     mask = PROMPTS != 0
     np.testing.assert_allclose(ours[mask], want[mask], atol=1e-4, rtol=1e-4)
     low, _ = hf_decoder.load_decoder(str(tmp_path), dtype="bfloat16", param_dtype="bfloat16")

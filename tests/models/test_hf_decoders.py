@@ -18,7 +18,7 @@ from lsc.models import hf_convert, hf_decoder, hf_io, sampling  # noqa: E402
 from lsc.train import checkpoint as checkpoint_lib  # noqa: E402
 from lsc.train import common as train_common  # noqa: E402
 
-from _hf_checkpoints import BASE, tiny_model  # noqa: E402
+from _hf_checkpoints import BASE, hf_logits, tiny_model  # noqa: E402
 
 
 # (config class, model class, extra config fields). Windows of 3 tokens and small soft-caps so
@@ -73,15 +73,6 @@ def pair(request, tmp_path_factory):
     return case, hf, model, cfg
 
 
-def _hf_logits(hf, tokens):
-    mask = tokens != 0
-    pos = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
-    with torch.no_grad():
-        out = hf(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask.astype(np.int64)),
-                 position_ids=torch.tensor(pos))
-    return out.logits.float().numpy()
-
-
 def test_config_features(pair):
     case, _, _, cfg = pair
     if case in ("mistral", "qwen2_sliding", "gemma2", "gemma3"):
@@ -106,7 +97,7 @@ def test_config_features(pair):
 def test_logits_match_transformers(pair):
     _, hf, model, _ = pair
     ours = np.asarray(model(jnp.asarray(PROMPTS)))
-    want = _hf_logits(hf, PROMPTS)
+    want = hf_logits(hf, PROMPTS)
     np.testing.assert_allclose(ours[MASK], want[MASK], atol=1e-4, rtol=1e-4)
 
 
@@ -158,7 +149,7 @@ def test_converted_policy_workdir(tmp_path):
     model = checkpoint_lib.load_model(workdir, create)
     assert model.sample_vocab_size == 90
     ours = np.asarray(model(jnp.asarray(PROMPTS)))
-    np.testing.assert_allclose(ours[MASK], _hf_logits(hf, PROMPTS)[MASK], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(ours[MASK], hf_logits(hf, PROMPTS)[MASK], atol=1e-4, rtol=1e-4)
 
 
 # -- refusals (config dicts; no torch needed) -----------------------------------------------------
