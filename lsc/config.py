@@ -80,9 +80,9 @@ TRAINED_MODEL_SECTIONS = ("model", "policy.model")
 
 def _attention_impl_rule(section: str) -> Rule:
     """``<section>.arch.attention_impl``: one of :data:`lsc.models.layers.ATTENTION_IMPLS`;
-    'cudnn' only where cuDNN's kernel can run (:func:`lsc.models.layers.attention_impl` on this
-    process's default device, with the section's compute dtype, head dim, soft-capping and
-    dropout)."""
+    'cudnn' only where the section's compute dtype, head dim, soft-capping and dropout let cuDNN's
+    kernel run (:func:`lsc.models.layers.attention_impl`); the model checks the device when it is
+    built."""
 
     def rule(value, config) -> Optional[str]:
         message = one_of(layers.ATTENTION_IMPLS)(value, config)
@@ -91,12 +91,11 @@ def _attention_impl_rule(section: str) -> Rule:
         arch = config
         for part in f"{section}.arch".split("."):
             arch = arch.get(part, {})
-        platform = layers.device_platform()
+        # What the config alone rules out; the device (validation runs before JAX may touch
+        # one, e.g. before jax.distributed.initialize) is checked when the model is built.
         _, reason = layers.attention_impl(
-            "auto", platform=platform, dtype=arch.get("compute_dtype", "float32"),
-            head_dim=int(arch.get("head_dim", arch.get("d_kv", 0)) or 0),
-            max_head_dim=(layers.cudnn_max_head_dim() if platform in layers.CUDNN_PLATFORMS
-                          else 256),
+            "auto", platform=layers.CUDNN_PLATFORMS[0], dtype=arch.get("compute_dtype", "float32"),
+            head_dim=int(arch.get("head_dim", arch.get("d_kv", 0)) or 0), max_head_dim=256,
             softcap=arch.get("attn_logit_softcap", 0) > 0,
             dropout=arch.get("dropout_rate", 0) > 0)
         if reason:

@@ -94,15 +94,35 @@ def cluster_spec(
     )
 
 
+def check_platforms() -> None:
+    """Raises ``ValueError`` naming ``JAX_PLATFORMS`` when JAX cannot start the platforms it asks
+    for (e.g. ``cuda`` on a machine without a visible GPU, where JAX itself only fails an
+    assertion)."""
+    requested = jax.config.jax_platforms
+    if not requested or str(requested) == "cpu":
+        return
+    try:
+        jax.devices()
+    except (AssertionError, RuntimeError) as e:
+        raise ValueError(
+            f"JAX_PLATFORMS={requested}, but JAX cannot start {requested} on this machine "
+            f"({type(e).__name__}: {str(e).strip() or 'no backend initialised'}). Check that the "
+            "accelerator is visible (nvidia-smi, CUDA_VISIBLE_DEVICES / LSC_GPUS) and that a "
+            "matching jaxlib plugin is installed (pip install 'jax[cuda12]'), or run on the CPU "
+            "with launch/local.sh (JAX_PLATFORMS unset).") from e
+
+
 def initialize(
     parallel: Optional[Mapping[str, Any]] = None, environ: Optional[Mapping[str, str]] = None
 ) -> bool:
-    """Joins the cluster described by ``config.parallel`` / the environment, if any.
+    """Joins the cluster described by ``config.parallel`` / the environment, if any, then checks
+    that JAX can start the requested platforms (:func:`check_platforms`).
 
     Must run before anything touches JAX devices. Returns True when the runtime is distributed.
     """
     spec = cluster_spec(parallel, environ)
     if spec is None:
+        check_platforms()
         return False
     if jax.config.jax_platforms in (None, "", "cpu") or "cpu" in str(jax.config.jax_platforms):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -115,6 +135,7 @@ def initialize(
             process_id=spec.process_id,
             local_device_ids=spec.local_device_ids,
         )
+    check_platforms()
     logging.info(
         "process %d of %d; %d local and %d global devices",
         jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),

@@ -1,6 +1,7 @@
 """launch/local.sh and launch/gpu_single_node.sh with a fake python (and nvidia-smi) on PATH."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -70,6 +71,18 @@ def test_local_runs_the_real_entry_point(tmp_path):
                             "--config.rewards.properties.helpful.reference.quantile=1.5", env=env)
     assert proc.returncode == 2, proc.stderr
     assert "config.rewards.properties.helpful.reference.quantile: 1.5 is not allowed" in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU may be visible here")
+def test_gpu_launcher_without_a_gpu_stops_with_a_clear_message(tmp_path):
+    # the real lsc.main under JAX_PLATFORMS=cuda on a machine without a GPU: one error line that
+    # names the platform and what to do, not JAX's bare AssertionError
+    env = fakes.clean_env(LSC_PYTHON=sys.executable, PYTHONPATH=str(fakes.REPO))
+    proc = fakes.run_script("gpu_single_node.sh", CONFIG + ":tiny", str(tmp_path / "w"), env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "error: JAX_PLATFORMS=cuda, but JAX cannot start cuda on this machine" in proc.stderr
+    assert "launch/local.sh" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "w").exists()
 
 
 def test_gpu_single_node(launch):

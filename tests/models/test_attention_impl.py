@@ -165,7 +165,8 @@ def test_presets():
 
 @pytest.mark.parametrize("section", ["model", "policy.model", "rm_model"])
 def test_config_validation_names_the_dotted_field(section):
-    arch = dict(t5_1_1.get_config("base"), compute_dtype="bfloat16", attention_impl="cudnn")
+    # float32 compute rules cuDNN out from the config alone (the device is the model's check).
+    arch = dict(t5_1_1.get_config("base"), compute_dtype="float32", attention_impl="cudnn")
     cfg = ml_collections.ConfigDict()
     node = cfg
     for part in section.split("."):
@@ -176,8 +177,11 @@ def test_config_validation_names_the_dotted_field(section):
     with pytest.raises(config_lib.ConfigError) as e:
         config_lib.validate(cfg)
     assert e.value.errors == [(f"{section}.arch.attention_impl",
-                               "'cudnn' cannot run: cuDNN attention needs an NVIDIA GPU, the platform is "
-                               "cpu; use 'auto' (xla where cuDNN cannot run) or 'xla'")]
+                               "'cudnn' cannot run: cuDNN attention takes bfloat16 or float16, the "
+                               "compute dtype is float32; use 'auto' (xla where cuDNN cannot run) "
+                               "or 'xla'")]
+    node.arch.compute_dtype = "bfloat16"
+    config_lib.validate(cfg)  # on the CPU the model refuses it when built (test above)
     node.arch.attention_impl = "flash"
     with pytest.raises(config_lib.ConfigError, match=rf"config\.{section}\.arch\.attention_impl"):
         config_lib.validate(cfg)
