@@ -16,6 +16,7 @@ family is a field; a key of another family (one config file serves every algorit
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type
 
@@ -57,7 +58,7 @@ def _optim_field():
 
 
 @dataclasses.dataclass(frozen=True)
-class RLConfig:
+class RLConfig(abc.ABC):
     """The fields every algorithm reads (validated on construction against :data:`RL_RULES`;
     ``kl_coef`` and ``seed`` may be tuples, sweeps, in the config file, and are one value here).
     Built by :func:`rl_config` as the family of ``algorithm`` (:data:`FAMILIES`).
@@ -133,15 +134,15 @@ class RLConfig:
                              f"{CLIPPED_GROUP_ALGORITHMS}, got {self.algorithm!r}")
 
     @property
+    @abc.abstractmethod
     def estimator(self) -> str:
         """The name of the algorithm's advantage estimator in
         :data:`lsc.align.advantages.ESTIMATORS`."""
-        raise NotImplementedError
 
     @property
+    @abc.abstractmethod
     def updates_per_step(self) -> int:
         """Optimiser updates per RL step (the optimisers' schedules count these)."""
-        raise NotImplementedError
 
     @classmethod
     def reads(cls, algorithm: str) -> Tuple[str, ...]:
