@@ -15,7 +15,7 @@ from typing import Any, List, Mapping, Optional, Sequence
 
 from lsc import runtime
 from lsc.eval.claims import SANITY, Claim, ClaimResult, Row, check_claims
-from lsc.eval.decision import INCONCLUSIVE, NO, YES
+from lsc.eval.decision import HEADLINES, INCONCLUSIVE, NO, YES
 from lsc.eval.entries import normalized
 
 _VERDICT_TEXT = {YES: "**yes** (reproduces)", NO: "**NO** (does not reproduce)",
@@ -80,10 +80,28 @@ def _fmt_opt(iv: Optional[Mapping[str, float]], digits: int = 3) -> str:
     return "" if not iv else _fmt(iv, digits)
 
 
+def _headline(claim: Mapping[str, Any]) -> str:
+    """The headline verdict in bold, with the small positive effect when one was detected."""
+    text = f"**{claim['verdict']}**"
+    if claim.get("small_effect"):
+        text += " (a positive effect below practical size detected)"
+    return text
+
+
+def _across(row: Mapping[str, Any], key: str = "across") -> str:
+    iv = row.get(key)
+    if not iv:
+        return ""
+    value = row["across"]["value"]
+    return f"{value:+.4f} [{float(iv['ci_low']):+.4f}, {float(iv['ci_high']):+.4f}]"
+
+
 def render_decided(decided: Mapping[str, Any]) -> List[str]:
-    """Markdown lines of decided claims: the rule, a summary (verdict, pooled estimate, every
-    replicate), one table per claim (each comparison per replicate, pooled, gold control) and the
-    sanity checks. ``decided`` holds ``claims`` and ``sanity`` as written by
+    """Markdown lines of decided claims: the rule, a summary (per claim and decisive comparison:
+    the estimate across replicates with its unadjusted and Holm-adjusted intervals, every
+    replicate's value, the outcome, the headline verdict and the previous rule's), one table per
+    claim (every comparison with each replicate's bootstrap interval and the gold control) and
+    the sanity checks. ``decided`` holds ``claims`` and ``sanity`` as written by
     ``lsc.repro.claims`` (plain dicts), ``delta``, ``confidence`` and the grids."""
     claims = decided["claims"]
     pct = f"{100 * float(decided.get('confidence', 0.95)):g}%"
@@ -93,35 +111,32 @@ def render_decided(decided: Mapping[str, Any]) -> List[str]:
                 f"delta = {float(decided['delta']):g}. Primary statistic of each comparison: "
                 "the mean over prompts of the paired per-prompt difference A - B, averaged over "
                 f"the KL grid {tuple(decided.get('kl_grid', ()))} (KL-regularised optima) or over "
-                f"k in {tuple(decided.get('primary_ks', ()))} (best-of-k). Intervals are {pct}; "
-                "pooled: the mean over replicates, its interval from a two-level bootstrap "
-                "(prompts and replicates).", ""]
-    out += ["| claim | source | decisive comparison | pooled A - B | per replicate | verdict |",
-            "|---|---|---|---|---|---|"]
+                f"k in {tuple(decided.get('primary_ks', ()))} (best-of-k), per replicate. "
+                f"Intervals are {pct} before the Holm adjustment.", ""]
+    out += ["| claim | judge | decisive comparison | per replicate | across replicates "
+            "[unadjusted] | Holm | outcome | verdict | previous rule |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for c in claims:
         for row in c["comparisons"]:
             if not row["decisive"]:
                 continue
-            reps = "; ".join(_fmt(iv, 4) for iv in row.get("replicates", []))
-            out.append(f"| {c['key']} | {c['source']} | {row['describe']} | "
-                       f"{_fmt_opt(row.get('pooled'), 4)} | {reps} | "
-                       f"{_VERDICT_TEXT[c['verdict']]} |")
-    count = {v: sum(c["verdict"] == v for c in claims) for v in (YES, NO, INCONCLUSIVE)}
-    out += ["", f"Decided claims: {count[YES]} reproduce, {count[NO]} do not, "
-            f"{count[INCONCLUSIVE]} inconclusive.", ""]
+            reps = ", ".join(f"{v:+.4f}" for v in row.get("replicate_values", []))
+            out.append(f"| {c['key']} | {c.get('judge', '')} | {row['describe']} | {reps} | "
+                       f"{_across(row)} | {_across(row, 'holm')} | {row['outcome']} | "
+                       f"{_headline(c)} | {c.get('previous_rule_verdict', '')} |")
+    count = {v: sum(c["verdict"] == v for c in claims) for v in HEADLINES}
+    out += ["", "Decided claims: " + ", ".join(f"{n} {v}" for v, n in count.items()) + ".", ""]
     for i, c in enumerate(claims, 1):
         out += [f"### Claim {i}: {c['key']}", "", f"**Claim** ({c['source']}): {c['text']}", "",
-                f"**Verdict**: {_VERDICT_TEXT[c['verdict']]}: {c['reason']}.", "",
-                "| comparison | grid | per replicate | pooled | gold control | replicate "
-                "verdict |", "|---|---|---|---|---|---|"]
+                f"**Verdict**: {_headline(c)} (outcome: {c['outcome']}): {c['reason']}.", "",
+                "| comparison | grid | per replicate | across replicates | gold control | "
+                "outcome |", "|---|---|---|---|---|---|"]
         for row in c["comparisons"]:
             reps = "<br>".join(_fmt(iv, 4) for iv in row.get("replicates", []))
             tag = "" if row["decisive"] else " (shown, not decisive)"
-            if row.get("within_delta"):
-                tag += f" [every replicate inside +-{float(decided['delta']):g}]"
             out.append(f"| {row['describe']}{tag} | {row.get('grid', '')} | {reps} | "
-                       f"{_fmt_opt(row.get('pooled'), 4)} | {_fmt_opt(row.get('control'), 4)} | "
-                       f"{row['verdict']}: {row['reason']} |")
+                       f"{_across(row)} | {_fmt_opt(row.get('control'), 4)} | "
+                       f"{row['outcome']} |")
         out.append("")
     sanity = decided.get("sanity", [])
     if sanity:

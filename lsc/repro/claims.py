@@ -8,9 +8,13 @@ Three lists; the decision rule and the combination of a claim's comparisons are 
   one primary statistic per comparison, declared here: the mean over prompts of the paired
   per-prompt difference ``A - B``, averaged over the whole KL grid (``optimum``: the
   KL-regularised optima at ``exact.kl_grid``, points both reach) or over ``exact.primary_ks``
-  (``best_of_k``). Decided by :func:`evaluate_exact_claims` with
-  :func:`lsc.eval.decision.decide` on every reward-model replicate and ``delta = exact.delta``;
-  the gold control (the same utilities on gold scores) and non-decisive comparisons are shown
+  (``best_of_k``), computed per reward-model replicate. Decided by
+  :func:`evaluate_exact_claims` with the rule of :mod:`lsc.eval.decision` (:data:`EXACT_RULE`):
+  the interval across replicates, Holm-adjusted over the decisive comparisons of the claims with
+  the same judge (:data:`GOLD_JUDGED`: the world's gold scorer, the primary family;
+  :data:`PROXY_JUDGED`: the aggregated proxies themselves, the note's protocol), and its outcome
+  against ``delta = exact.delta``; the gold control (the same utilities on gold scores), the
+  non-decisive comparisons and the previous rule's verdict (:data:`PREVIOUS_RULE`) are shown
   beside them. :func:`sanity_checks` are the exact arm's checks (:data:`SANITY_CHECKS`).
 * :data:`RL_ARM_CLAIMS` -- the decided claims on the RL arm: :class:`RLClaim` s comparing two
   ``rlhf.runs`` methods' PPO trajectories at matched KL, paired by RL seed (the statistic and
@@ -70,6 +74,13 @@ class ExactClaim:
     source: str
     text: str
     comparisons: Tuple[ExactComparison, ...]
+    judge: str = "gold"
+
+
+GOLD_JUDGED, PROXY_JUDGED = "gold", "proxy"
+"""The claims' judges: the world's gold scorer (the primary family) or, the note's own protocol,
+the proxy reward models that are aggregated (``*_proxy_judged`` metrics); each judge's decisive
+comparisons are one family of the Holm adjustment."""
 
 
 def _c(a, b, arm, metric, decisive=True):
@@ -119,18 +130,34 @@ EXACT_CLAIMS: Tuple[ExactClaim, ...] = (
                "that the response's gold helpfulness is at least the prompt's base median.",
                (_c("lsc_p85", "raw", OPTIMUM, "helpful_not_below"),
                 _c("lsc_median", "raw", OPTIMUM, "helpful_not_below", False))),
+    ExactClaim("and_beats_raw_sum_proxy_judged", "note, claim 1, the note's protocol",
+               "sigma_AND with the median reference beats the raw sum on the AND win rate "
+               "(best-of-k) when the AND win is judged by the same proxy reward models that "
+               "are aggregated, as in the note.",
+               (_c("sigma_and_median", "raw_sum", BEST_OF_K, "and_proxy_judged"),),
+               PROXY_JUDGED),
+    ExactClaim("or_beats_raw_sum_proxy_judged", "note, claim 1, the note's protocol",
+               "sigma_OR with the median reference beats the raw sum on the OR win rate "
+               "(best-of-k) when the OR win is judged by the same proxy reward models that are "
+               "aggregated, as in the note.",
+               (_c("sigma_or_median", "raw_sum", BEST_OF_K, "or_proxy_judged"),),
+               PROXY_JUDGED),
 )
 SANITY_CHECKS = ("best_of_k_same_pick", "base_vs_base")
 EXACT_RULE = (
-    "per replicate, the percentile-bootstrap interval (over prompts, stratified by topic x "
-    "detail, paired: the same resamples for A and B) of the primary statistic. A comparison "
-    "reproduces when its interval lies above 0 on every replicate; does not reproduce when on "
-    "every replicate it lies below 0 or inside +-delta (no effect of practical size; an "
-    "interval above 0 and inside +-delta counts here unless every replicate lies above 0); "
-    "otherwise inconclusive. The claim reproduces when every decisive comparison reproduces, "
-    "does not when any decisive comparison does not, and is inconclusive otherwise. (Revised "
-    "after the first two runs: replicates were first classified one by one, above 0 first, and "
-    "had to agree; see the README)")
+    "the claim's estimate is the mean over reward-model replicates of the primary statistic; its "
+    "interval is taken across replicates (the crossed replicate x prompt t-interval of "
+    "lsc.eval.decision.across_replicates), Holm-adjusted across the decisive comparisons of the "
+    "claims with the same judge. With that interval [l, u]: reproduces when l > 0 and u > delta; "
+    "holds, below practical size when l > 0 and u <= delta; no effect of practical size when "
+    "-delta <= l <= 0 <= u <= delta; opposite when u < 0 (below practical size when l >= "
+    "-delta); otherwise inconclusive. The headline merges 'holds, below practical size' into 'no "
+    "effect of practical size' and says whether a small positive effect was detected. A claim "
+    "takes the weakest outcome of its decisive comparisons")
+PREVIOUS_RULE = (
+    "per replicate, the percentile-bootstrap interval over prompts; yes when it lies above 0 on "
+    "every replicate; no when on every replicate it lies below 0 or inside +-delta; otherwise "
+    "inconclusive; a claim is yes when every decisive comparison is, no when any is")
 
 
 # --------------------------------------------------------------------------- the RL arm
@@ -173,11 +200,12 @@ RL_ARM_CLAIMS: Tuple[RLClaim, ...] = (
             "least helpful (lowest quartile of base gold helpfulness) gain more under LSC.",
             "helpful_lsc", "helpful_raw", UNDERFITTING, "helpful"),
 )
-RL_RULE = ("per RL seed, the percentile-bootstrap interval over prompts (stratified by topic x "
-           "detail) of the seed-paired difference at matched KL (mean over the grid points every "
-           "trajectory of both methods reaches); yes when it lies above 0 on every seed; no when "
-           "on every seed it lies below 0 or inside +-delta; otherwise inconclusive. The pooled "
-           "interval (two-level bootstrap over prompts and seeds) is shown beside")
+RL_RULE = (
+    "per RL seed, the seed-paired difference at matched KL (mean over the grid points every "
+    "trajectory of both methods reaches); the claim's estimate is the mean over seeds, its "
+    "interval the crossed seed x prompt t-interval across seeds (lsc.eval.decision."
+    "across_replicates), Holm-adjusted across the RL claims, judged by the exact arm's outcomes "
+    "with exact.delta")
 
 
 # --------------------------------------------------------------------------- deciding the exact arm
@@ -215,43 +243,67 @@ def evaluate_exact_claims(arrays: Mapping[str, np.ndarray], *, primary_ks: Seque
                           delta: float, confidence: float = 0.95, num_resamples: int = 2000,
                           seed: int = 0, claims: Sequence[ExactClaim] = EXACT_CLAIMS
                           ) -> List[Dict[str, Any]]:
-    """Every claim's comparisons with per-replicate and pooled intervals, the gold control and
-    the verdicts (plain dicts, as written to ``results.json``)."""
+    """Every claim's comparisons (per-replicate values and bootstrap intervals, the interval
+    across replicates, unadjusted and Holm-adjusted within the claim's judge family, the
+    outcome), the gold control, the claim's outcome and headline verdict, and the previous
+    rule's verdict (plain dicts, as written to ``results.json``)."""
     reps = exact_arm.sources(arrays)
     ks = [int(k) for k in arrays["ks"]]
     strata = arrays["strata"]
     boot = dict(num_resamples=num_resamples, confidence=confidence, seed=seed)
-    out = []
+    rows_of = []
     for claim in claims:
-        comps, verdicts = [], []
+        comps = []
         for comp in claim.comparisons:
             per = [_per_prompt(arrays, r, comp, ks, primary_ks) for r in reps]
             row: Dict[str, Any] = {"a": comp.a, "b": comp.b, "arm": comp.arm,
                                    "metric": comp.metric, "decisive": comp.decisive,
                                    "describe": comp.describe()}
             if any(d is None for d in per) or not per:
-                row.update(verdict=decision.INCONCLUSIVE, reason="missing utilities",
-                           replicates=[], pooled=None, grid="")
+                row.update(outcome=decision.INCONCLUSIVE, reason="missing utilities",
+                           replicates=[], grid="")
             else:
-                iv = decision.replicated_intervals(np.stack(per), strata, **boot)
-                verdict, reason = decision.decide(iv["replicates"], delta)
-                row.update(iv, verdict=verdict, reason=reason,
-                           grid=_grid_text(arrays, comp, ks, primary_ks, reps[0]),
-                           max_half_width=max(decision.half_widths(iv["replicates"])),
-                           within_delta=decision.within_delta(iv["replicates"], delta))
+                row.update(decision.compare(np.stack(per), strata, delta=delta, **boot),
+                           grid=_grid_text(arrays, comp, ks, primary_ks, reps[0]))
             gold = _per_prompt(arrays, exact_arm.GOLD, comp, ks, primary_ks)
             row["control"] = (None if gold is None else decision.replicated_intervals(
                 gold[None], strata, **boot)["replicates"][0])
             comps.append(row)
-            if comp.decisive:
-                verdicts.append(row["verdict"])
-        out.append({"key": claim.key, "source": claim.source, "text": claim.text,
-                    "rule": EXACT_RULE, "delta": float(delta),
-                    "verdict": decision.combine(verdicts),
-                    "reason": "; ".join(f"{r['describe']}: {r['verdict']} ({r['reason']})"
-                                        for r in comps if r["decisive"]),
-                    "comparisons": comps})
+        rows_of.append(comps)
+    for judge in {c.judge for c in claims}:
+        family = [row for claim, comps in zip(claims, rows_of) if claim.judge == judge
+                  for row in comps if row["decisive"] and "across" in row]
+        decision.adjust_family(family, delta, confidence)
+    out = []
+    for claim, comps in zip(claims, rows_of):
+        decisive = [r for r in comps if r["decisive"]]
+        for r in comps:
+            if not r["decisive"] and "across" in r:
+                r["outcome"] = r["outcome_unadjusted"]
+        outcome = decision.combine([r["outcome"] for r in decisive])
+        verdict, small = decision.headline(outcome)
+        out.append({
+            "key": claim.key, "source": claim.source, "text": claim.text, "judge": claim.judge,
+            "rule": EXACT_RULE, "delta": float(delta), "outcome": outcome, "verdict": verdict,
+            "small_effect": small,
+            "outcome_unadjusted": decision.combine(
+                [r.get("outcome_unadjusted", decision.INCONCLUSIVE) for r in decisive]),
+            "previous_rule_verdict": decision.combine_per_replicate(
+                [r.get("previous_rule", {}).get("verdict", decision.INCONCLUSIVE)
+                 for r in decisive]),
+            "reason": "; ".join(_reason(r, delta) for r in decisive),
+            "comparisons": comps})
     return out
+
+
+def _reason(row: Mapping[str, Any], delta: float) -> str:
+    """``<comparison>: <outcome> (estimate [Holm interval], delta)``."""
+    if "holm" not in row:
+        return f"{row['describe']}: {row['outcome']} ({row.get('reason', '')})"
+    h = row["holm"]
+    return (f"{row['describe']}: {row['outcome']} ({row['across']['value']:+.4f} "
+            f"[{h['ci_low']:+.4f}, {h['ci_high']:+.4f}] at {100 * h['confidence']:.2f}% "
+            f"(Holm), delta {delta:g})")
 
 
 def sanity_checks(arrays: Mapping[str, np.ndarray], *, confidence: float = 0.95,

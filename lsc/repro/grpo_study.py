@@ -16,11 +16,10 @@ Declared before any run (the comparison grid, the statistic and the rule):
   :data:`lsc.repro.claims.RL_RULE`): per RL seed, the paired difference ``A - B`` of the gold
   win rate at matched KL (the helpfulness win rate for one property, the AND win rate for two),
   averaged over the points of ``rl_arm.kl_grid`` every trajectory of both methods reaches;
-  per-seed bootstrap intervals over prompts; yes when every seed's interval lies above 0, no
-  when every seed's lies below 0 or inside ``+-exact.delta``, else inconclusive
-  (:data:`STUDY_CLAIMS`).
-* **"Group normalisation undoes LSC"** is read as: LSC vs raw is *yes* under PPO, RLOO or
-  Dr. GRPO and *not yes* under GRPO. Any other pattern is reported as it is.
+  the interval across seeds, Holm-adjusted over the study's claims, and its outcome
+  (:mod:`lsc.eval.decision`; :data:`STUDY_CLAIMS`).
+* **"Group normalisation undoes LSC"** is read as: LSC vs raw *reproduces* under PPO, RLOO or
+  Dr. GRPO and not under GRPO. Any other pattern is reported as it is.
 * **Exact analogue** (shown, not decided; :mod:`lsc.repro.grpo_exact`): GRPO's per-group std
   scaling acts as a per-prompt temperature on the utility; the exact KL-regularised optimum on
   the main job's sample banks with and without it, LSC minus raw at matched KL.
@@ -43,7 +42,7 @@ from absl import logging
 
 from lsc import runtime
 from lsc import stages as stages_lib
-from lsc.eval import plots
+from lsc.eval import decision, plots
 from lsc.repro import evaluation, exact_arm, figures, grpo_exact
 from lsc.repro import pipeline
 from lsc.repro import rl_arm
@@ -81,15 +80,15 @@ def undone_verdict(claims: List[Mapping[str, Any]]) -> Dict[str, Any]:
     verdicts of LSC vs raw: ``{"undone": bool, "verdicts": {algorithm: verdict}, "text"}``."""
     v = {a: next((c["verdict"] for c in claims if c["key"] == f"lsc_vs_raw_{a}"), None)
          for a in ALGORITHMS}
-    kept = [a for a in ("ppo", "rloo", "dr_grpo") if v[a] == "yes"]
-    undone = bool(kept) and v["grpo"] != "yes"
+    kept = [a for a in ("ppo", "rloo", "dr_grpo") if v[a] == decision.REPRODUCES]
+    undone = bool(kept) and v["grpo"] != decision.REPRODUCES
     if undone:
         text = (f"LSC's effect holds under {', '.join(LABELS[a] for a in kept)} and not under "
                 "GRPO: group normalisation undoes it here.")
-    elif v["grpo"] == "yes":
+    elif v["grpo"] == decision.REPRODUCES:
         text = "LSC's effect holds under GRPO: group normalisation does not undo it here."
     else:
-        text = ("LSC vs raw is yes under none of PPO, RLOO and Dr. GRPO, so the study cannot "
+        text = ("LSC vs raw reproduces under none of PPO, RLOO and Dr. GRPO, so the study cannot "
                 "say whether GRPO undoes it: the verdicts are " +
                 ", ".join(f"{LABELS[a]} {v[a]}" for a in ALGORITHMS) + ".")
     return {"undone": undone, "verdicts": v, "text": text}

@@ -11,12 +11,11 @@ Declared before the runs they judge (``configs/repro/synthetic_hh.py``, section 
   matched KL, read on each trajectory at the points of ``rl_arm.kl_grid`` by linear
   interpolation at the first crossing, averaged over the grid points that every trajectory of
   both methods reaches (:func:`lsc.eval.trajectory.paired_differences`); the mean over prompts.
-* **Intervals**: per seed, the percentile bootstrap over prompts (stratified by topic x detail);
-  pooled, the two-level bootstrap over prompts and seeds (:mod:`lsc.eval.decision`).
-* **Rule** (:data:`lsc.repro.claims.RL_RULE`): the exact arm's
-  (:func:`lsc.eval.decision.decide` with ``exact.delta``), with the RL seeds as the replicates:
-  yes when the interval lies above 0 on every seed; no when on every seed it lies below 0 or
-  inside +-delta; otherwise inconclusive.
+* **Interval and rule** (:data:`lsc.repro.claims.RL_RULE`): the exact arm's
+  (:mod:`lsc.eval.decision`) with the RL seeds as the replicates: the interval across seeds,
+  Holm-adjusted over the RL claims, and its outcome against ``exact.delta``; each seed's
+  percentile bootstrap over prompts (stratified by topic x detail) and the previous rule's
+  verdict are reported beside it.
 
 Kinds of comparison: ``matched`` (a win-rate metric), ``underfitting`` (the helpfulness win rate
 on the prompts of the lowest quartile of base-policy gold helpfulness, :func:`low_quartile`),
@@ -120,8 +119,9 @@ def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], strata: np.ndarray,
                        low_quartile: np.ndarray, delta: float, confidence: float = 0.95,
                        num_resamples: int = 2000, seed: int = 0,
                        claims: Sequence[RLClaim] = RL_ARM_CLAIMS) -> List[Dict[str, Any]]:
-    """Every RL claim with per-seed and pooled intervals and its verdict (plain dicts, as
-    written to ``results.json``).
+    """Every RL claim with per-seed intervals, the interval across seeds (unadjusted and
+    Holm-adjusted over ``claims``), its outcome and headline verdict (plain dicts, as written to
+    ``results.json``).
 
     Args:
       trajs: :func:`load` output.
@@ -139,7 +139,7 @@ def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], strata: np.ndarray,
                                "kl_grid": grid}
         pair = _pair(trajs, claim)
         if pair is None:
-            row.update(verdict=decision.INCONCLUSIVE, reason="a method did not run", seeds=[])
+            row.update(outcome=decision.INCONCLUSIVE, reason="a method did not run", seeds=[])
             out.append(row)
             continue
         seeds, runs_a, runs_b = pair
@@ -153,17 +153,23 @@ def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], strata: np.ndarray,
             row["curves_a"] = [_clean(c) for c in st["curves_a"]]
             row["curves_b"] = [_clean(c) for c in st["curves_b"]]
         if st["diffs"].shape[1] == 0:
-            row.update(verdict=decision.INCONCLUSIVE,
-                       reason="no KL grid point is reached by every trajectory", replicates=[],
-                       pooled=None)
+            row.update(outcome=decision.INCONCLUSIVE,
+                       reason="no KL grid point is reached by every trajectory", replicates=[])
         else:
-            iv = decision.replicated_intervals(
-                st["diffs"], np.asarray(strata)[st["prompts"]], num_resamples=num_resamples,
-                confidence=confidence, seed=seed)
-            verdict, reason = decision.decide(iv["replicates"], delta)
-            row.update(iv, verdict=verdict, reason=reason.replace("replicate", "seed"),
-                       num_prompts=int(st["prompts"].sum()))
+            row.update(decision.compare(
+                st["diffs"], np.asarray(strata)[st["prompts"]], delta=delta,
+                num_resamples=num_resamples, confidence=confidence, seed=seed),
+                num_prompts=int(st["prompts"].sum()))
         out.append(row)
+    decision.adjust_family([r for r in out if "across" in r], delta, confidence)
+    for row in out:
+        row["verdict"], row["small_effect"] = decision.headline(row["outcome"])
+        if "holm" in row:
+            h = row["holm"]
+            row["reason"] = (f"{row['across']['value']:+.4f} [{h['ci_low']:+.4f}, "
+                             f"{h['ci_high']:+.4f}] at {100 * h['confidence']:.2f}% (Holm) over "
+                             f"{len(row['seeds'])} seeds: {row['outcome']}")
+            row["previous_rule_verdict"] = row["previous_rule"]["verdict"]
     return out
 
 
@@ -207,19 +213,20 @@ def render(claims: Sequence[Mapping[str, Any]], vs_exact: Mapping[str, Any],
     section's title and rule (for a report that states its own)."""
     out = (["## RL arm (decided: PPO trajectories at matched KL, paired by RL seed)", "",
             f"**Rule**: {RL_RULE}.", ""] if header else [])
-    out += ["| claim | comparison | grid used (KL) | per seed: A - B [95% CI] | pooled | verdict |",
-            "|---|---|---|---|---|---|"]
+    out += ["| claim | comparison | grid used (KL) | per seed: A - B [95% CI] | across seeds "
+            "[unadjusted; Holm] | outcome |", "|---|---|---|---|---|---|"]
     for c in claims:
         reps = c.get("replicates") or []
         per = "; ".join(f"s{s}: {r['value']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
                         for s, r in zip(c.get("seeds", []), reps)) or "-"
-        pooled = c.get("pooled")
-        pooled_text = (f"{pooled['value']:+.4f} [{pooled['ci_low']:+.4f}, "
-                       f"{pooled['ci_high']:+.4f}]" if pooled else "-")
+        across, holm = c.get("across"), c.get("holm")
+        pooled_text = (f"{across['value']:+.4f} [{across['ci_low']:+.4f}, "
+                       f"{across['ci_high']:+.4f}; {holm['ci_low']:+.4f}, {holm['ci_high']:+.4f}]"
+                       if across else "-")
         grid = ", ".join(f"{g:g}" for g in c.get("grid_used", [])) or "none"
         what = f"{c['a']} vs {c['b']}, {c['kind']} ({c['metric']})"
         out.append(f"| {c['key']} | {what} | {grid} | {per} | {pooled_text} | "
-                   f"**{c['verdict']}** |")
+                   f"**{c['outcome']}** |")
     out.append("")
     for c in claims:
         out.append(f"- **{c['key']}** ({c['source']}): {c['text']} Verdict: **{c['verdict']}** "
