@@ -183,6 +183,7 @@ RULES: Dict[str, Rule] = {
     "world.label_temperature": number_in(1e-6),
     "world.version": one_of(world.VERSIONS),
     "world.pair_replicates": number_in(1, integer=True),
+    "world.replicate_offset": number_in(0, integer=True),
     "best_of_k.ks": number_in(1, integer=True),
     # Alignment jobs (lsc.align).
     "rewards.properties.*.rm_workdir": _optional_path,

@@ -119,6 +119,27 @@ def test_every_data_source_that_validates_is_read_by_the_training_jobs(source, t
         assert (len(train), len(test)) == (config.world.pairs_train, config.world.pairs_test)
 
 
+def test_a_reward_model_replicate_reads_the_pair_draw_of_the_replicate_offset(tmp_path):
+    """Replicate position 1 with ``world.replicate_offset = 2`` reads draw 3 (``train_r3``); a
+    draw outside the world's is an error naming both world fields."""
+    from lsc.data import hh_rlhf
+    from lsc.repro import subconfigs
+    from lsc.train import common as train_common
+
+    config = load(arg="tiny")
+    config.world.update(pairs_train=20, pairs_test=5, sft_train=5, sft_test=5, prompts_train=4,
+                        prompts_test=4, pair_replicates=2, replicate_offset=2)
+    sub = subconfigs.reward_model(config, "helpful", 1)
+    workdir = str(tmp_path / "job")
+    train, _, _ = train_common.read_pairs_for(sub, workdir, "helpful", sub.rm.replicate)
+    expected, _ = hh_rlhf.read_pairs(
+        os.path.join(workdir, "world", "helpful-base", "train_r3.jsonl.gz"))
+    assert train == expected and len(train) == 20
+    with pytest.raises(ValueError, match=r"no draw 1 .*\[0, 2, 3\].*world\.replicate_offset=2, "
+                                         r"world\.pair_replicates=2"):
+        train_common.read_pairs_for(sub, workdir, "helpful", 1)
+
+
 def test_unknown_job_lists_the_known_ones():
     config = ml_collections.ConfigDict({"job": "train_everything"})
     with pytest.raises(config_lib.ConfigError, match=r"config\.job: 'train_everything' .* repro"):

@@ -21,7 +21,9 @@ Sections (see ``lsc/repro/`` for how each stage reads them):
 * ``exact`` -- the exact arm (:mod:`lsc.repro.exact_arm`): bank and opponent sizes, the KL grid
   and the k values, the primary statistics' grids, the decision rule's ``delta``, the bootstrap;
   ``world.pair_replicates`` is the number of proxy reward models per property (independent pair
-  draws and initialisations), each scoring the same banks;
+  draws and initialisations), each scoring the same banks; ``world.replicate_offset`` shifts
+  their draws and seeds (replicate ``r<i>`` uses index ``replicate_offset + i``) with the world,
+  the base policy and the banks unchanged;
 * ``rl`` -- PPO settings shared by every RLHF run; ``seed``: the RL seeds (each method runs once
   per seed, separately from the world's ``seed``); ``snapshot_every``: the trajectory's points;
 * ``rlhf`` -- ``runs.<name>.rewards`` and ``runs.<name>.kl_coef``: the utility and gamma of each
@@ -75,7 +77,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         config.world = common.world(pairs=(200, 100), sft=(300, 50), prompts=(64, 64))
     else:
         config.world = common.world(pairs=(4000, 500), sft=(4000, 500), prompts=(1000, 500))
-    config.world.pair_replicates = 2 if tiny else 3  # proxy reward models per property
+    config.world.pair_replicates = 2 if tiny else 6  # proxy reward models per property
+    # A fresh set of replicates with the world, pi0 and banks fixed: the stand-in for another
+    # CPU's rounding.
+    config.world.replicate_offset = 0
 
     # Proxy reward models: one train_rm run per property on the limited preference data.
     rm = _section(synthetic_helpful.get_config())

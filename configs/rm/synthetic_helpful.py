@@ -68,8 +68,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.rm.loss = "bradley_terry"  # or "pointwise" (chosen = 1, rejected = 0)
     config.rm.margin = 0.0
     config.rm.center_coef = 0.0
-    # A replicate's own draw of the training pairs (world.pair_replicates > replicate) and its
-    # own initialisation and data order.
+    # A replicate's own draw of the training pairs (the world holds draws 0 and
+    # world.replicate_offset + [0, world.pair_replicates)) and its own initialisation and order.
     config.rm.replicate = 0
 
     config.train = common.cpu_train()

@@ -408,12 +408,24 @@ class WorldConfig:
     label_temperature: float = 1.0
     version: int = 2  # the world (module docstring, "Versions")
     pair_replicates: int = 1  # independent draws of each property's training pairs
+    replicate_offset: int = 0  # the pair draw (and seed index) of replicate 0
+
+    def replicate_draws(self) -> tuple[int, ...]:
+        """The pair draw of each replicate position ``i``: ``replicate_offset + i`` for ``i`` in
+        ``[0, pair_replicates)`` (its reward model also initialises with that index)."""
+        start = int(self.replicate_offset)
+        return tuple(range(start, start + int(self.pair_replicates)))
 
     def validate(self) -> None:
         check_version(self.version)
         if isinstance(self.pair_replicates, bool) or int(self.pair_replicates) < 1:
             raise ValueError(f"WorldConfig.pair_replicates must be an integer >= 1, got "
                              f"{self.pair_replicates!r}")
+        offset = self.replicate_offset
+        if (isinstance(offset, bool) or not isinstance(offset, (int, np.integer))
+                or offset < 0):
+            raise ValueError(f"WorldConfig.replicate_offset must be an integer >= 0, got "
+                             f"{offset!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name.endswith("fraction") and not 0.0 <= value <= 1.0:

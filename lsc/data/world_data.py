@@ -28,6 +28,13 @@ Files (:func:`write_world`)
 ``helpful-base/{train,test}.jsonl.gz`` and ``harmless-base/{train,test}.jsonl.gz`` (pairs),
 ``sft/{train,test}.jsonl.gz`` (``{"chosen"}`` demonstrations), ``prompts/{train,test}.jsonl.gz``
 (``{"prompt"}``) and ``world.json`` (seed, sizes, counts). Same seed, same bytes.
+
+The reward-model replicates' draws of the training pairs (:func:`pair_draws`): draw 0 is
+``<prop>-base/train.jsonl.gz``, from the world's main streams like every file above; draw
+``d >= 1`` is ``<prop>-base/train_r<d>.jsonl.gz``, from its own stream (``SeedSequence([seed,
+1000 + d, j])``, ``j`` 0 helpful, 1 harmless), so no file depends on which draws are written.
+Replicate ``i`` trains on draw ``replicate_offset + i``
+(:meth:`lsc.data.world.WorldConfig.replicate_draws`).
 """
 
 from __future__ import annotations
@@ -164,10 +171,26 @@ def _write_jsonl_gz(path: str, records: Sequence[dict]) -> None:
 
 def replicate_split(replicate: int) -> str:
     """The split name of a property's training pairs of draw ``replicate``: ``train`` for 0,
-    ``train_r<i>`` for the further independent draws (``WorldConfig.pair_replicates``)."""
+    ``train_r<i>`` for the further independent draws (:func:`pair_draws`)."""
     if isinstance(replicate, bool) or int(replicate) != replicate or replicate < 0:
         raise ValueError(f"replicate must be an integer >= 0, got {replicate!r}")
     return "train" if replicate == 0 else f"train_r{int(replicate)}"
+
+
+def pair_draws(cfg: WorldConfig) -> tuple[int, ...]:
+    """The draws of the training pairs a world of ``cfg`` holds, ascending: 0 (the main
+    streams' ``train`` split, always written) and every replicate's
+    (:meth:`WorldConfig.replicate_draws`)."""
+    return tuple(sorted({0, *cfg.replicate_draws()}))
+
+
+def manifest_config(cfg: WorldConfig) -> dict:
+    """``cfg``'s fields as ``world.json`` records them: ``replicate_offset`` only when it is
+    not 0, so a world of offset 0 has the manifest of a config without the field."""
+    fields = dataclasses.asdict(cfg)
+    if not fields["replicate_offset"]:
+        del fields["replicate_offset"]
+    return fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,9 +235,9 @@ def write_world(directory: str, seed: int, cfg: WorldConfig = WorldConfig()) -> 
             _write_jsonl_gz(path, records)
             out[key][split] = path
             counts[f"{subdir}/{split}"] = len(records)
-    # Further independent draws of the training pairs (replicated reward models); their own
-    # streams, so the files above do not depend on how many replicates there are.
-    for r in range(1, int(cfg.pair_replicates)):
+    # The replicates' further draws of the training pairs (module docstring): their own
+    # streams, so the files above do not depend on which draws are written.
+    for r in pair_draws(cfg)[1:]:
         split = replicate_split(r)
         for j, (key, subdir) in enumerate((("helpful", "helpful-base"),
                                            ("harmless", "harmless-base"))):
@@ -226,7 +249,7 @@ def write_world(directory: str, seed: int, cfg: WorldConfig = WorldConfig()) -> 
             counts[f"{subdir}/{split}"] = len(records)
     manifest = os.path.join(directory, "world.json")
     with runtime.atomic_open(manifest) as f:  # written last: the world's completion marker
-        json.dump({"seed": seed, "config": dataclasses.asdict(cfg), "counts": counts}, f,
+        json.dump({"seed": seed, "config": manifest_config(cfg), "counts": counts}, f,
                   indent=2, sort_keys=True)
     return WorldFiles(directory, out["helpful"], out["harmless"], out["sft"], out["prompts"],
                       manifest)

@@ -43,16 +43,18 @@ def replicates(config: ml_collections.ConfigDict) -> int:
 
 def replicate_name(replicate: int) -> str:
     """``r<replicate>``: a reward-model replicate's (and its predictor's) directory under its
-    property, its key in the results and its source name in the exact arm."""
+    property, its key in the results and its source name in the exact arm (``replicate`` is the
+    position, whatever ``world.replicate_offset``)."""
     return f"r{int(replicate)}"
 
 
 def reward_model(config: ml_collections.ConfigDict, prop: str, replicate: int = 0
                  ) -> ml_collections.ConfigDict:
-    """The ``train_rm`` config of property ``prop``, replicate ``replicate``."""
+    """The ``train_rm`` config of property ``prop``, replicate position ``replicate``: its pair
+    draw and seed index ``rm.replicate`` is ``world.replicate_offset + replicate``."""
     sub = _shared(config, _copy(config.rm), "train_rm")
     sub.rm.property = prop
-    sub.rm.replicate = int(replicate)
+    sub.rm.replicate = int(config.world.get("replicate_offset", 0)) + int(replicate)
     return sub
 
 

@@ -40,12 +40,14 @@ from lsc.parallel import partitioning
 MODEL_KINDS = ("decoder", "t5", "t5_classifier")
 
 
-def _world_paths(directory: str, pair_replicates: int = 1) -> Tuple[world_data.WorldFiles, str]:
+def _world_paths(directory: str, world_config: world.WorldConfig
+                 ) -> Tuple[world_data.WorldFiles, str]:
     """The files :func:`lsc.data.world_data.write_world` writes under ``directory``."""
     def splits(sub):
         names = ["train", "test"]
         if sub.endswith("-base"):
-            names += [world_data.replicate_split(r) for r in range(1, pair_replicates)]
+            names += [world_data.replicate_split(r)
+                      for r in world_data.pair_draws(world_config)[1:]]
         return {s: os.path.join(directory, sub, f"{s}.jsonl.gz") for s in names}
 
     files = world_data.WorldFiles(
@@ -75,7 +77,7 @@ def world_files(config: ml_collections.ConfigDict,
     """
     directory = os.path.join(workdir, "world")
     world_config = world.WorldConfig(**config.world.to_dict())
-    expected = {"seed": int(config.seed), "config": world_config.__dict__}
+    expected = {"seed": int(config.seed), "config": world_data.manifest_config(world_config)}
     if distributed.is_main_process() and not _world_on_disk(directory, expected):
         world_data.write_world(directory, seed=int(config.seed), cfg=world_config)
         world_data.write_tokenizer(directory, version=world_config.version)
@@ -83,7 +85,7 @@ def world_files(config: ml_collections.ConfigDict,
     if not _world_on_disk(directory, expected):
         raise FileNotFoundError(f"{directory}: process 0 wrote no synthetic world matching the "
                                 "config; is the workdir on a filesystem every process shares?")
-    return _world_paths(directory, int(world_config.pair_replicates))
+    return _world_paths(directory, world_config)
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -112,10 +114,11 @@ def read_pairs_for(config: ml_collections.ConfigDict, workdir: str, prop: str,
     """``(train_pairs, test_pairs, tokenizer_default_path)`` for property ``prop``.
 
     Synthetic: the world's ``<prop>-base`` train/test files; ``replicate > 0`` reads that
-    independent draw of the training pairs (``world.pair_replicates`` must exceed it; the test
-    pairs are shared). hh-rlhf (one draw only; a replicate differs by initialisation and order): the subset group ``prop``
-    under ``data.path``; training pairs are the reward-model half (:func:`hh_rlhf.split_in_half`,
-    first half) of the train split, test pairs the test split.
+    independent draw of the training pairs (the world must hold it: 0 and
+    ``world.replicate_offset + [0, world.pair_replicates)``; the test pairs are shared).
+    hh-rlhf (one draw only; a replicate differs by initialisation and order): the subset group
+    ``prop`` under ``data.path``; training pairs are the reward-model half
+    (:func:`hh_rlhf.split_in_half`, first half) of the train split, test pairs the test split.
     """
     source = config.data.source
     stats = hh_rlhf.ReadStats()
@@ -124,9 +127,13 @@ def read_pairs_for(config: ml_collections.ConfigDict, workdir: str, prop: str,
         paths = getattr(files, prop)
         split = world_data.replicate_split(replicate)
         if split not in paths:
-            raise ValueError(f"config.rm.replicate={replicate} needs config.world.pair_replicates "
-                             f">= {replicate + 1} (the world has "
-                             f"{int(config.world.get('pair_replicates', 1))} draws of the pairs)")
+            cfg = world.WorldConfig(**config.world.to_dict())
+            raise ValueError(
+                f"config.rm.replicate={replicate}: the world has no draw {replicate} of the "
+                f"pairs, only {list(world_data.pair_draws(cfg))} (0 and "
+                f"config.world.replicate_offset + [0, config.world.pair_replicates) with "
+                f"world.replicate_offset={cfg.replicate_offset}, "
+                f"world.pair_replicates={cfg.pair_replicates})")
         train, _ = hh_rlhf.read_pairs(paths[split], config.data.on_error, stats)
         test, _ = hh_rlhf.read_pairs(paths["test"], config.data.on_error, stats)
     elif source == "hh_rlhf":

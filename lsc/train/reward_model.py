@@ -46,7 +46,8 @@ from lsc.train import common, loop, run_models, runner
 
 LOSSES = ("bradley_terry", "pointwise")
 REPLICATE_SEED_STRIDE = 1_000_003
-"""``rm.replicate = r`` initialises and orders the data with ``seed + r * stride``."""
+"""``rm.replicate = r`` (pair draw ``r``) initialises and orders the data with
+``seed + r * stride``."""
 
 
 # ----------------------------------------------------------------------------- losses

@@ -276,6 +276,70 @@ def test_pair_replicates_are_independent_draws_and_leave_the_first_draw_unchange
         world.WorldConfig(pair_replicates=0).validate()
 
 
+# A world small enough to write in a few milliseconds, with three draws of the training pairs.
+TINY = world.WorldConfig(pairs_train=40, pairs_test=10, sft_train=10, sft_test=5,
+                         prompts_train=8, prompts_test=8, pair_replicates=3)
+# The first 16 hex digits of the SHA-256 of each file of TINY for seed 7, as written by the
+# world before it had a replicate offset: offset 0 must keep every byte.
+TINY_FILES = {
+    "world.json": "9296c1ed02e94f32",
+    "harmless-base/test.jsonl.gz": "5255b9ec24819962",
+    "harmless-base/train.jsonl.gz": "bb093894a582a6a8",
+    "harmless-base/train_r1.jsonl.gz": "83dceb9058b2ba72",
+    "harmless-base/train_r2.jsonl.gz": "2afc0b29f5ad3afe",
+    "helpful-base/test.jsonl.gz": "4ad73e95956c1272",
+    "helpful-base/train.jsonl.gz": "c70365765edff42a",
+    "helpful-base/train_r1.jsonl.gz": "6dee512089254d25",
+    "helpful-base/train_r2.jsonl.gz": "cd587d5015f4f1f9",
+    "prompts/test.jsonl.gz": "83407afd6af612c2", "prompts/train.jsonl.gz": "9a0e1e74897edb8f",
+    "sft/test.jsonl.gz": "ea362e3c6dc16979", "sft/train.jsonl.gz": "6de9fcb6143af93c",
+}
+
+
+def _digests(root) -> dict:
+    """``{relative path: first 16 hex digits of its SHA-256}`` of every file under ``root``."""
+    import hashlib
+
+    return {os.path.relpath(os.path.join(d, f), root):
+            hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()[:16]
+            for d, _, files in os.walk(root) for f in files}
+
+
+@pytest.mark.parametrize("fields", [{}, {"replicate_offset": 0}])
+def test_replicate_offset_0_writes_the_bytes_of_a_world_without_the_field(tmp_path, fields):
+    world_data.write_world(str(tmp_path), seed=7,
+                           cfg=world.WorldConfig(**{**TINY.__dict__, **fields}))
+    assert _digests(tmp_path) == TINY_FILES
+
+
+def test_replicate_offset_shifts_the_pair_draws_and_keeps_the_rest_of_the_world(tmp_path):
+    base = _digests(world_data.write_world(
+        str(tmp_path / "base"), seed=7, cfg=TINY).root)  # offset 0, draws 0, 1, 2
+    shifted = world_data.write_world(
+        str(tmp_path / "shifted"), seed=7,
+        cfg=world.WorldConfig(**{**TINY.__dict__, "pair_replicates": 2, "replicate_offset": 2}))
+    got = _digests(shifted.root)
+    for prop in ("helpful", "harmless"):
+        assert set(getattr(shifted, prop)) == {"train", "test", "train_r2", "train_r3"}
+        for split in ("train", "test", "train_r2"):
+            name = f"{prop}-base/{split}.jsonl.gz"
+            assert got[name] == base[name]
+        assert got[f"{prop}-base/train_r3.jsonl.gz"] not in base.values()
+    for name in ("sft/train.jsonl.gz", "sft/test.jsonl.gz", "prompts/train.jsonl.gz",
+                 "prompts/test.jsonl.gz"):
+        assert got[name] == base[name]
+    assert sorted(got) == sorted(
+        {**{k: v for k, v in base.items() if "train_r1" not in k},
+         "helpful-base/train_r3.jsonl.gz": "", "harmless-base/train_r3.jsonl.gz": ""})
+    assert '"replicate_offset": 2' in open(shifted.manifest).read()
+
+
+@pytest.mark.parametrize("offset", [-1, 1.5, True])
+def test_a_replicate_offset_that_is_not_a_nonnegative_integer_is_rejected(offset):
+    with pytest.raises(ValueError, match="WorldConfig.replicate_offset"):
+        world.WorldConfig(replicate_offset=offset).validate()
+
+
 # The first 16 hex digits of the SHA-256 of each version-1 file for seed 7 and these sizes:
 # version 1's files are fixed bytes.
 VERSION_1_FILES = {

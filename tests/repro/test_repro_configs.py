@@ -51,7 +51,7 @@ def test_every_job_config_validates_and_shares_the_world(arg):
 
 def test_the_exact_arm_section_is_checked_across_fields():
     config = load()
-    assert config.world.pair_replicates == 3 and config.world.version == 2
+    assert config.world.pair_replicates == 6 and config.world.version == 2
     config.exact.kl_grid = (0.5, 4.5)
     config.exact.primary_ks = (4, 64)
     with pytest.raises(config_lib.ConfigError) as e:
@@ -60,7 +60,20 @@ def test_the_exact_arm_section_is_checked_across_fields():
     assert "not below log(exact.bank_size) = 4.159" in errors["exact.kl_grid"]
     assert "[64] not in exact.ks" in errors["exact.primary_ks"]
     replicate = subconfigs.reward_model(config, "helpful", 2)
-    assert replicate.rm.replicate == 2 and replicate.world.pair_replicates == 3
+    assert replicate.rm.replicate == 2 and replicate.world.pair_replicates == 6
+
+
+def test_the_replicate_offset_shifts_each_replicates_draw_and_is_validated():
+    config = load("tiny")
+    assert config.world.replicate_offset == 0
+    config.world.replicate_offset = 3
+    assert subconfigs.reward_model(config, "helpful", 1).rm.replicate == 4
+    assert subconfigs.reward_model(config, "harmless", 0).rm.replicate == 3
+    subconfigs.validate_all(config)
+    config.world.replicate_offset = -1
+    with pytest.raises(config_lib.ConfigError) as e:
+        subconfigs.validate_all(config)
+    assert "world.replicate_offset" in dict(e.value.errors)
 
 
 def test_bad_fields_are_named_by_their_path_in_the_reproduction_config():
