@@ -17,11 +17,11 @@ from typing import Any, Dict, List, Mapping, Optional
 import ml_collections
 import numpy as np
 
-from lsc import runtime
+from lsc import provenance, runtime
 from lsc import stages as stages_lib
 from lsc.eval import report as report_lib
 from lsc.repro import claims as repro_claims
-from lsc.repro import evaluation, exact_arm, figures, rl_arm
+from lsc.repro import evaluation, exact_arm, figures, rl_arm, subconfigs
 from lsc.repro.subconfigs import replicate_name
 
 _PROCEDURE_ORDER = {"base": 0, "best_of_k": 1, "rlhf": 2}
@@ -97,11 +97,19 @@ def decide_results(config: ml_collections.ConfigDict, earlier: Mapping[str, Any]
       trajs: ``trajectories.npz`` (:func:`lsc.repro.rl_arm.load`), or None without an RL arm
         (then no ``rl`` key).
       stage_seconds: each finished stage's seconds.
+
+    ``run`` labels the results (:func:`lsc.provenance.describe`: commit, CPU, date) with the
+    job's wall time (the sum of its stages' seconds), world seed, replicate offset and number of
+    replicates.
     """
     with open(earlier["evaluate"]["entries"], encoding="utf-8") as f:
         entries = list(json.load(f))
     entries.sort(key=lambda e: (_PROCEDURE_ORDER[e["procedure"]], e["name"]))
-    results = {"job": "repro", "complete": True, "seed": int(config.seed),
+    run = dict(provenance.describe(), wall_seconds=float(sum(stage_seconds.values())),
+               world_seed=int(config.seed),
+               replicate_offset=int(config.world.get("replicate_offset", 0)),
+               replicates=subconfigs.replicates(config))
+    results = {"job": "repro", "complete": True, "seed": int(config.seed), "run": run,
                "stage_seconds": dict(stage_seconds),
                "world": {"version": int(config.world.version),
                          "stats": earlier.get("exact", {}).get("world_stats", {})},
