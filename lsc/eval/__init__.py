@@ -14,9 +14,10 @@ Modules (numpy-first; import the one you need):
   best-of-k with ties in closed form.
 * :mod:`lsc.eval.trajectory` -- training trajectories read at matched KL (first crossing),
   paired by seed.
-* :mod:`lsc.eval.decision` -- per-replicate and pooled intervals of paired per-prompt
-  differences, the decision rule of a comparison (reproduces / does not / inconclusive, with the
-  practical-size threshold delta) and the combination of a claim's comparisons.
+* :mod:`lsc.eval.decision` -- intervals of paired per-prompt differences across replicates
+  (and each replicate's own), Holm's adjustment, the rule's outcomes against the practical-size
+  threshold delta (reproduces / holds below practical size / no effect of practical size /
+  opposite / inconclusive) and the combination of a claim's comparisons.
 * :mod:`lsc.eval.plots` -- the paper's figures as PNG (matplotlib, Agg).
 * :mod:`lsc.eval.entries` -- the results-entry schema: validation, loading, selection.
 * :mod:`lsc.eval.claims` -- checks on results entries (the base policy at chance; callers pass

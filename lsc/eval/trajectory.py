@@ -17,9 +17,9 @@ same prompt order, same sampling keys) form a pair.
 * :func:`gold_drop` is the drop of a trajectory's mean gold score after its peak, on the KL grid,
   with per-prompt values at the peak's and the end's KL.
 
-Intervals and verdicts are those of :mod:`lsc.eval.decision`: per seed the bootstrap over
-prompts of ``d[s]``; pooled, the two-level bootstrap over prompts and seeds
-(:func:`lsc.eval.decision.replicated_intervals` with seeds as replicates).
+Intervals and verdicts are those of :mod:`lsc.eval.decision` with seeds as replicates: the
+interval across seeds of ``d[S, P]`` (:func:`lsc.eval.decision.compare`), and per seed the
+bootstrap over prompts of ``d[s]``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from lsc import provenance, runtime
 from lsc import stages as stages_lib
 from lsc.eval import report as report_lib
 from lsc.repro import claims as repro_claims
-from lsc.repro import evaluation, exact_arm, figures, rl_arm, subconfigs
+from lsc.repro import disclosure, evaluation, exact_arm, figures, rl_arm, subconfigs
 from lsc.repro.subconfigs import replicate_name
 
 _PROCEDURE_ORDER = {"base": 0, "best_of_k": 1, "rlhf": 2}
@@ -177,11 +177,11 @@ def write_outputs(config: ml_collections.ConfigDict, earlier: Mapping[str, Any],
     fig_dir = os.path.join(workdir, "figures")
     paths: List[str] = figures.draw_exact_figures(exact_out["frontiers"], arrays,
                                                   exact_out["primary_ks"], fig_dir)
-    sections: List[str] = []
+    sections: List[str] = ["## Changes made after seeing results", "", *disclosure.render(), ""]
     if trajs is not None:
         rl = results["rl"]
         paths += figures.draw_rl_figures(trajs, exact_out["frontiers"], fig_dir)
-        sections = rl_arm.render(rl["claims"], rl["ppo_vs_exact"], rl["shortcuts"])
+        sections += rl_arm.render(rl["claims"], rl["ppo_vs_exact"], rl["shortcuts"])
     report_path = report_lib.write_report(
         results["entries"], os.path.join(workdir, "report.md"), repro_claims.ENTRY_CHECKS,
         title="Reproduction report", preamble=_preamble(config, earlier, seconds),

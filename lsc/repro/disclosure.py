@@ -1,0 +1,81 @@
+"""Every change to the main job made after seeing its results, with the verdicts under each
+version: one table, rendered into ``report.md`` (:func:`render`) and by the README's table
+command (:mod:`lsc.repro.tables`).
+
+The rows are the project's record (its README and commit history); verdicts that were never
+recorded say so. The last change, this rule, shows both rules' verdicts on the same runs in the
+results tables themselves (the "previous rule" column), so its row points there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """A change made after seeing results: ``what`` changed, ``when`` (commits, date), ``why``
+    (what was seen), and the verdicts ``before`` and ``after`` it."""
+
+    what: str
+    when: str
+    why: str
+    before: str
+    after: str
+
+
+CHANGES: Tuple[Change, ...] = (
+    Change("World version 1 -> 2, with the exact arm replacing the sampled best-of-k grid and "
+           "unpaired intervals (three replicates per property, delta 0.01, 500 evaluation "
+           "prompts; the RL arm no longer decided)",
+           "336831c, 3b950b4; first results 412a241, 8216f49 (2026-12-01)",
+           "version 1's verdicts were fragile (one seed, unpaired) and its benign prompts had "
+           "almost no harmlessness variation (base-vs-base ties 0.83; version 2: 0.28)",
+           "version 1 (d991fef): LSC vs raw and LSC sum vs raw sum (RL) inconclusive; AND, OR, "
+           "the crossing and the reference inconclusive; reward hacking yes (fragile); "
+           "underfitting inconclusive; no lower-tail claim",
+           "seed 0: lsc_vs_raw inconclusive, lsc_sum_vs_raw_sum yes, and_beats_raw_sum yes, "
+           "or_beats_raw_sum no, and_or_cross no, reference_matters inconclusive, lower_tail "
+           "inconclusive; seed 1: no, yes, yes, no, no, inconclusive, no"),
+    Change("RL gamma per method (raw 0.01, LSC 0.003) from single-seed pilots on the seed-0 "
+           "world, judged by the training KL alone",
+           "8a2dcf2, b260468 (2026-12-01)",
+           "the earlier RL arm's seed-0 runs reached KL 4.8 (LSC) and 7.7 (raw) at gamma 0.01",
+           "RL claims not decided (one seed per gamma); other gammas' verdicts not recorded",
+           "the first decided RL verdicts were those of the batch-16 run (next row)"),
+    Change("RL batch 16 -> 12 prompts per step",
+           "cf12b20, b260468 (2026-12-01)",
+           "the batch-16 main job took 15 min 4 s, over the 15-minute budget",
+           "world seed 0, batch 16: rl_lsc_vs_raw yes (+0.025, +0.035, +0.014), "
+           "rl_lsc_sum_vs_raw_sum inconclusive, rl_reward_hacking no, rl_underfitting "
+           "inconclusive; world seed 1 not run",
+           "batch 12: all four RL claims inconclusive on world seeds 0 and 1"),
+    Change("First rule revision: per-replicate classes (above 0 first, all replicates must "
+           "agree) -> the rule read at the comparison level",
+           "c818882, 4a1f645 (2026-12-01)",
+           "after the first two runs, comparisons whose replicates all lay inside +-delta, some "
+           "above 0, were inconclusive",
+           "seed 0: lsc_vs_raw, reference_matters, lower_tail inconclusive (2 yes, 2 no, 3 "
+           "inconclusive); seed 1: reference_matters inconclusive (2 yes, 4 no, 1 inconclusive)",
+           "seed 0: lsc_vs_raw and lower_tail no (2 yes, 4 no, 1 inconclusive); seed 1: "
+           "reference_matters no (2 yes, 5 no)"),
+    Change("This rule: six replicates per property (three before), the interval across "
+           "replicates, five outcomes, Holm; proxy-judged AND / OR added",
+           "this README's runs",
+           "a fresh run of the same commit on another CPU changed 4 of 7 exact-arm verdicts: "
+           "the intervals ignored the replicate variation and 'yes' needed every replicate's "
+           "lower bound above 0",
+           "the previous rule's verdicts on the same runs: the 'previous rule' column of the "
+           "tables below",
+           "the 'verdict' column of the tables below"),
+)
+
+
+def render() -> List[str]:
+    """Markdown lines of the table of :data:`CHANGES`."""
+    out = ["| change | when | what was seen | verdicts before | verdicts after |",
+           "|---|---|---|---|---|"]
+    for c in CHANGES:
+        out.append(f"| {c.what} | {c.when} | {c.why} | {c.before} | {c.after} |")
+    return out
