@@ -11,7 +11,9 @@ decision), :mod:`~lsc.repro.results` (the report stage: every claim decided into
 then the figures and report.md), :mod:`~lsc.repro.figures` (the figures, drawn from the decided
 results) and :mod:`~lsc.repro.pipeline` (the stages and :func:`run`). Beside the main job:
 :mod:`~lsc.repro.grpo_study` (raw vs LSC under four advantage estimators,
-``configs/repro/grpo_study.py``) and its exact analogue :mod:`~lsc.repro.grpo_exact`.
+``configs/repro/grpo_study.py``) and its exact analogue :mod:`~lsc.repro.grpo_exact`. After
+it: :mod:`~lsc.repro.tables` (``python -m lsc.repro.tables W1 W2 ...``: the README's results
+tables from workdirs' results.json).
 """
 
 from lsc.repro.pipeline import STAGES, run, validate

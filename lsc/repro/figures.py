@@ -12,7 +12,10 @@ series ``<utility> (gold)``: the same utility on gold scores):
   exact KL on the bank) for the note's utilities;
 * ``exact_and_or_bars.png`` -- the note's figure 1: AND / OR win rates at the largest primary k,
   one bar group per utility and replicate;
-* ``exact_lower_tail_vs_kl.png`` -- P(gold helpfulness >= the prompt's base median) vs KL.
+* ``exact_lower_tail_vs_kl.png`` -- P(gold helpfulness >= the prompt's base median) vs KL;
+* ``exact_forest.png`` (:func:`draw_forest`) -- every decisive comparison of the claims: the
+  estimate, its interval across replicates (thin) and Holm-adjusted (thick), each replicate's
+  value, against 0 and +-delta, with the outcome.
 
 The RL arm (:mod:`lsc.repro.rl_arm`; PPO trajectories, one line per RL seed, x: ``k1`` KL on the
 evaluation prompts):
@@ -28,7 +31,7 @@ evaluation prompts):
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
 
@@ -165,3 +168,48 @@ def draw_exact_figures(front: Mapping[str, Any], arrays: Mapping[str, np.ndarray
                 bars, os.path.join(out_dir, "exact_and_or_bars.png"), base=base,
                 title=f"Best-of-{k} on the banks: AND / OR win rates per reward-model replicate"))
     return paths
+
+
+def draw_forest(claims: Sequence[Mapping[str, Any]], delta: float, path: str) -> str:
+    """The exact arm's forest plot (``results["exact"]["claims"]``): one row per decisive
+    comparison, labelled ``<claim key> (<judge>)`` (with the comparison when the claim has
+    several); the Holm interval thick, the unadjusted one thin, the estimate a diamond, each
+    replicate's value a dot; lines at 0 and +-delta (the band between shaded); the outcome at the
+    right. Rows without an interval (missing utilities) show their outcome only. Returns
+    ``path``."""
+    rows = [(c, r) for c in claims for r in c.get("comparisons", []) if r.get("decisive")]
+    if not rows:
+        raise ValueError("no decisive comparison to draw")
+    fig, (ax,) = plots._new_figure(8.5, 0.45 * len(rows) + 1.4)
+    ys = np.arange(len(rows))[::-1]
+    labels = []
+    for y, (claim, row) in zip(ys, rows):
+        several = sum(bool(r.get("decisive")) for r in claim["comparisons"]) > 1
+        labels.append(f"{claim['key']} ({claim.get('judge', 'gold')})"
+                      + (f"\n{row['a']} - {row['b']}, {row['metric']}" if several else ""))
+        across, holm = row.get("across"), row.get("holm")
+        if across:
+            ax.hlines(y, across["ci_low"], across["ci_high"], color="0.1", linewidth=1.0,
+                      zorder=3)
+        if holm:
+            ax.hlines(y, holm["ci_low"], holm["ci_high"], color=plots._COLORS[0], linewidth=5.0,
+                      alpha=0.6, zorder=2)
+        reps = row.get("replicate_values") or []
+        ax.plot(reps, [y] * len(reps), "o", color="0.35", markersize=2.5, zorder=4)
+        if across:
+            ax.plot([across["value"]], [y], "D", color=plots._COLORS[1], markersize=5, zorder=5)
+    ax.axvspan(-delta, delta, color="0.85", alpha=0.5, zorder=0)
+    for x, style in ((0.0, "-"), (-delta, "--"), (delta, "--")):
+        ax.axvline(x, color="0.4", linestyle=style, linewidth=0.9, zorder=1)
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    right = ax.twinx()
+    right.set_ylim(ax.get_ylim())
+    right.set_yticks(ys)
+    right.set_yticklabels([r["outcome"] for _, r in rows], fontsize=7)
+    ax.set_xlabel(f"A - B (win rate); delta = {delta:g}; thick: Holm, thin: unadjusted, "
+                  "dots: replicates")
+    ax.set_title("Exact arm: decisive comparisons")
+    ax.grid(axis="x", alpha=0.3)
+    return plots._save(fig, path)

@@ -177,6 +177,8 @@ def write_outputs(config: ml_collections.ConfigDict, earlier: Mapping[str, Any],
     fig_dir = os.path.join(workdir, "figures")
     paths: List[str] = figures.draw_exact_figures(exact_out["frontiers"], arrays,
                                                   exact_out["primary_ks"], fig_dir)
+    paths.append(figures.draw_forest(exact_out["claims"], exact_out["delta"],
+                                     os.path.join(fig_dir, "exact_forest.png")))
     sections: List[str] = ["## Changes made after seeing results", "", *disclosure.render(), ""]
     if trajs is not None:
         rl = results["rl"]

@@ -29,7 +29,7 @@ FIGURES = ("rl_helpful_vs_kl.png", "rl_hh_and_vs_kl.png", "rl_proxy_vs_kl.png",
            "rl_gold_vs_kl.png", "rl_filler_vs_kl.png", "rl_offtopic_vs_kl.png")
 EXACT_FIGURES = ("exact_helpful_vs_kl.png", "exact_and_vs_kl.png",
                  "exact_best_of_k_and_vs_k.png", "exact_best_of_k_or_vs_k.png",
-                 "exact_and_or_bars.png", "exact_lower_tail_vs_kl.png")
+                 "exact_and_or_bars.png", "exact_lower_tail_vs_kl.png", "exact_forest.png")
 TOL = 1e-9  # float64 rounding of the exact arm's identities (per-prompt win rates are in [0, 1])
 
 pytestmark = pytest.mark.slow
