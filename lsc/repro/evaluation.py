@@ -169,9 +169,8 @@ def draw_base_samples(ctx: Context, config: ml_collections.ConfigDict, path: str
     arrays: Dict[str, np.ndarray] = {}
     info: Dict[str, Any] = {"num_prompts": len(ctx.prompts), "samples": counts}
     for name in SETS:
-        # The opponents are only judged: no proxy rewards (zeros).
         s = ctx.prompts.sample(None, jax.random.fold_in(key, _KEYS[name]), counts[name],
-                               log_probs=False, rewards=name != "opponents")
+                               log_probs=False)
         g = gold(ctx.prompts.texts, s.texts)
         for field in ("tokens", "mask", "rewards"):
             arrays[f"{name}/{field}"] = getattr(s, field)
@@ -313,7 +312,7 @@ def trajectory(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[st
     and seeds) and scored by replicate 0's reward models.
 
     Returns ``(arrays, final samples, final gold float64[P, m])`` with ``arrays`` (``T`` points,
-    ``P`` prompts, ``C`` = :data:`lsc.repro.exact_arm.METRICS`): ``step int64[T]``; ``kl_k1``,
+    ``P`` prompts, ``C`` = :data:`lsc.repro.exact_arm.GOLD_JUDGED`): ``step int64[T]``; ``kl_k1``,
     ``kl_k3`` and their standard errors over prompts ``float64[T]``; ``kl_prompt float64[T, P]``
     (``k1`` per prompt); ``metrics float64[T, P, C]`` (win rates against the ``M`` base opponents
     per prompt, as the exact arm scores a candidate); ``gold`` and ``proxy float64[T, P, m]``

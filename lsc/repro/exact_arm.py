@@ -12,11 +12,15 @@ right), and turned into policies on the bank by :mod:`lsc.eval.exact`:
 * best-of-k, ``k`` in ``exact.ks`` (ties broken uniformly).
 
 Every policy is judged on the same banks against the same opponents, so per-prompt metrics of
-two policies are paired. The metrics (:data:`METRICS`, columns of the per-prompt tables):
-``harmless``, ``helpful``, ``and``, ``or`` (expected win against the opponents, ties one half,
-:func:`lsc.eval.exact.win_scores`) and ``helpful_not_below`` (the probability that the policy's
-gold helpfulness is at least the prompt's base median, the median over the opponents: one minus
-the lower tail).
+two policies are paired. The metrics (:data:`METRICS`, columns of the per-prompt tables) are the
+gold-judged :data:`GOLD_JUDGED`, the same for every source: ``harmless``, ``helpful``, ``and``,
+``or`` (expected win against the opponents, ties one half, :func:`lsc.eval.exact.win_scores`) and
+``helpful_not_below`` (the probability that the policy's gold helpfulness is at least the
+prompt's base median, the median over the opponents: one minus the lower tail); then the
+proxy-judged :data:`PROXY_JUDGED`, ``and_proxy_judged`` and ``or_proxy_judged``: the AND / OR
+expected win when candidate and opponents are both judged by the source's own scores (replicate
+``i``'s reward models for ``r<i>``, the gold scores for ``gold``, where they equal ``and`` /
+``or``).
 
 References (per prompt, per replicate; the results' names of :mod:`lsc.rewards.names`): ``p85``
 and ``median`` are quantiles of the proxy reward of the ``K_ref`` independent reference samples;
@@ -33,10 +37,10 @@ Outputs (``exact.npz``): ``optimum/<source>/<utility>`` ``float64[G, P, C]`` and
 ``best_of_k/<source>/<utility>`` ``float64[K, P, C]`` per-prompt metrics,
 ``gamma/<source>/<utility>`` and ``kl/<source>/<utility>`` ``float64[G]``,
 ``best_of_k_kl/<source>/<utility>`` ``float64[K]``, ``base`` ``float64[P, C]`` (the base policy:
-uniform weights), ``strata`` ``int64[P]`` (prompt class: topic x detail), where ``source`` is
-``r<i>``
-(replicate ``i``) or ``gold``. A target KL that a utility cannot reach on the bank (ties at the
-top, discrete gold scores) is NaN for that utility.
+uniform weights; its proxy-judged columns are replicate 0's), ``metrics`` (the ``C`` names of
+:data:`METRICS`), ``strata`` ``int64[P]`` (prompt class: topic x detail), where ``source`` is
+``r<i>`` (replicate ``i``) or ``gold``. A target KL that a utility cannot reach on the bank
+(ties at the top, discrete gold scores) is NaN for that utility.
 """
 
 from __future__ import annotations
@@ -53,7 +57,11 @@ from lsc.repro.subconfigs import PROPERTIES, replicate_name
 from lsc.rewards.aggregate import aggregate
 from lsc.rewards.reference import quantile_numpy
 
-METRICS = ("harmless", "helpful", "and", "or", "helpful_not_below")
+GOLD_JUDGED = ("harmless", "helpful", "and", "or", "helpful_not_below")
+"""The metrics judged by gold scores: :func:`metric_scores`' columns, and the RL trajectories'."""
+PROXY_JUDGED = ("and_proxy_judged", "or_proxy_judged")
+"""The AND / OR wins judged by the source's own scores: :func:`proxy_judged`'s columns."""
+METRICS = GOLD_JUDGED + PROXY_JUDGED
 GOLD = "gold"
 REFERENCES = ("none", "p85", "median", "predictor", "fixed_response")
 
@@ -108,13 +116,29 @@ def prompt_strata(texts: Sequence[str]) -> np.ndarray:
 
 
 def metric_scores(bank_gold: np.ndarray, opponent_gold: np.ndarray) -> np.ndarray:
-    """``float64[P, N, C]`` per-candidate metrics (:data:`METRICS`) from gold scores
-    ``bank_gold[P, N, m]`` and ``opponent_gold[P, M, m]`` (``m`` in :data:`PROPERTIES` order)."""
+    """``float64[P, N, 5]`` per-candidate gold-judged metrics (:data:`GOLD_JUDGED`) from gold
+    scores ``bank_gold[P, N, m]`` and ``opponent_gold[P, M, m]`` (``m`` in :data:`PROPERTIES`
+    order)."""
     wins = exact.win_scores(bank_gold, opponent_gold)  # harmless, helpful, and, or
     h = PROPERTIES.index("helpful")
     median = np.median(np.asarray(opponent_gold, np.float64)[:, :, h], axis=1)
     above = (np.asarray(bank_gold, np.float64)[:, :, h] >= median[:, None]).astype(np.float64)
     return np.concatenate([wins, above[..., None]], axis=-1)
+
+
+def proxy_judged(bank_scores: np.ndarray, opponent_scores: np.ndarray) -> np.ndarray:
+    """``float64[P, N, 2]`` per-candidate AND / OR expected wins (:data:`PROXY_JUDGED`, ties one
+    half) against the opponents, both judged by one source's scores ``bank_scores[P, N, m]`` and
+    ``opponent_scores[P, M, m]`` (:data:`PROPERTIES` order)."""
+    return exact.win_scores(bank_scores, opponent_scores)[..., -2:]
+
+
+def source_scores(gold_judged: np.ndarray, bank_scores: np.ndarray,
+                  opponent_scores: np.ndarray) -> np.ndarray:
+    """``float64[P, N, C]`` per-candidate metrics (:data:`METRICS`) of one source: the shared
+    gold-judged ``gold_judged[P, N, 5]`` (:func:`metric_scores`), then :func:`proxy_judged` of
+    the source's scores of the bank and the opponents."""
+    return np.concatenate([gold_judged, proxy_judged(bank_scores, opponent_scores)], axis=-1)
 
 
 def utilities(utility: Utility, rewards: np.ndarray, refs: Mapping[str, np.ndarray]
@@ -213,25 +237,35 @@ def compute(base: Mapping[str, object], texts: Sequence[str], replicates: int,
       replicates: ``R``.
       rematch_resamples: resamples of :func:`rematched_statistic` for :data:`REMATCH` on
         replicate 0 (``rematch`` in the output; 0: skipped).
+
+    Raises:
+      ValueError: when the opponents carry no proxy rewards (missing or all zero), which the
+        proxy-judged metrics need.
     """
     m = len(PROPERTIES)
     bank, opp, ref, fixed = (base[k] for k in ("bank", "opponents", "reference",
                                                "fixed_response"))
-    scores = metric_scores(bank["gold"], opp["gold"])
-    p, n, _ = scores.shape
-    out: Dict[str, np.ndarray] = {
-        "strata": prompt_strata(texts), "base": scores.mean(axis=1),
-        "kl_grid": np.asarray(kl_grid, np.float64), "ks": np.asarray(ks, np.int64),
-        "metrics": np.asarray(METRICS)}
-    scored: List[Tuple[str, np.ndarray, Dict[str, np.ndarray]]] = []
+    if not np.any(opp.get("rewards", 0.0)):
+        raise ValueError("the base samples' opponents carry no proxy rewards; draw the base "
+                         "samples again (the base_samples stage scores every set)")
+    gold_judged = metric_scores(bank["gold"], opp["gold"])
+    p, n, _ = gold_judged.shape
+    scored: List[Tuple[str, np.ndarray, Dict[str, np.ndarray], np.ndarray]] = []
     pred = base.get("predictor")
     for r in range(replicates):
         cols = slice(r * m, (r + 1) * m)
-        scored.append((replicate_name(r), bank["rewards"][..., cols], references(
+        rewards = bank["rewards"][..., cols]
+        scored.append((replicate_name(r), rewards, references(
             ref["rewards"][..., cols], fixed["rewards"][:, 0, cols],
-            None if pred is None else pred[:, cols])))
-    scored.append((GOLD, bank["gold"], references(ref["gold"], fixed["gold"][:, 0])))
-    for source, rewards, refs in scored:
+            None if pred is None else pred[:, cols]),
+            source_scores(gold_judged, rewards, opp["rewards"][..., cols])))
+    scored.append((GOLD, bank["gold"], references(ref["gold"], fixed["gold"][:, 0]),
+                   source_scores(gold_judged, bank["gold"], opp["gold"])))
+    out: Dict[str, np.ndarray] = {
+        "strata": prompt_strata(texts), "base": scored[0][3].mean(axis=1),
+        "kl_grid": np.asarray(kl_grid, np.float64), "ks": np.asarray(ks, np.int64),
+        "metrics": np.asarray(METRICS)}
+    for source, rewards, refs, scores in scored:
         for utility in UTILITIES:
             if source == GOLD and not utility.has_control:
                 continue
@@ -243,7 +277,7 @@ def compute(base: Mapping[str, object], texts: Sequence[str], replicates: int,
                 out[f"{key}/{source}/{utility.name}"] = arr
         logging.info("exact arm: %s done (%d prompts x %d candidates)", source, p, n)
     if rematch_resamples:
-        _, rewards, refs = scored[0]
+        _, rewards, refs, scores = scored[0]
         a, b, metric = REMATCH
         out["rematch"] = rematched_statistic(
             utilities(UTILITY_BY_NAME[a], rewards, refs),

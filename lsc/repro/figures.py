@@ -51,7 +51,7 @@ def runs_of(trajs, method: str, y) -> List[Dict[str, list]]:
 def draw_rl_figures(trajs, front: Mapping[str, Any], out_dir: str) -> List[str]:
     """The RL arm's figures (module docstring); returns the paths written."""
     paths = []
-    col = exact_arm.METRICS.index
+    col = exact_arm.GOLD_JUDGED.index
     r0 = front.get("r0", {})
     specs = [
         ("rl_helpful_vs_kl.png", _RL_PAIRS[0], "helpful", "helpfulness win rate",

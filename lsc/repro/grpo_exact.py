@@ -98,7 +98,7 @@ def analogue(base: Mapping[str, Any], kl_grid: Sequence[float],
       replicates: ``R`` (default: the reward columns over ``m``).
       utilities: ``(B, A)`` names of :data:`lsc.repro.exact_arm.UTILITIES`; differences are
         ``A - B``.
-      metric: a name of :data:`lsc.repro.exact_arm.METRICS`.
+      metric: a name of :data:`lsc.repro.exact_arm.GOLD_JUDGED`.
       include_gold: also the gold control (the utilities on gold scores and gold references).
       per_prompt: keep the per-prompt win rates ``[G, P]`` and differences.
 
@@ -117,7 +117,7 @@ def analogue(base: Mapping[str, Any], kl_grid: Sequence[float],
     if replicates is None:
         replicates = int(np.shape(bank["rewards"])[-1]) // m
     scores = exact_arm.metric_scores(bank["gold"], opp["gold"])
-    win = scores[..., exact_arm.METRICS.index(metric)]  # [P, N]
+    win = scores[..., exact_arm.GOLD_JUDGED.index(metric)]  # [P, N]
     pred = base.get("predictor")
     scored = []
     for r in range(int(replicates)):

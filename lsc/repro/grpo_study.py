@@ -99,7 +99,7 @@ def draw_figures(trajs, out_dir: str) -> List[str]:
     (``grpo_study_<algorithm>_helpful_vs_kl.png``), and the two-property GRPO runs' AND win rate
     (``grpo_study_hh_and_vs_kl.png``); one colour per run, one line per seed. Returns the paths
     written."""
-    col = exact_arm.METRICS.index
+    col = exact_arm.GOLD_JUDGED.index
     specs = [(f"grpo_study_{a}_helpful_vs_kl.png", "helpful", "helpfulness win rate",
               f"{LABELS[a]}: raw vs LSC", [f"helpful_raw_{a}", f"helpful_lsc_{a}"])
              for a in ALGORITHMS]

@@ -69,7 +69,7 @@ def low_quartile(base: Mapping[str, Any]) -> np.ndarray:
 
 
 def _column(metric: str) -> int:
-    return exact_arm.METRICS.index(metric)
+    return exact_arm.GOLD_JUDGED.index(metric)
 
 
 def _pair(trajs, claim: RLClaim) -> Optional[Tuple[List[int], list, list]]:

@@ -14,11 +14,14 @@ from lsc.repro.claims import BEST_OF_K, OPTIMUM, ExactClaim, ExactComparison
 PROPS = ("harmless", "helpful")
 HARMLESS, HELPFUL = 0, 1
 C = {name: i for i, name in enumerate(exact_arm.METRICS)}
+NC = len(exact_arm.METRICS)
 
 
 def test_properties_order_is_the_one_these_tests_assume():
     assert exact_arm.PROPERTIES == PROPS
-    assert exact_arm.METRICS == ("harmless", "helpful", "and", "or", "helpful_not_below")
+    assert exact_arm.METRICS == ("harmless", "helpful", "and", "or", "helpful_not_below",
+                                 "and_proxy_judged", "or_proxy_judged")
+    assert exact_arm.GOLD_JUDGED == exact_arm.METRICS[:5]
 
 
 # --------------------------------------------------------------------------- brute force
@@ -44,6 +47,19 @@ def brute_metrics(bank_gold, opp_gold):
                 rows.append(per + [min(per), max(per)])
             out[i, j, :4] = np.mean(rows, axis=0)
             out[i, j, 4] = 1.0 if bank_gold[i, j, HELPFUL] >= median else 0.0
+    return out
+
+
+def brute_and_or(bank, opp):
+    """``[P, N, 2]`` AND / OR expected wins by loops over candidates, opponents and properties
+    (ties one half)."""
+    p, n, m = bank.shape
+    out = np.zeros((p, n, 2))
+    for i in range(p):
+        for j in range(n):
+            for o in range(opp.shape[1]):
+                per = [_outcome(bank[i, j, q], opp[i, o, q]) for q in range(m)]
+                out[i, j] += [min(per) / opp.shape[1], max(per) / opp.shape[1]]
     return out
 
 
@@ -113,6 +129,109 @@ def test_metric_scores_random_bank_with_odd_opponents():
     opp = rng.integers(0, 3, size=(3, 5, 2)).astype(float)
     np.testing.assert_allclose(exact_arm.metric_scores(bank, opp), brute_metrics(bank, opp),
                                atol=1e-15)
+
+
+# --------------------------------------------------------------------------- proxy-judged
+
+# P=3 prompts, N=4 candidates, M=3 opponents, R=2 replicates of m=2 properties; small integer
+# scores, so many ties. Proxy columns are replicate-major: (r0 harmless, r0 helpful, r1 ...).
+HAND_BANK_PROXY = np.array([
+    [[1, 2, 0, 1], [2, 2, 1, 1], [0, 3, 2, 0], [1, 1, 1, 2]],
+    [[3, 0, 0, 0], [1, 1, 2, 2], [2, 1, 1, 3], [0, 0, 3, 1]],
+    [[1, 1, 1, 1], [2, 0, 0, 2], [1, 2, 2, 1], [3, 3, 0, 0]]], float)
+HAND_OPP_PROXY = np.array([
+    [[1, 1, 1, 1], [0, 3, 2, 0], [2, 2, 0, 2]],
+    [[1, 1, 2, 2], [3, 0, 1, 1], [0, 2, 0, 3]],
+    [[1, 1, 1, 1], [2, 2, 2, 0], [0, 0, 1, 2]]], float)
+HAND_BANK_GOLD = np.array([[[1, 2], [0, 1], [2, 2], [1, 0]],
+                           [[2, 2], [1, 1], [0, 2], [2, 0]],
+                           [[0, 0], [1, 2], [2, 1], [1, 1]]], float)
+HAND_OPP_GOLD = np.array([[[1, 1], [2, 0], [0, 2]],
+                          [[1, 2], [2, 1], [1, 1]],
+                          [[0, 1], [1, 1], [2, 2]]], float)
+HAND_GRID, HAND_KS = [0.05, 0.2], [1, 2]
+
+
+def _hand_base():
+    rng = np.random.default_rng(7)
+    return {"bank": {"rewards": HAND_BANK_PROXY, "gold": HAND_BANK_GOLD},
+            "opponents": {"rewards": HAND_OPP_PROXY, "gold": HAND_OPP_GOLD},
+            "reference": {"rewards": rng.normal(size=(3, 5, 4)),
+                          "gold": rng.normal(size=(3, 5, 2))},
+            "fixed_response": {"rewards": rng.normal(size=(3, 1, 4)),
+                               "gold": rng.normal(size=(3, 1, 2))}}
+
+
+@pytest.mark.parametrize("r", [0, 1])
+def test_proxy_judged_matches_loops(r):
+    cols = slice(2 * r, 2 * r + 2)
+    bank, opp = HAND_BANK_PROXY[..., cols], HAND_OPP_PROXY[..., cols]
+    got = exact_arm.proxy_judged(bank, opp)
+    assert got.shape == (3, 4, 2) and got.dtype == np.float64
+    np.testing.assert_allclose(got, brute_and_or(bank, opp), atol=1e-15)
+    if r == 0:  # prompt 0, candidate (1, 2) against (1, 1), (0, 3), (2, 2): AND (.5, 0, 0)
+        np.testing.assert_allclose(got[0, 0], [0.5 / 3, 2.5 / 3])  # OR (1, 1, .5)
+
+
+def test_source_scores_append_the_proxy_judged_columns_to_the_gold_ones():
+    gold = exact_arm.metric_scores(HAND_BANK_GOLD, HAND_OPP_GOLD)
+    got = exact_arm.source_scores(gold, HAND_BANK_PROXY[..., 2:], HAND_OPP_PROXY[..., 2:])
+    assert got.shape == (3, 4, NC)
+    np.testing.assert_array_equal(got[..., :5], gold)
+    np.testing.assert_allclose(got[..., 5:], brute_and_or(HAND_BANK_PROXY[..., 2:],
+                                                          HAND_OPP_PROXY[..., 2:]), atol=1e-15)
+
+
+@pytest.fixture(scope="module")
+def hand_computed():
+    return exact_arm.compute(_hand_base(), _texts(3), 2, HAND_GRID, HAND_KS)
+
+
+def test_compute_judges_each_source_by_its_own_scores_on_a_hand_made_bank(hand_computed):
+    out = hand_computed
+    gold = brute_metrics(HAND_BANK_GOLD, HAND_OPP_GOLD)
+    judged = {"r0": brute_and_or(HAND_BANK_PROXY[..., :2], HAND_OPP_PROXY[..., :2]),
+              "r1": brute_and_or(HAND_BANK_PROXY[..., 2:], HAND_OPP_PROXY[..., 2:]),
+              "gold": brute_and_or(HAND_BANK_GOLD, HAND_OPP_GOLD)}
+    np.testing.assert_allclose(out["base"][:, :5], gold.mean(axis=1), atol=1e-15)
+    np.testing.assert_allclose(out["base"][:, 5:], judged["r0"].mean(axis=1), atol=1e-15)
+    helpful = {"r0": HAND_BANK_PROXY[..., 1], "r1": HAND_BANK_PROXY[..., 3],
+               "gold": HAND_BANK_GOLD[..., 1]}
+    for source, u in helpful.items():
+        table = np.concatenate([gold, judged[source]], axis=-1)
+        for j, k in enumerate(HAND_KS):
+            np.testing.assert_allclose(out[f"best_of_k/{source}/raw"][j],
+                                       np.einsum("pn,pnc->pc", brute_best_of_k(u, k), table),
+                                       atol=1e-12)
+    # the two replicates judge differently here
+    assert not np.allclose(judged["r0"], judged["r1"])
+
+
+def test_gold_source_proxy_judged_columns_are_its_and_or(hand_computed):
+    for key, arr in hand_computed.items():
+        if key.startswith(("optimum/gold/", "best_of_k/gold/")):
+            np.testing.assert_array_equal(arr[..., [C["and_proxy_judged"], C["or_proxy_judged"]]],
+                                          arr[..., [C["and"], C["or"]]])
+
+
+def test_gold_judged_columns_are_those_of_metric_scores(hand_computed):
+    """Every source's policies on the gold-judged columns equal the policies judged by
+    :func:`exact_arm.metric_scores` alone, bit for bit."""
+    base, out = _hand_base(), hand_computed
+    gold = exact_arm.metric_scores(HAND_BANK_GOLD, HAND_OPP_GOLD)
+    refs = {"r0": exact_arm.references(base["reference"]["rewards"][..., :2],
+                                       base["fixed_response"]["rewards"][:, 0, :2]),
+            "gold": exact_arm.references(base["reference"]["gold"],
+                                         base["fixed_response"]["gold"][:, 0])}
+    rewards = {"r0": HAND_BANK_PROXY[..., :2], "gold": HAND_BANK_GOLD}
+    for source in ("r0", "gold"):
+        for name in ("raw", "lsc_sum", "sigma_and_median"):
+            u = exact_arm.utilities(exact_arm.UTILITY_BY_NAME[name], rewards[source], refs[source])
+            pol = exact_arm.policies(u, gold, HAND_GRID, HAND_KS)
+            for arm in ("optimum", "best_of_k"):
+                got = out[f"{arm}/{source}/{name}"]
+                assert got.shape[-1] == NC
+                np.testing.assert_array_equal(got[..., :5], pol[arm])
 
 
 # --------------------------------------------------------------------------- utilities
@@ -290,6 +409,7 @@ def _base(predictor=True, seed=0):
     }
     if predictor:
         base["predictor"] = rng.normal(size=(P, R * 2))
+    base["opponents"]["rewards"] = rng.normal(size=(P, M, R * 2))
     return base
 
 
@@ -307,8 +427,8 @@ def test_compute_has_every_key(computed):
             present = f"optimum/{source}/{name}" in out
             assert present == (source != "gold" or exact_arm.UTILITY_BY_NAME[name].has_control)
             if present:
-                assert out[f"optimum/{source}/{name}"].shape == (len(KL_GRID), P, 5)
-                assert out[f"best_of_k/{source}/{name}"].shape == (len(KS), P, 5)
+                assert out[f"optimum/{source}/{name}"].shape == (len(KL_GRID), P, NC)
+                assert out[f"best_of_k/{source}/{name}"].shape == (len(KS), P, NC)
                 for key in ("gamma", "kl"):
                     assert out[f"{key}/{source}/{name}"].shape == (len(KL_GRID),)
                 assert out[f"best_of_k_kl/{source}/{name}"].shape == (len(KS),)
@@ -319,13 +439,26 @@ def test_compute_has_every_key(computed):
     np.testing.assert_array_equal(out["ks"], KS)
     np.testing.assert_array_equal(out["kl_grid"], KL_GRID)
     assert list(out["metrics"]) == list(exact_arm.METRICS)
+    assert out["base"].shape == (P, NC)
     assert "rematch" not in out
+
+
+def brute_source_scores(base, source):
+    """``[P, N, 7]``: the gold-judged metrics, then AND / OR judged by ``source``'s scores."""
+    bank, opp = base["bank"], base["opponents"]
+    if source == "gold":
+        judge_bank, judge_opp = bank["gold"], opp["gold"]
+    else:
+        cols = slice(2 * int(source[1:]), 2 * int(source[1:]) + 2)
+        judge_bank, judge_opp = bank["rewards"][..., cols], opp["rewards"][..., cols]
+    return np.concatenate([brute_metrics(bank["gold"], opp["gold"]),
+                           brute_and_or(judge_bank, judge_opp)], axis=-1)
 
 
 def test_compute_values_against_brute_force(computed):
     base, out = computed
-    scores = brute_metrics(base["bank"]["gold"], base["opponents"]["gold"])
-    np.testing.assert_allclose(out["base"], scores.mean(axis=1), atol=1e-15)
+    per_source = {s: brute_source_scores(base, s) for s in ("r0", "r1", "gold")}
+    np.testing.assert_allclose(out["base"], per_source["r0"].mean(axis=1), atol=1e-15)
     # raw of replicate 1 is column 1 * m + helpful = 3 (replicate-major columns)
     bank = base["bank"]["rewards"]
     for source, u in (("r0", bank[..., 1]), ("r1", bank[..., 3]),
@@ -333,7 +466,7 @@ def test_compute_values_against_brute_force(computed):
         for j, k in enumerate(KS):
             w = brute_best_of_k(u, k)
             np.testing.assert_allclose(out[f"best_of_k/{source}/raw"][j],
-                                       np.einsum("pn,pnc->pc", w, scores), atol=1e-6)
+                                       np.einsum("pn,pnc->pc", w, per_source[source]), atol=1e-6)
     # lsc_sum of replicate 1: harmless (column 2) centred by the refusal's reward, helpful
     # (column 3) by the 85th percentile of the reference samples' rewards
     ref = base["reference"]["rewards"]
@@ -342,14 +475,24 @@ def test_compute_values_against_brute_force(computed):
     for g, target in enumerate(KL_GRID):
         w = softmax_weights(u, out["gamma/r1/lsc_sum"][g])
         assert kl_uniform(w).mean() == pytest.approx(target, abs=1e-5)
-        np.testing.assert_allclose(out["optimum/r1/lsc_sum"][g], np.einsum("pn,pnc->pc", w, scores),
-                                   atol=1e-5)
+        np.testing.assert_allclose(out["optimum/r1/lsc_sum"][g],
+                                   np.einsum("pn,pnc->pc", w, per_source["r1"]), atol=1e-5)
     # sigma_and_predictor of replicate 0 centres by the predictor columns 0 and 1
     s = sigmoid(bank[..., 0:2] - base["predictor"][:, None, 0:2])
     u = logit(s[..., 0] * s[..., 1])
     w = softmax_weights(u, out["gamma/r0/sigma_and_predictor"][1])
     np.testing.assert_allclose(out["optimum/r0/sigma_and_predictor"][1],
-                               np.einsum("pn,pnc->pc", w, scores), atol=1e-5)
+                               np.einsum("pn,pnc->pc", w, per_source["r0"]), atol=1e-5)
+
+
+def test_compute_requires_the_opponents_proxy_rewards():
+    base = _base(predictor=False)
+    base["opponents"]["rewards"] = np.zeros((P, M, R * 2))
+    with pytest.raises(ValueError, match="opponents"):
+        exact_arm.compute(base, _texts(), R, [0.2], [1])
+    del base["opponents"]["rewards"]
+    with pytest.raises(ValueError, match="opponents"):
+        exact_arm.compute(base, _texts(), R, [0.2], [1])
 
 
 def test_compute_without_a_predictor_and_with_rematch():
@@ -367,8 +510,6 @@ def test_sources_are_ordered_numerically():
 
 
 # --------------------------------------------------------------------------- claims
-
-NC = len(exact_arm.METRICS)
 
 
 def _claim(*comparisons):

@@ -157,7 +157,7 @@ def _base(seed=0):
     bank_rewards[2, :, 3] = 0.4  # replicate 1, helpful: a prompt with one reward everywhere
     return {
         "bank": {"rewards": bank_rewards, "gold": rng.normal(size=(P, N, 2))},
-        "opponents": {"gold": rng.normal(size=(P, M, 2))},
+        "opponents": {"gold": rng.normal(size=(P, M, 2)), "rewards": np.ones((P, M, R * 2))},
         "reference": {"rewards": rng.normal(size=(P, K, R * 2)),
                       "gold": rng.normal(size=(P, K, 2))},
         "fixed_response": {"rewards": rng.normal(size=(P, 1, R * 2)),

@@ -6,7 +6,7 @@ import numpy as np
 from lsc.repro import claims as repro_claims
 from lsc.repro import exact_arm, rl_arm
 
-P, C = 40, len(exact_arm.METRICS)
+P, C = 40, len(exact_arm.GOLD_JUDGED)
 HELPFUL = exact_arm.METRICS.index("helpful")
 
 
