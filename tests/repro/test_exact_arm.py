@@ -1,5 +1,6 @@
-"""The exact arm (:mod:`lsc.repro.exact_arm`) and its claims (:mod:`lsc.repro.claims`) against
-brute force and closed forms on tiny hand-made banks."""
+"""The exact arm (:mod:`lsc.repro.exact_arm`) and its sanity checks (:mod:`lsc.repro.claims`)
+against brute force and closed forms on tiny hand-made banks (the claims:
+``tests/repro/test_claims.py``)."""
 
 import itertools
 
@@ -9,7 +10,6 @@ import pytest
 from lsc.data import world
 from lsc.repro import claims as claims_lib
 from lsc.repro import exact_arm
-from lsc.repro.claims import BEST_OF_K, OPTIMUM, ExactClaim, ExactComparison
 
 PROPS = ("harmless", "helpful")
 HARMLESS, HELPFUL = 0, 1
@@ -507,133 +507,6 @@ def test_sources_are_ordered_numerically():
     arrays = {f"optimum/r{i}/raw": None for i in (10, 2, 0, 1, 9)}
     arrays.update({"optimum/gold/raw": None, "best_of_k/r11/raw": None, "strata": None})
     assert exact_arm.sources(arrays) == ["r0", "r1", "r2", "r9", "r10"]
-
-
-# --------------------------------------------------------------------------- claims
-
-
-def _claim(*comparisons):
-    return [ExactClaim("test", "test", "a test claim", tuple(comparisons))]
-
-
-def _optimum_arrays(shift_by_replicate, p=24, g=3, noise=0.0, seed=0, gold_shift=None):
-    """``A`` = ``B`` + shift (per replicate) on every grid point, prompt and metric."""
-    rng = np.random.default_rng(seed)
-    arrays = {"ks": np.array([1, 2]), "kl_grid": np.linspace(0.1, 0.5, g),
-              "strata": np.repeat(np.arange(3), p // 3)}
-    sources = {f"r{i}": s for i, s in enumerate(shift_by_replicate)}
-    if gold_shift is not None:
-        sources["gold"] = gold_shift
-    for source, shift in sources.items():
-        b = rng.uniform(0.2, 0.7, size=(g, p, NC))
-        a = b + shift + noise * rng.normal(size=(g, p, NC))
-        arrays[f"optimum/{source}/A"], arrays[f"optimum/{source}/B"] = a, b
-        arrays[f"kl/{source}/A"] = arrays[f"kl/{source}/B"] = arrays["kl_grid"].copy()
-    return arrays
-
-
-def _evaluate(arrays, comps, primary_ks=(1,), delta=0.02):
-    return claims_lib.evaluate_exact_claims(arrays, primary_ks=primary_ks, delta=delta,
-                                            num_resamples=200, claims=_claim(*comps))
-
-
-def test_exact_claim_yes_when_a_beats_b_on_every_replicate():
-    arrays = _optimum_arrays([0.05, 0.05, 0.05], gold_shift=0.0)
-    (res,) = _evaluate(arrays, [ExactComparison("A", "B", OPTIMUM, "helpful")])
-    assert res["verdict"] == "yes"
-    (row,) = res["comparisons"]
-    assert row["verdict"] == "yes"
-    assert len(row["replicates"]) == 3
-    for iv in row["replicates"] + [row["pooled"]]:
-        assert iv["value"] == pytest.approx(0.05, abs=1e-12)
-        assert iv["ci_low"] == pytest.approx(0.05, abs=1e-12)
-    assert row["max_half_width"] == pytest.approx(0.0, abs=1e-12)
-    assert row["control"]["value"] == pytest.approx(0.0, abs=1e-12)  # the gold control
-    assert row["grid"] == "KL in {0.1, 0.3, 0.5}"
-    assert res["delta"] == 0.02
-
-
-def test_exact_claim_yes_with_noise():
-    arrays = _optimum_arrays([0.05, 0.05], noise=0.01)
-    (res,) = _evaluate(arrays, [ExactComparison("A", "B", OPTIMUM, "and")])
-    assert res["verdict"] == "yes"
-    assert res["comparisons"][0]["pooled"]["ci_low"] > 0
-    assert res["comparisons"][0]["control"] is None  # no gold arrays
-
-
-def test_exact_claim_no_when_a_equals_b():
-    arrays = _optimum_arrays([0.0, 0.0])
-    (res,) = _evaluate(arrays, [ExactComparison("A", "B", OPTIMUM, "helpful")])
-    assert res["verdict"] == "no"
-    assert res["comparisons"][0]["replicates"][0]["ci_high"] == 0.0
-
-
-def test_exact_claim_no_when_b_beats_a():
-    (res,) = _evaluate(_optimum_arrays([-0.05, -0.05]), [ExactComparison("A", "B", OPTIMUM, "or")])
-    assert res["verdict"] == "no"
-
-
-def test_exact_claim_inconclusive_when_replicates_disagree():
-    arrays = _optimum_arrays([0.05, -0.05])
-    (res,) = _evaluate(arrays, [ExactComparison("A", "B", OPTIMUM, "helpful")])
-    assert res["verdict"] == "inconclusive"
-    row = res["comparisons"][0]
-    assert [iv["value"] for iv in row["replicates"]] == pytest.approx([0.05, -0.05], abs=1e-12)
-    assert row["pooled"]["value"] == pytest.approx(0.0, abs=1e-12)
-
-
-def test_exact_claim_skips_grid_points_a_utility_cannot_reach():
-    arrays = _optimum_arrays([0.05, 0.05])
-    for r in ("r0", "r1"):  # A unreachable at the last KL, where it would lose badly
-        arrays[f"optimum/{r}/A"][2] = np.nan
-        arrays[f"optimum/{r}/B"][2] += 1.0
-        arrays[f"kl/{r}/A"][2] = np.nan
-    (res,) = _evaluate(arrays, [ExactComparison("A", "B", OPTIMUM, "helpful")])
-    assert res["verdict"] == "yes"
-    assert res["comparisons"][0]["grid"] == "KL in {0.1, 0.3}"
-
-
-def test_exact_claim_missing_utility_and_non_decisive_comparisons():
-    arrays = _optimum_arrays([0.05, 0.05])
-    comps = [ExactComparison("A", "B", OPTIMUM, "helpful"),
-             ExactComparison("B", "A", OPTIMUM, "helpful", decisive=False),  # a "no", not counted
-             ExactComparison("A", "missing", OPTIMUM, "helpful", decisive=False)]
-    (res,) = _evaluate(arrays, comps)
-    assert res["verdict"] == "yes"
-    assert [r["verdict"] for r in res["comparisons"]] == ["yes", "no", "inconclusive"]
-    assert res["comparisons"][2]["reason"] == "missing utilities"
-    (res,) = _evaluate(arrays, [ExactComparison("A", "missing", OPTIMUM, "helpful")])
-    assert res["verdict"] == "inconclusive"
-
-
-def test_exact_claim_best_of_k_averages_only_the_primary_ks():
-    rng = np.random.default_rng(5)
-    p, ks = 12, [1, 2, 4, 8]
-    arrays = {"ks": np.array(ks), "kl_grid": np.array([0.1]), "strata": np.zeros(p, np.int64)}
-    for r in ("r0", "r1"):
-        b = rng.uniform(0.2, 0.7, size=(len(ks), p, NC))
-        a = b.copy()
-        a[1] += 0.04  # k = 2
-        a[2] += 0.06  # k = 4
-        a[0] -= 0.5   # k = 1 and 8: not primary, would flip the sign if averaged in
-        a[3] -= 0.5
-        arrays[f"best_of_k/{r}/A"], arrays[f"best_of_k/{r}/B"] = a, b
-        arrays[f"optimum/{r}/A"] = arrays[f"optimum/{r}/B"] = np.zeros((1, p, NC))  # for sources()
-    (res,) = _evaluate(arrays, [ExactComparison("A", "B", BEST_OF_K, "and")], primary_ks=[2, 4])
-    row = res["comparisons"][0]
-    assert row["verdict"] == "yes" and res["verdict"] == "yes"
-    assert row["pooled"]["value"] == pytest.approx(0.05, abs=1e-12)
-    assert row["grid"] == "k in {2, 4}"
-    (res,) = _evaluate(arrays, [ExactComparison("A", "B", BEST_OF_K, "and")], primary_ks=ks)
-    assert res["verdict"] == "no"
-
-
-def test_the_declared_claims_name_known_utilities_and_metrics():
-    for claim in claims_lib.EXACT_CLAIMS:
-        assert any(c.decisive for c in claim.comparisons)
-        for c in claim.comparisons:
-            assert c.a in exact_arm.UTILITY_BY_NAME and c.b in exact_arm.UTILITY_BY_NAME
-            assert c.metric in exact_arm.METRICS and c.arm in (OPTIMUM, BEST_OF_K)
 
 
 # --------------------------------------------------------------------------- sanity checks

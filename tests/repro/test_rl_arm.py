@@ -3,6 +3,7 @@ and the reward-hacking drop, against direct computations."""
 
 import numpy as np
 
+from lsc.eval import decision
 from lsc.repro import claims as repro_claims
 from lsc.repro import exact_arm, rl_arm
 
@@ -42,15 +43,19 @@ def _decide(trajs, **kw):
     return {c["key"]: c for c in rl_arm.evaluate_rl_claims(trajs, claims=claims, **args)}
 
 
-def test_a_clear_gain_on_every_seed_is_yes_and_none_is_no():
+def test_a_clear_gain_on_every_seed_reproduces_and_none_is_no_effect():
     out = _decide(_trajs(0.05))
     c = out["rl_lsc_vs_raw"]
-    assert c["verdict"] == "yes" and c["seeds"] == [0, 1, 2]
+    assert c["verdict"] == decision.REPRODUCES and c["seeds"] == [0, 1, 2]
+    assert c["previous_rule_verdict"] == "yes"
+    assert abs(c["across"]["value"] - 0.05) < 1e-9
+    assert c["holm"]["confidence"] > 0.95  # Holm over the three claims
     assert c["grid_used"] == [1.0, 2.0, 3.0]  # 8 is beyond every trajectory
     for iv in c["replicates"]:
         assert abs(iv["value"] - 0.05) < 1e-9  # the shift, exactly: same noise for A and B
     assert out["rl_underfitting"]["num_prompts"] == P // 4
-    assert _decide(_trajs(0.0))["rl_lsc_vs_raw"]["verdict"] == "no"  # inside +-delta
+    none = _decide(_trajs(0.0))["rl_lsc_vs_raw"]
+    assert none["verdict"] == decision.NO_EFFECT and not none["small_effect"]
 
 
 def test_hacking_compares_the_drop_after_the_peak():
@@ -58,7 +63,7 @@ def test_hacking_compares_the_drop_after_the_peak():
     # point every trajectory reaches, halfway: 0.04. LSC does not drop.
     out = _decide(_trajs(0.0, drop_a=0.0, drop_b=0.08))["rl_reward_hacking"]
     assert out["end_kl"] == 3.0
-    assert out["verdict"] == "yes"
+    assert out["verdict"] == decision.REPRODUCES
     for d_a, d_b, iv in zip(out["drops_a"], out["drops_b"], out["replicates"]):
         assert d_b["peak_kl"] == 2.0
         np.testing.assert_allclose(iv["value"], d_b["drop"] - d_a["drop"], atol=1e-12)
@@ -68,9 +73,9 @@ def test_hacking_compares_the_drop_after_the_peak():
 def test_a_missing_method_or_unreached_grid_is_inconclusive():
     trajs = _trajs(0.05)
     del trajs["helpful_raw"]
-    assert _decide(trajs)["rl_lsc_vs_raw"]["verdict"] == "inconclusive"
+    assert _decide(trajs)["rl_lsc_vs_raw"]["verdict"] == decision.INCONCLUSIVE
     far = _decide(_trajs(0.05), kl_grid=[9.0])["rl_lsc_vs_raw"]
-    assert far["verdict"] == "inconclusive" and far["grid_used"] == []
+    assert far["verdict"] == decision.INCONCLUSIVE and far["grid_used"] == []
 
 
 def test_render_without_header_starts_at_the_table():
