@@ -4,7 +4,8 @@
 label line (world seed, replicate offset, replicates, commit, CPU, date, wall time; from
 ``results["run"]``) with the exact arm's and the RL arm's claims (:func:`run_tables`); with
 several runs, the claims' headline verdicts side by side (:func:`stability_table`); the reward
-models' held-out accuracies (:func:`reward_model_table`). Every function here is a pure function
+models' held-out accuracies (:func:`reward_model_table`); the changes made after seeing
+results (:mod:`lsc.repro.disclosure`). Every function here is a pure function
 of the loaded ``results.json`` dicts (:func:`load`), so the text depends on the files only.
 
 Effects are printed with an explicit sign and 4 decimals; an interval ``[l, u]`` with its level
@@ -18,6 +19,8 @@ import argparse
 import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from lsc.repro import disclosure
 
 BOUNDARY_MARGIN = 0.002
 """A disagreement between runs is explained when a run's Holm interval has a bound within this
@@ -36,8 +39,12 @@ def load(path: str) -> Dict[str, Any]:
 
 
 def signed(x: Optional[float]) -> str:
-    """``+0.0123`` (4 decimals, explicit sign); ``-`` for None."""
-    return "-" if x is None else f"{float(x):+.4f}"
+    """``+0.0123`` (4 decimals, explicit sign; ``+0.0000`` for what rounds to zero); ``-`` for
+    None."""
+    if x is None:
+        return "-"
+    v = round(float(x), 4)
+    return f"{v if v != 0 else 0.0:+.4f}"
 
 
 def interval(iv: Optional[Mapping[str, float]]) -> str:
@@ -149,9 +156,18 @@ def rl_table(claims: Sequence[Mapping[str, Any]], confidence: float = 0.95) -> s
     return "\n".join(lines)
 
 
+def stage_times(seconds: Mapping[str, float]) -> str:
+    """``Stage times (s): world 3, reward_models 190, ...`` in the order they ran."""
+    return "Stage times (s): " + ", ".join(f"{k} {float(v):.0f}" for k, v in seconds.items()) + "."
+
+
 def run_tables(results: Mapping[str, Any]) -> str:
-    """A run's label line, its exact arm's table and (when it ran) its RL arm's."""
-    parts = [run_label(results["run"]), exact_table(results["exact"])]
+    """A run's label line with its stage times, its exact arm's table and (when it ran) its RL
+    arm's."""
+    label = run_label(results["run"])
+    if results.get("stage_seconds"):
+        label += " " + stage_times(results["stage_seconds"])
+    parts = [label, exact_table(results["exact"])]
     if results.get("rl", {}).get("claims"):
         parts.append(rl_table(results["rl"]["claims"],
                               results["exact"].get("confidence", 0.95)))
@@ -272,14 +288,17 @@ def reward_model_table(runs: Sequence[Mapping[str, Any]]) -> str:
 
 
 def render(runs: Sequence[Mapping[str, Any]]) -> str:
-    """The whole text: each run's tables, the stability table (several runs) and the reward
-    models' table, separated by blank lines and ending with a newline."""
+    """The whole text: each run's tables, the stability table (several runs), the reward
+    models' table and the changes made after seeing results (:mod:`lsc.repro.disclosure`),
+    separated by blank lines and ending with a newline."""
     if not runs:
         raise ValueError("no results to render")
     parts = [run_tables(r) for r in runs]
     if len(runs) > 1:
         parts.append(stability_table(runs))
     parts.append(reward_model_table(runs))
+    parts.append("\n".join(["Changes made after seeing results (lsc.repro.disclosure):", "",
+                            *disclosure.render()]))
     return "\n\n".join(parts) + "\n"
 
 

@@ -160,3 +160,19 @@ def test_forest_plot_is_written(tmp_path):
     data = (tmp_path / "figs" / "exact_forest.png").read_bytes()
     assert path.endswith("exact_forest.png")
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_signed_never_prints_a_negative_zero():
+    assert tables.signed(-0.00001) == "+0.0000"
+    assert tables.signed(-0.00005001) == "-0.0001"
+    assert tables.signed(None) == "-"
+
+
+def test_render_ends_with_the_disclosure_table():
+    from lsc.repro import disclosure
+
+    text = tables.render([_results()])
+    tail = text[text.index("Changes made after seeing results"):].strip().splitlines()
+    assert tail[2].startswith("| change | when |")
+    assert len(tail) == 4 + len(disclosure.CHANGES)
+    assert all(c.what in text for c in disclosure.CHANGES)
