@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from jax_subprocess import subprocess_env
+from lsc.eval import decision
 from lsc.eval import entries as entries_lib
 from lsc.repro import STAGES
 from lsc.repro import claims as repro_claims
@@ -108,13 +109,23 @@ def test_results_hold_the_decided_claims_per_replicate(repro):
     assert exact["replicates"] == [f"r{i}" for i in range(replicates)]
     assert [c["key"] for c in exact["claims"]] == [c.key for c in repro_claims.EXACT_CLAIMS]
     for claim in exact["claims"]:
-        assert claim["verdict"] in ("yes", "no", "inconclusive")
+        _check_decided(claim)
+        assert claim["judge"] in ("gold", "proxy")
         decisive = [c for c in claim["comparisons"] if c["decisive"]]
         assert decisive
         for comp in decisive:
-            assert len(comp["replicates"]) == replicates
-            for iv in comp["replicates"] + [comp["pooled"]]:
+            assert len(comp["replicates"]) == len(comp["replicate_values"]) == replicates
+            assert comp["across"]["value"] == pytest.approx(np.mean(comp["replicate_values"]))
+            for iv in comp["replicates"]:
                 assert iv["ci_low"] <= iv["value"] <= iv["ci_high"]
+            _check_intervals(comp)
+    # Holm within each judge's family: the gold-judged decisive comparisons share m.
+    gold = [c for cl in exact["claims"] if cl["judge"] == "gold" for c in cl["comparisons"]
+            if c["decisive"]]
+    assert max(c["holm"]["confidence"] for c in gold) == pytest.approx(1 - 0.05 / len(gold))
+    run = results["run"]
+    assert run["replicates"] == replicates and run["world_seed"] == results["seed"]
+    assert run["wall_seconds"] == pytest.approx(sum(results["stage_seconds"].values()))
     assert set(exact["frontiers"]) == {f"r{i}" for i in range(replicates)} | {"gold"}
     assert results["world"]["version"] == 2
     assert "benign" in results["world"]["stats"]
@@ -122,12 +133,29 @@ def test_results_hold_the_decided_claims_per_replicate(repro):
     assert [c["key"] for c in rl["claims"]] == [c.key for c in repro_claims.RL_ARM_CLAIMS]
     seeds = json.loads((workdir / "config.json").read_text())["rl"]["seed"]
     for claim in rl["claims"]:
-        assert claim["verdict"] in ("yes", "no", "inconclusive")
+        _check_decided(claim)
         assert claim["seeds"] == seeds
-        for iv in claim.get("replicates", []) + ([claim["pooled"]] if claim.get("pooled")
-                                                  else []):
+        for iv in claim.get("replicates", []):
             assert iv["ci_low"] <= iv["value"] <= iv["ci_high"]
+        if "across" in claim:
+            _check_intervals(claim)
     assert set(rl["ppo_vs_exact"]) == set(rl_arm.EXACT_UTILITY)
+
+
+def _check_decided(claim):
+    """A claim's outcome, headline verdict and previous-rule verdict are the rule's words."""
+    assert claim["outcome"] in decision.OUTCOMES
+    assert (claim["verdict"], claim["small_effect"]) == decision.headline(claim["outcome"])
+    assert claim.get("previous_rule_verdict", "inconclusive") in ("yes", "no", "inconclusive")
+
+
+def _check_intervals(row):
+    """The Holm interval contains the unadjusted one, which contains the estimate, and the
+    outcome is the Holm interval's."""
+    across, holm = row["across"], row["holm"]
+    assert holm["ci_low"] <= across["ci_low"] <= across["value"] <= across["ci_high"] <= \
+        holm["ci_high"]
+    assert row["outcome"] == decision.outcome(holm["ci_low"], holm["ci_high"], 0.01)
 
 
 def _exact(workdir):
