@@ -18,6 +18,7 @@ import pytest
 
 from configs.repro import grpo_study as study_config
 from jax_subprocess import subprocess_env
+from lsc.eval import decision
 from lsc.repro import exact_arm, grpo_study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -78,13 +79,15 @@ def test_every_run_trains_with_its_estimator_and_every_comparison_is_decided(stu
     study_json = json.loads((workdir / "study.json").read_text())
     assert [c["key"] for c in study_json["claims"]] == [c.key for c in grpo_study.STUDY_CLAIMS]
     for c in study_json["claims"]:
-        assert c["verdict"] in ("yes", "no", "inconclusive"), c
+        assert c["outcome"] in decision.OUTCOMES, c
+        assert c["verdict"] == decision.headline(c["outcome"])[0], c
         assert c["seeds"] == [0]
     verdicts = {a: next(c["verdict"] for c in study_json["claims"]
                         if c["key"] == f"lsc_vs_raw_{a}") for a in grpo_study.ALGORITHMS}
     undone = study_json["undone"]
     assert undone["verdicts"] == verdicts
-    assert undone["undone"] == (verdicts["grpo"] != "yes" and "yes" in (
+    yes = decision.REPRODUCES
+    assert undone["undone"] == (verdicts["grpo"] != yes and yes in (
         verdicts["ppo"], verdicts["rloo"], verdicts["dr_grpo"]))
     config = json.loads((workdir / "config.json").read_text())
     k = study_config.GROUP_SIZE
