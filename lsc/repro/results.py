@@ -165,8 +165,9 @@ def write_outputs(config: ml_collections.ConfigDict, earlier: Mapping[str, Any],
                   ) -> Dict[str, Any]:
     """Writes ``results.json`` (:func:`decide_results`, once), ``figures/*.png`` and
     ``report.md`` in ``workdir``; returns their paths."""
-    seconds = {k: float(v.get("seconds", 0.0))
-               for k, v in stages_lib.load_status(workdir).items()}
+    status = stages_lib.load_status(workdir)
+    order = [k for k in earlier if k in status] + [k for k in status if k not in earlier]
+    seconds = {k: float(status[k].get("seconds", 0.0)) for k in order}  # in the order they ran
     arrays = exact_arm.load(earlier["exact"]["path"])
     trajs = _trajectories(earlier)
     results = decide_results(config, earlier, arrays, trajs, seconds)
