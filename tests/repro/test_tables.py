@@ -4,6 +4,8 @@
 import copy
 import json
 
+import pytest
+
 from lsc.repro import figures, tables
 
 DELTA = 0.01
@@ -176,3 +178,35 @@ def test_render_ends_with_the_disclosure_table():
     assert tail[2].startswith("| change | when |")
     assert len(tail) == 4 + len(disclosure.CHANGES)
     assert all(c.what in text for c in disclosure.CHANGES)
+
+
+def test_load_reads_a_gzip_copy(tmp_path):
+    import gzip
+    import json
+
+    results = _results()
+    path = tmp_path / "seed0.json.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        json.dump(results, f)
+    assert tables.load(str(path)) == results
+
+
+def test_into_splices_the_generated_block_and_reads_back(tmp_path):
+    import json
+
+    w = tmp_path / "w0"
+    w.mkdir()
+    (w / "results.json").write_text(json.dumps(_results()))
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"# Results\n\n{tables.BEGIN} old -->\n\nstale\n{tables.END}\n\nafter\n")
+    tables.main([str(w), "--into", str(doc)])
+    text = doc.read_text()
+    assert "stale" not in text and text.endswith(f"{tables.END}\n\nafter\n")
+    sources, body = tables.generated_block(text)
+    assert sources == [str(w)]
+    assert body == tables.render([tables.load(p) for p in sources])
+    empty = tmp_path / "empty.md"
+    empty.write_text("no block here\n")
+    with pytest.raises(ValueError, match="no generated block"):
+        tables.main([str(w), "--into", str(empty)])
+    assert empty.read_text() == "no block here\n"
