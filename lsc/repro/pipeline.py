@@ -264,19 +264,19 @@ def report_stage(config, stage_dir, earlier):
 
 # Weights: the stages' seconds in the README's run (seed 0), for the job's progress and ETA.
 STAGES: List[stages_lib.Stage] = [
-    stages_lib.Stage("world", "generate the synthetic gold world", world_stage, weight=9),
+    stages_lib.Stage("world", "generate the synthetic gold world", world_stage, weight=7),
     stages_lib.Stage("reward_models", "train the proxy reward models", reward_models_stage,
-                     weight=243),
-    stages_lib.Stage("sft", "SFT the base policy", sft_stage, weight=38),
+                     weight=210),
+    stages_lib.Stage("sft", "SFT the base policy", sft_stage, weight=20),
     stages_lib.Stage("predictor", "train the reference-median predictors",
-                     predictor_stage, weight=97),
+                     predictor_stage, weight=79),
     stages_lib.Stage("base_samples", "sample and score the base policy on the evaluation prompts",
-                     base_samples_stage, weight=167),
-    stages_lib.Stage("exact", "exact optima and best-of-k on the banks", exact_stage, weight=12),
-    stages_lib.Stage("rlhf", "RLHF, every method with every RL seed", rlhf_stage, weight=180),
+                     base_samples_stage, weight=211),
+    stages_lib.Stage("exact", "exact optima and best-of-k on the banks", exact_stage, weight=7),
+    stages_lib.Stage("rlhf", "RLHF, every method with every RL seed", rlhf_stage, weight=141),
     stages_lib.Stage("evaluate", "every RLHF run judged along training", evaluate_stage,
-                     weight=100),
-    stages_lib.Stage("report", "results.json, figures and report.md", report_stage, weight=8),
+                     weight=59),
+    stages_lib.Stage("report", "results.json, figures and report.md", report_stage, weight=4),
 ]
 
 
