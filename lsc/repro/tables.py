@@ -131,15 +131,20 @@ def exact_table(exact: Mapping[str, Any]) -> str:
     reps = exact.get("replicates") or []
     conf = level(exact.get("confidence", 0.95))
     lines = [f"Exact arm: delta = {float(exact['delta']):g}; outcome from the Holm interval "
-             "(within each judge's family); the claim's verdict is its weakest comparison's.", ""]
+             "(within each judge's family); the claim's verdict is its weakest comparison's; "
+             "gold control: the same comparison on gold scores, with its bootstrap interval "
+             "over prompts.", ""]
     lines += _header(["claim", "judge", "comparison", f"estimate [{conf} across replicates]",
                       "Holm interval (level)", f"per replicate ({', '.join(reps)})", "outcome",
-                      "verdict", "previous rule"])
+                      "verdict", "previous rule", "gold control"])
     for claim in exact.get("claims", []):
         for row in decisive_rows(claim):
+            control = row.get("control")
             lines.append(_row([claim["key"], claim.get("judge", ""), _comparison(row)]
                               + _stat_cells(row)
-                              + [_verdict(claim), claim.get("previous_rule_verdict", "-")]))
+                              + [_verdict(claim), claim.get("previous_rule_verdict", "-"),
+                                 f"{signed(control['value'])} {interval(control)}" if control
+                                 else "-"]))
     return "\n".join(lines)
 
 

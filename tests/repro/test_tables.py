@@ -25,13 +25,15 @@ def _row(a, b, values, across, holm, outcome, decisive=True):
 
 def _results(seed=0, offset=0, lsc_holm=(0.975, 0.0005, 0.0235), lsc_verdict="reproduces",
              lsc_small=False, rl_holm=(0.95, -0.03, 0.04), rl_verdict="inconclusive"):
+    lsc_row = _row("lsc_p85", "raw", [0.012, 0.008, 0.016], (0.012, 0.002, 0.022), lsc_holm,
+                   lsc_verdict)
+    lsc_row["control"] = {"value": 0.004, "ci_low": 0.001, "ci_high": 0.007}
     lsc = {"key": "lsc_vs_raw", "source": "paper", "text": "LSC beats raw.", "judge": "gold",
            "outcome": lsc_verdict, "verdict": lsc_verdict, "small_effect": lsc_small,
            "outcome_unadjusted": "reproduces", "previous_rule_verdict": "inconclusive",
            "reason": "", "delta": DELTA,
            "comparisons": [
-               _row("lsc_p85", "raw", [0.012, 0.008, 0.016], (0.012, 0.002, 0.022), lsc_holm,
-                    lsc_verdict),
+               lsc_row,
                _row("lsc_median", "raw", [0.5, 0.5, 0.5], (0.5, 0.4, 0.6), (0.95, 0.4, 0.6),
                     "reproduces", decisive=False)]}
     proxy = {"key": "and_proxy", "source": "note", "text": "AND beats the sum.",
@@ -79,13 +81,13 @@ def test_one_run_label_and_tables():
     assert _line(text, "| lsc_vs_raw |") == [
         "lsc_vs_raw", "gold", "lsc_p85 - raw (helpful, optimum)", "+0.0120 [+0.0020, +0.0220]",
         "[+0.0005, +0.0235] (97.5%)", "+0.0120, +0.0080, +0.0160", "reproduces",
-        "**reproduces**", "inconclusive"]
+        "**reproduces**", "inconclusive", "+0.0040 [+0.0010, +0.0070]"]
     assert "lsc_median - raw" not in text  # not decisive
     assert _line(text, "| and_proxy |") == [
         "and_proxy", "proxy", "sigma_and_median - raw_sum (helpful, optimum)",
         "+0.0010 [-0.0040, +0.0060]", "[+0.0003, +0.0069] (97.5%)",
         "-0.0010, +0.0030, +0.0010", "holds, below practical size",
-        "**no effect of practical size** (small positive effect)", "no"]
+        "**no effect of practical size** (small positive effect)", "no", "-"]
     assert _line(text, "| rl_lsc_vs_raw |") == [
         "rl_lsc_vs_raw", "helpful_lsc - helpful_raw (helpful, matched)",
         "+0.0050 [-0.0300, +0.0400]", "[-0.0300, +0.0400] (95%)",
