@@ -23,6 +23,7 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from lsc.repro import disclosure
+from lsc.repro.pipeline import STAGES
 
 BOUNDARY_MARGIN = 0.002
 """A disagreement between runs is explained when a run's Holm interval has a bound within this
@@ -166,8 +167,11 @@ def rl_table(claims: Sequence[Mapping[str, Any]], confidence: float = 0.95) -> s
 
 
 def stage_times(seconds: Mapping[str, float]) -> str:
-    """``Stage times (s): world 3, reward_models 190, ...`` in the order they ran."""
-    return "Stage times (s): " + ", ".join(f"{k} {float(v):.0f}" for k, v in seconds.items()) + "."
+    """``Stage times (s): world 3, reward_models 190, ...`` in the main job's stage order
+    (:data:`lsc.repro.pipeline.STAGES`; other names after, as given)."""
+    order = [st.name for st in STAGES if st.name in seconds]
+    order += [k for k in seconds if k not in order]
+    return "Stage times (s): " + ", ".join(f"{k} {float(seconds[k]):.0f}" for k in order) + "."
 
 
 def run_tables(results: Mapping[str, Any]) -> str:
