@@ -32,6 +32,11 @@ estimate against a real step). ``rlhf`` models come from the config sections (``
 weights); the reference bank is taken as computed before RL (``rl.reference_bank``), and the
 reference cache has ``rl.batch_size`` rows (its size does not matter).
 
+The config is checked as :mod:`lsc.main` checks it, except the data paths the planner never
+reads (:data:`UNREAD_FIELDS`: no dataset or tokenizer needs to be on the planning machine); run
+directories named in the config (``policy.workdir``, ``rm_workdir``) must exist, since their
+``config.json`` gives their architecture.
+
 ``--mesh`` overrides ``config.mesh`` (``axis:size`` pairs; -1 takes the remaining devices of
 ``--num_devices``); without -1 the mesh's product is the device count. The process must start
 with no JAX backend yet: the planner sets ``JAX_PLATFORMS=cpu`` and ``N`` CPU devices
@@ -43,6 +48,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import os
 import re
 import sys
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -55,6 +61,7 @@ from lsc import plan_devices
 
 PLANNED_JOBS = ("train_rm", "train_sft", "train_predictor", "rlhf")
 MODEL_SECTIONS = ("model", "policy.model", "rm_model")
+UNREAD_FIELDS = ("data.path", "data.tokenizer", "data.chat_template")  # not checked: no data read
 
 
 # ----------------------------------------------------------------------------- devices and mesh
@@ -80,11 +87,21 @@ def device_count(mesh_config: Optional[Mapping[str, int]], num_devices: int) -> 
     return math.prod(sizes)
 
 
+# LLVM's cheap pipeline for the CPU code: XLA's HLO passes, partitioning and buffer assignment
+# (what the planner reads) are unchanged; only the machine code, which never runs, is worse.
+QUICK_CPU_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
+
+
 def use_cpu_devices(n: int):
-    """``n`` simulated CPU devices for this process (before JAX starts a backend); returns them.
-    A process whose backend has started (a test session) must already have at least ``n``."""
+    """``n`` simulated CPU devices for this process (before JAX starts a backend), compiled with
+    :data:`QUICK_CPU_FLAGS`; returns them. A process whose backend has started (a test session)
+    must already have at least ``n``."""
     import jax
 
+    own = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    names = {f.split("=")[0] for f in own}
+    os.environ["XLA_FLAGS"] = " ".join(own + [f for f in QUICK_CPU_FLAGS
+                                              if f.split("=")[0] not in names])
     try:
         jax.config.update("jax_platforms", "cpu")
         jax.config.update("jax_num_cpu_devices", int(n))
@@ -498,12 +515,14 @@ def main(argv) -> int:
         if _MESH.value:
             with config.unlocked():
                 config.mesh = ml_collections.ConfigDict(parse_mesh(_MESH.value))
-        config_lib.validate(config, jobs=PLANNED_JOBS)  # the checks of lsc.main
+        # lsc.main's checks, less those of the data the planner never reads.
+        config_lib.validate(config, {k: v for k, v in config_lib.RULES.items()
+                                     if k not in UNREAD_FIELDS}, jobs=PLANNED_JOBS)
         if not 0 < _MFU.value <= 1 or not 0 < _HEADROOM.value <= 1:
             raise ValueError("--mfu and --headroom must lie in (0, 1]")
         devices = use_cpu_devices(device_count(config.get("mesh", None), _NUM_DEVICES.value))
         result = plan(config, devices)
-    except (ValueError, config_lib.ConfigError) as e:
+    except (ValueError, OSError, config_lib.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     fits, lines = report(result, plan_devices.DEVICES[_DEVICE.value], _MFU.value,
