@@ -268,8 +268,8 @@ def analyse(name: str, lowered, unknown_trip_count: int = 1) -> StepPlan:
 
 
 def per_device_bytes(abstract, shardings) -> int:
-    """Bytes one device holds of the tree ``abstract`` (``jax.ShapeDtypeStruct`` leaves) placed
-    with ``shardings`` (the largest shard: every device of an even split)."""
+    """Bytes one device holds of the tree ``abstract`` (arrays or ``jax.ShapeDtypeStruct``)
+    placed with ``shardings`` (the largest shard: every device of an even split)."""
     import jax
     import numpy as np
 
@@ -331,6 +331,11 @@ def _vocab_size(config: ml_collections.ConfigDict) -> int:
     return min(sizes) if sizes else 1
 
 
+def _compute_dtype(record) -> str:
+    """The compute dtype of a model record (:class:`lsc.train.run_models.ModelRecord`)."""
+    return str(record.arch.get("compute_dtype", "float32"))
+
+
 def _train_batch(config: ml_collections.ConfigDict):
     """A zero host batch of ``train.batch_size`` rows in the job's layout
     (:mod:`lsc.data.pipeline`)."""
@@ -354,9 +359,9 @@ def _train_plan(config: ml_collections.ConfigDict, mesh, rules) -> Plan:
     from lsc.train import loop, optim, predictor, reward_model, run_models, sft
 
     reward = config.job in ("train_rm", "train_predictor")
-    create, _, _ = run_models.describe_config_model("model", "model", config.model,
-                                                    _vocab_size(config), int(config.seed),
-                                                    reward=reward)
+    create, _, record = run_models.describe_config_model("model", "model", config.model,
+                                                         _vocab_size(config), int(config.seed),
+                                                         reward=reward)
     loss_fn = {"train_rm": lambda: reward_model.train_loss(config),
                "train_sft": sft.sft_loss_fn,
                "train_predictor": predictor.predictor_loss_fn}[config.job]()
@@ -371,9 +376,7 @@ def _train_plan(config: ml_collections.ConfigDict, mesh, rules) -> Plan:
         shardings, loop.global_batch_shardings(batch, mesh), mesh)
     lowered = step.lower(state, loop.global_shapes(batch))
     count, total = total_bytes(state.params)
-    return Plan(config.job, dict(mesh.shape), str(config.model.arch.get("compute_dtype",
-                                                                        "float32")),
-                count, total, per_device_bytes(state.params, shardings.params),
+    return Plan(config.job, dict(mesh.shape), _compute_dtype(record), count, total, per_device_bytes(state.params, shardings.params),
                 per_device_bytes(state.opt_state, shardings.opt_state), 0,
                 [analyse("train step", lowered)])
 
@@ -410,14 +413,10 @@ def _rlhf_plan(config: ml_collections.ConfigDict, mesh, rules) -> Plan:
     trained_sh = (sh.policy, sh.value) if cfg.algorithm == "ppo" else (sh.policy,)
     count, total = total_bytes(trained)
     frozen = trainer.frozen
-    frozen_abs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), frozen)
-    frozen_sh = jax.tree.map(lambda x: x.sharding, frozen)
-    return Plan("rlhf", dict(mesh.shape), str(config.policy.model.arch.get("compute_dtype",
-                                                                           "float32")),
-                count, total, per_device_bytes(trained, trained_sh),
+    return Plan("rlhf", dict(mesh.shape), _compute_dtype(models.records[0]), count, total, per_device_bytes(trained, trained_sh),
                 per_device_bytes((state.policy_opt, state.value_opt),
                                  (sh.policy_opt, sh.value_opt)),
-                per_device_bytes(frozen_abs, frozen_sh),
+                per_device_bytes(frozen, jax.tree.map(lambda x: x.sharding, frozen)),
                 [analyse("rollout", lowered["rollout"], unknown_trip_count=max(r_len - 1, 1)),
                  analyse("update", lowered["update"])])
 
@@ -482,6 +481,9 @@ def report(p: Plan, device: plan_devices.Device, mfu: float, headroom: float
         lines.append(f"step time at {mfu:.0%} MFU: {seconds:.3g} s ({p.flops:.3e} FLOPs per "
                      f"device per step / ({mfu:g} x {peak_flops / 1e12:g} TFLOP/s "
                      f"{p.compute_dtype}))")
+    others = [f"{key} {'fits' if p.peak <= headroom * d.memory_bytes else 'does not fit'}"
+              for key, d in plan_devices.DEVICES.items() if d is not device]
+    lines.append(f"the same peak on the other devices (at {headroom:.0%}): {', '.join(others)}")
     limit = headroom * device.memory_bytes
     fits = p.peak <= limit
     lines.append(f"{'FITS' if fits else 'DOES NOT FIT'}: peak {_gb(p.peak)} per device "
