@@ -158,18 +158,25 @@ class JobModels(NamedTuple):
 
 
 def job_models(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,
-               vocab_size: int, *, load: bool = True) -> JobModels:
+               vocab_size: int, *, load: bool = True, abstract: bool = False) -> JobModels:
     """The base policy ``pi0`` (``policy.workdir``, else a random ``policy.model``), one reward
     model per property (``rm_workdir``, else a random ``rm_model`` with seed
     ``seed + RANDOM_RM_SEED_OFFSET + i`` and a non-zero head, so rewards vary) and per property
     the predictor of ``reference.predictor_workdir`` or None; each logged once.
 
     ``load=False`` reads no weights and builds nothing (only the run directories'
-    ``config.json`` and abstract models, for the records). Errors name the config field and the
-    run directory at fault; ``vocab_size`` is the tokenizer's (0: not checked)."""
+    ``config.json`` and abstract models, for the records); ``abstract=True`` returns the
+    abstract models (``nnx.eval_shape``: shapes and dtypes, no weights read or initialised).
+    Errors name the config field and the run directory at fault; ``vocab_size`` is the
+    tokenizer's (0: not checked)."""
     records: List[run_models.ModelRecord] = []
 
     def run_dir(role, source, workdir, reward):
+        if abstract:
+            create, rec = run_models.describe_run_model(role, source, workdir, vocab_size,
+                                                        reward=reward)
+            records.append(rec)
+            return nnx.eval_shape(create)
         if load:
             built = run_models.load_run_model(role, source, workdir, vocab_size, reward=reward)
             records.append(built.record)
@@ -182,6 +189,8 @@ def job_models(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,
         create, _, rec = run_models.describe_config_model(role, source, model_config, vocab_size,
                                                           seed, **kwargs)
         records.append(rec)
+        if abstract:
+            return nnx.eval_shape(create)
         if not load:
             return None
         logging.info("built %s", rec.summary())
@@ -191,7 +200,7 @@ def job_models(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,
     if policy_dir:
         pi0 = run_dir("policy", "policy.workdir", policy_dir, False)
     else:
-        if load:
+        if load and not abstract:
             logging.warning("policy.workdir is empty: the base policy is a RANDOMLY INITIALISED "
                             "%s (smoke tests and benchmarks only)", config.policy.model.kind)
         pi0 = random("policy", "policy.model", config.policy.model, int(config.seed))
@@ -201,7 +210,7 @@ def job_models(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,
         if workdir:
             rms.append(run_dir(role, f"rewards.properties.{name}.rm_workdir", workdir, True))
             continue
-        if load:
+        if load and not abstract:
             logging.warning("rewards.properties.%s.rm_workdir is empty: a RANDOMLY INITIALISED "
                             "reward model scores %r (smoke tests and benchmarks only)", name, name)
         rms.append(random(role, "rm_model", config.rm_model,

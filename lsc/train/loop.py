@@ -275,12 +275,17 @@ class _Trainer:
     def step(self, state: TrainState, batch: Mapping[str, np.ndarray]):
         if self._jitted is None:
             self.batch_shardings = global_batch_shardings(batch, self.mesh)
-            replicated = NamedSharding(self.mesh, PartitionSpec())
-            self._jitted = jax.jit(self._pure,
-                                   in_shardings=(self.state_shardings, self.batch_shardings),
-                                   out_shardings=(self.state_shardings, replicated),
-                                   donate_argnums=(0,))
+            self._jitted = jit_train_step(self._pure, self.state_shardings, self.batch_shardings,
+                                          self.mesh)
         return self._jitted(state, global_batch(batch, self.batch_shardings))
+
+
+def jit_train_step(step: Callable, state_shardings: Any, batch_shardings: Any, mesh: Mesh):
+    """``step`` (:func:`make_train_step`) under ``jax.jit`` with the state's and the global
+    batch's shardings, replicated metrics and the state donated."""
+    return jax.jit(step, in_shardings=(state_shardings, batch_shardings),
+                   out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())),
+                   donate_argnums=(0,))
 
 
 def evaluate(evaluator: Evaluator, graphdef: nnx.GraphDef, params: Any, model_state: Any,
@@ -331,25 +336,39 @@ def init_state(create_model: Callable[[], nnx.Module], tx: optax.GradientTransfo
     else:
         model = initial_model()
     graphdef, params, model_state = _split_model(model)
-    abstract = nnx.eval_shape(create_model)
-    _, abs_params, abs_model_state = _split_model(abstract)
-    if jax.tree.structure(abs_params) != jax.tree.structure(params):
+    _, abstract, shardings = abstract_state(create_model, tx, mesh, rules, seed)
+    if jax.tree.structure(abstract.params) != jax.tree.structure(params):
         raise ValueError("initial_model() has a different parameter structure than create_model()")
+    params = jax.device_put(params, shardings.params)
+    model_state = jax.device_put(model_state, shardings.model_state)
+    state = jax.jit(_state_maker(tx, seed), out_shardings=shardings)(params, model_state)
+    return graphdef, state, shardings
+
+
+def _state_maker(tx: optax.GradientTransformation, seed: int):
+    def make(params, model_state):
+        rng = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                          opt_state=tx.init(params), rng=rng)
+
+    return make
+
+
+def abstract_state(create_model: Callable[[], nnx.Module], tx: optax.GradientTransformation,
+                   mesh: Mesh, rules: partitioning.Rules = partitioning.DEFAULT_RULES,
+                   seed: int = 0) -> Tuple[nnx.GraphDef, TrainState, TrainState]:
+    """``(graphdef, state, shardings)`` of a fresh run without building it: ``state`` holds the
+    ``jax.ShapeDtypeStruct`` of every leaf (``nnx.eval_shape`` of the model, ``jax.eval_shape``
+    of the optimiser's init), ``shardings`` the ``NamedSharding`` :func:`init_state` places it
+    with."""
+    graphdef, abs_params, abs_model_state = _split_model(nnx.eval_shape(create_model))
     p_sh = partitioning.state_shardings(abs_params, mesh, rules)
     m_sh = partitioning.state_shardings(abs_model_state, mesh, rules)
     replicated = NamedSharding(mesh, PartitionSpec())
     shardings = TrainState(step=replicated, params=p_sh, model_state=m_sh,
                            opt_state=partitioning.opt_state_shardings(tx, abs_params, p_sh, mesh),
                            rng=replicated)
-    params = jax.device_put(params, p_sh)
-    model_state = jax.device_put(model_state, m_sh)
-
-    def make(params, model_state):
-        rng = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                          opt_state=tx.init(params), rng=rng)
-
-    state = jax.jit(make, out_shardings=shardings)(params, model_state)
+    state = jax.eval_shape(_state_maker(tx, seed), abs_params, abs_model_state)
     return graphdef, state, shardings
 
 

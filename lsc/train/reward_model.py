@@ -215,6 +215,14 @@ def _rm_evaluator(test: pipeline.TokenizedData, batch_size: int, num_bins: int) 
     )
 
 
+def train_loss(config: ml_collections.ConfigDict) -> loop.LossFn:
+    """The loss of ``config.rm.loss``: :func:`pairwise_loss_fn` (``rm.margin``,
+    ``rm.center_coef``) on pairwise batches or :func:`pointwise_loss_fn`."""
+    if config.rm.loss == "bradley_terry":
+        return pairwise_loss_fn(float(config.rm.margin), float(config.rm.center_coef))
+    return pointwise_loss_fn()
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     """The ``train_rm`` job: trains a reward model; returns the process exit code.
 
@@ -232,13 +240,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     # Without data.tokenizer: the world's own, else the imported checkpoint's (spiece.model).
     tok = common.load_tokenizer(config, tok_default or config.model.get("init_from", ""))
     p_len, r_len = int(config.data.prompt_len), int(config.data.response_len)
+    loss_fn = train_loss(config)
     if loss_kind == "bradley_terry":
         train_data = pipeline.tokenize_pairs(train_pairs, tok, p_len, r_len)
-        loss_fn = pairwise_loss_fn(float(config.rm.margin), float(config.rm.center_coef))
     else:
         train_data = pipeline.tokenize_pointwise(pipeline.pointwise_from_pairs(train_pairs), tok,
                                                  p_len, r_len)
-        loss_fn = pointwise_loss_fn()
     if not test_pairs:
         raise ValueError("no held-out pairs to evaluate the reward model on")
     test_data = pipeline.tokenize_pairs(test_pairs, tok, p_len, r_len)

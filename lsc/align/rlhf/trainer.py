@@ -14,7 +14,7 @@ equal the fused rollout's up to XLA fusion rounding.
 from __future__ import annotations
 
 import time
-from typing import Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,22 @@ from lsc.models import heads
 from lsc.parallel import partitioning
 from lsc.train import loop as train_loop
 from lsc.train import metrics as metrics_lib
+
+
+def _copy(x):
+    """A copy of array ``x``; a ``jax.ShapeDtypeStruct`` (an abstract model) as it is."""
+    return x if isinstance(x, jax.ShapeDtypeStruct) else jnp.copy(x)
+
+
+def _place(tree, shardings):
+    """``tree`` put on the mesh with ``shardings``; abstract leaves (``jax.ShapeDtypeStruct``)
+    become abstract leaves carrying their sharding (an abstract trainer, e.g. ``lsc.plan``)."""
+    leaves = jax.tree.leaves(tree)
+    if not any(isinstance(x, jax.ShapeDtypeStruct) for x in leaves):
+        return jax.device_put(tree, shardings)
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+        if isinstance(x, jax.ShapeDtypeStruct) else jax.device_put(x, s), tree, shardings)
 
 
 class RLTrainer:
@@ -76,10 +92,10 @@ class RLTrainer:
         # Graph definitions (static) and states placed on the mesh.
         pi0_gd, pi0_state = nnx.split(models.pi0)
         self.pi0_graphdef = pi0_gd
-        policy_model = nnx.merge(pi0_gd, jax.tree.map(jnp.copy, pi0_state))
+        policy_model = nnx.merge(pi0_gd, jax.tree.map(_copy, pi0_state))
         self.policy_graphdef, policy_params, policy_rest = nnx.split(policy_model, nnx.Param, ...)
         if ppo:
-            backbone = nnx.merge(pi0_gd, jax.tree.map(jnp.copy, pi0_state))
+            backbone = nnx.merge(pi0_gd, jax.tree.map(_copy, pi0_state))
             value_model = heads.ValueModel(backbone, rngs=nnx.Rngs(self.seed + 7))
             self.value_graphdef, value_params, value_rest = nnx.split(value_model, nnx.Param, ...)
         else:
@@ -98,7 +114,7 @@ class RLTrainer:
             pi0=shard(pi0_state), rms=tuple(shard(s) for s in rm_states),
             predictors=tuple(shard(s) for s in pr_states), policy_rest=shard(policy_rest),
             value_rest=shard(value_rest) if ppo else {}, fixed_tokens=self.replicated)
-        self.frozen = jax.device_put(frozen, self.frozen_shardings)
+        self.frozen = _place(frozen, self.frozen_shardings)
         self.static = Static(
             spec=spec, cfg=cfg, response_len=self.response_len, tx_policy=tx_policy,
             tx_value=tx_value, pi0_graphdef=pi0_gd, policy_graphdef=self.policy_graphdef,
@@ -117,12 +133,13 @@ class RLTrainer:
             rng=self.replicated, ref_table=self.replicated, ref_filled=self.replicated)
         # On the mesh already: a loaded pi0 (lsc.train.checkpoint.load_model) sits on one device,
         # which the initial state's jit with mesh-wide out_shardings does not take.
-        self._initial = jax.device_put((policy_params, value_params), (p_sh, v_sh))
+        self._initial = _place((policy_params, value_params), (p_sh, v_sh))
         self._init_jit = None
         self._rollout_jit = None
         self._phase_jits = None
         self._update_jit = None
         self.batch_shardings = None
+        self.rollout_shapes = None  # the rollout's jax.ShapeDtypeStruct, once built
 
     # ------------------------------------------------------------------------------ state
 
@@ -151,16 +168,24 @@ class RLTrainer:
                                  f"does not fit {self.num_prompts} prompts x {m} properties")
 
         if self._init_jit is None:  # compiled once, whatever the seed (a traced input)
-            def make(policy_params, value_params, table, filled, seed):
-                rng = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 2))
-                return RLState(step=jnp.zeros((), jnp.int32), policy=policy_params,
-                               policy_opt=self.tx_policy.init(policy_params),
-                               value=value_params, value_opt=self.tx_value.init(value_params),
-                               rng=rng, ref_table=table, ref_filled=filled)
-
-            self._init_jit = jax.jit(make, out_shardings=self.state_shardings)
+            self._init_jit = jax.jit(self._make_state, out_shardings=self.state_shardings)
         return self._init_jit(policy_params, value_params, table, filled,
                               np.asarray(seed, np.int32))
+
+    def _make_state(self, policy_params, value_params, table, filled, seed) -> RLState:
+        rng = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 2))
+        return RLState(step=jnp.zeros((), jnp.int32), policy=policy_params,
+                       policy_opt=self.tx_policy.init(policy_params),
+                       value=value_params, value_opt=self.tx_value.init(value_params),
+                       rng=rng, ref_table=table, ref_filled=filled)
+
+    def abstract_state(self) -> RLState:
+        """The ``jax.ShapeDtypeStruct`` of every leaf of :meth:`init_state`'s state."""
+        m = self.spec.num_properties
+        return jax.eval_shape(self._make_state, *self._initial,
+                              jax.ShapeDtypeStruct((self.num_prompts, m), jnp.float32),
+                              jax.ShapeDtypeStruct((self.num_prompts,), jnp.bool_),
+                              jax.ShapeDtypeStruct((), jnp.int32))
 
     # ------------------------------------------------------------------------------ jitting
 
@@ -178,12 +203,13 @@ class RLTrainer:
         self.batch_shardings = train_loop.global_batch_shardings(batch, self.mesh)
         st_sh, fr_sh, b_sh, rep = (self.state_shardings, self.frozen_shardings,
                                    self.batch_shardings, self.replicated)
-        state_abs = jax.eval_shape(self.init_state)
+        state_abs = self.abstract_state()
         batch_abs = train_loop.global_shapes(batch)
         kl_abs = jax.ShapeDtypeStruct((), jnp.float32)
         traces = dict(self.traces)
         _, ro_abs = jax.eval_shape(self.rollout_step, state_abs, self.frozen, batch_abs, kl_abs)
         self.traces = traces  # shape inference is not a compilation
+        self.rollout_shapes = ro_abs
         ro_sh = partitioning.rows_shardings(ro_abs, self.mesh)
         self._rollout_jit = jax.jit(self.rollout_step, in_shardings=(st_sh, fr_sh, b_sh, rep),
                                     out_shardings=(st_sh, ro_sh))
@@ -216,6 +242,17 @@ class RLTrainer:
                                                          None, rep, rep),
                                  out_shardings=ro_sh),
             }
+
+    def lower(self, batch: Mapping[str, np.ndarray]) -> Dict[str, jax.stages.Lowered]:
+        """``{'rollout', 'update'}``: the jitted steps lowered for host batches like ``batch``
+        on abstract inputs (the state's shapes, the rollout's), so nothing runs."""
+        if self._rollout_jit is None:
+            self._build(batch)
+        state = self.abstract_state()
+        kl = jax.ShapeDtypeStruct((), jnp.float32)
+        return {"rollout": self._rollout_jit.lower(state, self.frozen,
+                                                   train_loop.global_shapes(batch), kl),
+                "update": self._update_jit.lower(state, self.frozen, self.rollout_shapes, kl)}
 
     def rollout(self, state: RLState, batch: Mapping[str, np.ndarray], kl_coef: float,
                 timings: Optional[dict] = None) -> Tuple[RLState, Rollout]:
