@@ -51,7 +51,7 @@ import math
 import os
 import re
 import sys
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import ml_collections
 from absl import app, flags
@@ -494,45 +494,55 @@ def report(p: Plan, device: plan_devices.Device, mfu: float, headroom: float
 
 # ----------------------------------------------------------------------------- command line
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file, e.g. configs/rm/t5_base.py:helpful.",
-    lock_config=True)
-_MESH = flags.DEFINE_string("mesh", "", "Mesh, e.g. data:1,fsdp:8,tensor:1 (empty: config.mesh).")
-_NUM_DEVICES = flags.DEFINE_integer(
-    "num_devices", 8, "Devices of a mesh with a -1 axis (else the mesh's product).")
-_DEVICE = flags.DEFINE_enum("device", "h100", list(plan_devices.DEVICES), "The accelerator.")
-_MFU = flags.DEFINE_float("mfu", 0.4, "Model FLOPs utilisation of the step-time estimate.")
-_HEADROOM = flags.DEFINE_float("headroom", 0.9, "The fraction of device memory the peak may use.")
+def _define_flags() -> Dict[str, Any]:
+    """The command line's flags, defined when the module runs as a program (a process that has
+    imported :mod:`lsc.main` keeps its own ``--config``)."""
+    return {
+        "config": config_flags.DEFINE_config_file(
+            "config", None, "Experiment config file, e.g. configs/rm/t5_base.py:helpful.",
+            lock_config=True),
+        "mesh": flags.DEFINE_string("mesh", "",
+                                    "Mesh, e.g. data:1,fsdp:8,tensor:1 (empty: config.mesh)."),
+        "num_devices": flags.DEFINE_integer(
+            "num_devices", 8, "Devices of a mesh with a -1 axis (else the mesh's product)."),
+        "device": flags.DEFINE_enum("device", "h100", list(plan_devices.DEVICES),
+                                    "The accelerator."),
+        "mfu": flags.DEFINE_float("mfu", 0.4, "Model FLOPs utilisation of the step-time estimate."),
+        "headroom": flags.DEFINE_float("headroom", 0.9,
+                                       "The fraction of device memory the peak may use."),
+    }
 
 
-def main(argv) -> int:
+def main(argv, f: Mapping[str, Any]) -> int:
+    """The program: plans ``--config`` and prints the report; returns the exit code."""
     from lsc import config as config_lib
     from lsc import runtime
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    config = _CONFIG.value
+    config = f["config"].value
     runtime.quiet_library_logs()
     try:
-        if _MESH.value:
+        if f["mesh"].value:
             with config.unlocked():
-                config.mesh = ml_collections.ConfigDict(parse_mesh(_MESH.value))
+                config.mesh = ml_collections.ConfigDict(parse_mesh(f["mesh"].value))
         # lsc.main's checks, less those of the data the planner never reads.
         config_lib.validate(config, {k: v for k, v in config_lib.RULES.items()
                                      if k not in UNREAD_FIELDS}, jobs=PLANNED_JOBS)
-        if not 0 < _MFU.value <= 1 or not 0 < _HEADROOM.value <= 1:
+        if not 0 < f["mfu"].value <= 1 or not 0 < f["headroom"].value <= 1:
             raise ValueError("--mfu and --headroom must lie in (0, 1]")
-        devices = use_cpu_devices(device_count(config.get("mesh", None), _NUM_DEVICES.value))
+        devices = use_cpu_devices(device_count(config.get("mesh", None), f["num_devices"].value))
         result = plan(config, devices)
     except (ValueError, OSError, config_lib.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    fits, lines = report(result, plan_devices.DEVICES[_DEVICE.value], _MFU.value,
-                         _HEADROOM.value)
+    fits, lines = report(result, plan_devices.DEVICES[f["device"].value], f["mfu"].value,
+                         f["headroom"].value)
     print("\n".join(lines))
     return 0 if fits else 1
 
 
 if __name__ == "__main__":
+    _FLAGS = _define_flags()
     flags.mark_flags_as_required(["config"])
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv, _FLAGS)))

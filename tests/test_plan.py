@@ -230,3 +230,10 @@ def test_rlhf_plans_rollout_and_update(algorithm):
     assert [s.name for s in p.steps] == ["rollout", "update"]
     assert all(s.flops > 0 and s.peak > 0 for s in p.steps)
     assert p.steps[0].unknown_loops == 1  # the sampler's loop, at its bound
+
+
+def test_importing_the_planner_beside_the_entry_point_defines_no_flag_twice():
+    import lsc.main  # noqa: F401  (defines --config)
+    import importlib
+
+    importlib.reload(plan_lib)  # module-level flags would raise DuplicateFlagError here
