@@ -186,9 +186,16 @@ def export_model(workdir: str, params: Any, model_state: Any) -> str:
     return path
 
 
-def load_model(workdir: str, create_model) -> Any:
+def load_model(workdir: str, create_model, shardings=None) -> Any:
     """The model of a finished run: ``create_model()``'s structure (built abstractly) filled with
-    the parameters exported to ``<workdir>/model`` by :func:`export_model`."""
+    the parameters exported to ``<workdir>/model`` by :func:`export_model`.
+
+    ``shardings``: None restores every array whole on this process's first device; else a
+    function of the abstract target ``{'params': nnx.State, 'model_state': nnx.State}`` returning
+    a matching pytree of ``jax.sharding.Sharding`` (e.g.
+    :func:`lsc.train.run_models.mesh_shardings`: each array's ``NamedSharding`` on a mesh from
+    its logical axes), and orbax reads each array straight into its sharding (in a
+    multi-process run, each process only its own shards)."""
     from flax import nnx
 
     path = os.path.join(os.path.abspath(workdir), MODEL_DIR)
@@ -198,8 +205,14 @@ def load_model(workdir: str, create_model) -> Any:
     abstract = nnx.eval_shape(create_model)
     graphdef, params, model_state = nnx.split(abstract, nnx.Param, ...)
     target = {"params": params, "model_state": model_state}
+    if shardings is None:
+        structs = jax.tree.map(_host_struct, target)
+    else:
+        structs = jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            target, shardings(target))
     with ocp.StandardCheckpointer() as ckptr:
-        restored = ckptr.restore(path, jax.tree.map(_host_struct, target))
+        restored = ckptr.restore(path, structs)
     return nnx.merge(graphdef, restored["params"], restored["model_state"])
 
 

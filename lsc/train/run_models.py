@@ -25,6 +25,7 @@ from the config as given) so that it describes what ran:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence
@@ -37,6 +38,7 @@ from flax import nnx
 from lsc import runtime
 from lsc.models import heads
 from lsc.parallel import distributed
+from lsc.parallel import partitioning
 from lsc.train import checkpoint as checkpoint_lib
 from lsc.train import common
 
@@ -129,13 +131,22 @@ def describe_run_model(role: str, source: str, workdir: str, vocab_size: int, *,
 
 
 def load_run_model(role: str, source: str, workdir: str, vocab_size: int, *,
-                   reward: bool) -> Built:
+                   reward: bool, shardings=None) -> Built:
     """The model exported by run directory ``workdir`` (:func:`lsc.train.checkpoint.load_model`),
-    rebuilt from its ``config.json``; logged once."""
+    rebuilt from its ``config.json``; logged once. ``shardings`` as in ``load_model``: None puts
+    the whole model on one device, :func:`mesh_shardings` reads it onto a job's mesh."""
     create, rec = describe_run_model(role, source, workdir, vocab_size, reward=reward)
-    model = checkpoint_lib.load_model(workdir, create)
+    model = checkpoint_lib.load_model(workdir, create, shardings)
     logging.info("loaded %s", rec.summary())
     return Built(model, create, rec)
+
+
+def mesh_shardings(mesh: jax.sharding.Mesh, rules: partitioning.Rules
+                   ) -> Callable[[Any], Any]:
+    """The ``shardings`` argument of :func:`load_run_model` that reads a model straight onto
+    ``mesh``: each array's ``NamedSharding`` from its logical axes and ``rules``
+    (:func:`lsc.parallel.partitioning.state_shardings`, as a random initialisation gets)."""
+    return functools.partial(partitioning.state_shardings, mesh=mesh, rules=rules)
 
 
 def describe_config_model(role: str, source: str, model_config, vocab_size: int, seed: int, *,

@@ -1,7 +1,8 @@
 """lsc.train.checkpoint.Checkpointer's asynchronous saves, on the 8 simulated CPU devices of
 tests/conftest.py: what a save writes is the state at the call, even when the caller donates the
 arrays to the next step or changes its dicts before the write ends, and the donation still
-happens (a buffer that the write still reads would make JAX skip it and copy instead)."""
+happens (a buffer that the write still reads would make JAX skip it and copy instead). An exported
+model loads straight onto a mesh's shardings."""
 
 import jax
 import jax.numpy as jnp
@@ -104,3 +105,52 @@ def test_checkpoints_keep_orbax_standard_layout_both_ways(tmp_path):
     np.testing.assert_array_equal(np.asarray(plain["replicated"]), w)
     np.testing.assert_array_equal(np.asarray(plain["sharded"]), w * 3.0)
     assert int(plain["step"]) == 7
+
+
+def _tiny_decoder():
+    from flax import nnx
+
+    from lsc.models import decoder as decoder_lib
+
+    cfg = decoder_lib.DecoderConfig.from_mapping(dict(
+        vocab_size=64, d_model=16, num_layers=1, num_heads=2, num_kv_heads=2, head_dim=8,
+        mlp_dim=32))
+    return decoder_lib.DecoderLM(cfg, rngs=nnx.Rngs(3))
+
+
+def test_exported_model_loads_onto_the_mesh_shardings_of_its_logical_axes(tmp_path):
+    from flax import nnx
+
+    from lsc.parallel import mesh as mesh_lib
+    from lsc.parallel import partitioning
+    from lsc.train import run_models
+
+    model = _tiny_decoder()
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    checkpoint_lib.export_model(str(tmp_path), params, rest)
+    expected_values = [np.asarray(x) for x in jax.tree.leaves(nnx.split(model)[1])]
+
+    mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 4, "tensor": 1})
+    rules = partitioning.DEFAULT_RULES
+    loaded = checkpoint_lib.load_model(
+        str(tmp_path), _tiny_decoder,
+        shardings=run_models.mesh_shardings(mesh, rules))
+    one_device = checkpoint_lib.load_model(str(tmp_path), _tiny_decoder)
+    reference = partitioning.state_shardings(nnx.split(nnx.eval_shape(_tiny_decoder))[1], mesh,
+                                             rules)
+
+    arrays = jax.tree.leaves(nnx.split(loaded)[1])
+    references = jax.tree.leaves(reference)
+    singles = jax.tree.leaves(nnx.split(one_device)[1])
+    assert len(arrays) == len(references) == len(singles) == len(expected_values)
+    sharded = 0
+    for x, ref, single, want in zip(arrays, references, singles, expected_values):
+        assert x.sharding == ref, (x.shape, x.sharding, ref)
+        assert len(single.sharding.device_set) == 1
+        if not x.sharding.is_fully_replicated:
+            sharded += 1
+            assert len(x.sharding.device_set) == 8
+            assert all(s.data.size < x.size for s in x.addressable_shards)
+        np.testing.assert_array_equal(np.asarray(x), want)
+        np.testing.assert_array_equal(np.asarray(single), want)
+    assert sharded > 0
