@@ -158,7 +158,8 @@ class JobModels(NamedTuple):
 
 
 def job_models(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,
-               vocab_size: int, *, load: bool = True, abstract: bool = False) -> JobModels:
+               vocab_size: int, *, load: bool = True, abstract: bool = False,
+               shardings=None) -> JobModels:
     """The base policy ``pi0`` (``policy.workdir``, else a random ``policy.model``), one reward
     model per property (``rm_workdir``, else a random ``rm_model`` with seed
     ``seed + RANDOM_RM_SEED_OFFSET + i`` and a non-zero head, so rewards vary) and per property
@@ -168,7 +169,8 @@ def job_models(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,
     ``config.json`` and abstract models, for the records); ``abstract=True`` returns the
     abstract models (``nnx.eval_shape``: shapes and dtypes, no weights read or initialised).
     Errors name the config field and the run directory at fault; ``vocab_size`` is the
-    tokenizer's (0: not checked)."""
+    tokenizer's (0: not checked). ``shardings`` places the loaded models
+    (:func:`lsc.train.run_models.load_run_model`; None: each whole on one device)."""
     records: List[run_models.ModelRecord] = []
 
     def run_dir(role, source, workdir, reward):
@@ -178,7 +180,8 @@ def job_models(config: ml_collections.ConfigDict, spec: utility_lib.UtilitySpec,
             records.append(rec)
             return nnx.eval_shape(create)
         if load:
-            built = run_models.load_run_model(role, source, workdir, vocab_size, reward=reward)
+            built = run_models.load_run_model(role, source, workdir, vocab_size, reward=reward,
+                                              shardings=shardings)
             records.append(built.record)
             return built.model
         records.append(run_models.describe_run_model(role, source, workdir, vocab_size,

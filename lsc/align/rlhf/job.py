@@ -293,12 +293,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
         return 0
     tok, table, _ = common.tokenizer_and_prompts(config, workdir, "train")
     r_len = int(config.data.response_len)
-    loaded = common.job_models(config, spec, tok.vocab_size)
+    mesh, rules = train_common.make_mesh(config)
+    loaded = common.job_models(config, spec, tok.vocab_size,
+                               shardings=run_models.mesh_shardings(mesh, rules))
     _record_models(config, workdir, loaded.records)
     models = Models(pi0=loaded.pi0, reward_models=loaded.reward_models,
                     predictors=loaded.predictors)
     fixed = reference_lib.fixed_response_tokens(spec, tok, r_len)
-    mesh, rules = train_common.make_mesh(config)
     gammas, seeds = kl_coefs(config), rl_seeds(config)
     reference = reference_bank.reference_table(config, spec, models, table.arrays["prompt"],
                                                fixed)

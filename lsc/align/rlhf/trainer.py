@@ -131,8 +131,9 @@ class RLTrainer:
             value=v_sh,
             value_opt=partitioning.opt_state_shardings(tx_value, value_params, v_sh, mesh),
             rng=self.replicated, ref_table=self.replicated, ref_filled=self.replicated)
-        # On the mesh already: a loaded pi0 (lsc.train.checkpoint.load_model) sits on one device,
-        # which the initial state's jit with mesh-wide out_shardings does not take.
+        # On the mesh already: a pi0 loaded without shardings (lsc.train.checkpoint.load_model)
+        # sits on one device, which the initial state's jit with mesh-wide out_shardings does not
+        # take.
         self._initial = _place((policy_params, value_params), (p_sh, v_sh))
         self._init_jit = None
         self._rollout_jit = None
