@@ -259,8 +259,10 @@ def compute(base: Mapping[str, object], texts: Sequence[str], replicates: int,
             ref["rewards"][..., cols], fixed["rewards"][:, 0, cols],
             None if pred is None else pred[:, cols]),
             source_scores(gold_judged, rewards, opp["rewards"][..., cols])))
+    # Judged by gold scores, the proxy-judged AND / OR are the gold-judged ones.
+    and_or = [GOLD_JUDGED.index("and"), GOLD_JUDGED.index("or")]
     scored.append((GOLD, bank["gold"], references(ref["gold"], fixed["gold"][:, 0]),
-                   source_scores(gold_judged, bank["gold"], opp["gold"])))
+                   np.concatenate([gold_judged, gold_judged[..., and_or]], axis=-1)))
     out: Dict[str, np.ndarray] = {
         "strata": prompt_strata(texts), "base": scored[0][3].mean(axis=1),
         "kl_grid": np.asarray(kl_grid, np.float64), "ks": np.asarray(ks, np.int64),
