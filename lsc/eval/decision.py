@@ -256,6 +256,14 @@ def adjust_family(rows: Sequence[Dict[str, object]], delta: float, confidence: f
         row["outcome"] = outcome(adj["ci_low"], adj["ci_high"], delta)
 
 
+def holm_text(row: Mapping[str, object]) -> str:
+    """``+0.0019 [+0.0004, +0.0034] at 99.17% (Holm)``: a :func:`compare` row's estimate with its
+    Holm interval (after :func:`adjust_family`)."""
+    h = row["holm"]
+    return (f"{row['across']['value']:+.4f} [{h['ci_low']:+.4f}, {h['ci_high']:+.4f}] at "
+            f"{100 * h['confidence']:.2f}% (Holm)")
+
+
 def decide_per_replicate(intervals: Sequence[Mapping[str, float]], delta: float
                          ) -> Tuple[str, str]:
     """``(verdict, reason)`` of a comparison under the previous rule (module docstring) from its
@@ -293,15 +301,3 @@ def combine_per_replicate(verdicts: Sequence[str]) -> str:
     if any(v == NO for v in verdicts):
         return NO
     return INCONCLUSIVE
-
-
-def within_delta(intervals: Sequence[Mapping[str, float]], delta: float) -> bool:
-    """True when every interval lies inside ``(-delta, delta)``: whatever the verdict, no
-    replicate shows an effect of practical size (reported beside the verdict)."""
-    return bool(intervals) and all(-delta < float(iv["ci_low"]) and float(iv["ci_high"]) < delta
-                                   for iv in intervals)
-
-
-def half_widths(intervals: Sequence[Mapping[str, float]]) -> List[float]:
-    """``(ci_high - ci_low) / 2`` of each interval."""
-    return [0.5 * (float(iv["ci_high"]) - float(iv["ci_low"])) for iv in intervals]

@@ -300,10 +300,7 @@ def _reason(row: Mapping[str, Any], delta: float) -> str:
     """``<comparison>: <outcome> (estimate [Holm interval], delta)``."""
     if "holm" not in row:
         return f"{row['describe']}: {row['outcome']} ({row.get('reason', '')})"
-    h = row["holm"]
-    return (f"{row['describe']}: {row['outcome']} ({row['across']['value']:+.4f} "
-            f"[{h['ci_low']:+.4f}, {h['ci_high']:+.4f}] at {100 * h['confidence']:.2f}% "
-            f"(Holm), delta {delta:g})")
+    return f"{row['describe']}: {row['outcome']} ({decision.holm_text(row)}, delta {delta:g})"
 
 
 def sanity_checks(arrays: Mapping[str, np.ndarray], *, confidence: float = 0.95,

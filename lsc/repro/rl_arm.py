@@ -165,10 +165,8 @@ def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], strata: np.ndarray,
     for row in out:
         row["verdict"], row["small_effect"] = decision.headline(row["outcome"])
         if "holm" in row:
-            h = row["holm"]
-            row["reason"] = (f"{row['across']['value']:+.4f} [{h['ci_low']:+.4f}, "
-                             f"{h['ci_high']:+.4f}] at {100 * h['confidence']:.2f}% (Holm) over "
-                             f"{len(row['seeds'])} seeds: {row['outcome']}")
+            row["reason"] = (f"{decision.holm_text(row)} over {len(row['seeds'])} seeds: "
+                             f"{row['outcome']}")
             row["previous_rule_verdict"] = row["previous_rule"]["verdict"]
     return out
 

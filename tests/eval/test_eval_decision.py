@@ -263,9 +263,6 @@ def test_combine(verdicts, expected):
     assert decision.combine_per_replicate(verdicts) == expected
 
 
-def test_half_widths():
-    assert decision.half_widths([_iv(-0.1, 0.3), _iv(0.2, 0.2)]) == pytest.approx([0.2, 0.0])
-
 
 # --------------------------------------------------------------------------- the rule's outcomes
 
