@@ -27,19 +27,22 @@ from matplotlib.figure import Figure
 
 from lsc.eval import entries as entries_lib
 
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
 
-def _new_figure(width: float, height: float, ncols: int = 1):
+def new_figure(width: float, height: float, ncols: int = 1):
+    """``(figure, axes)``: an Agg figure of ``width`` x ``height`` inches with ``ncols`` axes in a
+    row (no pyplot state)."""
     fig = Figure(figsize=(width, height), dpi=120)
     FigureCanvasAgg(fig)
     axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
     return fig, axes
 
 
-def _save(fig: Figure, path: str) -> str:
+def save_figure(fig: Figure, path: str) -> str:
+    """Lays ``fig`` out and writes it to ``path`` (creating its directory); returns ``path``."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fig.tight_layout()
@@ -83,7 +86,7 @@ def plot_win_rate_vs_kl(series: Mapping[str, Mapping[str, Sequence[float]]], pat
     """
     if not series:
         raise ValueError("no series to plot")
-    fig, (ax,) = _new_figure(5.6, 4.2)
+    fig, (ax,) = new_figure(5.6, 4.2)
     for j, (label, s) in enumerate(series.items()):
         kl = _arr(s["kl"], f"{label}.kl")
         n = kl.size
@@ -95,10 +98,10 @@ def plot_win_rate_vs_kl(series: Mapping[str, Mapping[str, Sequence[float]]], pat
         yerr = np.stack([np.maximum(v - lo, 0), np.maximum(hi - v, 0)])[:, order]
         ax.errorbar(kl[order], v[order], yerr=yerr,
                     xerr=None if xerr is None else xerr[order],
-                    color=_COLORS[j % len(_COLORS)], marker=_MARKERS[j % len(_MARKERS)],
+                    color=COLORS[j % len(COLORS)], marker=_MARKERS[j % len(_MARKERS)],
                     markersize=5, capsize=3, linewidth=1.6, label=label)
     _finish_kl_axes(ax, metric, title, chance_line, r"KL($\pi \,\|\, \pi_0$) (nats)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_and_or_bars(data: Mapping[str, Mapping[str, Mapping[str, float]]], path: str, *,
@@ -119,7 +122,7 @@ def plot_and_or_bars(data: Mapping[str, Mapping[str, Mapping[str, float]]], path
     if not data:
         raise ValueError("no bars to plot")
     labels = list(data)
-    fig, (ax,) = _new_figure(max(5.0, 1.1 * len(labels) + 2.0), 4.4)
+    fig, (ax,) = new_figure(max(5.0, 1.1 * len(labels) + 2.0), 4.4)
     x = np.arange(len(labels))
     width = 0.8 / len(metrics)
     for j, m in enumerate(metrics):
@@ -132,7 +135,7 @@ def plot_and_or_bars(data: Mapping[str, Mapping[str, Mapping[str, float]]], path
                              f"missing {e}") from None
         pos = x + (j - (len(metrics) - 1) / 2) * width
         ax.bar(pos, v, width, yerr=np.stack([np.maximum(v - lo, 0), np.maximum(hi - v, 0)]),
-               capsize=3, color=_COLORS[j % len(_COLORS)], label=f"{m.upper()} win rate")
+               capsize=3, color=COLORS[j % len(COLORS)], label=f"{m.upper()} win rate")
         for p, val, top in zip(pos, v, np.maximum(hi, v)):
             ax.text(p, top + 0.01, f"{val:.2f}", ha="center", va="bottom", fontsize=7)
     if base is None:
@@ -140,7 +143,7 @@ def plot_and_or_bars(data: Mapping[str, Mapping[str, Mapping[str, float]]], path
     else:
         for j, m in enumerate(metrics):
             if m in base:
-                ax.axhline(float(base[m]["value"]), color=_COLORS[j % len(_COLORS)],
+                ax.axhline(float(base[m]["value"]), color=COLORS[j % len(COLORS)],
                            linestyle=":", linewidth=1.3, label=f"base vs base {m.upper()}")
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
@@ -151,7 +154,7 @@ def plot_and_or_bars(data: Mapping[str, Mapping[str, Mapping[str, float]]], path
         ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(frameon=False, loc="upper center", ncol=2, fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_underfitting(data: Mapping[str, Mapping[Any, Sequence[float]]], path: str, *,
@@ -168,7 +171,7 @@ def plot_underfitting(data: Mapping[str, Mapping[Any, Sequence[float]]], path: s
         raise ValueError("no methods to plot")
     methods = list(data)
     groups = sorted({g for d in data.values() for g in d})
-    fig, (ax,) = _new_figure(max(5.5, 1.4 * len(groups) * max(1, len(methods)) / 2 + 2), 4.2)
+    fig, (ax,) = new_figure(max(5.5, 1.4 * len(groups) * max(1, len(methods)) / 2 + 2), 4.2)
     width = 0.8 / len(methods)
     for j, m in enumerate(methods):
         pos, vals = [], []
@@ -180,7 +183,7 @@ def plot_underfitting(data: Mapping[str, Mapping[Any, Sequence[float]]], path: s
                     vals.append(a)
         if not vals:
             continue
-        color = _COLORS[j % len(_COLORS)]
+        color = COLORS[j % len(COLORS)]
         ax.boxplot(vals, positions=pos, widths=width * 0.85, patch_artist=True,
                    showfliers=False, showmeans=True,
                    boxprops=dict(facecolor=color, alpha=0.35, edgecolor=color),
@@ -200,7 +203,7 @@ def plot_underfitting(data: Mapping[str, Mapping[Any, Sequence[float]]], path: s
         ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reward_hacking(data: Mapping[str, Mapping[str, Sequence[float]]], path: str, *,
@@ -217,12 +220,12 @@ def plot_reward_hacking(data: Mapping[str, Mapping[str, Sequence[float]]], path:
     """
     if not data:
         raise ValueError("no series to plot")
-    fig, (ax_p, ax_g) = _new_figure(9.5, 3.8, ncols=2)
+    fig, (ax_p, ax_g) = new_figure(9.5, 3.8, ncols=2)
     for j, (m, s) in enumerate(data.items()):
         t = _arr(s["step"], f"{m}.step")
         p = _arr(s["proxy"], f"{m}.proxy", t.size)
         g = _arr(s["gold"], f"{m}.gold", t.size)
-        color = _COLORS[j % len(_COLORS)]
+        color = COLORS[j % len(COLORS)]
         ax_p.plot(t, p, color=color, linewidth=1.6, label=m)
         ax_g.plot(t, g, color=color, linewidth=1.6, label=m)
         peak = (peaks or {}).get(m, t[int(np.argmax(g))] if t.size else None)
@@ -242,7 +245,7 @@ def plot_reward_hacking(data: Mapping[str, Mapping[str, Sequence[float]]], path:
     ax_p.legend(frameon=False)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def win_rate_vs_kl_series(entries: Sequence[Mapping[str, Any]], metric: str, *,
@@ -305,9 +308,9 @@ def plot_trajectories(groups: Mapping[str, Sequence[Mapping[str, Sequence[float]
     """
     if not groups:
         raise ValueError("no trajectories to plot")
-    fig, (ax,) = _new_figure(5.8, 4.3)
+    fig, (ax,) = new_figure(5.8, 4.3)
     for j, (label, runs) in enumerate(groups.items()):
-        color = _COLORS[j % len(_COLORS)]
+        color = COLORS[j % len(COLORS)]
         for i, run in enumerate(runs):
             kl = _arr(run["kl"], f"{label}[{i}].kl")
             v = _arr(run["value"], f"{label}[{i}].value", kl.size)
@@ -318,9 +321,9 @@ def plot_trajectories(groups: Mapping[str, Sequence[Mapping[str, Sequence[float]
         kl = _arr(front["kl"], f"{label}.kl")
         v = _arr(front["value"], f"{label}.value", kl.size)
         ok = np.isfinite(kl) & np.isfinite(v)
-        ax.plot(kl[ok], v[ok], color=_COLORS[j % len(_COLORS)], linestyle="--", linewidth=1.8,
+        ax.plot(kl[ok], v[ok], color=COLORS[j % len(COLORS)], linestyle="--", linewidth=1.8,
                 label=label)
     _finish_kl_axes(ax, metric, title, chance_line,
                     r"KL($\pi \,\|\, \pi_0$) (nats, $k_1$ on the evaluation prompts)",
                     legend_size=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -180,7 +180,7 @@ def draw_forest(claims: Sequence[Mapping[str, Any]], delta: float, path: str) ->
     rows = [(c, r) for c in claims for r in c.get("comparisons", []) if r.get("decisive")]
     if not rows:
         raise ValueError("no decisive comparison to draw")
-    fig, (ax,) = plots._new_figure(8.5, 0.45 * len(rows) + 1.4)
+    fig, (ax,) = plots.new_figure(8.5, 0.45 * len(rows) + 1.4)
     ys = np.arange(len(rows))[::-1]
     labels = []
     for y, (claim, row) in zip(ys, rows):
@@ -192,12 +192,12 @@ def draw_forest(claims: Sequence[Mapping[str, Any]], delta: float, path: str) ->
             ax.hlines(y, across["ci_low"], across["ci_high"], color="0.1", linewidth=1.0,
                       zorder=3)
         if holm:
-            ax.hlines(y, holm["ci_low"], holm["ci_high"], color=plots._COLORS[0], linewidth=5.0,
+            ax.hlines(y, holm["ci_low"], holm["ci_high"], color=plots.COLORS[0], linewidth=5.0,
                       alpha=0.6, zorder=2)
         reps = row.get("replicate_values") or []
         ax.plot(reps, [y] * len(reps), "o", color="0.35", markersize=2.5, zorder=4)
         if across:
-            ax.plot([across["value"]], [y], "D", color=plots._COLORS[1], markersize=5, zorder=5)
+            ax.plot([across["value"]], [y], "D", color=plots.COLORS[1], markersize=5, zorder=5)
     ax.axvspan(-delta, delta, color="0.85", alpha=0.5, zorder=0)
     for x, style in ((0.0, "-"), (-delta, "--"), (delta, "--")):
         ax.axvline(x, color="0.4", linestyle=style, linewidth=0.9, zorder=1)
@@ -212,4 +212,4 @@ def draw_forest(claims: Sequence[Mapping[str, Any]], delta: float, path: str) ->
                   "dots: replicates")
     ax.set_title("Exact arm: decisive comparisons")
     ax.grid(axis="x", alpha=0.3)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
