@@ -1,7 +1,8 @@
 """A job as an ordered list of stages, cached in the workdir so a rerun skips finished stages.
 
 The status of every stage is kept in ``<workdir>/stages.json`` (written atomically) once the stage
-has returned, so a run killed inside a stage reruns that stage (whose jobs resume from their own
+has returned (with its wall seconds and the CPU time and minor page faults of this process and
+its finished child processes, :func:`cpu_usage`), so a run killed inside a stage reruns that stage (whose jobs resume from their own
 checkpoints) and skips the ones before it. The job's progress (one bar on a terminal, log lines
 otherwise) is :mod:`lsc.progress`.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import resource
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -33,6 +35,15 @@ class Stage:
     description: str
     run: StageFn
     weight: Optional[float] = None
+
+
+def cpu_usage() -> Dict[str, float]:
+    """``{"user", "system"}`` CPU seconds and ``minor_faults`` so far of this process plus its
+    waited-for children (the stages' spawned job workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"user": own.ru_utime + kids.ru_utime, "system": own.ru_stime + kids.ru_stime,
+            "minor_faults": float(own.ru_minflt + kids.ru_minflt)}
 
 
 def load_status(workdir: str) -> Dict[str, Any]:
@@ -65,10 +76,13 @@ def run_stages(
             job.start(stage.name, stage.description)
             stage_dir = os.path.join(workdir, stage.name)
             os.makedirs(stage_dir, exist_ok=True)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), cpu_usage()
             result = stage.run(config, stage_dir, dict(results))
             seconds = time.perf_counter() - start
-            status[stage.name] = {"status": "done", "seconds": round(seconds, 3), "result": result}
+            used = {k: round(v - cpu[k], 3) for k, v in cpu_usage().items()}
+            status[stage.name] = {"status": "done", "seconds": round(seconds, 3),
+                                  "cpu_user": used["user"], "cpu_system": used["system"],
+                                  "minor_faults": int(used["minor_faults"]), "result": result}
             runtime.write_json_atomic(os.path.join(workdir, STATUS_FILE), status)
             results[stage.name] = result
             completed.append(stage.name)
