@@ -25,6 +25,12 @@ answer under normal replicate effects; the simulation tests in
 shared prompts do, and that a replicate's own interval (the previous rule's) covers far less. The per-replicate bootstrap intervals (:func:`replicated_intervals`) are reported
 beside it.
 
+**The RL arm's interval** (:func:`across_seeds`) takes the RL seed as the unit: each seed gives
+one value (its mean of ``A - B`` over prompts and grid points) and the interval is the paired
+t-interval over the ``S`` seeds with ``S - 1`` degrees of freedom. It treats the evaluation
+prompts, which every seed shares, as fixed: right when the seeds dominate, as they do in a PPO
+run.
+
 **The rule** (:func:`outcome`, fixed before the runs it judges), with the interval ``[l, u]``
 and ``delta`` the smallest effect of practical size:
 
@@ -142,6 +148,35 @@ def across_replicates(diffs, confidence: float = 0.95) -> Dict[str, float]:
     return {"value": grand, "se": se, "df": df, "ci_low": lo, "ci_high": hi,
             "p_value": _p_value(grand, se, df),
             "sd_between": float(row.std(ddof=1)) if r > 1 else 0.0}
+
+
+def across_seeds(values, confidence: float = 0.95) -> Dict[str, float]:
+    """The claim's estimate and its interval with the RL seed as the unit: the paired
+    t-interval over the seeds' values with ``S - 1`` degrees of freedom.
+
+    Args:
+      values: ``float[S]`` per-seed paired differences (each seed's mean of ``A - B`` over
+        prompts and grid points), ``S >= 2``.
+      confidence: the interval's level.
+
+    Returns:
+      The keys of :func:`across_replicates` (floats, so :func:`holm`, :func:`adjust_family` and
+      :func:`outcome` take it unchanged): ``value`` the mean over seeds, ``se`` their SD over
+      ``sqrt(S)``, ``df = S - 1``, ``ci_low``, ``ci_high``, ``p_value`` (two-sided, ``effect =
+      0``), ``sd_between`` (the SD of the seeds' values).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or v.size < 2:
+        raise ValueError(f"values must have shape [S] with S >= 2 seeds, got {v.shape}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("values contain non-finite values")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    value, sd = float(v.mean()), float(v.std(ddof=1))
+    se, df = sd / float(np.sqrt(v.size)), float(v.size - 1)
+    lo, hi = _t_interval(value, se, df, confidence)
+    return {"value": value, "se": se, "df": df, "ci_low": lo, "ci_high": hi,
+            "p_value": _p_value(value, se, df), "sd_between": sd}
 
 
 def _check(diffs) -> np.ndarray:

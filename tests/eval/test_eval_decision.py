@@ -445,3 +445,47 @@ def test_adjust_family_sets_outcomes_from_the_holm_interval():
                                                   rows[1]["holm"]["ci_high"], D)
     assert rows[0]["replicate_values"] == pytest.approx(strong.mean(axis=1))
     assert rows[0]["previous_rule"]["verdict"] == "yes"
+
+
+# --------------------------------------------------------------------------- across seeds
+
+
+def test_across_seeds_is_the_t_interval_over_seeds():
+    from scipy import stats
+    v = np.array([0.012, -0.004, 0.020, 0.007, 0.001])
+    out = decision.across_seeds(v, 0.9)
+    mean, sd = v.mean(), v.std(ddof=1)
+    se = sd / np.sqrt(5)
+    lo, hi = stats.t.interval(0.9, 4, loc=mean, scale=se)
+    assert out["value"] == pytest.approx(mean) and out["se"] == pytest.approx(se)
+    assert out["df"] == 4.0 and out["sd_between"] == pytest.approx(sd)
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((lo, hi))
+    assert out["p_value"] == pytest.approx(stats.ttest_1samp(v, 0.0).pvalue)
+    # Closed form: t_{0.95, 4} = 2.131847 (tables).
+    assert out["ci_high"] - mean == pytest.approx(2.131847 * se, rel=1e-6)
+    assert set(out) == set(decision.across_replicates(v[:, None]))
+    # The family's adjustment and the rule take it unchanged.
+    rows = [{"across": out}, {"across": decision.across_seeds(v + 0.05)}]
+    decision.adjust_family(rows, D)
+    assert rows[1]["outcome"] == decision.REPRODUCES
+    assert rows[0]["holm"]["ci_low"] <= out["ci_low"]
+
+
+@pytest.mark.parametrize("bad,match", [([0.1], "S >= 2"), ([], "S >= 2"),
+                                       ([[0.1, 0.2]], "shape"), ([0.1, np.nan], "non-finite"),
+                                       ([0.1, np.inf], "non-finite")])
+def test_across_seeds_rejects_bad_input(bad, match):
+    with pytest.raises(ValueError, match=match):
+        decision.across_seeds(bad)
+
+
+@pytest.mark.parametrize("s", [10, 20])
+def test_across_seeds_coverage(s):
+    # Seed effects (SD 0.003) plus per-prompt noise averaged within a seed (SD 0.02 over 100
+    # prompts: 0.002 per seed); each seed's value is its mean.
+    rng = np.random.default_rng(s)
+    sims, p, mu = 2000, 100, 0.004
+    values = (mu + rng.normal(0.0, 0.003, (sims, s))
+              + rng.normal(0.0, 0.02, (sims, s, p)).mean(axis=2))
+    covered = [(a := decision.across_seeds(x))["ci_low"] <= mu <= a["ci_high"] for x in values]
+    assert 0.93 <= np.mean(covered) <= 0.97
