@@ -83,8 +83,10 @@ def _parse_args(argv=None):
     return args
 
 
-ARGS = _parse_args()
-bench_util.set_threads(ARGS.threads)
+# The flags are read when run as a script; importers (benchmarks/accelerator.py) pass their own.
+ARGS = _parse_args() if __name__ == "__main__" else None
+if ARGS is not None:
+    bench_util.set_threads(ARGS.threads)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -112,19 +114,26 @@ OPTIM = dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constan
 # ------------------------------------------------------------------------------- weights
 
 
-def build_checkpoints(tmp, shape):
+def llama_checkpoint(path, shape, seed, dtype=None):
+    """Saves a random-weight ``LlamaForCausalLM`` of ``shape`` (vocab, d_model, layers, heads,
+    kv heads, mlp; seed ``seed``, weights in ``dtype``, default float32) to ``path``; returns it."""
     vocab, d, layers, n_heads, kv, mlp = shape
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(
+        vocab_size=vocab, hidden_size=d, num_hidden_layers=layers,
+        num_attention_heads=n_heads, num_key_value_heads=kv, intermediate_size=mlp,
+        pad_token_id=PAD, eos_token_id=EOS, bos_token_id=BOS, tie_word_embeddings=False,
+        initializer_range=0.1, max_position_embeddings=512)
+    model = transformers.LlamaForCausalLM(cfg).to(dtype or torch.float32).eval()
+    model.save_pretrained(path)
+    return model
+
+
+def build_checkpoints(tmp, shape):
     paths = {}
     for name, seed in (("pi0", 0), ("rm", 1)):
-        torch.manual_seed(seed)
-        cfg = transformers.LlamaConfig(
-            vocab_size=vocab, hidden_size=d, num_hidden_layers=layers,
-            num_attention_heads=n_heads, num_key_value_heads=kv, intermediate_size=mlp,
-            pad_token_id=PAD, eos_token_id=EOS, bos_token_id=BOS, tie_word_embeddings=False,
-            initializer_range=0.1, max_position_embeddings=512)
-        path = os.path.join(tmp, name)
-        transformers.LlamaForCausalLM(cfg).save_pretrained(path)
-        paths[name] = path
+        paths[name] = os.path.join(tmp, name)
+        llama_checkpoint(paths[name], shape, seed)
     return paths
 
 
@@ -140,9 +149,11 @@ def prompts_for(batch, length, vocab, seed=0):
 # ------------------------------------------------------------------------------- ours
 
 
-def build_ours(paths, args, mesh, time_phases):
-    pi0, cfg = hf_decoder.load_decoder(paths["pi0"])
-    rm_backbone, _ = hf_decoder.load_decoder(paths["rm"])
+def build_ours(paths, args, mesh, time_phases, dtype="float32"):
+    """Our PPO trainer on the checkpoints ``paths`` (float32 weights computing in ``dtype``);
+    returns ``(trainer, policy config, reward model)``."""
+    pi0, cfg = hf_decoder.load_decoder(paths["pi0"], dtype=dtype)
+    rm_backbone, _ = hf_decoder.load_decoder(paths["rm"], dtype=dtype)
     rm = heads.RewardModel(rm_backbone, rngs=nnx.Rngs(6), head_init=nnx.initializers.normal(0.1))
     spec = utility.UtilitySpec("lsc", ("helpful",),
                                (utility.ReferenceSpec("quantile", QUANTILE, args.ref_k),))
@@ -189,10 +200,10 @@ class TorchScalarModel(torch.nn.Module):
         h = self.hidden(tokens, mask)
         length = tokens.shape[1]
         last = length - 1 - torch.argmax(mask.flip(1), dim=1)
-        return self.head(h[torch.arange(h.shape[0]), last])[:, 0]
+        return self.head(h[torch.arange(h.shape[0], device=h.device), last])[:, 0].float()
 
     def values(self, tokens, mask, p, r):
-        return self.head(self.hidden(tokens, mask)[:, p - 1:p - 1 + r])[..., 0]
+        return self.head(self.hidden(tokens, mask)[:, p - 1:p - 1 + r])[..., 0].float()
 
 
 def _logits(lm, tokens, mask, p, r):
@@ -205,16 +216,24 @@ def _masked_mean(x, m):
 
 
 class TorchPPO:
-    """The same PPO RLHF step in PyTorch + `transformers` (see the module docstring)."""
+    """The same PPO RLHF step in PyTorch + `transformers` (see the module docstring).
 
-    def __init__(self, paths, head_w, head_b, args):
+    Float32 weights on ``device``; ``autocast`` (a torch dtype, e.g. ``torch.bfloat16``) runs the
+    step's computation under ``torch.autocast`` in that dtype (None: float32)."""
+
+    def __init__(self, paths, head_w, head_b, args, device="cpu", autocast=None):
         self.args = args
-        load = transformers.LlamaForCausalLM.from_pretrained
-        self.pi0 = load(paths["pi0"], dtype=torch.float32).eval()
-        self.policy = load(paths["pi0"], dtype=torch.float32).eval()  # no dropout in Llama
-        self.value = TorchScalarModel(load(paths["pi0"], dtype=torch.float32).model).eval()
-        self.rm = TorchScalarModel(load(paths["rm"], dtype=torch.float32).model,
-                                   head_w, head_b).eval()
+        self.device = torch.device(device)
+        self.autocast = autocast
+
+        def load(path):
+            return transformers.LlamaForCausalLM.from_pretrained(
+                path, dtype=torch.float32).to(self.device).eval()  # no dropout in Llama
+
+        self.pi0 = load(paths["pi0"])
+        self.policy = load(paths["pi0"])
+        self.value = TorchScalarModel(load(paths["pi0"]).model).to(self.device).eval()
+        self.rm = TorchScalarModel(load(paths["rm"]).model, head_w, head_b).to(self.device).eval()
         for mod in (self.pi0, self.rm):
             for prm in mod.parameters():
                 prm.requires_grad_(False)
@@ -231,6 +250,17 @@ class TorchPPO:
         self.opt_v = adamw(list(self.value.parameters()))
         self.gen = torch.Generator().manual_seed(0)
 
+    def compute(self):
+        """The context the step computes in: ``torch.autocast`` in ``autocast``, or none."""
+        return torch.autocast(self.device.type, dtype=self.autocast,
+                              enabled=self.autocast is not None)
+
+    def _clock(self):
+        """``time.perf_counter()`` after the device's queued work is done."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     def _generate(self, lm, ids, mask, n):
         r = self.args.response_len
         out = lm.generate(input_ids=ids, attention_mask=mask, do_sample=True,
@@ -242,12 +272,16 @@ class TorchPPO:
         return out
 
     def step(self, prompts: np.ndarray, timings: dict):
+        with self.compute():
+            return self._step(prompts, timings)
+
+    def _step(self, prompts: np.ndarray, timings: dict):
         a = self.args
         b, p = prompts.shape
         r, k = a.response_len, a.k
-        ids = torch.from_numpy(prompts.astype(np.int64))
+        ids = torch.from_numpy(prompts.astype(np.int64)).to(self.device)
         pmask = (ids != PAD).long()
-        t0 = time.perf_counter()
+        t0 = self._clock()
         with torch.no_grad():
             # 1. reference: K pi0 samples per prompt, their reward quantile
             ref = self._generate(self.pi0, ids, pmask, a.ref_k)
@@ -255,10 +289,10 @@ class TorchPPO:
             full = torch.cat([rows, ref], 1)
             ref_scores = self.rm.reward(full, (full != PAD).long()).view(b, a.ref_k)
             r_ref = torch.quantile(ref_scores, QUANTILE, dim=1)
-            t1 = time.perf_counter()
+            t1 = self._clock()
             # 2. sample: k policy samples per prompt
             resp = self._generate(self.policy, ids, pmask, k)
-            t2 = time.perf_counter()
+            t2 = self._clock()
             # 3. score
             prompts_k = ids.repeat_interleave(k, 0)
             full = torch.cat([prompts_k, resp], 1)
@@ -279,17 +313,17 @@ class TorchPPO:
             metrics = {"utility": float(u.mean()), "kl": float(kl.sum(1).mean()),
                        "kl_k3": float(kl3.mean()), "entropy": float(entropy),
                        "response_length": float(mask.sum(1).mean())}
-            t3 = time.perf_counter()
+            t3 = self._clock()
             # 4. update: token rewards, GAE, whitening
             length = mask.sum(1).long()
             tok_r = -KL_COEF * kl
             last = (length - 1).clamp(min=0)
-            tok_r[torch.arange(b * k), last] += u * (length > 0).float()
+            tok_r[torch.arange(b * k, device=self.device), last] += u * (length > 0).float()
             next_v = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], 1)
             next_m = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], 1)
             delta = (tok_r + DISCOUNT * next_v * next_m - values) * mask
             adv = torch.zeros_like(delta)
-            carry = torch.zeros(b * k)
+            carry = torch.zeros(b * k, device=self.device)
             for t in range(r - 1, -1, -1):
                 carry = (delta[:, t] + DISCOUNT * GAE_LAMBDA * carry * next_m[:, t]) * mask[:, t]
                 adv[:, t] = carry
@@ -301,7 +335,7 @@ class TorchPPO:
         mb = n // a.minibatches
         losses = []
         for _ in range(a.epochs):
-            perm = torch.randperm(n, generator=self.gen)
+            perm = torch.randperm(n, generator=self.gen).to(self.device)
             for i in range(a.minibatches):
                 idx = perm[i * mb:(i + 1) * mb]
                 tk, fm, m_ = full[idx], fmask[idx], mask[idx]
@@ -325,7 +359,7 @@ class TorchPPO:
                 torch.nn.utils.clip_grad_norm_(self.value.parameters(), OPTIM["grad_clip_norm"])
                 self.opt_v.step()
                 losses.append((float(pl.detach()), float(vl.detach())))
-        t4 = time.perf_counter()
+        t4 = self._clock()
         metrics["policy_loss"] = float(np.mean([x[0] for x in losses]))
         metrics["value_loss"] = float(np.mean([x[1] for x in losses]))
         timings.update({"time/reference": t1 - t0, "time/sample": t2 - t1, "time/score": t3 - t2,
@@ -347,41 +381,36 @@ def parity_check(trainer, rm, torch_side, prompts, args):
     pol = trainer.policy_model(trainer.init_state())
     full = np.concatenate([prompts, resp], 1)
     ours_lp = np.asarray(jax.nn.log_softmax(pol(jnp.asarray(full))[:, prompts.shape[1] - 1:-1]))
-    with torch.no_grad():
-        tf = torch.from_numpy(full.astype(np.int64))
+    with torch.no_grad(), torch_side.compute():
+        tf = torch.from_numpy(full.astype(np.int64)).to(torch_side.device)
         tm = (tf != PAD).long()
-        th_r = torch_side.rm.reward(tf, tm).numpy()
+        th_r = torch_side.rm.reward(tf, tm).float().cpu().numpy()
         th_lp = torch.log_softmax(_logits(torch_side.policy, tf, tm, prompts.shape[1],
-                                          args.response_len), -1).numpy()
+                                          args.response_len), -1).cpu().numpy()
     m = (resp != PAD)[..., None]
     return float(np.max(np.abs(ours_r - th_r))), float(np.max(np.abs((ours_lp - th_lp) * m)))
 
 
-# ------------------------------------------------------------------------------- main
+def side_by_side(paths, args, mesh, vocab, *, dtype="float32", device="cpu", autocast=None,
+                 fused=False, log=print):
+    """Both sides on the checkpoints ``paths`` (ours computing in ``dtype``; PyTorch on
+    ``device`` under ``autocast``, see :class:`TorchPPO`): the parity check, one warm-up step
+    each (ours compiles), then ``args.steps`` steps alternating (ours, PyTorch[, ours with the
+    fused rollout when ``fused``]).
 
-
-def main():
-    args = ARGS
-    bench_util.torch_threads(args.threads)
-    torch.manual_seed(0)
-    shape = QUICK_MODEL if args.quick else MODEL
-    peak = bench_util.matmul_peak()
-    print(f"{bench_util.software()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"float32 jnp matmul peak (best of 10, 1024^3): {peak / 1e9:.1f} GFLOP/s", flush=True)
-    mesh = mesh_lib.make_mesh({"data": -1})
-    tmp = tempfile.mkdtemp(prefix="lsc_rlhf_sbs_")
-    paths = build_checkpoints(tmp, shape)
-    prompts = prompts_for(args.batch, args.prompt_len, shape[0])
+    Returns ``{'trainer', 'cfg', 'check': (max |reward diff|, max |log-prob diff|),
+    'first_wall': {'ours', 'torch'} seconds of the warm-up steps, 'first': {'ours', 'torch'}
+    their metrics, 'rows': {'ours', 'torch', 'fused'}: per step ``{'time/<phase>', 'cpu/step'}``}``.
+    """
+    prompts = prompts_for(args.batch, args.prompt_len, vocab)
     batch = {"prompt": prompts, "slot": np.arange(args.batch, dtype=np.int32)}
-
-    trainer, cfg, rm = build_ours(paths, args, mesh, time_phases=True)
+    trainer, cfg, rm = build_ours(paths, args, mesh, time_phases=True, dtype=dtype)
     head_w = np.asarray(rm.head.proj.kernel[...])
     head_b = np.asarray(rm.head.proj.bias[...])
-    theirs = TorchPPO(paths, head_w, head_b, args)
+    theirs = TorchPPO(paths, head_w, head_b, args, device=device, autocast=autocast)
     d_r, d_lp = parity_check(trainer, rm, theirs, prompts, args)
-    print(f"check: max |reward ours - PyTorch| {d_r:.2e}, max |log-prob ours - PyTorch| "
-          f"{d_lp:.2e} (same weights, same tokens)", flush=True)
+    log(f"check: max |reward ours - PyTorch| {d_r:.2e}, max |log-prob ours - PyTorch| "
+        f"{d_lp:.2e} (same weights, same tokens)")
 
     holder = {"state": trainer.init_state()}
 
@@ -403,15 +432,14 @@ def main():
         _, h_ours = ours_step(trainer, "state")
     with bench_util.Clock() as c_torch0:
         _, h_torch = torch_step()
-    print(f"warm-up: ours {c_ours0.wall:.1f} s (compiles), PyTorch {c_torch0.wall:.2f} s; "
-          f"first-step utility ours {h_ours['utility']:.4f} / PyTorch {h_torch['utility']:.4f}, "
-          f"response length {h_ours['response_length']:.1f} / {h_torch['response_length']:.1f}",
-          flush=True)
-    fused = None
-    if not args.no_fused:
-        fused, _, _ = build_ours(paths, args, mesh, time_phases=False)
-        holder["fused"] = fused.init_state()
-        ours_step(fused, "fused")
+    log(f"warm-up: ours {c_ours0.wall:.1f} s (compiles), PyTorch {c_torch0.wall:.2f} s; "
+        f"first-step utility ours {h_ours['utility']:.4f} / PyTorch {h_torch['utility']:.4f}, "
+        f"response length {h_ours['response_length']:.1f} / {h_torch['response_length']:.1f}")
+    fused_trainer = None
+    if fused:
+        fused_trainer, _, _ = build_ours(paths, args, mesh, time_phases=False, dtype=dtype)
+        holder["fused"] = fused_trainer.init_state()
+        ours_step(fused_trainer, "fused")
     # A full (generation-2) collection walks every object of jax + torch + transformers (0.25-0.4 s
     # on this machine) and lands in whichever step happens to trigger it; freeze what exists now.
     gc.collect()
@@ -420,12 +448,38 @@ def main():
     for i in range(args.steps):
         rows["ours"].append(ours_step(trainer, "state")[0])
         rows["torch"].append(torch_step()[0])
-        if fused is not None:
-            rows["fused"].append(ours_step(fused, "fused")[0])
-        print(f"step {i}: ours {rows['ours'][-1]['time/step'] * 1e3:.0f} ms, PyTorch "
-              f"{rows['torch'][-1]['time/step'] * 1e3:.0f} ms"
-              + (f", ours fused {rows['fused'][-1]['time/step'] * 1e3:.0f} ms" if fused else ""),
-              flush=True)
+        if fused_trainer is not None:
+            rows["fused"].append(ours_step(fused_trainer, "fused")[0])
+        log(f"step {i}: ours {rows['ours'][-1]['time/step'] * 1e3:.0f} ms, PyTorch "
+            f"{rows['torch'][-1]['time/step'] * 1e3:.0f} ms"
+            + (f", ours fused {rows['fused'][-1]['time/step'] * 1e3:.0f} ms"
+               if fused_trainer else ""))
+    gc.unfreeze()
+    return {"trainer": trainer, "cfg": cfg, "check": (d_r, d_lp),
+            "first_wall": {"ours": c_ours0.wall, "torch": c_torch0.wall},
+            "first": {"ours": h_ours, "torch": h_torch}, "rows": rows}
+
+
+# ------------------------------------------------------------------------------- main
+
+
+def main():
+    args = ARGS
+    bench_util.torch_threads(args.threads)
+    torch.manual_seed(0)
+    shape = QUICK_MODEL if args.quick else MODEL
+    peak = bench_util.matmul_peak()
+    print(f"{bench_util.software()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"float32 jnp matmul peak (best of 10, 1024^3): {peak / 1e9:.1f} GFLOP/s", flush=True)
+    mesh = mesh_lib.make_mesh({"data": -1})
+    tmp = tempfile.mkdtemp(prefix="lsc_rlhf_sbs_")
+    paths = build_checkpoints(tmp, shape)
+    run = side_by_side(paths, args, mesh, shape[0], fused=not args.no_fused,
+                       log=lambda m: print(m, flush=True))
+    trainer, cfg, rows = run["trainer"], run["cfg"], run["rows"]
+    d_r, d_lp = run["check"]
+    c_ours0 = run["first_wall"]["ours"]
 
     def med(side, name):
         return statistics.median(r[name] for r in rows[side]) if rows[side] else float("nan")
@@ -453,7 +507,7 @@ def main():
         lines.append(f"| {ph} | {to * 1e3:.1f} | {tt * 1e3:.1f} | {tt / to:.2f}x | {f / 1e9:.3f} "
                      f"| {f / to / 1e9:.2f} ({100 * f / to / peak:.1f}%) "
                      f"| {f / tt / 1e9:.2f} ({100 * f / tt / peak:.1f}%) |")
-    if fused is not None:
+    if rows["fused"]:
         tf_ = med("fused", "time/step")
         tt = med("torch", "time/step")
         f = flops["step"]
@@ -471,7 +525,7 @@ def main():
     print(setting)
     print(table)
     print(f"full step: PyTorch / ours = {ratio:.2f}x; ours compile + first step "
-          f"{c_ours0.wall:.1f} s; traces {trainer.traces}")
+          f"{c_ours0:.1f} s; traces {trainer.traces}")
     print(cpu_line)
     print(tok_line)
     if args.out:

@@ -34,7 +34,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -91,16 +90,6 @@ T5_SETTINGS = [
     ("t5-small-10M", 4, 4, 32, 32),
 ]
 QUICK = [SETTINGS[0], SETTINGS[3], T5_SETTINGS[1]]
-
-
-def _median_time(fn, repeats):
-    fn()  # compilation / warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def build(name, path):
@@ -263,9 +252,9 @@ def main():
                     pad_token_id=0, eos_token_id=None,
                 )
 
-        ta = _median_time(ours, args.repeats)
-        tb = _median_time(ours_nocache, 1)  # the slow baseline: one timed run
-        tc = _median_time(theirs, args.repeats)
+        _, ta = bench_util.median_time(ours, args.repeats)
+        _, tb = bench_util.median_time(ours_nocache, 1)  # the slow baseline: one timed run
+        _, tc = bench_util.median_time(theirs, args.repeats)
         tokens = batch * k * new
         same = "-"
         if greedy:

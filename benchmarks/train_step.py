@@ -38,7 +38,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -71,7 +70,6 @@ import bench_util  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from lsc.models import heads, hf_t5  # noqa: E402
-from lsc.train import loop, optim  # noqa: E402
 from lsc.train import reward_model as rm  # noqa: E402
 
 OPTIM = dict(name="adamw", learning_rate=1e-4, warmup_steps=0, schedule="constant",
@@ -99,21 +97,6 @@ class EncoderRewardModel(nnx.Module):
         h = self.encoder(self.shared(tokens), mask).astype(jnp.float32)
         m = mask[..., None].astype(jnp.float32)
         return self.head(jnp.sum(h * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0))
-
-
-def make_batch(batch, p, r, vocab, seed=0):
-    rng = np.random.default_rng(seed)
-    prompt = rng.integers(3, vocab, (batch, p)).astype(np.int32)
-    chosen = rng.integers(3, vocab, (batch, r)).astype(np.int32)
-    rejected = rng.integers(3, vocab, (batch, r)).astype(np.int32)
-    for i in range(batch):  # ragged lengths: left-padded prompts, right-padded responses + EOS
-        prompt[i, : rng.integers(0, p // 2)] = 0
-        for resp in (chosen, rejected):
-            n = rng.integers(r // 2, r)
-            resp[i, n] = 1
-            resp[i, n + 1:] = 0
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected,
-            "valid": np.ones((batch,), np.int32)}
 
 
 def torch_model_and_step(path, head_w, head_b, threads):
@@ -162,36 +145,17 @@ def build_checkpoint(path, d_model, layers, n_heads, d_ff, vocab):
     T5ForConditionalGeneration(cfg).save_pretrained(path)
 
 
-def timed_pair(fn_a, fn_b, steps, repeats):
-    """Median seconds per step of ``fn_a`` and ``fn_b``, timed in alternating windows."""
-    ta, tb = [], []
-    for _ in range(repeats):
-        for fn, out in ((fn_a, ta), (fn_b, tb)):
-            t = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            out.append((time.perf_counter() - t) / steps)
-    return float(np.median(ta)), float(np.median(tb))
-
-
 def compiled_step(path, setting, head_w=None):
     """Our train step on the checkpoint at ``path`` (:func:`build_checkpoint`) for ``setting``:
     the model (head kernel ``head_w`` ``float32[d_model, 1]`` when given, else its init), its
     first train state, and the jitted step with the state donated, compiled for the setting's
-    batch (:func:`make_batch`). Returns ``(compiled, state, batch)``."""
+    batch (:func:`bench_util.pair_batch`). Returns ``(compiled, state, batch)``."""
     *_, vocab, batch, p, r = setting
     model = EncoderRewardModel(hf_t5.load_t5(path), rngs=nnx.Rngs(0))
     if head_w is not None:
         model.head.proj.kernel[...] = jnp.asarray(head_w)
-    tx = _tx()
-    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
-    state = loop.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                            model_state=model_state, opt_state=tx.init(params),
-                            rng=jax.random.key_data(jax.random.key(0)))
-    step = loop.make_train_step(graphdef, rm.pairwise_loss_fn(), tx,
-                                optim.make_schedule(OPTIM, 1000))
-    jbatch = {k: jnp.asarray(v) for k, v in make_batch(batch, p, r, vocab).items()}
-    compiled = jax.jit(step, donate_argnums=(0,)).lower(state, jbatch).compile()
+    compiled, state, jbatch, _ = bench_util.compile_train_step(
+        model, rm.pairwise_loss_fn(), OPTIM, bench_util.pair_batch(batch, p, r, vocab))
     return compiled, state, jbatch
 
 
@@ -199,7 +163,7 @@ def run_setting(setting, peak, tmp):
     name, d, layers, n_heads, d_ff, vocab, batch, p, r = setting
     path = os.path.join(tmp, name)
     build_checkpoint(path, d, layers, n_heads, d_ff, vocab)
-    data = make_batch(batch, p, r, vocab)
+    data = bench_util.pair_batch(batch, p, r, vocab)
 
     head_w = np.random.default_rng(1).normal(0, 0.02, (d, 1)).astype(np.float32)
     head_b = np.zeros((1,), np.float32)
@@ -218,7 +182,7 @@ def run_setting(setting, peak, tmp):
     torch_step = torch_model_and_step(path, head_w, head_b, ARGS.threads)
     first_torch = torch_step(data)
     # Interleaved windows (ours, PyTorch, ours, ...) so both see the same machine load.
-    t_ours, t_torch = timed_pair(lambda: jax.block_until_ready(ours()),
+    t_ours, t_torch = bench_util.timed_pair(lambda: jax.block_until_ready(ours()),
                                  lambda: torch_step(data), ARGS.steps, ARGS.repeats)
     return {
         "setting": f"{name} d{d} L{layers} B{batch}x2 len{p + r}",
@@ -228,10 +192,6 @@ def run_setting(setting, peak, tmp):
         "ours_peak": flops / t_ours / peak, "torch_peak": flops / t_torch / peak,
         "loss0": (first_ours, first_torch),
     }
-
-
-def _tx():
-    return optim.make_optimizer(OPTIM, 1000)
 
 
 def main():
