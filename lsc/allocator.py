@@ -14,6 +14,13 @@ reuse those pages (``benchmarks/allocator.py`` measures the three side by side).
 * ``tcmalloc`` or ``mimalloc``: that one, an error when it is not installed;
 * ``system``: glibc's malloc.
 
+Under mimalloc the restarted process gets :data:`MIMALLOC_OPTIONS` (unless the environment sets
+them): no transparent huge pages and no purging of freed memory back to the kernel. mimalloc's
+defaults (huge pages allowed, purge after 1 s) make the kernel clear fresh 2 MiB pages for XLA's
+step temporaries again and again (``clear_page`` under ``do_huge_pmd_anonymous_page`` in a
+``perf`` profile of the reward-model job): twice tcmalloc's system time. With these options the
+process keeps its pages, as tcmalloc does (``benchmarks/allocator.py`` measures both).
+
 The allocator changes where memory comes from, never what is computed. This module imports
 nothing heavy: it must run before JAX is loaded.
 """
@@ -32,6 +39,8 @@ AUTO = ("tcmalloc", "mimalloc")  # auto's order of preference
 MARK = "LSC_ALLOCATOR_REEXEC"  # set in the restarted process: the allocator it runs under
 TCMALLOC_NAMES = ("tcmalloc_minimal", "tcmalloc")
 MIMALLOC_DISTRIBUTION = "cmeel-mimalloc"
+# mimalloc's settings under the entry point (environment variables; a value already set wins).
+MIMALLOC_OPTIONS = {"MIMALLOC_ALLOW_THP": "0", "MIMALLOC_PURGE_DELAY": "-1"}
 _MIMALLOC_FILE = re.compile(r"libmimalloc\.so(\.\d+)?$")  # libmimalloc.so.3, not .so.3.4
 
 
@@ -102,7 +111,8 @@ def with_allocator(env: Mapping[str, str], name: Optional[str] = None) -> Dict[s
 
     ``LD_PRELOAD`` starts with that allocator's library, then ``env``'s own entries other than
     an allocator of :data:`AUTO`; for ``system`` it holds only those. When it already holds the
-    allocator chosen, it is kept as it is. A ``name`` given here is also written to
+    allocator chosen, it is kept as it is; otherwise, under mimalloc, :data:`MIMALLOC_OPTIONS`
+    are added where ``env`` does not set them. A ``name`` given here is also written to
     ``LSC_ALLOCATOR``, so an entry point started with the copy keeps that allocator. Raises
     SystemExit for an unknown name or a named allocator that is not installed.
     """
@@ -113,6 +123,8 @@ def with_allocator(env: Mapping[str, str], name: Optional[str] = None) -> Dict[s
     name = chosen(env)
     if preloaded(env) == name:
         return env
+    if name == "mimalloc":
+        env = {**MIMALLOC_OPTIONS, **env}
     library = None if name == "system" else FINDERS[name]()
     if name != "system" and library is None:
         raise SystemExit(f"error: {ENV}={name}, but {name} is not installed (tcmalloc: apt-get "

@@ -27,7 +27,8 @@ def found(monkeypatch):
 def test_auto_picks_tcmalloc_when_installed_else_mimalloc(found):
     assert allocator.with_allocator({}) == {"LD_PRELOAD": TC}
     found(tcmalloc=False)
-    assert allocator.with_allocator({"HOME": "/h"}) == {"HOME": "/h", "LD_PRELOAD": MI}
+    assert allocator.with_allocator({"HOME": "/h"}) == {"HOME": "/h", "LD_PRELOAD": MI,
+                                                         **allocator.MIMALLOC_OPTIONS}
     found(tcmalloc=False, mimalloc=False)
     assert allocator.with_allocator({"LD_PRELOAD": "/a/libx.so"}) == {"LD_PRELOAD": "/a/libx.so"}
 
@@ -38,7 +39,7 @@ def test_the_environment_variable_or_the_argument_chooses(found):
     assert allocator.with_allocator({"LSC_ALLOCATOR": "system"}) == {"LSC_ALLOCATOR": "system"}
     # the argument wins over the variable and is written to it, for entry points started later
     assert allocator.with_allocator({"LSC_ALLOCATOR": "tcmalloc"}, "mimalloc") == {
-        "LSC_ALLOCATOR": "mimalloc", "LD_PRELOAD": MI}
+        "LSC_ALLOCATOR": "mimalloc", "LD_PRELOAD": MI, **allocator.MIMALLOC_OPTIONS}
     assert allocator.with_allocator({}, "system") == {"LSC_ALLOCATOR": "system"}
 
 
@@ -50,6 +51,14 @@ def test_ld_preload_keeps_the_other_entries_and_drops_other_allocators(found):
     assert allocator.with_allocator(env)["LD_PRELOAD"] == f"{MI} /a/libx.so"
     env["LSC_ALLOCATOR"] = "system"
     assert allocator.with_allocator(env)["LD_PRELOAD"] == "/a/libx.so"
+
+
+def test_mimalloc_keeps_its_pages_unless_the_environment_says_otherwise(found):
+    env = allocator.with_allocator({"LSC_ALLOCATOR": "mimalloc"})
+    assert env["MIMALLOC_ALLOW_THP"] == "0" and env["MIMALLOC_PURGE_DELAY"] == "-1"
+    env = allocator.with_allocator({"LSC_ALLOCATOR": "mimalloc", "MIMALLOC_PURGE_DELAY": "10"})
+    assert env["MIMALLOC_PURGE_DELAY"] == "10" and env["MIMALLOC_ALLOW_THP"] == "0"
+    assert "MIMALLOC_ALLOW_THP" not in allocator.with_allocator({"LSC_ALLOCATOR": "tcmalloc"})
 
 
 def test_an_allocator_already_preloaded_is_kept(found):
