@@ -12,7 +12,8 @@ lsc.main`` runs a job (validate, write ``config.json``, run; several processes j
 ``LSC_*`` environment), each from saved weights: ``train_rm`` from ``model.init_from`` (the
 Hugging Face T5); ``train_predictor`` from that reward model's run and the converted policy;
 ``rlhf`` from the converted policy, the trained reward model and the trained predictor;
-``best_of_k`` from the converted policy and the converted reward model.
+``best_of_k`` from the converted policy and the converted reward model. Each job's workdir also
+gets :data:`PLACEMENTS`: where the models it loaded went (:func:`watch_loads`).
 """
 
 import importlib
@@ -33,6 +34,7 @@ HF_LLAMA = dict(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden
 HF_T5 = dict(vocab_size=256, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=1,
              num_decoder_layers=1, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
              pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, initializer_factor=0.5)
+PLACEMENTS = "placements.json"  # in each job's workdir: watch_loads' report
 TRAIN = dict(num_steps=2, batch_size=8, log_every=1, eval_every=0, save_every=2,
              progress=False)
 
@@ -112,6 +114,34 @@ def run_job(path_arg: str, overrides: dict, workdir: str) -> None:
         raise SystemExit(f"{config.job} in {workdir}: exit code {code}")
 
 
+def watch_loads(report: dict) -> None:
+    """Makes every model a job loads tell where it went (the jobs run as they are):
+    ``report[role]`` for each run directory read by ``run_models.load_run_model`` (``devices``:
+    the device counts its arrays span; ``split``: whether some array is cut into smaller shards),
+    ``report['init_from']`` the array types of each imported T5 (``hf_t5.load_t5``)."""
+    import jax
+    from flax import nnx
+
+    from lsc.models import hf_t5
+    from lsc.train import run_models
+
+    load_run_model, load_t5 = run_models.load_run_model, hf_t5.load_t5
+
+    def placed(role, *args, **kwargs):
+        built = load_run_model(role, *args, **kwargs)
+        arrays = jax.tree.leaves(nnx.state(built.model))
+        report[role] = {"devices": sorted({len(x.sharding.device_set) for x in arrays}),
+                        "split": any(x.addressable_shards[0].data.size < x.size for x in arrays)}
+        return built
+
+    def imported(*args, **kwargs):
+        model = load_t5(*args, **kwargs)
+        report["init_from"] = sorted({type(x).__name__ for x in jax.tree.leaves(nnx.state(model))})
+        return model
+
+    run_models.load_run_model, hf_t5.load_t5 = placed, imported
+
+
 def prepare(root: str) -> None:
     """The saved weights (module docstring)."""
     import torch
@@ -138,8 +168,14 @@ def main(argv) -> None:
     distributed.initialize(None)
     root, layout, mesh_arg = argv[1:4]
     mesh = {k: int(v) for k, v in (item.split("=") for item in mesh_arg.split(","))}
+    report = {}
+    watch_loads(report)
     for name, (path_arg, overrides) in jobs(root, layout, mesh).items():
-        run_job(path_arg, overrides, os.path.join(root, layout, name))
+        report.clear()
+        workdir = os.path.join(root, layout, name)
+        run_job(path_arg, overrides, workdir)
+        if distributed.is_main_process():
+            runtime.write_json_atomic(os.path.join(workdir, PLACEMENTS), report)
 
 
 if __name__ == "__main__":

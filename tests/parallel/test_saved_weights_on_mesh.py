@@ -100,6 +100,25 @@ def _assert_layouts_match(a: str, b: str, assert_params) -> None:
     _close(results_a, results_b, "best_of_k results")
 
 
+# The models each job reads from a run directory (saved_weights_jobs.watch_loads).
+LOADED = {"train_rm": [], "train_predictor": ["policy", "reward_model"],
+          "rlhf": ["policy", "predictor/helpful", "reward_model/helpful"],
+          "best_of_k": ["policy", "reward_model/helpful"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout,devices", [("one", 1), ("eight", 8), ("two", 8)])
+def test_saved_models_are_read_onto_the_mesh_and_imports_stay_on_the_host(root, layout, devices):
+    for job, roles in LOADED.items():
+        report = _json(root, layout, job, saved_weights_jobs.PLACEMENTS)
+        assert report.pop("init_from", ["ndarray"]) == ["ndarray"], job
+        assert sorted(report) == roles, job
+        for role, placed in report.items():
+            # Every array on the whole mesh; on 8 devices some cut into shards.
+            assert placed == {"devices": [devices], "split": devices > 1}, (job, role)
+    assert "init_from" in _json(root, layout, "train_rm", saved_weights_jobs.PLACEMENTS)
+
+
 @pytest.mark.slow
 def test_eight_devices_give_the_one_device_results(root):
     _assert_layouts_match(os.path.join(root, "one"), os.path.join(root, "eight"), _params_close)
