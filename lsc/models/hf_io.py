@@ -169,8 +169,9 @@ def fill_module(create: Callable[[], nnx.Module], pure: Mapping, *,
     """``create()`` built abstractly (``nnx.eval_shape``; no random initialisation is run) and
     filled with ``pure``, a nested dict of numpy arrays or a flat one keyed by path tuples, each
     cast to its parameter's dtype and kept in host memory (numpy arrays: no device holds the
-    model; ``jax.device_put`` places them, e.g. straight onto a mesh's shardings). Raises :class:`CheckpointError` (naming ``source``) for a
-    parameter with no value or a different shape, or a value without a parameter."""
+    model; ``jax.device_put`` places them, e.g. straight onto a mesh's shardings). Raises
+    :class:`CheckpointError` (naming ``source``) for a parameter with no value or a different
+    shape, or a value without a parameter."""
     abstract = nnx.eval_shape(create)
     graphdef, state = nnx.split(abstract)
     flat = bool(pure) and all(isinstance(k, tuple) for k in pure)
