@@ -7,11 +7,14 @@ before them) in one process per device layout, the layouts at the same time: one
 reference), 8 simulated CPU devices in one process, and 2 processes x 4 devices, both on the mesh
 ``data=2, fsdp=2, tensor=2``.
 
+Every model a job reads from a run directory lies on the whole mesh, some arrays cut into shards
+(nothing whole on one device), and the imported T5 is host arrays until it is put on the mesh.
+
 8 devices against one: the same programs partitioned, so float32 sums run in another order;
-parameters after two optimiser steps agree to ``PARAM_ATOL`` (far below the learning rate of
-their warm-up), metrics, rewards and oracle targets to ``RTOL`` / ``ATOL``, sampled tokens and
-best-of-k choices exactly. 2 x 4 against 8: the same partitioned programs with other collectives,
-parameters to float32 rounding (``test_multiprocess``'s tolerances), the rest as against one.
+parameters after two optimiser steps agree to ``PARAM_ATOL`` (float32 rounding; measured 2e-8),
+metrics, rewards and oracle targets to ``RTOL`` / ``ATOL``, sampled tokens and best-of-k choices
+exactly. 2 x 4 against 8: the same partitioned programs with other collectives, parameters to
+``test_multiprocess``'s tolerances, the rest as against one.
 """
 
 import json
@@ -31,7 +34,7 @@ pytest.importorskip("transformers")
 DRIVER = os.path.join(ROOT, "tests", "parallel", "saved_weights_jobs.py")
 MESH = "data=2,fsdp=2,tensor=2"
 TRAINED = ("train_rm", "train_predictor", "rlhf")  # the jobs that export a model
-RTOL, ATOL, PARAM_ATOL = 1e-3, 1e-4, 1e-5
+RTOL, ATOL, PARAM_ATOL = 1e-3, 1e-4, 1e-6
 
 
 @pytest.fixture(scope="module")
