@@ -12,7 +12,8 @@ for every ``k`` of ``best_of_k.ks`` and writes ``<workdir>/best_of_k/k<k>.jsonl`
 prompt: the prompt, the chosen response, its per-property rewards, references, utility and the
 chosen index; on the synthetic world also the gold scores) and ``<workdir>/results.json``
 (per k: mean utility, mean rewards, mean gold scores); ``<workdir>/config.json`` records the models
-that ran (:mod:`lsc.train.run_models`).
+that ran (:mod:`lsc.train.run_models`). The models are read onto the mesh of ``config.mesh``, each
+array straight into its sharding.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from lsc.align import references as reference_lib
 from lsc.align import utility as utility_lib
 from lsc.data import pipeline
 from lsc.models import sampling
+from lsc.train import common as train_common
 from lsc.train import run_models
 
 Array = jax.Array
@@ -128,7 +130,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     r_len = int(config.data.response_len)
     temperature = float(config.get("sampling", {}).get("temperature", 1.0))
 
-    loaded = common.job_models(config, spec, tok.vocab_size)
+    loaded = common.job_models(config, spec, tok.vocab_size,
+                               shardings=run_models.mesh_shardings(
+                                   *train_common.make_mesh(config)))
     run_models.record(workdir, config, loaded.records)
     pi0_gd, pi0_st = nnx.split(loaded.pi0)
     rm_gds, rm_sts = common.split_models(loaded.reward_models)

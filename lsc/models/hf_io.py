@@ -28,7 +28,6 @@ import json
 import os
 from typing import Any, Callable, Dict, List, Mapping, Tuple
 
-import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import nnx
@@ -169,8 +168,10 @@ def fill_module(create: Callable[[], nnx.Module], pure: Mapping, *,
                 source: str = "checkpoint") -> nnx.Module:
     """``create()`` built abstractly (``nnx.eval_shape``; no random initialisation is run) and
     filled with ``pure``, a nested dict of numpy arrays or a flat one keyed by path tuples, each
-    cast to its parameter's dtype. Raises :class:`CheckpointError` (naming ``source``) for a
-    parameter with no value or a different shape, or a value without a parameter."""
+    cast to its parameter's dtype and kept in host memory (numpy arrays: no device holds the
+    model; ``jax.device_put`` places them, e.g. straight onto a mesh's shardings). Raises
+    :class:`CheckpointError` (naming ``source``) for a parameter with no value or a different
+    shape, or a value without a parameter."""
     abstract = nnx.eval_shape(create)
     graphdef, state = nnx.split(abstract)
     flat = bool(pure) and all(isinstance(k, tuple) for k in pure)
@@ -184,7 +185,7 @@ def fill_module(create: Callable[[], nnx.Module], pure: Mapping, *,
         if tuple(given[key].shape) != tuple(var.shape):
             raise CheckpointError(f"{source}: parameter {name} would get shape "
                                   f"{tuple(given[key].shape)}, expected {tuple(var.shape)}")
-        values[key] = jnp.asarray(given[key], dtype=var.dtype)
+        values[key] = np.asarray(given[key], dtype=var.dtype)
     extra = sorted(".".join(map(str, k)) for k in set(given) - set(values))
     if extra:
         raise CheckpointError(f"{source}: converted tensors without a parameter: {extra}")

@@ -327,8 +327,9 @@ def init_state(create_model: Callable[[], nnx.Module], tx: optax.GradientTransfo
     """``(graphdef, state, state_shardings)`` of a fresh run, placed on ``mesh``.
 
     The parameters come from ``create_model()`` initialised directly sharded (jitted, no device
-    holds unsharded weights), or from ``initial_model()`` (e.g. imported weights) placed on the
-    mesh when given. ``rng`` is the key data of ``jax.random.key(seed)`` folded with 1.
+    holds unsharded weights), or from ``initial_model()`` when given, put onto their shardings
+    (imported weights are host arrays, :func:`lsc.models.hf_io.fill_module`, so each device
+    receives its shards only). ``rng`` is the key data of ``jax.random.key(seed)`` folded with 1.
     """
     if initial_model is None:
         graphdef, full = partitioning.sharded_init(create_model, mesh, rules)

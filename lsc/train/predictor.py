@@ -65,16 +65,19 @@ def write_reference_samples(config: ml_collections.ConfigDict, workdir: str, pat
                             ) -> Dict[str, np.ndarray]:
     """Draws the base-policy samples every predictor of ``config`` would draw (the policy of
     ``reference.policy_workdir``; :func:`lsc.align.references.pi0_samples.draw_splits` with
-    ``config.seed``) and writes them to the reference-samples file ``path``, so that the
-    predictors of several reward models share one draw (``reference.samples_path``). ``workdir``
-    receives the world's files. Returns the samples, ``{split: int32[N, k, R]}``."""
+    ``config.seed``; the policy read onto the mesh of ``config.mesh``) and writes them to the
+    reference-samples file ``path``, so that the predictors of several reward models share one
+    draw (``reference.samples_path``). ``workdir`` receives the world's files. Returns the
+    samples, ``{split: int32[N, k, R]}``."""
     ref = config.reference
     if not ref.get("policy_workdir"):
         raise ValueError("config.reference.policy_workdir is empty; give the workdir of a "
                          "finished train_sft run")
     tok, prompts = _prompt_arrays(config, workdir)
     policy = run_models.load_run_model("policy", "reference.policy_workdir", ref.policy_workdir,
-                                       tok.vocab_size, reward=False).model
+                                       tok.vocab_size, reward=False,
+                                       shardings=run_models.mesh_shardings(
+                                           *common.make_mesh(config))).model
     settings = _sampling_settings(config)
     samples = pi0_samples.draw_splits(
         policy, prompts, settings["seed"], num_samples=settings["num_samples"],
@@ -142,8 +145,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     tok, prompts = _prompt_arrays(config, workdir)
     train_x, test_x = prompts["train"], prompts["test"]
 
+    mesh, rules = common.make_mesh(config)
     loaded = run_models.load_run_model("reward_model", "reference.rm_workdir", ref.rm_workdir,
-                                       tok.vocab_size, reward=True)
+                                       tok.vocab_size, reward=True,
+                                       shardings=run_models.mesh_shardings(mesh, rules))
     reward_model = loaded.model
     records = [loaded.record, run_models.describe_run_model(
         "policy", "reference.policy_workdir", ref.policy_workdir, tok.vocab_size, reward=False)[1]]
@@ -171,7 +176,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
     train_data = target_table(train_x, train_y)
     test_data = target_table(test_x, test_y)
     train_cfg = loop.TrainConfig.from_mapping(config.train)
-    mesh, rules = common.make_mesh(config)
     create, _, rec = run_models.describe_config_model("model", "model", config.model,
                                                       tok.vocab_size, int(config.seed), reward=True)
     run_models.record(workdir, config, records + [rec])

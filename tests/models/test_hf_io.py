@@ -313,12 +313,13 @@ def _linear():
                          param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
 
 
-def test_fill_module_casts_to_the_parameter_dtype():
+def test_fill_module_casts_to_the_parameter_dtype_in_host_memory():
     kernel = np.arange(6, dtype=np.float32).reshape(3, 2) / 4
     bias = np.array([0.5, -1.0], np.float32)
     for pure in ({"kernel": kernel, "bias": bias}, {("kernel",): kernel, ("bias",): bias}):
         lin = hf_io.fill_module(_linear, pure, source="ckpt")
         assert lin.kernel[...].dtype == jnp.bfloat16
+        assert type(lin.kernel[...]) is np.ndarray and type(lin.bias[...]) is np.ndarray
         np.testing.assert_array_equal(np.asarray(lin.kernel[...], np.float32), kernel)
         np.testing.assert_array_equal(np.asarray(lin.bias[...], np.float32), bias)
 

@@ -74,12 +74,18 @@ def tail(path: str) -> str:
 
 
 def run_processes(args: list, workdir: str, envs: list, logdir: str) -> None:
-    """Runs ``python -m lsc.main`` once per environment in ``envs`` (concurrently) and waits;
-    on a failure or a timeout kills them all and fails with every process's stderr tail."""
+    """Runs ``python -m lsc.main`` once per environment in ``envs`` (:func:`run_commands`)."""
     cmd = [sys.executable, "-m", "lsc.main", f"--workdir={workdir}", *args]
+    run_commands([(cmd, env) for env in envs], os.path.join(logdir, os.path.basename(workdir)))
+
+
+def run_commands(commands: list, log_prefix: str) -> None:
+    """Runs every ``(cmd, env)`` of ``commands`` concurrently (stderr to
+    ``<log_prefix>.<i>.stderr``) and waits; on a failure or a timeout kills them all and fails
+    with every process's stderr tail."""
     procs, logs = [], []
-    for i, env in enumerate(envs):
-        logs.append(os.path.join(logdir, f"{os.path.basename(workdir)}.{i}.stderr"))
+    for i, (cmd, env) in enumerate(commands):
+        logs.append(f"{log_prefix}.{i}.stderr")
         with open(logs[-1], "w") as err:
             procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                           stderr=err))
@@ -94,9 +100,10 @@ def run_processes(args: list, workdir: str, envs: list, logdir: str) -> None:
             p.wait()
     codes = [p.returncode for p in procs]
     if any(codes):
-        report = "\n".join(f"--- process {i} (exit {c}) stderr tail ---\n{tail(log)}"
-                           for i, (c, log) in enumerate(zip(codes, logs)))
-        pytest.fail(f"{' '.join(cmd)} failed (exit codes {codes}; timeout {TIMEOUT_S}s)\n{report}")
+        report = "\n".join(f"--- process {i}: {' '.join(cmd)} (exit {c}) stderr tail ---\n"
+                           f"{tail(log)}"
+                           for i, ((cmd, _), c, log) in enumerate(zip(commands, codes, logs)))
+        pytest.fail(f"exit codes {codes} (timeout {TIMEOUT_S}s)\n{report}")
 
 
 def run_single(args: list, workdir: str, logdir: str) -> None:
@@ -104,12 +111,17 @@ def run_single(args: list, workdir: str, logdir: str) -> None:
     run_processes(args, workdir, [job_env(8)], logdir)
 
 
-def run_two(args: list, workdir: str, logdir: str) -> None:
-    """Two processes with 4 devices each, one coordinator on a free local port."""
+def two_process_envs() -> list:
+    """The environments of two processes with 4 devices each, one coordinator on a free local
+    port."""
     address = f"127.0.0.1:{free_port()}"
-    envs = [job_env(4, {"LSC_COORDINATOR_ADDRESS": address, "LSC_NUM_PROCESSES": "2",
+    return [job_env(4, {"LSC_COORDINATOR_ADDRESS": address, "LSC_NUM_PROCESSES": "2",
                         "LSC_PROCESS_ID": str(i)}) for i in range(2)]
-    run_processes(args, workdir, envs, logdir)
+
+
+def run_two(args: list, workdir: str, logdir: str) -> None:
+    """Two processes with 4 devices each (:func:`two_process_envs`)."""
+    run_processes(args, workdir, two_process_envs(), logdir)
 
 
 def exported_params(workdir: str) -> dict:
@@ -139,22 +151,23 @@ def assert_params_match(one: str, two: str) -> None:
         np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def assert_metrics_match(a, b, where: str) -> None:
-    """Equal structure (dicts, lists); floats equal to float32 rounding, the rest exactly."""
+def assert_metrics_match(a, b, where: str, rtol: float = 1e-4, atol: float = 1e-6) -> None:
+    """Equal structure (dicts, lists); floats equal to ``rtol`` / ``atol`` (by default float32
+    rounding), the rest exactly."""
     if isinstance(a, dict):
         assert isinstance(b, dict) and sorted(a) == sorted(b), where
         for key in a:
-            assert_metrics_match(a[key], b[key], f"{where}.{key}")
+            assert_metrics_match(a[key], b[key], f"{where}.{key}", rtol, atol)
     elif isinstance(a, list):
         assert isinstance(b, list) and len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b)):
-            assert_metrics_match(x, y, f"{where}[{i}]")
+            assert_metrics_match(x, y, f"{where}[{i}]", rtol, atol)
     elif isinstance(a, float) and where.endswith("_fraction"):
         # The fraction of elements past a threshold (clipping): an element within float32
         # rounding of the threshold may land on either side on 8 devices vs 2 x 4.
         np.testing.assert_allclose(b, a, atol=0.02, err_msg=where)
     elif isinstance(a, float):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=where)
+        np.testing.assert_allclose(b, a, rtol=rtol, atol=atol, err_msg=where)
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
