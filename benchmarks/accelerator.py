@@ -163,6 +163,7 @@ def sampling_case(sz: dict, tmp: str, device: torch.device) -> list:
     hf.generation_config.eos_token_id = None
     model, cfg = hf_decoder.load_decoder(path, dtype=sz["dtype"], param_dtype=sz["dtype"])
     g, s = nnx.split(model)
+    s = jax.device_put(s)  # imported weights are host arrays: one copy on the device
     plen, new = sz["prompt"], sz["new"]
     rows = []
     for batch, k in sz["runs"]:

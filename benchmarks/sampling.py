@@ -216,6 +216,7 @@ def main():
         hf, model, cfg = built[name]
         hf.generation_config.eos_token_id = None
         g, s = nnx.split(model)
+        s = jax.device_put(s)  # imported weights are host arrays
         prompts = prompts_for(batch, plen, cfg.vocab_size)
         jp = jnp.asarray(prompts)
         greedy = k == 1

@@ -456,7 +456,9 @@ def load_decoder(
     param_dtype: str = "float32",
 ) -> Tuple[DecoderLM, DecoderConfig]:
     """Loads causal-LM checkpoint directory ``path`` into a new :class:`DecoderLM`; returns
-    (model, config). Parameters are cast to ``param_dtype``; ``dtype`` is the compute dtype."""
+    (model, config). Parameters are cast to ``param_dtype``; ``dtype`` is the compute dtype.
+    The parameters are host (numpy) arrays (:func:`lsc.models.hf_io.fill_module`): put them where
+    they run, ``jax.device_put(nnx.state(model), shardings)``, before calling the model in a loop."""
     cfg = config_from_hf(hf_io.read_hf_config(path), pad_id=pad_id, dtype=dtype,
                          param_dtype=param_dtype)
     pure = convert_tensors(hf_io.TensorReader(path), cfg, source=path)

@@ -163,6 +163,11 @@ def make_mesh(config: ml_collections.ConfigDict):
     return mesh, rules
 
 
+# The ``model.arch`` fields that apply to an imported checkpoint (``model.init_from``); its own
+# ``config.json`` gives the rest of the architecture.
+INIT_FROM_OVERRIDES = ("compute_dtype", "param_dtype", "dropout_rate", "attention_impl")
+
+
 def backbone_factory(model_config: ml_collections.ConfigDict, vocab_size: int, seed: int,
                      where: str = "config.model"
                      ) -> Tuple[Callable[[], nnx.Module], Optional[Callable[[], nnx.Module]], Any]:
@@ -196,8 +201,7 @@ def backbone_factory(model_config: ml_collections.ConfigDict, vocab_size: int, s
         if init_from:
             from lsc.models import hf_t5
 
-            overrides = {k: arch[k] for k in ("compute_dtype", "param_dtype", "dropout_rate")
-                         if k in arch}
+            overrides = {k: arch[k] for k in INIT_FROM_OVERRIDES if k in arch}
             cfg = hf_t5.load_t5_config(init_from, **overrides)
             load = lambda: hf_t5.load_t5(init_from, **overrides)  # noqa: E731
         else:

@@ -202,6 +202,11 @@ def test_t5_reward_model_from_an_imported_checkpoint(tmp_path):
     config = shrink(load("rm/synthetic_helpful.py", "t5"))
     config.model.init_from = ckpt
     config_lib.validate(config, jobs=tuple(main_lib.JOBS))
+    # The run's precision and attention settings apply to the imported architecture.
+    for impl in ("auto", "xla"):
+        config.model.arch.attention_impl = impl
+        _, _, arch = common.backbone_factory(config.model, 211, 0)
+        assert arch.attention_impl == impl and arch.d_model == 16
     workdir = str(tmp_path / "rm")
     assert main_lib.JOBS["train_rm"](config, workdir) == 0
     summary = json.load(open(os.path.join(workdir, "summary.json")))
