@@ -49,9 +49,10 @@ def _command(job: str, workdir: str, steps: int, variant: str) -> list:
 
 
 def _results(job: str, workdir: str) -> dict:
-    """The run's results: ``summary.json`` (``rm``) or ``results.json`` without its timings."""
+    """The run's results: ``summary.json`` (``rm``) or ``results.json`` without its timings,
+    with the run's own workdir written ``<workdir>`` (results name the files they came from)."""
     with open(os.path.join(workdir, "summary.json" if job == "rm" else "results.json")) as f:
-        out = json.load(f)
+        out = json.loads(f.read().replace(workdir, "<workdir>"))
     return out if job == "rm" else {k: v for k, v in out.items() if k not in _TIMING_KEYS}
 
 
