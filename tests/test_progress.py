@@ -181,6 +181,8 @@ def test_run_stages_in_bar_mode_keeps_its_result_and_status_file(tmp_path, monke
     assert sorted(status) == ["a", "b"]
     assert status["b"]["status"] == "done" and status["b"]["result"] == out["results"]["b"]
     assert isinstance(status["b"]["seconds"], float)
+    for key in ("cpu_user", "cpu_system", "minor_faults"):  # this process's, at least 0
+        assert status["b"][key] >= 0
     assert "job 100%|" in capsys.readouterr().err
     assert progress.inner_bar_kwargs() == {}
 
