@@ -15,11 +15,12 @@ reuse those pages (``benchmarks/allocator.py`` measures the three side by side).
 * ``system``: glibc's malloc.
 
 Under mimalloc the restarted process gets :data:`MIMALLOC_OPTIONS` (unless the environment sets
-them): no transparent huge pages and no purging of freed memory back to the kernel. mimalloc's
-defaults (huge pages allowed, purge after 1 s) make the kernel clear fresh 2 MiB pages for XLA's
-step temporaries again and again (``clear_page`` under ``do_huge_pmd_anonymous_page`` in a
-``perf`` profile of the reward-model job): twice tcmalloc's system time. With these options the
-process keeps its pages, as tcmalloc does (``benchmarks/allocator.py`` measures both).
+them): no purging of freed memory back to the kernel, so XLA's step temporaries keep their pages
+as under tcmalloc instead of being cleared and faulted in again after mimalloc's default 1-second
+delay. Transparent huge pages stay allowed (mimalloc's default): they cost a small training job
+about a second of system time in larger first faults, and save the large-batch sampling and
+scoring of the main job's base-sample stage half of its (``benchmarks/allocator.py`` and
+BENCHMARKS.md, "Allocators").
 
 The allocator changes where memory comes from, never what is computed. This module imports
 nothing heavy: it must run before JAX is loaded.
@@ -40,7 +41,7 @@ MARK = "LSC_ALLOCATOR_REEXEC"  # set in the restarted process: the allocator it 
 TCMALLOC_NAMES = ("tcmalloc_minimal", "tcmalloc")
 MIMALLOC_DISTRIBUTION = "cmeel-mimalloc"
 # mimalloc's settings under the entry point (environment variables; a value already set wins).
-MIMALLOC_OPTIONS = {"MIMALLOC_ALLOW_THP": "0", "MIMALLOC_PURGE_DELAY": "-1"}
+MIMALLOC_OPTIONS = {"MIMALLOC_PURGE_DELAY": "-1"}
 _MIMALLOC_FILE = re.compile(r"libmimalloc\.so(\.\d+)?$")  # libmimalloc.so.3, not .so.3.4
 
 

@@ -55,10 +55,10 @@ def test_ld_preload_keeps_the_other_entries_and_drops_other_allocators(found):
 
 def test_mimalloc_keeps_its_pages_unless_the_environment_says_otherwise(found):
     env = allocator.with_allocator({"LSC_ALLOCATOR": "mimalloc"})
-    assert env["MIMALLOC_ALLOW_THP"] == "0" and env["MIMALLOC_PURGE_DELAY"] == "-1"
+    assert env["MIMALLOC_PURGE_DELAY"] == "-1"
     env = allocator.with_allocator({"LSC_ALLOCATOR": "mimalloc", "MIMALLOC_PURGE_DELAY": "10"})
-    assert env["MIMALLOC_PURGE_DELAY"] == "10" and env["MIMALLOC_ALLOW_THP"] == "0"
-    assert "MIMALLOC_ALLOW_THP" not in allocator.with_allocator({"LSC_ALLOCATOR": "tcmalloc"})
+    assert env["MIMALLOC_PURGE_DELAY"] == "10"
+    assert "MIMALLOC_PURGE_DELAY" not in allocator.with_allocator({"LSC_ALLOCATOR": "tcmalloc"})
 
 
 def test_an_allocator_already_preloaded_is_kept(found):
