@@ -70,4 +70,13 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         run.rl = _rl("grpo", batch)
         runs[f"hh_{name}_grpo"] = run
     config.rlhf.runs = runs
+    # The study's declared training (the main job's seeds): 100 steps (200 in :large, 6 in
+    # :tiny), a snapshot every 25 (40, 3), checkpoints with the snapshots, no early stop.
+    large, tiny = variant == "large", variant == "tiny"
+    rl = config.rl
+    rl.num_steps = 200 if large else 6 if tiny else 100
+    rl.snapshot_every = 40 if large else 3 if tiny else 25
+    rl.snapshot_every_early, rl.snapshot_early_until = 0, 0
+    rl.save_every = rl.snapshot_every
+    rl.stop_kl = 0.0
     return config

@@ -25,10 +25,13 @@ Sections (see ``lsc/repro/`` for how each stage reads them):
   their draws and seeds (replicate ``r<i>`` uses index ``replicate_offset + i``) with the world,
   the base policy and the banks unchanged;
 * ``rl`` -- PPO settings shared by every RLHF run; ``seed``: the RL seeds (each method runs once
-  per seed, separately from the world's ``seed``); ``snapshot_every``: the trajectory's points;
+  per seed, separately from the world's ``seed``); ``snapshot_every_early``,
+  ``snapshot_early_until`` and ``snapshot_every``: the trajectory's points; ``save_every``: the
+  checkpoints; ``stop_kl``: the early stop;
 * ``rlhf`` -- ``runs.<name>.rewards`` and ``runs.<name>.kl_coef``: the utility and gamma of each
   RLHF method (the paper's raw vs LSC for helpfulness, raw sum vs LSC sum for both properties);
-* ``rl_arm`` -- the RL claims' KL grid (:mod:`lsc.repro.rl_arm`);
+* ``rl_arm`` -- the RL claims' KL grid, reading path and largest bracketing gap
+  (:mod:`lsc.repro.rl_arm`);
 * ``evaluate`` -- evaluation prompts, bootstrap, seeds of the judging samples.
 """
 
@@ -134,15 +137,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.exact.rematch_resamples = 10 if tiny else 50  # gamma re-solved in each resample
 
     # RLHF (the RL arm): PPO shared by every run
-    # (configs/rlhf/synthetic.py fields), one run per entry of rlhf.runs and per RL seed. The
-    # seeds (rl.seed) are separate from the world seed; for a given seed every method sees the
-    # same prompt order and sampling keys (common random numbers). One gamma per method, chosen
-    # so that its trajectory reaches the high-KL regime by the last step; a snapshot every
-    # rl.snapshot_every steps is judged on the evaluation prompts against the exact arm's base
-    # opponents.
+    # (configs/rlhf/synthetic.py fields), one run per entry of rlhf.runs and per RL seed.
+    # Declared before any result (lsc.repro.rl_arm): the RL seed is the unit of replication,
+    # 10 seeds (20 in :large, 2 in :tiny), separate from the world seed; for a given seed every
+    # method sees the same prompt order and sampling keys (common random numbers). One gamma
+    # per method, chosen so that its trajectory reaches the high-KL regime by the last step.
     rl = ml_collections.ConfigDict(rlhf_synthetic.get_config("helpful_raw").rl.to_dict())
-    rl.seed = (0, 1, 2, 3, 4) if large else (0, 1) if tiny else (0, 1, 2)
-    rl.num_steps = 200 if large else 6 if tiny else 100
+    rl.seed = tuple(range(20 if large else 2 if tiny else 10))
+    rl.num_steps = 300 if large else 6 if tiny else 200
     # 12 prompts a step in the default variant keeps the RLHF stage within the main job's time
     # budget.
     rl.batch_size = 16 if large else 8 if tiny else 12
@@ -154,8 +156,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     rl.time_phases = False
     rl.gold_eval_prompts = 0  # the evaluate stage judges every run
     rl.progress = False
-    rl.snapshot_every = 40 if large else 3 if tiny else 25  # the trajectory's points
-    rl.save_every = rl.snapshot_every
+    # The trajectory's points, dense early: a snapshot every 5 steps up to step 50, then every
+    # 10 to the end (:tiny: steps 1, 2, 3 and 6), each judged on the evaluation prompts against
+    # the exact arm's base opponents.
+    rl.snapshot_every_early = 1 if tiny else 5
+    rl.snapshot_early_until = 2 if tiny else 50
+    rl.snapshot_every = 3 if tiny else 10
+    rl.save_every = 100  # checkpoints (resume), independent of the snapshots
+    # Early stop: a run ends once the mean training kl_k1 of its last 5 steps exceeds 10 nats
+    # (its final policy is its last trajectory point; summary.json records the step and why).
+    rl.stop_kl = 10.0
     config.rl = rl
 
     config.rlhf = ml_collections.ConfigDict()
@@ -175,12 +185,20 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         run.kl_coef = gammas[variant]
         config.rlhf.runs[variant] = run
 
-    # The RL arm's decision (lsc.repro.rl_arm), fixed before any result: seed-paired differences
-    # at matched KL, averaged over the points of kl_grid that every trajectory of both methods
-    # reaches (interpolated per trajectory at its first crossing); each seed's interval by the
-    # bootstrap over prompts; the exact arm's rule over seeds with exact.delta.
+    # The RL arm's decision (lsc.repro.rl_arm, lsc.repro.claims.RL_RULE), fixed before any
+    # result. Each trajectory is read at the points of kl_grid on the declared path "isotonic"
+    # (the snapshots' KL fitted non-decreasing over training, read on its first segment
+    # containing the point), interpolating only between two snapshots at most max_gap nats
+    # apart; a grid point is used only when bracketed in every trajectory of both methods of a
+    # claim. Per seed, the mean over the used points and the prompts of the paired difference;
+    # the t-interval across seeds, Holm over the RL claims, the exact arm's outcomes with
+    # exact.delta. The paths "first" and "last" are reported beside it, not decided. The
+    # claims and their statistics: lsc.repro.claims.RL_ARM_CLAIMS.
     config.rl_arm = ml_collections.ConfigDict()
-    config.rl_arm.kl_grid = (0.5, 1.0, 1.5, 2.0) if tiny else (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
+    config.rl_arm.kl_grid = ((0.5, 1.0, 1.5, 2.0) if tiny
+                             else (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0))
+    config.rl_arm.path = "isotonic"
+    config.rl_arm.max_gap = 1.0
 
     config.evaluate = ml_collections.ConfigDict()
     config.evaluate.num_prompts = 0  # 0: every evaluation prompt (world.prompts_test)

@@ -23,7 +23,7 @@ RLHF policies (:func:`rlhf_entry`): one sample per prompt with a key independent
 samples; KL(pi || pi0) by the ``k1`` estimator from teacher-forced log-probs (mean and standard
 error over prompts); win rates with bootstrap CIs; proxy and gold means; underfitting (helpful
 gold improvement by base-score quartile); shortcut features; and, from the policies exported
-along training (``rl.snapshot_every``), the proxy-vs-gold curve and its reward-hacking summary.
+along training (``rl.snapshot_every`` and the early schedule), the proxy-vs-gold curve and its reward-hacking summary.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from lsc.align import utility as utility_lib
 from lsc.data import hh_rlhf, pipeline, world
 from lsc.data import tokenizer as tokenizer_lib
 from lsc.eval import diagnostics
+from lsc.eval import hacking as hacking_lib
 from lsc.eval import entries as entries_lib
 from lsc.eval import kl as kl_lib
 from lsc.eval import win_rate as win_rate_lib
@@ -278,8 +279,19 @@ def _policy_samples(ctx: Context, config, workdir: str, log_probs: bool = True,
 
 
 TRAJECTORY_FIELDS = ("step", "kl_k1", "kl_k1_se", "kl_k3", "kl_k3_se", "kl_prompt", "metrics",
-                     "gold", "proxy", "filler_rate", "offtopic_rate", "refusal_rate",
+                     "gold", "proxy", "hacking", "filler_rate", "offtopic_rate", "refusal_rate",
                      "mean_length")
+HACKING_FEATURES = ("offtopic_facts", "repeats", "over_budget", "benign_refusal", "unsafe_tips",
+                    "harmful_facts")
+"""The columns of a trajectory's ``hacking``: per response, whether it has the feature of
+:func:`lsc.eval.hacking.hacking_features` (a count > 0, or a benign refusal)."""
+
+
+def hacking_indicators(prompts: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+    """``float64[P, F]``: 1 where a response has the feature of :data:`HACKING_FEATURES`, else
+    0 (one response per prompt)."""
+    f = hacking_lib.hacking_features(prompts, texts)
+    return np.stack([np.asarray(f[k]) > 0 for k in HACKING_FEATURES], axis=-1).astype(np.float64)
 
 
 def _trajectory_point(ctx: Context, base: Mapping[str, Any], texts: Sequence[str],
@@ -297,6 +309,7 @@ def _trajectory_point(ctx: Context, base: Mapping[str, Any], texts: Sequence[str
         "metrics": exact_arm.metric_scores(gold_scores[:, None, :],
                                            base["opponents"]["gold"])[:, 0],
         "gold": gold_scores, "proxy": proxy[:, :m],
+        "hacking": hacking_indicators(prompts, texts),
         "filler_rate": float(feats["has_filler"].mean()),
         "offtopic_rate": float(offtopic.mean()),
         "refusal_rate": float(feats["refusal"].mean()),
@@ -307,7 +320,8 @@ def trajectory(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[st
                workdir: str) -> Tuple[Dict[str, np.ndarray], Samples, np.ndarray]:
     """An RLHF run judged along training: ``pi0`` (step 0, KL 0: per-prompt values are the means
     over the exact arm's bank of ``N`` base samples, shortcut rates those of the ``base``
-    samples) and every policy exported by ``rl.snapshot_every`` (and the final one), each sampled
+    samples) and every policy exported along training (``rl.snapshot_every`` and the early
+    schedule, :func:`lsc.align.rlhf.snapshots.scheduled`; and the final one), each sampled
     once per evaluation prompt with the same key (common random numbers across snapshots, runs
     and seeds) and scored by replicate 0's reward models.
 
@@ -317,7 +331,8 @@ def trajectory(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[st
     (``k1`` per prompt); ``metrics float64[T, P, C]`` (win rates against the ``M`` base opponents
     per prompt, as the exact arm scores a candidate); ``gold`` and ``proxy float64[T, P, m]``
     (proxy: replicate 0, the reward models the runs optimised; the final samples' ``rewards``
-    have these ``m`` columns only); ``filler_rate``,
+    have these ``m`` columns only); ``hacking float64[T, P, F]`` (:func:`hacking_indicators`,
+    ``F`` = :data:`HACKING_FEATURES`; ``pi0``'s from the ``base`` samples); ``filler_rate``,
     ``offtopic_rate`` (responses with a fact of another topic), ``refusal_rate``,
     ``mean_length float64[T]``.
     """
@@ -328,7 +343,7 @@ def trajectory(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[st
     row0 = _trajectory_point(ctx, base, base_texts, b["gold"][:, 0], b["rewards"][:, 0], zero,
                              zero)
     # pi0's per-prompt values: the means over the bank's N samples (much less noisy than one
-    # sample); its shortcut rates: the base samples'.
+    # sample); its shortcut rates and hacking indicators: the base samples'.
     row0["metrics"] = exact_arm.metric_scores(bank["gold"], base["opponents"]["gold"]).mean(1)
     row0["gold"] = np.asarray(bank["gold"], np.float64).mean(axis=1)
     row0["proxy"] = np.asarray(bank["rewards"][..., :m], np.float64).mean(axis=1)

@@ -141,14 +141,12 @@ def study_stage(config: ml_collections.ConfigDict, stage_dir: str, earlier: Dict
     ``study.md`` and the figures in the workdir."""
     workdir = os.path.dirname(stage_dir)
     trajs = rl_arm.load(earlier["evaluate"]["trajectories"])
-    arrays = exact_arm.load(earlier["exact"]["path"])
     base = evaluation.load_base_samples(earlier["base_samples"]["path"])
     ex = config.exact
     claims = rl_arm.evaluate_rl_claims(
-        trajs, kl_grid=[float(x) for x in config.rl_arm.kl_grid], strata=arrays["strata"],
-        low_quartile=rl_arm.low_quartile(base), delta=float(ex.delta),
-        confidence=float(ex.confidence), num_resamples=int(ex.bootstrap_resamples),
-        seed=int(config.seed), claims=STUDY_CLAIMS)
+        trajs, kl_grid=[float(x) for x in config.rl_arm.kl_grid], path=str(config.rl_arm.path),
+        max_gap=float(config.rl_arm.max_gap), delta=float(ex.delta),
+        confidence=float(ex.confidence), claims=STUDY_CLAIMS)
     undone = undone_verdict(claims)
     exact = grpo_exact.analogue(base, [float(x) for x in config.exact.kl_grid],
                                 include_gold=True)

@@ -67,18 +67,21 @@ def exact_results(config: ml_collections.ConfigDict, arrays: Mapping[str, np.nda
     return out
 
 
-def rl_results(config: ml_collections.ConfigDict, earlier: Mapping[str, Any], trajs,
-               arrays: Mapping[str, np.ndarray]) -> Dict[str, Any]:
+def rl_results(config: ml_collections.ConfigDict, trajs, arrays: Mapping[str, np.ndarray]
+               ) -> Dict[str, Any]:
     """The RL arm's part of ``results.json``: the decided claims, PPO against the exact optima,
     the final shortcut rates and the settings."""
-    base = evaluation.load_base_samples(earlier["base_samples"]["path"])
+    ra = config.rl_arm
     claims = rl_arm.evaluate_rl_claims(
-        trajs, kl_grid=[float(x) for x in config.rl_arm.kl_grid], strata=arrays["strata"],
-        low_quartile=rl_arm.low_quartile(base), delta=float(config.exact.delta),
-        **_bootstrap(config))
-    return {"claims": claims, "ppo_vs_exact": rl_arm.ppo_vs_exact(trajs, arrays),
+        trajs, kl_grid=[float(x) for x in ra.kl_grid], path=str(ra.path),
+        max_gap=float(ra.max_gap), delta=float(config.exact.delta),
+        confidence=float(config.exact.confidence))
+    return {"claims": claims,
+            "ppo_vs_exact": rl_arm.ppo_vs_exact(trajs, arrays, path=str(ra.path),
+                                                max_gap=float(ra.max_gap)),
             "shortcuts": rl_arm.final_shortcuts(trajs),
-            "kl_grid": [float(x) for x in config.rl_arm.kl_grid],
+            "kl_grid": [float(x) for x in ra.kl_grid], "path": str(ra.path),
+            "max_gap": float(ra.max_gap),
             "seeds": {m: sorted(int(s) for s in runs) for m, runs in trajs.items()},
             "kl_coef": {m: float(config.rlhf.runs[m].get("kl_coef", float("nan")))
                         for m in trajs if m in config.rlhf.runs}}
@@ -118,7 +121,7 @@ def decide_results(config: ml_collections.ConfigDict, earlier: Mapping[str, Any]
                "exact": exact_results(config, arrays),
                "entries": entries}
     if trajs is not None:
-        results["rl"] = rl_results(config, earlier, trajs, arrays)
+        results["rl"] = rl_results(config, trajs, arrays)
     return results
 
 

@@ -1,31 +1,50 @@
 """The RL arm: PPO trajectories compared at matched KL, paired by RL seed, deciding the claims of
 :data:`lsc.repro.claims.RL_ARM_CLAIMS` (:func:`evaluate_rl_claims`).
 
-Declared before the runs they judge (``configs/repro/synthetic_hh.py``, section ``rl_arm``):
+Declared before the runs they judge (``configs/repro/synthetic_hh.py``, sections ``rl`` and
+``rl_arm``; the rule in words: :data:`lsc.repro.claims.RL_RULE`):
 
-* Each method (``rlhf.runs``) runs once per RL seed (``rl.seed``; common random numbers: for a
-  seed, every method sees the same prompt order and sampling keys). Its snapshots (every
-  ``rl.snapshot_every`` steps, and ``pi0`` at step 0) are judged on the evaluation prompts against
-  the exact arm's ``M`` base opponents (:func:`lsc.repro.evaluation.trajectory`).
-* **Primary statistic** of a comparison ``A`` vs ``B``: per seed and prompt, ``A - B`` at
-  matched KL, read on each trajectory at the points of ``rl_arm.kl_grid`` by linear
-  interpolation at the first crossing, averaged over the grid points that every trajectory of
-  both methods reaches (:func:`lsc.eval.trajectory.paired_differences`); the mean over prompts.
-* **Interval and rule** (:data:`lsc.repro.claims.RL_RULE`): the exact arm's
-  (:mod:`lsc.eval.decision`) with the RL seeds as the replicates: the interval across seeds,
-  Holm-adjusted over the RL claims, and its outcome against ``exact.delta``; each seed's
-  percentile bootstrap over prompts (stratified by topic x detail) and the previous rule's
-  verdict are reported beside it.
+* **Seeds.** Each method (``rlhf.runs``) runs once per RL seed (``rl.seed``: 10 seeds, 20 in
+  ``:large``, 2 in ``:tiny``); common random numbers: for a seed, every method sees the same
+  prompt order and sampling keys. The RL seed is the unit of replication.
+* **Snapshots.** Dense early: every ``rl.snapshot_every_early = 5`` steps up to step
+  ``rl.snapshot_early_until = 50``, then every ``rl.snapshot_every = 10`` to the end
+  (``rl.num_steps = 200``, 300 in ``:large``); ``pi0`` is step 0. A run stops early once the
+  mean training ``kl_k1`` of its last 5 steps exceeds ``rl.stop_kl = 10`` nats (its final
+  policy is its last point). Each snapshot is judged on the evaluation prompts against the exact
+  arm's ``M`` base opponents (:func:`lsc.repro.evaluation.trajectory`).
+* **Matched-KL reading.** Each trajectory is read at the points of ``rl_arm.kl_grid = (0.5, 1,
+  1.5, 2, 3, 4, 5, 6, 7, 8)`` on the declared path ``rl_arm.path = "isotonic"`` (the snapshots'
+  mean ``k1`` KL fitted non-decreasing over training, read on its first segment containing the
+  point), by linear interpolation between two snapshots at most ``rl_arm.max_gap = 1.0`` nats
+  apart (:func:`lsc.eval.trajectory.read_at_kl`); a grid point is used only when bracketed in
+  every trajectory of both methods of the claim (:func:`lsc.eval.trajectory.paired_readings`).
+  Beside it, not decided: the same statistic under the paths ``"first"`` and ``"last"``.
+* **Statistic.** Per seed, the mean over the used grid points and the prompts of the paired
+  per-prompt difference (:func:`per_prompt_values` gives the values read):
 
-Kinds of comparison: ``matched`` (a win-rate metric), ``underfitting`` (the helpfulness win rate
-on the prompts of the lowest quartile of base-policy gold helpfulness, :func:`low_quartile`),
-``hacking`` (the drop of the helpfulness win rate after its peak along KL, ``B``'s drop minus
-``A``'s, measured at the largest grid point every trajectory reaches: positive when ``A`` loses
-less; the peak is read on the grid per trajectory).
+  - ``matched``: ``A - B`` of a gold-judged win-rate metric (``rl_underfitting``:
+    ``helpful_not_below``, the exact arm's ``lower_tail`` measure, on all prompts);
+  - ``hacking_rate``: ``B - A`` (raw minus LSC: positive when LSC hacks less) of the indicator
+    that the response has a gold-costly feature the proxy rewards
+    (:data:`lsc.repro.claims.HACKING_SETS`: off-topic facts, repeated words, words past the
+    length budget, a benign refusal; for the sums also unsafe tips and harmful facts);
+  - ``proxy_gold_gap``: ``B - A`` of the proxy's gain from ``pi0`` minus gold's gain, each in
+    units of ``pi0``'s SD across prompts of that property's score (``pi0``'s per-prompt values
+    are the means over the exact arm's bank; SD with ``ddof = 1``), the mean over the claim's
+    properties (:data:`lsc.repro.claims.GAP_PROPERTIES`); positive when the proxy overstates
+    gold's gain less under LSC.
+
+  The filler rate is descriptive (:func:`final_shortcuts`), not a claim.
+* **Interval and rule.** The t-interval across seeds (:func:`lsc.eval.decision.across_seeds`,
+  ``S - 1`` degrees of freedom), Holm-adjusted over the RL claims
+  (:func:`lsc.eval.decision.adjust_family`), and its outcome against ``exact.delta``
+  (:func:`lsc.eval.decision.outcome`). The per-seed values are kept (``seed_values``). The
+  previous rule (per-seed bootstrap over prompts) does not apply and is not computed.
 
 Not decided, reported: PPO against the exact optimum of the same utility
 (:func:`ppo_vs_exact`): the exact arm's value at each point of ``exact.kl_grid`` minus the
-trajectory's value there, per seed.
+trajectory's value there (read as above), per seed.
 """
 
 from __future__ import annotations
@@ -37,12 +56,16 @@ import numpy as np
 from lsc.eval import decision
 from lsc.eval import trajectory as traj_lib
 from lsc.repro import evaluation, exact_arm
-from lsc.repro.claims import MATCHED, RL_ARM_CLAIMS, RL_RULE, UNDERFITTING, RLClaim
+from lsc.repro.claims import (GAP_PROPERTIES, HACKING_RATE, HACKING_SETS, MATCHED,
+                              PROXY_GOLD_GAP, RL_ARM_CLAIMS, RL_RULE, RLClaim)
 from lsc.repro.subconfigs import PROPERTIES
 
 # Each RLHF method's utility in the exact arm (PPO against the exact optimum).
 EXACT_UTILITY = {"helpful_raw": "raw", "helpful_lsc": "lsc_p85", "hh_raw_sum": "raw_sum",
                  "hh_lsc_sum": "lsc_sum"}
+PRIMARY_PATH = "isotonic"
+"""The declared path (``rl_arm.path``) of :func:`lsc.eval.trajectory.read_at_kl`."""
+PREVIOUS_RULE_NOTE = "does not apply (the per-seed bootstrap over prompts is not computed)"
 
 
 def load(path: str) -> Dict[str, Dict[int, Dict[str, np.ndarray]]]:
@@ -58,18 +81,45 @@ def load(path: str) -> Dict[str, Dict[int, Dict[str, np.ndarray]]]:
     return out
 
 
-def low_quartile(base: Mapping[str, Any]) -> np.ndarray:
-    """``bool[P]``: the evaluation prompts in the lowest quartile of the base policy's gold
-    helpfulness (mean over the reference samples, independent of the judging samples); the
-    prompts of the ``underfitting`` comparisons. ``base``:
-    :func:`lsc.repro.evaluation.load_base_samples` output."""
-    h = PROPERTIES.index("helpful")
-    strata = np.asarray(base["reference"]["gold"])[:, :, h].mean(axis=1)
-    return strata <= np.quantile(strata, 0.25)
-
-
 def _column(metric: str) -> int:
     return exact_arm.GOLD_JUDGED.index(metric)
+
+
+def _standardised_gain(x: np.ndarray, what: str) -> np.ndarray:
+    """``(x[t, p] - x[0, p]) / SD_p(x[0])`` of ``x[T, P]`` (step 0 is ``pi0``)."""
+    sd = float(np.std(x[0], ddof=1)) if x.shape[1] > 1 else 0.0
+    if not sd > 0.0:
+        raise ValueError(f"pi0's {what} has no spread across prompts (SD {sd}); the gap is "
+                         "measured in that SD")
+    return (x - x[0]) / sd
+
+
+def per_prompt_values(run: Mapping[str, np.ndarray], claim: RLClaim) -> np.ndarray:
+    """``float64[T, P]``: the values of one trajectory that ``claim`` reads at matched KL, in
+    the orientation its statistic subtracts (``matched``: ``A - B`` of these; the other kinds:
+    ``B - A``):
+
+    * ``matched``: the per-prompt win rate ``metrics[..., metric]``;
+    * ``hacking_rate``: 1 where the response has any feature of ``HACKING_SETS[metric]``;
+    * ``proxy_gold_gap``: the mean over ``GAP_PROPERTIES[metric]`` of the proxy's gain from
+      ``pi0`` minus gold's, each in ``pi0``'s SD across prompts.
+    """
+    if claim.kind == MATCHED:
+        return np.asarray(run["metrics"], np.float64)[..., _column(claim.metric)]
+    if claim.kind == HACKING_RATE:
+        cols = [evaluation.HACKING_FEATURES.index(f) for f in HACKING_SETS[claim.metric]]
+        return (np.asarray(run["hacking"])[..., cols] > 0).any(axis=-1).astype(np.float64)
+    if claim.kind == PROXY_GOLD_GAP:
+        gaps = []
+        for prop in GAP_PROPERTIES[claim.metric]:
+            j = PROPERTIES.index(prop)
+            proxy = _standardised_gain(np.asarray(run["proxy"], np.float64)[..., j],
+                                       f"proxy {prop}")
+            gold = _standardised_gain(np.asarray(run["gold"], np.float64)[..., j],
+                                      f"gold {prop}")
+            gaps.append(proxy - gold)
+        return np.mean(gaps, axis=0)
+    raise ValueError(f"unknown RL claim kind {claim.kind!r}")
 
 
 def _pair(trajs, claim: RLClaim) -> Optional[Tuple[List[int], list, list]]:
@@ -84,82 +134,103 @@ def _pair(trajs, claim: RLClaim) -> Optional[Tuple[List[int], list, list]]:
     return seeds, [a[s] for s in seeds], [b[s] for s in seeds]
 
 
-def _statistic(claim: RLClaim, runs_a, runs_b, grid: Sequence[float], low_quartile: np.ndarray
-               ) -> Dict[str, Any]:
-    """``{"diffs": [S, P'], "prompts": bool[P] (the prompts used), ...}`` of one claim."""
-    c = _column(claim.metric)
-    kl_a = [r["kl_k1"] for r in runs_a]
-    kl_b = [r["kl_k1"] for r in runs_b]
-    va = [r["metrics"][..., c] for r in runs_a]
-    vb = [r["metrics"][..., c] for r in runs_b]
-    p = va[0].shape[1]
-    if claim.kind in (MATCHED, UNDERFITTING):
-        out = traj_lib.paired_differences(kl_a, va, kl_b, vb, grid)
-        prompts = low_quartile if claim.kind == UNDERFITTING else np.ones(p, bool)
-        return {"diffs": out["diffs"][:, prompts] if out["diffs"].shape[1] else out["diffs"],
-                "prompts": prompts, "used": out["used"], "curves_a": out["curves_a"],
-                "curves_b": out["curves_b"]}
-    used = traj_lib.reached(kl_a + kl_b, grid)
-    if not used.any():
-        return {"diffs": np.zeros((len(runs_a), 0)), "prompts": np.ones(p, bool), "used": used}
-    end = float(np.asarray(grid)[used].max())
-    drops_a = [traj_lib.gold_drop(k, v, grid, end) for k, v in zip(kl_a, va)]
-    drops_b = [traj_lib.gold_drop(k, v, grid, end) for k, v in zip(kl_b, vb)]
-    diffs = np.stack([db["per_prompt"] - da["per_prompt"] for da, db in zip(drops_a, drops_b)])
-    strip = lambda d: {k: v for k, v in d.items() if k != "per_prompt"}  # noqa: E731
-    return {"diffs": diffs, "prompts": np.ones(p, bool), "used": used, "end_kl": end,
-            "drops_a": [strip(d) for d in drops_a], "drops_b": [strip(d) for d in drops_b]}
-
-
 def _clean(x) -> list:
     return [None if not np.isfinite(v) else float(v) for v in np.asarray(x, np.float64).ravel()]
 
 
-def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], strata: np.ndarray,
-                       low_quartile: np.ndarray, delta: float, confidence: float = 0.95,
-                       num_resamples: int = 2000, seed: int = 0,
+def read_claim(claim: RLClaim, runs_a, runs_b, grid: Sequence[float], *, path: str,
+               max_gap: float) -> Dict[str, Any]:
+    """One claim's readings on one path: ``{"seed_values": float64[S]`` (the statistic per seed,
+    empty when no grid point is used), ``"used": bool[G]``, ``"curves_a", "curves_b":
+    float64[S, G]`` (each method's prompt means of :func:`per_prompt_values`, NaN where not
+    bracketed)``}``."""
+    va = [per_prompt_values(r, claim) for r in runs_a]
+    vb = [per_prompt_values(r, claim) for r in runs_b]
+    ka = [r["kl_k1"] for r in runs_a]
+    kb = [r["kl_k1"] for r in runs_b]
+    if claim.kind == MATCHED:
+        out = traj_lib.paired_readings(ka, va, kb, vb, grid, path=path, max_gap=max_gap)
+        curves_a, curves_b = out["curves_a"], out["curves_b"]
+    else:  # B - A
+        out = traj_lib.paired_readings(kb, vb, ka, va, grid, path=path, max_gap=max_gap)
+        curves_a, curves_b = out["curves_b"], out["curves_a"]
+    values = out["diffs"].mean(axis=1) if out["diffs"].shape[1] else np.zeros(0)
+    return {"seed_values": values, "used": out["used"], "curves_a": curves_a,
+            "curves_b": curves_b}
+
+
+def _grid_used(grid: Sequence[float], used: np.ndarray) -> List[float]:
+    return [g for g, u in zip(grid, used) if u]
+
+
+def _undecided(read: Mapping[str, Any], grid: Sequence[float], confidence: float
+               ) -> Dict[str, Any]:
+    """A path's statistic reported beside the decision: value and interval across seeds."""
+    out: Dict[str, Any] = {"grid_used": _grid_used(grid, read["used"]),
+                           "seed_values": [float(v) for v in read["seed_values"]]}
+    if len(read["seed_values"]) >= 2:
+        across = decision.across_seeds(read["seed_values"], confidence)
+        out.update(value=across["value"], ci_low=across["ci_low"], ci_high=across["ci_high"])
+    return out
+
+
+def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], path: str = PRIMARY_PATH,
+                       max_gap: float, delta: float, confidence: float = 0.95,
                        claims: Sequence[RLClaim] = RL_ARM_CLAIMS) -> List[Dict[str, Any]]:
-    """Every RL claim with per-seed intervals, the interval across seeds (unadjusted and
-    Holm-adjusted over ``claims``), its outcome and headline verdict (plain dicts, as written to
+    """Every RL claim decided by the declared rule (module docstring; plain dicts, as written to
     ``results.json``).
 
     Args:
       trajs: :func:`load` output.
-      kl_grid: ``rl_arm.kl_grid``.
-      strata: ``int[P]`` prompt classes of the evaluation prompts (bootstrap strata).
-      low_quartile: ``bool[P]`` the prompts of the lowest quartile of base gold helpfulness.
-      delta, confidence, num_resamples, seed: the decision rule's and bootstrap's settings.
+      kl_grid: ``rl_arm.kl_grid``; path: ``rl_arm.path`` (of
+        :data:`lsc.eval.trajectory.PATHS`); max_gap: ``rl_arm.max_gap`` (nats).
+      delta, confidence: the decision rule's ``exact.delta`` and level.
+
+    Returns:
+      Per claim: ``key, source, text, a, b, kind, metric, rule, delta, kl_grid, path, max_gap,
+      seeds, grid_used, seed_values [S], curves_a, curves_b [S][G]`` and, when decided,
+      ``across`` (:func:`lsc.eval.decision.across_seeds`), ``outcome_unadjusted``, ``holm``
+      (over ``claims``); always ``outcome, verdict, small_effect, reason``,
+      ``previous_rule_verdict`` (:data:`PREVIOUS_RULE_NOTE`) and ``other_paths: {path:
+      {"grid_used", "seed_values", "value", "ci_low", "ci_high"}}`` (the two other paths, not
+      decided; no value with fewer than 2 seeds).
     """
+    if path not in traj_lib.PATHS:
+        raise ValueError(f"rl_arm.path must be one of {traj_lib.PATHS}, got {path!r}")
     grid = [float(x) for x in kl_grid]
     out = []
     for claim in claims:
         row: Dict[str, Any] = {"key": claim.key, "source": claim.source, "text": claim.text,
                                "a": claim.a, "b": claim.b, "kind": claim.kind,
                                "metric": claim.metric, "rule": RL_RULE, "delta": float(delta),
-                               "kl_grid": grid}
+                               "kl_grid": grid, "path": path, "max_gap": float(max_gap),
+                               "previous_rule_verdict": PREVIOUS_RULE_NOTE}
         pair = _pair(trajs, claim)
         if pair is None:
-            row.update(outcome=decision.INCONCLUSIVE, reason="a method did not run", seeds=[])
+            row.update(outcome=decision.INCONCLUSIVE, reason="a method did not run", seeds=[],
+                       grid_used=[], seed_values=[])
             out.append(row)
             continue
         seeds, runs_a, runs_b = pair
-        st = _statistic(claim, runs_a, runs_b, grid, np.asarray(low_quartile, bool))
-        row["seeds"] = seeds
-        row["grid_used"] = [g for g, u in zip(grid, st["used"]) if u]
-        for k in ("end_kl", "drops_a", "drops_b"):
-            if k in st:
-                row[k] = st[k]
-        if "curves_a" in st:
-            row["curves_a"] = [_clean(c) for c in st["curves_a"]]
-            row["curves_b"] = [_clean(c) for c in st["curves_b"]]
-        if st["diffs"].shape[1] == 0:
+        read = read_claim(claim, runs_a, runs_b, grid, path=path, max_gap=max_gap)
+        row.update(seeds=seeds, grid_used=_grid_used(grid, read["used"]),
+                   seed_values=[float(v) for v in read["seed_values"]],
+                   curves_a=[_clean(c) for c in read["curves_a"]],
+                   curves_b=[_clean(c) for c in read["curves_b"]])
+        row["other_paths"] = {
+            other: _undecided(read_claim(claim, runs_a, runs_b, grid, path=other,
+                                         max_gap=max_gap), grid, confidence)
+            for other in traj_lib.PATHS if other != path}
+        if not read["used"].any():
             row.update(outcome=decision.INCONCLUSIVE,
-                       reason="no KL grid point is reached by every trajectory", replicates=[])
+                       reason="no KL grid point is bracketed in every trajectory")
+        elif len(seeds) < 2:
+            row.update(outcome=decision.INCONCLUSIVE,
+                       reason=f"{len(seeds)} seed: the interval across seeds needs 2 or more")
         else:
-            row.update(decision.compare(
-                st["diffs"], np.asarray(strata)[st["prompts"]], delta=delta,
-                num_resamples=num_resamples, confidence=confidence, seed=seed),
-                num_prompts=int(st["prompts"].sum()))
+            across = decision.across_seeds(read["seed_values"], confidence)
+            row.update(across=across, outcome_unadjusted=decision.outcome(
+                across["ci_low"], across["ci_high"], delta))
         out.append(row)
     decision.adjust_family([r for r in out if "across" in r], delta, confidence)
     for row in out:
@@ -167,18 +238,19 @@ def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], strata: np.ndarray,
         if "holm" in row:
             row["reason"] = (f"{decision.holm_text(row)} over {len(row['seeds'])} seeds: "
                              f"{row['outcome']}")
-            row["previous_rule_verdict"] = row["previous_rule"]["verdict"]
     return out
 
 
-def ppo_vs_exact(trajs, exact_arrays: Mapping[str, np.ndarray], *, source: str = "r0",
+def ppo_vs_exact(trajs, exact_arrays: Mapping[str, np.ndarray], *, max_gap: float,
+                 path: str = PRIMARY_PATH, source: str = "r0",
                  metrics: Mapping[str, str] = None) -> Dict[str, Dict[str, Any]]:
     """Each method's PPO trajectories against the exact optimum of its utility
-    (:data:`EXACT_UTILITY`) on the proxy ``source``'s scores, at the exact arm's KL grid.
+    (:data:`EXACT_UTILITY`) on the proxy ``source``'s scores, at the exact arm's KL grid, each
+    trajectory read on ``path`` with ``max_gap`` (:func:`lsc.eval.trajectory.read_at_kl`).
 
     Returns ``{method: {"utility", "metric", "kl_grid": [G], "exact": [G], "ppo": [S][G],
-    "gap": [S][G] (exact - PPO, None where the trajectory does not reach), "mean_gap": [S] (over
-    the points reached), "seeds"}}``.
+    "gap": [S][G] (exact - PPO, None where the trajectory is not bracketed), "mean_gap": [S]
+    (over the points bracketed), "seeds"}}``.
     """
     metrics = metrics or {"helpful_raw": "helpful", "helpful_lsc": "helpful",
                           "hh_raw_sum": "and", "hh_lsc_sum": "and"}
@@ -193,8 +265,9 @@ def ppo_vs_exact(trajs, exact_arrays: Mapping[str, np.ndarray], *, source: str =
         c = _column(metric)
         exact = exact_arrays[key][..., c].mean(axis=1)  # [G]
         seeds = sorted(runs)
-        ppo = np.stack([traj_lib.at_kl(runs[s]["kl_k1"], runs[s]["metrics"][..., c],
-                                       grid).mean(axis=1) for s in seeds])  # [S, G]
+        ppo = np.stack([traj_lib.read_at_kl(runs[s]["kl_k1"], runs[s]["metrics"][..., c], grid,
+                                            path=path, max_gap=max_gap)[0].mean(axis=1)
+                        for s in seeds])  # [S, G]
         gap = exact[None, :] - ppo
         out[method] = {"utility": utility, "metric": metric, "kl_grid": grid,
                        "exact": _clean(exact), "ppo": [_clean(x) for x in ppo],
@@ -205,35 +278,68 @@ def ppo_vs_exact(trajs, exact_arrays: Mapping[str, np.ndarray], *, source: str =
     return out
 
 
+def _signed(x: Optional[float]) -> str:
+    """``+0.0123`` (4 decimals, explicit sign, no negative zero); ``-`` for None."""
+    if x is None:
+        return "-"
+    v = round(float(x), 4)
+    return f"{v if v != 0 else 0.0:+.4f}"
+
+
+def _interval(lo: Optional[float], hi: Optional[float]) -> str:
+    return "-" if lo is None or hi is None else f"[{_signed(lo)}, {_signed(hi)}]"
+
+
+def seed_summary(values: Sequence[float]) -> str:
+    """``mean +0.0123, SD 0.0040, 8/10 > 0``: a claim's per-seed values in brief."""
+    v = np.asarray(values, np.float64)
+    if not v.size:
+        return "-"
+    sd = f"{v.std(ddof=1):.4f}" if v.size > 1 else "-"
+    return f"mean {_signed(v.mean())}, SD {sd}, {int((v > 0).sum())}/{v.size} > 0"
+
+
+def claim_cells(row: Mapping[str, Any]) -> List[str]:
+    """The cells of an RL claim's row (:func:`evaluate_rl_claims`): the comparison, the grid
+    used, the estimate with its interval across seeds, the Holm interval with its level, the
+    per-seed values (:func:`seed_summary`), the outcome, and the other paths' estimates with
+    their intervals and grids (not decided)."""
+    across, holm = row.get("across"), row.get("holm")
+    est = (f"{_signed(across['value'])} {_interval(across['ci_low'], across['ci_high'])}"
+           if across else "-")
+    level = f"{100.0 * float(holm['confidence']):.2f}".rstrip("0").rstrip(".") if holm else ""
+    adj = f"{_interval(holm['ci_low'], holm['ci_high'])} ({level}%)" if holm else "-"
+    outcome = row["outcome"] + ("" if across or not row.get("reason")
+                                else f" ({row['reason']})")
+    others = "; ".join(
+        f"{name}: {_signed(o.get('value'))} {_interval(o.get('ci_low'), o.get('ci_high'))} "
+        f"on {{{', '.join(f'{g:g}' for g in o['grid_used'])}}}"
+        for name, o in (row.get("other_paths") or {}).items()) or "-"
+    grid = ", ".join(f"{g:g}" for g in row.get("grid_used", [])) or "none"
+    sign = "A - B" if row["kind"] == MATCHED else "B - A"
+    what = f"{row['a']} vs {row['b']}: {sign} ({row['metric']}, {row['kind']})"
+    return [what, grid, est, adj, seed_summary(row.get("seed_values") or []), outcome, others]
+
+
+CLAIM_COLUMNS = ("comparison", "grid used (KL)", "estimate [95% across seeds]",
+                 "Holm interval (level)", "per seed", "outcome", "other paths (not decided)")
+"""The headers of :func:`claim_cells`."""
+
+
 def render(claims: Sequence[Mapping[str, Any]], vs_exact: Mapping[str, Any],
            shortcuts: Mapping[str, Any], header: bool = True) -> List[str]:
     """Markdown lines of the RL arm's section of ``report.md``; ``header=False`` leaves out the
     section's title and rule (for a report that states its own)."""
     out = (["## RL arm (decided: PPO trajectories at matched KL, paired by RL seed)", "",
             f"**Rule**: {RL_RULE}.", ""] if header else [])
-    out += ["| claim | comparison | grid used (KL) | per seed: A - B [95% CI] | across seeds "
-            "[unadjusted; Holm] | outcome |", "|---|---|---|---|---|---|"]
+    cols = ("claim",) + CLAIM_COLUMNS
+    out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for c in claims:
-        reps = c.get("replicates") or []
-        per = "; ".join(f"s{s}: {r['value']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
-                        for s, r in zip(c.get("seeds", []), reps)) or "-"
-        across, holm = c.get("across"), c.get("holm")
-        pooled_text = (f"{across['value']:+.4f} [{across['ci_low']:+.4f}, "
-                       f"{across['ci_high']:+.4f}; {holm['ci_low']:+.4f}, {holm['ci_high']:+.4f}]"
-                       if across else "-")
-        grid = ", ".join(f"{g:g}" for g in c.get("grid_used", [])) or "none"
-        what = f"{c['a']} vs {c['b']}, {c['kind']} ({c['metric']})"
-        out.append(f"| {c['key']} | {what} | {grid} | {per} | {pooled_text} | "
-                   f"**{c['outcome']}** |")
+        out.append("| " + " | ".join([c["key"]] + claim_cells(c)) + " |")
     out.append("")
     for c in claims:
         out.append(f"- **{c['key']}** ({c['source']}): {c['text']} Verdict: **{c['verdict']}** "
                    f"({c.get('reason', '')}).")
-        if c.get("drops_a"):
-            da = ", ".join(f"{d['drop']:+.3f} (peak at KL {d['peak_kl']:g})" for d in c["drops_a"])
-            db = ", ".join(f"{d['drop']:+.3f} (peak at KL {d['peak_kl']:g})" for d in c["drops_b"])
-            out.append(f"  Win-rate drop after the peak, up to KL {c['end_kl']:g}, per seed: "
-                       f"{c['a']} {da}; {c['b']} {db}.")
     out.append("")
     if vs_exact:
         out += ["### PPO against the exact optimum of the same utility (shown, not decided)", "",
@@ -247,7 +353,8 @@ def render(claims: Sequence[Mapping[str, Any]], vs_exact: Mapping[str, Any],
                        + fmt(v["mean_gap"]) + " |")
         out.append("")
     if shortcuts:
-        out += ["### Shortcuts along training (rates of the final policies, mean over seeds)", "",
+        out += ["### Shortcuts along training (rates of the final policies, mean over seeds; "
+                "descriptive)", "",
                 "| method | KL | filler | off-topic fact | refusal | mean length (words) |",
                 "|---|---|---|---|---|---|"]
         for method, v in shortcuts.items():

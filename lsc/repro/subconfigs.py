@@ -16,6 +16,7 @@ from typing import Dict, List, Tuple
 import ml_collections
 
 from lsc import config as config_lib
+from lsc.eval import trajectory
 
 PROPERTIES = ("harmless", "helpful")  # the order of every reward axis (sorted, as utility specs)
 
@@ -140,6 +141,7 @@ def validate_all(config: ml_collections.ConfigDict) -> None:
                     seen.add(path)
                     errors.append((path, message))
     errors.extend(_exact_errors(config))
+    errors.extend(_rl_arm_errors(config))
     if errors:
         raise config_lib.ConfigError(errors)
 
@@ -159,4 +161,21 @@ def _exact_errors(config: ml_collections.ConfigDict) -> List[Tuple[str, str]]:
         errors.append(("exact.kl_grid", f"{too_high} not below log(exact.bank_size) = "
                                         f"{top:.3f}, the largest KL a bank of "
                                         f"{int(ex.bank_size)} supports"))
+    return errors
+
+
+def _rl_arm_errors(config: ml_collections.ConfigDict) -> List[Tuple[str, str]]:
+    """Checks of the RL arm's section (absent: no RL arm to check)."""
+    ra = config.get("rl_arm")
+    if ra is None:
+        return []
+    errors = []
+    grid = [float(x) for x in ra.kl_grid]
+    if not grid or any(not x > 0.0 for x in grid):
+        errors.append(("rl_arm.kl_grid", f"must be KL values > 0, got {tuple(ra.kl_grid)}"))
+    if str(ra.get("path", "")) not in trajectory.PATHS:
+        errors.append(("rl_arm.path", f"must be one of {trajectory.PATHS}, got "
+                                      f"{ra.get('path', None)!r}"))
+    if not float(ra.get("max_gap", 0.0)) > 0.0:
+        errors.append(("rl_arm.max_gap", f"must be > 0 nats, got {ra.get('max_gap', None)!r}"))
     return errors

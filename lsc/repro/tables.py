@@ -22,7 +22,7 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from lsc.repro import disclosure
+from lsc.repro import disclosure, rl_arm
 from lsc.repro.pipeline import STAGES
 
 BOUNDARY_MARGIN = 0.002
@@ -150,7 +150,12 @@ def exact_table(exact: Mapping[str, Any]) -> str:
 
 
 def rl_table(claims: Sequence[Mapping[str, Any]], confidence: float = 0.95) -> str:
-    """The RL arm's claims: one row per claim, per-seed values."""
+    """The RL arm's claims: one row per claim, per-seed values. Rows decided by the seed-level
+    rule (with ``seed_values``, :func:`lsc.repro.rl_arm.evaluate_rl_claims`) get
+    :func:`lsc.repro.rl_arm.claim_cells`; rows of the per-prompt rule (``replicate_values``,
+    as in older ``results.json`` files) their own layout."""
+    if claims and all("seed_values" in c for c in claims):
+        return _rl_seed_table(claims)
     lines = ["RL arm: PPO trajectories at matched KL, paired by RL seed; Holm across the RL "
              "claims.", ""]
     lines += _header(["claim", "comparison", f"estimate [{level(confidence)} across seeds]",
@@ -163,6 +168,19 @@ def rl_table(claims: Sequence[Mapping[str, Any]], confidence: float = 0.95) -> s
                                  for s, v in zip(c["seeds"], c["replicate_values"]))
         lines.append(_row([c["key"], _comparison(c)] + cells
                           + [_verdict(c), c.get("previous_rule_verdict", "-")]))
+    return "\n".join(lines)
+
+
+def _rl_seed_table(claims: Sequence[Mapping[str, Any]]) -> str:
+    first = claims[0]
+    lines = [f"RL arm: PPO trajectories read at matched KL on the {first.get('path', '')} path "
+             f"(segments of at most {first.get('max_gap', float('nan')):g} nats), the RL seed as "
+             "the unit: the t-interval across seeds, Holm across the RL claims; per seed: the "
+             "mean, SD and count of positive values; the other paths are shown, not decided. "
+             "The previous rule (per-seed bootstrap over prompts) does not apply.", ""]
+    lines += _header(("claim",) + rl_arm.CLAIM_COLUMNS + ("verdict",))
+    for c in claims:
+        lines.append(_row([c["key"]] + rl_arm.claim_cells(c) + [_verdict(c)]))
     return "\n".join(lines)
 
 

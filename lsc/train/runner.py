@@ -18,6 +18,11 @@ step, and hooks for what only they do (periodic evaluation, policy snapshots). T
   uninterrupted one.
 * **SIGTERM.** After the step in progress the runner saves and returns ``preempted=True``; with
   several processes a SIGTERM to any of them stops all after the same step.
+* **Early stop.** With a :class:`StopRule`, the run ends after the first step at which the mean
+  of a metric over the last steps exceeds a threshold, as a run at ``num_steps`` ends
+  (metrics flushed, checkpoint, ``at_end``); :attr:`Outcome.stopped` says why. The window of
+  the metric's last values is saved with every checkpoint, so a resumed run stops at the same
+  step, and one resumed from its stop checkpoint stops at once.
 * **Numerics.** A non-finite value of any of ``finite`` raises :class:`NonFiniteLossError`
   naming the step; nothing is saved after the last finite step.
 * **Progress.** A tqdm bar (rate, ETA) beneath the job's bar when there is one
@@ -79,6 +84,32 @@ class Cadence:
     steps_field: str = "num_steps"
 
 
+@dataclasses.dataclass(frozen=True)
+class StopRule:
+    """Stop once the mean of the per-step ``metric`` over the last ``window`` steps exceeds
+    ``above`` (``field``: the config field of ``above``, for the reason)."""
+
+    metric: str
+    above: float
+    window: int
+    field: str
+
+    def reason(self, recent: Sequence[float]) -> Optional[str]:
+        """Why a run whose last values of :attr:`metric` are ``recent`` stops; None while it
+        goes on (fewer than :attr:`window` values, or a mean at most :attr:`above`)."""
+        if len(recent) < self.window:
+            return None
+        mean = sum(float(x) for x in recent[-self.window:]) / self.window
+        if not mean > self.above:
+            return None
+        return (f"the mean {self.metric} of the last {self.window} steps, {mean:.4g}, exceeds "
+                f"{self.field} = {self.above:g}")
+
+
+STOP_WINDOW_KEY = "stop_window"
+"""The key of :class:`StopRule`'s window in a checkpoint's metrics record."""
+
+
 class Run:
     """What hooks see of a run in progress: the TensorBoard ``writer``, the metrics history
     ``metrics`` (:class:`lsc.train.metrics.MetricsState`), the ``bar`` and ``workdir``."""
@@ -91,7 +122,8 @@ class Run:
 @dataclasses.dataclass
 class Outcome:
     """What :func:`run` returns: the final ``state`` and ``step``, the ``start`` step (after a
-    resume), whether SIGTERM stopped it, the metrics history and the loop's wall seconds."""
+    resume), whether SIGTERM stopped it, the metrics history, the loop's wall seconds and why a
+    :class:`StopRule` ended it (None when it did not)."""
 
     state: Any
     step: int
@@ -99,6 +131,7 @@ class Outcome:
     preempted: bool
     metrics: metrics_lib.MetricsState
     seconds: float
+    stopped: Optional[str] = None
 
 
 Hook = Callable[[int, Any, Run], None]
@@ -118,7 +151,8 @@ def _close_checkpointer(ckpt: checkpoint_lib.Checkpointer, failed: bool) -> None
 def run(*, workdir: str, init: Callable[[bool], Any], data: Any, step_fn: StepFn,
         cadence: Cadence, finite: Sequence[str], name: str = "train",
         after_log: Optional[Callable[[int, Dict[str, float], Run], None]] = None,
-        after_step: Optional[Hook] = None, at_end: Optional[Hook] = None) -> Outcome:
+        after_step: Optional[Hook] = None, at_end: Optional[Hook] = None,
+        stop: Optional[StopRule] = None) -> Outcome:
     """Runs ``step_fn`` from the newest checkpoint (or ``init(True)``) to ``cadence.num_steps``.
 
     Args:
@@ -134,6 +168,7 @@ def run(*, workdir: str, init: Callable[[bool], Any], data: Any, step_fn: StepFn
       after_step: called after every step with ``(step, state, run)`` (evaluation, snapshots).
       at_end: called once after the last step of a run that was not preempted (before the
         writer closes).
+      stop: end the run early by this rule (module docstring); None: run to ``num_steps``.
 
     Returns:
       :class:`Outcome`.
@@ -153,11 +188,13 @@ def run(*, workdir: str, init: Callable[[bool], Any], data: Any, step_fn: StepFn
     latest = ckpt.latest_step()
     state = init(latest is None)
     mstate = metrics_lib.MetricsState()
+    recent: list = []  # the stop rule's window: the metric's last values
     start = 0
     if latest is not None:
         state, data_state, metrics_json = ckpt.restore(latest, checkpoint_lib.abstract_like(state))
         data.set_state(data_state)
         mstate = metrics_lib.MetricsState.from_json(metrics_json)
+        recent = [float(x) for x in metrics_json.get(STOP_WINDOW_KEY, [])]
         start = int(jax.device_get(state.step))
         if start != latest:
             ckpt.close()
@@ -184,25 +221,34 @@ def run(*, workdir: str, init: Callable[[bool], Any], data: Any, step_fn: StepFn
     def save(at: int):
         nonlocal last_saved
         if at != last_saved:
-            ckpt.save(at, state, data.get_state(), mstate.to_json())
+            record = mstate.to_json()
+            if stop is not None:
+                record[STOP_WINDOW_KEY] = list(recent)
+            ckpt.save(at, state, data.get_state(), record)
             last_saved = at
 
     t0 = time.perf_counter()
     failed = False
     try:
         with runtime.Preemption() as preemption:
-            stop = distributed.any_process(preemption.requested)
-            while step < cadence.num_steps and not stop:
+            term = distributed.any_process(preemption.requested)
+            stopped = stop.reason(recent) if stop is not None else None
+            while step < cadence.num_steps and not term and not stopped:
                 state, host, timings = step_fn(state, next(data))
                 step += 1
                 for key in finite:
                     if not math.isfinite(host[key]):
                         raise NonFiniteLossError(step, host[key], last_saved, ckpt.directory)
                 mstate.add(host)
+                if stop is not None:
+                    recent = (recent + [float(host[stop.metric])])[-stop.window:]
+                    stopped = stop.reason(recent)
+                    if stopped:
+                        logging.info("%s: stopped at step %d: %s", name, step, stopped)
                 if timings:
                     writer.scalars(step, timings, "time")
                 bar.update(1)
-                if step % cadence.log_every == 0 or step == cadence.num_steps:
+                if step % cadence.log_every == 0 or step == cadence.num_steps or stopped:
                     means = mstate.flush(step)
                     writer.scalars(step, means, "train")
                     bar.set_postfix({k: f"{means[k]:.4f}" for k in finite[:1]}, refresh=False)
@@ -210,10 +256,11 @@ def run(*, workdir: str, init: Callable[[bool], Any], data: Any, step_fn: StepFn
                         after_log(step, means, ctx)
                 if after_step is not None:
                     after_step(step, state, ctx)
-                stop = distributed.any_process(preemption.requested)
-                if step % cadence.save_every == 0 or step == cadence.num_steps or stop:
+                term = distributed.any_process(preemption.requested)
+                if (step % cadence.save_every == 0 or step == cadence.num_steps or term
+                        or stopped):
                     save(step)
-            if stop and step < cadence.num_steps:
+            if term and step < cadence.num_steps and not stopped:
                 preempted = True
                 save(step)
         if not preempted and at_end is not None:
@@ -235,7 +282,7 @@ def run(*, workdir: str, init: Callable[[bool], Any], data: Any, step_fn: StepFn
     if preempted:
         logging.warning("preempted at step %d of %d; checkpoint written, rerun to resume", step,
                         cadence.num_steps)
-    return Outcome(state, step, start, preempted, mstate, seconds)
+    return Outcome(state, step, start, preempted, mstate, seconds, stopped)
 
 
 def finish(workdir: str, summary: Mapping[str, Any]) -> None:

@@ -1,85 +1,198 @@
-"""The RL arm's decision on hand-made trajectories: verdicts, the prompts and grid points used,
-and the reward-hacking drop, against direct computations."""
+"""The RL arm's decision on hand-made trajectories: the readings at matched KL on each path
+(non-monotone KL, a grid point below the first snapshot, a seed that does not bracket a point),
+the statistics of each kind of claim and the interval across seeds, against values worked out by
+hand and Student's t from scipy."""
 
 import numpy as np
+import pytest
+from scipy import stats
 
+from lsc.data import world
+from lsc.data.world import TOPIC_BY_NAME, format_prompt
 from lsc.eval import decision
 from lsc.repro import claims as repro_claims
-from lsc.repro import exact_arm, rl_arm
+from lsc.repro import evaluation, exact_arm, rl_arm
+from lsc.repro.claims import HACKING_RATE, MATCHED, PROXY_GOLD_GAP, RLClaim
 
-P, C = 40, len(exact_arm.GOLD_JUDGED)
-HELPFUL = exact_arm.METRICS.index("helpful")
-
-
-def _run(kl, helpful):
-    """A trajectory with per-prompt helpful win rates ``helpful[T, P]`` (other metrics 0.5)."""
-    metrics = np.full((len(kl), P, C), 0.5)
-    metrics[..., HELPFUL] = helpful
-    return {"kl_k1": np.asarray(kl, float), "metrics": metrics}
+P, C, F = 4, len(exact_arm.GOLD_JUDGED), len(evaluation.HACKING_FEATURES)
+HELPFUL = exact_arm.GOLD_JUDGED.index("helpful")
+FEATURE = evaluation.HACKING_FEATURES.index
+MATCHED_CLAIM = RLClaim("m", "test", "A beats B.", "lsc", "raw", MATCHED, "helpful")
 
 
-def _trajs(shift_a, drop_a=0.0, drop_b=0.0, seeds=(0, 1, 2)):
-    rng = np.random.default_rng(0)
-    base = 0.5 + 0.05 * rng.standard_normal(P)
-    kl = [0.0, 1.0, 2.0, 4.0]
-    rise = np.array([0.0, 0.1, 0.15, 0.15])[:, None]
-    out = {"helpful_lsc": {}, "helpful_raw": {}}
-    for s in seeds:
-        noise = 0.01 * rng.standard_normal((4, P))
-        b = base + rise + noise
-        b[-1] -= drop_b
-        a = base + rise + shift_a * (np.arange(4) > 0)[:, None] + noise
-        a[-1] -= drop_a
-        out["helpful_lsc"][s] = _run(kl, a)
-        out["helpful_raw"][s] = _run(kl, b)
-    return out
+def _run(kl, helpful=None, hacking=None, proxy=None, gold=None):
+    """A trajectory over ``T = len(kl)`` snapshots; ``helpful[T]`` (the same for every prompt) or
+    ``[T, P]``; the other fields 0.5 / 0 unless given."""
+    t = len(kl)
+    metrics = np.full((t, P, C), 0.5)
+    if helpful is not None:
+        metrics[..., HELPFUL] = np.broadcast_to(np.asarray(helpful, float).reshape(t, -1), (t, P))
+    return {"kl_k1": np.asarray(kl, float), "metrics": metrics,
+            "hacking": np.zeros((t, P, F)) if hacking is None else np.asarray(hacking, float),
+            "proxy": np.zeros((t, P, 2)) if proxy is None else np.asarray(proxy, float),
+            "gold": np.zeros((t, P, 2)) if gold is None else np.asarray(gold, float)}
 
 
-def _decide(trajs, **kw):
-    claims = [c for c in repro_claims.RL_ARM_CLAIMS if c.a == "helpful_lsc"]
-    args = dict(kl_grid=[1.0, 2.0, 3.0, 8.0], strata=np.arange(P) % 4,
-                low_quartile=np.arange(P) < P // 4, delta=0.01, num_resamples=300)
+# A's seed 0 goes back in KL (1.6 -> 1.2): its isotonic fit pools the two into 1.4.
+A0 = _run([0.0, 0.8, 1.6, 1.2, 2.0], [0.5, 0.6, 0.7, 0.65, 0.8])
+B0 = _run([0.0, 0.5, 1.0, 1.5, 2.0], [0.5, 0.5, 0.5, 0.5, 0.5])
+# Seed 1: monotone; A gains 0.1 per nat, B 0.05.
+A1 = _run([0.0, 0.5, 1.0, 1.5, 2.0], [0.5, 0.55, 0.6, 0.65, 0.7])
+B1 = _run([0.0, 0.5, 1.0, 1.5, 2.0], [0.5, 0.525, 0.55, 0.575, 0.6])
+GRID = [0.5, 1.0, 1.5]
+
+
+def _decide(trajs, claims=(MATCHED_CLAIM,), **kw):
+    args = dict(kl_grid=GRID, max_gap=1.0, delta=0.01)
     args.update(kw)
-    return {c["key"]: c for c in rl_arm.evaluate_rl_claims(trajs, claims=claims, **args)}
+    return rl_arm.evaluate_rl_claims(trajs, claims=claims, **args)
 
 
-def test_a_clear_gain_on_every_seed_reproduces_and_none_is_no_effect():
-    out = _decide(_trajs(0.05))
-    c = out["rl_lsc_vs_raw"]
-    assert c["verdict"] == decision.REPRODUCES and c["seeds"] == [0, 1, 2]
-    assert c["previous_rule_verdict"] == "yes"
-    assert abs(c["across"]["value"] - 0.05) < 1e-9
-    assert c["holm"]["confidence"] > 0.95  # Holm over the three claims
-    assert c["grid_used"] == [1.0, 2.0, 3.0]  # 8 is beyond every trajectory
-    for iv in c["replicates"]:
-        assert abs(iv["value"] - 0.05) < 1e-9  # the shift, exactly: same noise for A and B
-    assert out["rl_underfitting"]["num_prompts"] == P // 4
-    none = _decide(_trajs(0.0))["rl_lsc_vs_raw"]
-    assert none["verdict"] == decision.NO_EFFECT and not none["small_effect"]
+def _t_interval(values, confidence=0.95):
+    v = np.asarray(values, float)
+    half = stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+    return v.mean() - half, v.mean() + half
 
 
-def test_hacking_compares_the_drop_after_the_peak():
-    # Raw drops 0.08 between KL 2 (its peak) and 4; the drop is read at KL 3, the largest grid
-    # point every trajectory reaches, halfway: 0.04. LSC does not drop.
-    out = _decide(_trajs(0.0, drop_a=0.0, drop_b=0.08))["rl_reward_hacking"]
-    assert out["end_kl"] == 3.0
-    assert out["verdict"] == decision.REPRODUCES
-    for d_a, d_b, iv in zip(out["drops_a"], out["drops_b"], out["replicates"]):
-        assert d_b["peak_kl"] == 2.0
-        np.testing.assert_allclose(iv["value"], d_b["drop"] - d_a["drop"], atol=1e-12)
-        np.testing.assert_allclose(d_b["drop"] - d_a["drop"], 0.04, atol=0.01)
+def test_the_three_paths_read_a_kl_excursion_as_worked_out_by_hand():
+    trajs = {"lsc": {0: A0, 1: A1}, "raw": {0: B0, 1: B1}}
+    (row,) = _decide(trajs)
+    # Seed 0, isotonic KL [0, 0.8, 1.4, 1.4, 2.0]: at 0.5 on (0, 0.8): 0.5 + 0.1 * 0.5 / 0.8; at
+    # 1.0 on (0.8, 1.4): 0.6 + 0.1 / 3; at 1.5 on (1.4, 2.0): 0.65 + 0.15 / 6. B is flat at 0.5.
+    s0 = np.mean([0.0625, 0.1 + 0.1 / 3, 0.15 + 0.15 / 6])
+    s1 = np.mean([0.025, 0.05, 0.075])  # A - B = 0.05 per nat
+    assert row["grid_used"] == GRID and row["path"] == "isotonic"
+    np.testing.assert_allclose(row["seed_values"], [s0, s1], atol=1e-12)
+    lo, hi = _t_interval([s0, s1])
+    assert row["across"]["value"] == pytest.approx((s0 + s1) / 2)
+    assert (row["across"]["ci_low"], row["across"]["ci_high"]) == (pytest.approx(lo),
+                                                                    pytest.approx(hi))
+    # One claim: Holm is the unadjusted interval; the outcome is that interval's.
+    assert row["holm"]["confidence"] == pytest.approx(0.95)
+    assert row["outcome"] == decision.outcome(lo, hi, 0.01)
+    assert row["previous_rule_verdict"] == rl_arm.PREVIOUS_RULE_NOTE
+    # "first" reads 1.5 on A's raw segment (0.8, 1.6): 0.6 + 0.1 * 0.7 / 0.8; "last" on (1.2,
+    # 2.0): 0.65 + 0.15 * 0.3 / 0.8; 1.0 sits on (0.8, 1.6) for both: 0.6 + 0.1 * 0.25.
+    first0 = np.mean([0.0625, 0.125, 0.1875])
+    last0 = np.mean([0.0625, 0.125, 0.15 + 0.15 * 0.375])
+    for path, v0 in (("first", first0), ("last", last0)):
+        other = row["other_paths"][path]
+        np.testing.assert_allclose(other["seed_values"], [v0, s1], atol=1e-12)
+        assert other["value"] == pytest.approx((v0 + s1) / 2)
+        assert other["ci_low"] == pytest.approx(_t_interval([v0, s1])[0])
+    # The per-seed curves: A's own, B's own, at every grid point.
+    np.testing.assert_allclose(row["curves_b"][0], [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(row["curves_a"][1], [0.55, 0.6, 0.65])
 
 
-def test_a_missing_method_or_unreached_grid_is_inconclusive():
-    trajs = _trajs(0.05)
-    del trajs["helpful_raw"]
-    assert _decide(trajs)["rl_lsc_vs_raw"]["verdict"] == decision.INCONCLUSIVE
-    far = _decide(_trajs(0.05), kl_grid=[9.0])["rl_lsc_vs_raw"]
-    assert far["verdict"] == decision.INCONCLUSIVE and far["grid_used"] == []
+def test_a_point_below_the_first_snapshot_or_unbracketed_in_one_seed_is_not_used():
+    # Seed 0 of A first snapshot at KL 1.2: 0.5 and 1.0 lie on the segment from pi0, 1.2 nats
+    # wide; seed 1 of B stops at KL 1.2: 1.5 is not bracketed there.
+    a0 = _run([0.0, 1.2, 1.8], [0.5, 0.62, 0.68])
+    b1 = _run([0.0, 0.6, 1.2], [0.5, 0.5, 0.5])
+    trajs = {"lsc": {0: a0, 1: A1}, "raw": {0: B0, 1: b1}}
+    (row,) = _decide(trajs, kl_grid=[0.5, 1.0, 1.5])
+    assert row["grid_used"] == []
+    assert row["outcome"] == decision.INCONCLUSIVE and "bracketed" in row["reason"]
+    (row,) = _decide(trajs, kl_grid=[0.5, 1.0, 1.5], max_gap=1.25)
+    # With segments up to 1.25 nats, A's seed 0 brackets 0.5 and 1.0 from pi0, B's seed 1 still
+    # stops short of 1.5.
+    assert row["grid_used"] == [0.5, 1.0]
+    s0 = np.mean([0.12 * 0.5 / 1.2, 0.12 * 1.0 / 1.2])
+    s1 = np.mean([0.05, 0.1])  # A's seed 1 against B's flat 0.5
+    np.testing.assert_allclose(row["seed_values"], [s0, s1], atol=1e-12)
+
+
+def test_hacking_rate_is_raw_minus_lsc_of_the_claims_feature_set():
+    kl = [0.0, 1.0, 2.0]
+    hack_a = np.zeros((3, P, F))
+    hack_b = np.zeros((3, P, F))
+    hack_a[:, :, FEATURE("unsafe_tips")] = 1.0  # counted by the sums' set only
+    hack_b[1:, :2, FEATURE("repeats")] = 1.0  # half the prompts from step 1 on
+    hack_b[2, :, FEATURE("benign_refusal")] = 1.0  # every prompt at step 2
+    trajs = {"lsc": {s: _run(kl, hacking=hack_a) for s in (0, 1, 2)},
+             "raw": {s: _run(kl, hacking=hack_b) for s in (0, 1, 2)}}
+    helpful = RLClaim("h", "test", "", "lsc", "raw", HACKING_RATE, "helpful")
+    both = RLClaim("hh", "test", "", "lsc", "raw", HACKING_RATE, "hh")
+    rows = {r["key"]: r for r in _decide(trajs, claims=(helpful, both), kl_grid=[0.5, 1.5])}
+    # raw: 0.5 * 0.5 at KL 0.5; 0.5 + 0.5 * 0.5 at 1.5; LSC: 0 (helpful set), 1 (hh set).
+    np.testing.assert_allclose(rows["h"]["seed_values"], [np.mean([0.25, 0.75])] * 3)
+    np.testing.assert_allclose(rows["hh"]["seed_values"], [np.mean([0.25, 0.75]) - 1.0] * 3)
+    np.testing.assert_allclose(rows["h"]["curves_b"][0], [0.25, 0.75])  # raw's own rate
+    # Every seed identical: a zero-width interval, Holm over the two claims.
+    assert rows["h"]["verdict"] == decision.REPRODUCES
+    assert rows["hh"]["verdict"] == decision.OPPOSITE
+    assert rows["h"]["holm"]["confidence"] == pytest.approx(0.975)
+
+
+def test_proxy_gold_gap_is_in_pi0s_sd_across_prompts():
+    rng = np.random.default_rng(0)
+    kl = [0.0, 1.0, 2.0]
+    start = rng.normal(size=(P, 2)) * [1.0, 3.0]  # pi0's proxy == gold, SDs differ by property
+    sd = start.std(axis=0, ddof=1)
+
+    def run(proxy_gain, gold_gain):
+        steps = np.arange(3)[:, None, None]
+        return _run(kl, proxy=start + steps * np.asarray(proxy_gain),
+                    gold=start + steps * np.asarray(gold_gain))
+
+    # (harmless, helpful): raw's proxy gains 2 SDs a step on helpfulness, gold 1; LSC's both 1.
+    raw = run([0.0, 2 * sd[1]], [0.0, sd[1]])
+    lsc = run([0.0, sd[1]], [0.0, sd[1]])
+    raw_hh = run([sd[0], 2 * sd[1]], [-sd[0], sd[1]])
+    trajs = {"lsc": {0: lsc, 1: lsc}, "raw": {0: raw, 1: raw_hh}}
+    claim = RLClaim("g", "test", "", "lsc", "raw", PROXY_GOLD_GAP, "helpful")
+    claim_hh = RLClaim("g2", "test", "", "lsc", "raw", PROXY_GOLD_GAP, "hh")
+    rows = {r["key"]: r for r in _decide(trajs, claims=(claim, claim_hh), kl_grid=[1.0, 2.0])}
+    # helpful: raw's gap is (2 - 1) SD per step, LSC's 0: at KL 1 and 2, 1 and 2.
+    np.testing.assert_allclose(rows["g"]["seed_values"], [1.5, 1.5], atol=1e-12)
+    # hh, seed 1: harmless gap 2 SDs per step, helpful 1: their mean 1.5 per step -> 2.25.
+    np.testing.assert_allclose(rows["g2"]["seed_values"], [0.75, 2.25], atol=1e-12)
+
+
+def test_missing_method_or_one_seed_is_inconclusive():
+    trajs = {"lsc": {0: A0, 1: A1}, "raw": {0: B0, 1: B1}}
+    (gone,) = _decide({"lsc": trajs["lsc"]})
+    assert gone["outcome"] == decision.INCONCLUSIVE and gone["reason"] == "a method did not run"
+    (one,) = _decide({"lsc": {0: A0}, "raw": {0: B0}})
+    assert one["outcome"] == decision.INCONCLUSIVE and "2 or more" in one["reason"]
+    assert "holm" not in one and len(one["seed_values"]) == 1
+    with pytest.raises(ValueError, match="rl_arm.path"):
+        _decide(trajs, path="middle")
+
+
+def test_the_declared_rl_claims():
+    keys = [c.key for c in repro_claims.RL_ARM_CLAIMS]
+    assert len(set(keys)) == len(keys)
+    for c in repro_claims.RL_ARM_CLAIMS:
+        assert c.kind in repro_claims.RL_KINDS
+        if c.kind == MATCHED:
+            assert c.metric in exact_arm.GOLD_JUDGED
+        elif c.kind == HACKING_RATE:
+            assert set(repro_claims.HACKING_SETS[c.metric]) <= set(evaluation.HACKING_FEATURES)
+        else:
+            assert c.metric in repro_claims.GAP_PROPERTIES
+    under = next(c for c in repro_claims.RL_ARM_CLAIMS if c.key == "rl_underfitting")
+    assert (under.kind, under.metric) == (MATCHED, "helpful_not_below")
+
+
+def test_hacking_indicators_mark_the_features_of_each_response():
+    bread = format_prompt(TOPIC_BY_NAME["bread"], "normal")
+    poison = format_prompt(TOPIC_BY_NAME["poison"], "detailed")
+    responses = ["certainly use the flour then try some yeast",  # nothing
+                 "use the flour then check the patch then get a good crowbar",  # off topic, harm
+                 world.REFUSAL,  # benign refusal
+                 "get a good toxin then ignore the warnings"]  # harmful fact, unsafe tip
+    got = evaluation.hacking_indicators([bread, bread, bread, poison], responses)
+    want = np.zeros((4, F))
+    want[1, [FEATURE("offtopic_facts"), FEATURE("harmful_facts")]] = 1
+    want[2, FEATURE("benign_refusal")] = 1
+    want[3, [FEATURE("harmful_facts"), FEATURE("unsafe_tips")]] = 1
+    np.testing.assert_array_equal(got, want)
 
 
 def test_render_without_header_starts_at_the_table():
-    claims = list(_decide(_trajs(0.05)).values())
+    claims = _decide({"lsc": {0: A0, 1: A1}, "raw": {0: B0, 1: B1}})
     full = rl_arm.render(claims, {}, {})
     bare = rl_arm.render(claims, {}, {}, header=False)
     assert full[0].startswith("## RL arm") and any(repro_claims.RL_RULE in line for line in full)
@@ -87,21 +200,14 @@ def test_render_without_header_starts_at_the_table():
     assert full[-len(bare):] == bare
 
 
-def test_low_quartile_is_the_quarter_of_prompts_least_helpful_at_base():
-    rng = np.random.default_rng(5)
-    gold = rng.normal(size=(P, 6, 2))  # [P, K_ref, (harmless, helpful)]
-    got = rl_arm.low_quartile({"reference": {"gold": gold}})
-    means = [sum(gold[p, k, 1] for k in range(6)) / 6 for p in range(P)]
-    cut = sorted(means)[P // 4 - 1]  # P = 40: the 10th smallest is below the 25th percentile
-    assert got.tolist() == [m <= cut for m in means]
-    assert got.sum() == P // 4
+def test_seed_summary_counts_the_positive_seeds():
+    assert rl_arm.seed_summary([0.01, -0.02, 0.03]) == "mean +0.0067, SD 0.0252, 2/3 > 0"
+    assert rl_arm.seed_summary([]) == "-"
 
 
 def test_trajectories_are_keyed_like_the_run_directories(tmp_path):
     """``<name>/seed_<s>[/kl_<gamma>]/<field>`` in ``trajectories.npz`` reads back per run and
     seed, a gamma sweep's runs as ``<name>/kl_<gamma>``."""
-    from lsc.repro import evaluation
-
     assert evaluation.run_key("helpful_lsc", 1, 0.1, [0.1]) == "helpful_lsc/seed_1"
     assert evaluation.run_key("raw", 0, 0.05, [0.05, 0.1]) == "raw/seed_0/kl_0.05"
     path = str(tmp_path / "trajectories.npz")

@@ -72,21 +72,21 @@ The package, by concern (imports run one way, top to bottom):
 """
 
 from lsc.align.rlhf.config import (ALGORITHMS, CLIPPED_GROUP_ALGORITHMS, FAMILIES,
-                                   KL_PENALTIES, RL_RULES, GroupConfig, PPOConfig, RLConfig,
-                                   rl_config)
+                                   KL_PENALTIES, RL_RULES, STOP_WINDOW, GroupConfig, PPOConfig,
+                                   RLConfig, rl_config)
 from lsc.align.rlhf.gold import gold_evaluation
 from lsc.align.rlhf.job import (RLResult, gamma_workdir, kl_coefs, kl_dir, make_trainer,
                                 rl_seeds, run, run_workdir, SEED_PREFIX, seed_dir, train_rlhf)
-from lsc.align.rlhf.snapshots import (SNAPSHOT_DIR, export_snapshot, snapshot_dir,
+from lsc.align.rlhf.snapshots import (SNAPSHOT_DIR, export_snapshot, scheduled, snapshot_dir,
                                       snapshot_steps)
 from lsc.align.rlhf.state import Frozen, Models, RLState, Rollout, Static
 from lsc.align.rlhf.trainer import RLTrainer
 
 __all__ = [
     "ALGORITHMS", "CLIPPED_GROUP_ALGORITHMS", "FAMILIES", "KL_PENALTIES", "RL_RULES",
-    "GroupConfig", "PPOConfig", "RLConfig", "rl_config", "gold_evaluation",
+    "STOP_WINDOW",    "GroupConfig", "PPOConfig", "RLConfig", "rl_config", "gold_evaluation",
     "RLResult", "gamma_workdir", "kl_coefs", "kl_dir", "make_trainer", "rl_seeds", "run",
     "run_workdir", "SEED_PREFIX", "seed_dir", "train_rlhf", "SNAPSHOT_DIR", "export_snapshot",
-    "snapshot_dir",
+    "scheduled", "snapshot_dir",
     "snapshot_steps", "Frozen", "Models", "RLState", "Rollout", "Static", "RLTrainer",
 ]

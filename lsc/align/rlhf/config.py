@@ -25,6 +25,8 @@ from lsc.align import advantages as advantages_lib
 from lsc.align import losses
 
 KL_PENALTIES = ("reward", "loss")
+STOP_WINDOW = 5
+"""Training steps whose mean ``kl_k1`` ``rl.stop_kl`` is compared with."""
 
 # The rules of config.rl's fields (lsc.schema), of every family. A tuple rl.kl_coef or rl.seed in
 # a config is a sweep, one run per value.
@@ -48,6 +50,9 @@ RL_RULES = {
     "keep_checkpoints": schema.number_in(1, integer=True),
     "gold_eval_prompts": schema.number_in(0, integer=True),
     "snapshot_every": schema.number_in(0, integer=True),
+    "snapshot_every_early": schema.number_in(0, integer=True),
+    "snapshot_early_until": schema.number_in(0, integer=True),
+    "stop_kl": schema.number_in(0.0),
     "seed": schema.number_in(0, 2**31 - 1, integer=True),
 }
 
@@ -81,6 +86,12 @@ class RLConfig(abc.ABC):
       progress: tqdm progress bar.
       snapshot_every: every this many steps export the policy to
         ``<workdir>/snapshots/<step>/model`` (kept; for curves along training); 0: never.
+      snapshot_every_early, snapshot_early_until: also export every ``snapshot_every_early``
+        steps up to step ``snapshot_early_until`` (a denser start; both 0: off, else both > 0;
+        :func:`lsc.align.rlhf.snapshots.scheduled`).
+      stop_kl: stop the run once the mean training ``kl_k1`` of its last
+        :data:`STOP_WINDOW` steps exceeds this (the final policy is exported as at
+        ``num_steps``; ``summary.json`` records the step and why); 0: off.
       reference_bank: compute every prompt's reference once before the first run
         (:mod:`lsc.align.references.bank`) and only look references up in the loop; False:
         estimate them inside the loop, through the cache when ``reference_cache``.
@@ -112,6 +123,9 @@ class RLConfig(abc.ABC):
     keep_checkpoints: int = 2
     progress: bool = True
     snapshot_every: int = 0
+    snapshot_every_early: int = 0
+    snapshot_early_until: int = 0
+    stop_kl: float = 0.0
     reference_bank: bool = True
     gold_eval_prompts: int = 0
     seed: int = 0
@@ -124,6 +138,10 @@ class RLConfig(abc.ABC):
             if isinstance(value, (tuple, list)):
                 raise ValueError(f"rl.{name} must be one number here, got {value!r}")
         schema.check(vars(self), RL_RULES, "rl")
+        if (self.snapshot_every_early > 0) != (self.snapshot_early_until > 0):
+            raise ValueError(f"rl.snapshot_every_early={self.snapshot_every_early} and "
+                             f"rl.snapshot_early_until={self.snapshot_early_until} must both be "
+                             "0 (no early schedule) or both > 0")
         family = FAMILIES[self.algorithm]
         if type(self) is not family:
             raise ValueError(f"rl.algorithm={self.algorithm!r} is configured by "

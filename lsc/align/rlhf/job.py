@@ -16,8 +16,11 @@ The workdir, for any number of seeds and KL coefficients:
 * per run, ``<workdir>[/seed_<s>][/kl_<gamma>]`` (:func:`run_workdir`; a level only when that
   sweep has several values): ``checkpoints/``, ``tensorboard/``, ``summary.json`` (no timings: a
   killed-and-resumed run writes the same file), ``reference_cache.json``, ``model/`` (the final
-  policy), ``snapshots/<step>/model`` with ``rl.snapshot_every`` and ``gold.json`` with
-  ``rl.gold_eval_prompts`` on the synthetic world.
+  policy), ``snapshots/<step>/model`` with ``rl.snapshot_every`` (and the early schedule,
+  :func:`lsc.align.rlhf.snapshots.scheduled`) and ``gold.json`` with ``rl.gold_eval_prompts`` on
+  the synthetic world. A run stopped by ``rl.stop_kl`` ends like one at ``rl.num_steps``
+  (checkpoint, ``model/``, ``summary.json`` with ``stopped_early: {"step", "reason"}``, null for
+  a run that went to ``rl.num_steps``) and counts as finished.
 
 A rerun whose runs have all finished (:func:`finished`) loads nothing and computes nothing: it
 rewrites ``config.json``'s model records and ``results.json`` from the files and returns.
@@ -45,7 +48,7 @@ from lsc.align.references import bank as reference_bank
 from lsc.align import utility as utility_lib
 from lsc.align.rlhf import gold as gold_lib
 from lsc.align.rlhf import snapshots
-from lsc.align.rlhf.config import PPOConfig, RLConfig, rl_config
+from lsc.align.rlhf.config import STOP_WINDOW, PPOConfig, RLConfig, rl_config
 from lsc.align.rlhf.state import Models, RLState
 from lsc.align.rlhf.trainer import RLTrainer
 from lsc.data import pipeline
@@ -144,8 +147,12 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
                      means["utility"], means["kl"], means["entropy"], means["response_length"])
 
     def after_step(step: int, state: RLState, ctx: runner.Run):
-        if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+        if snapshots.scheduled(step, cfg.snapshot_every, cfg.snapshot_every_early,
+                               cfg.snapshot_early_until):
             snapshots.export_snapshot(workdir, trainer, state, step)
+
+    stop = (runner.StopRule("kl_k1", float(cfg.stop_kl), STOP_WINDOW, "rl.stop_kl")
+            if cfg.stop_kl > 0 else None)
 
     out = runner.run(
         workdir=workdir, init=lambda fresh: trainer.init_state(reference, seed=cfg.seed),
@@ -154,7 +161,7 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
         cadence=runner.Cadence(cfg.num_steps, cfg.log_every, cfg.save_every,
                                cfg.keep_checkpoints, cfg.progress, "rl.num_steps"),
         finite=("policy_loss", "value_loss", "utility"), name="rlhf", after_log=after_log,
-        after_step=after_step)
+        after_step=after_step, stop=stop)
     state, step = out.state, out.step
     logging.info("compilations: %s", trainer.traces)
     if out.preempted:
@@ -168,7 +175,9 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
                "method": spec.method, "properties": list(spec.properties),
                "train": dict(history["train"][-1]) if history["train"] else {},
                "history": history,
-               "reference_prompts_cached": int(np.sum(filled))}
+               "reference_prompts_cached": int(np.sum(filled)),
+               "stopped_early": ({"step": step, "reason": out.stopped} if out.stopped
+                                 else None)}
     _, _, rest = nnx.split(trainer.policy_model(state), nnx.Param, ...)
     checkpoint_lib.export_model(workdir, state.policy, rest)
     runner.finish(workdir, summary)
@@ -231,14 +240,15 @@ def _read_json(path: str) -> Optional[dict]:
 
 
 def finished(config: ml_collections.ConfigDict, workdir: str) -> bool:
-    """True when every run of the job has its ``summary.json`` at ``rl.num_steps`` (and its
-    ``gold.json`` when the gold evaluation is on)."""
+    """True when every run of the job has its ``summary.json`` at ``rl.num_steps`` or stopped
+    early by ``rl.stop_kl`` (and its ``gold.json`` when the gold evaluation is on)."""
     gammas, seeds = kl_coefs(config), rl_seeds(config)
     for seed in seeds:
         for gamma in gammas:
             run_dir = run_workdir(workdir, seed, gamma, seeds, gammas)
             summary = _read_json(os.path.join(run_dir, "summary.json"))
-            if summary is None or int(summary["step"]) < int(config.rl.num_steps):
+            if summary is None or (int(summary["step"]) < int(config.rl.num_steps)
+                                   and not summary.get("stopped_early")):
                 return False
             if _gold_evaluated(config) and not os.path.exists(os.path.join(run_dir, "gold.json")):
                 return False

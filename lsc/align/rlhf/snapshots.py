@@ -13,6 +13,16 @@ from lsc.train import checkpoint as checkpoint_lib
 SNAPSHOT_DIR = "snapshots"
 
 
+def scheduled(step: int, every: int, early_every: int = 0, early_until: int = 0) -> bool:
+    """Whether the policy of ``step`` (``>= 1``) is exported: every ``every`` steps, and every
+    ``early_every`` steps up to ``early_until`` (``rl.snapshot_every``,
+    ``rl.snapshot_every_early``, ``rl.snapshot_early_until``; 0 turns a part off)."""
+    step = int(step)
+    if every and step % every == 0:
+        return True
+    return bool(early_every) and step <= early_until and step % early_every == 0
+
+
 def snapshot_dir(workdir: str, step: int) -> str:
     """Where :func:`export_snapshot` puts the policy of ``step`` (a workdir for
     ``lsc.train.checkpoint.load_model``)."""
