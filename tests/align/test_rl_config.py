@@ -15,7 +15,8 @@ PPO_ONLY = ("value_clip_eps", "gae_lambda", "discount", "whiten_advantages", "va
 EVERY_KEY = dict(
     num_steps=3, batch_size=4, algorithm="ppo", num_samples=2, kl_coef=0.1, kl_estimator="k3",
     kl_penalty="reward", temperature=0.7, reference_cache=False, time_phases=False, log_every=2,
-    save_every=3, keep_checkpoints=1, progress=False, snapshot_every=1, reference_bank=False,
+    save_every=3, keep_checkpoints=1, progress=False, snapshot_every=1, snapshot_every_early=1,
+    snapshot_early_until=2, stop_kl=5.0, reference_bank=False,
     gold_eval_prompts=5, seed=7, policy_optim={"learning_rate": 1e-3}, ppo_epochs=2,
     num_minibatches=2, clip_eps=0.3, value_clip_eps=0.4, gae_lambda=0.9, discount=0.99,
     whiten_advantages=False, value_optim={"learning_rate": 1e-2})
@@ -49,6 +50,18 @@ def test_rl_config_rejects_bad_values():
         rlhf.rl_config({"num_steps": 1, "batch_size": 2, "bogus": 1})
     with pytest.raises(ValueError, match="rl.seed must be one number here"):
         rlhf.PPOConfig(num_steps=1, batch_size=2, seed=(0, 1))
+    with pytest.raises(ValueError, match="rl.stop_kl"):
+        rlhf.rl_config(num_steps=1, batch_size=2, stop_kl=-1.0)
+    with pytest.raises(ValueError, match="both be 0"):
+        rlhf.rl_config(num_steps=1, batch_size=2, snapshot_every_early=5)
+
+
+def test_the_snapshot_schedule_is_dense_early():
+    steps = [s for s in range(1, 201) if rlhf.scheduled(s, 10, 5, 50)]
+    assert steps == list(range(5, 51, 5)) + list(range(60, 201, 10))
+    assert [s for s in range(1, 7) if rlhf.scheduled(s, 3, 1, 2)] == [1, 2, 3, 6]
+    assert [s for s in range(1, 60) if rlhf.scheduled(s, 25)] == [25, 50]
+    assert not any(rlhf.scheduled(s, 0) for s in range(1, 60))
 
 
 @pytest.mark.parametrize("algorithm", rlhf.ALGORITHMS)

@@ -22,7 +22,7 @@ from lsc.eval import decision
 from lsc.eval import entries as entries_lib
 from lsc.repro import STAGES
 from lsc.repro import claims as repro_claims
-from lsc.repro import exact_arm, rl_arm
+from lsc.repro import evaluation, exact_arm, rl_arm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "repro", "synthetic_hh.py")
@@ -31,6 +31,7 @@ FIGURES = ("rl_helpful_vs_kl.png", "rl_hh_and_vs_kl.png", "rl_proxy_vs_kl.png",
 EXACT_FIGURES = ("exact_helpful_vs_kl.png", "exact_and_vs_kl.png",
                  "exact_best_of_k_and_vs_k.png", "exact_best_of_k_or_vs_k.png",
                  "exact_and_or_bars.png", "exact_lower_tail_vs_kl.png", "exact_forest.png")
+STEPS = [0, 1, 2, 3, 6]  # pi0, every step up to 2, then every 3 (rl.snapshot_every_early, ...)
 TOL = 1e-9  # float64 rounding of the exact arm's identities (per-prompt win rates are in [0, 1])
 
 pytestmark = pytest.mark.slow
@@ -73,7 +74,7 @@ def test_results_hold_every_run_of_every_seed(repro):
         if e["procedure"] == "rlhf":
             assert e["kl"]["estimator"] == "k1" and e["kl"]["se"] >= 0
             assert "underfitting" in e and "shortcuts" in e
-            assert [0, 3, 6] == json.loads((workdir / "evaluate" / "curves.json").read_text())[
+            assert STEPS == json.loads((workdir / "evaluate" / "curves.json").read_text())[
                 e["name"]]["step"]
     trajs = rl_arm.load(str(workdir / "evaluate" / "trajectories.npz"))
     assert set(trajs) == set(config["rlhf"]["runs"])
@@ -82,8 +83,11 @@ def test_results_hold_every_run_of_every_seed(repro):
     for runs in trajs.values():
         assert sorted(runs) == seeds
         for t in runs.values():
-            assert t["step"].tolist() == [0, 3, 6] and t["kl_k1"][0] == 0.0
-            assert t["metrics"].shape[:2] == (3, prompts) and t["gold"].shape == (3, prompts, 2)
+            assert t["step"].tolist() == STEPS and t["kl_k1"][0] == 0.0
+            n = len(STEPS)
+            assert t["metrics"].shape[:2] == (n, prompts) and t["gold"].shape == (n, prompts, 2)
+            assert t["hacking"].shape == (n, prompts, len(evaluation.HACKING_FEATURES))
+            assert set(np.unique(t["hacking"])) <= {0.0, 1.0}
             # every run starts at pi0: step 0 is judged as the base policy is
             np.testing.assert_allclose(t["metrics"][0], base, rtol=0, atol=TOL)
 
@@ -110,6 +114,7 @@ def test_results_hold_the_decided_claims_per_replicate(repro):
     assert [c["key"] for c in exact["claims"]] == [c.key for c in repro_claims.EXACT_CLAIMS]
     for claim in exact["claims"]:
         _check_decided(claim)
+        assert claim["previous_rule_verdict"] in ("yes", "no", "inconclusive")
         assert claim["judge"] in ("gold", "proxy")
         decisive = [c for c in claim["comparisons"] if c["decisive"]]
         assert decisive
@@ -134,19 +139,19 @@ def test_results_hold_the_decided_claims_per_replicate(repro):
     seeds = json.loads((workdir / "config.json").read_text())["rl"]["seed"]
     for claim in rl["claims"]:
         _check_decided(claim)
-        assert claim["seeds"] == seeds
-        for iv in claim.get("replicates", []):
-            assert iv["ci_low"] <= iv["value"] <= iv["ci_high"]
+        assert claim["seeds"] == seeds and len(claim["seed_values"]) == len(seeds)
+        assert claim["previous_rule_verdict"] == rl_arm.PREVIOUS_RULE_NOTE
+        assert set(claim["other_paths"]) == {"first", "last"}
         if "across" in claim:
+            assert claim["across"]["value"] == pytest.approx(np.mean(claim["seed_values"]))
             _check_intervals(claim)
     assert set(rl["ppo_vs_exact"]) == set(rl_arm.EXACT_UTILITY)
 
 
 def _check_decided(claim):
-    """A claim's outcome, headline verdict and previous-rule verdict are the rule's words."""
+    """A claim's outcome and headline verdict are the rule's words."""
     assert claim["outcome"] in decision.OUTCOMES
     assert (claim["verdict"], claim["small_effect"]) == decision.headline(claim["outcome"])
-    assert claim.get("previous_rule_verdict", "inconclusive") in ("yes", "no", "inconclusive")
 
 
 def _check_intervals(row):

@@ -98,6 +98,48 @@ def test_one_run_label_and_tables():
     assert "Stability" not in text
 
 
+def _seed_row(key, values, across, holm, outcome, kind="matched"):
+    """An RL claim's row of the seed-level rule (``seed_values``, ``other_paths``)."""
+    return {"key": key, "source": "paper", "text": "PPO on LSC beats raw.", "a": "helpful_lsc",
+            "b": "helpful_raw", "kind": kind, "metric": "helpful", "path": "isotonic",
+            "max_gap": 1.0, "seeds": list(range(len(values))), "grid_used": [0.5, 1.0, 1.5],
+            "seed_values": values, "delta": DELTA,
+            "across": {"value": across[0], "se": 0.01, "df": len(values) - 1.0,
+                       "ci_low": across[1], "ci_high": across[2], "p_value": 0.01,
+                       "sd_between": 0.01},
+            "holm": {"p_value": 0.02, "confidence": holm[0], "ci_low": holm[1],
+                     "ci_high": holm[2]},
+            "outcome": outcome, "verdict": outcome, "small_effect": False,
+            "previous_rule_verdict": "does not apply", "reason": "",
+            "other_paths": {"first": {"grid_used": [0.5, 1.0], "seed_values": values,
+                                      "value": 0.021, "ci_low": 0.004, "ci_high": 0.038},
+                            "last": {"grid_used": [], "seed_values": []}}}
+
+
+def test_rows_of_the_seed_level_rule_get_their_own_table():
+    results = _results()
+    results["rl"]["claims"] = [
+        _seed_row("rl_lsc_vs_raw", [0.03, 0.01, -0.005, 0.02], (0.01375, -0.0018, 0.0293),
+                  (0.975, -0.0056, 0.0331), "inconclusive"),
+        dict(_seed_row("rl_hacking_rate", [], (0, 0, 0), (0.95, 0, 0), "inconclusive",
+                       kind="hacking_rate"), grid_used=[], across=None, holm=None,
+             reason="no KL grid point is bracketed in every trajectory")]
+    text = tables.render([results])
+    assert "on the isotonic path (segments of at most 1 nats)" in text
+    # mean 0.01375, SD of (0.03, 0.01, -0.005, 0.02) with ddof 1: 0.014930
+    assert _line(text, "| rl_lsc_vs_raw |") == [
+        "rl_lsc_vs_raw", "helpful_lsc vs helpful_raw: A - B (helpful, matched)", "0.5, 1, 1.5",
+        "+0.0138 [-0.0018, +0.0293]", "[-0.0056, +0.0331] (97.5%)",
+        "mean +0.0138, SD 0.0149, 3/4 > 0", "inconclusive",
+        "first: +0.0210 [+0.0040, +0.0380] on {0.5, 1}; last: - - on {}", "**inconclusive**"]
+    assert _line(text, "| rl_hacking_rate |")[1:7] == [
+        "helpful_lsc vs helpful_raw: B - A (helpful, hacking_rate)", "none", "-", "-", "-",
+        "inconclusive (no KL grid point is bracketed in every trajectory)"]
+    # The stability table reads the same Holm interval.
+    assert "| rl_lsc_vs_raw | **inconclusive** [-0.0056, +0.0331] |" in tables.render(
+        [results, results])
+
+
 def test_label_of_a_clean_commit_and_an_unknown_one():
     run = dict(_results(seed=1)["run"], wall_seconds=59.6)
     assert "commit 0123456, AMD" in tables.run_label(run)
