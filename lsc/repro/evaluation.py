@@ -23,7 +23,8 @@ RLHF policies (:func:`rlhf_entry`): one sample per prompt with a key independent
 samples; KL(pi || pi0) by the ``k1`` estimator from teacher-forced log-probs (mean and standard
 error over prompts); win rates with bootstrap CIs; proxy and gold means; underfitting (helpful
 gold improvement by base-score quartile); shortcut features; and, from the policies exported
-along training (``rl.snapshot_every`` and the early schedule), the proxy-vs-gold curve and its reward-hacking summary.
+along training (``rl.snapshot_every`` and the early schedule), the proxy-vs-gold curve and its
+reward-hacking summary.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ Declared before any run (the comparison grid, the statistic and the rule):
 * **Statistic and rule**: those of the main job's RL arm (:mod:`lsc.repro.rl_arm`,
   :data:`lsc.repro.claims.RL_RULE`): per RL seed, the paired difference ``A - B`` of the gold
   win rate at matched KL (the helpfulness win rate for one property, the AND win rate for two),
-  averaged over the points of ``rl_arm.kl_grid`` every trajectory of both methods reaches;
+  averaged over the points of ``rl_arm.kl_grid`` bracketed in every trajectory of both methods
+  (``rl_arm.path``, ``rl_arm.max_gap``);
   the interval across seeds, Holm-adjusted over the study's claims, and its outcome
   (:mod:`lsc.eval.decision`; :data:`STUDY_CLAIMS`).
 * **"Group normalisation undoes LSC"** is read as: LSC vs raw *reproduces* under PPO, RLOO or

@@ -196,7 +196,8 @@ def test_render_without_header_starts_at_the_table():
     full = rl_arm.render(claims, {}, {})
     bare = rl_arm.render(claims, {}, {}, header=False)
     assert full[0].startswith("## RL arm") and any(repro_claims.RL_RULE in line for line in full)
-    assert bare[0].startswith("| claim |") and not any(repro_claims.RL_RULE in line for line in bare)
+    assert bare[0].startswith("| claim |")
+    assert not any(repro_claims.RL_RULE in line for line in bare)
     assert full[-len(bare):] == bare
 
 
