@@ -202,6 +202,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     config.evaluate = ml_collections.ConfigDict()
     config.evaluate.num_prompts = 0  # 0: every evaluation prompt (world.prompts_test)
+    # The RL trajectories' points are judged on a subset of the evaluation prompts, stratified
+    # by pi0's helpfulness and the same for every run (lsc.repro.evaluation.trajectory_prompts;
+    # 0: all); each final policy's results entry on all of them. Half the prompts halves the
+    # evaluate stage; the seed-level interval carries the extra prompt noise (BENCHMARKS.md,
+    # "RL arm: the trajectory prompts", compares it with the full set on one world seed).
+    config.evaluate.trajectory_prompts = 1000 if large else 32 if tiny else 250
     config.evaluate.batch_size = 100 if not tiny else 32
     config.evaluate.bootstrap_resamples = 2000 if not tiny else 200
     config.evaluate.confidence = 0.95

@@ -271,12 +271,16 @@ def _optimised(props: Sequence[str]) -> List[int]:
     return [PROPERTIES.index(p) for p in props]
 
 
-def _policy_samples(ctx: Context, config, workdir: str, log_probs: bool = True,
+def _load_policy(ctx: Context, workdir: str):
+    return checkpoint_lib.load_model(workdir, ctx.policy_create)
+
+
+def _policy_samples(prompts: PromptSet, config, policy, log_probs: bool = True,
                     num_reward_models: Optional[int] = None) -> Samples:
-    policy = checkpoint_lib.load_model(workdir, ctx.policy_create)
+    """One sample per prompt of ``prompts`` from ``policy``, with the evaluation's key."""
     key = jax.random.fold_in(jax.random.key(int(config.seed)), _KEYS["policy"])
-    return ctx.prompts.sample(policy, key, 1, log_probs=log_probs,
-                              num_reward_models=num_reward_models)
+    return prompts.sample(policy, key, 1, log_probs=log_probs,
+                          num_reward_models=num_reward_models)
 
 
 TRAJECTORY_FIELDS = ("step", "kl_k1", "kl_k1_se", "kl_k3", "kl_k3_se", "kl_prompt", "metrics",
@@ -295,12 +299,11 @@ def hacking_indicators(prompts: Sequence[str], texts: Sequence[str]) -> np.ndarr
     return np.stack([np.asarray(f[k]) > 0 for k in HACKING_FEATURES], axis=-1).astype(np.float64)
 
 
-def _trajectory_point(ctx: Context, base: Mapping[str, Any], texts: Sequence[str],
+def _trajectory_point(prompts: Sequence[str], base: Mapping[str, Any], texts: Sequence[str],
                       gold_scores: np.ndarray, proxy: np.ndarray, kl1: np.ndarray,
                       kl3: np.ndarray) -> Dict[str, Any]:
     """One snapshot's row of a trajectory (``P`` prompts, one response each)."""
     m = len(PROPERTIES)
-    prompts = ctx.prompts.texts
     feats = diagnostics.response_features(texts, SHORTCUTS)
     offtopic = np.array([world.offtopic_facts(p, r) > 0 for p, r in zip(prompts, texts)])
     se = lambda x: float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else 0.0  # noqa: E731
@@ -317,35 +320,62 @@ def _trajectory_point(ctx: Context, base: Mapping[str, Any], texts: Sequence[str
         "mean_length": float(feats["length"].mean())}
 
 
+def trajectory_prompts(base: Mapping[str, Any], num: int) -> np.ndarray:
+    """``int64[P]``, increasing: the evaluation prompts a trajectory is judged on. All ``N``
+    when ``num`` is 0 or at least ``N``; else a subset stratified by ``pi0``'s helpfulness, the
+    same for every run: the prompts sorted by their mean gold helpfulness over the exact arm's
+    bank, ``num`` of them at evenly spaced ranks."""
+    helpful = np.asarray(base["bank"]["gold"], np.float64)[..., PROPERTIES.index("helpful")]
+    n = helpful.shape[0]
+    if num <= 0 or num >= n:
+        return np.arange(n, dtype=np.int64)
+    order = np.argsort(helpful.mean(axis=1), kind="stable")
+    return np.sort(order[np.round(np.linspace(0, n - 1, num)).astype(np.int64)])
+
+
+def base_subset(base: Mapping[str, Any], index: np.ndarray) -> Dict[str, Any]:
+    """``base`` (:func:`load_base_samples`) restricted to the prompts ``index``: every array of
+    the sample sets (:data:`SETS`) indexed on its leading prompt axis, the rest as is."""
+    return {k: ({f: np.asarray(a)[index] for f, a in v.items()} if k in SETS else v)
+            for k, v in base.items()}
+
+
 def trajectory(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[str, Any],
                workdir: str) -> Tuple[Dict[str, np.ndarray], Samples, np.ndarray]:
-    """An RLHF run judged along training: ``pi0`` (step 0, KL 0: per-prompt values are the means
-    over the exact arm's bank of ``N`` base samples, shortcut rates those of the ``base``
-    samples) and every policy exported along training (``rl.snapshot_every`` and the early
-    schedule, :func:`lsc.align.rlhf.snapshots.scheduled`; and the final one), each sampled
-    once per evaluation prompt with the same key (common random numbers across snapshots, runs
-    and seeds) and scored by replicate 0's reward models.
+    """An RLHF run judged along training on the prompts of :func:`trajectory_prompts`
+    (``evaluate.trajectory_prompts`` of the ``N`` evaluation prompts): ``pi0`` (step 0, KL 0:
+    per-prompt values are the means over the exact arm's bank of base samples, shortcut rates
+    and hacking indicators those of the ``base`` samples) and every policy exported along
+    training (``rl.snapshot_every`` and the early schedule,
+    :func:`lsc.align.rlhf.snapshots.scheduled`; and the final one), each sampled once per prompt
+    with the same key (common random numbers across snapshots, runs and seeds) and scored by
+    replicate 0's reward models. The final policy is also sampled on all ``N`` prompts (its
+    results entry, :func:`rlhf_entry`).
 
-    Returns ``(arrays, final samples, final gold float64[P, m])`` with ``arrays`` (``T`` points,
-    ``P`` prompts, ``C`` = :data:`lsc.repro.exact_arm.GOLD_JUDGED`): ``step int64[T]``; ``kl_k1``,
-    ``kl_k3`` and their standard errors over prompts ``float64[T]``; ``kl_prompt float64[T, P]``
-    (``k1`` per prompt); ``metrics float64[T, P, C]`` (win rates against the ``M`` base opponents
-    per prompt, as the exact arm scores a candidate); ``gold`` and ``proxy float64[T, P, m]``
-    (proxy: replicate 0, the reward models the runs optimised; the final samples' ``rewards``
-    have these ``m`` columns only); ``hacking float64[T, P, F]`` (:func:`hacking_indicators`,
-    ``F`` = :data:`HACKING_FEATURES`; ``pi0``'s from the ``base`` samples); ``filler_rate``,
-    ``offtopic_rate`` (responses with a fact of another topic), ``refusal_rate``,
-    ``mean_length float64[T]``.
+    Returns ``(arrays, final samples on all N prompts, their gold float64[N, m])`` with
+    ``arrays`` (``T`` points, ``P`` prompts, ``C`` = :data:`lsc.repro.exact_arm.GOLD_JUDGED`):
+    ``prompt_index int64[P]`` (the prompts' rows among the ``N``); ``step int64[T]``;
+    ``kl_k1``, ``kl_k3`` and their standard errors over prompts ``float64[T]``;
+    ``kl_prompt float64[T, P]`` (``k1`` per prompt); ``metrics float64[T, P, C]`` (win rates
+    against the ``M`` base opponents per prompt, as the exact arm scores a candidate); ``gold``
+    and ``proxy float64[T, P, m]`` (proxy: replicate 0, the reward models the runs optimised);
+    ``hacking float64[T, P, F]`` (:func:`hacking_indicators`, ``F`` =
+    :data:`HACKING_FEATURES`); ``filler_rate``, ``offtopic_rate`` (responses with a fact of
+    another topic), ``refusal_rate``, ``mean_length float64[T]``.
     """
     m = len(PROPERTIES)
-    b, bank = base["base"], base["bank"]
-    zero = np.zeros(b["gold"].shape[0])
-    base_texts = [row[0] for row in decode_grid(ctx.prompts.tokenizer, b["tokens"])]
-    row0 = _trajectory_point(ctx, base, base_texts, b["gold"][:, 0], b["rewards"][:, 0], zero,
-                             zero)
+    index = trajectory_prompts(base, int(config.evaluate.get("trajectory_prompts", 0)))
+    full = index.size == len(ctx.prompts)
+    prompts = ctx.prompts if full else ctx.prompts.subset(index)
+    sub = base_subset(base, index)
+    b, bank = sub["base"], sub["bank"]
+    zero = np.zeros(index.size)
+    base_texts = [row[0] for row in decode_grid(prompts.tokenizer, b["tokens"])]
+    row0 = _trajectory_point(prompts.texts, sub, base_texts, b["gold"][:, 0],
+                             b["rewards"][:, 0], zero, zero)
     # pi0's per-prompt values: the means over the bank's N samples (much less noisy than one
     # sample); its shortcut rates and hacking indicators: the base samples'.
-    row0["metrics"] = exact_arm.metric_scores(bank["gold"], base["opponents"]["gold"]).mean(1)
+    row0["metrics"] = exact_arm.metric_scores(bank["gold"], sub["opponents"]["gold"]).mean(1)
     row0["gold"] = np.asarray(bank["gold"], np.float64).mean(axis=1)
     row0["proxy"] = np.asarray(bank["rewards"][..., :m], np.float64).mean(axis=1)
     rows = [dict(step=0, **row0)]
@@ -354,16 +384,21 @@ def trajectory(ctx: Context, config: ml_collections.ConfigDict, base: Mapping[st
     final = None
     for step in steps:
         where = workdir if step == final_step else align_rlhf.snapshot_dir(workdir, step)
-        s = _policy_samples(ctx, config, where, num_reward_models=m)
-        g = gold(ctx.prompts.texts, s.texts)[:, 0]
+        policy = _load_policy(ctx, where)
+        s = _policy_samples(prompts, config, policy, num_reward_models=m)
+        g = gold(prompts.texts, s.texts)[:, 0]
         kl1 = kl_lib.sequence_kl(s.logp[:, 0], s.logp0[:, 0], s.mask[:, 0], "k1")
         kl3 = kl_lib.sequence_kl(s.logp[:, 0], s.logp0[:, 0], s.mask[:, 0], "k3")
-        rows.append(dict(step=int(step), **_trajectory_point(ctx, base, s.column(0), g,
-                                                            s.rewards[:, 0, :m], kl1, kl3)))
+        rows.append(dict(step=int(step), **_trajectory_point(
+            prompts.texts, sub, s.column(0), g, s.rewards[:, 0, :m], kl1, kl3)))
         if step == final_step:
+            if not full:
+                s = _policy_samples(ctx.prompts, config, policy, num_reward_models=m)
+                g = gold(ctx.prompts.texts, s.texts)[:, 0]
             final = (s, g)
     arrays = {f: np.asarray([r[f] for r in rows]) for f in TRAJECTORY_FIELDS}
     arrays["step"] = arrays["step"].astype(np.int64)
+    arrays["prompt_index"] = index
     return arrays, final[0], final[1]
 
 

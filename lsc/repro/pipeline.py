@@ -44,10 +44,9 @@ from lsc import stages as stages_lib
 from lsc.align import rlhf as align_rlhf
 from lsc.align.references import pi0_samples
 from lsc.data import hh_rlhf, world, world_data
-from lsc.repro import evaluation, exact_arm, results, subconfigs
+from lsc.repro import evaluation, exact_arm, judging, results, subconfigs
 from lsc.repro import jobs as jobs_lib
 from lsc.repro.subconfigs import PROPERTIES
-from lsc.train import common as train_common
 from lsc.train import predictor as train_predictor
 from lsc.train import reward_model as train_reward_model
 from lsc.train import sft as train_sft
@@ -221,32 +220,17 @@ TRAJECTORIES = "trajectories.npz"
 
 
 def evaluate_stage(config, stage_dir, earlier):
-    """Judges every RLHF run along training (:func:`evaluation.trajectory`, all in
-    ``trajectories.npz``: ``<run key>/<field>``, :func:`evaluation.run_key`) and its final policy
-    (``entries.json``: the base entry and one entry ``rlhf/<run key>`` per method, seed and
-    gamma)."""
-    ctx = evaluation.Context.load(config, earlier, os.path.dirname(stage_dir))
+    """Judges every RLHF run along training (:mod:`lsc.repro.judging`: one job per method, in
+    parallel workers; :func:`evaluation.trajectory`, all in ``trajectories.npz``:
+    ``<run key>/<field>``, :func:`evaluation.run_key`) and its final policy (``entries.json``:
+    the base entry and one entry ``rlhf/<run key>`` per method, seed and gamma)."""
+    judging.write_inputs(stage_dir, earlier)
+    _run_jobs(config, stage_dir, [
+        jobs_lib.Job(judging.run, judging.job_config(config, stage_dir, name),
+                     os.path.join(stage_dir, name)) for name in earlier["rlhf"]])
     base = evaluation.load_base_samples(earlier["base_samples"]["path"])
-    entries: List[Dict[str, Any]] = [evaluation.base_entry(base, config)]
-    curves: Dict[str, Any] = {}
-    arrays: Dict[str, np.ndarray] = {}
-    for name, run in earlier["rlhf"].items():
-        run_cfg = train_common.load_run_config(run["workdir"])
-        gammas, seeds = run["kl_coefs"], run.get("seeds") or [int(config.seed)]
-        for seed in seeds:
-            for gamma in gammas:
-                key = evaluation.run_key(name, seed, gamma, gammas)
-                rdir = align_rlhf.run_workdir(run["workdir"], seed, gamma, seeds, gammas)
-                traj, final, final_gold = evaluation.trajectory(ctx, config, base, rdir)
-                for field, value in traj.items():
-                    arrays[f"{key}/{field}"] = value
-                entry, curve = evaluation.rlhf_entry(ctx, config, base, key, run_cfg, gamma,
-                                                     seed, traj, final, final_gold)
-                entries.append(entry)
-                curves[entry["name"]] = curve
-                logging.info("%s: KL %s, win %s", entry["name"],
-                             np.round(traj["kl_k1"], 2).tolist(),
-                             {k: round(v["value"], 3) for k, v in entry["win_rate"].items()})
+    entries, curves, arrays = judging.collect(stage_dir, earlier["rlhf"])
+    entries = [evaluation.base_entry(base, config)] + entries
     runtime.write_npz_atomic(os.path.join(stage_dir, TRAJECTORIES), **arrays)
     path = os.path.join(stage_dir, "entries.json")
     runtime.write_json_atomic(path, entries)

@@ -248,7 +248,8 @@ def ppo_vs_exact(trajs, exact_arrays: Mapping[str, np.ndarray], *, max_gap: floa
     (:data:`EXACT_UTILITY`) on the proxy ``source``'s scores, at the exact arm's KL grid, each
     trajectory read on ``path`` with ``max_gap`` (:func:`lsc.eval.trajectory.read_at_kl`).
 
-    Returns ``{method: {"utility", "metric", "kl_grid": [G], "exact": [G], "ppo": [S][G],
+    The optimum is averaged over the trajectories' prompts (their ``prompt_index``; all when
+    absent). Returns ``{method: {"utility", "metric", "kl_grid": [G], "exact": [G], "ppo": [S][G],
     "gap": [S][G] (exact - PPO, None where the trajectory is not bracketed), "mean_gap": [S]
     (over the points bracketed), "seeds"}}``.
     """
@@ -263,8 +264,11 @@ def ppo_vs_exact(trajs, exact_arrays: Mapping[str, np.ndarray], *, max_gap: floa
             continue
         metric = metrics[method]
         c = _column(metric)
-        exact = exact_arrays[key][..., c].mean(axis=1)  # [G]
         seeds = sorted(runs)
+        # The exact optimum on the prompts the trajectories were judged on.
+        index = runs[seeds[0]].get("prompt_index")
+        opt = np.asarray(exact_arrays[key])[..., c]  # [G, N]
+        exact = (opt if index is None else opt[:, index]).mean(axis=1)  # [G]
         ppo = np.stack([traj_lib.read_at_kl(runs[s]["kl_k1"], runs[s]["metrics"][..., c], grid,
                                             path=path, max_gap=max_gap)[0].mean(axis=1)
                         for s in seeds])  # [S, G]

@@ -12,6 +12,7 @@ the decoded texts.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any, List, Optional, Sequence
 
@@ -103,6 +104,14 @@ class PromptSet:
 
     def __len__(self) -> int:
         return self.prompts.shape[0]
+
+    def subset(self, index: np.ndarray) -> "PromptSet":
+        """The prompts ``index int[N']`` of this set, with the same models and settings."""
+        index = np.asarray(index, np.int64)
+        out = copy.copy(self)
+        out.prompts = self.prompts[index]
+        out.texts = [self.texts[i] for i in index]
+        return out
 
     def batches(self):
         """``(start, real rows, int32[batch_size, P] device prompts)``; the last batch is padded
