@@ -220,3 +220,45 @@ def test_trajectories_are_keyed_like_the_run_directories(tmp_path):
     assert sorted(trajs["helpful_lsc"]) == [0, 1]
     np.testing.assert_array_equal(trajs["helpful_lsc"][0]["step"], [1, 2, 3])
     np.testing.assert_array_equal(trajs["raw/kl_0.05"][2]["step"], [2, 3, 4])
+
+
+def test_ppo_vs_exact_averages_the_optimum_over_the_trajectories_prompts():
+    """The exact optimum is averaged over the prompts the trajectories were judged on
+    (``prompt_index``), all prompts without it."""
+    n, grid = 6, [0.5, 1.0]
+    opt = np.full((len(grid), n, C), 0.5)
+    opt[:, :, HELPFUL] = np.arange(n, dtype=float)[None, :] / 10  # prompt p: 0.p
+    arrays = {"kl_grid": np.asarray(grid), "optimum/r0/raw": opt}
+    run = _run([0.0, 0.5, 1.0, 1.5], [0.5, 0.5, 0.5, 0.5])
+    picked = dict(run, prompt_index=np.array([1, 4, 5, 0]))
+    out = rl_arm.ppo_vs_exact({"helpful_raw": {0: picked}}, arrays, max_gap=1.0)
+    np.testing.assert_allclose(out["helpful_raw"]["exact"], [0.25, 0.25])  # (1+4+5+0)/40
+    np.testing.assert_allclose(out["helpful_raw"]["gap"][0], [-0.25, -0.25])
+    whole = rl_arm.ppo_vs_exact({"helpful_raw": {0: run}}, arrays, max_gap=1.0)
+    np.testing.assert_allclose(whole["helpful_raw"]["exact"], [0.25, 0.25])  # (0+..+5)/60
+
+
+def test_trajectory_prompts_are_a_stratified_subset_by_pi0_helpfulness():
+    """``num`` prompts at evenly spaced ranks of pi0's mean gold helpfulness over the bank, in
+    increasing row order; all rows for 0 or ``num >= N``."""
+    helpful = np.array([0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6])  # ranks: 8 0 4 2 6 1 7 3 5
+    bank = np.zeros((9, 3, 2))
+    h = evaluation.PROPERTIES.index("helpful")
+    bank[:, :, h] = helpful[:, None] + np.array([-0.05, 0.0, 0.05])  # mean = helpful
+    bank[:, :, 1 - h] = -helpful[:, None]  # the other property does not count
+    base = {"bank": {"gold": bank}}
+    # Ranks 0, 4, 8 (linspace(0, 8, 3)): rows 1, 2, 0.
+    np.testing.assert_array_equal(evaluation.trajectory_prompts(base, 3), [0, 1, 2])
+    # Ranks 0, 2.67 -> 3, 5.33 -> 5, 8: rows 1, 7, 8, 0.
+    np.testing.assert_array_equal(evaluation.trajectory_prompts(base, 4), [0, 1, 7, 8])
+    np.testing.assert_array_equal(evaluation.trajectory_prompts(base, 0), np.arange(9))
+    np.testing.assert_array_equal(evaluation.trajectory_prompts(base, 20), np.arange(9))
+
+
+def test_base_subset_indexes_every_sample_set_on_its_prompt_axis():
+    base = {"bank": {"gold": np.arange(12).reshape(4, 3)},
+            "opponents": {"gold": np.arange(8).reshape(4, 2)}, "quantile": np.array(0.5)}
+    sub = evaluation.base_subset(base, np.array([0, 3]))
+    np.testing.assert_array_equal(sub["bank"]["gold"], [[0, 1, 2], [9, 10, 11]])
+    np.testing.assert_array_equal(sub["opponents"]["gold"], [[0, 1], [6, 7]])
+    assert sub["quantile"] is base["quantile"]
