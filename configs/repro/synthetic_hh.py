@@ -163,9 +163,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     rl.snapshot_early_until = 2 if tiny else 50
     rl.snapshot_every = 3 if tiny else 10
     rl.save_every = 100  # checkpoints (resume), independent of the snapshots
-    # Early stop: a run ends once the mean training kl_k1 of its last 5 steps exceeds 10 nats
-    # (its final policy is its last trajectory point; summary.json records the step and why).
-    rl.stop_kl = 10.0
+    # Early stop: a run ends once the mean training kl_k1 of its last 5 steps exceeds 9 nats,
+    # one above the top of rl_arm.kl_grid (its final policy is its last trajectory point;
+    # summary.json records the step and why).
+    rl.stop_kl = 9.0
     config.rl = rl
 
     config.rlhf = ml_collections.ConfigDict()
@@ -204,10 +205,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.evaluate.num_prompts = 0  # 0: every evaluation prompt (world.prompts_test)
     # The RL trajectories' points are judged on a subset of the evaluation prompts, stratified
     # by pi0's helpfulness and the same for every run (lsc.repro.evaluation.trajectory_prompts;
-    # 0: all); each final policy's results entry on all of them. Half the prompts halves the
-    # evaluate stage; the seed-level interval carries the extra prompt noise (BENCHMARKS.md,
-    # "RL arm: the trajectory prompts", compares it with the full set on one world seed).
-    config.evaluate.trajectory_prompts = 1000 if large else 32 if tiny else 250
+    # 0: all); each final policy's results entry on all of them. 200 of the 500 prompts (two
+    # batches of evaluate.batch_size) keeps the main job within its time budget; the seed-level
+    # interval carries the extra prompt noise (BENCHMARKS.md, "RL arm: the trajectory prompts",
+    # compares it with all 500 on one world seed).
+    config.evaluate.trajectory_prompts = 1000 if large else 32 if tiny else 200
     config.evaluate.batch_size = 100 if not tiny else 32
     config.evaluate.bootstrap_resamples = 2000 if not tiny else 200
     config.evaluate.confidence = 0.95

@@ -237,7 +237,8 @@ RL_ARM_CLAIMS: Tuple[RLClaim, ...] = (
             "hh_lsc_sum", "hh_raw_sum", PROXY_GOLD_GAP, "hh"),
 )
 RL_RULE = (
-    "per RL seed, the mean over the used grid points and prompts of the paired difference at "
+    "per RL seed, the mean over the used grid points and the trajectory prompts (a stratified "
+    "subset of the evaluation prompts, evaluate.trajectory_prompts) of the paired difference at "
     "matched KL (matched: A - B of the metric; hacking_rate: B - A of the fraction of responses "
     "with a gold-costly feature the proxy rewards; proxy_gold_gap: B - A of the proxy's gain "
     "from pi0 minus gold's, each in pi0's SD across prompts, mean over the properties); each "

@@ -257,9 +257,9 @@ STAGES: List[stages_lib.Stage] = [
     stages_lib.Stage("base_samples", "sample and score the base policy on the evaluation prompts",
                      base_samples_stage, weight=211),
     stages_lib.Stage("exact", "exact optima and best-of-k on the banks", exact_stage, weight=7),
-    stages_lib.Stage("rlhf", "RLHF, every method with every RL seed", rlhf_stage, weight=141),
+    stages_lib.Stage("rlhf", "RLHF, every method with every RL seed", rlhf_stage, weight=270),
     stages_lib.Stage("evaluate", "every RLHF run judged along training", evaluate_stage,
-                     weight=59),
+                     weight=260),
     stages_lib.Stage("report", "results.json, figures and report.md", report_stage, weight=4),
 ]
 

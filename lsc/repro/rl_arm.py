@@ -10,9 +10,11 @@ Declared before the runs they judge (``configs/repro/synthetic_hh.py``, sections
 * **Snapshots.** Dense early: every ``rl.snapshot_every_early = 5`` steps up to step
   ``rl.snapshot_early_until = 50``, then every ``rl.snapshot_every = 10`` to the end
   (``rl.num_steps = 200``, 300 in ``:large``); ``pi0`` is step 0. A run stops early once the
-  mean training ``kl_k1`` of its last 5 steps exceeds ``rl.stop_kl = 10`` nats (its final
-  policy is its last point). Each snapshot is judged on the evaluation prompts against the exact
-  arm's ``M`` base opponents (:func:`lsc.repro.evaluation.trajectory`).
+  mean training ``kl_k1`` of its last 5 steps exceeds ``rl.stop_kl = 9`` nats (its final
+  policy is its last point). Each snapshot is judged on the trajectory prompts (a stratified
+  subset of ``evaluate.trajectory_prompts = 200`` of the 500 evaluation prompts, the same for
+  every run) against the exact arm's ``M`` base opponents
+  (:func:`lsc.repro.evaluation.trajectory`).
 * **Matched-KL reading.** Each trajectory is read at the points of ``rl_arm.kl_grid = (0.5, 1,
   1.5, 2, 3, 4, 5, 6, 7, 8)`` on the declared path ``rl_arm.path = "isotonic"`` (the snapshots'
   mean ``k1`` KL fitted non-decreasing over training, read on its first segment containing the
@@ -20,8 +22,8 @@ Declared before the runs they judge (``configs/repro/synthetic_hh.py``, sections
   apart (:func:`lsc.eval.trajectory.read_at_kl`); a grid point is used only when bracketed in
   every trajectory of both methods of the claim (:func:`lsc.eval.trajectory.paired_readings`).
   Beside it, not decided: the same statistic under the paths ``"first"`` and ``"last"``.
-* **Statistic.** Per seed, the mean over the used grid points and the prompts of the paired
-  per-prompt difference (:func:`per_prompt_values` gives the values read):
+* **Statistic.** Per seed, the mean over the used grid points and the trajectory prompts of the
+  paired per-prompt difference (:func:`per_prompt_values` gives the values read):
 
   - ``matched``: ``A - B`` of a gold-judged win-rate metric (``rl_underfitting``:
     ``helpful_not_below``, the exact arm's ``lower_tail`` measure, on all prompts);

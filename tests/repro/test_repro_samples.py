@@ -73,3 +73,11 @@ def test_log_probs_are_those_of_a_full_forward_pass():
                 assert s.logp[i, 0, t] == pytest.approx(want, abs=1e-4)
             else:
                 assert s.logp[i, 0, t] == 0.0
+
+
+def test_a_subset_has_the_rows_and_texts_of_its_index_and_the_same_models():
+    ps, prompts = _set()
+    sub = ps.subset(np.array([4, 1]))
+    np.testing.assert_array_equal(sub.prompts, prompts[[4, 1]])
+    assert sub.texts == ["p4", "p1"] and len(sub) == 2 and len(ps) == 5
+    assert sub.pi0 is ps.pi0 and sub.rms is ps.rms and sub.batch_size == ps.batch_size
