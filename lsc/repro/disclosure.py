@@ -69,6 +69,23 @@ CHANGES: Tuple[Change, ...] = (
            "the previous rule's verdicts on the same runs: the 'previous rule' column of the "
            "tables below",
            "the 'verdict' column of the tables below"),
+    Change("The RL arm rebuilt: 3 -> 10 RL seeds per method, the t-interval across seeds "
+           "(the pooled bootstrap over prompts before); snapshots every 5 steps to step 50, then "
+           "every 10 (every 25 before), up to 200 steps with a stop at 9 nats (100 steps "
+           "before); the isotonic reading with bracketed grid points only, grid 0.5-8 nats "
+           "(first crossing, extrapolated from pi0 below the first snapshot, before); reward "
+           "hacking as the gold-costly feature rate and the proxy-gold gap at matched KL (the "
+           "drop after a peak the statistic chose before); underfitting as helpful_not_below on "
+           "all prompts, as in the exact arm (the lowest quartile's win rate before); "
+           "trajectories judged on 200 stratified evaluation prompts",
+           "this README's runs",
+           "all four RL claims inconclusive on every run; three seeds' pooled interval left out "
+           "training noise, readings at KL 0.5-1 lay below the first snapshot and favoured the "
+           "run whose first snapshot had the lower KL, the hacking statistic's peak was chosen "
+           "on the curve it measured",
+           "world seeds 0, 1, 2 and seed 0 with offset 6: rl_lsc_vs_raw, rl_lsc_sum_vs_raw_sum, "
+           "rl_reward_hacking, rl_underfitting inconclusive",
+           "the rl_ rows of the tables below"),
 )
 
 
