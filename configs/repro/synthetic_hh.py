@@ -156,12 +156,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     rl.time_phases = False
     rl.gold_eval_prompts = 0  # the evaluate stage judges every run
     rl.progress = False
-    # The trajectory's points, dense early: a snapshot every 5 steps up to step 50, then every
-    # 10 to the end (:tiny: steps 1, 2, 3 and 6), each judged on the evaluation prompts against
-    # the exact arm's base opponents.
+    # The trajectory's points, dense early and dense in KL: a snapshot every 5 steps up to step
+    # 50, then every 20 (:tiny: steps 1, 2, 3 and 6), and after any step at which the mean
+    # training kl_k1 of the last 5 steps has risen 0.5 nats since the previous snapshot (where
+    # the KL moves fast, a snapshot every step or two); each judged on the trajectory prompts
+    # against the exact arm's base opponents.
     rl.snapshot_every_early = 1 if tiny else 5
     rl.snapshot_early_until = 2 if tiny else 50
-    rl.snapshot_every = 3 if tiny else 10
+    rl.snapshot_every = 3 if tiny else 20
+    rl.snapshot_kl = 0.5
     rl.save_every = 100  # checkpoints (resume), independent of the snapshots
     # Early stop: a run ends once the mean training kl_k1 of its last 5 steps exceeds 9 nats,
     # one above the top of rl_arm.kl_grid (its final policy is its last trajectory point;

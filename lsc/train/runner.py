@@ -36,7 +36,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax
 from absl import logging
@@ -112,11 +112,14 @@ STOP_WINDOW_KEY = "stop_window"
 
 class Run:
     """What hooks see of a run in progress: the TensorBoard ``writer``, the metrics history
-    ``metrics`` (:class:`lsc.train.metrics.MetricsState`), the ``bar`` and ``workdir``."""
+    ``metrics`` (:class:`lsc.train.metrics.MetricsState`), the ``bar``, ``workdir`` and
+    ``recent``: the last values of a :class:`StopRule`'s metric, at most its window, up to the
+    current step (kept in checkpoints; empty without a rule)."""
 
     def __init__(self, workdir: str, writer: metrics_lib.MetricsWriter,
                  metrics: metrics_lib.MetricsState, bar: Any):
         self.workdir, self.writer, self.metrics, self.bar = workdir, writer, metrics, bar
+        self.recent: List[float] = []
 
 
 @dataclasses.dataclass
@@ -255,6 +258,7 @@ def run(*, workdir: str, init: Callable[[bool], Any], data: Any, step_fn: StepFn
                     if after_log is not None:
                         after_log(step, means, ctx)
                 if after_step is not None:
+                    ctx.recent = list(recent)
                     after_step(step, state, ctx)
                 term = distributed.any_process(preemption.requested)
                 if (step % cadence.save_every == 0 or step == cadence.num_steps or term

@@ -3,6 +3,8 @@
 of the typed config, listed in its ``unread``, or an error)."""
 
 import importlib
+import json
+import os
 
 import ml_collections
 import pytest
@@ -16,7 +18,7 @@ EVERY_KEY = dict(
     num_steps=3, batch_size=4, algorithm="ppo", num_samples=2, kl_coef=0.1, kl_estimator="k3",
     kl_penalty="reward", temperature=0.7, reference_cache=False, time_phases=False, log_every=2,
     save_every=3, keep_checkpoints=1, progress=False, snapshot_every=1, snapshot_every_early=1,
-    snapshot_early_until=2, stop_kl=5.0, reference_bank=False,
+    snapshot_early_until=2, snapshot_kl=0.5, stop_kl=5.0, reference_bank=False,
     gold_eval_prompts=5, seed=7, policy_optim={"learning_rate": 1e-3}, ppo_epochs=2,
     num_minibatches=2, clip_eps=0.3, value_clip_eps=0.4, gae_lambda=0.9, discount=0.99,
     whiten_advantages=False, value_optim={"learning_rate": 1e-2})
@@ -62,6 +64,23 @@ def test_the_snapshot_schedule_is_dense_early():
     assert [s for s in range(1, 7) if rlhf.scheduled(s, 3, 1, 2)] == [1, 2, 3, 6]
     assert [s for s in range(1, 60) if rlhf.scheduled(s, 25)] == [25, 50]
     assert not any(rlhf.scheduled(s, 0) for s in range(1, 60))
+
+
+def test_a_kl_triggered_export_needs_the_running_kl_to_rise_by_the_step(tmp_path):
+    """The mean of the window against the level of the previous export; off at 0; the level a
+    resumed run starts from is the last snapshot's below its step."""
+    from lsc.align.rlhf import snapshots
+    assert not snapshots.kl_triggered([1.0, 1.2], 0.7, 0.5)  # mean 1.1 < 1.2
+    assert snapshots.kl_triggered([1.0, 1.4], 0.7, 0.5)  # mean 1.2 >= 1.2
+    assert not snapshots.kl_triggered([9.0], 0.0, 0.0) and not snapshots.kl_triggered([], 0, 1)
+    for step, level in ((5, 0.25), (10, 1.5), (12, 2.25)):
+        os.makedirs(os.path.join(snapshots.snapshot_dir(str(tmp_path), step), "model"))
+        with open(os.path.join(snapshots.snapshot_dir(str(tmp_path), step),
+                               snapshots.LEVEL_FILE), "w") as f:
+            json.dump({"kl_level": level}, f)
+    assert snapshots.kl_level(str(tmp_path), 12) == 1.5
+    assert snapshots.kl_level(str(tmp_path), 13) == 2.25
+    assert snapshots.kl_level(str(tmp_path), 5) == 0.0
 
 
 @pytest.mark.parametrize("algorithm", rlhf.ALGORITHMS)

@@ -23,7 +23,7 @@ class _Crash(RuntimeError):
     pass
 
 
-def _run(workdir, *, num_steps=10, save_every=100, crash_at=None, calls=None):
+def _run(workdir, *, num_steps=10, save_every=100, crash_at=None, calls=None, windows=None):
     """A run whose step ``s`` logs ``kl_k1 = s``: the mean of steps s-2..s is s - 1 > 4 first at
     step 6."""
     def step_fn(state, batch):
@@ -37,7 +37,9 @@ def _run(workdir, *, num_steps=10, save_every=100, crash_at=None, calls=None):
     return runner.run(
         workdir=str(workdir), init=lambda fresh: _State(jnp.asarray(0, jnp.int32)),
         data=ListIterator([{}] * 100), step_fn=step_fn,
-        cadence=runner.Cadence(num_steps, 4, save_every, 3, False), finite=("loss",), stop=RULE)
+        cadence=runner.Cadence(num_steps, 4, save_every, 3, False), finite=("loss",), stop=RULE,
+        after_step=(None if windows is None
+                    else lambda step, state, ctx: windows.append((step, list(ctx.recent)))))
 
 
 def test_reason_needs_a_full_window_above_the_threshold():
@@ -60,7 +62,10 @@ def test_stops_records_and_resumes_to_the_same_step(tmp_path):
     # Crashed at step 5 after the checkpoint at 4: the window [2, 3, 4] comes back with it.
     with pytest.raises(_Crash):
         _run(tmp_path / "crashed", save_every=4, crash_at=5)
-    resumed = _run(tmp_path / "crashed", save_every=4)
+    windows = []
+    resumed = _run(tmp_path / "crashed", save_every=4, windows=windows)
     assert (resumed.start, resumed.step, resumed.stopped) == (4, 6, out.stopped)
+    # Hooks see the window up to their step, the restored values included.
+    assert windows == [(5, [3.0, 4.0, 5.0]), (6, [4.0, 5.0, 6.0])]
     # No rule crossed: the run goes to num_steps.
     assert _run(tmp_path / "short", num_steps=5).stopped is None

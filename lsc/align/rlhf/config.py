@@ -53,6 +53,7 @@ RL_RULES = {
     "snapshot_every_early": schema.number_in(0, integer=True),
     "snapshot_early_until": schema.number_in(0, integer=True),
     "stop_kl": schema.number_in(0.0),
+    "snapshot_kl": schema.number_in(0.0),
     "seed": schema.number_in(0, 2**31 - 1, integer=True),
 }
 
@@ -89,6 +90,10 @@ class RLConfig(abc.ABC):
       snapshot_every_early, snapshot_early_until: also export every ``snapshot_every_early``
         steps up to step ``snapshot_early_until`` (a denser start; both 0: off, else both > 0;
         :func:`lsc.align.rlhf.snapshots.scheduled`).
+      snapshot_kl: also export the policy after any step at which the mean training ``kl_k1``
+        of the last :data:`STOP_WINDOW` steps is at least this many nats above its value at the
+        previous export (snapshots dense in KL where the KL moves fast,
+        :func:`lsc.align.rlhf.snapshots.kl_triggered`); 0: off.
       stop_kl: stop the run once the mean training ``kl_k1`` of its last
         :data:`STOP_WINDOW` steps exceeds this (the final policy is exported as at
         ``num_steps``; ``summary.json`` records the step and why); 0: off.
@@ -125,6 +130,7 @@ class RLConfig(abc.ABC):
     snapshot_every: int = 0
     snapshot_every_early: int = 0
     snapshot_early_until: int = 0
+    snapshot_kl: float = 0.0
     stop_kl: float = 0.0
     reference_bank: bool = True
     gold_eval_prompts: int = 0

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import jax
 import ml_collections
@@ -146,13 +147,23 @@ def train_rlhf(*, workdir: str, spec: utility_lib.UtilitySpec, rl_config: RLConf
         logging.info("step %d: utility %.4f kl %.4f entropy %.3f len %.2f", step,
                      means["utility"], means["kl"], means["entropy"], means["response_length"])
 
-    def after_step(step: int, state: RLState, ctx: runner.Run):
-        if snapshots.scheduled(step, cfg.snapshot_every, cfg.snapshot_every_early,
-                               cfg.snapshot_early_until):
-            snapshots.export_snapshot(workdir, trainer, state, step)
+    level: List[Optional[float]] = [None]  # the running KL at the last export
 
-    stop = (runner.StopRule("kl_k1", float(cfg.stop_kl), STOP_WINDOW, "rl.stop_kl")
-            if cfg.stop_kl > 0 else None)
+    def after_step(step: int, state: RLState, ctx: runner.Run):
+        if level[0] is None:
+            level[0] = snapshots.kl_level(workdir, step)
+        running = sum(ctx.recent) / len(ctx.recent) if ctx.recent else 0.0
+        if (snapshots.scheduled(step, cfg.snapshot_every, cfg.snapshot_every_early,
+                                cfg.snapshot_early_until)
+                or snapshots.kl_triggered(ctx.recent, level[0], cfg.snapshot_kl)):
+            snapshots.export_snapshot(workdir, trainer, state, step, kl_level=running)
+            level[0] = running
+
+    # The stop rule's window of training kl_k1 also drives the KL-triggered snapshots (a rule
+    # that never stops when only rl.snapshot_kl is set).
+    stop = (runner.StopRule("kl_k1", float(cfg.stop_kl) if cfg.stop_kl > 0 else math.inf,
+                            STOP_WINDOW, "rl.stop_kl")
+            if cfg.stop_kl > 0 or cfg.snapshot_kl > 0 else None)
 
     out = runner.run(
         workdir=workdir, init=lambda fresh: trainer.init_state(reference, seed=cfg.seed),
