@@ -18,8 +18,9 @@ EVERY_KEY = dict(
     save_every=3, keep_checkpoints=1, progress=False, snapshot_every=1, snapshot_every_early=1,
     snapshot_early_until=2, stop_kl=5.0, reference_bank=False,
     gold_eval_prompts=5, seed=7, policy_optim={"learning_rate": 1e-3}, ppo_epochs=2,
-    num_minibatches=2, clip_eps=0.3, loss_reduction="constant", value_clip_eps=0.4, gae_lambda=0.9, discount=0.99,
-    whiten_advantages=False, value_optim={"learning_rate": 1e-2})
+    num_minibatches=2, clip_eps=0.3, loss_reduction="constant", value_clip_eps=0.4,
+    gae_lambda=0.9, discount=0.99, whiten_advantages=False,
+    value_optim={"learning_rate": 1e-2})
 
 
 def _assert_no_key_dropped(rl, cfg):
