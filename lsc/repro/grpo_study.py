@@ -193,7 +193,7 @@ def decide_level(trajs, level: int, kl_grid: Sequence[float], *, path: str, max_
       ``{"level": "g<k>", "grid_used": [G'], "claims": [row]}``: the four
       :func:`matched_claims` rows (:func:`lsc.repro.rl_arm.evaluate_rl_claims`, read on the
       common grid) then one row per :data:`CONTRASTS` (``key, source, text, kind`` =
-      :data:`CONTRAST`, ``x, y, runs, metric, rule, delta, kl_grid, path, max_gap, seeds,
+      :data:`CONTRAST`, ``a, b`` (the contrast's estimators ``x, y``), ``runs, metric, rule, delta, kl_grid, path, max_gap, seeds,
       grid_used, seed_values`` and, when decided, ``across, outcome_unadjusted, holm``; always
       ``outcome, verdict, small_effect, reason``); every row with ``level``.
     """
@@ -207,7 +207,7 @@ def decide_level(trajs, level: int, kl_grid: Sequence[float], *, path: str, max_
         got = contrast_values(trajs, c.x, c.y, level, common, path=path, max_gap=max_gap)
         row: Dict[str, Any] = {
             "key": c.key, "source": f"study (g{level})", "text": c.text, "kind": CONTRAST,
-            "x": c.x, "y": c.y, "runs": [run_name(u, e, level) for e in (c.x, c.y)
+            "a": c.x, "b": c.y, "runs": [run_name(u, e, level) for e in (c.x, c.y)
                                          for u in ("lsc", "raw")],
             "metric": METRIC, "rule": CONTRAST_RULE, "delta": float(delta), "kl_grid": common,
             "path": path, "max_gap": float(max_gap), "seeds": got["seeds"],
@@ -301,7 +301,7 @@ def _table(claims) -> List[str]:
     cols = ("claim", "comparison") + rl_arm.CLAIM_COLUMNS[1:]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for c in claims:
-        what = (f"(LSC - raw | {c['x']}) - (LSC - raw | {c['y']})" if c["kind"] == CONTRAST
+        what = (f"(LSC - raw | {c['a']}) - (LSC - raw | {c['b']})" if c["kind"] == CONTRAST
                 else f"{c['a']} - {c['b']}")
         out.append("| " + " | ".join([c["key"], what] + rl_arm.claim_cells(c)[1:]) + " |")
     return out + [""]

@@ -189,3 +189,16 @@ def test_the_declared_reading(rows, reading):
     assert got["verdicts"]["grpo"] == rows[0]["verdict"]
     assert got["contrasts"]["diff_in_diff"] == rows[4]["verdict"]
     assert got["text"]
+
+
+def test_study_md_lists_each_level_with_its_grid_reading_and_claims():
+    trajs = {**_trajs(level=1), **_trajs(level=2, seed=1)}
+    config = study_config.get_config()
+    config.rl_arm.max_gap = 10.0
+    levels, readings = grpo_study.decide(trajs, config)
+    assert [lv["level"] for lv in levels] == ["g1", "g2"]
+    md = grpo_study.render(levels, readings, study_config.GAMMAS, {}, {})
+    assert "## Level g1 (primary): gamma raw 0.005, LSC 0.0015" in md
+    assert "## Level g2 (sensitivity" in md
+    assert "| diff_in_diff | (LSC - raw | grpo) - (LSC - raw | dr_grpo) |" in md
+    assert readings[0]["text"] in md and md.count("Common grid (KL): 0.5, 1, 1.5, 2, 3, 4") == 2
