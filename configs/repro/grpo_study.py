@@ -23,8 +23,8 @@ Two gammas per utility, the same for every estimator (``study.gammas``: level ``
 LSC 0.0015; ``g2`` the main job's, raw 0.01, LSC 0.003; ``study.primary_level = 1``, the other
 level a sensitivity check). A run is ``helpful_<utility>_<estimator>_g<level>``: 16 runs x 10
 seeds. Every run trains 100 steps (200 in ``:large``) at the policy learning rate 3e-4 (1.5
-times the main job's) so that every trajectory reaches the common KL grid ``rl_arm.kl_grid = (0.5, 1, 1.5, 2,
-3, 4)``; snapshots every 5 steps to 50, then every 10; early stop at ``rl.stop_kl = 6`` (the
+times the main job's) so that every trajectory reaches the common KL grid ``rl_arm.kl_grid =
+(0.5, 1, 1.5, 2, 3, 4)``; snapshots every 5 steps to 50, then every 10; early stop at ``rl.stop_kl = 6`` (the
 grid's top + 2); checkpoints every 100 steps. ``:tiny``: 2 seeds, 6 steps (the end-to-end test).
 """
 

@@ -193,8 +193,8 @@ def decide_level(trajs, level: int, kl_grid: Sequence[float], *, path: str, max_
       ``{"level": "g<k>", "grid_used": [G'], "claims": [row]}``: the four
       :func:`matched_claims` rows (:func:`lsc.repro.rl_arm.evaluate_rl_claims`, read on the
       common grid) then one row per :data:`CONTRASTS` (``key, source, text, kind`` =
-      :data:`CONTRAST`, ``a, b`` (the contrast's estimators ``x, y``), ``runs, metric, rule, delta, kl_grid, path, max_gap, seeds,
-      grid_used, seed_values`` and, when decided, ``across, outcome_unadjusted, holm``; always
+      :data:`CONTRAST`, ``a, b`` (the contrast's estimators ``x, y``), ``runs, metric, rule,
+      delta, kl_grid, path, max_gap, seeds, grid_used, seed_values`` and, when decided, ``across, outcome_unadjusted, holm``; always
       ``outcome, verdict, small_effect, reason``); every row with ``level``.
     """
     grid = [float(g) for g in kl_grid]
