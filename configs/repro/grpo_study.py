@@ -1,26 +1,31 @@
-"""The GRPO study: does group normalisation undo LSC? (``lsc.repro.grpo_study``).
+"""The GRPO study: does GRPO's group std undo LSC? (``lsc.repro.grpo_study``).
 
-  python -m lsc.main --config=configs/repro/grpo_study.py --workdir=runs/grpo_study
-  # reuse a finished main job's world, reward models, base policy and banks (its first six
-  # stages are not rerun):
   python -m lsc.main --config=configs/repro/grpo_study.py --workdir=runs/grpo_study \
       --config.study.reuse_workdir=runs/repro
 
-The main job's synthetic world and settings (``configs/repro/synthetic_hh.py``), with the RL arm
-replaced by the study's runs, all on replicate 0's reward models, 100 steps, 12 sequences a step
-(PPO: 12 prompts x 1 sample; RLOO, GRPO, Dr. GRPO: 3 prompts x 4 samples, the group), the same
-RL seeds (common random numbers), a snapshot every 25 steps judged against the exact arm's
-opponents:
+(``study.reuse_workdir``: a finished main job's workdir, whose first six stages -- world, reward
+models, base policy, predictors, base samples, exact arm -- are reused, not rerun; without it
+the study runs them in its own workdir.)
 
-* single property (helpfulness): raw vs LSC (85th-percentile reference) under each of PPO,
-  RLOO, GRPO and Dr. GRPO; the objective is the same for every estimator (``E[u] - gamma KL``
-  with the KL in the return, the main job's gamma per utility: raw 0.01, LSC 0.003), only the
-  advantage estimator differs;
-* two properties (helpful and harmless) under GRPO: LSC sum vs sigma_AND (the same references)
-  vs GDPO (each reward normalised within the prompt's group, then summed; no reference).
+Declared before any run: the main job's synthetic world and settings
+(``configs/repro/synthetic_hh.py``) with the RL arm replaced by the study's runs, all on
+replicate 0's helpfulness reward model, raw vs LSC (85th-percentile reference), a group of 4
+samples per prompt and 12 sequences a step (3 prompts x 4), the main job's 10 RL seeds (common
+random numbers). Four estimators (:data:`ESTIMATORS`: ``rl.algorithm`` and
+``rl.loss_reduction``), crossing GRPO's two departures from Dr. GRPO:
 
-The decision (fixed before any result, :data:`lsc.repro.grpo_study.STUDY_CLAIMS`): the RL arm's
-rule (:mod:`lsc.repro.rl_arm`) on each comparison.
+* ``grpo``: group std division, per-sequence loss normalisation;
+* ``dr_grpo``: no std division, constant normalisation;
+* ``grpo_const``: std division with Dr. GRPO's constant normalisation;
+* ``dr_grpo_seq``: no std division with GRPO's per-sequence normalisation.
+
+Two gammas per utility, the same for every estimator (``study.gammas``: level ``g1`` raw 0.005,
+LSC 0.0015; ``g2`` the main job's, raw 0.01, LSC 0.003; ``study.primary_level = 1``, the other
+level a sensitivity check). A run is ``helpful_<utility>_<estimator>_g<level>``: 16 runs x 10
+seeds. Every run trains 100 steps (200 in ``:large``) at the policy learning rate 3e-4 (1.5
+times the main job's) so that every trajectory reaches the common KL grid ``rl_arm.kl_grid =
+(0.5, 1, 1.5, 2, 3, 4)``; snapshots every 5 steps to 50, then every 10; early stop at ``rl.stop_kl = 6`` (the
+grid's top + 2); checkpoints every 100 steps. ``:tiny``: 2 seeds, 6 steps (the end-to-end test).
 """
 
 import ml_collections
@@ -28,55 +33,53 @@ import ml_collections
 from configs import common
 from configs.repro import synthetic_hh
 
-ALGORITHMS = ("ppo", "rloo", "grpo", "dr_grpo")
-GAMMAS = {"raw": 0.01, "lsc": 0.003}  # the main job's gamma per utility
+ESTIMATORS = {"grpo": ("grpo", "sequence"), "dr_grpo": ("dr_grpo", "constant"),
+              "grpo_const": ("grpo", "constant"), "dr_grpo_seq": ("dr_grpo", "sequence")}
+"""Each estimator's ``(rl.algorithm, rl.loss_reduction)``."""
+UTILITIES = ("raw", "lsc")
+GAMMAS = {"raw": (0.005, 0.01), "lsc": (0.0015, 0.003)}
+"""gamma per utility at each level (``g1``, ``g2``): the main job's (raw 0.01, LSC 0.003, chosen
+to bring the two to the same training KL under PPO) and half of it."""
+PRIMARY_LEVEL = 1
 GROUP_SIZE = 4
 VARIANTS = synthetic_hh.VARIANTS  # the main job's sizes
 
 
-def _rl(algorithm: str, batch: int) -> ml_collections.ConfigDict:
-    """The per-run overrides of ``rl``: 12 sequences a step whatever the estimator."""
-    rl = ml_collections.ConfigDict()
-    rl.algorithm = algorithm
-    if algorithm != "ppo":
-        rl.num_samples = GROUP_SIZE
-        rl.batch_size = batch // GROUP_SIZE
-    return rl
+def run_name(utility: str, estimator: str, level: int) -> str:
+    """``helpful_<utility>_<estimator>_g<level>``: a run of the study (``rlhf.runs``)."""
+    return f"helpful_{utility}_{estimator}_g{level}"
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config = synthetic_hh.get_config(variant)
+    large, tiny = variant == "large", variant == "tiny"
     config.job = "grpo_study"
     config.study = ml_collections.ConfigDict()
     config.study.reuse_workdir = ""  # a finished main job's workdir: reuse its first six stages
+    config.study.gammas = ml_collections.ConfigDict(dict(GAMMAS))
+    config.study.primary_level = PRIMARY_LEVEL
     num_ref = int(config.predictor.reference.num_samples)
     batch = int(config.rl.batch_size)
     runs = ml_collections.ConfigDict()
-    for algorithm in ALGORITHMS:
-        for utility in ("raw", "lsc"):
-            run = ml_collections.ConfigDict()
-            run.rewards = common.rewards(f"helpful_{utility}", num_samples=num_ref)
-            run.kl_coef = GAMMAS[utility]
-            run.rl = _rl(algorithm, batch)
-            runs[f"helpful_{utility}_{algorithm}"] = run
-    for name, method in (("lsc_sum", "lsc_sum"), ("sigma_and", "sigma_and"), ("gdpo", "gdpo")):
-        run = ml_collections.ConfigDict()
-        run.rewards = common.rewards("hh_lsc_sum", num_samples=num_ref)
-        run.rewards.method = method
-        if method == "gdpo":  # per-prompt references cancel under group normalisation
-            for prop in run.rewards.properties:
-                run.rewards.properties[prop].reference.source = "none"
-        run.kl_coef = GAMMAS["lsc"]
-        run.rl = _rl("grpo", batch)
-        runs[f"hh_{name}_grpo"] = run
+    for level in range(1, len(GAMMAS["raw"]) + 1):
+        for estimator, (algorithm, reduction) in ESTIMATORS.items():
+            for utility in UTILITIES:
+                run = ml_collections.ConfigDict()
+                run.rewards = common.rewards(f"helpful_{utility}", num_samples=num_ref)
+                run.kl_coef = GAMMAS[utility][level - 1]
+                run.rl = ml_collections.ConfigDict({
+                    "algorithm": algorithm, "loss_reduction": reduction,
+                    "num_samples": GROUP_SIZE, "batch_size": batch // GROUP_SIZE})
+                runs[run_name(utility, estimator, level)] = run
     config.rlhf.runs = runs
-    # The study's declared training (the main job's seeds): 100 steps (200 in :large, 6 in
-    # :tiny), a snapshot every 25 (40, 3), checkpoints with the snapshots, no early stop.
-    large, tiny = variant == "large", variant == "tiny"
+    # The common KL grid, which every run reaches; the main job's path and gap.
+    config.rl_arm.kl_grid = (0.5, 1.0, 1.5, 2.0) if tiny else (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
     rl = config.rl
     rl.num_steps = 200 if large else 6 if tiny else 100
-    rl.snapshot_every = 40 if large else 3 if tiny else 25
-    rl.snapshot_every_early, rl.snapshot_early_until = 0, 0
-    rl.save_every = rl.snapshot_every
-    rl.stop_kl = 0.0
+    rl.policy_optim.learning_rate = 3e-4
+    rl.snapshot_every_early = 1 if tiny else 5  # tiny: steps 1, 2, 3 and 6
+    rl.snapshot_early_until = 2 if tiny else 50
+    rl.snapshot_every = 3 if tiny else 10
+    rl.save_every = 100
+    rl.stop_kl = float(config.rl_arm.kl_grid[-1]) + 2.0
     return config

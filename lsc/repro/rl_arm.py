@@ -223,24 +223,38 @@ def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], path: str = PRIMARY_P
             other: _undecided(read_claim(claim, runs_a, runs_b, grid, path=other,
                                          max_gap=max_gap), grid, confidence)
             for other in traj_lib.PATHS if other != path}
-        if not read["used"].any():
-            row.update(outcome=decision.INCONCLUSIVE,
-                       reason="no KL grid point is bracketed in every trajectory")
-        elif len(seeds) < 2:
-            row.update(outcome=decision.INCONCLUSIVE,
-                       reason=f"{len(seeds)} seed: the interval across seeds needs 2 or more")
-        else:
-            across = decision.across_seeds(read["seed_values"], confidence)
-            row.update(across=across, outcome_unadjusted=decision.outcome(
-                across["ci_low"], across["ci_high"], delta))
+        decide_row(row, read["used"], read["seed_values"], delta, confidence)
         out.append(row)
-    decision.adjust_family([r for r in out if "across" in r], delta, confidence)
-    for row in out:
+    decide_family(out, delta, confidence)
+    return out
+
+
+def decide_row(row: Dict[str, Any], used: np.ndarray, seed_values: np.ndarray, delta: float,
+               confidence: float) -> None:
+    """Adds to a claim's ``row`` (with its ``seeds``) the interval across seeds of
+    ``seed_values [S]`` (``across``, ``outcome_unadjusted``), or the inconclusive ``outcome``
+    and its ``reason`` when no grid point is ``used [G]`` or fewer than 2 seeds ran."""
+    if not np.any(used):
+        row.update(outcome=decision.INCONCLUSIVE,
+                   reason="no KL grid point is bracketed in every trajectory")
+    elif len(row["seeds"]) < 2:
+        row.update(outcome=decision.INCONCLUSIVE,
+                   reason=f"{len(row['seeds'])} seed: the interval across seeds needs 2 or more")
+    else:
+        across = decision.across_seeds(seed_values, confidence)
+        row.update(across=across, outcome_unadjusted=decision.outcome(
+            across["ci_low"], across["ci_high"], delta))
+
+
+def decide_family(rows: Sequence[Dict[str, Any]], delta: float, confidence: float) -> None:
+    """Holm over the ``rows`` with an interval across seeds (:func:`decide_row`), then every
+    row's ``outcome``, ``verdict``, ``small_effect`` and ``reason``, in place."""
+    decision.adjust_family([r for r in rows if "across" in r], delta, confidence)
+    for row in rows:
         row["verdict"], row["small_effect"] = decision.headline(row["outcome"])
         if "holm" in row:
             row["reason"] = (f"{decision.holm_text(row)} over {len(row['seeds'])} seeds: "
                              f"{row['outcome']}")
-    return out
 
 
 def ppo_vs_exact(trajs, exact_arrays: Mapping[str, np.ndarray], *, max_gap: float,

@@ -20,8 +20,9 @@ EVERY_KEY = dict(
     save_every=3, keep_checkpoints=1, progress=False, snapshot_every=1, snapshot_every_early=1,
     snapshot_early_until=2, snapshot_kl=0.5, stop_kl=5.0, reference_bank=False,
     gold_eval_prompts=5, seed=7, policy_optim={"learning_rate": 1e-3}, ppo_epochs=2,
-    num_minibatches=2, clip_eps=0.3, value_clip_eps=0.4, gae_lambda=0.9, discount=0.99,
-    whiten_advantages=False, value_optim={"learning_rate": 1e-2})
+    num_minibatches=2, clip_eps=0.3, loss_reduction="constant", value_clip_eps=0.4,
+    gae_lambda=0.9, discount=0.99, whiten_advantages=False,
+    value_optim={"learning_rate": 1e-2})
 
 
 def _assert_no_key_dropped(rl, cfg):
@@ -89,8 +90,8 @@ def test_the_algorithm_chooses_the_family_and_no_key_is_dropped(algorithm):
     cfg = rlhf.rl_config(ml_collections.ConfigDict(rl))
     assert type(cfg) is rlhf.FAMILIES[algorithm]
     _assert_no_key_dropped(rl, cfg)
-    clipped = ("ppo_epochs", "num_minibatches", "clip_eps")
-    want_unread = {"ppo": (), "grpo": PPO_ONLY, "dr_grpo": PPO_ONLY,
+    clipped = ("ppo_epochs", "num_minibatches", "clip_eps", "loss_reduction")
+    want_unread = {"ppo": ("loss_reduction",), "grpo": PPO_ONLY, "dr_grpo": PPO_ONLY,
                    "rloo": PPO_ONLY + clipped}[algorithm]
     assert cfg.unread == tuple(sorted(want_unread))
     assert cfg.updates_per_step == (1 if algorithm == "rloo" else 4)
@@ -150,5 +151,8 @@ def test_no_key_of_a_shipped_rl_section_is_dropped():
         gamma, seed = rlhf.kl_coefs(config)[0], rlhf.rl_seeds(config)[0]
         cfg = rlhf.rl_config(config.rl, kl_coef=gamma, seed=seed)
         _assert_no_key_dropped(dict(rl, kl_coef=gamma, seed=seed), cfg)
-        seen.add(cfg.algorithm)
-    assert seen == set(rlhf.ALGORITHMS), seen
+        seen.add((cfg.algorithm, getattr(cfg, "reduction", None)))
+    # RLOO is run by switching rl.algorithm (configs/rlhf/synthetic.py); the GRPO study runs
+    # both clipped group algorithms under both reductions
+    assert seen == {("ppo", None), ("grpo", "sequence"), ("grpo", "constant"),
+                    ("dr_grpo", "constant"), ("dr_grpo", "sequence")}, seen

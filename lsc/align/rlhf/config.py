@@ -38,6 +38,7 @@ RL_RULES = {
     "kl_coef": schema.number_in(0.0),
     "kl_estimator": schema.one_of(losses.KL_ESTIMATORS),
     "kl_penalty": schema.one_of(KL_PENALTIES),
+    "loss_reduction": lambda value, config: _check_loss_reduction(value),
     "temperature": schema.number_in(1e-6),
     "ppo_epochs": schema.number_in(1, integer=True),
     "num_minibatches": schema.number_in(1, integer=True),
@@ -56,6 +57,14 @@ RL_RULES = {
     "snapshot_kl": schema.number_in(0.0),
     "seed": schema.number_in(0, 2**31 - 1, integer=True),
 }
+
+
+def _check_loss_reduction(value) -> Optional[str]:
+    """The rule of ``rl.loss_reduction``: '' or one of :data:`lsc.align.losses.REDUCTIONS`."""
+    if value == "" or value in losses.REDUCTIONS:
+        return None
+    return (f"{value!r} is not allowed; choose '' (the algorithm's own: grpo 'sequence', dr_grpo "
+            "'constant') or one of " + ", ".join(repr(r) for r in losses.REDUCTIONS))
 
 
 def _optim_field():
@@ -230,13 +239,19 @@ class GroupConfig(RLConfig):
       ppo_epochs, num_minibatches: passes over the rollout and mini-batches per pass ('grpo',
         'dr_grpo'; ``num_minibatches`` must divide ``N``).
       clip_eps: the ratio's clipping ('grpo', 'dr_grpo').
+      loss_reduction: how the clipped update reduces its per-token losses ('grpo', 'dr_grpo';
+        :func:`lsc.align.losses.reduce_tokens`): '' the algorithm's own
+        (:data:`DEFAULT_REDUCTION`: GRPO's 'sequence', Dr. GRPO's 'constant'), or 'sequence',
+        'constant' or 'token' (:attr:`reduction`).
     """
 
     ppo_epochs: int = 1
     num_minibatches: int = 1
     clip_eps: float = 0.2
+    loss_reduction: str = ""
 
-    CLIPPED_UPDATE: ClassVar[Tuple[str, ...]] = ("ppo_epochs", "num_minibatches", "clip_eps")
+    CLIPPED_UPDATE: ClassVar[Tuple[str, ...]] = ("ppo_epochs", "num_minibatches", "clip_eps",
+                                                 "loss_reduction")
 
     def __post_init__(self):
         super().__post_init__()
@@ -249,6 +264,12 @@ class GroupConfig(RLConfig):
     @property
     def estimator(self) -> str:
         return self.algorithm
+
+    @property
+    def reduction(self) -> str:
+        """The clipped update's reduction of its per-token losses: ``loss_reduction``, or the
+        algorithm's own (:data:`DEFAULT_REDUCTION`) when it is ''."""
+        return self.loss_reduction or DEFAULT_REDUCTION[self.algorithm]
 
     @property
     def updates_per_step(self) -> int:
@@ -269,6 +290,10 @@ FAMILIES: Dict[str, Type[RLConfig]] = {"ppo": PPOConfig, "rloo": GroupConfig,
 """The typed config of each ``rl.algorithm``."""
 ALGORITHMS = tuple(FAMILIES)  # ppo, rloo, grpo, dr_grpo
 CLIPPED_GROUP_ALGORITHMS = ("grpo", "dr_grpo")  # clipped updates on group advantages
+DEFAULT_REDUCTION = {"grpo": "sequence", "dr_grpo": "constant"}
+"""Each clipped group algorithm's own reduction of its per-token losses
+(:func:`lsc.align.losses.reduce_tokens`): GRPO's mean per sequence, Dr. GRPO's constant
+``N * R``."""
 _FIELDS = {f.name for family in set(FAMILIES.values()) for f in dataclasses.fields(family)
            } - {"unread"}
 

@@ -10,7 +10,8 @@ metrics)`` that :class:`lsc.align.rlhf.trainer.RLTrainer` jits once.
   advantages over the ``k >= 2`` samples of each prompt, one REINFORCE step;
 * ``grpo`` / ``dr_grpo`` (:func:`group_update`): group advantages of the same returns, then
   ``ppo_epochs`` x ``num_minibatches`` clipped policy updates (no value head), normalised per
-  sequence length (GRPO) or by a constant (Dr. GRPO) (:data:`REDUCTION`); with
+  sequence length (GRPO) or by a constant (Dr. GRPO), or as ``rl.loss_reduction`` says
+  (:attr:`lsc.align.rlhf.config.GroupConfig.reduction`); with
   ``kl_penalty='loss'`` the KL leaves the return and enters the loss as ``gamma`` times the
   ``k3`` KL to ``pi0``.
 
@@ -34,11 +35,6 @@ from lsc.align import losses
 from lsc.align.rlhf.state import Frozen, RLState, Rollout, Static, merge_params
 from lsc.align.rlhf.rollout import keys
 from lsc.models import decoder as decoder_lib
-
-
-REDUCTION = {"grpo": "sequence", "dr_grpo": "constant"}
-"""How :func:`group_update` reduces its per-token losses (:func:`lsc.align.losses.reduce_tokens`):
-GRPO's mean per sequence, Dr. GRPO's constant ``N * R``."""
 
 
 def _minibatch_order(key, n: int, epochs: int, num_minibatches: int):
@@ -131,11 +127,12 @@ def gae_update(st: Static, state: RLState, frozen: Frozen, ro: Rollout, kl_coef,
 def group_update(st: Static, state: RLState, frozen: Frozen, ro: Rollout, kl_coef, new_logp,
                  update_key):
     """GRPO / Dr. GRPO: group advantages of the returns (:mod:`lsc.align.advantages`), then
-    ``ppo_epochs`` passes of ``num_minibatches`` clipped updates of the policy, reduced by
-    :data:`REDUCTION`; the KL to ``pi0`` in the return (``kl_penalty='reward'``) or as a ``k3``
+    ``ppo_epochs`` passes of ``num_minibatches`` clipped updates of the policy, their per-token
+    losses reduced by ``cfg.reduction`` (``rl.loss_reduction``, else the algorithm's own); the
+    KL to ``pi0`` in the return (``kl_penalty='reward'``) or as a ``k3``
     loss term ('loss')."""
     cfg = st.cfg
-    reduction = REDUCTION[cfg.algorithm]
+    reduction = cfg.reduction
     in_loss = cfg.kl_penalty == "loss"
     seq_kl = jnp.sum(ro.kl, axis=1)
     returns = ro.utility if in_loss else ro.utility - kl_coef * seq_kl
