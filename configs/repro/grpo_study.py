@@ -24,8 +24,9 @@ LSC 0.0015; ``g2`` the main job's, raw 0.01, LSC 0.003; ``study.primary_level = 
 level a sensitivity check). A run is ``helpful_<utility>_<estimator>_g<level>``: 16 runs x 10
 seeds. Every run trains 100 steps (200 in ``:large``) at the policy learning rate 3e-4 (1.5
 times the main job's) so that every trajectory reaches the common KL grid ``rl_arm.kl_grid =
-(0.5, 1, 1.5, 2, 3, 4)``; snapshots every 5 steps to 50, then every 10; early stop at ``rl.stop_kl = 6`` (the
-grid's top + 2); checkpoints every 100 steps. ``:tiny``: 2 seeds, 6 steps (the end-to-end test).
+(0.5, 1, 1.5, 2, 3, 4)``; snapshots every 5 steps to 50, then every 10, and whenever the
+running training KL has risen 0.5 nats (the main job's ``rl.snapshot_kl``); early stop at
+``rl.stop_kl = 6`` (the grid's top + 2); checkpoints every 100 steps. ``:tiny``: 2 seeds, 6 steps (the end-to-end test).
 """
 
 import ml_collections
@@ -79,7 +80,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     rl.policy_optim.learning_rate = 3e-4
     rl.snapshot_every_early = 1 if tiny else 5  # tiny: steps 1, 2, 3 and 6
     rl.snapshot_early_until = 2 if tiny else 50
-    rl.snapshot_every = 3 if tiny else 10
+    rl.snapshot_every = 3 if tiny else 10  # and rl.snapshot_kl, the main job's
     rl.save_every = 100
     rl.stop_kl = float(config.rl_arm.kl_grid[-1]) + 2.0
     return config
