@@ -161,6 +161,35 @@ def read_claim(claim: RLClaim, runs_a, runs_b, grid: Sequence[float], *, path: s
             "curves_b": curves_b}
 
 
+def per_point(row: Mapping[str, Any], confidence: float = 0.95) -> List[Dict[str, Any]]:
+    """Descriptive, not decided: a claim row's paired difference at each grid point over the
+    seeds whose two trajectories both bracket it (each point's own seeds, so the points are not
+    a common set and the seeds differ between points), from the row's ``curves_a`` and
+    ``curves_b`` (``[S][G]``, None where not bracketed), in the claim's orientation (``matched``:
+    A - B; the other kinds B - A).
+
+    Returns, per grid point, ``{"kl", "seeds"`` (how many), ``"value"`` (the mean over those
+    seeds, None without any) and, with 2 seeds or more, ``"ci_low", "ci_high"`` (the t-interval
+    across them)``}``.
+    """
+    grid = row.get("kl_grid", [])
+    a = np.array([[np.nan if x is None else x for x in c] for c in row.get("curves_a", [])],
+                 np.float64).reshape(-1, len(grid))
+    b = np.array([[np.nan if x is None else x for x in c] for c in row.get("curves_b", [])],
+                 np.float64).reshape(-1, len(grid))
+    diff = a - b if row.get("kind") == MATCHED else b - a
+    out = []
+    for j, kl in enumerate(grid):
+        d = diff[np.isfinite(diff[:, j]), j]
+        point: Dict[str, Any] = {"kl": float(kl), "seeds": int(d.size),
+                                 "value": float(d.mean()) if d.size else None}
+        if d.size >= 2:
+            across = decision.across_seeds(d, confidence)
+            point.update(ci_low=across["ci_low"], ci_high=across["ci_high"])
+        out.append(point)
+    return out
+
+
 def _grid_used(grid: Sequence[float], used: np.ndarray) -> List[float]:
     return [g for g, u in zip(grid, used) if u]
 
@@ -224,6 +253,7 @@ def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], path: str = PRIMARY_P
                                          max_gap=max_gap), grid, confidence)
             for other in traj_lib.PATHS if other != path}
         decide_row(row, read["used"], read["seed_values"], delta, confidence)
+        row["per_point"] = per_point(row, confidence)
         out.append(row)
     decide_family(out, delta, confidence)
     return out

@@ -181,7 +181,23 @@ def _rl_seed_table(claims: Sequence[Mapping[str, Any]]) -> str:
     lines += _header(("claim",) + rl_arm.CLAIM_COLUMNS + ("verdict",))
     for c in claims:
         lines.append(_row([c["key"]] + rl_arm.claim_cells(c) + [_verdict(c)]))
+    points = [c for c in claims if c.get("per_point")]
+    if points:
+        lines += ["", "Per grid point (descriptive, not decided): the mean over the seeds whose "
+                  "two trajectories both bracket the point, and how many seeds that is; "
+                  "* where the t-interval across those seeds excludes 0.", ""]
+        lines += _header(["claim"] + [f"KL {p['kl']:g}" for p in points[0]["per_point"]])
+        for c in points:
+            lines.append(_row([c["key"]] + [_point_cell(p) for p in c["per_point"]]))
     return "\n".join(lines)
+
+
+def _point_cell(point: Mapping[str, Any]) -> str:
+    if point.get("value") is None:
+        return "- (0)"
+    lo, hi = point.get("ci_low"), point.get("ci_high")
+    star = "*" if lo is not None and (lo > 0 or hi < 0) else ""
+    return f"{signed(point['value'])}{star} ({point['seeds']})"
 
 
 def stage_times(seconds: Mapping[str, float]) -> str:

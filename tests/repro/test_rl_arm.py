@@ -262,3 +262,24 @@ def test_base_subset_indexes_every_sample_set_on_its_prompt_axis():
     np.testing.assert_array_equal(sub["bank"]["gold"], [[0, 1, 2], [9, 10, 11]])
     np.testing.assert_array_equal(sub["opponents"]["gold"], [[0, 1], [6, 7]])
     assert sub["quantile"] is base["quantile"]
+
+
+def test_per_point_uses_each_points_own_bracketed_seeds():
+    """Descriptive per-point readings: at each grid point, the seeds whose two trajectories
+    both bracket it, their mean difference and t-interval, in the claim's orientation."""
+    row = {"kind": MATCHED, "kl_grid": [1.0, 2.0, 3.0],
+           "curves_a": [[0.6, 0.7, None], [0.5, None, 0.9], [0.4, 0.7, 0.9]],
+           "curves_b": [[0.5, 0.5, 0.5], [0.5, 0.6, 0.6], [0.5, 0.6, None]]}
+    p1, p2, p3 = rl_arm.per_point(row)
+    assert (p1["seeds"], p2["seeds"], p3["seeds"]) == (3, 2, 1)
+    assert p1["value"] == pytest.approx(0.0, abs=1e-12)
+    lo, hi = _t_interval([0.1, 0.0, -0.1])
+    assert (p1["ci_low"], p1["ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+    assert p2["value"] == pytest.approx(0.15)
+    lo, hi = _t_interval([0.2, 0.1])
+    assert (p2["ci_low"], p2["ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+    assert p3["value"] == pytest.approx(0.3) and "ci_low" not in p3
+    flipped = rl_arm.per_point(dict(row, kind=HACKING_RATE))
+    assert flipped[1]["value"] == pytest.approx(-0.15)
+    assert rl_arm.per_point(dict(row, curves_a=[[None] * 3] * 3))[0] == {
+        "kl": 1.0, "seeds": 0, "value": None}
