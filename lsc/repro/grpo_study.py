@@ -260,7 +260,8 @@ def estimate_seconds(config: ml_collections.ConfigDict, *, step_s: float = STEP_
                      ) -> Dict[str, float]:
     """An estimate of the ``rlhf`` and ``evaluate`` stages' wall time (the first six reused),
     every run training ``rl.num_steps`` (no early stop), ``workers`` in parallel: RL steps,
-    judging each snapshot (``pi0`` and the scheduled steps) and each final policy, and one
+    judging each snapshot (``pi0`` and the scheduled steps; the KL-triggered ones of
+    ``rl.snapshot_kl`` are not counted) and each final policy, and one
     compilation per run config. ``{"runs", "snapshots_per_run", "rl", "judging", "compile",
     "total"}`` (seconds)."""
     rl = config.rl
