@@ -86,6 +86,20 @@ CHANGES: Tuple[Change, ...] = (
            "world seeds 0, 1, 2 and seed 0 with offset 6: rl_lsc_vs_raw, rl_lsc_sum_vs_raw_sum, "
            "rl_reward_hacking, rl_underfitting inconclusive",
            "the rl_ rows of the tables below"),
+    Change("RL snapshots also taken whenever the running training KL rises 0.5 nats "
+           "(rl.snapshot_kl), the fixed late schedule every 20 steps instead of 10; and a "
+           "per-grid-point table of the RL claims (descriptive, not decided); from the pilot's "
+           "time alone (20.3 min), before its claims were seen: trajectory prompts 250 -> 200 "
+           "and rl.stop_kl 10 -> 9",
+           "9b587ff, after a pilot of the rebuilt arm on world seed 0 (RL seeds 0-9, 250 "
+           "trajectory prompts, rl.stop_kl 10) and before world seeds 1 and 2; the per-point "
+           "table after world seed 0's run",
+           "in the pilot no grid point above 1.5 nats (helpfulness) or 2 nats (sums) was "
+           "bracketed within 1 nat in all twenty trajectories of a claim: between 10-step "
+           "snapshots the KL often rose more than 1 nat; with the KL-triggered snapshots most "
+           "trajectories bracket 6-9 of the 10 points, but the common grid stayed at 0.5-2 nats",
+           "pilot: all seven RL claims inconclusive (grid 0.5-1.5 nats, helpfulness; 0.5-2, sums)",
+           "the rl_ rows of the tables below (the decision rule itself unchanged)"),
 )
 
 
