@@ -173,6 +173,8 @@ def per_point(row: Mapping[str, Any], confidence: float = 0.95) -> List[Dict[str
     across them)``}``.
     """
     grid = row.get("kl_grid", [])
+    if not grid or not row.get("curves_a"):
+        return [{"kl": float(kl), "seeds": 0, "value": None} for kl in grid]
     a = np.array([[np.nan if x is None else x for x in c] for c in row.get("curves_a", [])],
                  np.float64).reshape(-1, len(grid))
     b = np.array([[np.nan if x is None else x for x in c] for c in row.get("curves_b", [])],

@@ -283,3 +283,7 @@ def test_per_point_uses_each_points_own_bracketed_seeds():
     assert flipped[1]["value"] == pytest.approx(-0.15)
     assert rl_arm.per_point(dict(row, curves_a=[[None] * 3] * 3))[0] == {
         "kl": 1.0, "seeds": 0, "value": None}
+    # no seed read (no curves) or no grid
+    assert rl_arm.per_point(dict(row, curves_a=[], curves_b=[]))[2] == {
+        "kl": 3.0, "seeds": 0, "value": None}
+    assert rl_arm.per_point(dict(row, kl_grid=[], curves_a=[], curves_b=[])) == []
