@@ -5,11 +5,12 @@ The main job judges every snapshot of every RLHF run on ``evaluate.trajectory_pr
 ``N`` evaluation prompts (a stratified subset, :func:`lsc.repro.evaluation.trajectory_prompts`).
 This script re-judges the runs of ``--workdir`` (its ``rlhf`` stage, ``--seeds`` of them) twice
 in one invocation, in ``--out``: on the subset (``--subset``, default the workdir's own setting)
-and on all ``N`` prompts, each with the evaluate stage's jobs (:mod:`lsc.repro.judging`, two
-workers). It decides the RL claims (:func:`lsc.repro.rl_arm.evaluate_rl_claims`, the workdir's
-``rl_arm`` settings) on each and reports, per claim, the mean over seeds of the statistic under
-both, and the per-seed difference subset - full with its t-interval across seeds: an unbiased
-subset has an interval that covers 0. Timings: each judging's wall time, and their ratio.
+and on all ``N`` prompts, each by the main job's evaluate stage
+(:func:`lsc.repro.pipeline.evaluate_stage`: its jobs, two workers). It decides the RL claims
+(:func:`lsc.repro.rl_arm.evaluate_rl_claims`, the workdir's ``rl_arm`` settings) on each and
+reports, per claim, the mean over seeds of the statistic under both, and the per-seed difference
+subset - full with its t-interval across seeds: an unbiased subset has an interval that covers
+0. Timings: each judging's wall time, and their ratio.
 
 Usage: ``python benchmarks/trajectory_prompts.py --workdir=runs/repro --out=/tmp/tp
 [--seeds=0,1,2,3,4] [--subset=250] [--json=out.json]``.
@@ -31,22 +32,20 @@ import numpy as np  # noqa: E402
 
 from lsc import stages as stages_lib  # noqa: E402
 from lsc.eval import decision  # noqa: E402
-from lsc.repro import jobs as jobs_lib  # noqa: E402
-from lsc.repro import judging, pipeline, rl_arm  # noqa: E402
+from lsc.repro import pipeline, rl_arm  # noqa: E402
 
 
-def judge(config, earlier, stage_dir: str, world_dir: str) -> dict:
-    """Every run of ``earlier["rlhf"]`` judged in ``stage_dir``; returns ``{run: {seed:
+def judge(config, earlier, out_dir: str, world_dir: str) -> dict:
+    """Every run of ``earlier["rlhf"]`` judged by the main job's evaluate stage in
+    ``<out_dir>/evaluate`` (the workdir's world linked beside it); returns ``{run: {seed:
     fields}}`` (:func:`lsc.repro.rl_arm.load`'s layout)."""
+    stage_dir = os.path.join(out_dir, "evaluate")
     os.makedirs(stage_dir, exist_ok=True)
-    judging.write_inputs(stage_dir, earlier)
-    jobs_lib.run_jobs([jobs_lib.Job(judging.run, judging.job_config(config, stage_dir, name),
-                                    os.path.join(stage_dir, name))
-                       for name in earlier["rlhf"]], world_dir, jobs_lib.default_workers())
-    _, _, arrays = judging.collect(stage_dir, earlier["rlhf"])
-    path = os.path.join(stage_dir, pipeline.TRAJECTORIES)
-    np.savez(path, **arrays)
-    return rl_arm.load(path)
+    link = os.path.join(out_dir, "world")
+    if not os.path.lexists(link):
+        os.symlink(os.path.abspath(world_dir), link)
+    result = pipeline.evaluate_stage(config, stage_dir, earlier)
+    return rl_arm.load(result["trajectories"])
 
 
 def claims(config, trajs) -> list:

@@ -305,7 +305,8 @@ def _trajectory_point(prompts: Sequence[str], base: Mapping[str, Any], texts: Se
     """One snapshot's row of a trajectory (``P`` prompts, one response each)."""
     m = len(PROPERTIES)
     feats = diagnostics.response_features(texts, SHORTCUTS)
-    offtopic = np.array([world.offtopic_facts(p, r) > 0 for p, r in zip(prompts, texts)])
+    hacking = hacking_indicators(prompts, texts)
+    offtopic = hacking[:, HACKING_FEATURES.index("offtopic_facts")]  # a fact of another topic
     se = lambda x: float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else 0.0  # noqa: E731
     return {
         "kl_k1": float(kl1.mean()), "kl_k1_se": se(kl1), "kl_k3": float(kl3.mean()),
@@ -313,7 +314,7 @@ def _trajectory_point(prompts: Sequence[str], base: Mapping[str, Any], texts: Se
         "metrics": exact_arm.metric_scores(gold_scores[:, None, :],
                                            base["opponents"]["gold"])[:, 0],
         "gold": gold_scores, "proxy": proxy[:, :m],
-        "hacking": hacking_indicators(prompts, texts),
+        "hacking": hacking,
         "filler_rate": float(feats["has_filler"].mean()),
         "offtopic_rate": float(offtopic.mean()),
         "refusal_rate": float(feats["refusal"].mean()),
