@@ -53,7 +53,8 @@ def claims(config, trajs) -> list:
     return rl_arm.evaluate_rl_claims(trajs, kl_grid=[float(x) for x in ra.kl_grid],
                                      path=str(ra.path), max_gap=float(ra.max_gap),
                                      delta=float(config.exact.delta),
-                                     confidence=float(config.exact.confidence))
+                                     confidence=float(config.exact.confidence),
+                                     points=str(ra.points))
 
 
 def compare(sub: list, full: list, confidence: float) -> list:

@@ -25,7 +25,7 @@ level a sensitivity check). A run is ``helpful_<utility>_<estimator>_g<level>``:
 seeds. Every run trains up to 150 steps (300 in ``:large``) at the main job's policy learning
 rate 2e-4, so that every trajectory reaches the common KL grid ``rl_arm.kl_grid = (0.5, 1, 1.5,
 2, 3, 4)``; snapshots every 2 steps to step 24 (where GRPO's KL rises fastest), then every 10, and
-whenever the running training KL has risen 0.5 nats (the main job's ``rl.snapshot_kl``); early
+whenever the running training KL has risen 0.5 nats (``rl.snapshot_kl``); early
 stop at ``rl.stop_kl = 5.5`` (the grid's top + 1.5); checkpoints every 100 steps. Each snapshot is
 judged on 150 trajectory prompts (``evaluate.trajectory_prompts``; the main job's 200 would
 exceed the study's 30 minutes with these snapshots). ``:tiny``: 2 seeds, 6 steps (the end-to-end
@@ -88,7 +88,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     rl.policy_optim.learning_rate = 2e-4  # the main job's
     rl.snapshot_every_early = 1 if tiny else 2  # tiny: steps 1, 2, 3 and 6
     rl.snapshot_early_until = 2 if tiny else 24
-    rl.snapshot_every = 3 if tiny else 10  # and rl.snapshot_kl, the main job's
+    rl.snapshot_every = 3 if tiny else 10
+    rl.snapshot_kl = 0.5
     rl.save_every = 100
     rl.stop_kl = float(config.rl_arm.kl_grid[-1]) + 1.5
     if not tiny and not large:

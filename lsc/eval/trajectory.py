@@ -30,9 +30,12 @@ at 6 on its first crossing spans 8.3 nats), is not a reading.
 step order with no gap limit; a target the trajectory never reaches is NaN.
 
 * :func:`paired_differences` / :func:`paired_readings` give per seed and prompt the difference
-  ``A - B`` averaged over the grid points that every trajectory of both methods reaches /
-  brackets (``d[S, P]``, the primary statistic's per-prompt values), the points used, and the
-  per-seed curves at every grid point.
+  ``A - B`` averaged over grid points (``d[S, P]``, the primary statistic's per-prompt values),
+  the points used, and the per-seed curves at every grid point. :func:`paired_differences`
+  averages over the points every trajectory of both methods reaches; :func:`paired_readings`
+  over the points bracketed in every trajectory of both methods (``points="common"``) or, per
+  seed, in both of that seed's trajectories (``points="per_seed"``: a run whose KL jumps over a
+  point in one step loses that point for its own seed only).
 * :func:`gold_drop` is the drop of a trajectory's mean gold score after its peak, on the KL grid,
   with per-prompt values at the peak's and the end's KL.
 
@@ -107,15 +110,20 @@ def _check_pairs(kl_a, values_a, kl_b, values_b) -> None:
 
 def _paired(at_a: Sequence[np.ndarray], at_b: Sequence[np.ndarray], used: np.ndarray
             ) -> Dict[str, np.ndarray]:
-    """``{"diffs", "used", "curves_a", "curves_b"}`` from per-seed readings ``[G, P]``."""
+    """``{"diffs", "used", "used_by_seed", "curves_a", "curves_b"}`` from per-seed readings
+    ``[G, P]`` and the points used, ``bool[G]`` (the same for every seed) or ``bool[S, G]``
+    (per seed): ``diffs[s]`` the mean of ``A - B`` over seed ``s``'s points (NaN when it has
+    none; ``[S, 0]`` when no seed has any), ``used`` the points some seed uses."""
     p = at_a[0].shape[1]
     if any(x.shape[1] != p for x in list(at_a) + list(at_b)):
         raise ValueError("every trajectory must have the same prompts")
-    if used.any():
-        diffs = np.stack([(a[used] - b[used]).mean(axis=0) for a, b in zip(at_a, at_b)])
+    use = np.array(np.broadcast_to(np.asarray(used, bool), (len(at_a), at_a[0].shape[0])))
+    if use.any():
+        diffs = np.stack([(a[u] - b[u]).mean(axis=0) if u.any() else np.full(p, np.nan)
+                          for a, b, u in zip(at_a, at_b, use)])
     else:
         diffs = np.zeros((len(at_a), 0))
-    return {"diffs": diffs, "used": used,
+    return {"diffs": diffs, "used": use.any(axis=0), "used_by_seed": use,
             "curves_a": np.stack([a.mean(axis=1) for a in at_a]),
             "curves_b": np.stack([b.mean(axis=1) for b in at_b])}
 
@@ -203,21 +211,31 @@ def read_at_kl(kl, values, grid: Sequence[float], *, path: str, max_gap: float
     return out, ok
 
 
+POINTS = ("per_seed", "common")
+"""The grid points :func:`paired_readings` averages a seed's differences over: ``"per_seed"``
+those bracketed in both of that seed's trajectories (a seed with none is left out);
+``"common"`` those bracketed in every trajectory of both methods (one set for every seed)."""
+
+
 def paired_readings(kl_a, values_a, kl_b, values_b, grid: Sequence[float], *, path: str,
-                    max_gap: float) -> Dict[str, np.ndarray]:
+                    max_gap: float, points: str = "common") -> Dict[str, np.ndarray]:
     """Seed-paired differences of two methods' trajectories at matched KL, bracketed readings
     (:func:`read_at_kl`).
 
     Args:
       kl_a, kl_b, values_a, values_b, grid: as in :func:`paired_differences`.
       path, max_gap: as in :func:`read_at_kl`.
+      points: one of :data:`POINTS`.
 
     Returns:
-      ``{"diffs": float64[S, P]`` (the mean over the points used of ``A - B``; empty ``[S, 0]``
-      when none), ``"used": bool[G]`` (points bracketed in every trajectory of both methods),
-      ``"curves_a", "curves_b": float64[S, G]`` (prompt means at every grid point, NaN where not
-      bracketed), ``"bracketed_a", "bracketed_b": bool[S, G]}``.
+      ``{"diffs": float64[S, P]`` (per seed, the mean over its points of ``A - B``; a NaN row
+      for a seed without any; empty ``[S, 0]`` when no seed has any), ``"used": bool[G]``
+      (points some seed uses), ``"used_by_seed": bool[S, G]``, ``"curves_a", "curves_b":
+      float64[S, G]`` (prompt means at every grid point, NaN where not bracketed),
+      ``"bracketed_a", "bracketed_b": bool[S, G]}``.
     """
+    if points not in POINTS:
+        raise ValueError(f"points must be one of {POINTS}, got {points!r}")
     _check_pairs(kl_a, values_a, kl_b, values_b)
     reads_a = [read_at_kl(k, v, grid, path=path, max_gap=max_gap)
                for k, v in zip(kl_a, values_a)]
@@ -225,8 +243,9 @@ def paired_readings(kl_a, values_a, kl_b, values_b, grid: Sequence[float], *, pa
                for k, v in zip(kl_b, values_b)]
     bracketed_a = np.stack([ok for _, ok in reads_a])
     bracketed_b = np.stack([ok for _, ok in reads_b])
-    used = bracketed_a.all(axis=0) & bracketed_b.all(axis=0)
-    return {**_paired([v for v, _ in reads_a], [v for v, _ in reads_b], used),
+    use = (bracketed_a & bracketed_b if points == "per_seed"
+           else bracketed_a.all(axis=0) & bracketed_b.all(axis=0))
+    return {**_paired([v for v, _ in reads_a], [v for v, _ in reads_b], use),
             "bracketed_a": bracketed_a, "bracketed_b": bracketed_b}
 
 

@@ -237,7 +237,7 @@ RL_ARM_CLAIMS: Tuple[RLClaim, ...] = (
             "hh_lsc_sum", "hh_raw_sum", PROXY_GOLD_GAP, "hh"),
 )
 RL_RULE = (
-    "per RL seed, the mean over the used grid points and the trajectory prompts (a stratified "
+    "per RL seed, the mean over its grid points and the trajectory prompts (a stratified "
     "subset of the evaluation prompts, evaluate.trajectory_prompts) of the paired difference at "
     "matched KL (matched: A - B of the metric; hacking_rate: B - A of the fraction of responses "
     "with a gold-costly feature the proxy rewards; proxy_gold_gap: B - A of the proxy's gain "
@@ -245,8 +245,8 @@ RL_RULE = (
     "trajectory is read at the points of rl_arm.kl_grid on the declared path (rl_arm.path = "
     "isotonic: the snapshots' KL fitted non-decreasing over training, read on its first segment "
     "containing the point), by linear interpolation between two snapshots at most "
-    "rl_arm.max_gap nats apart; a grid point is used only when bracketed in every trajectory of "
-    "both methods. The claim's estimate is the mean over seeds, its interval the t-interval "
+    "rl_arm.max_gap nats apart; a seed's grid points are those bracketed in both of its "
+    "trajectories (rl_arm.points = per_seed; a seed with none is left out). The claim's estimate is the mean over seeds, its interval the t-interval "
     "across seeds (S - 1 degrees of freedom, lsc.eval.decision.across_seeds), Holm-adjusted "
     "across the RL claims, judged by the exact arm's outcomes with exact.delta; the first- and "
     "last-crossing paths are reported beside it, not decided; the previous rule (per-seed "

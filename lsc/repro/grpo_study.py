@@ -16,11 +16,14 @@ Declared before any run (the runs, the grid, the statistic, the rule and the rea
   ``dr_grpo_seq`` (sequence normalisation only); at two gamma levels per utility
   (``study.gammas``; level ``g<k>``), one run ``helpful_<utility>_<estimator>_g<k>`` each
   (:func:`run_name`).
-* **Grid.** At each level, the points of ``rl_arm.kl_grid`` bracketed in every trajectory of
-  every run of the level (all estimators, utilities and seeds; :func:`common_grid`), each
-  trajectory read on ``rl_arm.path`` with ``rl_arm.max_gap``
-  (:func:`lsc.eval.trajectory.read_at_kl`): one grid for every claim of the level.
-* **Statistic.** Per RL seed, the gold helpfulness win rate read at those points and averaged
+* **Grid.** One grid for every run, ``rl_arm.kl_grid``, each trajectory read on
+  ``rl_arm.path`` with ``rl_arm.max_gap`` (:func:`lsc.eval.trajectory.read_at_kl`). Under the
+  main job's ``rl_arm.points = "per_seed"`` a seed uses the points bracketed in every
+  trajectory the statistic reads for that seed (the two of a matched claim, the four of a
+  contrast); a seed with none is left out. The points bracketed in every trajectory of the level
+  (:func:`common_grid`) are reported, and the contrasts on them (``points = "common"``) beside,
+  not decided. (Changed after the first run: README, "Changed after seeing results".)
+* **Statistic.** Per RL seed, the gold helpfulness win rate read at its points and averaged
   over the points and prompts, of
 
   - ``lsc_vs_raw_<estimator>``: LSC - raw under the estimator (:func:`matched_claims`, the RL
@@ -107,7 +110,8 @@ STD_UNDOES_LSC, ONE_ESTIMATOR_ONLY, AS_IS = "std_undoes_lsc", "one_estimator_onl
 READINGS = (STD_UNDOES_LSC, ONE_ESTIMATOR_ONLY, AS_IS)
 CONTRAST_RULE = (
     "per RL seed, (LSC - raw | x) - (LSC - raw | y) of the helpfulness win rate at matched KL, "
-    "the mean over the level's common grid points and the prompts; otherwise the RL arm's rule "
+    "the mean over the grid points bracketed in all four of the seed's trajectories and the "
+    "prompts (a seed with none is left out); otherwise the RL arm's rule "
     "(the t-interval across seeds, Holm over the level's claims, exact.delta)")
 
 # Estimates of the study's wall time (2 CPU cores; :func:`estimate_seconds`).
@@ -154,75 +158,100 @@ def common_grid(trajs, runs: Sequence[str], grid: Sequence[float], *, path: str,
 
 
 def contrast_values(trajs, x: str, y: str, level: int, grid: Sequence[float], *, path: str,
-                    max_gap: float) -> Dict[str, Any]:
+                    max_gap: float, points: str = rl_arm.PRIMARY_POINTS) -> Dict[str, Any]:
     """``(LSC - raw | x) - (LSC - raw | y)`` per RL seed at matched KL.
 
     Each of the four runs' trajectories (``run_name(<utility>, x or y, level)``) is read at
-    ``grid`` on ``path`` with ``max_gap``; a point is used when bracketed in every trajectory of
-    the four runs; per seed, the mean over the used points and the prompts of ``L_x - R_x - L_y
-    + R_y`` of the per-prompt helpfulness win rates.
+    ``grid`` on ``path`` with ``max_gap``; a seed's points are those bracketed in all four of its
+    trajectories (``points="per_seed"``) or in every trajectory of the four runs
+    (``"common"``); per seed, the mean over its points and the prompts of ``L_x - R_x - L_y +
+    R_y`` of the per-prompt helpfulness win rates.
 
     Returns:
-      ``{"seeds": [S]`` (those all four runs ran), ``"used": bool[G], "seed_values":
-      float64[S]`` (empty when no point is used or a run is missing)``, "missing": [run]}``.
+      ``{"seeds": [S]`` (those all four runs ran), ``"seeds_read"`` (those with a point),
+      ``"used": bool[G]`` (points some seed uses), ``"points_per_seed": [S], "seed_values":
+      float64[S']`` (one per seed read)``, "missing": [run]}``.
     """
+    if points not in traj_lib.POINTS:
+        raise ValueError(f"points must be one of {traj_lib.POINTS}, got {points!r}")
     names = [run_name(u, e, level) for e in (x, y) for u in ("lsc", "raw")]
     missing = [n for n in names if not trajs.get(n)]
+    empty = {"seeds": [], "seeds_read": [], "used": np.zeros(len(grid), bool),
+             "points_per_seed": [], "seed_values": np.zeros(0)}
     if missing:
-        return {"seeds": [], "used": np.zeros(len(grid), bool), "seed_values": np.zeros(0),
-                "missing": missing}
+        return {**empty, "missing": missing}
     seeds = sorted(set.intersection(*(set(trajs[n]) for n in names)))
+    if not seeds:
+        return {**empty, "missing": []}
     reads = {n: [traj_lib.read_at_kl(trajs[n][s]["kl_k1"], _win(trajs[n][s]), grid,
                                      path=path, max_gap=max_gap) for s in seeds]
              for n in names}
-    used = (np.stack([ok for n in names for _, ok in reads[n]]).all(axis=0) if seeds
-            else np.zeros(len(grid), bool))
-    values = np.zeros(0)
-    if used.any():
-        lx, rx, ly, ry = ([v[used] for v, _ in reads[n]] for n in names)
-        values = np.array([np.mean(a - b - c + d) for a, b, c, d in zip(lx, rx, ly, ry)])
-    return {"seeds": seeds, "used": used, "seed_values": values, "missing": []}
+    use = np.stack([np.stack([ok for _, ok in reads[n]]) for n in names]).all(axis=0)  # [S, G]
+    if points == "common":
+        use = np.broadcast_to(use.all(axis=0), use.shape)
+    values, read = [], []
+    for i, s in enumerate(seeds):
+        if use[i].any():
+            lx, rx, ly, ry = (reads[n][i][0][use[i]] for n in names)
+            values.append(float(np.mean(lx - rx - ly + ry)))
+            read.append(s)
+    return {"seeds": seeds, "seeds_read": read, "used": use.any(axis=0),
+            "points_per_seed": [int(n) for n in use.sum(axis=1)],
+            "seed_values": np.array(values), "missing": []}
 
 
 def decide_level(trajs, level: int, kl_grid: Sequence[float], *, path: str, max_gap: float,
-                 delta: float, confidence: float = 0.95) -> Dict[str, Any]:
-    """The seven claims of gamma level ``level`` on its common grid (module docstring), Holm
-    over them.
+                 delta: float, confidence: float = 0.95,
+                 points: str = rl_arm.PRIMARY_POINTS) -> Dict[str, Any]:
+    """The seven claims of gamma level ``level`` (module docstring), Holm over them.
 
     Returns:
-      ``{"level": "g<k>", "grid_used": [G'], "claims": [row]}``: the four
-      :func:`matched_claims` rows (:func:`lsc.repro.rl_arm.evaluate_rl_claims`, read on the
-      common grid) then one row per :data:`CONTRASTS` (``key, source, text, kind`` =
-      :data:`CONTRAST`, ``a, b`` (the contrast's estimators ``x, y``), ``runs, metric, rule,
-      delta, kl_grid, path, max_gap, seeds, grid_used, seed_values`` and, when decided, ``across, outcome_unadjusted, holm``; always
-      ``outcome, verdict, small_effect, reason``); every row with ``level``.
+      ``{"level": "g<k>", "kl_grid": [G], "points", "grid_common": [G']`` (the points bracketed
+      in every trajectory of the level)``, "claims": [row]}``: the four :func:`matched_claims`
+      rows (:func:`lsc.repro.rl_arm.evaluate_rl_claims`) then one row per :data:`CONTRASTS`
+      (``key, source, text, kind`` = :data:`CONTRAST`, ``a, b`` (the contrast's estimators
+      ``x, y``), ``runs, metric, rule, delta, kl_grid, path, max_gap, points, seeds,
+      seeds_read, points_per_seed, grid_used, seed_values, other_points`` and, when decided,
+      ``across, outcome_unadjusted, holm``; always ``outcome, verdict, small_effect, reason``);
+      every row with ``level``.
     """
     grid = [float(g) for g in kl_grid]
     used = common_grid(trajs, level_runs(level), grid, path=path, max_gap=max_gap)
     common = [g for g, u in zip(grid, used) if u]
-    rows = rl_arm.evaluate_rl_claims(trajs, kl_grid=common, path=path, max_gap=max_gap,
-                                     delta=delta, confidence=confidence,
+    rows = rl_arm.evaluate_rl_claims(trajs, kl_grid=grid, path=path, max_gap=max_gap,
+                                     delta=delta, confidence=confidence, points=points,
                                      claims=matched_claims(level))
     for c in CONTRASTS:
-        got = contrast_values(trajs, c.x, c.y, level, common, path=path, max_gap=max_gap)
+        got = contrast_values(trajs, c.x, c.y, level, grid, path=path, max_gap=max_gap,
+                              points=points)
         row: Dict[str, Any] = {
             "key": c.key, "source": f"study (g{level})", "text": c.text, "kind": CONTRAST,
             "a": c.x, "b": c.y, "runs": [run_name(u, e, level) for e in (c.x, c.y)
                                          for u in ("lsc", "raw")],
-            "metric": METRIC, "rule": CONTRAST_RULE, "delta": float(delta), "kl_grid": common,
-            "path": path, "max_gap": float(max_gap), "seeds": got["seeds"],
-            "grid_used": [g for g, u in zip(common, got["used"]) if u],
+            "metric": METRIC, "rule": CONTRAST_RULE, "delta": float(delta), "kl_grid": grid,
+            "path": path, "max_gap": float(max_gap), "points": points, "seeds": got["seeds"],
+            "seeds_read": got["seeds_read"], "points_per_seed": got["points_per_seed"],
+            "grid_used": [g for g, u in zip(grid, got["used"]) if u],
             "seed_values": [float(v) for v in got["seed_values"]]}
         if got["missing"]:
             row.update(outcome=decision.INCONCLUSIVE,
                        reason=f"runs did not run: {', '.join(got['missing'])}")
         else:
-            rl_arm.decide_row(row, got["used"], got["seed_values"], delta, confidence)
+            row["other_points"] = {}
+            for other in traj_lib.POINTS:
+                if other == points:
+                    continue
+                o = contrast_values(trajs, c.x, c.y, level, grid, path=path, max_gap=max_gap,
+                                    points=other)
+                row["other_points"][other] = rl_arm.undecided(
+                    {"used": o["used"], "seed_values": o["seed_values"]}, grid, confidence)
+            rl_arm.decide_row(row, got["used"], row["seed_values"], delta, confidence)
         rows.append(row)
     for row in rows:
         row["level"] = f"g{level}"
     rl_arm.decide_family(rows, delta, confidence)
-    return {"level": f"g{level}", "grid_used": common, "claims": rows}
+    return {"level": f"g{level}", "kl_grid": grid, "points": points, "grid_common": common,
+            "claims": rows}
 
 
 def _verdict(claims, key: str):
@@ -311,8 +340,8 @@ def _table(claims) -> List[str]:
 def render(levels: Sequence[Mapping[str, Any]], readings: Sequence[Mapping[str, Any]],
            gammas: Mapping[str, Sequence[float]], exact: Mapping[str, Any],
            seconds: Mapping[str, float]) -> str:
-    """``study.md``: per level (the primary first), its gammas, common grid, claims and
-    reading; the exact analogue."""
+    """``study.md``: per level (the primary first), its gammas, grid, claims and reading; the
+    exact analogue."""
     lines = ["# GRPO study: does the group std undo LSC?", "",
              f"**Rule**: {RL_RULE}. Contrasts: {CONTRAST_RULE}.", ""]
     for i, (lv, reading) in enumerate(zip(levels, readings)):
@@ -320,8 +349,9 @@ def render(levels: Sequence[Mapping[str, Any]], readings: Sequence[Mapping[str, 
         role = "primary" if i == 0 else "sensitivity (not the reading)"
         lines += [f"## Level {lv['level']} ({role}): gamma raw {gammas['raw'][k - 1]:g}, "
                   f"LSC {gammas['lsc'][k - 1]:g}", "",
-                  "Common grid (KL): " + (", ".join(f"{g:g}" for g in lv["grid_used"])
-                                          or "none"), "",
+                  f"Grid (KL): {', '.join(f'{g:g}' for g in lv['kl_grid'])}; points per seed: "
+                  f"{lv['points']}; bracketed in every trajectory of the level: "
+                  + (", ".join(f"{g:g}" for g in lv["grid_common"]) or "none"), "",
                   f"**Reading (declared)**: {reading['text']}", ""]
         lines += _table(lv["claims"])
     if exact:
@@ -345,7 +375,7 @@ def decide(trajs, config: ml_collections.ConfigDict, confidence: float = None
     order = [primary] + [k for k in range(1, count + 1) if k != primary]
     levels = [decide_level(trajs, k, [float(x) for x in config.rl_arm.kl_grid],
                            path=str(config.rl_arm.path), max_gap=float(config.rl_arm.max_gap),
-                           delta=float(ex.delta),
+                           delta=float(ex.delta), points=str(config.rl_arm.points),
                            confidence=float(ex.confidence if confidence is None else confidence))
               for k in order]
     return levels, [undone_verdict(lv["claims"]) for lv in levels]

@@ -75,13 +75,13 @@ def rl_results(config: ml_collections.ConfigDict, trajs, arrays: Mapping[str, np
     claims = rl_arm.evaluate_rl_claims(
         trajs, kl_grid=[float(x) for x in ra.kl_grid], path=str(ra.path),
         max_gap=float(ra.max_gap), delta=float(config.exact.delta),
-        confidence=float(config.exact.confidence))
+        confidence=float(config.exact.confidence), points=str(ra.points))
     return {"claims": claims,
             "ppo_vs_exact": rl_arm.ppo_vs_exact(trajs, arrays, path=str(ra.path),
                                                 max_gap=float(ra.max_gap)),
             "shortcuts": rl_arm.final_shortcuts(trajs),
             "kl_grid": [float(x) for x in ra.kl_grid], "path": str(ra.path),
-            "max_gap": float(ra.max_gap),
+            "max_gap": float(ra.max_gap), "points": str(ra.points),
             "seeds": {m: sorted(int(s) for s in runs) for m, runs in trajs.items()},
             "kl_coef": {m: float(config.rlhf.runs[m].get("kl_coef", float("nan")))
                         for m in trajs if m in config.rlhf.runs}}

@@ -19,10 +19,13 @@ Declared before the runs they judge (``configs/repro/synthetic_hh.py``, sections
   1.5, 2, 3, 4, 5, 6, 7, 8)`` on the declared path ``rl_arm.path = "isotonic"`` (the snapshots'
   mean ``k1`` KL fitted non-decreasing over training, read on its first segment containing the
   point), by linear interpolation between two snapshots at most ``rl_arm.max_gap = 1.0`` nats
-  apart (:func:`lsc.eval.trajectory.read_at_kl`); a grid point is used only when bracketed in
-  every trajectory of both methods of the claim (:func:`lsc.eval.trajectory.paired_readings`).
-  Beside it, not decided: the same statistic under the paths ``"first"`` and ``"last"``.
-* **Statistic.** Per seed, the mean over the used grid points and the trajectory prompts of the
+  apart (:func:`lsc.eval.trajectory.read_at_kl`). Which points a seed uses is
+  ``rl_arm.points = "per_seed"``: the grid points bracketed in both of that seed's trajectories
+  (:func:`lsc.eval.trajectory.paired_readings`); a seed with none is left out. Beside it, not
+  decided: the same statistic under the paths ``"first"`` and ``"last"``, and under the
+  previous ``points = "common"`` (only the points bracketed in every trajectory of both
+  methods, one set for every seed).
+* **Statistic.** Per seed, the mean over its grid points and the trajectory prompts of the
   paired per-prompt difference (:func:`per_prompt_values` gives the values read):
 
   - ``matched``: ``A - B`` of a gold-judged win-rate metric (``rl_underfitting``:
@@ -67,6 +70,8 @@ EXACT_UTILITY = {"helpful_raw": "raw", "helpful_lsc": "lsc_p85", "hh_raw_sum": "
                  "hh_lsc_sum": "lsc_sum"}
 PRIMARY_PATH = "isotonic"
 """The declared path (``rl_arm.path``) of :func:`lsc.eval.trajectory.read_at_kl`."""
+PRIMARY_POINTS = "per_seed"
+"""The declared ``rl_arm.points`` (:data:`lsc.eval.trajectory.POINTS`)."""
 PREVIOUS_RULE_NOTE = "does not apply (the per-seed bootstrap over prompts is not computed)"
 
 
@@ -141,24 +146,27 @@ def _clean(x) -> list:
 
 
 def read_claim(claim: RLClaim, runs_a, runs_b, grid: Sequence[float], *, path: str,
-               max_gap: float) -> Dict[str, Any]:
+               max_gap: float, points: str = PRIMARY_POINTS) -> Dict[str, Any]:
     """One claim's readings on one path: ``{"seed_values": float64[S]`` (the statistic per seed,
-    empty when no grid point is used), ``"used": bool[G]``, ``"curves_a", "curves_b":
-    float64[S, G]`` (each method's prompt means of :func:`per_prompt_values`, NaN where not
-    bracketed)``}``."""
+    NaN for a seed without a point; empty when no seed has any), ``"used": bool[G]`` (points some
+    seed uses), ``"used_by_seed": bool[S, G]``, ``"curves_a", "curves_b": float64[S, G]`` (each
+    method's prompt means of :func:`per_prompt_values`, NaN where not bracketed)``}``; ``points``
+    as in :func:`lsc.eval.trajectory.paired_readings`."""
     va = [per_prompt_values(r, claim) for r in runs_a]
     vb = [per_prompt_values(r, claim) for r in runs_b]
     ka = [r["kl_k1"] for r in runs_a]
     kb = [r["kl_k1"] for r in runs_b]
     if claim.kind == MATCHED:
-        out = traj_lib.paired_readings(ka, va, kb, vb, grid, path=path, max_gap=max_gap)
+        out = traj_lib.paired_readings(ka, va, kb, vb, grid, path=path, max_gap=max_gap,
+                                       points=points)
         curves_a, curves_b = out["curves_a"], out["curves_b"]
     else:  # B - A
-        out = traj_lib.paired_readings(kb, vb, ka, va, grid, path=path, max_gap=max_gap)
+        out = traj_lib.paired_readings(kb, vb, ka, va, grid, path=path, max_gap=max_gap,
+                                       points=points)
         curves_a, curves_b = out["curves_b"], out["curves_a"]
     values = out["diffs"].mean(axis=1) if out["diffs"].shape[1] else np.zeros(0)
-    return {"seed_values": values, "used": out["used"], "curves_a": curves_a,
-            "curves_b": curves_b}
+    return {"seed_values": values, "used": out["used"], "used_by_seed": out["used_by_seed"],
+            "curves_a": curves_a, "curves_b": curves_b}
 
 
 def per_point(row: Mapping[str, Any], confidence: float = 0.95) -> List[Dict[str, Any]]:
@@ -196,19 +204,28 @@ def _grid_used(grid: Sequence[float], used: np.ndarray) -> List[float]:
     return [g for g, u in zip(grid, used) if u]
 
 
-def _undecided(read: Mapping[str, Any], grid: Sequence[float], confidence: float
+def _read(values: np.ndarray) -> np.ndarray:
+    """``bool[S]``: the seeds with a statistic (at least one grid point)."""
+    return np.isfinite(np.asarray(values, np.float64))
+
+
+def undecided(read: Mapping[str, Any], grid: Sequence[float], confidence: float
                ) -> Dict[str, Any]:
-    """A path's statistic reported beside the decision: value and interval across seeds."""
+    """A path's statistic reported beside the decision: value and interval across the seeds
+    read."""
+    values = np.asarray(read["seed_values"], np.float64)
+    values = values[_read(values)]
     out: Dict[str, Any] = {"grid_used": _grid_used(grid, read["used"]),
-                           "seed_values": [float(v) for v in read["seed_values"]]}
-    if len(read["seed_values"]) >= 2:
-        across = decision.across_seeds(read["seed_values"], confidence)
+                           "seed_values": [float(v) for v in values]}
+    if len(values) >= 2:
+        across = decision.across_seeds(values, confidence)
         out.update(value=across["value"], ci_low=across["ci_low"], ci_high=across["ci_high"])
     return out
 
 
 def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], path: str = PRIMARY_PATH,
                        max_gap: float, delta: float, confidence: float = 0.95,
+                       points: str = PRIMARY_POINTS,
                        claims: Sequence[RLClaim] = RL_ARM_CLAIMS) -> List[Dict[str, Any]]:
     """Every RL claim decided by the declared rule (module docstring; plain dicts, as written to
     ``results.json``).
@@ -216,18 +233,23 @@ def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], path: str = PRIMARY_P
     Args:
       trajs: :func:`load` output.
       kl_grid: ``rl_arm.kl_grid``; path: ``rl_arm.path`` (of
-        :data:`lsc.eval.trajectory.PATHS`); max_gap: ``rl_arm.max_gap`` (nats).
+        :data:`lsc.eval.trajectory.PATHS`); max_gap: ``rl_arm.max_gap`` (nats); points:
+        ``rl_arm.points`` (of :data:`lsc.eval.trajectory.POINTS`).
       delta, confidence: the decision rule's ``exact.delta`` and level.
 
     Returns:
       Per claim: ``key, source, text, a, b, kind, metric, rule, delta, kl_grid, path, max_gap,
-      seeds, grid_used, seed_values [S], curves_a, curves_b [S][G]`` and, when decided,
-      ``across`` (:func:`lsc.eval.decision.across_seeds`), ``outcome_unadjusted``, ``holm``
-      (over ``claims``); always ``outcome, verdict, small_effect, reason``,
-      ``previous_rule_verdict`` (:data:`PREVIOUS_RULE_NOTE`) and ``other_paths: {path:
-      {"grid_used", "seed_values", "value", "ci_low", "ci_high"}}`` (the two other paths, not
-      decided; no value with fewer than 2 seeds).
+      points, seeds`` (both methods ran), ``seeds_read`` (those with a grid point),
+      ``points_per_seed [S]``, ``grid_used`` (points some seed uses), ``seed_values`` (one per
+      seed read), ``curves_a, curves_b [S][G]`` and, when decided, ``across``
+      (:func:`lsc.eval.decision.across_seeds`), ``outcome_unadjusted``, ``holm`` (over
+      ``claims``); always ``outcome, verdict, small_effect, reason``, ``previous_rule_verdict``
+      (:data:`PREVIOUS_RULE_NOTE`), ``other_paths: {path: {"grid_used", "seed_values", "value",
+      "ci_low", "ci_high"}}`` (the two other paths, not decided; no value with fewer than 2
+      seeds) and ``other_points`` (the same for the other ``points``, on ``path``).
     """
+    if points not in traj_lib.POINTS:
+        raise ValueError(f"rl_arm.points must be one of {traj_lib.POINTS}, got {points!r}")
     if path not in traj_lib.PATHS:
         raise ValueError(f"rl_arm.path must be one of {traj_lib.PATHS}, got {path!r}")
     grid = [float(x) for x in kl_grid]
@@ -237,24 +259,33 @@ def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], path: str = PRIMARY_P
                                "a": claim.a, "b": claim.b, "kind": claim.kind,
                                "metric": claim.metric, "rule": RL_RULE, "delta": float(delta),
                                "kl_grid": grid, "path": path, "max_gap": float(max_gap),
-                               "previous_rule_verdict": PREVIOUS_RULE_NOTE}
+                               "points": points, "previous_rule_verdict": PREVIOUS_RULE_NOTE}
         pair = _pair(trajs, claim)
         if pair is None:
             row.update(outcome=decision.INCONCLUSIVE, reason="a method did not run", seeds=[],
-                       grid_used=[], seed_values=[])
+                       seeds_read=[], points_per_seed=[], grid_used=[], seed_values=[])
             out.append(row)
             continue
         seeds, runs_a, runs_b = pair
-        read = read_claim(claim, runs_a, runs_b, grid, path=path, max_gap=max_gap)
-        row.update(seeds=seeds, grid_used=_grid_used(grid, read["used"]),
-                   seed_values=[float(v) for v in read["seed_values"]],
+        read = read_claim(claim, runs_a, runs_b, grid, path=path, max_gap=max_gap,
+                          points=points)
+        values = np.asarray(read["seed_values"], np.float64)
+        ok = _read(values) if values.size else np.zeros(len(seeds), bool)
+        row.update(seeds=seeds, seeds_read=[s for s, o in zip(seeds, ok) if o],
+                   points_per_seed=[int(n) for n in read["used_by_seed"].sum(axis=1)],
+                   grid_used=_grid_used(grid, read["used"]),
+                   seed_values=[float(v) for v in values[ok]] if values.size else [],
                    curves_a=[_clean(c) for c in read["curves_a"]],
                    curves_b=[_clean(c) for c in read["curves_b"]])
         row["other_paths"] = {
-            other: _undecided(read_claim(claim, runs_a, runs_b, grid, path=other,
-                                         max_gap=max_gap), grid, confidence)
+            other: undecided(read_claim(claim, runs_a, runs_b, grid, path=other,
+                                         max_gap=max_gap, points=points), grid, confidence)
             for other in traj_lib.PATHS if other != path}
-        decide_row(row, read["used"], read["seed_values"], delta, confidence)
+        row["other_points"] = {
+            other: undecided(read_claim(claim, runs_a, runs_b, grid, path=path,
+                                         max_gap=max_gap, points=other), grid, confidence)
+            for other in traj_lib.POINTS if other != points}
+        decide_row(row, read["used"], row["seed_values"], delta, confidence)
         row["per_point"] = per_point(row, confidence)
         out.append(row)
     decide_family(out, delta, confidence)
@@ -263,15 +294,16 @@ def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], path: str = PRIMARY_P
 
 def decide_row(row: Dict[str, Any], used: np.ndarray, seed_values: np.ndarray, delta: float,
                confidence: float) -> None:
-    """Adds to a claim's ``row`` (with its ``seeds``) the interval across seeds of
-    ``seed_values [S]`` (``across``, ``outcome_unadjusted``), or the inconclusive ``outcome``
-    and its ``reason`` when no grid point is ``used [G]`` or fewer than 2 seeds ran."""
-    if not np.any(used):
+    """Adds to a claim's ``row`` the interval across seeds of ``seed_values`` (one per seed
+    read: ``across``, ``outcome_unadjusted``), or the inconclusive ``outcome`` and its
+    ``reason`` when no grid point is ``used [G]`` or fewer than 2 seeds were read."""
+    if not np.any(used) or not len(seed_values):
         row.update(outcome=decision.INCONCLUSIVE,
-                   reason="no KL grid point is bracketed in every trajectory")
-    elif len(row["seeds"]) < 2:
+                   reason="no KL grid point is bracketed in the trajectories it needs")
+    elif len(seed_values) < 2:
         row.update(outcome=decision.INCONCLUSIVE,
-                   reason=f"{len(row['seeds'])} seed: the interval across seeds needs 2 or more")
+                   reason=f"{len(seed_values)} seed read: the interval across seeds needs 2 or "
+                          "more")
     else:
         across = decision.across_seeds(seed_values, confidence)
         row.update(across=across, outcome_unadjusted=decision.outcome(
@@ -285,8 +317,10 @@ def decide_family(rows: Sequence[Dict[str, Any]], delta: float, confidence: floa
     for row in rows:
         row["verdict"], row["small_effect"] = decision.headline(row["outcome"])
         if "holm" in row:
-            row["reason"] = (f"{decision.holm_text(row)} over {len(row['seeds'])} seeds: "
-                             f"{row['outcome']}")
+            n = len(row["seed_values"])
+            read = f"{n} seeds" + ("" if n == len(row["seeds"])
+                                   else f" (of {len(row['seeds'])}; the others read no point)")
+            row["reason"] = f"{decision.holm_text(row)} over {read}: {row['outcome']}"
 
 
 def ppo_vs_exact(trajs, exact_arrays: Mapping[str, np.ndarray], *, max_gap: float,
@@ -353,7 +387,7 @@ def seed_summary(values: Sequence[float]) -> str:
 
 def claim_cells(row: Mapping[str, Any]) -> List[str]:
     """The cells of an RL claim's row (:func:`evaluate_rl_claims`): the comparison, the grid
-    used, the estimate with its interval across seeds, the Holm interval with its level, the
+    used (with the fewest and most points a seed uses, under ``"per_seed"``), the estimate with its interval across seeds, the Holm interval with its level, the
     per-seed values (:func:`seed_summary`), the outcome, and the other paths' estimates with
     their intervals and grids (not decided)."""
     across, holm = row.get("across"), row.get("holm")
@@ -366,15 +400,20 @@ def claim_cells(row: Mapping[str, Any]) -> List[str]:
     others = "; ".join(
         f"{name}: {_signed(o.get('value'))} {_interval(o.get('ci_low'), o.get('ci_high'))} "
         f"on {{{', '.join(f'{g:g}' for g in o['grid_used'])}}}"
-        for name, o in (row.get("other_paths") or {}).items()) or "-"
+        for name, o in list((row.get("other_paths") or {}).items())
+        + [(f"{k} points", o) for k, o in (row.get("other_points") or {}).items()]) or "-"
     grid = ", ".join(f"{g:g}" for g in row.get("grid_used", [])) or "none"
+    per_seed = row.get("points_per_seed") or []
+    if row.get("points") == "per_seed" and per_seed:
+        grid += f" ({min(per_seed)}-{max(per_seed)} per seed)"
     sign = "A - B" if row["kind"] == MATCHED else "B - A"
     what = f"{row['a']} vs {row['b']}: {sign} ({row['metric']}, {row['kind']})"
     return [what, grid, est, adj, seed_summary(row.get("seed_values") or []), outcome, others]
 
 
 CLAIM_COLUMNS = ("comparison", "grid used (KL)", "estimate [95% across seeds]",
-                 "Holm interval (level)", "per seed", "outcome", "other paths (not decided)")
+                 "Holm interval (level)", "per seed", "outcome",
+                 "other paths and points (not decided)")
 """The headers of :func:`claim_cells`."""
 
 

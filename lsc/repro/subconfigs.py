@@ -178,4 +178,7 @@ def _rl_arm_errors(config: ml_collections.ConfigDict) -> List[Tuple[str, str]]:
                                       f"{ra.get('path', None)!r}"))
     if not float(ra.get("max_gap", 0.0)) > 0.0:
         errors.append(("rl_arm.max_gap", f"must be > 0 nats, got {ra.get('max_gap', None)!r}"))
+    if str(ra.get("points", "")) not in trajectory.POINTS:
+        errors.append(("rl_arm.points", f"must be one of {trajectory.POINTS}, got "
+                                        f"{ra.get('points', None)!r}"))
     return errors

@@ -49,28 +49,30 @@ def test_every_run_is_declared_with_its_estimator_reduction_and_gamma(variant):
             assert run.rl.num_samples * run.rl.batch_size == 12
     assert sorted(grpo_study.level_runs(1) + grpo_study.level_runs(2)) == sorted(want)
     assert config.study.primary_level == 1
-    assert config.rl.stop_kl == config.rl_arm.kl_grid[-1] + 2
+    assert config.rl.stop_kl == config.rl_arm.kl_grid[-1] + 1.5
     assert config.rl.save_every == 100
     if variant == "default":
         assert config.rl.seed == tuple(range(10))
         assert config.rl_arm.kl_grid == tuple(GRID)
         assert (config.rl.snapshot_every_early, config.rl.snapshot_early_until,
-                config.rl.snapshot_every) == (5, 50, 10)
+                config.rl.snapshot_every, config.rl.snapshot_kl) == (2, 24, 10, 0.5)
+        assert config.rl.policy_optim.learning_rate == 2e-4 and config.rl.num_steps == 150
+        assert config.rl_arm.points == "per_seed"
     else:
         assert len(config.rl.seed) == 2 and config.rl.num_steps <= 10
 
 
 def test_the_wall_time_estimate_counts_every_run_step_snapshot_and_compile():
-    """Default: 16 runs x 10 seeds, 100 steps, snapshots at pi0, every 5 steps to 50 and every
-    10 to 100 (16), two workers."""
+    """Default: 16 runs x 10 seeds, 150 steps, snapshots at pi0, every 2 steps to 24 and every
+    10 to 150 (26), two workers. (No early stop: an upper bound; the measured time is in
+    docs/grpo_study.md.)"""
     est = grpo_study.estimate_seconds(study_config.get_config())
-    runs, snaps = 160, 1 + 10 + 5
+    runs, snaps = 160, 1 + 12 + 13
     assert est["runs"] == runs and est["snapshots_per_run"] == snaps
-    assert est["rl"] == pytest.approx(runs * 100 * 0.09 / 2)
+    assert est["rl"] == pytest.approx(runs * 150 * 0.09 / 2)
     assert est["judging"] == pytest.approx(runs * (snaps * 0.4 + 1.0) / 2)
     assert est["compile"] == pytest.approx(16 * 10 / 2)
     assert est["total"] == pytest.approx(est["rl"] + est["judging"] + est["compile"])
-    assert est["total"] < 30 * 60
 
 
 # --------------------------------------------------------------------------- the contrasts
@@ -116,31 +118,41 @@ def test_the_contrast_is_the_numpy_difference_in_differences_on_the_bracketed_po
     # a point is used only when bracketed in all four runs; a missing run decides nothing
     other = grpo_study.contrast_values(trajs, "grpo", "grpo_const", 1, GRID, path="isotonic",
                                        max_gap=10.0)
-    assert other["used"].all()
+    assert other["used"].all() and other["points_per_seed"] == [len(GRID)] * 3
     del trajs[grpo_study.run_name("lsc", "grpo_const", 1)]
     missing = grpo_study.contrast_values(trajs, "grpo_const", "dr_grpo", 1, GRID,
                                          path="isotonic", max_gap=10.0)
     assert missing["missing"] == ["helpful_lsc_grpo_const_g1"] and not missing["used"].any()
 
 
-def test_a_level_decides_its_seven_claims_on_one_common_grid_with_holm_over_them():
-    short = grpo_study.run_name("lsc", "dr_grpo_seq", 1)  # shortens every claim's grid
+def test_a_level_decides_its_seven_claims_each_on_the_points_its_runs_bracket():
+    short = grpo_study.run_name("lsc", "dr_grpo_seq", 1)  # shortens that run's claims' points
     trajs = _trajs(short=short)
     lv = grpo_study.decide_level(trajs, 1, GRID, path="isotonic", max_gap=10.0, delta=0.01)
     common = [g for g in GRID if g <= 3.5]
-    assert lv["level"] == "g1" and lv["grid_used"] == common
+    assert lv["level"] == "g1" and lv["grid_common"] == common and lv["kl_grid"] == GRID
+    assert lv["points"] == "per_seed"
     rows = {r["key"]: r for r in lv["claims"]}
     assert list(rows) == [f"lsc_vs_raw_{e}" for e in grpo_study.ESTIMATORS] + [
         "diff_in_diff", "std_division_alone", "normalisation_alone"]
+    grids = {f"lsc_vs_raw_{e}": GRID for e in grpo_study.ESTIMATORS}
+    grids.update(lsc_vs_raw_dr_grpo_seq=common, diff_in_diff=GRID, std_division_alone=GRID,
+                 normalisation_alone=common)
     for e in grpo_study.ESTIMATORS:
-        want = [np.mean(_lsc_minus_raw(trajs, e, s, common)) for s in (0, 1, 2)]
+        g = grids[f"lsc_vs_raw_{e}"]
+        want = [np.mean(_lsc_minus_raw(trajs, e, s, g)) for s in (0, 1, 2)]
         np.testing.assert_allclose(rows[f"lsc_vs_raw_{e}"]["seed_values"], want, atol=1e-12)
     for c in grpo_study.CONTRASTS:
-        want = (np.array(rows[f"lsc_vs_raw_{c.x}"]["seed_values"])
-                - np.array(rows[f"lsc_vs_raw_{c.y}"]["seed_values"]))
+        g = grids[c.key]
+        want = [np.mean(_lsc_minus_raw(trajs, c.x, s, g) - _lsc_minus_raw(trajs, c.y, s, g))
+                for s in (0, 1, 2)]
         np.testing.assert_allclose(rows[c.key]["seed_values"], want, atol=1e-12)
+        # the common points beside it: the level's, for this contrast's four runs
+        beside = rows[c.key]["other_points"]["common"]
+        assert beside["grid_used"] == g
     for r in rows.values():
-        assert r["grid_used"] == common and r["level"] == "g1" and "holm" in r, r["key"]
+        assert r["grid_used"] == grids[r["key"]], r["key"]
+        assert r["level"] == "g1" and "holm" in r, r["key"]
         assert r["outcome"] == decision.outcome(r["holm"]["ci_low"], r["holm"]["ci_high"], 0.01)
         assert r["verdict"] == decision.headline(r["outcome"])[0]
     p = [r["across"]["p_value"] for r in rows.values()]
@@ -153,7 +165,7 @@ def test_one_seed_or_no_common_point_decides_nothing():
                                  delta=0.01)
     assert all(r["outcome"] == decision.INCONCLUSIVE for r in lv["claims"])
     lv = grpo_study.decide_level(_trajs(), 1, [9.0], path="isotonic", max_gap=10.0, delta=0.01)
-    assert lv["grid_used"] == []
+    assert lv["grid_common"] == []
     assert all(r["outcome"] == decision.INCONCLUSIVE for r in lv["claims"])
 
 
@@ -201,4 +213,6 @@ def test_study_md_lists_each_level_with_its_grid_reading_and_claims():
     assert "## Level g1 (primary): gamma raw 0.005, LSC 0.0015" in md
     assert "## Level g2 (sensitivity" in md
     assert "| diff_in_diff | (LSC - raw | grpo) - (LSC - raw | dr_grpo) |" in md
-    assert readings[0]["text"] in md and md.count("Common grid (KL): 0.5, 1, 1.5, 2, 3, 4") == 2
+    assert readings[0]["text"] in md
+    assert md.count("Grid (KL): 0.5, 1, 1.5, 2, 3, 4; points per seed: per_seed; bracketed in "
+                    "every trajectory of the level: 0.5, 1, 1.5, 2, 3, 4") == 2

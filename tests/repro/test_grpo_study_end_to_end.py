@@ -90,7 +90,7 @@ def test_every_run_trains_with_its_estimator_and_every_claim_is_decided(study):
             assert c["outcome"] == decision.INCONCLUSIVE, c
             assert c["verdict"] == decision.headline(c["outcome"])[0], c
             assert c["seeds"] == [0] and c["level"] == lv["level"]
-            assert c["kl_grid"] == lv["grid_used"], c
+            assert c["kl_grid"] == lv["kl_grid"] and c["points"] == "per_seed", c
         assert reading == grpo_study.undone_verdict(lv["claims"])
         assert reading["reading"] == grpo_study.AS_IS and not reading["undone"]
     assert study_json["reading"] == study_json["readings"][0]

@@ -91,16 +91,48 @@ def test_a_point_below_the_first_snapshot_or_unbracketed_in_one_seed_is_not_used
     a0 = _run([0.0, 1.2, 1.8], [0.5, 0.62, 0.68])
     b1 = _run([0.0, 0.6, 1.2], [0.5, 0.5, 0.5])
     trajs = {"lsc": {0: a0, 1: A1}, "raw": {0: B0, 1: b1}}
-    (row,) = _decide(trajs, kl_grid=[0.5, 1.0, 1.5])
-    assert row["grid_used"] == []
+    # The previous rule, points bracketed in every trajectory: none.
+    (row,) = _decide(trajs, kl_grid=[0.5, 1.0, 1.5], points="common")
+    assert row["grid_used"] == [] and row["points"] == "common"
     assert row["outcome"] == decision.INCONCLUSIVE and "bracketed" in row["reason"]
-    (row,) = _decide(trajs, kl_grid=[0.5, 1.0, 1.5], max_gap=1.25)
+    (row,) = _decide(trajs, kl_grid=[0.5, 1.0, 1.5], max_gap=1.25, points="common")
     # With segments up to 1.25 nats, A's seed 0 brackets 0.5 and 1.0 from pi0, B's seed 1 still
     # stops short of 1.5.
     assert row["grid_used"] == [0.5, 1.0]
     s0 = np.mean([0.12 * 0.5 / 1.2, 0.12 * 1.0 / 1.2])
     s1 = np.mean([0.05, 0.1])  # A's seed 1 against B's flat 0.5
     np.testing.assert_allclose(row["seed_values"], [s0, s1], atol=1e-12)
+
+
+def test_each_seed_reads_the_points_both_its_trajectories_bracket():
+    # The declared rule (points="per_seed"). Seed 0: A brackets only 1.5 (on 1.2-1.8), read
+    # 0.62 + 0.06 * 0.3 / 0.6 against B's flat 0.5. Seed 1: B stops at 1.2, so 0.5 and 1.0,
+    # A gaining 0.1 per nat against B's flat 0.5. Seed 2: A jumps from pi0 to 3 nats, no point.
+    a0 = _run([0.0, 1.2, 1.8], [0.5, 0.62, 0.68])
+    b1 = _run([0.0, 0.6, 1.2], [0.5, 0.5, 0.5])
+    a2 = _run([0.0, 3.0], [0.5, 0.9])
+    trajs = {"lsc": {0: a0, 1: A1, 2: a2}, "raw": {0: B0, 1: b1, 2: B1}}
+    (row,) = _decide(trajs, kl_grid=[0.5, 1.0, 1.5])
+    assert row["points"] == "per_seed" == rl_arm.PRIMARY_POINTS
+    s0, s1 = 0.15, np.mean([0.05, 0.1])
+    assert row["seeds"] == [0, 1, 2] and row["seeds_read"] == [0, 1]
+    assert row["points_per_seed"] == [1, 2, 0]
+    assert row["grid_used"] == [0.5, 1.0, 1.5]  # some seed uses each
+    np.testing.assert_allclose(row["seed_values"], [s0, s1], atol=1e-12)
+    lo, hi = _t_interval([s0, s1])
+    assert (row["across"]["ci_low"], row["across"]["ci_high"]) == (pytest.approx(lo),
+                                                                    pytest.approx(hi))
+    assert "2 seeds (of 3" in row["reason"]
+    # The common points beside it: none here, no value.
+    assert row["other_points"]["common"]["grid_used"] == []
+    assert "value" not in row["other_points"]["common"]
+    assert "1-2 per seed" not in rl_arm.claim_cells(row)[1]
+    assert rl_arm.claim_cells(row)[1] == "0.5, 1, 1.5 (0-2 per seed)"
+    # One seed read: no interval.
+    (one,) = _decide({"lsc": {0: a0, 2: a2}, "raw": {0: B0, 2: B1}}, kl_grid=[0.5, 1.0, 1.5])
+    assert one["outcome"] == decision.INCONCLUSIVE and "1 seed read" in one["reason"]
+    with pytest.raises(ValueError, match="rl_arm.points"):
+        _decide(trajs, points="some")
 
 
 def test_hacking_rate_is_raw_minus_lsc_of_the_claims_feature_set():
