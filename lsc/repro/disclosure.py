@@ -1,4 +1,5 @@
-"""Every change to the main job made after seeing its results, with the verdicts under each
+"""Every change to the main job (and the GRPO study) made after seeing its results, with the
+verdicts under each
 version: one table, rendered into ``report.md`` (:func:`render`) and by the README's table
 command (:mod:`lsc.repro.tables`).
 
@@ -100,6 +101,33 @@ CHANGES: Tuple[Change, ...] = (
            "trajectories bracket 6-9 of the 10 points, but the common grid stayed at 0.5-2 nats",
            "pilot: all seven RL claims inconclusive (grid 0.5-1.5 nats, helpfulness; 0.5-2, sums)",
            "the rl_ rows of the tables below (the decision rule itself unchanged)"),
+    Change("RL arm: a seed reads the grid points bracketed in both of its own trajectories "
+           "(rl_arm.points = per_seed; a seed with none is left out) instead of only the points "
+           "bracketed in all twenty trajectories of a claim (reported beside it, not decided); "
+           "snapshots on a 0.3-nat rise of the running training KL (0.5 before), every 5 steps "
+           "to step 30 (50 before), then every 40 (20 before); the RL and evaluate stages rerun "
+           "on the four runs' first six stages",
+           "5201428 (2026-12-05), after the four runs at 9b587ff",
+           "on all four runs the common grid stopped at 2 nats (sums) and at 0.5-2 nats "
+           "(helpfulness), never reaching raw's decline at 5-8 nats: one trajectory in twenty "
+           "jumping several nats in a step (raw sum: 5.1 -> 12.6 nats in 4 steps) removed a "
+           "point for every seed, and between snapshots the KL often rose 1-1.3 nats",
+           "all seven RL claims inconclusive on every run, except rl_lsc_sum_vs_raw_sum "
+           "opposite on world seed 2 (Holm [-0.0379, -0.0027]); LSC sum minus raw sum on AND "
+           "-0.022, -0.028, -0.020, -0.021 (seeds 0, 1, 2, offset 6)",
+           "the rl_ rows of the tables below; the common-points statistic in their last "
+           "column"),
+    Change("GRPO study (configs/repro/grpo_study.py): the main job's policy learning rate 2e-4 "
+           "(3e-4 before), up to 150 steps (100), snapshots every 2 steps to step 24 then every "
+           "10 (every 5 to 50, then 10), stop at 5.5 nats (6), 150 trajectory prompts (200) to "
+           "pay for the snapshots; each seed reads the points its own runs bracket (the RL "
+           "arm's per_seed rule)",
+           "7d2005c and 5201428 (2026-12-05)",
+           "the first run's common grid was empty at both gamma levels: KL rose from about 0.7 "
+           "to 1.5-2.5 nats between steps 10 and 15, and only 3-10 of 10 seeds bracketed each "
+           "point",
+           "every study claim inconclusive (no grid point), reading 'as is'",
+           "docs/grpo_study.md's tables"),
 )
 
 

@@ -193,3 +193,37 @@ def test_paired_readings_use_points_bracketed_everywhere():
     assert np.isnan(out["curves_a"][0, 1]) and np.isnan(out["curves_b"][0, 1:]).all()
     none = trajectory.paired_readings(kl_a, va, kl_b, vb, [9.0], path="last", max_gap=3.5)
     assert none["diffs"].shape == (2, 0) and not none["used"].any()
+
+
+def test_paired_readings_per_seed_use_the_points_both_of_a_seeds_trajectories_bracket():
+    rng = np.random.default_rng(1)
+    p = 5
+    # Seed 0: A jumps 4 -> 8, B 3 -> 7 (over 3.5 nats): both bracket 1 only. Seed 1: A brackets
+    # 1 and 6, B 1 and 6. Seed 2: A jumps from pi0 to 9 nats: nothing.
+    kl_a = [np.array([0.0, 2.0, 4.0, 8.0]), np.array([0.0, 2.0, 5.0, 7.0]), np.array([0.0, 9.0])]
+    kl_b = [np.array([0.0, 3.0, 7.0]), np.array([0.0, 1.0, 3.0, 6.5]), np.array([0.0, 1.0])]
+    va = [rng.random((len(k), p)) for k in kl_a]
+    vb = [rng.random((len(k), p)) for k in kl_b]
+    grid = [1.0, 6.0, 7.5]
+    out = trajectory.paired_readings(kl_a, va, kl_b, vb, grid, path="first", max_gap=3.5,
+                                     points="per_seed")
+    np.testing.assert_array_equal(out["used_by_seed"], [[True, False, False],
+                                                        [True, True, False],
+                                                        [False, False, False]])
+    np.testing.assert_array_equal(out["used"], [True, True, False])
+
+    def interp(kl, v, x):  # numpy's reading of each prompt's line at x
+        return np.array([np.interp(x, kl, v[:, j]) for j in range(v.shape[1])])
+
+    want0 = interp(kl_a[0], va[0], 1.0) - interp(kl_b[0], vb[0], 1.0)
+    want1 = np.mean([interp(kl_a[1], va[1], x) - interp(kl_b[1], vb[1], x) for x in (1.0, 6.0)],
+                    axis=0)
+    np.testing.assert_allclose(out["diffs"][0], want0, rtol=1e-12)
+    np.testing.assert_allclose(out["diffs"][1], want1, rtol=1e-12)
+    assert np.isnan(out["diffs"][2]).all()
+    # The common points: 1 is not bracketed in seed 2, so none.
+    common = trajectory.paired_readings(kl_a, va, kl_b, vb, grid, path="first", max_gap=3.5)
+    assert not common["used"].any() and common["diffs"].shape == (3, 0)
+    with pytest.raises(ValueError, match="points"):
+        trajectory.paired_readings(kl_a, va, kl_b, vb, grid, path="first", max_gap=3.5,
+                                   points="any")
