@@ -101,7 +101,12 @@ def estimate_kl(logp, logp0, mask, estimator: str = "k1") -> KLEstimate:
 
 def estimate_kl_from_samples(samples, logp0, estimator: str = "k1") -> KLEstimate:
     """:func:`estimate_kl` for a ``lsc.models.sampling.SampleOutput`` (or anything with
-    ``logprobs`` and ``mask`` of shape ``[B, k, R]``) and base log-probs ``logp0[B, k, R]``."""
+    ``logprobs`` and ``mask`` of shape ``[B, k, R]``) and base log-probs ``logp0[B, k, R]``.
+
+    The sampler's ``logprobs`` are under the distribution it drew from (the banned pad id and ids
+    past the vocabulary limit removed, :class:`lsc.models.sampling.SampleOutput`): with a
+    teacher-forced ``logp0`` this is KL(sampler || base model); for KL between two samplers,
+    renormalise ``logp0`` over the same ids."""
     return estimate_kl(np.asarray(samples.logprobs), logp0, np.asarray(samples.mask), estimator)
 
 

@@ -49,7 +49,10 @@ class SampleOutput(NamedTuple):
       tokens: ``int32[B, k, R]`` response tokens, right-padded with ``pad_id`` after EOS.
       logprobs: ``float32[B, k, R]`` log-probability of each token under the distribution it was
         drawn from (temperature, top-k and top-p applied); for greedy decoding (temperature 0),
-        under the model's own distribution. 0 where ``mask`` is False.
+        under the model's own distribution. 0 where ``mask`` is False. Both exclude the mass of
+        the banned pad id and of ids past the vocabulary limit (renormalised over the ids that may
+        be drawn), so at temperature 1 they exceed a teacher-forced pass's log-probs
+        (``lsc.models.decoder.response_log_probs``) by ``-log(1 - that mass)``.
       mask: ``bool[B, k, R]`` True for generated tokens up to and including the first EOS.
     """
 

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from configs.models import decoder as presets
-from lsc.models import sampling
+from lsc.models import decoder, sampling
 from lsc.models.decoder import DecoderConfig, DecoderLM
 
 PROMPTS = np.array([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7]], np.int32)
@@ -90,6 +90,29 @@ def test_ids_past_the_vocab_limit_are_never_sampled(split):
                                         max_new_tokens=R, num_samples=K, vocab_limit=limit,
                                         allow_pad=True)
     np.testing.assert_array_equal(np.asarray(ref.tokens), tokens)
+
+
+def test_logprobs_are_teacher_forced_renormalised_over_drawable_ids(split):
+    """Temperature 1, pad banned and a vocabulary limit: the sampler's log-probs are the model's
+    renormalised over the ids it may draw, i.e. a teacher-forced pass's log-probs minus the log of
+    the drawable mass."""
+    model = split[0]
+    limit = 20
+    out = run(split, key=6, vocab_limit=limit)
+    logits, resp, rmask = full_logits(model, out)
+    logits = jnp.asarray(logits, jnp.float32)
+    ids = jnp.arange(logits.shape[-1])
+    removed = (ids == model.pad_id) | (ids >= limit)
+    take = lambda logp: np.asarray(jnp.take_along_axis(logp, resp[..., None], -1)[..., 0])  # noqa
+    want = take(jax.nn.log_softmax(jnp.where(removed, -jnp.inf, logits), axis=-1))
+    got = np.asarray(out.logprobs).reshape(want.shape)
+    assert rmask.any()
+    np.testing.assert_allclose(got[rmask], want[rmask], atol=2e-5)
+    prompts = jnp.asarray(np.repeat(PROMPTS, K, axis=0))
+    teacher = np.asarray(decoder.response_log_probs(model, prompts, jnp.asarray(resp)))
+    drawable = np.log(np.asarray(jnp.sum(jnp.where(removed, 0.0, jax.nn.softmax(logits)), -1)))
+    assert (drawable[rmask] < -0.01).all()  # the removed ids carry real mass here
+    np.testing.assert_allclose((teacher - got)[rmask], drawable[rmask], atol=2e-5)
 
 
 def test_model_sample_vocab_size_is_the_default_limit():
