@@ -156,16 +156,18 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     rl.time_phases = False
     rl.gold_eval_prompts = 0  # the evaluate stage judges every run
     rl.progress = False
-    # The trajectory's points, dense early and dense in KL: a snapshot every 5 steps up to step
-    # 30, then every 40 (:tiny: steps 1, 2, 3 and 6), and after any step at which the mean
-    # training kl_k1 of the last 5 steps has risen 0.3 nats since the previous snapshot (where
-    # the KL moves fast, a snapshot every step); each judged on the trajectory prompts against
-    # the exact arm's base opponents. (Changed after the first runs, which used 50, 20 and 0.5
-    # nats and left many points 1-1.3 nats from their nearest snapshots: README, "Changed after
-    # seeing results".)
-    rl.snapshot_every_early = 1 if tiny else 5
-    rl.snapshot_early_until = 2 if tiny else 30
-    rl.snapshot_every = 3 if tiny else 40
+    # The trajectory's points: a snapshot every 5 steps (:tiny: steps 1, 2, 3 and 6), and after
+    # any step at which the mean training kl_k1 of the last 5 steps has risen 0.3 nats since the
+    # previous snapshot (where the KL moves fast, a snapshot every step); each judged on the
+    # trajectory prompts against the exact arm's base opponents. (Changed after seeing results,
+    # twice: README, "Changed after seeing results". The first runs took snapshots every 5 steps
+    # to step 50, then every 20, and on a 0.5-nat rise; a second run on world seed 0, every 5 to
+    # 30, then every 40, and on a 0.3-nat rise. The running training KL is a noisy proxy for the
+    # evaluation KL -- a rise read on a noisy high sets the next trigger too high -- so between
+    # snapshots the evaluation KL often rose 1-3 nats.)
+    rl.snapshot_every_early = 1 if tiny else 0
+    rl.snapshot_early_until = 2 if tiny else 0
+    rl.snapshot_every = 3 if tiny else 5
     rl.snapshot_kl = 0.3
     rl.save_every = 100  # checkpoints (resume), independent of the snapshots
     # Early stop: a run ends once the mean training kl_k1 of its last 5 steps exceeds 9 nats,

@@ -106,7 +106,7 @@ CHANGES: Tuple[Change, ...] = (
            "bracketed in all twenty trajectories of a claim (reported beside it, not decided); "
            "snapshots on a 0.3-nat rise of the running training KL (0.5 before), every 5 steps "
            "to step 30 (50 before), then every 40 (20 before); the RL and evaluate stages rerun "
-           "on the four runs' first six stages",
+           "on world seed 0's first six stages",
            "5201428 (2026-12-05), after the four runs at 9b587ff",
            "on all four runs the common grid stopped at 2 nats (sums) and at 0.5-2 nats "
            "(helpfulness), never reaching raw's decline at 5-8 nats: one trajectory in twenty "
@@ -115,6 +115,20 @@ CHANGES: Tuple[Change, ...] = (
            "all seven RL claims inconclusive on every run, except rl_lsc_sum_vs_raw_sum "
            "opposite on world seed 2 (Holm [-0.0379, -0.0027]); LSC sum minus raw sum on AND "
            "-0.022, -0.028, -0.020, -0.021 (seeds 0, 1, 2, offset 6)",
+           "world seed 0 only (the other runs were stopped for the next change): "
+           "rl_hacking_rate_sum opposite (-0.0673, Holm [-0.1300, -0.0047]), the six others "
+           "inconclusive (rl_lsc_vs_raw +0.0172 [-0.0084, +0.0428], rl_lsc_sum_vs_raw_sum "
+           "-0.0225 [-0.0603, +0.0154]); 3-10 points per seed"),
+    Change("RL snapshots every 5 steps to the end (every 5 to step 30, then every 40 before), "
+           "the 0.3-nat KL trigger kept; the RL and evaluate stages rerun on the four runs' "
+           "first six stages",
+           "after the previous row's world-seed-0 run (2026-12-05)",
+           "the KL trigger follows the running training KL, a noisy proxy for the evaluation KL: "
+           "a trigger read on a noisy high set the next one too high, so the evaluation KL often "
+           "rose 1-3 nats between snapshots (raw sum, RL seed 3: 3.8 -> 6.8 nats over steps "
+           "43-76 with no snapshot); the snapshot steps, not the claims, were the reason, but "
+           "the claims had been seen",
+           "the previous row's 'after'",
            "the rl_ rows of the tables below; the common-points statistic in their last "
            "column"),
     Change("GRPO study (configs/repro/grpo_study.py): the main job's policy learning rate 2e-4 "
