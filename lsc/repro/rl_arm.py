@@ -7,13 +7,13 @@ Declared before the runs they judge (``configs/repro/synthetic_hh.py``, sections
 * **Seeds.** Each method (``rlhf.runs``) runs once per RL seed (``rl.seed``: 10 seeds, 20 in
   ``:large``, 2 in ``:tiny``); common random numbers: for a seed, every method sees the same
   prompt order and sampling keys. The RL seed is the unit of replication.
-* **Snapshots.** Dense early: every ``rl.snapshot_every_early = 5`` steps up to step
-  ``rl.snapshot_early_until = 50``, then every ``rl.snapshot_every = 10`` to the end
-  (``rl.num_steps = 200``, 300 in ``:large``); ``pi0`` is step 0. A run stops early once the
-  mean training ``kl_k1`` of its last 5 steps exceeds ``rl.stop_kl = 9`` nats (its final
-  policy is its last point). Each snapshot is judged on the trajectory prompts (a stratified
-  subset of ``evaluate.trajectory_prompts = 200`` of the 500 evaluation prompts, the same for
-  every run) against the exact arm's ``M`` base opponents
+* **Snapshots.** Every ``rl.snapshot_every = 5`` steps, and after any step at which the mean
+  training ``kl_k1`` of the last 5 steps has risen ``rl.snapshot_kl = 0.3`` nats since the
+  previous snapshot, up to ``rl.num_steps = 200`` (300 in ``:large``); ``pi0`` is step 0. A run
+  stops early once the mean training ``kl_k1`` of its last 5 steps exceeds ``rl.stop_kl = 9``
+  nats (its final policy is its last point). Each snapshot is judged on the trajectory prompts
+  (a stratified subset of ``evaluate.trajectory_prompts = 200`` of the 500 evaluation prompts,
+  the same for every run) against the exact arm's ``M`` base opponents
   (:func:`lsc.repro.evaluation.trajectory`).
 * **Matched-KL reading.** Each trajectory is read at the points of ``rl_arm.kl_grid = (0.5, 1,
   1.5, 2, 3, 4, 5, 6, 7, 8)`` on the declared path ``rl_arm.path = "isotonic"`` (the snapshots'
