@@ -31,7 +31,7 @@ judged on 150 trajectory prompts (``evaluate.trajectory_prompts``; the main job'
 exceed the study's 30 minutes with these snapshots). ``:tiny``: 2 seeds, 6 steps (the end-to-end
 test).
 
-Changed after the first run (README, "Changed after seeing results"): that run used the
+Changed after the first run (README, "Changes made after seeing results"): that run used the
 learning rate 3e-4, 100 steps, snapshots every 5 steps to 50, stop at 6 nats and 200 prompts; its
 KL rose about 1.5 nats between two snapshots around step 10-15 and no grid point was bracketed in
 every trajectory.

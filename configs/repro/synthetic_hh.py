@@ -160,7 +160,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # any step at which the mean training kl_k1 of the last 5 steps has risen 0.3 nats since the
     # previous snapshot (where the KL moves fast, a snapshot every step); each judged on the
     # trajectory prompts against the exact arm's base opponents. (Changed after seeing results,
-    # twice: README, "Changed after seeing results". The first runs took snapshots every 5 steps
+    # twice: README, "Changes made after seeing results". The first runs took snapshots every 5 steps
     # to step 50, then every 20, and on a 0.5-nat rise; a second run on world seed 0, every 5 to
     # 30, then every 40, and on a 0.3-nat rise. The running training KL is a noisy proxy for the
     # evaluation KL -- a rise read on a noisy high sets the next trigger too high -- so between
@@ -200,7 +200,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # apart. A seed uses the grid points bracketed in both of its trajectories (points =
     # "per_seed"; a seed with none is left out; changed after the first runs from "common", the
     # points bracketed in every trajectory of both methods, which one run jumping several nats
-    # in a step cut down to 0.5-2 nats for all: README, "Changed after seeing results"). Per
+    # in a step cut down to 0.5-2 nats for all: README, "Changes made after seeing results"). Per
     # seed, the mean over its points and the prompts of the paired difference;
     # the t-interval across seeds, Holm over the RL claims, the exact arm's outcomes with
     # exact.delta. The paths "first" and "last", and the "common" points, are reported beside

@@ -22,7 +22,7 @@ Declared before any run (the runs, the grid, the statistic, the rule and the rea
   trajectory the statistic reads for that seed (the two of a matched claim, the four of a
   contrast); a seed with none is left out. The points bracketed in every trajectory of the level
   (:func:`common_grid`) are reported, and the contrasts on them (``points = "common"``) beside,
-  not decided. (Changed after the first run: README, "Changed after seeing results".)
+  not decided. (Changed after the first run: README, "Changes made after seeing results".)
 * **Statistic.** Per RL seed, the gold helpfulness win rate read at its points and averaged
   over the points and prompts, of
 
