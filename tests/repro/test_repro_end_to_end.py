@@ -146,9 +146,14 @@ def test_results_hold_the_decided_claims_per_replicate(repro):
     for claim in rl["claims"]:
         _check_decided(claim)
         assert claim["seeds"] == seeds
-        assert len(claim["seed_values"]) == (len(seeds) if claim["grid_used"] else 0)
+        # Per-seed points: the seeds read are those whose two trajectories bracket a point.
+        assert claim["points"] == "per_seed" and len(claim["points_per_seed"]) == len(seeds)
+        assert claim["seeds_read"] == [s for s, n in zip(seeds, claim["points_per_seed"]) if n]
+        assert len(claim["seed_values"]) == len(claim["seeds_read"])
+        assert bool(claim["grid_used"]) == bool(claim["seeds_read"])
         assert claim["previous_rule_verdict"] == rl_arm.PREVIOUS_RULE_NOTE
         assert set(claim["other_paths"]) == {"first", "last"}
+        assert set(claim["other_points"]) == {"common"}
         if "across" in claim:
             assert claim["across"]["value"] == pytest.approx(np.mean(claim["seed_values"]))
             _check_intervals(claim)
