@@ -245,7 +245,7 @@ def decide_level(trajs, level: int, kl_grid: Sequence[float], *, path: str, max_
                                     points=other)
                 row["other_points"][other] = rl_arm.undecided(
                     {"used": o["used"], "seed_values": o["seed_values"]}, grid, confidence)
-            rl_arm.decide_row(row, got["used"], row["seed_values"], delta, confidence)
+            rl_arm.decide_row(row, row["seed_values"], delta, confidence)
         rows.append(row)
     for row in rows:
         row["level"] = f"g{level}"

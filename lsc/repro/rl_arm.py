@@ -148,7 +148,7 @@ def _clean(x) -> list:
 def read_claim(claim: RLClaim, runs_a, runs_b, grid: Sequence[float], *, path: str,
                max_gap: float, points: str = PRIMARY_POINTS) -> Dict[str, Any]:
     """One claim's readings on one path: ``{"seed_values": float64[S]`` (the statistic per seed,
-    NaN for a seed without a point; empty when no seed has any), ``"used": bool[G]`` (points some
+    NaN for a seed without a point), ``"used": bool[G]`` (points some
     seed uses), ``"used_by_seed": bool[S, G]``, ``"curves_a", "curves_b": float64[S, G]`` (each
     method's prompt means of :func:`per_prompt_values`, NaN where not bracketed)``}``; ``points``
     as in :func:`lsc.eval.trajectory.paired_readings`."""
@@ -164,7 +164,8 @@ def read_claim(claim: RLClaim, runs_a, runs_b, grid: Sequence[float], *, path: s
         out = traj_lib.paired_readings(kb, vb, ka, va, grid, path=path, max_gap=max_gap,
                                        points=points)
         curves_a, curves_b = out["curves_b"], out["curves_a"]
-    values = out["diffs"].mean(axis=1) if out["diffs"].shape[1] else np.zeros(0)
+    values = (out["diffs"].mean(axis=1) if out["diffs"].shape[1]
+              else np.full(len(runs_a), np.nan))
     return {"seed_values": values, "used": out["used"], "used_by_seed": out["used_by_seed"],
             "curves_a": curves_a, "curves_b": curves_b}
 
@@ -269,12 +270,12 @@ def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], path: str = PRIMARY_P
         seeds, runs_a, runs_b = pair
         read = read_claim(claim, runs_a, runs_b, grid, path=path, max_gap=max_gap,
                           points=points)
-        values = np.asarray(read["seed_values"], np.float64)
-        ok = _read(values) if values.size else np.zeros(len(seeds), bool)
+        values = read["seed_values"]
+        ok = _read(values)
         row.update(seeds=seeds, seeds_read=[s for s, o in zip(seeds, ok) if o],
                    points_per_seed=[int(n) for n in read["used_by_seed"].sum(axis=1)],
                    grid_used=_grid_used(grid, read["used"]),
-                   seed_values=[float(v) for v in values[ok]] if values.size else [],
+                   seed_values=[float(v) for v in values[ok]],
                    curves_a=[_clean(c) for c in read["curves_a"]],
                    curves_b=[_clean(c) for c in read["curves_b"]])
         row["other_paths"] = {
@@ -285,19 +286,19 @@ def evaluate_rl_claims(trajs, *, kl_grid: Sequence[float], path: str = PRIMARY_P
             other: undecided(read_claim(claim, runs_a, runs_b, grid, path=path,
                                          max_gap=max_gap, points=other), grid, confidence)
             for other in traj_lib.POINTS if other != points}
-        decide_row(row, read["used"], row["seed_values"], delta, confidence)
+        decide_row(row, row["seed_values"], delta, confidence)
         row["per_point"] = per_point(row, confidence)
         out.append(row)
     decide_family(out, delta, confidence)
     return out
 
 
-def decide_row(row: Dict[str, Any], used: np.ndarray, seed_values: np.ndarray, delta: float,
+def decide_row(row: Dict[str, Any], seed_values: Sequence[float], delta: float,
                confidence: float) -> None:
     """Adds to a claim's ``row`` the interval across seeds of ``seed_values`` (one per seed
-    read: ``across``, ``outcome_unadjusted``), or the inconclusive ``outcome`` and its
-    ``reason`` when no grid point is ``used [G]`` or fewer than 2 seeds were read."""
-    if not np.any(used) or not len(seed_values):
+    read, i.e. with a grid point: ``across``, ``outcome_unadjusted``), or the inconclusive
+    ``outcome`` and its ``reason`` when no seed was read or fewer than 2."""
+    if not len(seed_values):
         row.update(outcome=decision.INCONCLUSIVE,
                    reason="no KL grid point is bracketed in the trajectories it needs")
     elif len(seed_values) < 2:
