@@ -428,9 +428,9 @@ class DecoderLM(nnx.Module):
             "position": jnp.zeros((batch_size,), jnp.int32),
         }
 
-    def prefill(self, prompt_tokens: Array, cache: dict) -> Tuple[Array, dict]:
-        """Runs the left-padded prompt ``int32[B, P]``; returns (logits ``float32[B, V]`` of the first
-        response token, cache with ``P`` prompt slots prepended)."""
+    def prefill_hidden(self, prompt_tokens: Array, cache: dict) -> Tuple[Array, dict]:
+        """Runs the left-padded prompt ``int32[B, P]``; returns (the final-normed hidden state
+        ``[B, E]`` of its last slot, cache with ``P`` prompt slots prepended)."""
         b, p = prompt_tokens.shape
         mask = prompt_tokens != self.pad_id
         positions = layers.positions_from_mask(mask)
@@ -453,7 +453,51 @@ class DecoderLM(nnx.Module):
             "index": cache["index"] + p,
             "position": cache["position"] + jnp.sum(mask, axis=1, dtype=jnp.int32),
         }
+        return h, new_cache
+
+    def prefill(self, prompt_tokens: Array, cache: dict) -> Tuple[Array, dict]:
+        """Runs the left-padded prompt ``int32[B, P]``; returns (logits ``float32[B, V]`` of the first
+        response token, cache with ``P`` prompt slots prepended)."""
+        h, new_cache = self.prefill_hidden(prompt_tokens, cache)
         return self.logits_from_hidden(h), new_cache
+
+    def extend(self, tokens: Array, cache: dict) -> Tuple[Array, dict]:
+        """Appends ``tokens int32[B, L]`` (right-padded: pad ids are not attended to) at slots
+        ``cache['index'] ..`` in one pass; returns (final-normed hidden states ``[B, L, E]``,
+        updated cache). After :meth:`prefill_hidden` of a prompt, row ``t`` equals
+        :meth:`hidden_states` of ``concat([prompt, tokens])`` at ``P + t`` (for real tokens, up
+        to rounding), without recomputing the prompt: what scoring many responses to one prompt
+        needs (:func:`extend_log_probs`, :meth:`lsc.models.heads.RewardModel.from_prompt`)."""
+        length = tokens.shape[1]
+        index = cache["index"]
+        token_mask = tokens != self.pad_id
+        slot_mask = jax.lax.dynamic_update_slice(
+            cache["mask"], token_mask, (jnp.zeros((), jnp.int32), index))
+        slots = jnp.arange(cache["mask"].shape[1], dtype=jnp.int32)
+        causal = slots[None, :] <= index + jnp.arange(length, dtype=jnp.int32)[:, None]
+        attn_mask = causal[None] & slot_mask[:, None, :]
+        positions = jnp.maximum(
+            cache["position"][:, None] + jnp.cumsum(token_mask.astype(jnp.int32), axis=1) - 1, 0)
+        masks = self._layer_masks(attn_mask, positions, layers.positions_from_mask(slot_mask))
+        x = self._embed(tokens)
+        new_layers = []
+        for block, entry, block_mask in zip(self.layers, cache["layers"], masks):
+            x, entry = block(x, block_mask, positions, cache=entry, cache_index=index)
+            new_layers.append(entry)
+        new_cache = {
+            "layers": tuple(new_layers),
+            "mask": slot_mask,
+            "index": index + length,
+            "position": cache["position"] + jnp.sum(token_mask, axis=1, dtype=jnp.int32),
+        }
+        return self.final_norm(x), new_cache
+
+    def prompt_state(self, prompt_tokens: Array, response_len: int) -> Tuple[Array, dict]:
+        """:meth:`prefill_hidden` of ``prompt_tokens int32[B, P]`` into a cache with
+        ``response_len`` free slots (compute dtype): what :meth:`extend` continues from."""
+        cache = self.init_cache(prompt_tokens.shape[0], int(response_len),
+                                jnp.dtype(self.config.compute_dtype))
+        return self.prefill_hidden(prompt_tokens, cache)
 
     def decode_step(self, tokens: Array, cache: dict) -> Tuple[Array, dict]:
         """Appends ``tokens int32[B]`` at slot ``cache['index']``; returns (logits ``float32[B, V]``
@@ -479,6 +523,37 @@ class DecoderLM(nnx.Module):
             "position": cache["position"] + 1,
         }
         return self.logits_from_hidden(h), new_cache
+
+
+def repeat_prompt_state(state: Tuple[Array, dict], k: int) -> Tuple[Array, dict]:
+    """A :meth:`DecoderLM.prompt_state` with each row repeated ``k`` times (``B -> B * k``, the
+    layout of ``k`` samples per prompt)."""
+    h, cache = state
+    if k == 1:
+        return h, cache
+    rep = lambda a: jnp.repeat(a, k, axis=0)  # noqa: E731
+    return rep(h), {"layers": tuple({"k": rep(e["k"]), "v": rep(e["v"])} for e in cache["layers"]),
+                    "mask": rep(cache["mask"]), "index": cache["index"],
+                    "position": rep(cache["position"])}
+
+
+def extend_log_probs(model: "DecoderLM", state: Tuple[Array, dict], responses: Array,
+                     mask: Optional[Array] = None) -> Array:
+    """:func:`response_log_probs` continued from the prompts' :meth:`DecoderLM.prompt_state`
+    ``state`` (rows matching ``responses int32[B, R]``): the prompts are not recomputed.
+    ``float32[B, R]``, equal to the full pass up to rounding."""
+    h_last, cache = state
+    h, _ = model.extend(responses, cache)
+    logits = jnp.concatenate([model.logits_from_hidden(h_last)[:, None],
+                              model.logits_from_hidden(h[:, :-1])], axis=1)
+    logp = token_log_probs(logits, responses)
+    return logp if mask is None else logp * mask
+
+
+def extends(model: Any) -> bool:
+    """Whether ``model`` (a backbone) continues a prompt state (:meth:`DecoderLM.extend`)."""
+    return callable(getattr(model, "extend", None)) and callable(
+        getattr(model, "prompt_state", None))
 
 
 def forward(graphdef: nnx.GraphDef, state: nnx.State, tokens: Array, mask: Optional[Array] = None):

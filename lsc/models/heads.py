@@ -115,6 +115,23 @@ class RewardModel(nnx.Module):
     def __call__(self, prompt_tokens: Array, response_tokens: Array) -> Array:
         return self.head(self.features(prompt_tokens, response_tokens))
 
+    def from_prompt_state(self, state, response_tokens: Array) -> Array:
+        """``float32[B]``: :meth:`__call__` continued from the prompts' state ``(h_last [B, E],
+        cache)`` (``backbone.prompt_state``, rows matching ``response_tokens int32[B, R]``;
+        backbones with ``extend`` only, :class:`lsc.models.decoder.DecoderLM`), equal to the full
+        pass up to rounding; an empty response reads the prompt's last state as
+        ``reward_features`` does."""
+        h_last, cache = state
+        states, _ = self.backbone.extend(response_tokens, cache)
+        if self.pooling == "last":
+            real = response_tokens != self.pad_id
+            idx = layers.last_true_index(real)
+            feats = jnp.take_along_axis(states, idx[:, None, None], axis=1)[:, 0]
+            feats = jnp.where(jnp.any(real, axis=1)[:, None], feats, h_last)
+        else:
+            feats = pool_response_states(states, response_tokens, self.pad_id, self.pooling)
+        return self.head(feats)
+
 
 class ValueModel(nnx.Module):
     """A backbone plus a :class:`ValueHead`: per-response-token values for PPO.

@@ -54,11 +54,15 @@ class SampleOutput(NamedTuple):
         be drawn), so at temperature 1 they exceed a teacher-forced pass's log-probs
         (``lsc.models.decoder.response_log_probs``) by ``-log(1 - that mass)``.
       mask: ``bool[B, k, R]`` True for generated tokens up to and including the first EOS.
+      model_logprobs: ``float32[B, k, R]`` log-probability of each token under the model's own
+        distribution over its whole vocabulary (no temperature, filtering or banned ids): what a
+        teacher-forced pass gives, up to rounding, without running one. 0 where ``mask`` is False.
     """
 
     tokens: Array
     logprobs: Array
     mask: Array
+    model_logprobs: Array
 
 
 def filter_logits(logits: Array, temperature: Array, top_k: int = 0, top_p: Array = 1.0) -> Array:
@@ -90,11 +94,12 @@ _NO_LIMIT = int(jnp.iinfo(jnp.int32).max)  # a vocabulary limit that removes no 
 
 
 def _select(logits, key, temperature, top_k, top_p, banned=-1, limit=_NO_LIMIT):
-    """(tokens int32[N], log-probs float32[N]) chosen from ``logits[N, V]``; token ``banned``
-    and ids ``>= limit`` (int32 scalars, may be traced; the defaults remove nothing) get
-    probability 0. Temperature <= 0 is greedy (log-probs under the logits with those ids
-    removed)."""
+    """(tokens int32[N], log-probs float32[N], the model's log-probs float32[N]) chosen from
+    ``logits[N, V]``; token ``banned`` and ids ``>= limit`` (int32 scalars, may be traced; the
+    defaults remove nothing) get probability 0. Temperature <= 0 is greedy (log-probs under the
+    logits with those ids removed). The model's log-probs are under ``logits`` themselves."""
     logits = logits.astype(jnp.float32)
+    model_logp = jax.nn.log_softmax(logits, axis=-1)
     vocab = jnp.arange(logits.shape[-1], dtype=jnp.int32)
     logits = jnp.where((vocab == banned) | (vocab >= limit), -jnp.inf, logits)
 
@@ -107,13 +112,15 @@ def _select(logits, key, temperature, top_k, top_p, banned=-1, limit=_NO_LIMIT):
 
     tokens, dist = jax.lax.cond(temperature <= 0, greedy, draw, None)
     chosen = jnp.take_along_axis(dist, tokens[:, None], axis=-1)[:, 0]
-    return tokens, chosen - jax.nn.logsumexp(dist, axis=-1)
+    return (tokens, chosen - jax.nn.logsumexp(dist, axis=-1),
+            jnp.take_along_axis(model_logp, tokens[:, None], axis=-1)[:, 0])
 
 
 class _LoopState(NamedTuple):
     cache: Any
     tokens: Array  # int32[N, R]
     logprobs: Array  # float32[N, R]
+    model_logprobs: Array  # float32[N, R]
     mask: Array  # bool[N, R]
     last: Array  # int32[N], the token fed next
     done: Array  # bool[N]
@@ -131,12 +138,14 @@ def _prefill(graphdef, state, prompts, cache, key, temperature, top_p, ids, *, m
     model = nnx.merge(graphdef, state)
     logits, cache = model.prefill(prompts, cache)
     n = prompts.shape[0]
-    tok, lp = _select(logits, jax.random.fold_in(key, 0), temperature, top_k, top_p, banned,
-                      limit)
+    tok, lp, mlp = _select(logits, jax.random.fold_in(key, 0), temperature, top_k, top_p, banned,
+                           limit)
     tokens = jnp.full((n, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(tok)
     logprobs = jnp.zeros((n, max_new_tokens), jnp.float32).at[:, 0].set(lp)
+    model_logprobs = jnp.zeros((n, max_new_tokens), jnp.float32).at[:, 0].set(mlp)
     mask = jnp.zeros((n, max_new_tokens), bool).at[:, 0].set(True)
-    return _LoopState(cache, tokens, logprobs, mask, tok, tok == eos_id, jnp.ones((), jnp.int32))
+    return _LoopState(cache, tokens, logprobs, model_logprobs, mask, tok, tok == eos_id,
+                      jnp.ones((), jnp.int32))
 
 
 @functools.partial(
@@ -153,17 +162,19 @@ def _decode(graphdef, state, loop, key, temperature, top_p, ids, *, top_k):
 
     def body(s: _LoopState):
         logits, cache = model.decode_step(s.last, s.cache)
-        tok, lp = _select(logits, jax.random.fold_in(key, s.step), temperature, top_k, top_p,
-                          banned, limit)
+        tok, lp, mlp = _select(logits, jax.random.fold_in(key, s.step), temperature, top_k,
+                               top_p, banned, limit)
         live = ~s.done
         tok = jnp.where(live, tok, pad_id)
         lp = jnp.where(live, lp, 0.0)
+        mlp = jnp.where(live, mlp, 0.0)
         col = jnp.zeros((), jnp.int32)
         write = lambda buf, v: jax.lax.dynamic_update_slice(buf, v[:, None], (col, s.step))  # noqa
         return _LoopState(
             cache,
             write(s.tokens, tok),
             write(s.logprobs, lp),
+            write(s.model_logprobs, mlp),
             write(s.mask, live),
             tok,
             s.done | (tok == eos_id),
@@ -287,7 +298,8 @@ def sample(
         loop = _decode(graphdef, state, loop, key, temperature, top_p, ids, top_k=int(top_k))
     shape = (b, num_samples, max_new_tokens)
     return SampleOutput(
-        loop.tokens.reshape(shape), loop.logprobs.reshape(shape), loop.mask.reshape(shape)
+        loop.tokens.reshape(shape), loop.logprobs.reshape(shape), loop.mask.reshape(shape),
+        loop.model_logprobs.reshape(shape),
     )
 
 
@@ -302,18 +314,19 @@ def _sample_no_cache(graphdef, state, prompts, key, temperature, top_p, ids, *, 
     n, p = prompts.shape
     buf = jnp.concatenate([prompts, jnp.full((n, max_new_tokens), pad_id, jnp.int32)], axis=1)
     valid = jnp.concatenate([prompts != pad_id, jnp.zeros((n, max_new_tokens), bool)], axis=1)
-    init = (buf, valid, jnp.zeros((n, max_new_tokens), jnp.float32), jnp.zeros((n,), bool),
+    init = (buf, valid, jnp.zeros((n, max_new_tokens), jnp.float32),
+            jnp.zeros((n, max_new_tokens), jnp.float32), jnp.zeros((n,), bool),
             jnp.zeros((), jnp.int32))
 
     def cond(c):
-        return (c[4] < max_new_tokens) & ~jnp.all(c[3])
+        return (c[5] < max_new_tokens) & ~jnp.all(c[4])
 
     def body(c):
-        buf, valid, logprobs, done, step = c
+        buf, valid, logprobs, model_logprobs, done, step = c
         logits = model(buf, valid)  # the whole prefix, recomputed every step
         last = jax.lax.dynamic_index_in_dim(logits, p - 1 + step, axis=1, keepdims=False)
-        tok, lp = _select(last, jax.random.fold_in(key, step), temperature, top_k, top_p, banned,
-                          limit)
+        tok, lp, mlp = _select(last, jax.random.fold_in(key, step), temperature, top_k, top_p,
+                               banned, limit)
         live = ~done
         tok = jnp.where(live, tok, pad_id)
         col = jnp.zeros((), jnp.int32)
@@ -321,10 +334,12 @@ def _sample_no_cache(graphdef, state, prompts, key, temperature, top_p, ids, *, 
         valid = jax.lax.dynamic_update_slice(valid, live[:, None], (col, p + step))
         logprobs = jax.lax.dynamic_update_slice(logprobs, jnp.where(live, lp, 0.0)[:, None],
                                                 (col, step))
-        return buf, valid, logprobs, done | (tok == eos_id), step + 1
+        model_logprobs = jax.lax.dynamic_update_slice(
+            model_logprobs, jnp.where(live, mlp, 0.0)[:, None], (col, step))
+        return buf, valid, logprobs, model_logprobs, done | (tok == eos_id), step + 1
 
-    buf, valid, logprobs, _, _ = jax.lax.while_loop(cond, body, init)
-    return buf[:, p:], logprobs, valid[:, p:]
+    buf, valid, logprobs, model_logprobs, _, _ = jax.lax.while_loop(cond, body, init)
+    return buf[:, p:], logprobs, valid[:, p:], model_logprobs
 
 
 def sample_without_cache(
@@ -349,13 +364,14 @@ def sample_without_cache(
     ids = _special_ids(graphdef, state, eos_id, None, allow_pad, vocab_limit)
     b = prompt_tokens.shape[0]
     prompts = jnp.repeat(jnp.asarray(prompt_tokens, jnp.int32), num_samples, axis=0)
-    tokens, logprobs, mask = _sample_no_cache(
+    tokens, logprobs, mask, model_logprobs = _sample_no_cache(
         graphdef, state, prompts, key, jnp.asarray(temperature, jnp.float32),
         jnp.asarray(top_p, jnp.float32), ids,
         max_new_tokens=int(max_new_tokens), top_k=int(top_k),
     )
     shape = (b, num_samples, max_new_tokens)
-    return SampleOutput(tokens.reshape(shape), logprobs.reshape(shape), mask.reshape(shape))
+    return SampleOutput(tokens.reshape(shape), logprobs.reshape(shape), mask.reshape(shape),
+                        model_logprobs.reshape(shape))
 
 
 def compilation_counts() -> dict:

@@ -4,16 +4,23 @@
 ``pi0`` and the proxy reward models. :meth:`PromptSet.sample` draws ``k`` samples per prompt from
 any policy with the same architecture as ``pi0`` (the KV-cache sampler, batches of fixed shape,
 so one compilation per ``k``) and returns a :class:`Samples`: the tokens, their per-token
-log-probabilities under the policy and under ``pi0`` (teacher-forced by
-:func:`lsc.models.decoder.response_log_probs`, the same function for both, so
-``logp - logp0`` is an exact per-token log-ratio), the response mask, every proxy reward, and
-the decoded texts.
+log-probabilities under the policy (the sampler's ``model_logprobs``: the policy's own
+distribution over the whole vocabulary) and under ``pi0`` (teacher-forced), the response mask,
+every proxy reward, and the decoded texts. Both log-probabilities are of the models' full
+softmax, so ``logp - logp0`` is the per-token log-ratio (up to rounding).
+
+``pi0`` and the reward models read each prompt batch once: their prompt states
+(:meth:`lsc.models.decoder.DecoderLM.prompt_state`) are kept per batch and continued over every
+set of responses drawn on those prompts (:func:`lsc.models.decoder.extend_log_probs`,
+:func:`lsc.align.references.score_samples`); models without a decoder backbone read
+``concat([prompt, response])`` every time.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from typing import Any, List, Optional, Sequence
 
 import jax
@@ -36,7 +43,8 @@ class Samples:
     Attributes:
       tokens: ``int32[N, k, R]`` right-padded responses.
       mask: ``bool[N, k, R]`` response tokens (True up to and including EOS).
-      logp: ``float32[N, k, R]`` log-probs under the sampling policy (0 on padding).
+      logp: ``float32[N, k, R]`` log-probs under the sampling policy's own distribution (0 on
+        padding).
       logp0: ``float32[N, k, R]`` log-probs of the same tokens under ``pi0`` (0 on padding).
       rewards: ``float32[N, k, m]`` proxy rewards.
       texts: ``N`` lists of ``k`` decoded responses.
@@ -69,11 +77,29 @@ def _teacher_forced(split, prompts, tokens, mask):
     return decoder_lib.response_log_probs(nnx.merge(graphdef, state), prompts, tokens, mask)
 
 
+@functools.partial(jax.jit, static_argnames=("k",))
+def _teacher_forced_from_state(split, prompt_state, tokens, mask, *, k):
+    """``float32[B * k, R]``: :func:`_teacher_forced` continued from the ``B`` prompts' state."""
+    graphdef, state = split
+    return decoder_lib.extend_log_probs(nnx.merge(graphdef, state),
+                                        decoder_lib.repeat_prompt_state(prompt_state, k),
+                                        tokens, mask)
+
+
+@functools.partial(jax.jit, static_argnames=("response_len",))
+def _prompt_states(pi0_split, rm_splits, prompts, *, response_len):
+    """``(pi0's prompt state or None, per reward model its state or None)`` of ``prompts``."""
+    pi0 = nnx.merge(*pi0_split)
+    pi0_state = (pi0.prompt_state(prompts, response_len) if decoder_lib.extends(pi0) else None)
+    return pi0_state, reference_lib.prompt_states(
+        tuple(s[0] for s in rm_splits), tuple(s[1] for s in rm_splits), prompts, response_len)
+
+
 @jax.jit
-def _scores(rm_splits, prompts, tokens):
+def _scores(rm_splits, prompts, tokens, states=None):
     gds = tuple(s[0] for s in rm_splits)
     sts = tuple(s[1] for s in rm_splits)
-    return reference_lib.score_samples(gds, sts, prompts, tokens)
+    return reference_lib.score_samples(gds, sts, prompts, tokens, states=states)
 
 
 class PromptSet:
@@ -101,6 +127,7 @@ class PromptSet:
         self.response_len = int(response_len)
         self.batch_size = int(batch_size)
         self.temperature = float(temperature)
+        self._states = {}  # batch start -> _prompt_states of that batch (kept on device)
 
     def __len__(self) -> int:
         return self.prompts.shape[0]
@@ -111,6 +138,7 @@ class PromptSet:
         out = copy.copy(self)
         out.prompts = self.prompts[index]
         out.texts = [self.texts[i] for i in index]
+        out._states = {}
         return out
 
     def batches(self):
@@ -119,6 +147,14 @@ class PromptSet:
         for start, real, chunk in pipeline.padded_batches(self.prompts, self.batch_size):
             yield start, real, jnp.asarray(chunk)
 
+    def prompt_states(self, start: int, chunk: jax.Array):
+        """``pi0``'s and the reward models' states of the batch at ``start`` (``chunk``, from
+        :meth:`batches`), computed on first use and kept."""
+        if start not in self._states:
+            self._states[start] = _prompt_states(self.pi0, self.rms, chunk,
+                                                 response_len=self.response_len)
+        return self._states[start]
+
     def score(self, tokens: np.ndarray) -> np.ndarray:
         """``float32[N, k, n_rms]`` proxy rewards of given responses ``tokens int32[N, k, R]``
         (right-padded, EOS included) to the prompts, every reward model."""
@@ -126,9 +162,12 @@ class PromptSet:
         if tokens.ndim != 3 or tokens.shape[0] != len(self):
             raise ValueError(f"tokens must have shape [{len(self)}, k, R], got {tokens.shape}")
         parts = []
-        for (_, real, chunk), (_, _, rows) in zip(
+        if tokens.shape[2] != self.response_len:
+            raise ValueError(f"tokens have {tokens.shape[2]} response slots, the prompt set "
+                             f"{self.response_len}")
+        for (start, real, chunk), (_, _, rows) in zip(
                 self.batches(), pipeline.padded_batches(tokens, self.batch_size)):
-            rew = _scores(self.rms, chunk, jnp.asarray(rows))
+            rew = _scores(self.rms, chunk, jnp.asarray(rows), self.prompt_states(start, chunk)[1])
             parts.append(np.asarray(jax.device_get(rew))[:real])
         return np.concatenate(parts)
 
@@ -147,19 +186,24 @@ class PromptSet:
         gd, st = split
         k = int(num_samples)
         parts = {n: [] for n in ("tokens", "mask", "logp", "logp0", "rewards")}
-        for _, real, chunk, out in pi0_samples.draw_batches(
+        for start, real, chunk, out in pi0_samples.draw_batches(
                 gd, st, self.prompts, key, num_samples=k, max_new_tokens=self.response_len,
                 temperature=self.temperature, batch_size=self.batch_size):
             b, r = chunk.shape[0], self.response_len
-            rows = jnp.repeat(chunk, k, axis=0)
             flat = out.tokens.reshape(b * k, r)
             mask = out.mask.reshape(b * k, r).astype(jnp.float32)
+            pi0_state, rm_states = self.prompt_states(start, chunk)
             if log_probs:
-                logp = _teacher_forced(split, rows, flat, mask)
-                logp0 = logp if policy is None else _teacher_forced(self.pi0, rows, flat, mask)
+                logp = out.model_logprobs.reshape(b * k, r)
+                if policy is None:
+                    logp0 = logp
+                elif pi0_state is not None:
+                    logp0 = _teacher_forced_from_state(self.pi0, pi0_state, flat, mask, k=k)
+                else:
+                    logp0 = _teacher_forced(self.pi0, jnp.repeat(chunk, k, axis=0), flat, mask)
             else:
                 logp = logp0 = jnp.zeros((b * k, r), jnp.float32)
-            rew = (_scores(rms, chunk, out.tokens) if rewards
+            rew = (_scores(rms, chunk, out.tokens, rm_states[:len(rms)]) if rewards
                    else jnp.zeros((b, k, len(rms)), jnp.float32))
             got = jax.device_get({"tokens": out.tokens, "mask": out.mask,
                                   "logp": logp.reshape(b, k, r), "logp0": logp0.reshape(b, k, r),

@@ -36,6 +36,7 @@ loop for 0.54 s instead of 0.13 s (BENCHMARKS.md). The files have the same layou
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, Optional, Tuple
@@ -202,8 +203,7 @@ def load_model(workdir: str, create_model, shardings=None) -> Any:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no exported model; run the training job for {workdir} "
                                 "to completion first")
-    abstract = nnx.eval_shape(create_model)
-    graphdef, params, model_state = nnx.split(abstract, nnx.Param, ...)
+    graphdef, params, model_state = _abstract_model(create_model)
     target = {"params": params, "model_state": model_state}
     if shardings is None:
         structs = jax.tree.map(_host_struct, target)
@@ -214,6 +214,16 @@ def load_model(workdir: str, create_model, shardings=None) -> Any:
     with ocp.StandardCheckpointer() as ckptr:
         restored = ckptr.restore(path, structs)
     return nnx.merge(graphdef, restored["params"], restored["model_state"])
+
+
+@functools.lru_cache(maxsize=16)
+def _abstract_model(create_model) -> Tuple[Any, Any, Any]:
+    """``(graphdef, params, model_state)`` of ``create_model()`` built abstractly, once per
+    ``create_model`` (loading many exports of one architecture, e.g. a run's snapshots, traces
+    the constructor once)."""
+    from flax import nnx
+
+    return nnx.split(nnx.eval_shape(create_model), nnx.Param, ...)
 
 
 def _host_struct(x):

@@ -77,6 +77,45 @@ def test_prefill_and_decode_match_full_forward(name):
         np.testing.assert_allclose(np.asarray(logits), full[:, 5 + t], rtol=1e-5, atol=1e-5)
 
 
+EXTEND_PROMPTS = np.array([[0, 0, 5, 6, 7, 8], [3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 9, 4]])
+# Right-padded responses: EOS (1) then pads; the third is a lone EOS.
+EXTEND_RESPONSES = np.array([[9, 10, 11, 1, 0, 0, 0], [12, 13, 14, 15, 16, 17, 1],
+                             [1, 0, 0, 0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny_mqa", "tiny_parallel", "tiny_gemma3"])
+def test_extend_from_prompt_state_matches_the_full_pass(name):
+    """``prompt_state`` then ``extend`` gives the hidden states of a full pass over ``[prompt,
+    response]`` at every real response token (left-padded prompts, right-padded responses, a
+    sliding-window layer in tiny_gemma3), and ``extend_log_probs`` the teacher-forced
+    log-probs; the state repeated k times serves k responses per prompt."""
+    from lsc.models import decoder
+
+    _, model = make(name)
+    randomize_norms(model)
+    prompts, resp = jnp.asarray(EXTEND_PROMPTS), jnp.asarray(EXTEND_RESPONSES)
+    p, r = prompts.shape[1], resp.shape[1]
+    real = EXTEND_RESPONSES != model.pad_id
+    full = np.asarray(model.hidden_states(jnp.concatenate([prompts, resp], 1)))
+    state = jax.jit(lambda x: model.prompt_state(x, r))(prompts)
+    h, cache = jax.jit(lambda t, c: model.extend(t, c))(resp, state[1])
+    np.testing.assert_allclose(np.asarray(h)[real], full[:, p:][real], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(state[0]), full[:, p - 1], rtol=1e-5, atol=1e-5)
+    assert int(cache["index"]) == p + r
+    mask = jnp.asarray(real, jnp.float32)
+    want = np.asarray(decoder.response_log_probs(model, prompts, resp, mask))
+    got = np.asarray(decoder.extend_log_probs(model, state, resp, mask))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # k = 2 responses per prompt: the second copy of each prompt reads another response.
+    other = jnp.asarray(np.roll(EXTEND_RESPONSES, 1, axis=0))
+    both = jnp.stack([resp, other], 1).reshape(-1, r)
+    got2 = np.asarray(decoder.extend_log_probs(
+        model, decoder.repeat_prompt_state(state, 2), both))
+    want2 = np.asarray(decoder.response_log_probs(model, jnp.repeat(prompts, 2, 0), both))
+    real2 = np.asarray(both) != model.pad_id
+    np.testing.assert_allclose(got2[real2], want2[real2], rtol=1e-5, atol=1e-5)
+
+
 def test_token_log_probs_and_jit_forward():
     _, model = make("tiny")
     g, s = nnx.split(model)

@@ -117,3 +117,36 @@ def test_unknown_pooling_is_refused():
     cfg = DecoderConfig.from_mapping(presets.get_config("tiny"))
     with pytest.raises(ValueError, match="pooling must be one of"):
         heads.RewardModel(DecoderLM(cfg, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1), pooling="max")
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "sum"])
+def test_reward_from_prompt_state_matches_the_full_pass(pooling):
+    """``from_prompt_state`` (the prompts read once by ``backbone.prompt_state``) gives the
+    reward of the full pass over ``[prompt, response]``, the empty response included (it reads
+    the prompt's last state under 'last' pooling and the bias under 'mean' / 'sum'); through
+    ``lsc.align.references.score_samples``, k responses per prompt read one prompt state."""
+    from lsc.align import references
+    from lsc.models import decoder
+
+    cfg = DecoderConfig.from_mapping(presets.get_config("tiny"))
+    model = heads.RewardModel(DecoderLM(cfg, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1),
+                              head_init=nnx.initializers.normal(1.0), pooling=pooling)
+    model.head.proj.bias[...] = jnp.array([0.25])
+    prompts, resp = jnp.asarray(PROMPTS), jnp.asarray(RESPONSES)
+    want = np.asarray(model(prompts, resp))
+    state = model.backbone.prompt_state(prompts, resp.shape[1])
+    got = np.asarray(model.from_prompt_state(state, resp))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    if pooling == "last":
+        np.testing.assert_allclose(got, _numpy_reward(model, PROMPTS, RESPONSES), rtol=1e-5,
+                                   atol=1e-5)
+    # k = 3 responses per prompt (every response for every prompt), two reward models.
+    samples = jnp.asarray(np.broadcast_to(RESPONSES[None], (3, 3, 4)))
+    gd, st = nnx.split(model)
+    scores = np.asarray(jax.jit(lambda p, s: references.score_samples((gd, gd), (st, st), p, s))(
+        prompts, samples))
+    for k in range(3):
+        col = np.asarray(model(prompts, jnp.broadcast_to(resp[k], resp.shape)))
+        np.testing.assert_allclose(scores[:, k, 0], col, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(scores[:, k, 1], col, rtol=1e-5, atol=1e-5)
+    assert decoder.extends(model.backbone)

@@ -115,6 +115,26 @@ def test_logprobs_are_teacher_forced_renormalised_over_drawable_ids(split):
     np.testing.assert_allclose((teacher - got)[rmask], drawable[rmask], atol=2e-5)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_model_logprobs_are_the_teacher_forced_pass(split, temperature):
+    """``model_logprobs`` are the model's own log-probs over its whole vocabulary (no
+    temperature, no banned ids, no vocabulary limit): a teacher-forced pass on the drawn tokens,
+    0 after EOS."""
+    model = split[0]
+    first = run(split, key=7, vocab_limit=20, temperature=temperature)
+    eos = int(np.asarray(first.tokens)[0, 0, 2])  # a row that stops early, padded after
+    out = run(split, key=7, vocab_limit=20, temperature=temperature, eos_id=eos)
+    _, resp, rmask = full_logits(model, out)
+    prompts = jnp.asarray(np.repeat(PROMPTS, K, axis=0))
+    teacher = np.asarray(decoder.response_log_probs(model, prompts, jnp.asarray(resp)))
+    got = np.asarray(out.model_logprobs).reshape(teacher.shape)
+    assert rmask.any() and not rmask.all()
+    np.testing.assert_allclose(got[rmask], teacher[rmask], atol=2e-5)
+    assert (got[~rmask] == 0).all()
+    if temperature == 1.0:  # the drawn distribution excludes pad and ids >= 20
+        assert (np.asarray(out.logprobs).reshape(got.shape)[rmask] > got[rmask] + 1e-3).all()
+
+
 def test_model_sample_vocab_size_is_the_default_limit():
     cfg = DecoderConfig.from_mapping(presets.get_config("tiny"))
     model = DecoderLM(cfg, rngs=nnx.Rngs(0))
@@ -183,7 +203,7 @@ def test_eos_stops_each_row(split):
     first = run(split, key=4)
     eos = int(np.asarray(first.tokens)[0, 0, 2])
     out = run(split, key=4, eos_id=eos)
-    tokens, lp, mask = (np.asarray(x) for x in out)
+    tokens, lp, mask = (np.asarray(x) for x in (out.tokens, out.logprobs, out.mask))
     np.testing.assert_array_equal(tokens[0, 0, :3], np.asarray(first.tokens)[0, 0, :3])
     for row_t, row_m, row_lp in zip(tokens.reshape(-1, R), mask.reshape(-1, R), lp.reshape(-1, R)):
         hits = np.flatnonzero(row_t == eos)

@@ -50,6 +50,7 @@ from flax import nnx
 
 from lsc import rewards, runtime
 from lsc.align.utility import UtilitySpec
+from lsc.models import decoder as decoder_lib
 from lsc.models import sampling
 
 Array = jax.Array
@@ -83,19 +84,51 @@ def score_rows(rm_graphdef: nnx.GraphDef, rm_state: Any, prompts: Array,
     return nnx.merge(rm_graphdef, rm_state)(prompts, responses).astype(jnp.float32)
 
 
+def _extends(model: Any) -> bool:
+    """Whether a reward model continues a prompt state (a decoder backbone with ``extend``)."""
+    return callable(getattr(model, "from_prompt_state", None)) and decoder_lib.extends(
+        getattr(model, "backbone", None))
+
+
+def prompt_states(rm_graphdefs: Sequence[nnx.GraphDef], rm_states: Sequence[Any], prompts: Array,
+                  response_len: int) -> Tuple[Any, ...]:
+    """Per reward model, the prompts' state ``(h_last [B, E], cache)`` its backbone continues in
+    :func:`score_samples` (``backbone.prompt_state``), or None for a model that cannot; computed
+    once, it serves every set of responses to the same prompts (``prompts int32[B, P]``)."""
+    out = []
+    for gd, st in zip(rm_graphdefs, rm_states):
+        model = nnx.merge(gd, st)
+        out.append(model.backbone.prompt_state(prompts, int(response_len)) if _extends(model)
+                   else None)
+    return tuple(out)
+
+
 def score_samples(rm_graphdefs: Sequence[nnx.GraphDef], rm_states: Sequence[Any], prompts: Array,
-                  samples: Array, which: Optional[Sequence[bool]] = None) -> Array:
+                  samples: Array, which: Optional[Sequence[bool]] = None,
+                  states: Optional[Sequence[Any]] = None) -> Array:
     """``float32[B, k, m]`` rewards of ``samples int32[B, k, R]`` under each of the ``m`` reward
-    models (prompts ``int32[B, P]`` are repeated ``k`` times). ``which[i] = False`` skips model
-    ``i`` (its column is 0)."""
+    models (prompts ``int32[B, P]``). ``which[i] = False`` skips model ``i`` (its column is 0).
+
+    A reward model with a decoder backbone reads each prompt once and continues its state over
+    the ``k`` responses (:meth:`lsc.models.heads.RewardModel.from_prompt_state`; ``states``, from
+    :func:`prompt_states`, gives those states precomputed); other models read ``concat([prompt,
+    response])`` with each prompt repeated ``k`` times. The two agree up to rounding."""
     b, k, r = samples.shape
-    rows = jnp.repeat(prompts, k, axis=0)
     flat = samples.reshape(b * k, r)
+    rows = None
     cols = []
     for i, (gd, st) in enumerate(zip(rm_graphdefs, rm_states)):
         if which is not None and not which[i]:
             cols.append(jnp.zeros((b * k,), jnp.float32))
+            continue
+        model = nnx.merge(gd, st)
+        if _extends(model):
+            state = states[i] if states is not None and states[i] is not None else (
+                model.backbone.prompt_state(prompts, r))
+            state = decoder_lib.repeat_prompt_state(state, k)
+            cols.append(model.from_prompt_state(state, flat).astype(jnp.float32))
         else:
+            rows = jnp.repeat(prompts, k, axis=0) if rows is None else rows
             cols.append(score_rows(gd, st, rows, flat))
     return jnp.stack(cols, axis=-1).reshape(b, k, len(cols))
 
