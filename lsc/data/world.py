@@ -105,6 +105,7 @@ The demonstrator that draws base-policy-like responses, the labelled pairs and t
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 from collections.abc import Sequence
 
@@ -249,8 +250,11 @@ def format_prompt(topic: Topic, detail: str, opener: str = "", context: str = ""
     return hh_rlhf.format_turns([*small_talk, ("Human", request), ("Assistant", "")])
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def parse_prompt(prompt: str) -> PromptSpec:
-    """Topic and detail of a world prompt (its last Human turn); ``ValueError`` if none matches."""
+    """Topic and detail of a world prompt (its last Human turn); ``ValueError`` if none matches.
+    Kept for the last 16,384 prompts (a frozen result; judging reads the same prompts for every
+    response)."""
     turns = [text for role, text in hh_rlhf.split_turns(prompt) if role == "Human"]
     if not turns:
         raise ValueError(f"not a synthetic-world prompt (no Human turn): {prompt!r}")

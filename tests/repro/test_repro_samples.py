@@ -75,6 +75,28 @@ def test_log_probs_are_those_of_a_full_forward_pass():
                 assert s.logp[i, 0, t] == 0.0
 
 
+@pytest.mark.slow
+def test_prompt_states_kept_across_calls_give_the_full_pass():
+    """pi0's log-probs and the rewards come from the prompt states each batch keeps (the last
+    batch padded); after a first call, samples of other policies still match a full forward pass
+    of pi0 and direct reward-model calls."""
+    ps, prompts = _set(batch_size=3)
+    ps.sample(fx.policy(1), jax.random.key(2))
+    pi0, rm = fx.policy(0), fx.reward_model(10)
+    p = prompts.shape[1]
+    for seed in (3, 4):
+        s = ps.sample(fx.policy(seed), jax.random.key(seed), num_samples=2)
+        for j in range(2):
+            full = np.concatenate([prompts, s.tokens[:, j]], axis=1)
+            logits = np.asarray(pi0(jnp.asarray(full)), np.float64)[:, p - 1:-1]
+            logz = np.log(np.exp(logits).sum(-1))
+            want = np.take_along_axis(logits, s.tokens[:, j, :, None], -1)[..., 0] - logz
+            np.testing.assert_allclose(s.logp0[:, j], np.where(s.mask[:, j], want, 0.0),
+                                       atol=1e-4)
+            direct = np.asarray(rm(jnp.asarray(prompts), jnp.asarray(s.tokens[:, j])))
+            np.testing.assert_allclose(s.rewards[:, j, 0], direct, atol=1e-5)
+
+
 def test_a_subset_has_the_rows_and_texts_of_its_index_and_the_same_models():
     ps, prompts = _set()
     sub = ps.subset(np.array([4, 1]))

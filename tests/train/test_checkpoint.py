@@ -4,6 +4,8 @@ arrays to the next step or changes its dicts before the write ends, and the dona
 happens (a buffer that the write still reads would make JAX skip it and copy instead). An exported
 model loads straight onto a mesh's shardings."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,3 +156,52 @@ def test_exported_model_loads_onto_the_mesh_shardings_of_its_logical_axes(tmp_pa
         np.testing.assert_array_equal(np.asarray(x), want)
         np.testing.assert_array_equal(np.asarray(single), want)
     assert sharded > 0
+
+
+def test_a_model_file_loads_like_the_orbax_export_onto_one_device_or_a_mesh(tmp_path):
+    """``export_model_file`` writes one safetensors file that ``load_model`` reads back exactly,
+    onto one device or onto the mesh shardings of the logical axes; the file is atomic (no
+    temporary left) and a file of another model is refused by name."""
+    from flax import nnx
+    from safetensors.numpy import load_file
+
+    from lsc.parallel import mesh as mesh_lib
+    from lsc.parallel import partitioning
+    from lsc.train import run_models
+
+    model = _tiny_decoder()
+    for var in jax.tree.leaves(nnx.state(model, nnx.Param)):
+        assert var.dtype == np.float32
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    path = checkpoint_lib.export_model_file(str(tmp_path / "run"), params, rest)
+    assert sorted(os.listdir(tmp_path / "run")) == [checkpoint_lib.MODEL_FILE]
+    assert checkpoint_lib.has_model(str(tmp_path / "run"))
+    assert "params/layers/0/attn/q/kernel" in load_file(path)
+    want = [np.asarray(x) for x in jax.tree.leaves(nnx.split(model)[1])]
+    one = checkpoint_lib.load_model(str(tmp_path / "run"), _tiny_decoder)
+    for x, w in zip(jax.tree.leaves(nnx.split(one)[1]), want):
+        np.testing.assert_array_equal(np.asarray(x), w)
+    tokens = np.array([[0, 5, 6, 7]], np.int32)
+    np.testing.assert_array_equal(np.asarray(one(tokens)), np.asarray(model(tokens)))
+    mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 4, "tensor": 1})
+    rules = partitioning.DEFAULT_RULES
+    sharded = checkpoint_lib.load_model(str(tmp_path / "run"), _tiny_decoder,
+                                        shardings=run_models.mesh_shardings(mesh, rules))
+    reference = partitioning.state_shardings(nnx.split(nnx.eval_shape(_tiny_decoder))[1], mesh,
+                                             rules)
+    for x, ref, w in zip(jax.tree.leaves(nnx.split(sharded)[1]), jax.tree.leaves(reference), want):
+        assert x.sharding == ref
+        np.testing.assert_array_equal(np.asarray(x), w)
+
+    def other():
+        from lsc.models import decoder as decoder_lib
+
+        cfg = decoder_lib.DecoderConfig.from_mapping(dict(
+            vocab_size=64, d_model=16, num_layers=2, num_heads=2, num_kv_heads=2, head_dim=8,
+            mlp_dim=32))
+        return decoder_lib.DecoderLM(cfg, rngs=nnx.Rngs(3))
+
+    with pytest.raises(KeyError, match="layers/1"):
+        checkpoint_lib.load_model(str(tmp_path / "run"), other)
+    with pytest.raises(FileNotFoundError, match="no exported model"):
+        checkpoint_lib.load_model(str(tmp_path / "none"), _tiny_decoder)

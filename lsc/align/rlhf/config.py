@@ -95,7 +95,7 @@ class RLConfig(abc.ABC):
       log_every, save_every, keep_checkpoints: logging and checkpointing cadence.
       progress: tqdm progress bar.
       snapshot_every: every this many steps export the policy to
-        ``<workdir>/snapshots/<step>/model`` (kept; for curves along training); 0: never.
+        ``<workdir>/snapshots/<step>/model.safetensors`` (kept; for curves along training); 0: never.
       snapshot_every_early, snapshot_early_until: also export every ``snapshot_every_early``
         steps up to step ``snapshot_early_until`` (a denser start; both 0: off, else both > 0;
         :func:`lsc.align.rlhf.snapshots.scheduled`).

@@ -16,7 +16,7 @@ The workdir, for any number of seeds and KL coefficients:
 * per run, ``<workdir>[/seed_<s>][/kl_<gamma>]`` (:func:`run_workdir`; a level only when that
   sweep has several values): ``checkpoints/``, ``tensorboard/``, ``summary.json`` (no timings: a
   killed-and-resumed run writes the same file), ``reference_cache.json``, ``model/`` (the final
-  policy), ``snapshots/<step>/model`` with ``rl.snapshot_every`` (and the early schedule,
+  policy), ``snapshots/<step>/model.safetensors`` with ``rl.snapshot_every`` (and the early schedule,
   :func:`lsc.align.rlhf.snapshots.scheduled`) and ``gold.json`` with ``rl.gold_eval_prompts`` on
   the synthetic world. A run stopped by ``rl.stop_kl`` ends like one at ``rl.num_steps``
   (checkpoint, ``model/``, ``summary.json`` with ``stopped_early: {"step", "reason"}``, null for

@@ -1,5 +1,7 @@
-"""Policy snapshots along a run: ``<workdir>/snapshots/<step>/model`` (for curves along
-training; each loads with :func:`lsc.train.checkpoint.load_model`), and beside it
+"""Policy snapshots along a run: ``<workdir>/snapshots/<step>/model.safetensors`` (for curves
+along training; one file per snapshot, :func:`lsc.train.checkpoint.export_model_file`; each loads
+with :func:`lsc.train.checkpoint.load_model`, as do snapshots written earlier as orbax
+``model`` directories), and beside it
 ``kl_level.json``: the running training KL at the export, from which the next KL-triggered export
 is measured (:func:`kl_triggered`)."""
 
@@ -9,10 +11,10 @@ import json
 import os
 from typing import List, Optional, Sequence
 
-from lsc import runtime
-
+import jax
 from flax import nnx
 
+from lsc import runtime
 from lsc.train import checkpoint as checkpoint_lib
 
 SNAPSHOT_DIR = "snapshots"
@@ -65,7 +67,7 @@ def snapshot_steps(workdir: str) -> List[int]:
     if not os.path.isdir(root):
         return []
     return sorted(int(d) for d in os.listdir(root)
-                  if d.isdigit() and os.path.isdir(os.path.join(root, d, checkpoint_lib.MODEL_DIR)))
+                  if d.isdigit() and checkpoint_lib.has_model(os.path.join(root, d)))
 
 
 def export_snapshot(workdir: str, trainer, state, step: int,
@@ -74,7 +76,12 @@ def export_snapshot(workdir: str, trainer, state, step: int,
     the same step, e.g. after a restart), with ``kl_level`` (the running training KL) in
     :data:`LEVEL_FILE` when given."""
     _, _, rest = nnx.split(trainer.policy_model(state), nnx.Param, ...)
-    out = checkpoint_lib.export_model(snapshot_dir(workdir, step), state.policy, rest)
+    where = snapshot_dir(workdir, step)
+    if all(x.is_fully_addressable for x in jax.tree.leaves((state.policy, rest))
+           if isinstance(x, jax.Array)):
+        out = checkpoint_lib.export_model_file(where, state.policy, rest)
+    else:  # a policy sharded over several processes: orbax writes it collectively
+        out = checkpoint_lib.export_model(where, state.policy, rest)
     if kl_level is not None:
         runtime.write_json_atomic(os.path.join(snapshot_dir(workdir, step), LEVEL_FILE),
                                   {"kl_level": float(kl_level)})
