@@ -106,7 +106,9 @@ def estimate_kl_from_samples(samples, logp0, estimator: str = "k1") -> KLEstimat
     The sampler's ``logprobs`` are under the distribution it drew from (the banned pad id and ids
     past the vocabulary limit removed, :class:`lsc.models.sampling.SampleOutput`): with a
     teacher-forced ``logp0`` this is KL(sampler || base model); for KL between two samplers,
-    renormalise ``logp0`` over the same ids."""
+    renormalise ``logp0`` over the same ids. The sampler's ``model_logprobs`` are the model's own
+    (a teacher-forced pass's): ``estimate_kl(model_logprobs, logp0, mask)`` is the models' k1,
+    as the reproduction's judging reads it (:mod:`lsc.repro.samples`)."""
     return estimate_kl(np.asarray(samples.logprobs), logp0, np.asarray(samples.mask), estimator)
 
 

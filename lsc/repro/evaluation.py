@@ -20,7 +20,8 @@ Proxy rewards have one column per reward model, replicate-major: with ``R`` repl
 ``r``; replicate 0 (the first ``m`` columns) is the one the RLHF runs optimise.
 
 RLHF policies (:func:`rlhf_entry`): one sample per prompt with a key independent of the base
-samples; KL(pi || pi0) by the ``k1`` estimator from teacher-forced log-probs (mean and standard
+samples; KL(pi || pi0) by the ``k1`` estimator from the models' full-softmax log-probs (the
+policy's from the sampler, ``pi0``'s teacher-forced; :mod:`lsc.repro.samples`; mean and standard
 error over prompts); win rates with bootstrap CIs; proxy and gold means; underfitting (helpful
 gold improvement by base-score quartile); shortcut features; and, from the policies exported
 along training (``rl.snapshot_every`` and the early schedule), the proxy-vs-gold curve and its
