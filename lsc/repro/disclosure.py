@@ -142,6 +142,23 @@ CHANGES: Tuple[Change, ...] = (
            "point",
            "every study claim inconclusive (no grid point), reading 'as is'",
            "docs/grpo_study.md's tables"),
+    Change("Scoring and judging read each prompt once (reward models and pi0 continue a prompt "
+           "state over the responses), judging takes the policy's log-probs from the sampler "
+           "instead of a teacher-forced pass, and snapshots are one safetensors file: the same "
+           "quantities, different in rounding only; all four runs rerun (world seeds 2 and 0 "
+           "offset 6 from scratch; world seeds 0 and 1 from the predictor stage on, their first "
+           "three stages identical bit for bit) and the GRPO study rerun",
+           "ff8d430, 16c4146 (2026-12-05)",
+           "the main job took 19-21 min, over the 15-minute budget (a change for time, made "
+           "after the previous row's verdicts were seen; the verdicts could move only as far as "
+           "another CPU's rounding moves them)",
+           "the previous row's 'after': every exact-arm verdict as now; rl_hacking_rate_sum "
+           "opposite on world seed 0 (Holm [-0.1102, -0.0004]), every other RL claim "
+           "inconclusive on every run",
+           "every exact-arm verdict unchanged on all four runs; rl_hacking_rate_sum on world "
+           "seed 0 inconclusive (-0.0540, Holm [-0.1096, +0.0016]), so every RL claim is "
+           "inconclusive on every run; RL estimates within 0.002 of the previous ones "
+           "(hacking rates within 0.008)"),
 )
 
 
